@@ -1,0 +1,94 @@
+//! The command-line interface: the subcommands an operator types and what each one does today.
+//!
+//! Only the shared `core` library is built so far, so every subcommand says plainly that it
+//! arrives with a later milestone, prints the help and exits with [`EXIT_NOT_BUILT`]. This module
+//! must never pretend to start, check or change anything it does not.
+
+use std::io::{self, Write};
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// Exit status of a subcommand that is part of the interface but not built yet (the same status
+/// clap uses for a usage error: the request cannot be served as typed).
+pub const EXIT_NOT_BUILT: u8 = 2;
+
+/// Exit status when the report itself could not be written (a closed terminal or pipe).
+pub const EXIT_IO: u8 = 74;
+
+/// The operator CLI of the rempart perimeter for Antelope block producers.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rempart",
+    version,
+    about = "Operator CLI of the rempart perimeter for Antelope block producers",
+    long_about = "Operator CLI of the rempart perimeter for Antelope block producers: a TLS \
+                  gateway, api and producer nodes, and a sandboxed block signer.\n\n\
+                  Today only the shared `core` library (Antelope codec, keys, transactions, \
+                  ABI) is built; each subcommand below arrives with a later milestone and says \
+                  so instead of pretending to run.",
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `rempart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[non_exhaustive]
+pub enum Command {
+    /// Run the whole perimeter on this machine: a development chain, a signer, a producer, an
+    /// api node and the gateway on https://127.0.0.1:8443 (not built yet).
+    Up,
+    /// Validate every policy file under policies/ (not built yet).
+    Check,
+    /// Drive key ceremonies and M-of-N approved signer commands with a YubiKey (not built yet).
+    Admin,
+    /// Generate WireGuard keys and peer settings for the link to the signer (not built yet).
+    Wg,
+}
+
+impl Command {
+    /// The word the operator types for this subcommand.
+    pub fn word(self) -> &'static str {
+        match self {
+            Command::Up => "up",
+            Command::Check => "check",
+            Command::Admin => "admin",
+            Command::Wg => "wg",
+        }
+    }
+
+    /// Whether this subcommand does its job in this build.
+    pub fn is_built(self) -> bool {
+        match self {
+            Command::Up | Command::Check | Command::Admin | Command::Wg => false,
+        }
+    }
+}
+
+/// Runs the parsed command line, writing what the operator must read to `out`, and returns the
+/// process exit status.
+///
+/// # Errors
+///
+/// Returns the I/O error when `out` cannot be written.
+pub fn run(cli: &Cli, out: &mut dyn Write) -> io::Result<u8> {
+    let command = cli.command;
+    if !command.is_built() {
+        writeln!(
+            out,
+            "`rempart {}` is not built yet: it arrives with a later milestone of rempart. \
+             Nothing was started or changed.\n",
+            command.word()
+        )?;
+        write!(out, "{}", Cli::command().render_long_help())?;
+        out.flush()?;
+        return Ok(EXIT_NOT_BUILT);
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests;
