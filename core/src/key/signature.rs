@@ -1,0 +1,311 @@
+//! Signatures in EOS compact form: a header byte (27 + 4 + recovery id) then r and s, 65 bytes,
+//! written `SIG_K1_…` or `SIG_R1_…`. Also public-key recovery, verification by recovery, fc's
+//! canonical rule, and turning a raw r‖s from an HSM or YubiKey into this form.
+//!
+//! Never accept a header outside 27..=34, and never hand back a converted HSM signature whose
+//! recovery id does not give back the key that was asked for.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::public::compress_p256;
+use super::{Check, KeyError, KeyType, PublicKey, decode_checked, encode_checked};
+use crate::checksum::Checksum256;
+use crate::codec::{DecodeError, Pack, Reader, Unpack};
+
+/// An Antelope signature in compact form: header, r (32 bytes), s (32 bytes).
+///
+/// Build it from outside bytes with [`Signature::from_bytes`], which checks the header.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Signature {
+    /// A secp256k1 signature.
+    K1([u8; 65]),
+    /// A NIST P-256 signature.
+    R1([u8; 65]),
+}
+
+/// The header byte for a compressed-key signature with this recovery id.
+fn header_for(recid: u8) -> u8 {
+    27 + 4 + recid
+}
+
+fn check_header(header: u8) -> Result<(), KeyError> {
+    if (27..=34).contains(&header) { Ok(()) } else { Err(KeyError::BadHeader(header)) }
+}
+
+/// fc's canonical rule for K1: r and s each have the top bit clear and are DER-minimal (a zero
+/// first byte only when the next byte needs it).
+fn fc_canonical(rs: &[u8]) -> bool {
+    let (r, s) = (&rs[0..32], &rs[32..64]);
+    r[0] & 0x80 == 0
+        && !(r[0] == 0 && r[1] & 0x80 == 0)
+        && s[0] & 0x80 == 0
+        && !(s[0] == 0 && s[1] & 0x80 == 0)
+}
+
+fn secp_message(digest: &Checksum256) -> secp256k1::Message {
+    secp256k1::Message::from_digest(digest.0)
+}
+
+/// Recovers a K1 key from compact r‖s and a recovery id.
+fn recover_k1(rs: &[u8], recid: u8, digest: &Checksum256) -> Result<PublicKey, KeyError> {
+    let id = secp256k1::ecdsa::RecoveryId::from_u8_masked(recid);
+    let sig = secp256k1::ecdsa::RecoverableSignature::from_compact(rs, id)
+        .map_err(|_| KeyError::InvalidSignature(KeyType::K1))?;
+    let pk = sig
+        .recover_ecdsa(secp_message(digest))
+        .map_err(|_| KeyError::RecoveryFailed(KeyType::K1))?;
+    Ok(PublicKey::K1(pk.serialize()))
+}
+
+/// Recovers an R1 key from an r‖s signature and a recovery id.
+fn recover_r1(
+    sig: &p256::ecdsa::Signature,
+    recid: u8,
+    digest: &Checksum256,
+) -> Result<PublicKey, KeyError> {
+    // p256 does not re-export `RecoveryId`; `TryFrom<u8>` reaches it by inference.
+    let id = (recid & 3).try_into().map_err(|_| KeyError::RecoveryFailed(KeyType::R1))?;
+    let vk = p256::ecdsa::VerifyingKey::recover_from_prehash(&digest.0, sig, id)
+        .map_err(|_| KeyError::RecoveryFailed(KeyType::R1))?;
+    Ok(PublicKey::R1(compress_p256(&vk.into())))
+}
+
+fn p256_signature(rs: &[u8]) -> Result<p256::ecdsa::Signature, KeyError> {
+    p256::ecdsa::Signature::from_slice(rs).map_err(|_| KeyError::InvalidSignature(KeyType::R1))
+}
+
+impl Signature {
+    /// A signature of `key_type` from its 65 compact bytes; the header must be in 27..=34.
+    pub fn from_bytes(key_type: KeyType, bytes: &[u8; 65]) -> Result<Signature, KeyError> {
+        check_header(bytes[0])?;
+        Ok(match key_type {
+            KeyType::K1 => Signature::K1(*bytes),
+            KeyType::R1 => Signature::R1(*bytes),
+        })
+    }
+
+    /// Builds a signature from a recovery id (0..=3) and r‖s, with header 27 + 4 + recid.
+    fn from_parts(key_type: KeyType, recid: u8, rs: &[u8; 64]) -> Signature {
+        let mut b = [0u8; 65];
+        b[0] = header_for(recid & 3);
+        b[1..].copy_from_slice(rs);
+        match key_type {
+            KeyType::K1 => Signature::K1(b),
+            KeyType::R1 => Signature::R1(b),
+        }
+    }
+
+    /// The curve of this signature.
+    pub fn key_type(&self) -> KeyType {
+        match self {
+            Signature::K1(_) => KeyType::K1,
+            Signature::R1(_) => KeyType::R1,
+        }
+    }
+
+    /// The 65 compact bytes: header, r, s.
+    pub fn as_bytes(&self) -> &[u8; 65] {
+        match self {
+            Signature::K1(b) | Signature::R1(b) => b,
+        }
+    }
+
+    /// The header byte.
+    pub fn header(&self) -> u8 {
+        self.as_bytes()[0]
+    }
+
+    /// The recovery id, `(header - 27) & 3`.
+    pub fn recovery_id(&self) -> u8 {
+        self.header().wrapping_sub(27) & 3
+    }
+
+    /// r‖s, 64 bytes.
+    pub fn rs(&self) -> &[u8] {
+        &self.as_bytes()[1..]
+    }
+
+    /// The public key that produced this signature over `digest`.
+    ///
+    /// This does not apply fc's canonical rule; call [`Signature::is_canonical`] where the
+    /// chain requires it.
+    pub fn recover(&self, digest: &Checksum256) -> Result<PublicKey, KeyError> {
+        check_header(self.header())?;
+        match self {
+            Signature::K1(b) => recover_k1(&b[1..], self.recovery_id(), digest),
+            Signature::R1(b) => recover_r1(&p256_signature(&b[1..])?, self.recovery_id(), digest),
+        }
+    }
+
+    /// Whether this is `key`'s signature over `digest`: the recovered key equals `key`, as
+    /// nodeos checks.
+    pub fn verify(&self, digest: &Checksum256, key: &PublicKey) -> bool {
+        self.key_type() == key.key_type() && self.recover(digest).is_ok_and(|k| &k == key)
+    }
+
+    /// fc's canonical rule: for K1, r and s have the top bit clear and are DER-minimal; for R1,
+    /// s is in the lower half of the order (low-S) and r, s are valid scalars.
+    pub fn is_canonical(&self) -> bool {
+        match self {
+            Signature::K1(b) => fc_canonical(&b[1..]),
+            Signature::R1(b) => p256_signature(&b[1..]).is_ok_and(|s| s.normalize_s().is_none()),
+        }
+    }
+
+    /// Turns a raw ECDSA r‖s over `digest` by `public` (as an HSM or YubiKey returns it) into
+    /// EOS form: s is made low, the recovery id found by trial recovery against `public`.
+    ///
+    /// For K1 a result that fc would call non-canonical is [`KeyError::NotCanonical`]: the
+    /// caller signs again (with a bounded number of attempts). No recovery id giving back
+    /// `public` is [`KeyError::RecoveryMismatch`].
+    pub fn from_raw_rs(
+        key_type: KeyType,
+        rs: &[u8; 64],
+        digest: &Checksum256,
+        public: &PublicKey,
+    ) -> Result<Signature, KeyError> {
+        if public.key_type() != key_type {
+            return Err(KeyError::KeyTypeMismatch { expected: key_type, found: public.key_type() });
+        }
+        let (r, s) = rs.split_at(32);
+        if r.iter().all(|&b| b == 0) || s.iter().all(|&b| b == 0) {
+            return Err(KeyError::InvalidSignature(key_type));
+        }
+        match key_type {
+            KeyType::K1 => {
+                let mut sig = secp256k1::ecdsa::Signature::from_compact(rs)
+                    .map_err(|_| KeyError::InvalidSignature(KeyType::K1))?;
+                sig.normalize_s();
+                let low = sig.serialize_compact();
+                let recid = (0..4u8)
+                    .find(|&id| recover_k1(&low, id, digest).is_ok_and(|k| &k == public))
+                    .ok_or(KeyError::RecoveryMismatch)?;
+                if !fc_canonical(&low) {
+                    return Err(KeyError::NotCanonical);
+                }
+                Ok(Signature::from_parts(KeyType::K1, recid, &low))
+            }
+            KeyType::R1 => {
+                let sig = p256_signature(rs)?;
+                let sig = sig.normalize_s().unwrap_or(sig);
+                let recid = (0..4u8)
+                    .find(|&id| recover_r1(&sig, id, digest).is_ok_and(|k| &k == public))
+                    .ok_or(KeyError::RecoveryMismatch)?;
+                let low: [u8; 64] = sig.to_bytes().into();
+                Ok(Signature::from_parts(KeyType::R1, recid, &low))
+            }
+        }
+    }
+
+    /// As [`Signature::from_raw_rs`], for an ASN.1 DER `ECDSA-Sig-Value` (what a YubiKey's PIV
+    /// applet returns).
+    pub fn from_der_rs(
+        key_type: KeyType,
+        der: &[u8],
+        digest: &Checksum256,
+        public: &PublicKey,
+    ) -> Result<Signature, KeyError> {
+        let rs: [u8; 64] = match key_type {
+            KeyType::K1 => secp256k1::ecdsa::Signature::from_der(der)
+                .map_err(|_| KeyError::InvalidSignature(KeyType::K1))?
+                .serialize_compact(),
+            KeyType::R1 => p256::ecdsa::Signature::from_der(der)
+                .map_err(|_| KeyError::InvalidSignature(KeyType::R1))?
+                .to_bytes()
+                .into(),
+        };
+        Self::from_raw_rs(key_type, &rs, digest, public)
+    }
+
+    /// Builds a K1 signature from libsecp256k1's recoverable form.
+    pub(super) fn from_secp_recoverable(sig: &secp256k1::ecdsa::RecoverableSignature) -> Self {
+        let (id, rs) = sig.serialize_compact();
+        Signature::from_parts(KeyType::K1, id.to_u8(), &rs)
+    }
+
+    /// Builds an R1 signature from a p256 signature and recovery id.
+    pub(super) fn from_p256(sig: &p256::ecdsa::Signature, recid: u8) -> Self {
+        let rs: [u8; 64] = sig.to_bytes().into();
+        Signature::from_parts(KeyType::R1, recid, &rs)
+    }
+
+    /// Recovers an R1 key from a p256 signature and recovery id (used when signing).
+    pub(super) fn recover_p256(
+        sig: &p256::ecdsa::Signature,
+        recid: u8,
+        digest: &Checksum256,
+    ) -> Result<PublicKey, KeyError> {
+        recover_r1(sig, recid, digest)
+    }
+}
+
+const WHAT: &str = "signature";
+
+impl FromStr for Signature {
+    type Err = KeyError;
+
+    /// Parses `SIG_K1_…` or `SIG_R1_…`; the checksum and the header (27..=34) are checked.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (key_type, body, check, form) = if let Some(body) = s.strip_prefix("SIG_K1_") {
+            (KeyType::K1, body, Check::Ripemd(b"K1"), "SIG_K1 ripemd160")
+        } else if let Some(body) = s.strip_prefix("SIG_R1_") {
+            (KeyType::R1, body, Check::Ripemd(b"R1"), "SIG_R1 ripemd160")
+        } else if s.starts_with("SIG_WA_") {
+            return Err(KeyError::Unsupported { what: "WebAuthn signatures are not supported" });
+        } else {
+            return Err(KeyError::BadPrefix { what: WHAT, expected: "SIG_K1_ or SIG_R1_" });
+        };
+        let payload = decode_checked(body, WHAT, form, 65, check)?;
+        let mut b = [0u8; 65];
+        b.copy_from_slice(&payload);
+        Self::from_bytes(key_type, &b)
+    }
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Signature::K1(b) => encode_checked("SIG_K1_", b, Check::Ripemd(b"K1")),
+            Signature::R1(b) => encode_checked("SIG_R1_", b, Check::Ripemd(b"R1")),
+        };
+        f.write_str(&s)
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({self})")
+    }
+}
+
+impl Pack for Signature {
+    fn pack(&self, out: &mut Vec<u8>) {
+        out.push(self.key_type().tag());
+        out.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl Unpack for Signature {
+    const MIN_SIZE: usize = 66;
+
+    fn unpack(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let key_type = KeyType::from_tag(r, WHAT).map_err(|e| match e {
+            DecodeError::Invalid { what, at, .. } => DecodeError::Invalid {
+                what,
+                at,
+                reason: "WebAuthn signatures are not supported".to_owned(),
+            },
+            other => other,
+        })?;
+        let at = r.position();
+        let bytes: [u8; 65] = r.read_array()?;
+        Self::from_bytes(key_type, &bytes).map_err(|e| DecodeError::Invalid {
+            what: WHAT,
+            at,
+            reason: e.to_string(),
+        })
+    }
+}
+
+crate::serde_via_string!(Signature);
