@@ -1,1 +1,8 @@
-//! placeholder
+//! `rempart-node`: a small Antelope-compatible chain that real clients accept.
+//!
+//! State lives in one redb file ([`store`]); the producer role makes a block every 500 ms slot and
+//! has its blocks signed by `rempart-signer`; the api role follows a producer, verifies every
+//! block and serves the nodeos chain API. The binary in `main.rs` only parses arguments and calls
+//! into this library; nothing here calls `process::exit`.
+
+pub mod store;

@@ -1,0 +1,587 @@
+//! The node's durable state: one redb file holding chain state, the block log and its indexes.
+//!
+//! Everything a block changes is written in one redb write transaction ([`BlockWrite`]) that is
+//! committed with an fsync, so a `kill -9` at any instant leaves either the previous head or the
+//! new one on disk, never a mixture. Transactions inside a block stage their changes in an
+//! [`Overlay`] first; a failed transaction drops its overlay and leaves nothing behind.
+//!
+//! This module knows bytes and keys, not chain rules: it must never decide whether a transaction
+//! or block is valid, and it never reads the clock.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+
+use redb::{
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Table,
+    TableDefinition, WriteTransaction,
+};
+use rempart_core::codec::{Pack, Unpack};
+use rempart_core::{BlockTimestamp, Checksum256, Name, from_bytes, packed_struct, to_bytes};
+
+/// Chain state: prefixed keys (see [`key`]) to packed records.
+const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+/// Signed blocks by number, as packed `signed_block` bytes.
+const BLOCKS: TableDefinition<u32, &[u8]> = TableDefinition::new("blocks");
+/// Block id by number (TaPoS and `get_block` by number).
+const BLOCK_ID_BY_NUM: TableDefinition<u32, &[u8; 32]> = TableDefinition::new("block_id_by_num");
+/// Block number by id.
+const BLOCK_NUM_BY_ID: TableDefinition<&[u8; 32], u32> = TableDefinition::new("block_num_by_id");
+/// Transaction id → expiration (seconds): the duplicate set, pruned once expired.
+const TX_DEDUP: TableDefinition<&[u8; 32], u32> = TableDefinition::new("tx_dedup");
+/// (expiration seconds, transaction id) → (): the pruning order of [`TX_DEDUP`].
+const TX_EXPIRY: TableDefinition<(u32, &[u8; 32]), ()> = TableDefinition::new("tx_expiry");
+/// Transaction id → block number that included it (history), kept forever.
+const TX_BLOCK: TableDefinition<&[u8; 32], u32> = TableDefinition::new("tx_block");
+/// Singletons: the chain id, the genesis, the head.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// A state key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+const META_CHAIN_ID: &str = "chain_id";
+const META_GENESIS: &str = "genesis";
+const META_HEAD: &str = "head";
+
+/// Why the store failed. Every variant means the disk or the file is at fault, not the input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// redb reported an error.
+    #[error("state database: {0}; check the disk and the data directory's permissions")]
+    Db(#[from] redb::Error),
+    /// A stored record did not decode: the file is damaged or from another version.
+    #[error("stored {what} is corrupt ({source}); restore the data directory from a snapshot")]
+    Corrupt {
+        /// Which record.
+        what: &'static str,
+        /// The decoding error.
+        source: rempart_core::DecodeError,
+    },
+    /// The database was initialised for another chain.
+    #[error("data directory belongs to chain {found}, not {expected}; use another data_dir")]
+    WrongChain {
+        /// Chain id in the configuration.
+        expected: Checksum256,
+        /// Chain id in the database.
+        found: Checksum256,
+    },
+    /// The database has no genesis yet.
+    #[error("data directory is not initialised; run `rempart-node init` first")]
+    NotInitialised,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+packed_struct! {
+    /// The chain head as stored: what `get_info` reports and where the next block starts.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Head {
+        /// Head block number.
+        pub block_num: u32,
+        /// Head block id.
+        pub block_id: Checksum256,
+        /// Head block time slot.
+        pub timestamp: BlockTimestamp,
+        /// Producer of the head block.
+        pub producer: Name,
+        /// Last irreversible block number.
+        pub lib_num: u32,
+        /// Last irreversible block id.
+        pub lib_id: Checksum256,
+        /// Version of the active producer schedule.
+        pub schedule_version: u32,
+    }
+}
+
+/// Key layouts of the [`STATE`] table. Integers are big-endian so that keys sort by value.
+pub mod key {
+    use rempart_core::{Checksum256, Name};
+
+    /// Account record of `account`.
+    pub fn account(account: Name) -> Vec<u8> {
+        with_names(b'a', &[account])
+    }
+    /// Permission `perm` of `account`.
+    pub fn permission(account: Name, perm: Name) -> Vec<u8> {
+        with_names(b'p', &[account, perm])
+    }
+    /// Prefix of every permission of `account`.
+    pub fn permission_prefix(account: Name) -> Vec<u8> {
+        with_names(b'p', &[account])
+    }
+    /// `linkauth` entry: which permission of `account` an action `code::action` requires
+    /// (`action` zero for the whole contract).
+    pub fn link(account: Name, code: Name, action: Name) -> Vec<u8> {
+        with_names(b'l', &[account, code, action])
+    }
+    /// ABI bytes of `account`.
+    pub fn abi(account: Name) -> Vec<u8> {
+        with_names(b'b', &[account])
+    }
+    /// Code bytes with this hash.
+    pub fn code(hash: &Checksum256) -> Vec<u8> {
+        let mut k = vec![b'c'];
+        k.extend_from_slice(hash.as_bytes());
+        k
+    }
+    /// Active producer schedule.
+    pub fn schedule() -> Vec<u8> {
+        vec![b's']
+    }
+    /// A contract table row.
+    pub fn row(code: Name, scope: Name, table: Name, primary: u64) -> Vec<u8> {
+        let mut k = with_names(b't', &[code, scope, table]);
+        k.extend_from_slice(&primary.to_be_bytes());
+        k
+    }
+    /// Prefix of every row of one contract table in one scope.
+    pub fn table_prefix(code: Name, scope: Name, table: Name) -> Vec<u8> {
+        with_names(b't', &[code, scope, table])
+    }
+
+    fn with_names(tag: u8, names: &[Name]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(1 + 8 * names.len());
+        k.push(tag);
+        for n in names {
+            k.extend_from_slice(&n.value().to_be_bytes());
+        }
+        k
+    }
+}
+
+/// The node's database file.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            // Create every table so that readers never meet a missing one.
+            txn.open_table(STATE)?;
+            txn.open_table(BLOCKS)?;
+            txn.open_table(BLOCK_ID_BY_NUM)?;
+            txn.open_table(BLOCK_NUM_BY_ID)?;
+            txn.open_table(TX_DEDUP)?;
+            txn.open_table(TX_EXPIRY)?;
+            txn.open_table(TX_BLOCK)?;
+            txn.open_table(META)?;
+        }
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// A consistent snapshot for readers (the API); never blocks the writer.
+    pub fn read(&self) -> Result<Snapshot, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(Snapshot {
+            state: txn.open_table(STATE)?,
+            blocks: txn.open_table(BLOCKS)?,
+            id_by_num: txn.open_table(BLOCK_ID_BY_NUM)?,
+            num_by_id: txn.open_table(BLOCK_NUM_BY_ID)?,
+            tx_block: txn.open_table(TX_BLOCK)?,
+            meta: txn.open_table(META)?,
+            _txn: txn,
+        })
+    }
+
+    /// Runs `f` inside one write transaction and commits (with fsync) if it returns `Ok`.
+    /// An `Err` from `f` aborts: nothing it wrote reaches the disk.
+    pub fn write<R, E>(&self, f: impl FnOnce(&mut BlockWrite<'_>) -> Result<R, E>) -> Result<R, E>
+    where
+        E: From<StoreError>,
+    {
+        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let result = {
+            let mut w = BlockWrite::open(&txn)?;
+            f(&mut w)
+        };
+        match result {
+            Ok(r) => {
+                txn.commit().map_err(StoreError::from)?;
+                Ok(r)
+            }
+            Err(e) => {
+                txn.abort().map_err(StoreError::from)?;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A read-only, consistent view of the database.
+pub struct Snapshot {
+    state: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    blocks: ReadOnlyTable<u32, &'static [u8]>,
+    id_by_num: ReadOnlyTable<u32, &'static [u8; 32]>,
+    num_by_id: ReadOnlyTable<&'static [u8; 32], u32>,
+    tx_block: ReadOnlyTable<&'static [u8; 32], u32>,
+    meta: ReadOnlyTable<&'static str, &'static [u8]>,
+    _txn: ReadTransaction,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Snapshot")
+    }
+}
+
+impl Snapshot {
+    /// A state value.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.state.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// A decoded state record.
+    pub fn get_record<T: Unpack>(
+        &self,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        decode_opt(self.get(key)?, what)
+    }
+
+    /// State entries whose key starts with `prefix` and is at least `from`, in key order, at
+    /// most `limit` of them.
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.state.range::<&[u8]>(from..)? {
+            let (k, v) = entry?;
+            if !k.value().starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The chain head, `None` before `init`.
+    pub fn head(&self) -> Result<Option<Head>, StoreError> {
+        decode_opt(self.meta.get(META_HEAD)?.map(|v| v.value().to_vec()), "head")
+    }
+
+    /// The chain id, `None` before `init`.
+    pub fn chain_id(&self) -> Result<Option<Checksum256>, StoreError> {
+        decode_opt(self.meta.get(META_CHAIN_ID)?.map(|v| v.value().to_vec()), "chain id")
+    }
+
+    /// The packed genesis stored at `init`.
+    pub fn genesis(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(META_GENESIS)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Packed signed block by number.
+    pub fn block(&self, num: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.blocks.get(num)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Block id by number.
+    pub fn block_id(&self, num: u32) -> Result<Option<Checksum256>, StoreError> {
+        Ok(self.id_by_num.get(num)?.map(|v| Checksum256(*v.value())))
+    }
+
+    /// Block number by id.
+    pub fn block_num(&self, id: &Checksum256) -> Result<Option<u32>, StoreError> {
+        Ok(self.num_by_id.get(id.as_bytes())?.map(|v| v.value()))
+    }
+
+    /// Block that included transaction `id`.
+    pub fn transaction_block(&self, id: &Checksum256) -> Result<Option<u32>, StoreError> {
+        Ok(self.tx_block.get(id.as_bytes())?.map(|v| v.value()))
+    }
+}
+
+/// Everything one block writes, inside one redb write transaction.
+pub struct BlockWrite<'t> {
+    state: Table<'t, &'static [u8], &'static [u8]>,
+    blocks: Table<'t, u32, &'static [u8]>,
+    id_by_num: Table<'t, u32, &'static [u8; 32]>,
+    num_by_id: Table<'t, &'static [u8; 32], u32>,
+    tx_dedup: Table<'t, &'static [u8; 32], u32>,
+    tx_expiry: Table<'t, (u32, &'static [u8; 32]), ()>,
+    tx_block: Table<'t, &'static [u8; 32], u32>,
+    meta: Table<'t, &'static str, &'static [u8]>,
+}
+
+impl std::fmt::Debug for BlockWrite<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlockWrite")
+    }
+}
+
+impl<'t> BlockWrite<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(BlockWrite {
+            state: txn.open_table(STATE)?,
+            blocks: txn.open_table(BLOCKS)?,
+            id_by_num: txn.open_table(BLOCK_ID_BY_NUM)?,
+            num_by_id: txn.open_table(BLOCK_NUM_BY_ID)?,
+            tx_dedup: txn.open_table(TX_DEDUP)?,
+            tx_expiry: txn.open_table(TX_EXPIRY)?,
+            tx_block: txn.open_table(TX_BLOCK)?,
+            meta: txn.open_table(META)?,
+        })
+    }
+
+    /// A state value as this block sees it.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.state.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The first state entry with a key in `(after, ..)` (or `[from, ..)`) that starts with
+    /// `prefix`.
+    fn next_after(
+        &self,
+        prefix: &[u8],
+        lower: Bound<&[u8]>,
+    ) -> Result<Option<Entry>, StoreError> {
+        let mut range = self.state.range::<&[u8]>((lower, Bound::Unbounded))?;
+        match range.next() {
+            Some(entry) => {
+                let (k, v) = entry?;
+                if k.value().starts_with(prefix) {
+                    Ok(Some((k.value().to_vec(), v.value().to_vec())))
+                } else {
+                    Ok(None)
+                }
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a state value.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.state.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Removes a state value.
+    pub fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.state.remove(key)?;
+        Ok(())
+    }
+
+    /// The head as of this write (the previous block's, until [`BlockWrite::set_head`]).
+    pub fn head(&self) -> Result<Option<Head>, StoreError> {
+        decode_opt(self.meta.get(META_HEAD)?.map(|v| v.value().to_vec()), "head")
+    }
+
+    /// Records the new head.
+    pub fn set_head(&mut self, head: &Head) -> Result<(), StoreError> {
+        self.meta.insert(META_HEAD, to_bytes(head).as_slice())?;
+        Ok(())
+    }
+
+    /// The chain id, `None` before `init`.
+    pub fn chain_id(&self) -> Result<Option<Checksum256>, StoreError> {
+        decode_opt(self.meta.get(META_CHAIN_ID)?.map(|v| v.value().to_vec()), "chain id")
+    }
+
+    /// Records the chain id and genesis (at `init` only).
+    pub fn set_genesis(
+        &mut self,
+        chain_id: &Checksum256,
+        genesis: &[u8],
+    ) -> Result<(), StoreError> {
+        self.meta.insert(META_CHAIN_ID, chain_id.as_bytes().as_slice())?;
+        self.meta.insert(META_GENESIS, genesis)?;
+        Ok(())
+    }
+
+    /// Block id by number (TaPoS).
+    pub fn block_id(&self, num: u32) -> Result<Option<Checksum256>, StoreError> {
+        Ok(self.id_by_num.get(num)?.map(|v| Checksum256(*v.value())))
+    }
+
+    /// Appends a block to the log and its indexes.
+    pub fn append_block(
+        &mut self,
+        num: u32,
+        id: &Checksum256,
+        packed: &[u8],
+    ) -> Result<(), StoreError> {
+        self.blocks.insert(num, packed)?;
+        self.id_by_num.insert(num, id.as_bytes())?;
+        self.num_by_id.insert(id.as_bytes(), num)?;
+        Ok(())
+    }
+
+    /// Whether a transaction id is in the duplicate set.
+    pub fn is_duplicate(&self, id: &Checksum256) -> Result<bool, StoreError> {
+        Ok(self.tx_dedup.get(id.as_bytes())?.is_some())
+    }
+
+    /// Adds a transaction to the duplicate set (until `expiration`) and the history index.
+    pub fn record_transaction(
+        &mut self,
+        id: &Checksum256,
+        expiration: u32,
+        block_num: u32,
+    ) -> Result<(), StoreError> {
+        self.tx_dedup.insert(id.as_bytes(), expiration)?;
+        self.tx_expiry.insert((expiration, id.as_bytes()), ())?;
+        self.tx_block.insert(id.as_bytes(), block_num)?;
+        Ok(())
+    }
+
+    /// Drops duplicate-set entries that expired strictly before `now_sec` (block time, never
+    /// the wall clock). Returns how many were dropped.
+    pub fn prune_expired(&mut self, now_sec: u32) -> Result<usize, StoreError> {
+        let mut expired = Vec::new();
+        for entry in self.tx_expiry.range::<(u32, &[u8; 32])>(..(now_sec, &[0u8; 32]))? {
+            let (k, _) = entry?;
+            let (exp, id) = k.value();
+            expired.push((exp, *id));
+        }
+        for (exp, id) in &expired {
+            self.tx_expiry.remove((*exp, id))?;
+            self.tx_dedup.remove(id)?;
+        }
+        Ok(expired.len())
+    }
+}
+
+/// One transaction's staged changes over a [`BlockWrite`]: reads see the staged values first;
+/// [`Overlay::commit`] applies them, dropping the overlay discards them.
+#[derive(Debug)]
+pub struct Overlay<'b, 't> {
+    base: &'b mut BlockWrite<'t>,
+    changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'b, 't> Overlay<'b, 't> {
+    /// An empty overlay over `base`.
+    pub fn new(base: &'b mut BlockWrite<'t>) -> Self {
+        Overlay { base, changes: BTreeMap::new() }
+    }
+
+    /// The value as this transaction sees it.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.changes.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.base.get(key),
+        }
+    }
+
+    /// A decoded record as this transaction sees it.
+    pub fn get_record<T: Unpack>(
+        &self,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        decode_opt(self.get(key)?, what)
+    }
+
+    /// Stages a value.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.changes.insert(key, Some(value));
+    }
+
+    /// Stages a packed record.
+    pub fn put_record<T: Pack>(&mut self, key: Vec<u8>, value: &T) {
+        self.put(key, to_bytes(value));
+    }
+
+    /// Stages a removal.
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.changes.insert(key, None);
+    }
+
+    /// The first entry (as this transaction sees it) whose key starts with `prefix` and is at
+    /// or after `from` (`inclusive`) or strictly after it.
+    pub fn next(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        inclusive: bool,
+    ) -> Result<Option<Entry>, StoreError> {
+        let mut lower: Vec<u8> = from.to_vec();
+        let mut incl = inclusive;
+        loop {
+            let bound = if incl {
+                Bound::Included(lower.as_slice())
+            } else {
+                Bound::Excluded(lower.as_slice())
+            };
+            let base = self.base.next_after(prefix, bound)?;
+            let staged = self
+                .changes
+                .range::<[u8], _>((bound, Bound::Unbounded))
+                .next()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()));
+            let pick = match (base, staged) {
+                (None, None) => return Ok(None),
+                (Some((bk, bv)), None) => (bk, Some(bv)),
+                (None, Some((sk, sv))) => (sk, sv),
+                (Some((bk, bv)), Some((sk, sv))) => {
+                    if sk <= bk {
+                        (sk, sv)
+                    } else {
+                        (bk, Some(bv))
+                    }
+                }
+            };
+            // A base entry may be shadowed by a staged change.
+            let value = match self.changes.get(&pick.0) {
+                Some(v) => v.clone(),
+                None => pick.1,
+            };
+            match value {
+                Some(v) => return Ok(Some((pick.0, v))),
+                None => {
+                    lower = pick.0;
+                    incl = false;
+                }
+            }
+        }
+    }
+
+    /// Applies the staged changes to the block.
+    pub fn commit(self) -> Result<(), StoreError> {
+        for (k, v) in self.changes {
+            match v {
+                Some(v) => self.base.put(&k, &v)?,
+                None => self.base.delete(&k)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The block write under this overlay, for the non-state parts of a transaction (dedup).
+    pub fn base(&self) -> &BlockWrite<'t> {
+        self.base
+    }
+}
+
+fn decode_opt<T: Unpack>(v: Option<Vec<u8>>, what: &'static str) -> Result<Option<T>, StoreError> {
+    v.map(|b| from_bytes(&b).map_err(|source| StoreError::Corrupt { what, source })).transpose()
+}
+
+#[cfg(test)]
+mod tests;
