@@ -1,0 +1,123 @@
+//! The genesis file: what the chain starts from, and the chain id derived from it.
+//!
+//! The chain id is the sha256 of the canonical packed genesis (timestamp, initial key, initial
+//! producer schedule), so two nodes agree on the chain exactly when their genesis files agree.
+//! This module must never accept a genesis that could produce a different id on another node:
+//! unknown fields are refused and the schedule is checked.
+
+use std::path::{Path, PathBuf};
+
+use rempart_core::key::PublicKey;
+use rempart_core::{Checksum256, Name, TimePoint, packed_struct, to_bytes};
+use serde::Deserialize;
+
+/// Why the genesis file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenesisError {
+    /// The file could not be read.
+    #[error("cannot read genesis {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON for this schema.
+    #[error("genesis {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What serde said (with line and column).
+        source: serde_json::Error,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("genesis: {0}")]
+    Invalid(String),
+}
+
+packed_struct! {
+    /// One producer and the key its blocks are signed with (`producer_key`).
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ProducerKey {
+        /// The producer account.
+        pub producer_name: Name,
+        /// Its block-signing key.
+        pub block_signing_key: PublicKey,
+    }
+}
+
+packed_struct! {
+    /// A producer schedule: producers take turns in this order.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ProducerSchedule {
+        /// Incremented at every change.
+        pub version: u32,
+        /// Producers in turn order.
+        pub producers: Vec<ProducerKey>,
+    }
+}
+
+packed_struct! {
+    /// The genesis state.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Genesis {
+        /// Time of block 1; produced blocks follow in later slots.
+        pub initial_timestamp: TimePoint,
+        /// Owner and active key of the `eosio` account.
+        pub initial_key: PublicKey,
+        /// The first producer schedule (its version must be 0).
+        pub initial_schedule: ProducerSchedule,
+    }
+}
+
+/// Most producers in a schedule, as in Antelope.
+pub const MAX_PRODUCERS: usize = 125;
+
+impl Genesis {
+    /// Reads and checks a genesis file.
+    pub fn load(path: &Path) -> Result<Genesis, GenesisError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| GenesisError::Read { path: path.to_owned(), source })?;
+        let g: Genesis = serde_json::from_str(&text)
+            .map_err(|source| GenesisError::Parse { path: path.to_owned(), source })?;
+        g.validate()?;
+        Ok(g)
+    }
+
+    /// Checks the schedule: version 0, 1 to 125 distinct producers.
+    pub fn validate(&self) -> Result<(), GenesisError> {
+        validate_schedule(&self.initial_schedule.producers).map_err(GenesisError::Invalid)?;
+        if self.initial_schedule.version != 0 {
+            return Err(GenesisError::Invalid("initial_schedule.version must be 0".into()));
+        }
+        if self.initial_timestamp.0 < 946_684_800_000_000 {
+            return Err(GenesisError::Invalid("initial_timestamp must be after 2000-01-01".into()));
+        }
+        Ok(())
+    }
+
+    /// sha256 of the packed genesis.
+    pub fn chain_id(&self) -> Checksum256 {
+        Checksum256::hash(&to_bytes(self))
+    }
+}
+
+/// Checks a list of producers for a schedule: 1 to [`MAX_PRODUCERS`], no name twice.
+pub fn validate_schedule(producers: &[ProducerKey]) -> Result<(), String> {
+    if producers.is_empty() || producers.len() > MAX_PRODUCERS {
+        return Err(format!("a schedule names 1 to {MAX_PRODUCERS} producers"));
+    }
+    let mut names: Vec<Name> = producers.iter().map(|p| p.producer_name).collect();
+    names.sort();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return Err("a producer appears twice in the schedule".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
