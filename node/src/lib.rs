@@ -5,6 +5,8 @@
 //! block and serves the nodeos chain API. The binary in `main.rs` only parses arguments and calls
 //! into this library; nothing here calls `process::exit`.
 
+pub mod api;
+pub mod authority;
 pub mod config;
 pub mod genesis;
 pub mod store;

@@ -134,6 +134,10 @@ pub mod key {
     pub fn abi(account: Name) -> Vec<u8> {
         with_names(b'b', &[account])
     }
+    /// Code hash of `account` (absent when it has no code).
+    pub fn code_hash(account: Name) -> Vec<u8> {
+        with_names(b'h', &[account])
+    }
     /// Code bytes with this hash.
     pub fn code(hash: &Checksum256) -> Vec<u8> {
         let mut k = vec![b'c'];
@@ -263,12 +267,7 @@ impl Snapshot {
 
     /// State entries whose key starts with `prefix` and is at least `from`, in key order, at
     /// most `limit` of them.
-    pub fn scan(
-        &self,
-        prefix: &[u8],
-        from: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
+    pub fn scan(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
         let mut out = Vec::new();
         for entry in self.state.range::<&[u8]>(from..)? {
             let (k, v) = entry?;
@@ -355,11 +354,7 @@ impl<'t> BlockWrite<'t> {
 
     /// The first state entry with a key in `(after, ..)` (or `[from, ..)`) that starts with
     /// `prefix`.
-    fn next_after(
-        &self,
-        prefix: &[u8],
-        lower: Bound<&[u8]>,
-    ) -> Result<Option<Entry>, StoreError> {
+    fn next_after(&self, prefix: &[u8], lower: Bound<&[u8]>) -> Result<Option<Entry>, StoreError> {
         let mut range = self.state.range::<&[u8]>((lower, Bound::Unbounded))?;
         match range.next() {
             Some(entry) => {
