@@ -106,6 +106,44 @@ impl Genesis {
     }
 }
 
+impl Genesis {
+    /// Writes the initial state into an empty database: chain id and genesis, the privileged
+    /// `eosio` account with `initial_key` as owner and active, the producer schedule and, when
+    /// given, the packed ABI of `eosio`.
+    pub fn install(
+        &self,
+        w: &mut crate::store::BlockWrite<'_>,
+        eosio_abi: Option<&[u8]>,
+    ) -> Result<(), crate::store::StoreError> {
+        use crate::account::{AccountRecord, PermissionRecord};
+        use crate::authority::Authority;
+        use crate::store::key;
+        use rempart_core::BlockTimestamp;
+
+        let now = BlockTimestamp::from_time_point(self.initial_timestamp);
+        let eosio = Name::from_const("eosio");
+        let owner = Name::from_const("owner");
+        w.set_genesis(&self.chain_id(), &to_bytes(self))?;
+        let account = AccountRecord {
+            name: eosio,
+            creation_date: now,
+            privileged: true,
+            last_code_update: now,
+        };
+        w.put(&key::account(eosio), &to_bytes(&account))?;
+        let auth = Authority::single_key(self.initial_key);
+        let perm = PermissionRecord { parent: Name(0), auth: auth.clone(), last_updated: now };
+        w.put(&key::permission(eosio, owner), &to_bytes(&perm))?;
+        let perm = PermissionRecord { parent: owner, auth, last_updated: now };
+        w.put(&key::permission(eosio, Name::from_const("active")), &to_bytes(&perm))?;
+        w.put(&key::schedule(), &to_bytes(&self.initial_schedule))?;
+        if let Some(abi) = eosio_abi {
+            w.put(&key::abi(eosio), abi)?;
+        }
+        Ok(())
+    }
+}
+
 /// Checks a list of producers for a schedule: 1 to [`MAX_PRODUCERS`], no name twice.
 pub fn validate_schedule(producers: &[ProducerKey]) -> Result<(), String> {
     if producers.is_empty() || producers.len() > MAX_PRODUCERS {

@@ -5,8 +5,10 @@
 //! block and serves the nodeos chain API. The binary in `main.rs` only parses arguments and calls
 //! into this library; nothing here calls `process::exit`.
 
+pub mod account;
 pub mod api;
 pub mod authority;
 pub mod config;
 pub mod genesis;
+pub mod native;
 pub mod store;
