@@ -1,1 +1,16 @@
-//! placeholder
+//! `rempart-gateway`: the only public face of a rempart perimeter. It terminates TLS, lets
+//! through only allowlisted chain API paths, limits each client, and proxies to a pool of
+//! healthy api nodes.
+//!
+//! The library holds everything; the binary only parses arguments, loads the policy and maps
+//! errors to exit codes. Nothing here exits the process or trusts a client-supplied header for
+//! a security decision.
+
+pub mod dev_cert;
+pub mod error;
+pub mod limit;
+pub mod policy;
+pub mod tls;
+
+pub use error::{Fault, RequestError};
+pub use policy::{Policy, PolicyError};

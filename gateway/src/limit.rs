@@ -1,0 +1,292 @@
+//! Rate limits: GCRA (governor) per client key per route class, and one global limit.
+//!
+//! Clients are keyed by address prefix (IPv4 /32, IPv6 /64 by default) so one host or one
+//! IPv6 site is one client. Memory is bounded: each class tracks at most `max_tracked_clients`
+//! keys; once full, new clients share a single overflow bucket until idle keys are forgotten by
+//! [`Limiters::retain_recent`]. This module never blocks and never takes a client header into
+//! account: the key comes from the TCP peer address only.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed, StateStore};
+use governor::{Quota, RateLimiter};
+
+use crate::policy::Policy;
+
+#[cfg(test)]
+mod tests;
+
+/// A client as the limiter sees it: the peer address cut to the configured prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// IPv4 prefix (host bits zeroed).
+    V4(u32),
+    /// The top 64 bits of an IPv6 address, cut to the prefix.
+    V6(u64),
+}
+
+impl ClientKey {
+    /// The key of `ip`; IPv4-mapped IPv6 addresses count as IPv4.
+    pub fn of(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> ClientKey {
+        match ip {
+            IpAddr::V4(v4) => ClientKey::V4(u32::from(v4) & prefix_mask_32(v4_prefix)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => ClientKey::V4(u32::from(v4) & prefix_mask_32(v4_prefix)),
+                None => {
+                    let top = (u128::from(v6) >> 64) as u64;
+                    ClientKey::V6(top & prefix_mask_64(v6_prefix))
+                }
+            },
+        }
+    }
+}
+
+fn prefix_mask_32(len: u8) -> u32 {
+    match len {
+        0 => 0,
+        l if l >= 32 => u32::MAX,
+        l => u32::MAX << (32 - u32::from(l)),
+    }
+}
+
+fn prefix_mask_64(len: u8) -> u64 {
+    match len {
+        0 => 0,
+        l if l >= 64 => u64::MAX,
+        l => u64::MAX << (64 - u32::from(l)),
+    }
+}
+
+/// A keyed GCRA state store with a cap on tracked keys. Past the cap, unknown keys share one
+/// overflow state, so a flood of addresses cannot grow memory.
+#[derive(Debug)]
+pub struct CappedStore {
+    map: DashMap<ClientKey, InMemoryState>,
+    overflow: InMemoryState,
+    cap: usize,
+    overflowed: AtomicU64,
+}
+
+impl CappedStore {
+    fn new(cap: usize) -> Self {
+        CappedStore {
+            map: DashMap::new(),
+            overflow: InMemoryState::default(),
+            cap,
+            overflowed: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A [`CappedStore`] shared between its limiter and the statistics.
+#[derive(Debug, Clone)]
+pub struct SharedStore(Arc<CappedStore>);
+
+impl StateStore for SharedStore {
+    type Key = ClientKey;
+
+    fn measure_and_replace<T, F, E>(&self, key: &ClientKey, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let this = &self.0;
+        if let Some(state) = this.map.get(key) {
+            return state.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        if this.map.len() >= this.cap {
+            this.overflowed.fetch_add(1, Ordering::Relaxed);
+            return this.overflow.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        let state = this.map.entry(*key).or_default();
+        state.measure_and_replace(&NotKeyed::NonKey, f)
+    }
+}
+
+/// Reads a state without changing it.
+fn peek(state: &InMemoryState) -> Option<Nanos> {
+    let r: Result<(), Option<Nanos>> = state.measure_and_replace(&NotKeyed::NonKey, Err);
+    r.err().flatten()
+}
+
+impl ShrinkableKeyedStateStore<ClientKey> for SharedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let below = drop_below.as_u64();
+        self.0.map.retain(|_, state| peek(state).is_some_and(|t| t.as_u64() > below));
+    }
+
+    fn shrink_to_fit(&self) {
+        self.0.map.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.0.map.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.map.is_empty()
+    }
+}
+
+type Instant = <DefaultClock as Clock>::Instant;
+type KeyedLimiter = RateLimiter<ClientKey, SharedStore, DefaultClock, NoOpMiddleware<Instant>>;
+type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, NoOpMiddleware<Instant>>;
+
+/// Which limit refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The client's own limit for the route class.
+    Client,
+    /// The limit over all clients.
+    Global,
+}
+
+/// The outcome of a rate-limit check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The request may pass.
+    Allowed,
+    /// The request must wait this long.
+    Limited {
+        /// Until the next request would conform.
+        wait: Duration,
+        /// Which limit refused it.
+        scope: Scope,
+    },
+}
+
+impl Decision {
+    /// The log label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Limited { scope: Scope::Client, .. } => "limited_client",
+            Decision::Limited { scope: Scope::Global, .. } => "limited_global",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ClassLimiter {
+    spec: QuotaSpec,
+    store: Arc<CappedStore>,
+    limiter: KeyedLimiter,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct QuotaSpec {
+    per_second: NonZeroU32,
+    burst: NonZeroU32,
+    cap: usize,
+}
+
+impl QuotaSpec {
+    fn quota(&self) -> Quota {
+        Quota::per_second(self.per_second).allow_burst(self.burst)
+    }
+}
+
+/// The limiters of a policy. Rebuilding for a new policy keeps the state of every limiter
+/// whose quota did not change.
+#[derive(Debug)]
+pub struct Limiters {
+    clock: DefaultClock,
+    global: Arc<(QuotaSpec, DirectLimiter)>,
+    classes: HashMap<String, Arc<ClassLimiter>>,
+}
+
+impl Limiters {
+    /// Fresh limiters for `policy`.
+    pub fn new(policy: &Policy) -> Limiters {
+        Limiters::build(policy, None)
+    }
+
+    /// Limiters for `policy` that keep this set's state where the quota is unchanged.
+    pub fn rebuilt(&self, policy: &Policy) -> Limiters {
+        Limiters::build(policy, Some(self))
+    }
+
+    fn build(policy: &Policy, old: Option<&Limiters>) -> Limiters {
+        let clock = DefaultClock::default();
+        let limits = policy.limits();
+        let gspec =
+            QuotaSpec { per_second: limits.global_per_second, burst: limits.global_burst, cap: 1 };
+        let global = match old {
+            Some(o) if o.global.0 == gspec => o.global.clone(),
+            _ => Arc::new((gspec, RateLimiter::direct_with_clock(gspec.quota(), clock.clone()))),
+        };
+        let mut classes = HashMap::new();
+        for c in policy.classes() {
+            let spec = QuotaSpec {
+                per_second: c.per_second,
+                burst: c.burst,
+                cap: limits.max_tracked_clients,
+            };
+            let limiter = match old.and_then(|o| o.classes.get(&c.name)) {
+                Some(l) if l.spec == spec => l.clone(),
+                _ => {
+                    let store = Arc::new(CappedStore::new(spec.cap));
+                    let limiter =
+                        RateLimiter::new(spec.quota(), SharedStore(store.clone()), clock.clone());
+                    Arc::new(ClassLimiter { spec, store, limiter })
+                }
+            };
+            classes.insert(c.name.clone(), limiter);
+        }
+        Limiters { clock, global, classes }
+    }
+
+    /// Counts one request of `key` in `class`, then in the global limit.
+    pub fn check(&self, class: &str, key: ClientKey) -> Decision {
+        if let Some(l) = self.classes.get(class)
+            && let Err(not_until) = l.limiter.check_key(&key)
+        {
+            return Decision::Limited {
+                wait: not_until.wait_time_from(self.clock.now()),
+                scope: Scope::Client,
+            };
+        }
+        match self.global.1.check() {
+            Ok(()) => Decision::Allowed,
+            Err(not_until) => Decision::Limited {
+                wait: not_until.wait_time_from(self.clock.now()),
+                scope: Scope::Global,
+            },
+        }
+    }
+
+    /// Forgets clients whose bucket is full again (they are indistinguishable from new ones)
+    /// and gives the memory back.
+    pub fn retain_recent(&self) {
+        for l in self.classes.values() {
+            l.limiter.retain_recent();
+            l.limiter.shrink_to_fit();
+        }
+    }
+
+    /// Clients tracked, over all classes.
+    pub fn tracked(&self) -> usize {
+        self.classes.values().map(|l| l.store.map.len()).sum()
+    }
+
+    /// Checks that found their class full and used the shared overflow bucket.
+    pub fn overflowed(&self) -> u64 {
+        self.classes.values().map(|l| l.store.overflowed.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Estimated bytes held by the tracked-client tables: allocated slots × slot size.
+    pub fn table_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(ClientKey, InMemoryState)>() + 1;
+        self.classes.values().map(|l| l.store.map.capacity() * slot).sum()
+    }
+}

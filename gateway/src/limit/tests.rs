@@ -1,0 +1,74 @@
+use super::*;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+const SHIPPED: &str = include_str!("../../../policies/gateway.toml");
+
+fn policy(cap: usize, per_second: u32, burst: u32) -> Policy {
+    let text = SHIPPED
+        .replace("max_tracked_clients = 200000", &format!("max_tracked_clients = {cap}"))
+        .replacen("per_second = 50", &format!("per_second = {per_second}"), 1)
+        .replacen("burst = 100", &format!("burst = {burst}"), 1)
+        .replace("global_per_second = 20000", "global_per_second = 1000000000")
+        .replace("global_burst = 5000", "global_burst = 1000000000");
+    Policy::parse(&text, Path::new("gateway.toml")).expect("policy")
+}
+
+#[test]
+fn keys_cut_to_prefix() {
+    let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+    assert_eq!(ClientKey::of(v4(10, 1, 2, 3), 32, 64), ClientKey::V4(0x0a01_0203));
+    assert_eq!(ClientKey::of(v4(10, 1, 2, 3), 24, 64), ClientKey::V4(0x0a01_0200));
+    let a: Ipv6Addr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+    let b: Ipv6Addr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
+    let c: Ipv6Addr = "2001:db8:1:3::1".parse().expect("ip");
+    let k = |ip| ClientKey::of(IpAddr::V6(ip), 32, 64);
+    assert_eq!(k(a), k(b));
+    assert_ne!(k(a), k(c));
+    assert_eq!(ClientKey::of(IpAddr::V6(c), 32, 48), ClientKey::of(IpAddr::V6(a), 32, 48));
+    let mapped: Ipv6Addr = "::ffff:10.1.2.3".parse().expect("ip");
+    assert_eq!(k(mapped), ClientKey::V4(0x0a01_0203));
+}
+
+#[test]
+fn burst_then_limited_with_wait() {
+    let l = Limiters::new(&policy(100, 1, 3));
+    let key = ClientKey::V4(1);
+    for _ in 0..3 {
+        assert_eq!(l.check("read", key), Decision::Allowed);
+    }
+    match l.check("read", key) {
+        Decision::Limited { wait, scope } => {
+            assert_eq!(scope, Scope::Client);
+            assert!(
+                wait > Duration::from_millis(500) && wait <= Duration::from_secs(1),
+                "{wait:?}"
+            );
+        }
+        d => panic!("expected limited, got {d:?}"),
+    }
+    assert_eq!(l.check("read", ClientKey::V4(2)), Decision::Allowed);
+}
+
+#[test]
+fn tracked_clients_stay_under_the_cap_and_overflow_shares_a_bucket() {
+    let l = Limiters::new(&policy(1000, 1, 1));
+    for i in 0..5000u32 {
+        l.check("read", ClientKey::V4(i));
+    }
+    assert_eq!(l.tracked(), 1000);
+    assert!(l.overflowed() >= 4000);
+    // the shared overflow bucket (burst 1) is exhausted: an unknown client is refused
+    assert!(matches!(l.check("read", ClientKey::V4(99_999)), Decision::Limited { .. }));
+}
+
+#[test]
+fn rebuild_keeps_state_of_unchanged_quotas() {
+    let p = policy(100, 1, 1);
+    let l = Limiters::new(&p);
+    assert_eq!(l.check("read", ClientKey::V4(7)), Decision::Allowed);
+    let l2 = l.rebuilt(&p);
+    assert!(matches!(l2.check("read", ClientKey::V4(7)), Decision::Limited { .. }));
+    let l3 = l2.rebuilt(&policy(100, 2, 2));
+    assert_eq!(l3.check("read", ClientKey::V4(7)), Decision::Allowed);
+}

@@ -1,0 +1,181 @@
+use super::*;
+
+const SHIPPED: &str = include_str!("../../../policies/gateway.toml");
+
+fn parse(text: &str) -> Result<Policy, PolicyError> {
+    Policy::parse(text, Path::new("/etc/rempart/gateway.toml"))
+}
+
+fn invalid_at(text: &str) -> (usize, usize, String) {
+    match parse(text) {
+        Err(PolicyError::Invalid { line, column, message, .. })
+        | Err(PolicyError::Syntax { line, column, message, .. }) => (line, column, message),
+        other => panic!("expected a positioned error, got {other:?}"),
+    }
+}
+
+/// Line (1-based) of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).expect("needle") + 1
+}
+
+#[test]
+fn shipped_policy_is_valid() {
+    let p = parse(SHIPPED).expect("the shipped policy must validate");
+    assert_eq!(p.listeners().tls.port(), 8443);
+    assert!(p.listeners().redirect.is_some());
+    assert!(is_private(p.listeners().admin.ip()));
+    assert_eq!(p.pools()[0].balancing, Balancing::LeastConnections);
+    assert_eq!(p.limits().client_prefix_v6, 64);
+    assert_eq!(p.tls().certificates[0].cert, Path::new("/etc/rempart/../certs/server.pem"));
+    let r = p.route("/v1/chain/get_info").expect("get_info allowed");
+    assert!(r.retry);
+    assert_eq!(p.classes()[r.class].name, "read");
+    assert!(!p.route("/v1/chain/push_transaction").expect("push").retry);
+    assert!(p.route("/v1/producer/pause").is_none());
+    assert!(p.route("/v1/chain/get_info/x").is_none());
+}
+
+#[test]
+fn unknown_key_is_rejected_with_its_position() {
+    let text = SHIPPED.replace("max_lag_blocks = 10", "max_lag_blocks = 10\nmax_lag_blokcs = 3");
+    let (line, column, message) = invalid_at(&text);
+    assert_eq!(line, line_of(&text, "max_lag_blokcs"));
+    assert_eq!(column, 1);
+    assert!(message.contains("max_lag_blokcs"), "{message}");
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    let text = SHIPPED.replace("per_client = 64", "per_client = = 64");
+    let (line, column, _) = invalid_at(&text);
+    assert_eq!(line, line_of(&text, "per_client = = 64"));
+    assert!(column > 1);
+}
+
+#[test]
+fn wrong_type_has_position() {
+    let text = SHIPPED.replace("per_client = 64", "per_client = \"many\"");
+    let (line, column, _) = invalid_at(&text);
+    assert_eq!(line, line_of(&text, "per_client = \"many\""));
+    assert_eq!(column, 14);
+}
+
+#[test]
+fn forbidden_routes_are_refused() {
+    for path in [
+        "/v1/producer/pause",
+        "/v1/net/connect",
+        "/v1/db_size/get",
+        "/v1/producer/*",
+        "/v1/*",
+        "/*",
+        "/v1/PRODUCER/pause",
+        "/v1/test_control/kill_node_on_producer",
+    ] {
+        let text =
+            SHIPPED.replacen("path = \"/v1/chain/get_info\"", &format!("path = \"{path}\""), 1);
+        let (line, column, message) = invalid_at(&text);
+        assert_eq!(line, line_of(&text, &format!("path = \"{path}\"")), "{path}");
+        assert_eq!(column, 8, "{path}");
+        assert!(message.contains("never be public"), "{path}: {message}");
+    }
+}
+
+#[test]
+fn allowed_prefix_routes_match_longest() {
+    let text =
+        SHIPPED.replacen("path = \"/v1/history/get_actions\"", "path = \"/v1/history/*\"", 1);
+    let p = parse(&text).expect("valid");
+    assert!(p.route("/v1/history/get_actions").is_some());
+    assert!(p.route("/v1/history/get_transaction").is_some());
+    assert!(p.route("/v1/historyx").is_none());
+}
+
+#[test]
+fn non_canonical_route_is_refused() {
+    for path in
+        ["v1/chain/get_info", "/v1/chain/../net/x", "/v1//chain", "/v1/chain/get%20x", "/v1/ch*ain"]
+    {
+        let text =
+            SHIPPED.replacen("path = \"/v1/chain/get_info\"", &format!("path = \"{path}\""), 1);
+        assert!(parse(&text).is_err(), "{path} accepted");
+    }
+}
+
+#[test]
+fn public_admin_listener_is_refused() {
+    for addr in ["0.0.0.0:9100", "8.8.8.8:9100", "[::]:9100", "[2001:db8::1]:9100"] {
+        let text = SHIPPED.replace("admin = \"127.0.0.1:9100\"", &format!("admin = \"{addr}\""));
+        let (line, column, message) = invalid_at(&text);
+        assert_eq!(line, line_of(&text, "admin = "), "{addr}");
+        assert_eq!(column, 9);
+        assert!(message.contains("loopback or private"), "{message}");
+    }
+    for addr in ["10.1.2.3:9100", "192.168.1.1:9100", "[::1]:9100", "[fd00::1]:9100"] {
+        let text = SHIPPED.replace("admin = \"127.0.0.1:9100\"", &format!("admin = \"{addr}\""));
+        assert!(parse(&text).is_ok(), "{addr}");
+    }
+}
+
+#[test]
+fn undefined_references_are_refused() {
+    let text = SHIPPED.replacen("class = \"read\"", "class = \"reed\"", 1);
+    let (_, _, message) = invalid_at(&text);
+    assert!(message.contains("reed"), "{message}");
+    let text = SHIPPED.replacen("pool = \"api\"", "pool = \"apu\"", 1);
+    let (_, _, message) = invalid_at(&text);
+    assert!(message.contains("apu"), "{message}");
+}
+
+#[test]
+fn bad_values_are_refused() {
+    for (from, to) in [
+        ("client_prefix_v4 = 32", "client_prefix_v4 = 33"),
+        ("client_prefix_v6 = 64", "client_prefix_v6 = 65"),
+        ("per_second = 50", "per_second = 0"),
+        ("header_read_timeout_ms = 5000", "header_read_timeout_ms = 0"),
+        ("idle_timeout_ms = 60000", "idle_timeout_ms = 1000"),
+        ("max_attempts = 2", "max_attempts = 0"),
+        ("nodes = [\"127.0.0.1:8888\"]", "nodes = []"),
+        ("nodes = [\"127.0.0.1:8888\"]", "nodes = [\"localhost:8888\"]"),
+        ("balancing = \"least_connections\"", "balancing = \"random\""),
+        ("server_names = [\"localhost\", \"127.0.0.1\"]", "server_names = [\"bad name\"]"),
+        ("total = 20000", "total = 1"),
+    ] {
+        let text = SHIPPED.replacen(from, to, 1);
+        assert_ne!(text, SHIPPED, "{from} not found");
+        let (line, _, message) = invalid_at(&text);
+        let needle = to.split(" =").next().expect("key");
+        assert_eq!(line, line_of(&text, to), "{to}: {message} (key {needle})");
+    }
+}
+
+#[test]
+fn duplicate_route_is_refused() {
+    let text = format!("{SHIPPED}\n[[routes]]\npath = \"/v1/chain/get_info\"\nclass = \"read\"\n");
+    let (line, _, message) = invalid_at(&text);
+    assert_eq!(line, text.lines().count() - 1);
+    assert!(message.contains("twice"), "{message}");
+}
+
+#[test]
+fn line_col_counts_characters() {
+    assert_eq!(line_col("ab\ncé\nx", 0), (1, 1));
+    assert_eq!(line_col("ab\ncé\nx", 3), (2, 1));
+    assert_eq!(line_col("ab\ncé\nx", 7), (3, 1));
+    assert_eq!(line_col("ab\ncé\nx", 4), (2, 2));
+}
+
+#[test]
+fn canonical_paths() {
+    assert!(is_canonical_path("/v1/chain/get_info"));
+    assert!(is_canonical_path("/"));
+    assert!(is_canonical_path("/v1/chain/"));
+    assert!(!is_canonical_path("/v1/./chain"));
+    assert!(!is_canonical_path("/v1/../chain"));
+    assert!(!is_canonical_path("/v1//chain"));
+    assert!(!is_canonical_path("/v1/chain%2fx"));
+    assert!(!is_canonical_path("/v1/chain;x"));
+    assert!(!is_canonical_path("v1"));
+}

@@ -1,0 +1,273 @@
+//! The audit log: one JSON line per event (start, stop, policy load, signature, refusal), each
+//! carrying the sha256 of the previous line, so that removing, reordering or editing a line
+//! breaks the chain at that point and `rempart-signer audit verify` names it.
+//!
+//! The log is append-only: this module opens it with `O_APPEND`, never truncates or rewrites it,
+//! and fsyncs every line before the caller goes on (a signature is audited before it is
+//! released). It never records secrets: no PIN, no private key, no raw request bytes.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, ErrorKind, Read as _, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+#[cfg(test)]
+mod tests;
+
+/// The `prev` of the first line.
+pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Longest line `verify` accepts (a line is a few hundred bytes).
+const MAX_LINE: usize = 64 * 1024;
+
+/// Why the audit log could not be written or does not verify.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The log could not be opened, read, written or synced.
+    #[error("audit log {path}: {source}")]
+    Io {
+        /// The log.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The hash chain is broken at `line`.
+    #[error("audit log {path}: line {line} is broken: {reason}")]
+    Broken {
+        /// The log.
+        path: PathBuf,
+        /// 1-based number of the first bad line.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The log the daemon was about to append to does not verify.
+    #[error(
+        "audit log {path} does not verify at line {line} ({reason}); the signer will not append \
+         to a broken log. Keep it as evidence (move it aside), investigate, then start again \
+         with a new log"
+    )]
+    RefuseToAppend {
+        /// The log.
+        path: PathBuf,
+        /// 1-based number of the first bad line.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// One audited event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditEvent {
+    /// The daemon started serving.
+    Start {
+        /// Signer version.
+        version: String,
+        /// Process id.
+        pid: u32,
+        /// Key backend.
+        backend: String,
+        /// Public keys opened.
+        keys: Vec<String>,
+        /// The policy marks the chain as a development chain.
+        dangerous_dev_chain: bool,
+    },
+    /// The daemon stopped.
+    Stop {
+        /// Why.
+        reason: String,
+    },
+    /// A policy file was loaded.
+    PolicyLoad {
+        /// Its path.
+        path: String,
+        /// sha256 of its bytes.
+        sha256: String,
+        /// The chain id it names.
+        chain_id: String,
+    },
+    /// A signature was released.
+    Signature {
+        /// Chain id.
+        chain_id: String,
+        /// Producer.
+        producer: String,
+        /// Key.
+        key: String,
+        /// Block number.
+        block_num: u32,
+        /// Block slot.
+        slot: u32,
+        /// Digest signed.
+        digest: String,
+        /// Signature released.
+        signature: String,
+        /// Returned from the guard state (a repeated request), not freshly signed.
+        replay: bool,
+        /// HSM calls it took (0 for a replay).
+        attempts: u32,
+        /// Who asked.
+        peer: String,
+    },
+    /// A request was refused.
+    Refusal {
+        /// Stable reason label.
+        reason: String,
+        /// The full message sent back.
+        message: String,
+        /// Who asked.
+        peer: String,
+        /// Producer named in the request, if any.
+        producer: Option<String>,
+        /// Block number in the request, if any.
+        block_num: Option<u32>,
+        /// Digest computed, if any.
+        digest: Option<String>,
+    },
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    seq: u64,
+    time_ms: u64,
+    #[serde(flatten)]
+    event: &'a AuditEvent,
+    prev: &'a str,
+}
+
+/// An open audit log, ready to append.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    prev: String,
+    seq: u64,
+}
+
+impl AuditLog {
+    /// Opens (or creates, mode 0600) the log; an existing log must verify first.
+    pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+        let io = |source| AuditError::Io { path: path.to_path_buf(), source };
+        let (prev, seq) = match File::open(path) {
+            Ok(f) => match scan(path, f) {
+                Ok(s) => (s.last_hash, s.lines),
+                Err(AuditError::Broken { path, line, reason }) => {
+                    return Err(AuditError::RefuseToAppend { path, line, reason });
+                }
+                Err(e) => return Err(e),
+            },
+            Err(e) if e.kind() == ErrorKind::NotFound => (GENESIS_PREV.to_string(), 0),
+            Err(e) => return Err(io(e)),
+        };
+        let file =
+            OpenOptions::new().append(true).create(true).mode(0o600).open(path).map_err(io)?;
+        if seq == 0 {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        Ok(AuditLog { path: path.to_path_buf(), file, prev, seq })
+    }
+
+    /// Appends one event and fsyncs it.
+    pub fn append(&mut self, event: &AuditEvent) -> Result<(), AuditError> {
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let line = Line { seq: self.seq + 1, time_ms, event, prev: &self.prev };
+        let mut text = serde_json::to_string(&line)
+            .map_err(|e| AuditError::Io { path: self.path.clone(), source: e.into() })?;
+        let hash = hex::encode(Sha256::digest(text.as_bytes()));
+        text.push('\n');
+        let io = |source| AuditError::Io { path: self.path.clone(), source };
+        // One write call: a kill -9 cannot tear a line written by a single write(2).
+        self.file.write_all(text.as_bytes()).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.prev = hash;
+        self.seq += 1;
+        Ok(())
+    }
+
+    /// Number of lines in the log.
+    pub fn len(&self) -> u64 {
+        self.seq
+    }
+
+    /// True when nothing was ever logged.
+    pub fn is_empty(&self) -> bool {
+        self.seq == 0
+    }
+}
+
+/// What `verify` found in a good log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Number of lines.
+    pub lines: u64,
+    /// sha256 of the last line (the `prev` the next line will carry).
+    pub last_hash: String,
+}
+
+/// Checks every line of the log: valid JSON, `seq` counting from 1, `prev` equal to the sha256
+/// of the line before. Reports the first broken line.
+pub fn verify(path: &Path) -> Result<Verified, AuditError> {
+    let f =
+        File::open(path).map_err(|source| AuditError::Io { path: path.to_path_buf(), source })?;
+    scan(path, f)
+}
+
+fn scan(path: &Path, f: File) -> Result<Verified, AuditError> {
+    let mut reader = BufReader::new(f);
+    let mut prev = GENESIS_PREV.to_string();
+    let mut n: u64 = 0;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| AuditError::Io { path: path.to_path_buf(), source })?;
+        if read == 0 {
+            return Ok(Verified { lines: n, last_hash: prev });
+        }
+        n += 1;
+        let broken = |reason: &str| AuditError::Broken {
+            path: path.to_path_buf(),
+            line: n,
+            reason: reason.to_string(),
+        };
+        let Some(body) = buf.strip_suffix(b"\n") else {
+            return Err(if buf.len() > MAX_LINE {
+                broken("longer than any line the signer writes")
+            } else {
+                broken("the last line is incomplete (no newline): the log was cut")
+            });
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| broken(&format!("not JSON: {e}")))?;
+        match v.get("prev").and_then(|p| p.as_str()) {
+            Some(p) if p == prev => {}
+            Some(_) => {
+                return Err(broken(
+                    "its prev hash is not the sha256 of the line before: a line was removed, \
+                     inserted, reordered or edited",
+                ));
+            }
+            None => return Err(broken("no prev hash")),
+        }
+        if v.get("seq").and_then(|s| s.as_u64()) != Some(n) {
+            return Err(broken(&format!("seq is not {n}")));
+        }
+        if v.get("event").and_then(|e| e.as_str()).is_none() {
+            return Err(broken("no event"));
+        }
+        prev = hex::encode(Sha256::digest(body));
+    }
+}

@@ -1,0 +1,342 @@
+//! The double-sign guard: per (chain id, producer, key) the last block signed, kept on disk.
+//!
+//! Before a signature leaves the process its (block number, slot, digest, signature) is written
+//! to a temporary file, fsync'd, renamed over the state file and the directory fsync'd, so a
+//! kill -9 at any instant leaves either the old or the new state, never a signature out in the
+//! world that the state does not know. The same request again gets the stored signature back
+//! (never a fresh one); a block number or slot not above the last one with another digest is
+//! refused. A missing or corrupt state file stops signing for that key: this module never
+//! re-creates a state file by itself, only [`Guard::init`] (the operator's `guard init`) does,
+//! and it refuses to overwrite one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use rempart_core::key::{PublicKey, Signature};
+use rempart_core::{BlockTimestamp, Checksum256, Name};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[cfg(test)]
+mod tests;
+
+/// The state file format version.
+const VERSION: u32 = 1;
+
+/// Why the guard refused or could not decide.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuardError {
+    /// No state file for this key: signing stays off until the operator creates it.
+    #[error(
+        "no double-sign guard state for producer {producer} key {key} at {path}: signing is \
+         stopped for this key. If this key has never signed on this chain, run `rempart-signer \
+         guard init --policy <signer.toml>`; if it signed elsewhere before, pass that signer's \
+         last block with --min-block and --min-slot. Never do this to get past an error you do \
+         not understand: a lost guard state is how producers double-sign"
+    )]
+    Missing {
+        /// The expected state file.
+        path: PathBuf,
+        /// The producer.
+        producer: Name,
+        /// The key.
+        key: PublicKey,
+    },
+    /// The state file exists but cannot be trusted.
+    #[error(
+        "double-sign guard state {path} is corrupt ({reason}): signing is stopped for this key. \
+         Restore the file from a backup, or move it aside and run `rempart-signer guard init \
+         --policy <signer.toml> --min-block N --min-slot S` with N and S at least the last \
+         block and slot this key signed (see the audit log)"
+    )]
+    Corrupt {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `guard init` found a state file already there.
+    #[error("double-sign guard state {0} already exists; refusing to overwrite it")]
+    AlreadyExists(PathBuf),
+    /// The request would sign a second, different block at a height or slot already signed.
+    #[error(
+        "refused: block {block_num} slot {slot} with digest {digest} is not above the last \
+         signed block {last_block_num} slot {last_slot} (digest {last_digest})"
+    )]
+    DoubleSign {
+        /// The requested block number.
+        block_num: u32,
+        /// The requested slot.
+        slot: u32,
+        /// The requested digest.
+        digest: Checksum256,
+        /// The last block signed.
+        last_block_num: u32,
+        /// Its slot.
+        last_slot: u32,
+        /// Its digest.
+        last_digest: Checksum256,
+    },
+    /// The request is at or below the floor set by `guard init`.
+    #[error(
+        "refused: block {block_num} slot {slot} is not above the guard floor (block \
+         {floor_block}, slot {floor_slot}) set when this key's guard was initialised"
+    )]
+    BelowFloor {
+        /// The requested block number.
+        block_num: u32,
+        /// The requested slot.
+        slot: u32,
+        /// The floor block.
+        floor_block: u32,
+        /// The floor slot.
+        floor_slot: u32,
+    },
+    /// Reading or writing the state failed.
+    #[error("double-sign guard state {path}: {source}; signing is stopped until this is fixed")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+impl GuardError {
+    /// A short stable label for metrics and the audit log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GuardError::Missing { .. } => "guard_missing",
+            GuardError::Corrupt { .. } => "guard_corrupt",
+            GuardError::AlreadyExists(_) => "guard_exists",
+            GuardError::DoubleSign { .. } => "double_sign",
+            GuardError::BelowFloor { .. } => "below_floor",
+            GuardError::Io { .. } => "guard_io",
+        }
+    }
+}
+
+/// Which key's guard: the triple the watermark belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardKey {
+    /// The chain.
+    pub chain_id: Checksum256,
+    /// The producer account.
+    pub producer: Name,
+    /// The signing key.
+    pub key: PublicKey,
+}
+
+/// One signed block as the guard remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedBlock {
+    /// Block number.
+    pub block_num: u32,
+    /// Block timestamp slot.
+    pub slot: BlockTimestamp,
+    /// The digest signed.
+    pub digest: Checksum256,
+    /// The signature released.
+    pub signature: Signature,
+}
+
+/// The persisted state of one key's guard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardState {
+    /// Format version.
+    pub version: u32,
+    /// The chain.
+    pub chain_id: Checksum256,
+    /// The producer.
+    pub producer: Name,
+    /// The key.
+    pub key: PublicKey,
+    /// Blocks at or below this number are never signed (set by `guard init`).
+    pub floor_block: u32,
+    /// Slots at or below this are never signed (set by `guard init`).
+    pub floor_slot: BlockTimestamp,
+    /// The last block signed, if any.
+    pub last: Option<SignedBlock>,
+}
+
+/// What the guard says about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Exactly this block was signed already: return this signature, do not sign again.
+    Replay(Signature),
+    /// The block is above everything signed: sign it, then [`Guard::commit`] before releasing.
+    Sign,
+}
+
+/// The guard's directory of state files.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    dir: PathBuf,
+}
+
+impl Guard {
+    /// A guard keeping its state in `dir` (which must exist; it is never created here).
+    pub fn new(dir: &Path) -> Guard {
+        Guard { dir: dir.to_path_buf() }
+    }
+
+    /// The state file of `key`: readable names plus a hash of the whole triple.
+    pub fn path(&self, key: &GuardKey) -> PathBuf {
+        let mut h = Sha256::new();
+        h.update(key.chain_id.as_bytes());
+        h.update(key.producer.value().to_le_bytes());
+        h.update(key.key.to_string().as_bytes());
+        let tag = hex::encode(&h.finalize()[..8]);
+        self.dir.join(format!("guard-{}-{}-{tag}.state", key.producer, key.key.key_type()))
+    }
+
+    /// Creates the state of a key that has not signed on this chain (or whose watermark from
+    /// another signer is given as the floor). Refuses to overwrite an existing state.
+    pub fn init(
+        &self,
+        key: &GuardKey,
+        floor_block: u32,
+        floor_slot: BlockTimestamp,
+    ) -> Result<PathBuf, GuardError> {
+        let path = self.path(key);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => return Err(GuardError::AlreadyExists(path)),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(source) => return Err(GuardError::Io { path, source }),
+        }
+        let state = GuardState {
+            version: VERSION,
+            chain_id: key.chain_id,
+            producer: key.producer,
+            key: key.key,
+            floor_block,
+            floor_slot,
+            last: None,
+        };
+        self.write(&path, &state)?;
+        Ok(path)
+    }
+
+    /// Reads and checks the state of `key`. Missing or corrupt is an error, never a default.
+    pub fn load(&self, key: &GuardKey) -> Result<GuardState, GuardError> {
+        let path = self.path(key);
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(GuardError::Missing { path, producer: key.producer, key: key.key });
+            }
+            Err(source) => return Err(GuardError::Io { path, source }),
+        };
+        let corrupt = |reason: String| GuardError::Corrupt { path: path.clone(), reason };
+        let text = std::str::from_utf8(&text).map_err(|_| corrupt("not UTF-8".into()))?;
+        let (body, check) = text
+            .strip_suffix('\n')
+            .and_then(|t| t.split_once('\n'))
+            .ok_or_else(|| corrupt("not two lines (body and checksum)".into()))?;
+        let want = check
+            .strip_prefix("sha256:")
+            .ok_or_else(|| corrupt("second line is not `sha256:<hex>`".into()))?;
+        if hex::encode(Sha256::digest(body.as_bytes())) != want {
+            return Err(corrupt("checksum does not match the body".into()));
+        }
+        let state: GuardState =
+            serde_json::from_str(body).map_err(|e| corrupt(format!("body: {e}")))?;
+        if state.version != VERSION {
+            return Err(corrupt(format!("version {} (expected {VERSION})", state.version)));
+        }
+        if state.chain_id != key.chain_id || state.producer != key.producer || state.key != key.key
+        {
+            return Err(corrupt(format!(
+                "it belongs to chain {} producer {} key {}",
+                state.chain_id, state.producer, state.key
+            )));
+        }
+        Ok(state)
+    }
+
+    /// Decides whether a block (number, slot, digest) may be signed given `state`.
+    pub fn check(
+        state: &GuardState,
+        block_num: u32,
+        slot: BlockTimestamp,
+        digest: &Checksum256,
+    ) -> Result<Decision, GuardError> {
+        if let Some(last) = &state.last {
+            if last.block_num == block_num && last.digest == *digest {
+                return Ok(Decision::Replay(last.signature));
+            }
+            if block_num <= last.block_num || slot <= last.slot {
+                return Err(GuardError::DoubleSign {
+                    block_num,
+                    slot: slot.0,
+                    digest: *digest,
+                    last_block_num: last.block_num,
+                    last_slot: last.slot.0,
+                    last_digest: last.digest,
+                });
+            }
+        }
+        if block_num <= state.floor_block || slot <= state.floor_slot {
+            return Err(GuardError::BelowFloor {
+                block_num,
+                slot: slot.0,
+                floor_block: state.floor_block,
+                floor_slot: state.floor_slot.0,
+            });
+        }
+        Ok(Decision::Sign)
+    }
+
+    /// Records `signed` as the last block of `state`'s key, durably, before it is released.
+    pub fn commit(&self, state: &mut GuardState, signed: SignedBlock) -> Result<(), GuardError> {
+        let key = GuardKey { chain_id: state.chain_id, producer: state.producer, key: state.key };
+        let mut next = state.clone();
+        next.last = Some(signed);
+        self.write(&self.path(&key), &next)?;
+        *state = next;
+        Ok(())
+    }
+
+    /// Write-temp, fsync, rename, fsync(dir).
+    fn write(&self, path: &Path, state: &GuardState) -> Result<(), GuardError> {
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| GuardError::Io { path: p, source }
+        };
+        let body = serde_json::to_string(state)
+            .map_err(|e| GuardError::Io { path: path.to_path_buf(), source: e.into() })?;
+        let text = format!("{body}\nsha256:{}\n", hex::encode(Sha256::digest(body.as_bytes())));
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("guard.state");
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode_0600()
+                .open(&tmp)
+                .map_err(io(&tmp))?;
+            f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        fs::rename(&tmp, path).map_err(io(path))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+        Ok(())
+    }
+}
+
+/// Files the signer writes are private to its user.
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}

@@ -1,0 +1,380 @@
+//! The PKCS#11 backend (cryptoki, pinned): any HSM module — YubiHSM2, SoftHSM2, cloud HSMs.
+//!
+//! The module is loaded at run time from the configured path, the token found by label, the
+//! user logged in with a PIN read from a file (mode 0600 or stricter) or an environment
+//! variable — never from argv — and kept only in a zeroizing buffer for re-login after a
+//! session loss. Keys are found by label or id and must be sensitive and not extractable;
+//! `generate` creates such pairs inside the token. The PIN never reaches a log or an error.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use rempart_core::key::{KeyType, PublicKey};
+use zeroize::Zeroizing;
+
+use super::{Backend, KeyringError};
+use crate::policy::{KeySelector, PinSource, Pkcs11Config};
+
+#[cfg(test)]
+mod tests;
+
+/// DER of OID 1.3.132.0.10 (secp256k1).
+pub const EC_PARAMS_K1: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a];
+/// DER of OID 1.2.840.10045.3.1.7 (prime256v1 / P-256).
+pub const EC_PARAMS_R1: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// Reads the PIN from its source into a zeroizing buffer, trailing newline removed.
+pub fn read_pin(source: &PinSource) -> Result<Zeroizing<String>, KeyringError> {
+    match source {
+        PinSource::File(path) => {
+            let name = path.display().to_string();
+            let err = |reason: String| KeyringError::Pin { source_name: name.clone(), reason };
+            let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(err(format!(
+                    "mode {mode:03o} lets other users read it; run chmod 600 on it"
+                )));
+            }
+            let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| err(e.to_string()))?);
+            let text = std::str::from_utf8(&bytes).map_err(|_| err("not UTF-8".into()))?;
+            let pin = text.lines().next().unwrap_or("");
+            if pin.is_empty() {
+                return Err(err("empty".into()));
+            }
+            Ok(Zeroizing::new(pin.to_string()))
+        }
+        PinSource::Env(var) => {
+            let err = |reason: &str| KeyringError::Pin {
+                source_name: format!("environment variable {var}"),
+                reason: reason.to_string(),
+            };
+            let v = Zeroizing::new(std::env::var(var).map_err(|_| err("not set or not UTF-8"))?);
+            let pin = v.trim_end_matches(['\r', '\n']);
+            if pin.is_empty() {
+                return Err(err("empty"));
+            }
+            Ok(Zeroizing::new(pin.to_string()))
+        }
+    }
+}
+
+fn ck(operation: &'static str) -> impl Fn(CkError) -> KeyringError {
+    move |e| KeyringError::Pkcs11 { operation, message: e.to_string() }
+}
+
+/// Errors after which the session must be opened again.
+fn session_lost(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::DeviceRemoved
+                | RvError::TokenNotPresent
+                | RvError::UserNotLoggedIn
+                | RvError::DeviceError,
+            _
+        )
+    )
+}
+
+fn selector_text(sel: &KeySelector) -> String {
+    match sel {
+        KeySelector::Label(l) => format!("label {l:?}"),
+        KeySelector::Id(id) => format!("id {}", hex::encode(id)),
+    }
+}
+
+fn selector_attr(sel: &KeySelector) -> Attribute {
+    match sel {
+        KeySelector::Label(l) => Attribute::Label(l.as_bytes().to_vec()),
+        KeySelector::Id(id) => Attribute::Id(id.clone()),
+    }
+}
+
+/// Strips the DER OCTET STRING around a `CKA_EC_POINT`; accepts the bare point too.
+pub fn ec_point_bytes(v: &[u8]) -> Option<&[u8]> {
+    match v {
+        [0x04, len, rest @ ..] if usize::from(*len) == rest.len() && *len < 0x80 => Some(rest),
+        [0x04, 0x81, len, rest @ ..] if usize::from(*len) == rest.len() => Some(rest),
+        [0x04, ..] if v.len() == 65 => Some(v),
+        [0x02 | 0x03, ..] if v.len() == 33 => Some(v),
+        _ => None,
+    }
+}
+
+/// The curve named by `CKA_EC_PARAMS`.
+pub fn curve_of(params: &[u8]) -> Option<KeyType> {
+    match params {
+        EC_PARAMS_K1 => Some(KeyType::K1),
+        EC_PARAMS_R1 => Some(KeyType::R1),
+        _ => None,
+    }
+}
+
+/// An opened token: the module, the slot and a logged-in session.
+struct Token {
+    ctx: Pkcs11,
+    label: String,
+    pin: Zeroizing<String>,
+    session: Session,
+}
+
+impl Token {
+    fn open(module: &Path, label: &str, pin: Zeroizing<String>) -> Result<Token, KeyringError> {
+        let module_err =
+            |message: String| KeyringError::Module { path: module.display().to_string(), message };
+        if !module.exists() {
+            return Err(module_err("no such file".into()));
+        }
+        let ctx = Pkcs11::new(module).map_err(|e| module_err(e.to_string()))?;
+        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(module_err(format!("C_Initialize: {e}"))),
+        }
+        let session = Self::login(&ctx, label, &pin)?;
+        Ok(Token { ctx, label: label.to_string(), pin, session })
+    }
+
+    fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, KeyringError> {
+        let slots = ctx.get_slots_with_token().map_err(ck("C_GetSlotList"))?;
+        let mut seen = Vec::new();
+        for slot in slots {
+            let Ok(info) = ctx.get_token_info(slot) else { continue };
+            let l = info.label().trim_end().to_string();
+            if l == label {
+                return Ok(slot);
+            }
+            seen.push(l);
+        }
+        Err(KeyringError::TokenAbsent { label: label.to_string(), seen })
+    }
+
+    fn login(ctx: &Pkcs11, label: &str, pin: &Zeroizing<String>) -> Result<Session, KeyringError> {
+        let slot = Self::find_slot(ctx, label)?;
+        let session = ctx.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
+        let auth = AuthPin::new(pin.as_str().into());
+        match session.login(UserType::User, Some(&auth)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                Err(KeyringError::WrongPin { label: label.to_string() })
+            }
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
+                Err(KeyringError::PinLocked { label: label.to_string() })
+            }
+            Err(e) => Err(ck("C_Login")(e)),
+        }
+    }
+
+    fn reopen(&mut self) -> Result<(), KeyringError> {
+        self.session = Self::login(&self.ctx, &self.label, &self.pin)?;
+        Ok(())
+    }
+
+    fn find_one(
+        &self,
+        class: ObjectClass,
+        sel: &KeySelector,
+    ) -> Result<ObjectHandle, KeyringError> {
+        let template =
+            [Attribute::Class(class), Attribute::KeyType(CkKeyType::EC), selector_attr(sel)];
+        let found = self.session.find_objects(&template).map_err(ck("C_FindObjects"))?;
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(KeyringError::KeyNotFound {
+                selector: format!(
+                    "{}{}",
+                    if class == ObjectClass::PUBLIC_KEY { "(public half) " } else { "" },
+                    selector_text(sel)
+                ),
+                label: self.label.clone(),
+            }),
+            many => Err(KeyringError::KeyAmbiguous {
+                selector: selector_text(sel),
+                label: self.label.clone(),
+                count: many.len(),
+            }),
+        }
+    }
+
+    /// Finds a key pair and returns its private handle and public key.
+    fn open_key(&self, sel: &KeySelector) -> Result<(ObjectHandle, PublicKey), KeyringError> {
+        let what = selector_text(sel);
+        let private = self.find_one(ObjectClass::PRIVATE_KEY, sel)?;
+        let attrs = self
+            .session
+            .get_attributes(
+                private,
+                &[AttributeType::EcParams, AttributeType::Sensitive, AttributeType::Extractable],
+            )
+            .map_err(ck("C_GetAttributeValue"))?;
+        let mut params = None;
+        let mut sensitive = None;
+        let mut extractable = None;
+        for a in attrs {
+            match a {
+                Attribute::EcParams(p) => params = Some(p),
+                Attribute::Sensitive(s) => sensitive = Some(s),
+                Attribute::Extractable(x) => extractable = Some(x),
+                _ => {}
+            }
+        }
+        if sensitive != Some(true) || extractable != Some(false) {
+            return Err(KeyringError::KeyUnsafe {
+                selector: what,
+                reason: "the private key must have CKA_SENSITIVE true and CKA_EXTRACTABLE \
+                         false (generate it with `rempart-signer keygen`)"
+                    .into(),
+            });
+        }
+        let params = params.unwrap_or_default();
+        let key_type = curve_of(&params).ok_or_else(|| KeyringError::UnsupportedCurve {
+            selector: what.clone(),
+            params: hex::encode(&params),
+        })?;
+        let public = self.find_one(ObjectClass::PUBLIC_KEY, sel)?;
+        let attrs = self
+            .session
+            .get_attributes(public, &[AttributeType::EcPoint])
+            .map_err(ck("C_GetAttributeValue"))?;
+        let point = attrs
+            .into_iter()
+            .find_map(|a| if let Attribute::EcPoint(p) = a { Some(p) } else { None })
+            .unwrap_or_default();
+        let bytes = ec_point_bytes(&point).ok_or_else(|| KeyringError::KeyUnsafe {
+            selector: what.clone(),
+            reason: format!("CKA_EC_POINT {} is not an EC point", hex::encode(&point)),
+        })?;
+        let key = PublicKey::from_sec1(key_type, bytes).map_err(|e| KeyringError::KeyUnsafe {
+            selector: what,
+            reason: format!("public key: {e}"),
+        })?;
+        Ok((private, key))
+    }
+}
+
+/// Signing keys inside a PKCS#11 token.
+pub struct Pkcs11Backend {
+    token: Mutex<Token>,
+    keys: Vec<(PublicKey, KeySelector)>,
+    handles: Mutex<Vec<ObjectHandle>>,
+}
+
+impl Pkcs11Backend {
+    /// Loads the module, logs in and opens every configured key.
+    pub fn open(config: &Pkcs11Config) -> Result<Pkcs11Backend, KeyringError> {
+        let pin = read_pin(&config.pin)?;
+        let token = Token::open(&config.module, &config.token_label, pin)?;
+        let mut keys = Vec::new();
+        let mut handles = Vec::new();
+        for sel in &config.keys {
+            let (h, k) = token.open_key(sel)?;
+            keys.push((k, sel.clone()));
+            handles.push(h);
+        }
+        Ok(Pkcs11Backend { token: Mutex::new(token), keys, handles: Mutex::new(handles) })
+    }
+
+    fn sign_once(
+        token: &Token,
+        handle: ObjectHandle,
+        digest: &[u8; 32],
+    ) -> Result<[u8; 64], CkError> {
+        let raw = token.session.sign(&Mechanism::Ecdsa, handle, digest)?;
+        raw.as_slice().try_into().map_err(|_| CkError::InvalidValue)
+    }
+}
+
+impl Backend for Pkcs11Backend {
+    fn kind(&self) -> &'static str {
+        "pkcs11"
+    }
+
+    fn public_keys(&self) -> Vec<PublicKey> {
+        self.keys.iter().map(|(k, _)| *k).collect()
+    }
+
+    fn sign_raw(&self, key: &PublicKey, digest: &[u8; 32]) -> Result<[u8; 64], KeyringError> {
+        let index =
+            self.keys.iter().position(|(k, _)| k == key).ok_or(KeyringError::UnknownKey(*key))?;
+        let mut token = self.token.lock().unwrap_or_else(|e| e.into_inner());
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        match Self::sign_once(&token, handles[index], digest) {
+            Ok(rs) => Ok(rs),
+            Err(e) if session_lost(&e) => {
+                // The session died (token removed and back, HSM restarted): log in again, find
+                // the same key (handles may change) and check it is still the same key.
+                tracing::warn!(error = %e, "PKCS#11 session lost; logging in again");
+                token.reopen()?;
+                let (h, k) = token.open_key(&self.keys[index].1)?;
+                if k != *key {
+                    return Err(KeyringError::KeyUnsafe {
+                        selector: selector_text(&self.keys[index].1),
+                        reason: format!("after re-login it is key {k}, no longer {key}"),
+                    });
+                }
+                handles[index] = h;
+                Self::sign_once(&token, h, digest).map_err(ck("C_Sign"))
+            }
+            Err(e) => Err(ck("C_Sign")(e)),
+        }
+    }
+}
+
+/// Generates a key pair inside the token (sensitive, never extractable, persistent) labelled
+/// `label`, and returns its public key. Refuses a label already in use.
+pub fn generate(
+    module: &Path,
+    token_label: &str,
+    pin: &PinSource,
+    key_type: KeyType,
+    label: &str,
+) -> Result<PublicKey, KeyringError> {
+    let pin = read_pin(pin)?;
+    let token = Token::open(module, token_label, pin)?;
+    let sel = KeySelector::Label(label.to_string());
+    let existing =
+        token.session.find_objects(&[selector_attr(&sel)]).map_err(ck("C_FindObjects"))?;
+    if !existing.is_empty() {
+        return Err(KeyringError::Keygen(format!(
+            "the token already holds objects labelled {label:?}; choose another label"
+        )));
+    }
+    let params = match key_type {
+        KeyType::K1 => EC_PARAMS_K1,
+        KeyType::R1 => EC_PARAMS_R1,
+    };
+    let id = token.session.generate_random_vec(8).map_err(ck("C_GenerateRandom"))?;
+    let public_template = [
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::EcParams(params.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.clone()),
+    ];
+    let private_template = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id),
+    ];
+    token
+        .session
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &public_template, &private_template)
+        .map_err(|e| KeyringError::Keygen(format!("C_GenerateKeyPair: {e}")))?;
+    let (_, key) = token.open_key(&sel)?;
+    Ok(key)
+}

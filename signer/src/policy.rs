@@ -1,0 +1,632 @@
+//! The signing policy: `policies/signer.toml` parsed, then validated into a [`Policy`] that
+//! cannot be invalid.
+//!
+//! Every table rejects unknown keys, every error names the file, line and column, and the
+//! validation refuses what would be dangerous without saying so: a TCP listener on a wildcard
+//! address, a development key backend on a chain not marked `dangerous_dev_chain`, a unix
+//! socket nobody may use. Relative paths are resolved against the policy file's directory.
+//! This module reads the policy file only; it never reads the PIN, never opens keys and never
+//! creates files.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rempart_core::key::PublicKey;
+use rempart_core::{Checksum256, Name};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[cfg(test)]
+mod tests;
+
+/// Why a policy file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("{path}: cannot read the signer policy: {source}")]
+    Read {
+        /// The policy file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not have the expected shape.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// The policy file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong there.
+        message: String,
+    },
+    /// The file parses but a value is refused.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        /// The policy file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// A validated signing policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The chain every signed block must belong to.
+    pub chain_id: Checksum256,
+    /// The chain is a development chain: the `soft` backend is allowed.
+    pub dangerous_dev_chain: bool,
+    /// How far a block timestamp may be from the signer's clock, either way.
+    pub max_clock_skew: Duration,
+    /// Producers this signer signs for, each with the one key that signs for it.
+    pub producers: Vec<ProducerPolicy>,
+    /// Where the keys live.
+    pub backend: BackendConfig,
+    /// Where requests come from.
+    pub listen: ListenConfig,
+    /// The directory holding the double-sign guard state.
+    pub state_dir: PathBuf,
+    /// The append-only audit log.
+    pub audit_log: PathBuf,
+    /// Connection and time limits.
+    pub limits: Limits,
+    /// Where metrics go.
+    pub metrics: MetricsConfig,
+}
+
+/// One producer account and the key that signs its blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerPolicy {
+    /// The producer account.
+    pub account: Name,
+    /// The block-signing key (its public half).
+    pub key: PublicKey,
+}
+
+/// The key backend and its settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum BackendConfig {
+    /// A PKCS#11 module.
+    Pkcs11(Pkcs11Config),
+    /// Development key files.
+    Soft(SoftConfig),
+}
+
+/// PKCS#11 settings.
+#[derive(Debug, Clone)]
+pub struct Pkcs11Config {
+    /// The module (shared library) path.
+    pub module: PathBuf,
+    /// The token label.
+    pub token_label: String,
+    /// Where the user PIN comes from.
+    pub pin: PinSource,
+    /// The keys to open, by label or id.
+    pub keys: Vec<KeySelector>,
+}
+
+/// Where the PKCS#11 user PIN comes from. Never the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinSource {
+    /// A file (first line, trailing newline removed).
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+/// A key inside the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySelector {
+    /// By `CKA_LABEL`.
+    Label(String),
+    /// By `CKA_ID` (bytes).
+    Id(Vec<u8>),
+}
+
+/// Development key files.
+#[derive(Debug, Clone)]
+pub struct SoftConfig {
+    /// Files each holding one `PVT_K1_`/`PVT_R1_` private key, mode 0600.
+    pub key_files: Vec<PathBuf>,
+}
+
+/// Listeners.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// The Unix socket path (created with mode 0600).
+    pub unix_socket: Option<PathBuf>,
+    /// Peer uids allowed on the Unix socket (SO_PEERCRED).
+    pub allowed_uids: BTreeSet<u32>,
+    /// Also allow peers running as the signer's own uid.
+    pub allow_own_uid: bool,
+    /// The TCP address, never a wildcard.
+    pub tcp: Option<SocketAddr>,
+    /// Peer addresses allowed on TCP.
+    pub tcp_allowed_peers: BTreeSet<IpAddr>,
+}
+
+/// Connection and time limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; more wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Time allowed for one request, from its first byte to the reply.
+    pub request_timeout: Duration,
+    /// Time a connection may stay idle between requests.
+    pub idle_timeout: Duration,
+    /// HSM attempts per signature before giving up on a canonical K1 signature.
+    pub max_sign_attempts: u32,
+}
+
+/// Where metrics go.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// A file rewritten atomically with the Prometheus text.
+    pub file: Option<PathBuf>,
+    /// A loopback address serving `GET /metrics`.
+    pub listen: Option<SocketAddr>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file's shape.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    chain: RawChain,
+    #[serde(default)]
+    producers: Vec<RawProducer>,
+    backend: RawBackend,
+    listen: RawListen,
+    state: RawState,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChain {
+    id: Checksum256,
+    #[serde(default = "spanned_default")]
+    dangerous_dev_chain: Spanned<bool>,
+    max_clock_skew_ms: Spanned<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProducer {
+    account: Spanned<Name>,
+    key: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    kind: Spanned<String>,
+    pkcs11: Option<Spanned<RawPkcs11>>,
+    soft: Option<Spanned<RawSoft>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPkcs11 {
+    module: Spanned<PathBuf>,
+    token_label: Spanned<String>,
+    pin_file: Option<Spanned<PathBuf>>,
+    pin_env: Option<Spanned<String>>,
+    keys: Spanned<Vec<Spanned<RawKeySelector>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeySelector {
+    label: Option<String>,
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSoft {
+    key_files: Spanned<Vec<Spanned<PathBuf>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    unix_socket: Option<Spanned<PathBuf>>,
+    #[serde(default = "spanned_default")]
+    allowed_uids: Spanned<Vec<u32>>,
+    #[serde(default)]
+    allow_own_uid: bool,
+    tcp: Option<Spanned<SocketAddr>>,
+    #[serde(default = "spanned_default")]
+    tcp_allowed_peers: Spanned<Vec<IpAddr>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Spanned<PathBuf>,
+    audit_log: Spanned<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default = "default_max_connections")]
+    max_connections: Spanned<usize>,
+    #[serde(default = "default_request_timeout_ms")]
+    request_timeout_ms: Spanned<u64>,
+    #[serde(default = "default_idle_timeout_ms")]
+    idle_timeout_ms: Spanned<u64>,
+    #[serde(default = "default_max_sign_attempts")]
+    max_sign_attempts: Spanned<u32>,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_connections: default_max_connections(),
+            request_timeout_ms: default_request_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            max_sign_attempts: default_max_sign_attempts(),
+        }
+    }
+}
+
+fn spanned_default<T: Default>() -> Spanned<T> {
+    Spanned::new(0..0, T::default())
+}
+fn default_max_connections() -> Spanned<usize> {
+    Spanned::new(0..0, 16)
+}
+fn default_request_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 2_000)
+}
+fn default_idle_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 60_000)
+}
+fn default_max_sign_attempts() -> Spanned<u32> {
+    Spanned::new(0..0, 16)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    file: Option<Spanned<PathBuf>>,
+    listen: Option<Spanned<SocketAddr>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// 1-based line and column of a byte offset in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, span: Range<usize>, message: impl Into<String>) -> PolicyError {
+        let (line, column) = line_column(self.text, span.start);
+        PolicyError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    /// An absolute path: relative ones are resolved against the policy file's directory.
+    fn absolute(&self, p: &Spanned<PathBuf>, what: &str) -> Result<PathBuf, PolicyError> {
+        let path = p.get_ref();
+        if path.as_os_str().is_empty() {
+            return Err(self.err(p.span(), format!("{what} is empty")));
+        }
+        if path.is_absolute() {
+            return Ok(path.clone());
+        }
+        let base =
+            self.path.parent().filter(|b| !b.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).map_err(|e| {
+            self.err(
+                p.span(),
+                format!("{what} {path:?} is relative and {base:?} cannot be resolved: {e}"),
+            )
+        })?;
+        Ok(normalize(&base.join(path)))
+    }
+
+    fn validate(&self, raw: RawPolicy) -> Result<Policy, PolicyError> {
+        let dev = *raw.chain.dangerous_dev_chain.get_ref();
+        let skew_ms = *raw.chain.max_clock_skew_ms.get_ref();
+        if skew_ms == 0 || skew_ms > 60_000 {
+            return Err(self.err(
+                raw.chain.max_clock_skew_ms.span(),
+                "max_clock_skew_ms must be between 1 and 60000 (a block slot is 500 ms)",
+            ));
+        }
+
+        let mut producers = Vec::new();
+        let mut seen = BTreeSet::new();
+        for p in &raw.producers {
+            let key: PublicKey = p.key.get_ref().parse().map_err(|e| {
+                self.err(
+                    p.key.span(),
+                    format!("producer key {:?} is not a public key: {e}", p.key.get_ref()),
+                )
+            })?;
+            let account = *p.account.get_ref();
+            if !seen.insert(account) {
+                return Err(self.err(
+                    p.account.span(),
+                    format!("producer {account} is listed twice; one key signs for each producer"),
+                ));
+            }
+            producers.push(ProducerPolicy { account, key });
+        }
+        if producers.is_empty() {
+            return Err(self.err(
+                0..0,
+                "no [[producers]]: list at least one producer account and the key that signs for it",
+            ));
+        }
+
+        let backend = match raw.backend.kind.get_ref().as_str() {
+            "pkcs11" => {
+                let Some(p) = &raw.backend.pkcs11 else {
+                    return Err(self.err(
+                        raw.backend.kind.span(),
+                        "backend kind is \"pkcs11\" but there is no [backend.pkcs11] table",
+                    ));
+                };
+                BackendConfig::Pkcs11(self.pkcs11(p)?)
+            }
+            "soft" => {
+                let Some(s) = &raw.backend.soft else {
+                    return Err(self.err(
+                        raw.backend.kind.span(),
+                        "backend kind is \"soft\" but there is no [backend.soft] table",
+                    ));
+                };
+                if !dev {
+                    return Err(self.err(
+                        raw.backend.kind.span(),
+                        "the soft backend keeps keys in files and is refused unless [chain] sets \
+                         dangerous_dev_chain = true; production chains use pkcs11",
+                    ));
+                }
+                let mut files = Vec::new();
+                for f in s.get_ref().key_files.get_ref() {
+                    files.push(self.absolute(f, "key file")?);
+                }
+                if files.is_empty() {
+                    return Err(self.err(s.get_ref().key_files.span(), "key_files is empty"));
+                }
+                BackendConfig::Soft(SoftConfig { key_files: files })
+            }
+            other => {
+                return Err(self.err(
+                    raw.backend.kind.span(),
+                    format!("unknown backend kind {other:?}; expected \"pkcs11\" or \"soft\""),
+                ));
+            }
+        };
+
+        let listen = self.listen(&raw.listen)?;
+        let state_dir = self.absolute(&raw.state.dir, "state dir")?;
+        let audit_log = self.absolute(&raw.state.audit_log, "audit log")?;
+
+        let l = &raw.limits;
+        if *l.max_connections.get_ref() == 0 || *l.max_connections.get_ref() > 4096 {
+            return Err(self.err(l.max_connections.span(), "max_connections must be 1..=4096"));
+        }
+        for (v, name) in
+            [(&l.request_timeout_ms, "request_timeout_ms"), (&l.idle_timeout_ms, "idle_timeout_ms")]
+        {
+            if *v.get_ref() == 0 || *v.get_ref() > 3_600_000 {
+                return Err(self.err(v.span(), format!("{name} must be 1..=3600000")));
+            }
+        }
+        if *l.max_sign_attempts.get_ref() == 0 || *l.max_sign_attempts.get_ref() > 1000 {
+            return Err(self.err(l.max_sign_attempts.span(), "max_sign_attempts must be 1..=1000"));
+        }
+        let limits = Limits {
+            max_connections: *l.max_connections.get_ref(),
+            request_timeout: Duration::from_millis(*l.request_timeout_ms.get_ref()),
+            idle_timeout: Duration::from_millis(*l.idle_timeout_ms.get_ref()),
+            max_sign_attempts: *l.max_sign_attempts.get_ref(),
+        };
+
+        let mut metrics = MetricsConfig::default();
+        if let Some(f) = &raw.metrics.file {
+            metrics.file = Some(self.absolute(f, "metrics file")?);
+        }
+        if let Some(a) = &raw.metrics.listen {
+            if !a.get_ref().ip().is_loopback() {
+                return Err(self.err(
+                    a.span(),
+                    format!(
+                        "metrics listen address {} is not loopback; metrics are served on \
+                         127.0.0.1 or ::1 only",
+                        a.get_ref()
+                    ),
+                ));
+            }
+            metrics.listen = Some(*a.get_ref());
+        }
+
+        Ok(Policy {
+            chain_id: raw.chain.id,
+            dangerous_dev_chain: dev,
+            max_clock_skew: Duration::from_millis(skew_ms),
+            producers,
+            backend,
+            listen,
+            state_dir,
+            audit_log,
+            limits,
+            metrics,
+        })
+    }
+
+    fn pkcs11(&self, p: &Spanned<RawPkcs11>) -> Result<Pkcs11Config, PolicyError> {
+        let r = p.get_ref();
+        let module = self.absolute(&r.module, "PKCS#11 module")?;
+        if r.token_label.get_ref().is_empty() || r.token_label.get_ref().len() > 32 {
+            return Err(self.err(r.token_label.span(), "token_label must be 1 to 32 bytes"));
+        }
+        let pin = match (&r.pin_file, &r.pin_env) {
+            (Some(f), None) => PinSource::File(self.absolute(f, "PIN file")?),
+            (None, Some(e)) if !e.get_ref().is_empty() => PinSource::Env(e.get_ref().clone()),
+            (None, Some(e)) => return Err(self.err(e.span(), "pin_env is empty")),
+            (Some(f), Some(_)) => {
+                return Err(self.err(f.span(), "set pin_file or pin_env, not both"));
+            }
+            (None, None) => {
+                return Err(self.err(
+                    p.span(),
+                    "[backend.pkcs11] needs pin_file or pin_env (the PIN is never taken from \
+                     the command line)",
+                ));
+            }
+        };
+        let mut keys = Vec::new();
+        for k in r.keys.get_ref() {
+            let sel = match (&k.get_ref().label, &k.get_ref().id) {
+                (Some(l), None) if !l.is_empty() => KeySelector::Label(l.clone()),
+                (None, Some(id)) => KeySelector::Id(hex::decode(id).map_err(|_| {
+                    self.err(k.span(), format!("key id {id:?} is not hex (e.g. id = \"01\")"))
+                })?),
+                _ => {
+                    return Err(self.err(
+                        k.span(),
+                        "each key names exactly one of label = \"…\" or id = \"hex\"",
+                    ));
+                }
+            };
+            keys.push(sel);
+        }
+        if keys.is_empty() {
+            return Err(
+                self.err(r.keys.span(), "keys is empty: name the signing keys in the token")
+            );
+        }
+        Ok(Pkcs11Config { module, token_label: r.token_label.get_ref().clone(), pin, keys })
+    }
+
+    fn listen(&self, l: &RawListen) -> Result<ListenConfig, PolicyError> {
+        let unix_socket = match &l.unix_socket {
+            Some(p) => Some(self.absolute(p, "unix socket")?),
+            None => None,
+        };
+        let allowed_uids: BTreeSet<u32> = l.allowed_uids.get_ref().iter().copied().collect();
+        if unix_socket.is_some() && allowed_uids.is_empty() && !l.allow_own_uid {
+            return Err(self.err(
+                l.allowed_uids.span(),
+                "allowed_uids is empty and allow_own_uid is false: nobody could connect; name \
+                 the uid(s) of the node allowed on the unix socket",
+            ));
+        }
+        let tcp = match &l.tcp {
+            Some(a) => {
+                let ip = a.get_ref().ip();
+                if ip.is_unspecified() || ip.is_multicast() {
+                    return Err(self.err(
+                        a.span(),
+                        format!(
+                            "tcp address {} is a wildcard; bind the WireGuard interface address \
+                             (or 127.0.0.1) only",
+                            a.get_ref()
+                        ),
+                    ));
+                }
+                Some(*a.get_ref())
+            }
+            None => None,
+        };
+        let tcp_allowed_peers: BTreeSet<IpAddr> =
+            l.tcp_allowed_peers.get_ref().iter().copied().collect();
+        if tcp.is_some() && tcp_allowed_peers.is_empty() {
+            return Err(self.err(
+                l.tcp_allowed_peers.span(),
+                "tcp_allowed_peers is empty: name the peer address(es) allowed to connect over tcp",
+            ));
+        }
+        if unix_socket.is_none() && tcp.is_none() {
+            return Err(self.err(0..0, "[listen] needs unix_socket or tcp (or both)"));
+        }
+        Ok(ListenConfig {
+            unix_socket,
+            allowed_uids,
+            allow_own_uid: l.allow_own_uid,
+            tcp,
+            tcp_allowed_peers,
+        })
+    }
+}
+
+/// Removes `.` and resolves `..` lexically (no symlinks followed: the files may not exist yet).
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+impl Policy {
+    /// Parses and validates policy text; `path` is used in error messages only.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let (line, column) = line_column(text, e.span().map_or(0, |s| s.start));
+            PolicyError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        Validator { path, text }.validate(raw)
+    }
+
+    /// Reads, parses and validates a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })?;
+        Policy::from_toml(path, &text)
+    }
+
+    /// The key that signs for `producer`, if this signer signs for it.
+    pub fn key_for(&self, producer: Name) -> Option<&PublicKey> {
+        self.producers.iter().find(|p| p.account == producer).map(|p| &p.key)
+    }
+}
