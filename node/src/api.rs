@@ -146,6 +146,7 @@ async fn route(ctx: &ApiContext, path: &str, body: Value) -> Result<Value, ApiEr
 fn read_route(snap: &Snapshot, path: &str, body: Value) -> Result<Value, ApiError> {
     match path {
         "/v1/chain/get_info" => get_info(snap),
+        "/v1/chain/get_account" => get_account(snap, params(body)?),
         "/v1/chain/get_raw_abi" => get_raw_abi(snap, params(body)?),
         "/v1/chain/get_code_hash" => get_code_hash(snap, params(body)?),
         "/v1/chain/get_raw_code_and_abi" => get_raw_code_and_abi(snap, params(body)?),
@@ -219,6 +220,48 @@ fn get_raw_abi(snap: &Snapshot, p: AccountParams) -> Result<Value, ApiError> {
         "code_hash": code_hash(snap, p.account_name)?,
         "abi_hash": abi_hash,
         "abi": base64::engine::general_purpose::STANDARD.encode(&abi),
+    }))
+}
+
+/// `get_account` in nodeos's shape (resources are unlimited: -1).
+fn get_account(snap: &Snapshot, p: AccountParams) -> Result<Value, ApiError> {
+    let rec = crate::account::account(snap, p.account_name)?
+        .ok_or_else(|| ApiError::unknown_account(p.account_name))?;
+    let head = snap.head()?;
+    let mut permissions = Vec::new();
+    let prefix = key::permission_prefix(p.account_name);
+    for (k, v) in snap.scan(&prefix, &prefix, 1024)? {
+        let perm: crate::account::PermissionRecord = rempart_core::from_bytes(&v)
+            .map_err(|source| crate::store::StoreError::Corrupt { what: "permission", source })?;
+        let name_bytes: [u8; 8] = k[9..17].try_into().map_err(|_| ApiError::internal("bad key"))?;
+        let name = Name(u64::from_be_bytes(name_bytes));
+        let parent = if perm.parent == Name(0) { String::new() } else { perm.parent.to_string() };
+        permissions.push(json!({
+            "perm_name": name,
+            "parent": parent,
+            "required_auth": perm.auth,
+            "linked_actions": [],
+        }));
+    }
+    let unlimited = json!({"used": 0, "available": -1, "max": -1});
+    Ok(json!({
+        "account_name": rec.name,
+        "head_block_num": head.as_ref().map_or(0, |h| h.block_num),
+        "head_block_time": head.as_ref().map(|h| h.timestamp),
+        "privileged": rec.privileged,
+        "last_code_update": rec.last_code_update,
+        "created": rec.creation_date,
+        "ram_quota": -1,
+        "net_weight": -1,
+        "cpu_weight": -1,
+        "net_limit": unlimited,
+        "cpu_limit": unlimited,
+        "ram_usage": 0,
+        "permissions": permissions,
+        "total_resources": null,
+        "self_delegated_bandwidth": null,
+        "refund_request": null,
+        "voter_info": null,
     }))
 }
 

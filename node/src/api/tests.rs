@@ -79,3 +79,34 @@ fn raw_abi_is_padded_base64_and_unknown_account_is_nodeos_shaped() {
     drop(snap);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn get_account_lists_permissions_in_nodeos_shape() {
+    let dir = std::env::temp_dir().join(format!("rempart-api-acct-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let store = Store::open(&dir.join("state.redb")).expect("open");
+    let genesis = crate::genesis::Genesis::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/genesis.json"),
+    )
+    .expect("genesis");
+    store.write(|w| genesis.install(w, None)).expect("install");
+    let snap = store.read().expect("read");
+    let v = read_route(&snap, "/v1/chain/get_account", json!({"account_name": "eosio"}))
+        .expect("get_account");
+    assert_eq!(v["privileged"], true);
+    let perms = v["permissions"].as_array().expect("permissions");
+    assert_eq!(perms.len(), 2);
+    assert_eq!(perms[0]["perm_name"], "active");
+    assert_eq!(perms[0]["parent"], "owner");
+    assert_eq!(perms[1]["parent"], "");
+    let key = &perms[1]["required_auth"]["keys"][0];
+    assert_eq!(key["weight"], 1);
+    assert!(
+        key["key"].as_str().expect("key").starts_with("PUB_K1_")
+            || key["key"].as_str().expect("key").starts_with("EOS")
+    );
+    assert_eq!(v["created"], "2024-01-01T00:00:00.000");
+    drop(snap);
+    let _ = std::fs::remove_dir_all(dir);
+}
