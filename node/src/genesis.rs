@@ -144,6 +144,40 @@ impl Genesis {
     }
 }
 
+/// Why `init` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InitError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The store failed or belongs to another chain.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Creates (or checks) the state database in `data_dir` for this genesis and returns the chain
+/// id. Running it again on the same chain changes nothing; on another chain's data it fails.
+pub fn init_data_dir(genesis: &Genesis, data_dir: &Path) -> Result<Checksum256, InitError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|source| InitError::DataDir { path: data_dir.to_owned(), source })?;
+    let store = crate::store::Store::open(&data_dir.join("state.redb"))?;
+    let expected = genesis.chain_id();
+    store.write(|w| -> Result<(), crate::store::StoreError> {
+        match w.chain_id()? {
+            Some(found) if found == expected => Ok(()),
+            Some(found) => Err(crate::store::StoreError::WrongChain { expected, found }),
+            None => genesis.install(w, None),
+        }
+    })?;
+    Ok(expected)
+}
+
 /// Checks a list of producers for a schedule: 1 to [`MAX_PRODUCERS`], no name twice.
 pub fn validate_schedule(producers: &[ProducerKey]) -> Result<(), String> {
     if producers.is_empty() || producers.len() > MAX_PRODUCERS {
