@@ -59,7 +59,7 @@ impl KeyType {
     }
 
     /// Reads a wire tag; 2 (WebAuthn) and anything else unknown is a decode error.
-    fn from_tag(
+    fn unpack_tag(
         r: &mut crate::codec::Reader<'_>,
         what: &'static str,
     ) -> Result<KeyType, crate::codec::DecodeError> {

@@ -133,7 +133,7 @@ impl Unpack for PublicKey {
     const MIN_SIZE: usize = 34;
 
     fn unpack(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let key_type = KeyType::from_tag(r, WHAT)?;
+        let key_type = KeyType::unpack_tag(r, WHAT)?;
         let at = r.position();
         let bytes: [u8; 33] = r.read_array()?;
         Self::from_bytes(key_type, &bytes).map_err(|e| DecodeError::Invalid {

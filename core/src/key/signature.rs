@@ -35,7 +35,7 @@ fn check_header(header: u8) -> Result<(), KeyError> {
 
 /// fc's canonical rule for K1: r and s each have the top bit clear and are DER-minimal (a zero
 /// first byte only when the next byte needs it).
-fn fc_canonical(rs: &[u8]) -> bool {
+pub(super) fn fc_canonical(rs: &[u8]) -> bool {
     let (r, s) = (&rs[0..32], &rs[32..64]);
     r[0] & 0x80 == 0
         && !(r[0] == 0 && r[1] & 0x80 == 0)
@@ -290,7 +290,7 @@ impl Unpack for Signature {
     const MIN_SIZE: usize = 66;
 
     fn unpack(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let key_type = KeyType::from_tag(r, WHAT).map_err(|e| match e {
+        let key_type = KeyType::unpack_tag(r, WHAT).map_err(|e| match e {
             DecodeError::Invalid { what, at, .. } => DecodeError::Invalid {
                 what,
                 at,
