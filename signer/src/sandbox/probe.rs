@@ -4,11 +4,14 @@
 //!
 //! `sandbox-probe --state-dir D --seccomp FILE --try ACTION [--target PATH]
 //! [--memory-lock all|current|dangerous_off] [--read-only P]… [--read-write P]…
-//! [--dangerous-allow-no-landlock]`. Actions: `none`, `write-state`, `thread`, `echo` (what the
-//! signer must still do), `open-outside`, `execve`, `ptrace`, `socket`, `fork` (what it must
-//! not). Outcomes: exit 0 when the action worked; [`EXIT_REFUSED`] with `ACTION: refused: …`
-//! on stderr when a system call returned an error; killed by SIGSYS when seccomp stopped it;
-//! [`EXIT_SANDBOX`] when the sandbox could not be applied; [`EXIT_USAGE`] on bad arguments.
+//! [--dangerous-allow-no-landlock] [--start-thread-first]`.
+//!
+//! Actions: `none`, `write-state`, `thread`, `echo` (what the signer must still do);
+//! `open-outside` (read `--target`), `write-outside` (append to it), `execve`, `ptrace`,
+//! `socket`, `fork` (what it must not). Outcomes: exit 0 when the action worked;
+//! [`EXIT_REFUSED`] with `ACTION: refused: …` on stderr when a system call returned an error;
+//! killed by SIGSYS when seccomp stopped it; [`EXIT_SANDBOX`] when the sandbox could not be
+//! applied; [`EXIT_USAGE`] on bad arguments.
 //! It must never run an action before the sandbox is fully applied.
 
 use std::ffi::OsString;
@@ -53,6 +56,7 @@ enum Action {
     Thread,
     Echo,
     OpenOutside,
+    WriteOutside,
     Execve,
     Ptrace,
     Socket,
@@ -60,12 +64,13 @@ enum Action {
 }
 
 impl Action {
-    const ALL: [(&'static str, Action); 9] = [
+    const ALL: [(&'static str, Action); 10] = [
         ("none", Action::None),
         ("write-state", Action::WriteState),
         ("thread", Action::Thread),
         ("echo", Action::Echo),
         ("open-outside", Action::OpenOutside),
+        ("write-outside", Action::WriteOutside),
         ("execve", Action::Execve),
         ("ptrace", Action::Ptrace),
         ("socket", Action::Socket),
@@ -81,6 +86,8 @@ struct Args {
     config: SandboxConfig,
     action: Action,
     target: PathBuf,
+    /// Start a thread before applying, to prove [`super::apply`] refuses a threaded process.
+    thread_first: bool,
 }
 
 fn parse(args: Vec<OsString>) -> Result<Args, ProbeError> {
@@ -93,12 +100,20 @@ fn parse(args: Vec<OsString>) -> Result<Args, ProbeError> {
     let mut read_only = Vec::new();
     let mut read_write = Vec::new();
     let mut allow_no_landlock = false;
+    let mut thread_first = false;
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         let flag = flag.to_string_lossy().into_owned();
-        if flag == "--dangerous-allow-no-landlock" {
-            allow_no_landlock = true;
-            continue;
+        match flag.as_str() {
+            "--dangerous-allow-no-landlock" => {
+                allow_no_landlock = true;
+                continue;
+            }
+            "--start-thread-first" => {
+                thread_first = true;
+                continue;
+            }
+            _ => {}
         }
         let value = it.next().ok_or_else(|| usage(format!("{flag} needs a value")))?;
         match flag.as_str() {
@@ -129,7 +144,7 @@ fn parse(args: Vec<OsString>) -> Result<Args, ProbeError> {
     config.read_only_paths = read_only;
     config.read_write_paths = read_write;
     config.dangerous_allow_no_landlock = allow_no_landlock;
-    Ok(Args { config, action, target })
+    Ok(Args { config, action, target, thread_first })
 }
 
 /// Runs the probe with the arguments that follow `sandbox-probe`. Call it from `main` before
@@ -153,6 +168,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         },
         _ => None,
     };
+    // Parked until the process exits; it only has to exist while `apply` counts threads.
+    let _early = args.thread_first.then(|| std::thread::spawn(std::thread::park));
     match super::apply(&args.config) {
         Ok(report) => eprintln!("{report}"),
         Err(e) => {
@@ -198,6 +215,11 @@ fn attempt(action: Action, state_dir: &Path, target: &Path) -> Result<String, Pr
             let mut buf = Vec::new();
             File::open(target).and_then(|mut f| f.read_to_end(&mut buf)).map_err(err)?;
             Ok(format!("read {} bytes from {}", buf.len(), target.display()))
+        }
+        Action::WriteOutside => {
+            let mut file = OpenOptions::new().append(true).open(target).map_err(err)?;
+            file.write_all(b"written by the probe\n").map_err(refused(action))?;
+            Ok(format!("appended to {}", target.display()))
         }
         Action::Execve => Err(err(Command::new("/bin/true").exec())),
         Action::Ptrace => nix::sys::ptrace::traceme()

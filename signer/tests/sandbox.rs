@@ -1,0 +1,449 @@
+//! The sandbox on a real process: each test spawns `rempart-signer sandbox-probe` (sandboxing
+//! the test harness itself would prove nothing and break it), which applies the sandbox the
+//! daemon applies with the shipped seccomp policy, then attempts one action. The tests assert
+//! exactly how the process ends: exit code and message, or the signal that killed it.
+//!
+//! Tests that need root (clearing the capability bounding set, locking memory with
+//! CAP_IPC_LOCK) fail when `CI=true` and the user is not root, and are skipped with a printed
+//! reason elsewhere; the others run as any user.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rempart_signer::sandbox::probe::{EXIT_REFUSED, EXIT_SANDBOX};
+
+const SIGSYS: i32 = 31;
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn policy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/seccomp/signer.x86_64.json")
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Whether a test that needs root may run; panics under CI when it may not.
+fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root (capability bounding set, CAP_IPC_LOCK) and CI=true: run CI as root"
+    );
+    eprintln!("{test}: not root, skipping the bounding-set and locked-memory checks");
+    false
+}
+
+/// A state directory and, beside it, a file the sandboxed process must not reach.
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    state: PathBuf,
+    outside: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let outside = tmp.path().join("outside.txt");
+    std::fs::write(&outside, b"not for the signer\n").unwrap();
+    Dirs { _tmp: tmp, state, outside }
+}
+
+/// Memory locking that works for this user: `current` as root, otherwise off.
+fn memory_lock() -> &'static str {
+    if is_root() { "current" } else { "dangerous_off" }
+}
+
+fn probe_command(dirs: &Dirs, action: &str, extra: &[&str]) -> Command {
+    probe_command_with(dirs, &policy(), action, extra)
+}
+
+fn probe_command_with(dirs: &Dirs, policy: &Path, action: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rempart-signer"));
+    cmd.arg("sandbox-probe")
+        .arg("--state-dir")
+        .arg(&dirs.state)
+        .arg("--seccomp")
+        .arg(policy)
+        .args(["--memory-lock", memory_lock(), "--try", action])
+        .args(extra)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Kills the probe by PID if a test ends while it still runs.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Runs the probe to its end, with a deadline.
+fn probe(dirs: &Dirs, action: &str, extra: &[&str]) -> Output {
+    let child = probe_command(dirs, action, extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let mut stdout = running.0.stdout.take().unwrap();
+    let mut stderr = running.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        let _ = stderr.read_to_end(&mut err);
+        let _ = tx.send((out, err));
+    });
+    let (stdout, stderr) = rx.recv_timeout(DEADLINE).expect("the probe finished in time");
+    let status = running.0.wait().unwrap();
+    Output { status, stdout, stderr }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn describe(out: &Output) -> String {
+    format!("status {:?}\nstdout: {}\nstderr: {}", out.status, text(&out.stdout), text(&out.stderr))
+}
+
+/// The sandbox was applied in full before the action.
+fn assert_sandboxed(out: &Output) {
+    let err = text(&out.stderr);
+    assert!(err.contains("sandbox on: landlock ABI"), "{}", describe(out));
+    assert!(err.contains("fully enforced"), "{}", describe(out));
+    assert!(err.contains("2 seccomp filter(s), kill on violation"), "{}", describe(out));
+}
+
+fn assert_killed_by_sigsys(status: ExitStatus, out: &Output) {
+    assert_eq!(status.signal(), Some(SIGSYS), "{}", describe(out));
+    assert!(!status.core_dumped(), "RLIMIT_CORE=0 and not dumpable: no core file");
+}
+
+#[test]
+fn writing_state_still_works() {
+    let d = dirs();
+    let out = probe(&d, "write-state", &[]);
+    assert_sandboxed(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(text(&out.stdout).contains("write-state: ok"), "{}", describe(&out));
+    assert_eq!(std::fs::read(d.state.join("probe-state")).unwrap(), b"probe\n");
+    assert!(!d.state.join("probe-state.tmp").exists());
+}
+
+#[test]
+fn threads_can_still_start() {
+    let d = dirs();
+    let out = probe(&d, "thread", &[]);
+    assert_sandboxed(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(text(&out.stdout).contains("a thread ran and returned 42"), "{}", describe(&out));
+}
+
+#[test]
+fn execve_kills_the_process_with_sigsys() {
+    let d = dirs();
+    let out = probe(&d, "execve", &[]);
+    assert_sandboxed(&out);
+    assert_killed_by_sigsys(out.status, &out);
+    assert!(!text(&out.stderr).contains("refused"), "{}", describe(&out));
+}
+
+#[test]
+fn ptrace_kills_the_process_with_sigsys() {
+    let d = dirs();
+    let out = probe(&d, "ptrace", &[]);
+    assert_sandboxed(&out);
+    assert_killed_by_sigsys(out.status, &out);
+}
+
+#[test]
+fn a_new_socket_kills_the_process_with_sigsys() {
+    let d = dirs();
+    let out = probe(&d, "socket", &[]);
+    assert_sandboxed(&out);
+    assert_killed_by_sigsys(out.status, &out);
+}
+
+#[test]
+fn a_new_process_kills_the_process_with_sigsys() {
+    // posix_spawn: clone3 is answered ENOSYS, then clone without CLONE_THREAD is killed.
+    let d = dirs();
+    let out = probe(&d, "fork", &[]);
+    assert_sandboxed(&out);
+    assert_killed_by_sigsys(out.status, &out);
+}
+
+#[test]
+fn a_shell_sees_status_159() {
+    let d = dirs();
+    let probe = probe_command(&d, "execve", &[]);
+    let args: Vec<_> = probe.get_args().collect();
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("\"$0\" \"$@\" 2>/dev/null; echo \"status=$?\"")
+        .arg(probe.get_program())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).trim(), "status=159", "{}", describe(&out));
+}
+
+#[test]
+fn opening_a_file_outside_the_state_directory_is_refused() {
+    let d = dirs();
+    // Readable by this user: what stops the probe is landlock, not file permissions.
+    assert!(std::fs::read(&d.outside).is_ok());
+    let target = d.outside.to_str().unwrap();
+    let out = probe(&d, "open-outside", &["--target", target]);
+    assert_sandboxed(&out);
+    assert_eq!(out.status.code(), Some(i32::from(EXIT_REFUSED)), "{}", describe(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("open-outside: refused: Permission denied (os error 13)"), "{err}");
+}
+
+#[test]
+fn a_symlink_inside_the_state_directory_does_not_lead_outside() {
+    let d = dirs();
+    let link = d.state.join("escape");
+    std::os::unix::fs::symlink(&d.outside, &link).unwrap();
+    let out = probe(&d, "open-outside", &["--target", link.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(i32::from(EXIT_REFUSED)), "{}", describe(&out));
+    assert!(text(&out.stderr).contains("(os error 13)"), "{}", describe(&out));
+}
+
+#[test]
+fn a_read_only_path_can_be_read_but_not_written() {
+    let d = dirs();
+    let target = d.outside.to_str().unwrap();
+    let out = probe(&d, "open-outside", &["--target", target, "--read-only", target]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(text(&out.stdout).contains("read 19 bytes"), "{}", describe(&out));
+
+    let out = probe(&d, "write-outside", &["--target", target, "--read-only", target]);
+    assert_eq!(out.status.code(), Some(i32::from(EXIT_REFUSED)), "{}", describe(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("write-outside: refused: Permission denied (os error 13)"), "{err}");
+    assert_eq!(std::fs::read(&d.outside).unwrap(), b"not for the signer\n");
+}
+
+#[test]
+fn a_read_write_path_can_be_written() {
+    let d = dirs();
+    let target = d.outside.to_str().unwrap();
+    let out = probe(&d, "write-outside", &["--target", target, "--read-write", target]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let written = std::fs::read_to_string(&d.outside).unwrap();
+    assert_eq!(written, "not for the signer\nwritten by the probe\n");
+}
+
+#[test]
+fn the_sandbox_refuses_a_process_that_already_has_threads() {
+    let d = dirs();
+    let out = probe(&d, "write-state", &["--start-thread-first"]);
+    assert_eq!(out.status.code(), Some(i32::from(EXIT_SANDBOX)), "{}", describe(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("the process has 2 threads: apply the sandbox before"), "{err}");
+    assert!(!d.state.join("probe-state").exists(), "the action must not run");
+}
+
+#[test]
+fn an_uncommented_policy_is_refused_before_anything_changes() {
+    let d = dirs();
+    let bad = d.state.join("bad.json");
+    let doc = r#"{"allowlist": {"mismatch_action": "kill_process", "match_action": "allow",
+                  "filter": [{"syscall": "read"}]}}"#;
+    std::fs::write(&bad, doc).unwrap();
+    let out = probe_command_with(&d, &bad, "write-state", &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(i32::from(EXIT_SANDBOX)), "{}", describe(&out));
+    assert!(text(&out.stderr).contains("allows `read` without a `comment`"), "{}", describe(&out));
+}
+
+#[test]
+fn memory_lock_all_needs_an_unlimited_memlock_limit() {
+    let d = dirs();
+    // A finite hard limit, as most machines have by default. Only CAP_SYS_RESOURCE can raise
+    // it back; without it the strict default must refuse rather than crash later.
+    let probe = probe_command(&d, "none", &["--memory-lock", "all"]);
+    let args: Vec<_> = probe.get_args().collect();
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("ulimit -l 1024 && exec \"$0\" \"$@\"")
+        .arg(probe.get_program())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if has_effective_cap(24) {
+        // CAP_SYS_RESOURCE: the sandbox raised the limit and locked everything.
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        assert!(text(&out.stderr).contains("memory lock all"), "{}", describe(&out));
+    } else {
+        assert_eq!(out.status.code(), Some(i32::from(EXIT_SANDBOX)), "{}", describe(&out));
+        let err = text(&out.stderr);
+        assert!(err.contains("memory_lock = \"all\" needs RLIMIT_MEMLOCK unlimited"), "{err}");
+        assert!(err.contains("hard 1048576 bytes"), "{err}");
+    }
+}
+
+/// Whether this (test) process has capability `bit` in its effective set.
+fn has_effective_cap(bit: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hex = status_field(&status, "CapEff").unwrap();
+    u64::from_str_radix(&hex, 16).unwrap() & (1 << bit) != 0
+}
+
+fn status_field(status: &str, name: &str) -> Option<String> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(|v| v.trim().to_owned()))
+}
+
+/// The serving path under the full sandbox: a multi-threaded tokio runtime started after it,
+/// one Unix and one TCP connection accepted and echoed, state persisted from the blocking pool;
+/// and, while it waits, the kernel's own view of the process.
+#[test]
+fn a_sandboxed_runtime_still_serves_unix_and_tcp() {
+    let root = root_or_skip("a_sandboxed_runtime_still_serves_unix_and_tcp");
+    let d = dirs();
+    let child = probe_command(&d, "echo", &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let pid = running.0.id();
+    let stdout = running.0.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ready = rx.recv_timeout(DEADLINE).expect("the probe printed its ready line");
+    let tcp_addr = ready.strip_prefix("ready tcp=").expect("ready line").to_owned();
+
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name| status_field(&status, name).unwrap_or_default();
+    assert_eq!(field("NoNewPrivs"), "1");
+    assert_eq!(field("Seccomp"), "2", "filter mode");
+    assert_eq!(field("Seccomp_filters"), "2");
+    let threads: u32 = field("Threads").parse().unwrap();
+    assert!(threads > 1, "the runtime's workers were started after the sandbox");
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(field(set), "0000000000000000", "{set}");
+    }
+    if root {
+        assert_eq!(field("CapBnd"), "0000000000000000");
+        let locked: u64 = field("VmLck").trim_end_matches(" kB").trim().parse().unwrap();
+        assert!(locked > 0, "memory_lock current locked the mapped pages");
+    }
+
+    let mut unix = std::os::unix::net::UnixStream::connect(d.state.join("probe.sock")).unwrap();
+    unix.set_read_timeout(Some(DEADLINE)).unwrap();
+    unix.write_all(b"over unix\n").unwrap();
+    let mut back = String::new();
+    unix.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "over unix\n");
+
+    let mut tcp = std::net::TcpStream::connect(&tcp_addr).unwrap();
+    tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+    tcp.write_all(b"over tcp\n").unwrap();
+    let mut back = String::new();
+    tcp.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "over tcp\n");
+
+    let done = rx.recv_timeout(DEADLINE).expect("the probe reported its result");
+    assert!(done.starts_with("echo: ok: echoed \"over unix\""), "{done}");
+    let exit = running.0.wait().unwrap();
+    let mut stderr = String::new();
+    running.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(exit.code(), Some(0), "{exit:?}: {stderr}");
+    assert_eq!(std::fs::read(d.state.join("echo-state")).unwrap(), b"echo\n");
+}
+
+#[test]
+fn the_shipped_policy_never_allows_what_the_sandbox_exists_to_stop() {
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(policy()).unwrap()).unwrap();
+    let allowlist = doc["allowlist"]["filter"].as_array().unwrap();
+    let allowed: Vec<&str> = allowlist.iter().map(|r| r["syscall"].as_str().unwrap()).collect();
+    for forbidden in [
+        "execve",
+        "execveat",
+        "ptrace",
+        "socket",
+        "connect",
+        "bind",
+        "listen",
+        "fork",
+        "vfork",
+        "mount",
+        "umount2",
+        "pivot_root",
+        "chroot",
+        "unshare",
+        "setns",
+        "setuid",
+        "setgid",
+        "setreuid",
+        "setregid",
+        "setresuid",
+        "setresgid",
+        "capset",
+        "seccomp",
+        "bpf",
+        "process_vm_readv",
+        "process_vm_writev",
+        "kexec_load",
+        "kexec_file_load",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "perf_event_open",
+        "userfaultfd",
+        "io_uring_setup",
+        "memfd_create",
+        "open_by_handle_at",
+        "name_to_handle_at",
+        "kill",
+        "tkill",
+        "tgkill",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "mlock",
+        "munlockall",
+        "open",
+        "creat",
+    ] {
+        assert!(!allowed.contains(&forbidden), "the allowlist must not list {forbidden}");
+    }
+    // Threads only: every clone entry checks its flags.
+    for rule in allowlist.iter().filter(|r| r["syscall"] == "clone") {
+        assert!(rule["args"].as_array().is_some_and(|a| !a.is_empty()), "clone without flags");
+    }
+    // No executable memory.
+    for name in ["mmap", "mprotect"] {
+        let rule = allowlist.iter().find(|r| r["syscall"] == name).unwrap();
+        assert_eq!(rule["args"][0]["op"]["masked_eq"], 4, "{name} must mask PROT_EXEC");
+        assert_eq!(rule["args"][0]["val"], 0, "{name} must require PROT_EXEC clear");
+    }
+}
