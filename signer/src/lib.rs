@@ -10,8 +10,11 @@
 //! hold, never log a PIN or a private key, and never call `process::exit` outside `main`.
 
 pub mod audit;
+pub mod client;
+pub mod daemon;
 pub mod guard;
 pub mod keyring;
 pub mod metrics;
 pub mod policy;
 pub mod sandbox;
+pub mod server;

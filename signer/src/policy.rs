@@ -19,6 +19,8 @@ use rempart_core::{Checksum256, Name};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::sandbox::MemoryLock;
+
 #[cfg(test)]
 mod tests;
 
@@ -83,6 +85,25 @@ pub struct Policy {
     pub limits: Limits,
     /// Where metrics go.
     pub metrics: MetricsConfig,
+    /// How the process is locked down once keys are open and listeners bound.
+    pub sandbox: SandboxSettings,
+}
+
+/// Sandbox settings (see `crate::sandbox::SandboxConfig`).
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    /// The seccomp policy file.
+    pub seccomp_policy: PathBuf,
+    /// How memory is locked.
+    pub memory_lock: MemoryLock,
+    /// Trees still readable after the sandbox is on.
+    pub read_only_paths: Vec<PathBuf>,
+    /// Trees still writable besides the state directory.
+    pub read_write_paths: Vec<PathBuf>,
+    /// Run on a kernel without landlock.
+    pub dangerous_allow_no_landlock: bool,
+    /// Do not sandbox at all (development and tests only).
+    pub dangerous_disabled: bool,
 }
 
 /// One producer account and the key that signs its blocks.
@@ -195,6 +216,24 @@ struct RawPolicy {
     limits: RawLimits,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    sandbox: RawSandbox,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    seccomp_policy: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    memory_lock: MemoryLock,
+    #[serde(default)]
+    read_only_paths: Vec<Spanned<PathBuf>>,
+    #[serde(default)]
+    read_write_paths: Vec<Spanned<PathBuf>>,
+    #[serde(default)]
+    dangerous_allow_no_landlock: bool,
+    #[serde(default)]
+    dangerous_disabled: bool,
 }
 
 #[derive(Deserialize)]
@@ -477,7 +516,33 @@ impl Validator<'_> {
             metrics.listen = Some(*a.get_ref());
         }
 
+        let sb = &raw.sandbox;
+        let seccomp_policy = match &sb.seccomp_policy {
+            Some(p) => self.absolute(p, "seccomp policy")?,
+            None => self.absolute(
+                &Spanned::new(0..0, PathBuf::from("seccomp/signer.x86_64.json")),
+                "seccomp policy",
+            )?,
+        };
+        let sandbox = SandboxSettings {
+            seccomp_policy,
+            memory_lock: sb.memory_lock,
+            read_only_paths: sb
+                .read_only_paths
+                .iter()
+                .map(|p| self.absolute(p, "read-only path"))
+                .collect::<Result<_, _>>()?,
+            read_write_paths: sb
+                .read_write_paths
+                .iter()
+                .map(|p| self.absolute(p, "read-write path"))
+                .collect::<Result<_, _>>()?,
+            dangerous_allow_no_landlock: sb.dangerous_allow_no_landlock,
+            dangerous_disabled: sb.dangerous_disabled,
+        };
+
         Ok(Policy {
+            sandbox,
             chain_id: raw.chain.id,
             dangerous_dev_chain: dev,
             max_clock_skew: Duration::from_millis(skew_ms),

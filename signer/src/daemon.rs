@@ -1,0 +1,305 @@
+//! Start-up and shutdown of `rempart-signer run`, in the order the sandbox requires.
+//!
+//! [`Daemon::prepare`] runs on the only thread: policy, keys, guard states, audit log, then the
+//! listeners bound with `std`. [`Daemon::sandbox`] applies `crate::sandbox::apply` (still one
+//! thread). Only then does `main` build the tokio runtime and call [`Daemon::serve`], which
+//! converts the listeners and serves until shutdown. Nothing here may start a thread before the
+//! sandbox, serve before it, or go on after any step failed.
+
+use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::audit::AuditEvent;
+use crate::keyring::{Backend, Keyring, KeyringError};
+use crate::metrics::Metrics;
+use crate::policy::{BackendConfig, Policy, PolicyError};
+use crate::sandbox::{SandboxConfig, SandboxError, SandboxReport};
+use crate::server::{self, ConnectionLimits, PeerRules, ServerError, Signer};
+
+/// Why the daemon could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The policy is invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The key backend could not be opened.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// The signer refused to start (keys, guard, audit).
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {what}: {source}")]
+    Listen {
+        /// The address or path.
+        what: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The sandbox could not be applied; the daemon must not serve.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The backend is not compiled into this build.
+    #[error("the {0} backend is not compiled into this build of rempart-signer")]
+    BackendMissing(&'static str),
+}
+
+impl DaemonError {
+    /// The process exit code for this error (sysexits: 64 config, 69 unavailable, 70 software,
+    /// 71 OS, 65 data).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Policy(_) | DaemonError::BackendMissing(_) => 64,
+            DaemonError::Keyring(_) => 69,
+            DaemonError::Server(ServerError::KeyNotHeld { .. }) => 64,
+            DaemonError::Server(_) => 65,
+            DaemonError::Listen { .. } => 71,
+            DaemonError::Sandbox(_) => 70,
+        }
+    }
+}
+
+/// Opens the key backend named by the policy.
+pub fn open_backend(policy: &Policy) -> Result<Box<dyn Backend>, DaemonError> {
+    match &policy.backend {
+        #[cfg(feature = "pkcs11")]
+        BackendConfig::Pkcs11(c) => Ok(Box::new(crate::keyring::pkcs11::Pkcs11Backend::open(c)?)),
+        #[cfg(not(feature = "pkcs11"))]
+        BackendConfig::Pkcs11(_) => Err(DaemonError::BackendMissing("pkcs11")),
+        #[cfg(feature = "soft")]
+        BackendConfig::Soft(c) => Ok(Box::new(crate::keyring::soft::SoftBackend::open(
+            &c.key_files,
+            policy.dangerous_dev_chain,
+        )?)),
+        #[cfg(not(feature = "soft"))]
+        BackendConfig::Soft(_) => Err(DaemonError::BackendMissing("soft")),
+    }
+}
+
+/// A daemon ready to sandbox and serve.
+#[derive(Debug)]
+pub struct Daemon {
+    signer: Arc<Signer>,
+    unix: Option<(std::os::unix::net::UnixListener, PathBuf)>,
+    tcp: Option<std::net::TcpListener>,
+    metrics_listener: Option<std::net::TcpListener>,
+}
+
+fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
+    let err = |source| DaemonError::Listen { what: path.display().to_string(), source };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(err(std::io::Error::other("a non-socket file is in the way")));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(err(std::io::Error::other(
+                "another process is serving this socket (is a signer already running?)",
+            )));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    Ok(listener)
+}
+
+impl Daemon {
+    /// Loads and validates the policy, opens keys, guard states and the audit log, and binds
+    /// the listeners. Single-threaded.
+    pub fn prepare(policy_path: &Path) -> Result<Daemon, DaemonError> {
+        let text = std::fs::read(policy_path)
+            .map_err(|source| PolicyError::Read { path: policy_path.to_path_buf(), source })?;
+        let policy = Policy::load(policy_path)?;
+        if policy.dangerous_dev_chain {
+            tracing::warn!(
+                "DANGEROUS: the policy marks chain {} as a development chain \
+                 (dangerous_dev_chain = true)",
+                policy.chain_id
+            );
+        }
+        if matches!(policy.backend, BackendConfig::Soft(_)) {
+            tracing::warn!(
+                "DANGEROUS: signing with the soft backend: private keys are in files and in this \
+                 process's memory. Development chains only; production keys belong in an HSM"
+            );
+        }
+        let metrics = Arc::new(Metrics::default());
+        let backend = open_backend(&policy)?;
+        let keyring = Keyring::new(backend, policy.limits.max_sign_attempts, metrics.clone())?;
+        let chain_id = policy.chain_id;
+        let signer = Signer::new(policy, keyring, metrics)?;
+        signer
+            .audit(&AuditEvent::PolicyLoad {
+                path: policy_path.display().to_string(),
+                sha256: hex::encode(Sha256::digest(&text)),
+                chain_id: chain_id.to_string(),
+            })
+            .map_err(ServerError::from)?;
+        let policy = signer.policy();
+        let unix = match &policy.listen.unix_socket {
+            Some(p) => Some((bind_unix(p)?, p.clone())),
+            None => None,
+        };
+        let bind_tcp = |addr: std::net::SocketAddr| {
+            let err = |source| DaemonError::Listen { what: addr.to_string(), source };
+            let l = std::net::TcpListener::bind(addr).map_err(err)?;
+            l.set_nonblocking(true).map_err(err)?;
+            Ok::<_, DaemonError>(l)
+        };
+        let tcp = policy.listen.tcp.map(bind_tcp).transpose()?;
+        let metrics_listener = policy.metrics.listen.map(bind_tcp).transpose()?;
+        Ok(Daemon { signer: Arc::new(signer), unix, tcp, metrics_listener })
+    }
+
+    /// The TCP address actually bound (useful with port 0).
+    pub fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The metrics address actually bound.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The sandbox seam: applies `crate::sandbox::apply` with the policy's settings. Must run
+    /// on the only thread, after [`Daemon::prepare`], before the runtime starts. Returns `None`
+    /// when the policy sets `dangerous_disabled`.
+    pub fn sandbox(&self) -> Result<Option<SandboxReport>, DaemonError> {
+        let policy = self.signer.policy();
+        let s = &policy.sandbox;
+        if s.dangerous_disabled {
+            tracing::warn!("DANGEROUS: the sandbox is disabled ([sandbox] dangerous_disabled)");
+            return Ok(None);
+        }
+        let mut cfg = SandboxConfig::new(&policy.state_dir, &s.seccomp_policy);
+        cfg.read_only_paths = s.read_only_paths.clone();
+        cfg.read_write_paths = s.read_write_paths.clone();
+        for extra in [Some(&policy.audit_log), policy.metrics.file.as_ref()].into_iter().flatten() {
+            if let Some(dir) = extra.parent()
+                && !dir.starts_with(&policy.state_dir)
+                && !cfg.read_write_paths.iter().any(|p| dir.starts_with(p))
+            {
+                cfg.read_write_paths.push(dir.to_path_buf());
+            }
+        }
+        cfg.memory_lock = s.memory_lock;
+        cfg.dangerous_allow_no_landlock = s.dangerous_allow_no_landlock;
+        let report = crate::sandbox::apply(&cfg)?;
+        tracing::info!("{report}");
+        Ok(Some(report))
+    }
+
+    /// Serves until `shutdown` resolves, then audits the stop and removes the socket file.
+    /// Must run inside a tokio runtime.
+    pub async fn serve(self, shutdown: impl Future<Output = String>) -> Result<(), DaemonError> {
+        let signer = self.signer;
+        let policy = signer.policy().clone();
+        let limits = ConnectionLimits {
+            request_timeout: policy.limits.request_timeout,
+            idle_timeout: policy.limits.idle_timeout,
+        };
+        let mut uids = policy.listen.allowed_uids.clone();
+        if policy.listen.allow_own_uid {
+            uids.insert(rustix::process::geteuid().as_raw());
+        }
+        let rules = Arc::new(PeerRules {
+            allowed_uids: uids,
+            tcp_allowed_peers: policy.listen.tcp_allowed_peers.clone(),
+        });
+        let slots = Arc::new(Semaphore::new(policy.limits.max_connections));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut socket_path = None;
+        let listen_err = |what: String| move |source| DaemonError::Listen { what, source };
+        if let Some((l, path)) = self.unix {
+            let l = tokio::net::UnixListener::from_std(l)
+                .map_err(listen_err(path.display().to_string()))?;
+            tasks.spawn(server::serve_unix(
+                l,
+                signer.clone(),
+                rules.clone(),
+                slots.clone(),
+                limits,
+            ));
+            socket_path = Some(path);
+        }
+        if let Some(l) = self.tcp {
+            let l = tokio::net::TcpListener::from_std(l).map_err(listen_err("tcp".into()))?;
+            tasks.spawn(server::serve_tcp(l, signer.clone(), rules.clone(), slots.clone(), limits));
+        }
+        if let Some(l) = self.metrics_listener {
+            let l = tokio::net::TcpListener::from_std(l).map_err(listen_err("metrics".into()))?;
+            tasks.spawn(serve_metrics(l, signer.metrics().clone()));
+        }
+        if let Some(file) = policy.metrics.file.clone() {
+            let m = signer.metrics().clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = m.write_file(&file) {
+                        tracing::warn!(error = %e, path = %file.display(), "cannot write metrics");
+                    }
+                }
+            });
+        }
+        let start = AuditEvent::Start {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            backend: signer.keyring().kind().to_string(),
+            keys: signer.keyring().public_keys().iter().map(ToString::to_string).collect(),
+            dangerous_dev_chain: policy.dangerous_dev_chain,
+        };
+        signer.audit(&start).map_err(ServerError::from)?;
+        tracing::info!(
+            keys = ?start_keys(&signer),
+            unix = ?socket_path,
+            "rempart-signer serving chain {}",
+            policy.chain_id
+        );
+        let reason = shutdown.await;
+        tasks.abort_all();
+        if let Some(p) = socket_path {
+            let _ = std::fs::remove_file(p);
+        }
+        signer.audit(&AuditEvent::Stop { reason: reason.clone() }).map_err(ServerError::from)?;
+        tracing::info!("rempart-signer stopped: {reason}");
+        Ok(())
+    }
+}
+
+fn start_keys(signer: &Signer) -> Vec<String> {
+    signer.keyring().public_keys().iter().map(ToString::to_string).collect()
+}
+
+/// Serves `GET /metrics` (anything else: 404) on the loopback admin listener.
+async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else { continue };
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let read = tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf));
+            let Ok(Ok(n)) = read.await else { return };
+            let head = &buf[..n];
+            let resp = if head.starts_with(b"GET /metrics ") {
+                let body = m.render();
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            };
+            let _ = s.write_all(resp.as_bytes()).await;
+        });
+    }
+}
