@@ -6,11 +6,19 @@
 //! errors to exit codes. Nothing here exits the process or trusts a client-supplied header for
 //! a security decision.
 
+pub mod conn;
 pub mod dev_cert;
 pub mod error;
+pub mod framing;
 pub mod limit;
+pub mod metrics;
 pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod state;
 pub mod tls;
+pub mod upstream;
 
 pub use error::{Fault, RequestError};
 pub use policy::{Policy, PolicyError};
+pub use server::{Config, GatewayError, Listeners, run};

@@ -1,0 +1,230 @@
+//! Downstream connections: caps per client and in total, and the I/O wrapper that enforces the
+//! idle timeout and feeds the HTTP/1 framing scanner.
+//!
+//! A connection over a cap is closed before any byte is read from it. Nothing here reads a
+//! header or trusts the client: the client key is the TCP peer address.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::framing::{Flag, Scanner};
+use crate::limit::ClientKey;
+
+#[cfg(test)]
+mod tests;
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The gateway has `total` connections open.
+    Total,
+    /// This client has `per_client` connections open.
+    Client,
+}
+
+impl Refusal {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Total => "total_cap",
+            Refusal::Client => "client_cap",
+        }
+    }
+}
+
+/// Counts open connections, in total and per client key.
+#[derive(Debug, Default)]
+pub struct ConnTracker {
+    total: AtomicU32,
+    per_client: Mutex<HashMap<ClientKey, u32>>,
+}
+
+/// Holds a connection's place; dropping it frees the place.
+#[derive(Debug)]
+pub struct ConnGuard {
+    tracker: Arc<ConnTracker>,
+    key: ClientKey,
+}
+
+impl ConnTracker {
+    /// Admits a connection of `key` if both caps allow it.
+    pub fn admit(
+        self: &Arc<Self>,
+        key: ClientKey,
+        per_client: u32,
+        total: u32,
+    ) -> Result<ConnGuard, Refusal> {
+        let mut map = self.per_client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.total.load(Ordering::Relaxed) >= total {
+            return Err(Refusal::Total);
+        }
+        let n = map.entry(key).or_insert(0);
+        if *n >= per_client {
+            return Err(Refusal::Client);
+        }
+        *n += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(ConnGuard { tracker: self.clone(), key })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> u32 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut map =
+            self.tracker.per_client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+        self.tracker.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The first framing violation of a connection, shared between the I/O wrapper that finds
+/// it and the service that refuses the request.
+pub type FramingFlag = Arc<OnceLock<Flag>>;
+
+/// Wraps a downstream stream: closes it after `idle` without progress either way, and feeds
+/// what the client sends to the HTTP/1 framing scanner.
+#[derive(Debug)]
+pub struct EdgeIo<T> {
+    inner: T,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    scanner: Option<Scanner>,
+    flag: FramingFlag,
+}
+
+impl<T> EdgeIo<T> {
+    /// Wraps `inner`; `scanner` is `Some` for HTTP/1 connections.
+    pub fn new(inner: T, idle: Duration, scanner: Option<Scanner>) -> (Self, FramingFlag) {
+        let flag: FramingFlag = Arc::default();
+        (
+            EdgeIo {
+                inner,
+                idle,
+                deadline: Box::pin(tokio::time::sleep(idle)),
+                scanner,
+                flag: flag.clone(),
+            },
+            flag,
+        )
+    }
+
+    fn progress(&mut self) {
+        self.deadline.as_mut().reset(Instant::now() + self.idle);
+    }
+
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long"))
+            }
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for EdgeIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                if !new.is_empty() {
+                    if let Some(scanner) = this.scanner.as_mut()
+                        && let Some(flag) = scanner.feed(new)
+                    {
+                        let _ = this.flag.set(flag);
+                        this.scanner = None;
+                    }
+                    this.progress();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                this.check_idle(cx)?;
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, data) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.progress();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                this.check_idle(cx)?;
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.progress();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                this.check_idle(cx)?;
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

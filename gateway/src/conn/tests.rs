@@ -1,0 +1,57 @@
+use super::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[test]
+fn caps_per_client_and_total() {
+    let t = Arc::new(ConnTracker::default());
+    let a = ClientKey::V4(1);
+    let b = ClientKey::V4(2);
+    let g1 = t.admit(a, 2, 3).expect("1");
+    let g2 = t.admit(a, 2, 3).expect("2");
+    assert_eq!(t.admit(a, 2, 3).err(), Some(Refusal::Client));
+    let g3 = t.admit(b, 2, 3).expect("3");
+    assert_eq!(t.admit(b, 2, 3).err(), Some(Refusal::Total));
+    assert_eq!(t.open(), 3);
+    drop(g1);
+    let _g4 = t.admit(a, 2, 3).expect("freed");
+    drop((g2, g3));
+    assert_eq!(t.open(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_connection_times_out_and_active_one_does_not() {
+    let (client, server) = tokio::io::duplex(1024);
+    let (mut io, _flag) = EdgeIo::new(server, Duration::from_secs(10), None);
+    let mut client = client;
+    let writer = tokio::spawn(async move {
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            client.write_all(b"x").await.expect("write");
+        }
+        client
+    });
+    let mut buf = [0u8; 8];
+    for _ in 0..5 {
+        assert_eq!(io.read(&mut buf).await.expect("active"), 1);
+    }
+    let _client = writer.await.expect("join");
+    let start = Instant::now();
+    let err = io.read(&mut buf).await.expect_err("idle");
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn scanner_flags_through_the_wrapper() {
+    let (mut client, server) = tokio::io::duplex(1024);
+    let (mut io, flag) = EdgeIo::new(server, Duration::from_secs(10), Some(Scanner::new(8192)));
+    client
+        .write_all(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 256];
+    let n = io.read(&mut buf).await.expect("read");
+    assert!(n > 0);
+    let f = flag.get().expect("flagged");
+    assert_eq!(f.request, 0);
+}

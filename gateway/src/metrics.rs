@@ -1,0 +1,298 @@
+//! Counters and histograms of the gateway, rendered in the Prometheus text format for the
+//! admin listener.
+//!
+//! Labels come only from the policy (route class, pool, node) and from fixed sets (status,
+//! fault, reason), never from request data, so a client cannot grow the label space.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::Fault;
+
+#[cfg(test)]
+mod tests;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 12] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+#[derive(Default, Debug)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    total: u64,
+}
+
+/// One node's health, for rendering.
+#[derive(Debug, Clone)]
+pub struct NodeGauge {
+    /// Pool name.
+    pub pool: String,
+    /// Node address.
+    pub node: String,
+    /// Whether the node takes requests now.
+    pub up: bool,
+    /// Requests in flight to it.
+    pub in_flight: usize,
+    /// Its last reported head block number.
+    pub head_block: u64,
+}
+
+/// Values read from the live state when metrics are rendered.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Open downstream connections.
+    pub connections_open: u64,
+    /// Clients tracked by the rate limiters.
+    pub tracked_clients: u64,
+    /// Checks that fell into the shared overflow bucket.
+    pub limiter_overflowed: u64,
+    /// Upstream nodes.
+    pub nodes: Vec<NodeGauge>,
+}
+
+/// The gateway's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16, &'static str), u64>>,
+    limited: Mutex<BTreeMap<(String, &'static str), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
+    reloads: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    retries: AtomicU64,
+    ejections: AtomicU64,
+    tls_failures: AtomicU64,
+}
+
+fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
+    if let Ok(mut m) = m.lock() {
+        *m.entry(k).or_default() += 1;
+    }
+}
+
+impl Metrics {
+    /// Counts a finished request.
+    pub fn request(&self, class: &str, status: u16, fault: Fault, latency: Duration) {
+        bump(&self.requests, (class.to_owned(), status, fault.label()));
+        if let Ok(mut h) = self.latency.lock() {
+            let h = h.entry(class.to_owned()).or_default();
+            let s = latency.as_secs_f64();
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if s <= *b {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum += s;
+            h.total += 1;
+        }
+    }
+
+    /// Counts a rate-limited request.
+    pub fn limited(&self, class: &str, scope: &'static str) {
+        bump(&self.limited, (class.to_owned(), scope));
+    }
+
+    /// Counts a connection closed at once (`total_cap`, `client_cap`, `tls_timeout`, …).
+    pub fn refused(&self, reason: &'static str) {
+        bump(&self.refused, reason);
+    }
+
+    /// Counts a reload attempt of `what` (`policy`, `certificates`) with `result`.
+    pub fn reload(&self, what: &'static str, result: &'static str) {
+        bump(&self.reloads, (what, result));
+    }
+
+    /// Counts a retry on another node.
+    pub fn retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a passive ejection.
+    pub fn ejection(&self) {
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed TLS handshake.
+    pub fn tls_failure(&self) {
+        self.tls_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reload count of `what` with `result`.
+    pub fn reloads(&self, what: &'static str, result: &'static str) -> u64 {
+        self.reloads.lock().map(|m| m.get(&(what, result)).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut o = String::new();
+        let _ = self.render_into(&mut o, g);
+        o
+    }
+
+    fn render_into(&self, o: &mut String, g: &Gauges) -> std::fmt::Result {
+        writeln!(
+            o,
+            "# HELP rempart_gateway_requests_total Requests answered, by route class, status and fault."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_requests_total counter")?;
+        if let Ok(m) = self.requests.lock() {
+            for ((class, status, fault), v) in m.iter() {
+                writeln!(
+                    o,
+                    "rempart_gateway_requests_total{{class=\"{class}\",status=\"{status}\",fault=\"{fault}\"}} {v}"
+                )?;
+            }
+        }
+        writeln!(o, "# HELP rempart_gateway_limited_total Requests refused by a rate limit.")?;
+        writeln!(o, "# TYPE rempart_gateway_limited_total counter")?;
+        if let Ok(m) = self.limited.lock() {
+            for ((class, scope), v) in m.iter() {
+                writeln!(
+                    o,
+                    "rempart_gateway_limited_total{{class=\"{class}\",scope=\"{scope}\"}} {v}"
+                )?;
+            }
+        }
+        writeln!(
+            o,
+            "# HELP rempart_gateway_request_duration_seconds Time from request head to response head."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_request_duration_seconds histogram")?;
+        if let Ok(m) = self.latency.lock() {
+            for (class, h) in m.iter() {
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    writeln!(
+                        o,
+                        "rempart_gateway_request_duration_seconds_bucket{{class=\"{class}\",le=\"{b}\"}} {}",
+                        h.counts[i]
+                    )?;
+                }
+                writeln!(
+                    o,
+                    "rempart_gateway_request_duration_seconds_bucket{{class=\"{class}\",le=\"+Inf\"}} {}",
+                    h.total
+                )?;
+                writeln!(
+                    o,
+                    "rempart_gateway_request_duration_seconds_sum{{class=\"{class}\"}} {}",
+                    h.sum
+                )?;
+                writeln!(
+                    o,
+                    "rempart_gateway_request_duration_seconds_count{{class=\"{class}\"}} {}",
+                    h.total
+                )?;
+            }
+        }
+        writeln!(o, "# HELP rempart_gateway_connections_open Downstream connections open.")?;
+        writeln!(o, "# TYPE rempart_gateway_connections_open gauge")?;
+        writeln!(o, "rempart_gateway_connections_open {}", g.connections_open)?;
+        writeln!(
+            o,
+            "# HELP rempart_gateway_connections_refused_total Connections closed at once, by reason."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_connections_refused_total counter")?;
+        if let Ok(m) = self.refused.lock() {
+            for (reason, v) in m.iter() {
+                writeln!(
+                    o,
+                    "rempart_gateway_connections_refused_total{{reason=\"{reason}\"}} {v}"
+                )?;
+            }
+        }
+        writeln!(
+            o,
+            "# HELP rempart_gateway_tls_handshake_failures_total TLS handshakes that failed or timed out."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_tls_handshake_failures_total counter")?;
+        writeln!(
+            o,
+            "rempart_gateway_tls_handshake_failures_total {}",
+            self.tls_failures.load(Ordering::Relaxed)
+        )?;
+        writeln!(
+            o,
+            "# HELP rempart_gateway_limiter_tracked_clients Client keys held by the rate limiters."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_limiter_tracked_clients gauge")?;
+        writeln!(o, "rempart_gateway_limiter_tracked_clients {}", g.tracked_clients)?;
+        writeln!(
+            o,
+            "# HELP rempart_gateway_limiter_overflow_total Checks of clients beyond the tracking cap (shared bucket)."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_limiter_overflow_total counter")?;
+        writeln!(o, "rempart_gateway_limiter_overflow_total {}", g.limiter_overflowed)?;
+        writeln!(
+            o,
+            "# HELP rempart_gateway_upstream_up Whether a node takes requests (health check passed, not ejected)."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_upstream_up gauge")?;
+        for n in &g.nodes {
+            writeln!(
+                o,
+                "rempart_gateway_upstream_up{{pool=\"{}\",node=\"{}\"}} {}",
+                n.pool,
+                n.node,
+                u8::from(n.up)
+            )?;
+        }
+        writeln!(o, "# HELP rempart_gateway_upstream_in_flight Requests in flight to a node.")?;
+        writeln!(o, "# TYPE rempart_gateway_upstream_in_flight gauge")?;
+        for n in &g.nodes {
+            writeln!(
+                o,
+                "rempart_gateway_upstream_in_flight{{pool=\"{}\",node=\"{}\"}} {}",
+                n.pool, n.node, n.in_flight
+            )?;
+        }
+        writeln!(
+            o,
+            "# HELP rempart_gateway_upstream_head_block Head block number reported by a node."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_upstream_head_block gauge")?;
+        for n in &g.nodes {
+            writeln!(
+                o,
+                "rempart_gateway_upstream_head_block{{pool=\"{}\",node=\"{}\"}} {}",
+                n.pool, n.node, n.head_block
+            )?;
+        }
+        writeln!(
+            o,
+            "# HELP rempart_gateway_upstream_retries_total Reads retried on another node."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_upstream_retries_total counter")?;
+        writeln!(
+            o,
+            "rempart_gateway_upstream_retries_total {}",
+            self.retries.load(Ordering::Relaxed)
+        )?;
+        writeln!(
+            o,
+            "# HELP rempart_gateway_upstream_ejections_total Passive ejections of a node after a failure."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_upstream_ejections_total counter")?;
+        writeln!(
+            o,
+            "rempart_gateway_upstream_ejections_total {}",
+            self.ejections.load(Ordering::Relaxed)
+        )?;
+        writeln!(
+            o,
+            "# HELP rempart_gateway_reloads_total Policy and certificate reloads, by result."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_reloads_total counter")?;
+        if let Ok(m) = self.reloads.lock() {
+            for ((what, result), v) in m.iter() {
+                writeln!(
+                    o,
+                    "rempart_gateway_reloads_total{{what=\"{what}\",result=\"{result}\"}} {v}"
+                )?;
+            }
+        }
+        Ok(())
+    }
+}

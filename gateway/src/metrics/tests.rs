@@ -1,0 +1,38 @@
+use super::*;
+
+#[test]
+fn renders_counters_histogram_and_gauges() {
+    let m = Metrics::default();
+    m.request("read", 200, Fault::None, Duration::from_millis(3));
+    m.request("read", 200, Fault::None, Duration::from_millis(30));
+    m.request("read", 502, Fault::Upstream, Duration::from_millis(1));
+    m.limited("read", "client");
+    m.refused("client_cap");
+    m.reload("policy", "rejected");
+    let text = m.render(&Gauges {
+        connections_open: 3,
+        tracked_clients: 7,
+        limiter_overflowed: 0,
+        nodes: vec![NodeGauge {
+            pool: "api".into(),
+            node: "127.0.0.1:1".into(),
+            up: true,
+            in_flight: 2,
+            head_block: 9,
+        }],
+    });
+    for want in [
+        "rempart_gateway_requests_total{class=\"read\",status=\"200\",fault=\"none\"} 2",
+        "rempart_gateway_requests_total{class=\"read\",status=\"502\",fault=\"upstream\"} 1",
+        "rempart_gateway_limited_total{class=\"read\",scope=\"client\"} 1",
+        "rempart_gateway_request_duration_seconds_bucket{class=\"read\",le=\"0.005\"} 2",
+        "rempart_gateway_request_duration_seconds_bucket{class=\"read\",le=\"+Inf\"} 3",
+        "rempart_gateway_connections_open 3",
+        "rempart_gateway_connections_refused_total{reason=\"client_cap\"} 1",
+        "rempart_gateway_upstream_up{pool=\"api\",node=\"127.0.0.1:1\"} 1",
+        "rempart_gateway_reloads_total{what=\"policy\",result=\"rejected\"} 1",
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+    assert_eq!(m.reloads("policy", "rejected"), 1);
+}

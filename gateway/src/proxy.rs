@@ -1,0 +1,299 @@
+//! The request path: framing check, allowlist, rate limit, bounded body, then the upstream
+//! with retries of idempotent reads; every request ends in one access-log line and metrics.
+//!
+//! Request bodies are read fully before any byte goes upstream, bounded by the route class's
+//! `max_body_bytes` and the body read timeout (as nginx's request buffering does): an upstream
+//! never sees a partial, slow or malformed body, a slow client never holds an upstream
+//! connection, and a read can be replayed on another node. Nothing here trusts a client
+//! header: `X-Forwarded-For` is set from the TCP peer and whatever the client sent is dropped.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+
+use crate::conn::FramingFlag;
+use crate::error::{Fault, RequestError};
+use crate::limit::{ClientKey, Decision};
+use crate::policy::is_canonical_path;
+use crate::state::{Runtime, Shared};
+use crate::upstream::{BoxError, UpBody};
+
+#[cfg(test)]
+mod tests;
+
+/// Body of responses sent downstream.
+pub type RespBody = UpBody;
+
+/// What the service knows about the connection a request came on.
+#[derive(Debug)]
+pub struct ConnCtx {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Its limiter key.
+    pub key: ClientKey,
+    /// HTTP/1 framing violations found on this connection.
+    pub framing: Option<FramingFlag>,
+    /// Requests seen so far on the connection.
+    pub requests: AtomicU64,
+}
+
+/// What one request did, for the access log and metrics.
+#[derive(Debug, Default)]
+struct Trace {
+    class: Option<usize>,
+    upstream: Option<SocketAddr>,
+    limit: &'static str,
+    attempts: u32,
+}
+
+/// Serves one downstream request.
+pub async fn handle(
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    let start = Instant::now();
+    let index = ctx.requests.fetch_add(1, Ordering::Relaxed);
+    let rt = shared.runtime.load_full();
+    let method = req.method().clone();
+    let path: String = req.uri().path().chars().take(256).collect();
+    let version = req.version();
+    let mut trace = Trace { limit: "none", ..Trace::default() };
+    let result = proxy(&shared, &rt, &ctx, index, req, &mut trace).await;
+    let (resp, fault, code) = match result {
+        Ok(resp) => {
+            let fault = if resp.status().is_server_error() { Fault::Upstream } else { Fault::None };
+            (resp, fault, "ok")
+        }
+        Err(e) => {
+            if let RequestError::Limited(_) = e {
+                let class = class_name(&rt, trace.class);
+                shared.metrics.limited(class, trace.limit);
+            }
+            (
+                e.response::<Full<Bytes>>().map(|b| b.map_err(|never| match never {}).boxed()),
+                e.fault(),
+                e.code(),
+            )
+        }
+    };
+    let latency = start.elapsed();
+    let class = class_name(&rt, trace.class);
+    shared.metrics.request(class, resp.status().as_u16(), fault, latency);
+    tracing::info!(
+        target: "rempart_gateway::access",
+        client = %ctx.peer.ip(),
+        method = %method,
+        path = %path,
+        version = ?version,
+        route = class,
+        status = resp.status().as_u16(),
+        fault = fault.label(),
+        reason = code,
+        upstream = %trace.upstream.map(|a| a.to_string()).unwrap_or_default(),
+        attempts = trace.attempts,
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        limit = trace.limit,
+    );
+    Ok(resp)
+}
+
+fn class_name(rt: &Runtime, class: Option<usize>) -> &str {
+    class.and_then(|c| rt.policy.classes().get(c)).map_or("none", |c| c.name.as_str())
+}
+
+async fn proxy(
+    shared: &Shared,
+    rt: &Runtime,
+    ctx: &ConnCtx,
+    index: u64,
+    req: Request<Incoming>,
+    trace: &mut Trace,
+) -> Result<Response<RespBody>, RequestError> {
+    if let Some(flag) = ctx.framing.as_ref().and_then(|f| f.get().copied())
+        && index >= flag.request
+    {
+        return Err(RequestError::Framing(flag.reason));
+    }
+    if req.method() != Method::GET && req.method() != Method::POST {
+        return Err(RequestError::Method);
+    }
+    let conns = rt.policy.connections();
+    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > conns.max_uri_bytes {
+        return Err(RequestError::UriTooLong);
+    }
+    let path = req.uri().path();
+    if !is_canonical_path(path) {
+        return Err(RequestError::BadPath);
+    }
+    let route = rt.policy.route(path).ok_or(RequestError::NotAllowed)?.clone();
+    trace.class = Some(route.class);
+    let class = rt.policy.classes().get(route.class).ok_or(RequestError::Internal)?.clone();
+    let decision = rt.limiters.check(&class.name, ctx.key);
+    trace.limit = decision.label();
+    if let Decision::Limited { wait, .. } = decision {
+        return Err(RequestError::Limited(wait));
+    }
+
+    let (parts, body) = req.into_parts();
+    if let Some(cl) = parts.headers.get(header::CONTENT_LENGTH) {
+        let n: u64 = cl
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(RequestError::Framing("invalid Content-Length"))?;
+        if n > class.max_body_bytes {
+            return Err(RequestError::TooLarge(class.max_body_bytes));
+        }
+    }
+    let body = read_body(body, class.max_body_bytes, conns.body_read_timeout).await?;
+
+    let pool = rt.pools.get(class.pool).ok_or(RequestError::Internal)?;
+    let attempts = if route.retry { pool.config.max_attempts } else { 1 };
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_err = RequestError::NoUpstream;
+    let mut last_resp: Option<Response<Incoming>> = None;
+    while (tried.len() as u32) < attempts {
+        let Some((i, in_flight)) = pool.pick(&tried) else {
+            break;
+        };
+        if !tried.is_empty() {
+            shared.metrics.retry();
+        }
+        tried.push(i);
+        trace.attempts += 1;
+        let node = pool.nodes()[i].addr;
+        trace.upstream = Some(node);
+        let up_req = upstream_request(&parts, node, ctx.peer.ip(), body.clone())?;
+        let result = tokio::time::timeout(class.timeout, pool.client().request(up_req)).await;
+        drop(in_flight);
+        match result {
+            Err(_) => {
+                pool.failure(i);
+                shared.metrics.ejection();
+                last_err = RequestError::UpstreamTimeout;
+                last_resp = None;
+                break;
+            }
+            Ok(Err(e)) => {
+                pool.failure(i);
+                shared.metrics.ejection();
+                tracing::warn!(node = %node, error = %e, connect = e.is_connect(), "upstream request failed");
+                last_err = RequestError::Upstream;
+                last_resp = None;
+                if !e.is_connect() {
+                    break;
+                }
+            }
+            Ok(Ok(resp)) => {
+                let s = resp.status();
+                if s == StatusCode::BAD_GATEWAY || s == StatusCode::SERVICE_UNAVAILABLE {
+                    pool.failure(i);
+                    shared.metrics.ejection();
+                    last_resp = Some(resp);
+                    continue;
+                }
+                pool.success(i);
+                return Ok(downstream_response(resp));
+            }
+        }
+    }
+    match last_resp {
+        Some(resp) => Ok(downstream_response(resp)),
+        None => Err(last_err),
+    }
+}
+
+async fn read_body(
+    body: Incoming,
+    cap: u64,
+    timeout: std::time::Duration,
+) -> Result<Bytes, RequestError> {
+    let limit = usize::try_from(cap).unwrap_or(usize::MAX);
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(RequestError::BodyTimeout),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(RequestError::TooLarge(cap))
+        }
+        Ok(Err(_)) => Err(RequestError::BodyRead),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and anything the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(n);
+    }
+    let proxy: Vec<HeaderName> =
+        headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
+    for n in proxy {
+        headers.remove(n);
+    }
+}
+
+fn upstream_request(
+    parts: &http::request::Parts,
+    node: SocketAddr,
+    peer: IpAddr,
+    body: Bytes,
+) -> Result<Request<UpBody>, RequestError> {
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri: Uri = format!("http://{node}{pq}").parse().map_err(|_| RequestError::BadPath)?;
+    let mut headers = parts.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    for n in ["x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-proto", "x-forwarded-host"]
+    {
+        headers.remove(n);
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    if !headers.contains_key(header::HOST)
+        && let Some(host) =
+            parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        headers.insert(header::HOST, host);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-for"),
+        HeaderValue::from_str(&peer.to_string()).map_err(|_| RequestError::Internal)?,
+    );
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("https"));
+    let mut req = Request::new(Full::new(body).map_err(|never| match never {}).boxed());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+fn downstream_response(resp: Response<Incoming>) -> Response<RespBody> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+}

@@ -1,0 +1,53 @@
+use super::*;
+
+#[test]
+fn hop_by_hop_and_connection_named_headers_are_stripped() {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("connection", "keep-alive, X-Secret"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-authorization", "Basic x"),
+        ("proxy-connection", "keep-alive"),
+        ("te", "trailers"),
+        ("trailer", "x"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+        ("x-secret", "1"),
+        ("content-type", "application/json"),
+    ] {
+        h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    strip_hop_by_hop(&mut h);
+    let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+    assert_eq!(left, ["content-type"]);
+}
+
+#[test]
+fn upstream_request_sets_xff_from_peer_and_drops_client_values() {
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/chain/get_info?x=1")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("host", "api.example")
+        .header("content-length", "2")
+        .body(())
+        .expect("req");
+    let (parts, ()) = req.into_parts();
+    let up = upstream_request(
+        &parts,
+        "10.0.0.5:8888".parse().expect("addr"),
+        "203.0.113.7".parse().expect("ip"),
+        Bytes::from_static(b"{}"),
+    )
+    .expect("up");
+    assert_eq!(up.uri(), "http://10.0.0.5:8888/v1/chain/get_info?x=1");
+    let xff: Vec<_> = up.headers().get_all("x-forwarded-for").iter().collect();
+    assert_eq!(xff, ["203.0.113.7"]);
+    assert!(up.headers().get("forwarded").is_none());
+    assert!(up.headers().get("x-real-ip").is_none());
+    assert!(up.headers().get("content-length").is_none());
+    assert_eq!(up.headers()["host"], "api.example");
+    assert_eq!(up.version(), Version::HTTP_11);
+}

@@ -1,0 +1,453 @@
+//! The gateway's tasks: the TLS listener, the redirect-only plain listener, the admin
+//! listener, policy and certificate reloads, limiter housekeeping, and graceful shutdown.
+//!
+//! Connections over a cap are closed before the handshake; HTTP/1 connections pass through the
+//! framing scanner; reloads validate completely before anything is swapped, and a failed
+//! reload leaves everything as it was. Nothing here exits the process.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
+
+use crate::conn::{ConnGuard, EdgeIo};
+use crate::framing::Scanner;
+use crate::limit::ClientKey;
+use crate::metrics::Metrics;
+use crate::policy::{Policy, PolicyError};
+use crate::proxy::{self, ConnCtx};
+use crate::state::{Runtime, Shared};
+use crate::tls::{self, CertResolver, CertStore, FileStamps, TlsError};
+
+#[cfg(test)]
+mod tests;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The certificates of the policy could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The policy could not be loaded.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}; is another process using it?")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: io::Error,
+    },
+}
+
+/// The bound sockets the gateway serves.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Public TLS listener.
+    pub tls: TcpListener,
+    /// Optional redirect-only plain-HTTP listener.
+    pub redirect: Option<TcpListener>,
+    /// Admin listener (`/metrics`, `/healthz`).
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `policy`.
+    pub async fn bind(policy: &Policy) -> Result<Listeners, GatewayError> {
+        let l = policy.listeners();
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })
+        };
+        Ok(Listeners {
+            tls: bind(l.tls).await?,
+            redirect: match l.redirect {
+                Some(a) => Some(bind(a).await?),
+                None => None,
+            },
+            admin: bind(l.admin).await?,
+        })
+    }
+}
+
+/// How the gateway runs, beyond the policy itself.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The policy file, watched for changes and re-read on `reload`; `None` = no reloads.
+    pub policy_file: Option<PathBuf>,
+    /// Notified (e.g. on SIGHUP) to re-read the policy file.
+    pub reload: Arc<Notify>,
+    /// How often the policy file is checked for changes.
+    pub watch_interval: Duration,
+    /// Longest wait for open connections to finish at shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            policy_file: None,
+            reload: Arc::new(Notify::new()),
+            watch_interval: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs the gateway on `listeners` with `policy` until `shutdown` completes, then stops
+/// accepting and lets open connections finish (at most `drain_timeout`).
+pub async fn run(
+    listeners: Listeners,
+    policy: Policy,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    let provider = tls::provider();
+    let store = CertStore::load(&provider, policy.tls())?;
+    let resolver = Arc::new(CertResolver::new(store));
+    let tls_config = tls::server_config(provider.clone(), resolver.clone(), policy.tls())?;
+    let runtime = Runtime::build(policy, None);
+    let shared = Arc::new(Shared {
+        runtime: ArcSwap::from_pointee(runtime),
+        metrics: Metrics::default(),
+        conns: Arc::default(),
+        resolver,
+        tls_config: ArcSwap::new(tls_config),
+        provider,
+    });
+    let graceful = Arc::new(GracefulShutdown::new());
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(accept_tls(listeners.tls, shared.clone(), graceful.clone())));
+    if let Some(l) = listeners.redirect {
+        tasks.push(tokio::spawn(accept_redirect(l, shared.clone(), graceful.clone())));
+    }
+    tasks.push(tokio::spawn(accept_admin(listeners.admin, shared.clone())));
+    tasks.push(tokio::spawn(watch_policy(shared.clone(), config.clone())));
+    tasks.push(tokio::spawn(watch_certificates(shared.clone())));
+    tasks.push(tokio::spawn(housekeeping(shared.clone())));
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, draining open ones");
+    for t in &tasks {
+        t.abort();
+    }
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+    if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain timeout: closing the remaining connections");
+    }
+    Ok(())
+}
+
+fn client_key(shared: &Shared, peer: SocketAddr) -> ClientKey {
+    let rt = shared.runtime.load();
+    let l = rt.policy.limits();
+    ClientKey::of(peer.ip(), l.client_prefix_v4, l.client_prefix_v6)
+}
+
+fn admit(shared: &Shared, peer: SocketAddr) -> Option<(ClientKey, ConnGuard)> {
+    let key = client_key(shared, peer);
+    let rt = shared.runtime.load();
+    let c = rt.policy.connections();
+    match shared.conns.admit(key, c.per_client, c.total) {
+        Ok(g) => Some((key, g)),
+        Err(r) => {
+            shared.metrics.refused(r.label());
+            None
+        }
+    }
+}
+
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(x) => return x,
+            Err(e) => {
+                // Out of file descriptors or a transient error: back off a little instead of
+                // spinning, and keep serving the connections already open.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+async fn accept_tls(listener: TcpListener, shared: Arc<Shared>, graceful: Arc<GracefulShutdown>) {
+    loop {
+        let (tcp, peer) = accept(&listener).await;
+        let Some((key, guard)) = admit(&shared, peer) else {
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(serve_tls(tcp, peer, key, guard, shared.clone(), graceful.clone()));
+    }
+}
+
+async fn serve_tls(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    key: ClientKey,
+    guard: ConnGuard,
+    shared: Arc<Shared>,
+    graceful: Arc<GracefulShutdown>,
+) {
+    let conns = shared.runtime.load().policy.connections().clone();
+    let acceptor = TlsAcceptor::from(shared.tls_config.load_full());
+    let tls = match tokio::time::timeout(conns.tls_handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            shared.metrics.tls_failure();
+            tracing::debug!(client = %peer.ip(), error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            shared.metrics.tls_failure();
+            shared.metrics.refused("tls_timeout");
+            return;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let scanner = (!h2).then(|| Scanner::new(conns.max_header_bytes));
+    let (io, flag) = EdgeIo::new(tls, conns.idle_timeout, scanner);
+    let ctx = Arc::new(ConnCtx {
+        peer,
+        key,
+        framing: (!h2).then_some(flag),
+        requests: AtomicU64::new(0),
+    });
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), ctx.clone(), req));
+    let io = TokioIo::new(io);
+    let result = if h2 {
+        let mut b = http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_concurrent_streams(conns.h2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(conns.h2_max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(conns.h2_max_local_error_reset_streams)
+            .max_header_list_size(u32::try_from(conns.max_header_bytes).unwrap_or(u32::MAX));
+        graceful.watcher().watch(b.serve_connection(io, svc)).await
+    } else {
+        let mut b = http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(conns.header_read_timeout)
+            .max_header_size(conns.max_header_bytes)
+            .keep_alive(true);
+        graceful.watcher().watch(b.serve_connection(io, svc)).await
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %peer.ip(), error = %e, "connection ended with an error");
+    }
+    drop(guard);
+}
+
+async fn accept_redirect(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    graceful: Arc<GracefulShutdown>,
+) {
+    loop {
+        let (tcp, peer) = accept(&listener).await;
+        let Some((_, guard)) = admit(&shared, peer) else {
+            continue;
+        };
+        let rt = shared.runtime.load();
+        let port = rt.policy.listeners().tls.port();
+        let timeout = rt.policy.connections().header_read_timeout;
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| async move {
+                Ok::<_, std::convert::Infallible>(redirect(&req, port))
+            });
+            let mut b = http1::Builder::new();
+            b.timer(TokioTimer::new()).header_read_timeout(timeout).keep_alive(false);
+            let _ = watcher.watch(b.serve_connection(TokioIo::new(tcp), svc)).await;
+            drop(guard);
+        });
+    }
+}
+
+/// The answer of the plain listener: 308 to the same host and path over HTTPS.
+pub fn redirect(req: &Request<Incoming>, tls_port: u16) -> Response<Full<Bytes>> {
+    redirect_target(req.headers().get(header::HOST), req.uri(), tls_port)
+}
+
+fn redirect_target(
+    host: Option<&HeaderValue>,
+    uri: &http::Uri,
+    tls_port: u16,
+) -> Response<Full<Bytes>> {
+    let host =
+        host.and_then(|h| h.to_str().ok()).and_then(|h| h.parse::<http::uri::Authority>().ok());
+    let Some(host) = host else {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"Host header required\n")));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return r;
+    };
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = if tls_port == 443 {
+        format!("https://{}{pq}", host.host())
+    } else {
+        format!("https://{}:{tls_port}{pq}", host_for_url(host.host()))
+    };
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn host_for_url(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_owned() }
+}
+
+async fn accept_admin(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (tcp, _) = accept(&listener).await;
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(admin(&shared, &req)) }
+            });
+            let mut b = http1::Builder::new();
+            b.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
+            let _ = b.serve_connection(TokioIo::new(tcp), svc).await;
+        });
+    }
+}
+
+fn admin(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match req.uri().path() {
+        "/metrics" => {
+            (StatusCode::OK, "text/plain; version=0.0.4", shared.metrics.render(&shared.gauges()))
+        }
+        "/healthz" if shared.healthy() => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/healthz" => {
+            (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no upstream node is up\n".to_owned())
+        }
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}
+
+/// Re-reads the policy file; on success swaps the runtime (and certificates if they changed),
+/// on failure keeps everything and says why.
+pub fn reload(shared: &Shared, file: &std::path::Path) -> Result<(), String> {
+    let policy = Policy::load(file).map_err(|e| e.to_string())?;
+    let old = shared.runtime.load_full();
+    if policy.listeners() != old.policy.listeners() {
+        tracing::warn!(
+            "listener addresses changed in the policy: they take effect on restart only"
+        );
+    }
+    if policy.tls() != old.policy.tls() {
+        let store = CertStore::load(&shared.provider, policy.tls()).map_err(|e| e.to_string())?;
+        if policy.tls().session_cache_entries != old.policy.tls().session_cache_entries {
+            let config =
+                tls::server_config(shared.provider.clone(), shared.resolver.clone(), policy.tls())
+                    .map_err(|e| e.to_string())?;
+            shared.tls_config.store(config);
+        }
+        shared.resolver.replace(store);
+    }
+    let runtime = Runtime::build(policy, Some(&old));
+    shared.runtime.store(Arc::new(runtime));
+    Ok(())
+}
+
+fn reload_and_report(shared: &Shared, file: &std::path::Path) {
+    match reload(shared, file) {
+        Ok(()) => {
+            shared.metrics.reload("policy", "ok");
+            tracing::info!(file = %file.display(), "policy reloaded");
+        }
+        Err(e) => {
+            shared.metrics.reload("policy", "rejected");
+            tracing::error!(file = %file.display(), error = %e, "policy reload refused; the previous policy stays in force");
+        }
+    }
+}
+
+fn file_stamp(file: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(file).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+async fn watch_policy(shared: Arc<Shared>, config: Config) {
+    let Some(file) = config.policy_file.clone() else {
+        return;
+    };
+    let mut last = file_stamp(&file);
+    let mut tick = tokio::time::interval(config.watch_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = config.reload.notified() => {
+                last = file_stamp(&file);
+                reload_and_report(&shared, &file);
+            }
+            _ = tick.tick() => {
+                let now = file_stamp(&file);
+                if now != last {
+                    last = now;
+                    reload_and_report(&shared, &file);
+                }
+            }
+        }
+    }
+}
+
+async fn watch_certificates(shared: Arc<Shared>) {
+    let mut last = FileStamps::of(shared.runtime.load().policy.tls());
+    loop {
+        let interval = shared.runtime.load().policy.tls().reload_interval;
+        tokio::time::sleep(interval).await;
+        let rt = shared.runtime.load_full();
+        let now = FileStamps::of(rt.policy.tls());
+        if now == last {
+            continue;
+        }
+        last = now;
+        match CertStore::load(&shared.provider, rt.policy.tls()) {
+            Ok(store) => {
+                shared.resolver.replace(store);
+                shared.metrics.reload("certificates", "ok");
+                tracing::info!("certificates reloaded");
+            }
+            Err(e) => {
+                shared.metrics.reload("certificates", "rejected");
+                tracing::error!(error = %e, "certificate reload refused; the previous certificates stay in service");
+            }
+        }
+    }
+}
+
+async fn housekeeping(shared: Arc<Shared>) {
+    loop {
+        let interval = shared.runtime.load().policy.limits().retain_interval;
+        tokio::time::sleep(interval).await;
+        shared.runtime.load().limiters.retain_recent();
+    }
+}

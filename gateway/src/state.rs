@@ -1,0 +1,106 @@
+//! The gateway's live state: the policy in force with the limiters and pools built from it
+//! (swapped atomically on reload), and what outlives reloads (metrics, connection counts,
+//! certificates, the TLS configuration).
+//!
+//! A new [`Runtime`] is built completely before it is stored, so a request always sees one
+//! consistent policy. Limiter and node state carry over wherever the policy did not change them.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+
+use crate::conn::ConnTracker;
+use crate::limit::Limiters;
+use crate::metrics::{Gauges, Metrics, NodeGauge};
+use crate::policy::Policy;
+use crate::tls::CertResolver;
+use crate::upstream::{self, Pool};
+
+/// What one policy makes: the policy, its limiters and its pools.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The policy in force.
+    pub policy: Arc<Policy>,
+    /// Its rate limiters.
+    pub limiters: Arc<Limiters>,
+    /// Its pools, in the policy's order.
+    pub pools: Vec<Arc<Pool>>,
+}
+
+impl Runtime {
+    /// Builds the runtime of `policy`, reusing from `old` the limiters whose quota and the
+    /// pools whose settings are unchanged, and the state of nodes that stay. Health checks
+    /// are started for new pools (this needs a tokio runtime).
+    pub fn build(policy: Policy, old: Option<&Runtime>) -> Runtime {
+        let limiters = match old {
+            Some(o) => Arc::new(o.limiters.rebuilt(&policy)),
+            None => Arc::new(Limiters::new(&policy)),
+        };
+        let pools = policy
+            .pools()
+            .iter()
+            .map(|cfg| {
+                let prev = old.and_then(|o| o.pools.iter().find(|p| p.config.name == cfg.name));
+                match prev {
+                    Some(p) if p.config == *cfg => p.clone(),
+                    _ => {
+                        let pool = Arc::new(Pool::new(cfg, prev.map(|p| p.as_ref())));
+                        upstream::spawn_health(&pool);
+                        pool
+                    }
+                }
+            })
+            .collect();
+        Runtime { policy: Arc::new(policy), limiters, pools }
+    }
+}
+
+/// State shared by every task of the gateway.
+#[derive(Debug)]
+pub struct Shared {
+    /// The runtime in force.
+    pub runtime: ArcSwap<Runtime>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Open connections.
+    pub conns: Arc<ConnTracker>,
+    /// Certificates by server name.
+    pub resolver: Arc<CertResolver>,
+    /// The TLS configuration new connections use.
+    pub tls_config: ArcSwap<ServerConfig>,
+    /// The crypto provider.
+    pub provider: Arc<CryptoProvider>,
+}
+
+impl Shared {
+    /// Live values for the metrics page.
+    pub fn gauges(&self) -> Gauges {
+        let rt = self.runtime.load();
+        let mut nodes = Vec::new();
+        for pool in &rt.pools {
+            for (i, n) in pool.nodes().iter().enumerate() {
+                nodes.push(NodeGauge {
+                    pool: pool.config.name.clone(),
+                    node: n.addr.to_string(),
+                    up: pool.is_up(i),
+                    in_flight: n.in_flight(),
+                    head_block: n.head_block(),
+                });
+            }
+        }
+        Gauges {
+            connections_open: u64::from(self.conns.open()),
+            tracked_clients: rt.limiters.tracked() as u64,
+            limiter_overflowed: rt.limiters.overflowed(),
+            nodes,
+        }
+    }
+
+    /// Whether every pool has at least one node up.
+    pub fn healthy(&self) -> bool {
+        let rt = self.runtime.load();
+        rt.pools.iter().all(|p| (0..p.nodes().len()).any(|i| p.is_up(i)))
+    }
+}

@@ -1,0 +1,321 @@
+//! Upstream pools of api nodes: choice of a node (round robin or least connections), passive
+//! ejection with exponential backoff, and active health checks that understand the chain.
+//!
+//! A node is used only while its last `get_info` answered in time, its head block is recent
+//! enough and not too far behind the best node of the pool, and it is not ejected. When no
+//! node qualifies the pool has no node to give: requests fail with 503 rather than reaching a
+//! stale node. This module never forwards client requests itself (that is `proxy`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::policy::{self, Balancing};
+
+#[cfg(test)]
+mod tests;
+
+/// Boxed error of request and response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body sent to an upstream.
+pub type UpBody = BoxBody<Bytes, BoxError>;
+/// Pooled keep-alive HTTP/1.1 client to the nodes.
+pub type UpClient = Client<HttpConnector, UpBody>;
+
+/// One api node and what the gateway knows about it.
+#[derive(Debug)]
+pub struct Node {
+    /// Its address.
+    pub addr: SocketAddr,
+    in_flight: AtomicUsize,
+    checked_ok: AtomicBool,
+    head_block: AtomicU64,
+    failures: AtomicU32,
+    ejected_until_ms: AtomicU64,
+}
+
+impl Node {
+    fn new(addr: SocketAddr) -> Self {
+        Node {
+            addr,
+            in_flight: AtomicUsize::new(0),
+            // Optimistic until the first health check says otherwise, so a restart does not
+            // refuse traffic for a whole interval.
+            checked_ok: AtomicBool::new(true),
+            head_block: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Requests in flight to this node.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The last head block number it reported.
+    pub fn head_block(&self) -> u64 {
+        self.head_block.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a request in flight to a node until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<Node>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock (ejections and head ages are judged
+/// against it).
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A pool of nodes with its client and settings.
+#[derive(Debug)]
+pub struct Pool {
+    /// The pool's policy.
+    pub config: policy::Pool,
+    nodes: Vec<Arc<Node>>,
+    next: AtomicUsize,
+    client: UpClient,
+}
+
+impl Pool {
+    /// A pool for `config`, keeping the state of nodes that `old` already knew.
+    pub fn new(config: &policy::Pool, old: Option<&Pool>) -> Pool {
+        let nodes = config
+            .nodes
+            .iter()
+            .map(|addr| {
+                old.and_then(|o| o.nodes.iter().find(|n| n.addr == *addr).cloned())
+                    .unwrap_or_else(|| Arc::new(Node::new(*addr)))
+            })
+            .collect();
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(config.max_idle_per_node)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Pool { config: config.clone(), nodes, next: AtomicUsize::new(0), client }
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[Arc<Node>] {
+        &self.nodes
+    }
+
+    /// The pooled client.
+    pub fn client(&self) -> &UpClient {
+        &self.client
+    }
+
+    /// Whether node `i` may take requests now.
+    pub fn is_up(&self, i: usize) -> bool {
+        self.nodes.get(i).is_some_and(|n| {
+            n.checked_ok.load(Ordering::Relaxed)
+                && n.ejected_until_ms.load(Ordering::Relaxed) <= now_ms()
+        })
+    }
+
+    /// Chooses a node not in `tried`, and counts a request in flight to it.
+    pub fn pick(&self, tried: &[usize]) -> Option<(usize, InFlight)> {
+        let n = self.nodes.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let candidates =
+            (0..n).map(|k| (start + k) % n).filter(|i| !tried.contains(i) && self.is_up(*i));
+        let chosen = match self.config.balancing {
+            Balancing::RoundRobin => candidates.into_iter().next(),
+            Balancing::LeastConnections => {
+                candidates.min_by_key(|i| self.nodes[*i].in_flight.load(Ordering::Relaxed))
+            }
+        }?;
+        let node = self.nodes[chosen].clone();
+        node.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some((chosen, InFlight(node)))
+    }
+
+    /// Records a failed request to node `i`: ejects it for `eject_base × 2^(failures−1)`, at
+    /// most `eject_max`.
+    pub fn failure(&self, i: usize) {
+        let Some(node) = self.nodes.get(i) else { return };
+        let f = node.failures.fetch_add(1, Ordering::Relaxed).min(20);
+        let base = self.config.eject_base.as_millis() as u64;
+        let span = base.saturating_mul(1u64 << f).min(self.config.eject_max.as_millis() as u64);
+        node.ejected_until_ms.store(now_ms().saturating_add(span), Ordering::Relaxed);
+    }
+
+    /// Records a successful request to node `i`.
+    pub fn success(&self, i: usize) {
+        if let Some(node) = self.nodes.get(i)
+            && node.failures.load(Ordering::Relaxed) != 0
+        {
+            node.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// One round of health checks over every node, concurrently; then marks nodes in or out.
+    pub async fn check_health(&self) {
+        let checks = self.nodes.iter().map(|n| {
+            let client = self.client.clone();
+            let addr = n.addr;
+            let timeout = self.config.health_timeout;
+            tokio::spawn(
+                async move { tokio::time::timeout(timeout, get_info(&client, addr)).await },
+            )
+        });
+        let mut results = Vec::with_capacity(self.nodes.len());
+        for c in checks {
+            results.push(match c.await {
+                Ok(Ok(Ok(info))) => Some(info),
+                _ => None,
+            });
+        }
+        let now = now_ms();
+        let best = results.iter().flatten().map(|i| i.head_block_num).max();
+        let max_age = self.config.max_head_age.as_millis() as u64;
+        for (node, info) in self.nodes.iter().zip(&results) {
+            let ok = match (info, best) {
+                (Some(i), Some(best)) => {
+                    now.saturating_sub(i.head_block_time_ms) <= max_age
+                        && best - i.head_block_num <= u64::from(self.config.max_lag_blocks)
+                }
+                _ => false,
+            };
+            if let Some(i) = info {
+                node.head_block.store(i.head_block_num, Ordering::Relaxed);
+            }
+            let was = node.checked_ok.swap(ok, Ordering::Relaxed);
+            if was != ok {
+                tracing::warn!(node = %node.addr, pool = %self.config.name, up = ok, "upstream health changed");
+            }
+        }
+    }
+}
+
+/// Runs health checks of `pool` every interval until the pool is dropped (replaced by a
+/// reload).
+pub fn spawn_health(pool: &Arc<Pool>) {
+    let weak: Weak<Pool> = Arc::downgrade(pool);
+    let interval = pool.config.health_interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(pool) = weak.upgrade() else { return };
+            pool.check_health().await;
+        }
+    });
+}
+
+/// The part of `get_info` that health checks judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadInfo {
+    /// Head block number.
+    pub head_block_num: u64,
+    /// Head block time, ms since the Unix epoch.
+    pub head_block_time_ms: u64,
+}
+
+/// Why a `get_info` answer was not usable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HealthError {
+    /// The request failed.
+    #[error("get_info request failed: {0}")]
+    Request(String),
+    /// The node answered with an error status.
+    #[error("get_info answered {0}")]
+    Status(u16),
+    /// The answer lacks the head fields or is not JSON.
+    #[error("get_info answer unusable: {0}")]
+    Body(String),
+}
+
+async fn get_info(client: &UpClient, addr: SocketAddr) -> Result<HeadInfo, HealthError> {
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{addr}/v1/chain/get_info"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from_static(b"{}")).map_err(|e| match e {}).boxed())
+        .map_err(|e| HealthError::Request(e.to_string()))?;
+    let resp = client.request(req).await.map_err(|e| HealthError::Request(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(HealthError::Status(resp.status().as_u16()));
+    }
+    let body = Limited::new(resp.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|e| HealthError::Body(e.to_string()))?
+        .to_bytes();
+    parse_head_info(&body)
+}
+
+/// Reads `head_block_num` and `head_block_time` from a `get_info` answer.
+pub fn parse_head_info(body: &[u8]) -> Result<HeadInfo, HealthError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| HealthError::Body(e.to_string()))?;
+    let num = v
+        .get("head_block_num")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| HealthError::Body("no head_block_num".into()))?;
+    let time = v
+        .get("head_block_time")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| HealthError::Body("no head_block_time".into()))?;
+    let ms = parse_block_time_ms(time)
+        .ok_or_else(|| HealthError::Body(format!("head_block_time {time:?} is not a UTC time")))?;
+    Ok(HeadInfo { head_block_num: num, head_block_time_ms: ms })
+}
+
+/// Parses `2024-01-01T00:00:50.000` (UTC, optional fraction, optional `Z`) into ms since the
+/// epoch.
+fn parse_block_time_ms(s: &str) -> Option<u64> {
+    let s = s.strip_suffix('Z').unwrap_or(s);
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let millis: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let total = ((days * 24 + hh) * 60 + mm) * 60 + ss;
+    u64::try_from(total * 1000 + millis).ok()
+}
+
+/// Time since `since`, for latency logs.
+pub fn elapsed_ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
