@@ -338,7 +338,13 @@ fn a_sandboxed_runtime_still_serves_unix_and_tcp() {
             }
         }
     });
-    let ready = rx.recv_timeout(DEADLINE).expect("the probe printed its ready line");
+    let Ok(ready) = rx.recv_timeout(DEADLINE) else {
+        let _ = running.0.kill();
+        let status = running.0.wait().unwrap();
+        let mut stderr = String::new();
+        running.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        panic!("the probe never said it was ready: {status:?}\n{stderr}");
+    };
     let tcp_addr = ready.strip_prefix("ready tcp=").expect("ready line").to_owned();
 
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -446,4 +452,126 @@ fn the_shipped_policy_never_allows_what_the_sandbox_exists_to_stop() {
         assert_eq!(rule["args"][0]["op"]["masked_eq"], 4, "{name} must mask PROT_EXEC");
         assert_eq!(rule["args"][0]["val"], 0, "{name} must require PROT_EXEC clear");
     }
+}
+
+/// The real daemon with the shipped signer.toml and seccomp policy (soft key, development
+/// chain): it must sign, replay, refuse and stop on SIGTERM without ever dying by SIGSYS,
+/// which is how a system call missing from the allowlist would show.
+#[test]
+fn the_daemon_signs_under_the_shipped_sandbox() {
+    use rempart_core::block::BlockHeader;
+    use rempart_core::key::PublicKey;
+    use rempart_core::protocol::SignBlockRequest;
+    use rempart_core::{BlockTimestamp, Checksum256, Name, TimePoint};
+    use rempart_signer::client::{Client, Endpoint};
+
+    if !root_or_skip("the_daemon_signs_under_the_shipped_sandbox") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let etc = tmp.path().join("etc");
+    let state = tmp.path().join("var/signer");
+    std::fs::create_dir_all(etc.join("seccomp")).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::copy(policies.join("signer.toml"), etc.join("signer.toml")).unwrap();
+    std::fs::copy(policy(), etc.join("seccomp/signer.x86_64.json")).unwrap();
+    let key_file = state.join("dev.key");
+    std::fs::write(&key_file, "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3\n").unwrap();
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
+    let toml = std::fs::read_to_string(etc.join("signer.toml")).unwrap();
+    let chain_id = toml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("id = \"")?.strip_suffix('"'))
+        .expect("the shipped policy names its chain")
+        .to_owned();
+    let bin = env!("CARGO_BIN_EXE_rempart-signer");
+    let policy_arg = etc.join("signer.toml");
+    let init = Command::new(bin)
+        .args(["guard", "init", "--policy"])
+        .arg(&policy_arg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", describe(&init));
+
+    let child = Command::new(bin)
+        .args(["run", "--policy"])
+        .arg(&policy_arg)
+        .env("REMPART_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut daemon = Running(child);
+    let stderr = daemon.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    while !log.last().is_some_and(|l: &String| l.contains("serving chain")) {
+        match rx.recv_timeout(DEADLINE) {
+            Ok(line) => log.push(line),
+            Err(_) => {
+                let status = daemon.0.try_wait().unwrap();
+                panic!("the daemon did not start serving ({status:?}):\n{}", log.join("\n"));
+            }
+        }
+    }
+    assert!(log.iter().any(|l| l.contains("sandbox on: landlock ABI")), "{}", log.join("\n"));
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (first, again) = runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut client = Client::new(Endpoint::Unix(state.join("signer.sock")));
+        client.connect(deadline).await.unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let millis = i64::try_from(now.as_millis()).unwrap();
+        let request = SignBlockRequest {
+            request_id: 1,
+            chain_id: chain_id.parse::<Checksum256>().unwrap(),
+            header: BlockHeader {
+                timestamp: BlockTimestamp::from_time_point(TimePoint::from_millis(millis)),
+                producer: "eosio".parse::<Name>().unwrap(),
+                ..BlockHeader::default()
+            },
+            blockroot_merkle_root: Checksum256::default(),
+            pending_schedule_hash: Checksum256::default(),
+            signing_key: "PUB_K1_6MRyAjQq8ud7hVNYcfnVPJqcVpscN5So8BhtHuGYqET5BoDq63"
+                .parse::<PublicKey>()
+                .unwrap(),
+        };
+        let first = client.sign_block(request.clone(), deadline).await.unwrap();
+        let again = client.sign_block(request, deadline).await.unwrap();
+        (first, again)
+    });
+    assert_eq!(first.block_num, 1);
+    assert_eq!(first.signature, again.signature, "a replay gets the stored signature");
+
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&daemon.0),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    // Its stderr closes when it exits: wait for that with the deadline, then reap it.
+    let mut rest = Vec::new();
+    loop {
+        match rx.recv_timeout(DEADLINE) {
+            Ok(line) => rest.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("the daemon did not stop on SIGTERM"),
+        }
+    }
+    let status = daemon.0.wait().unwrap();
+    assert_eq!(status.signal(), None, "killed: {status:?}\n{}", rest.join("\n"));
+    assert_eq!(status.code(), Some(0), "{}", rest.join("\n"));
+    assert!(!state.join("signer.sock").exists(), "the socket file is removed on stop");
 }

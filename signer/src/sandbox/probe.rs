@@ -253,6 +253,8 @@ fn write_state(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
 struct EchoListeners {
     unix: std::os::unix::net::UnixListener,
     tcp: std::net::TcpListener,
+    /// Read before the sandbox: the policy has no getsockname.
+    tcp_addr: std::net::SocketAddr,
 }
 
 fn bind_echo(state_dir: &Path) -> Result<EchoListeners, ProbeError> {
@@ -260,7 +262,8 @@ fn bind_echo(state_dir: &Path) -> Result<EchoListeners, ProbeError> {
     let path = state_dir.join("probe.sock");
     let unix = std::os::unix::net::UnixListener::bind(&path).map_err(err)?;
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").map_err(refused(Action::Echo))?;
-    Ok(EchoListeners { unix, tcp })
+    let tcp_addr = tcp.local_addr().map_err(refused(Action::Echo))?;
+    Ok(EchoListeners { unix, tcp, tcp_addr })
 }
 
 /// The serving path: a multi-threaded tokio runtime started after the sandbox accepts one Unix
@@ -269,7 +272,7 @@ fn echo(listeners: EchoListeners, state_dir: &Path) -> Result<String, ProbeError
     let err = || refused(Action::Echo);
     listeners.unix.set_nonblocking(true).map_err(err())?;
     listeners.tcp.set_nonblocking(true).map_err(err())?;
-    let tcp_addr = listeners.tcp.local_addr().map_err(err())?;
+    let tcp_addr = listeners.tcp_addr;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
