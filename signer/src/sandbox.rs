@@ -51,8 +51,9 @@ pub struct SandboxConfig {
     pub state_dir: PathBuf,
     /// The seccomp policy (seccompiler JSON, see [`SeccompPolicy`]), read before anything else.
     pub seccomp_policy: PathBuf,
-    /// Trees the process may still read (files and directory listings), e.g. a PKCS#11 token
-    /// directory an HSM module re-reads. Prefer opening everything before the sandbox.
+    /// Trees the process may still read (files and directory listings). SoftHSM2 re-reads its
+    /// token directory (the generation and object files, under read locks) at every signature,
+    /// so its `directories.tokendir` must be listed here or signing fails with EACCES.
     pub read_only_paths: Vec<PathBuf>,
     /// Further trees with the same rights as the state directory (e.g. an audit log kept
     /// elsewhere, SoftHSM2's token directory).
