@@ -67,7 +67,12 @@ pub async fn handle(
     let path: String = req.uri().path().chars().take(256).collect();
     let version = req.version();
     let mut trace = Trace { limit: "none", ..Trace::default() };
-    let result = proxy(&shared, &rt, &ctx, index, req, &mut trace).await;
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let result = proxy(&shared, &rt, &ctx, index, parts, &mut body, &mut trace).await;
+    if let Some(unread) = body.take() {
+        drain(unread).await;
+    }
     let (resp, fault, code) = match result {
         Ok(resp) => {
             let fault = if resp.status().is_server_error() { Fault::Upstream } else { Fault::None };
@@ -115,7 +120,8 @@ async fn proxy(
     rt: &Runtime,
     ctx: &ConnCtx,
     index: u64,
-    req: Request<Incoming>,
+    parts: http::request::Parts,
+    body: &mut Option<Incoming>,
     trace: &mut Trace,
 ) -> Result<Response<RespBody>, RequestError> {
     if let Some(flag) = ctx.framing.as_ref().and_then(|f| f.get().copied())
@@ -123,15 +129,15 @@ async fn proxy(
     {
         return Err(RequestError::Framing(flag.reason));
     }
-    if req.method() != Method::GET && req.method() != Method::POST {
+    if parts.method != Method::GET && parts.method != Method::POST {
         return Err(RequestError::Method);
     }
     let conns = rt.policy.connections();
-    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > conns.max_uri_bytes {
         return Err(RequestError::UriTooLong);
     }
-    let path = req.uri().path();
+    let path = parts.uri.path();
     if !is_canonical_path(path) {
         return Err(RequestError::BadPath);
     }
@@ -144,7 +150,6 @@ async fn proxy(
         return Err(RequestError::Limited(wait));
     }
 
-    let (parts, body) = req.into_parts();
     if let Some(cl) = parts.headers.get(header::CONTENT_LENGTH) {
         let n: u64 = cl
             .to_str()
@@ -155,6 +160,7 @@ async fn proxy(
             return Err(RequestError::TooLarge(class.max_body_bytes));
         }
     }
+    let body = body.take().ok_or(RequestError::Internal)?;
     let body = read_body(body, class.max_body_bytes, conns.body_read_timeout).await?;
 
     let pool = rt.pools.get(class.pool).ok_or(RequestError::Internal)?;
@@ -188,11 +194,10 @@ async fn proxy(
                 pool.failure(i);
                 shared.metrics.ejection();
                 tracing::warn!(node = %node, error = %e, connect = e.is_connect(), "upstream request failed");
+                // A retryable route is an idempotent read: any transport failure may be
+                // replayed on another node (attempts is 1 for everything else).
                 last_err = RequestError::Upstream;
                 last_resp = None;
-                if !e.is_connect() {
-                    break;
-                }
             }
             Ok(Ok(resp)) => {
                 let s = resp.status();
@@ -211,6 +216,18 @@ async fn proxy(
         Some(resp) => Ok(downstream_response(resp)),
         None => Err(last_err),
     }
+}
+
+/// Reads and discards a small remainder of a refused request's body, so an HTTP/2 stream
+/// ends cleanly instead of being reset (resets count toward the rapid-reset limit, which would
+/// close a client's whole connection for a few refused requests). Bounded in size and time.
+async fn drain(body: Incoming) {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return;
+    }
+    let deadline = std::time::Duration::from_millis(50);
+    let _ = tokio::time::timeout(deadline, Limited::new(body, 16 * 1024).collect()).await;
 }
 
 async fn read_body(

@@ -1,0 +1,10 @@
+//! Crate tests of the gateway as a whole: real TLS, real sockets on 127.0.0.1:0, an in-test
+//! hyper upstream (until api nodes exist). One binary so it links once.
+
+mod memory;
+mod protection;
+mod proxy;
+mod reload;
+mod smuggling;
+mod support;
+mod tls;

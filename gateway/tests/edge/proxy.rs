@@ -1,0 +1,157 @@
+//! Proxy mechanics: forwarding headers, hop-by-hop, balancing, ejection and retries.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xff_comes_from_the_peer_and_hop_by_hop_headers_are_stripped() {
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&policy_text(&[up.addr], &[])).await;
+    let mut c = Client::connect(gw.tls, false).await;
+    let req = Request::post("/v1/chain/get_block")
+        .header("host", "localhost")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("connection", "keep-alive, x-client-secret")
+        .header("x-client-secret", "s")
+        .header("keep-alive", "timeout=5")
+        .header("te", "trailers")
+        .header("proxy-authorization", "Basic eA==")
+        .header("x-kept", "yes")
+        .body(Full::new(Bytes::from_static(b"{\"block_num_or_id\":1}")))
+        .expect("req");
+    let a = c.send(req).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let h = &a.json()["headers"];
+    assert_eq!(h["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(h["x-kept"], serde_json::json!(["yes"]));
+    for gone in
+        ["forwarded", "x-real-ip", "x-client-secret", "keep-alive", "te", "proxy-authorization"]
+    {
+        assert!(h.get(gone).is_none(), "{gone} reached the upstream: {h}");
+    }
+    assert_eq!(a.json()["body_len"], 21);
+    // and on the way back
+    assert!(a.headers.get("x-upstream-secret").is_none());
+    assert!(a.headers.get("keep-alive").is_none());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_requests_evenly() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let gw = Gateway::start(&policy_text(
+        &[a.addr, b.addr],
+        &[("balancing = \"least_connections\"", "balancing = \"round_robin\"")],
+    ))
+    .await;
+    let mut c = Client::connect(gw.tls, true).await;
+    for _ in 0..40 {
+        assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 200);
+    }
+    assert_eq!((a.requests(), b.requests()), (20, 20));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_upstream_is_ejected_and_reads_are_retried_elsewhere() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let gw = Gateway::start(&policy_text(
+        &[a.addr, b.addr],
+        &[
+            ("balancing = \"least_connections\"", "balancing = \"round_robin\""),
+            ("eject_base_ms = 1000", "eject_base_ms = 60000"),
+            ("eject_max_ms = 30000", "eject_max_ms = 60000"),
+        ],
+    ))
+    .await;
+    let mut c = Client::connect(gw.tls, false).await;
+    for _ in 0..4 {
+        assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 200);
+    }
+    a.kill();
+    let before_b = b.requests();
+    for _ in 0..20 {
+        let r = c.post("/v1/chain/get_block", "{}").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["node"], "b");
+    }
+    assert_eq!(b.requests() - before_b, 20);
+    assert_eq!(gw.metric("rempart_gateway_upstream_retries_total").await, 1.0);
+    assert_eq!(
+        gw.metric(&format!("rempart_gateway_upstream_up{{pool=\"api\",node=\"{}\"}}", a.addr))
+            .await,
+        0.0
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_503_on_a_read_is_retried_and_writes_are_not() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let gw = Gateway::start(&policy_text(
+        &[a.addr, b.addr],
+        &[
+            ("balancing = \"least_connections\"", "balancing = \"round_robin\""),
+            ("path = \"/v1/history/get_actions\"", "path = \"/v1/chain/fail\""),
+        ],
+    ))
+    .await;
+    let mut c = Client::connect(gw.tls, false).await;
+    // /v1/chain/fail answers 503 on both nodes: retried once, then the answer is passed on.
+    let r = c.post("/v1/chain/fail", "{}").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(a.requests() + b.requests(), 2);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_or_lagging_nodes_are_taken_out_by_health_checks() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let gw = Gateway::start(&policy_text(
+        &[a.addr, b.addr],
+        &[
+            ("health_interval_ms = 2000", "health_interval_ms = 50"),
+            ("health_timeout_ms = 1000", "health_timeout_ms = 50"),
+            ("max_head_age_ms = 15000", "max_head_age_ms = 5000"),
+        ],
+    ))
+    .await;
+    let up =
+        |n: &Upstream| format!("rempart_gateway_upstream_up{{pool=\"api\",node=\"{}\"}}", n.addr);
+    a.head_age_ms.store(60_000, std::sync::atomic::Ordering::SeqCst);
+    wait_for("stale node out", Duration::from_secs(5), async || gw.metric(&up(&a)).await == 0.0)
+        .await;
+    assert_eq!(gw.metric(&up(&b)).await, 1.0);
+    let mut c = Client::connect(gw.tls, false).await;
+    for _ in 0..6 {
+        assert_eq!(c.post("/v1/chain/get_block", "{}").await.json()["node"], "b");
+    }
+    a.head_age_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    a.head_block.store(100, std::sync::atomic::Ordering::SeqCst);
+    b.head_block.store(200, std::sync::atomic::Ordering::SeqCst);
+    wait_for("lagging node stays out", Duration::from_secs(5), async || {
+        let m = gw.metrics().await;
+        m.contains(&format!("{} 0", up(&a))) && m.contains(&format!("{} 1", up(&b)))
+    })
+    .await;
+    a.head_block.store(195, std::sync::atomic::Ordering::SeqCst);
+    wait_for("caught-up node back", Duration::from_secs(5), async || {
+        gw.metric(&up(&a)).await == 1.0
+    })
+    .await;
+    b.kill();
+    a.kill();
+    wait_for("healthz reports no node", Duration::from_secs(5), async || {
+        plain_get(gw.admin, "/healthz").await.0 == 503
+    })
+    .await;
+    assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 503);
+    gw.stop().await;
+}

@@ -1,0 +1,46 @@
+//! Policy reloads: a valid file is applied atomically, an invalid one keeps the old policy,
+//! and limiter state survives.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_reload_keeps_the_old_policy_and_valid_reload_applies() {
+    let up = Upstream::start("a").await;
+    let text = policy_text(
+        &[up.addr],
+        &[("per_second = 100000\nburst = 100000", "per_second = 1\nburst = 2")],
+    );
+    let gw = Gateway::start(&text).await;
+    let mut c = Client::connect(gw.tls, false).await;
+    assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 200);
+    assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 200);
+    assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 429);
+
+    // An invalid file: refused, the old policy keeps serving.
+    std::fs::write(&gw.policy_file, text.replace("per_client = 64", "per_client = 64\nbogus = 1"))
+        .expect("write");
+    gw.reload.notify_one();
+    wait_for("rejected reload", Duration::from_secs(5), async || {
+        gw.metric("rempart_gateway_reloads_total{what=\"policy\",result=\"rejected\"}").await >= 1.0
+    })
+    .await;
+    assert_eq!(
+        gw.metric("rempart_gateway_reloads_total{what=\"policy\",result=\"ok\"}").await,
+        0.0
+    );
+    assert_eq!(c.post("/v1/chain/get_table_rows", "{}").await.status, 200);
+
+    // A valid change (get_block removed): applied; the read class kept its limiter state.
+    let changed =
+        text.replacen("path = \"/v1/chain/get_block\"", "path = \"/v1/chain/get_blocks\"", 1);
+    std::fs::write(&gw.policy_file, &changed).expect("write");
+    wait_for("applied reload", Duration::from_secs(5), async || {
+        gw.metric("rempart_gateway_reloads_total{what=\"policy\",result=\"ok\"}").await >= 1.0
+    })
+    .await;
+    assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 403);
+    assert_eq!(c.post("/v1/chain/get_blocks", "{}").await.status, 429, "limiter state was lost");
+    gw.stop().await;
+}
