@@ -208,3 +208,65 @@ async fn sizes_methods_and_the_allowlist_are_enforced_before_the_upstream() {
     assert_eq!(up.requests(), 0);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_total_cap_holds_across_clients() {
+    use std::net::Ipv4Addr;
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&policy_text(
+        &[up.addr],
+        &[("per_client = 64", "per_client = 2"), ("total = 20000", "total = 3")],
+    ))
+    .await;
+    let cfg = client_config(&[b"http/1.1"]);
+    let one = Ipv4Addr::new(127, 0, 0, 1);
+    let two = Ipv4Addr::new(127, 0, 0, 2);
+    let three = Ipv4Addr::new(127, 0, 0, 3);
+    let _a = tls_connect_from(one, gw.tls, cfg.clone()).await.expect("a");
+    let _b = tls_connect_from(one, gw.tls, cfg.clone()).await.expect("b");
+    assert!(tls_connect_from(one, gw.tls, cfg.clone()).await.is_err());
+    let _c = tls_connect_from(two, gw.tls, cfg.clone()).await.expect("c");
+    assert!(tls_connect_from(three, gw.tls, cfg.clone()).await.is_err());
+    assert_eq!(
+        gw.metric("rempart_gateway_connections_refused_total{reason=\"client_cap\"}").await,
+        1.0
+    );
+    assert_eq!(
+        gw.metric("rempart_gateway_connections_refused_total{reason=\"total_cap\"}").await,
+        1.0
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rapid_reset_client_is_cut_off_while_others_are_served() {
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&policy_text(&[up.addr], &[])).await;
+    let tls = tls_connect(gw.tls, client_config(&[b"h2"])).await.expect("tls");
+    let (client, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client;
+    let mut sent = 0;
+    for _ in 0..5000 {
+        let Ok(ready) = client.ready().await else { break };
+        client = ready;
+        let req =
+            http::Request::post("https://localhost/v1/chain/get_block").body(()).expect("req");
+        let Ok((_resp, mut stream)) = client.send_request(req, false) else { break };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+    }
+    let result = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the gateway must close the connection")
+        .expect("join");
+    let err = result.expect_err("connection must end with an error");
+    eprintln!("rapid reset: connection closed after {sent} streams: {err}");
+    // The gateway sends GOAWAY(ENHANCE_YOUR_CALM) and closes; the client sees either the
+    // GOAWAY or, when it was still writing, the closed socket.
+    assert!(err.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) || err.is_io(), "{err}");
+    assert!(sent < 5000, "all {sent} resets were accepted");
+    let mut c = Client::connect(gw.tls, true).await;
+    assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 200);
+    gw.stop().await;
+}

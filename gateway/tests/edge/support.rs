@@ -397,3 +397,30 @@ impl Client {
         self.send(b.body(Full::new(Bytes::from_static(body.as_bytes()))).expect("req")).await
     }
 }
+
+/// A TLS connection from a chosen loopback source address (127.0.0.0/8 all reach the host).
+pub(crate) async fn tls_connect_from(
+    source: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::from((source, 0)))?;
+    let tcp = sock.connect(addr).await?;
+    TlsConnector::from(config).connect(ServerName::try_from("localhost").expect("name"), tcp).await
+}
+
+/// A client config trusting the CA in `ca_pem`.
+pub(crate) fn client_config_trusting(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("ca")).expect("add ca");
+    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(c)
+}

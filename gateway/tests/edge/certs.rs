@@ -1,0 +1,50 @@
+//! Certificates are reloaded when their files change; a broken pair keeps the old one serving.
+
+use std::time::Duration;
+
+use rempart_gateway::dev_cert;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_certificates_are_served_and_broken_ones_refused() {
+    let up = Upstream::start("a").await;
+    let dir = std::env::temp_dir().join(format!("rempart-gw-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::copy(repo().join("certs/server.pem"), &cert).expect("copy");
+    std::fs::copy(repo().join("certs/server.key"), &key).expect("copy");
+    let text = policy_text(&[up.addr], &[("reload_interval_ms = 5000", "reload_interval_ms = 50")])
+        .replace(
+            &repo().join("certs/server.pem").display().to_string(),
+            &cert.display().to_string(),
+        )
+        .replace(
+            &repo().join("certs/server.key").display().to_string(),
+            &key.display().to_string(),
+        );
+    let gw = Gateway::start(&text).await;
+    let old_ca = client_config(&[b"http/1.1"]);
+    tls_connect(gw.tls, old_ca.clone()).await.expect("dev CA accepted");
+
+    let (ca2, cert2, key2) = dev_cert::generate(&["localhost"]).expect("generate");
+    std::fs::write(&key, key2).expect("write key");
+    std::fs::write(&cert, cert2).expect("write cert");
+    let new_ca = client_config_trusting(&ca2);
+    wait_for("new certificate served", Duration::from_secs(5), async || {
+        tls_connect(gw.tls, new_ca.clone()).await.is_ok()
+    })
+    .await;
+    assert!(tls_connect(gw.tls, old_ca).await.is_err(), "old certificate still served");
+
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+        .expect("write");
+    wait_for("broken pair refused", Duration::from_secs(5), async || {
+        gw.metric("rempart_gateway_reloads_total{what=\"certificates\",result=\"rejected\"}").await
+            >= 1.0
+    })
+    .await;
+    tls_connect(gw.tls, new_ca).await.expect("previous certificate still served");
+    gw.stop().await;
+    std::fs::remove_dir_all(dir).ok();
+}
