@@ -141,9 +141,9 @@ async fn proxy(
     if !is_canonical_path(path) {
         return Err(RequestError::BadPath);
     }
-    let route = rt.policy.route(path).ok_or(RequestError::NotAllowed)?.clone();
+    let route = rt.policy.route(path).ok_or(RequestError::NotAllowed)?;
     trace.class = Some(route.class);
-    let class = rt.policy.classes().get(route.class).ok_or(RequestError::Internal)?.clone();
+    let class = rt.policy.classes().get(route.class).ok_or(RequestError::Internal)?;
     let decision = rt.limiters.check(&class.name, ctx.key);
     trace.limit = decision.label();
     if let Decision::Limited { wait, .. } = decision {

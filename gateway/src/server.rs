@@ -119,6 +119,9 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
+    // Stamps are taken before anything is read, so a change made while starting is noticed.
+    let cert_stamps = FileStamps::of(policy.tls());
+    let policy_stamp = config.policy_file.as_deref().and_then(file_stamp);
     let provider = tls::provider();
     let store = CertStore::load(&provider, policy.tls())?;
     let resolver = Arc::new(CertResolver::new(store));
@@ -140,8 +143,8 @@ pub async fn run(
         tasks.push(tokio::spawn(accept_redirect(l, shared.clone(), graceful.clone())));
     }
     tasks.push(tokio::spawn(accept_admin(listeners.admin, shared.clone())));
-    tasks.push(tokio::spawn(watch_policy(shared.clone(), config.clone())));
-    tasks.push(tokio::spawn(watch_certificates(shared.clone())));
+    tasks.push(tokio::spawn(watch_policy(shared.clone(), config.clone(), policy_stamp)));
+    tasks.push(tokio::spawn(watch_certificates(shared.clone(), cert_stamps)));
     tasks.push(tokio::spawn(housekeeping(shared.clone())));
 
     shutdown.await;
@@ -390,16 +393,17 @@ fn reload_and_report(shared: &Shared, file: &std::path::Path) {
     }
 }
 
-fn file_stamp(file: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+type FileStamp = (std::time::SystemTime, u64);
+
+fn file_stamp(file: &std::path::Path) -> Option<FileStamp> {
     let m = std::fs::metadata(file).ok()?;
     Some((m.modified().ok()?, m.len()))
 }
 
-async fn watch_policy(shared: Arc<Shared>, config: Config) {
+async fn watch_policy(shared: Arc<Shared>, config: Config, mut last: Option<FileStamp>) {
     let Some(file) = config.policy_file.clone() else {
         return;
     };
-    let mut last = file_stamp(&file);
     let mut tick = tokio::time::interval(config.watch_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -419,8 +423,7 @@ async fn watch_policy(shared: Arc<Shared>, config: Config) {
     }
 }
 
-async fn watch_certificates(shared: Arc<Shared>) {
-    let mut last = FileStamps::of(shared.runtime.load().policy.tls());
+async fn watch_certificates(shared: Arc<Shared>, mut last: FileStamps) {
     loop {
         let interval = shared.runtime.load().policy.tls().reload_interval;
         tokio::time::sleep(interval).await;

@@ -72,3 +72,18 @@ fn rebuild_keeps_state_of_unchanged_quotas() {
     let l3 = l2.rebuilt(&policy(100, 2, 2));
     assert_eq!(l3.check("read", ClientKey::V4(7)), Decision::Allowed);
 }
+
+#[test]
+fn global_limit_applies_across_clients() {
+    let text = SHIPPED
+        .replace("global_per_second = 20000", "global_per_second = 1")
+        .replace("global_burst = 5000", "global_burst = 3");
+    let l = Limiters::new(&Policy::parse(&text, Path::new("gateway.toml")).expect("policy"));
+    for i in 0..3 {
+        assert_eq!(l.check("read", ClientKey::V4(i)), Decision::Allowed);
+    }
+    match l.check("push", ClientKey::V4(9)) {
+        Decision::Limited { scope, .. } => assert_eq!(scope, Scope::Global),
+        d => panic!("expected the global limit, got {d:?}"),
+    }
+}

@@ -205,6 +205,19 @@ async fn sizes_methods_and_the_allowlist_are_enforced_before_the_upstream() {
             }
         }
     }
+    // An HTTP/1 head over max_header_bytes: hyper answers 431.
+    let mut s = tls_connect(gw.tls, client_config(&[b"http/1.1"])).await.expect("tls");
+    let head = format!(
+        "POST /v1/chain/get_block HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("answer");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
     assert_eq!(up.requests(), 0);
     gw.stop().await;
 }

@@ -44,3 +44,24 @@ async fn invalid_reload_keeps_the_old_policy_and_valid_reload_applies() {
     assert_eq!(c.post("/v1/chain/get_blocks", "{}").await.status, 429, "limiter state was lost");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_requests_in_flight_and_refuses_new_connections() {
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&policy_text(
+        &[up.addr],
+        &[("path = \"/v1/history/get_actions\"", "path = \"/v1/chain/slow\"")],
+    ))
+    .await;
+    let tls = gw.tls;
+    let mut c = Client::connect(tls, false).await;
+    let in_flight = tokio::spawn(async move { c.post("/v1/chain/slow", "{}").await.status });
+    wait_for("request reached the upstream", Duration::from_secs(5), async || up.requests() == 1)
+        .await;
+    gw.stop().await;
+    assert_eq!(in_flight.await.expect("join"), 200, "in-flight request was cut");
+    assert!(
+        tls_connect(tls, client_config(&[b"http/1.1"])).await.is_err(),
+        "a new connection was accepted after shutdown"
+    );
+}

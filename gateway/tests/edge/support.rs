@@ -133,6 +133,9 @@ async fn answer(
             .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
     }
     *seen.last_headers.lock().expect("lock") = headers.clone();
+    if parts.uri.path() == "/v1/chain/slow" {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     if parts.uri.path() == "/v1/chain/fail" {
         let mut r = Response::new(Full::new(Bytes::from_static(b"{}")));
         *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
