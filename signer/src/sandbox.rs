@@ -16,6 +16,11 @@
 //! drop every capability (bounding, ambient, inheritable, permitted, effective) and read them
 //! back; last, the seccomp filters, applied to all threads, killing the process (SIGSYS, shell
 //! status 159) on any system call the policy does not list.
+//!
+//! When the signer dies that way, the kernel log names the call: `audit: type=1326 …
+//! comm="rempart-signer" sig=31 … syscall=N` (`dmesg`, or the audit log). Look N up in the
+//! x86_64 system call table; add the call to the policy only with a comment saying why the
+//! signer needs it, and never one of those the probe proves forbidden.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -53,7 +58,9 @@ pub struct SandboxConfig {
     pub seccomp_policy: PathBuf,
     /// Trees the process may still read (files and directory listings). SoftHSM2 re-reads its
     /// token directory (the generation and object files, under read locks) at every signature,
-    /// so its `directories.tokendir` must be listed here or signing fails with EACCES.
+    /// so its `directories.tokendir` must be listed here: otherwise the read fails with EACCES,
+    /// SoftHSM2 opens a socket to syslog the error, and seccomp kills the process at the first
+    /// signature.
     pub read_only_paths: Vec<PathBuf>,
     /// Further trees with the same rights as the state directory (e.g. an audit log kept
     /// elsewhere, SoftHSM2's token directory).
