@@ -41,6 +41,9 @@ pub enum RequestError {
     /// The path is not on the allowlist.
     #[error("this API is not served here")]
     NotAllowed,
+    /// The client is banned for repeated refusals.
+    #[error("too many refused requests: this client is banned for a while")]
+    Banned,
     /// The path is not canonical (`..`, `//`, escapes).
     #[error("request path must be canonical")]
     BadPath,
@@ -88,7 +91,7 @@ impl RequestError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            RequestError::NotAllowed => StatusCode::FORBIDDEN,
+            RequestError::NotAllowed | RequestError::Banned => StatusCode::FORBIDDEN,
             RequestError::BadPath | RequestError::Framing(_) | RequestError::BodyRead => {
                 StatusCode::BAD_REQUEST
             }
@@ -119,6 +122,7 @@ impl RequestError {
     pub fn code(&self) -> &'static str {
         match self {
             RequestError::NotAllowed => "route_not_allowed",
+            RequestError::Banned => "banned",
             RequestError::BadPath => "bad_path",
             RequestError::Method => "method_not_allowed",
             RequestError::Framing(_) => "bad_framing",
@@ -160,7 +164,9 @@ impl RequestError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(*wait)));
         }
-        if self.fault() == Fault::Downstream && status == StatusCode::BAD_REQUEST {
+        if matches!(self, RequestError::Banned)
+            || (self.fault() == Fault::Downstream && status == StatusCode::BAD_REQUEST)
+        {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp

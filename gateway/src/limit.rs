@@ -203,6 +203,7 @@ pub struct Limiters {
     clock: DefaultClock,
     global: Arc<(QuotaSpec, DirectLimiter)>,
     classes: HashMap<String, Arc<ClassLimiter>>,
+    trusted: HashMap<String, Arc<ClassLimiter>>,
 }
 
 impl Limiters {
@@ -225,30 +226,40 @@ impl Limiters {
             Some(o) if o.global.0 == gspec => o.global.clone(),
             _ => Arc::new((gspec, RateLimiter::direct_with_clock(gspec.quota(), clock.clone()))),
         };
+        let make = |spec: QuotaSpec, prev: Option<&Arc<ClassLimiter>>| match prev {
+            Some(l) if l.spec == spec => l.clone(),
+            _ => {
+                let store = Arc::new(CappedStore::new(spec.cap));
+                let limiter =
+                    RateLimiter::new(spec.quota(), SharedStore(store.clone()), clock.clone());
+                Arc::new(ClassLimiter { spec, store, limiter })
+            }
+        };
+        let factor = policy.access().trusted_factor;
         let mut classes = HashMap::new();
+        let mut trusted = HashMap::new();
         for c in policy.classes() {
             let spec = QuotaSpec {
                 per_second: c.per_second,
                 burst: c.burst,
                 cap: limits.max_tracked_clients,
             };
-            let limiter = match old.and_then(|o| o.classes.get(&c.name)) {
-                Some(l) if l.spec == spec => l.clone(),
-                _ => {
-                    let store = Arc::new(CappedStore::new(spec.cap));
-                    let limiter =
-                        RateLimiter::new(spec.quota(), SharedStore(store.clone()), clock.clone());
-                    Arc::new(ClassLimiter { spec, store, limiter })
-                }
+            let tspec = QuotaSpec {
+                per_second: c.per_second.saturating_mul(factor),
+                burst: c.burst.saturating_mul(factor),
+                cap: limits.max_tracked_clients,
             };
-            classes.insert(c.name.clone(), limiter);
+            classes.insert(c.name.clone(), make(spec, old.and_then(|o| o.classes.get(&c.name))));
+            trusted.insert(c.name.clone(), make(tspec, old.and_then(|o| o.trusted.get(&c.name))));
         }
-        Limiters { clock, global, classes }
+        Limiters { clock, global, classes, trusted }
     }
 
-    /// Counts one request of `key` in `class`, then in the global limit.
-    pub fn check(&self, class: &str, key: ClientKey) -> Decision {
-        if let Some(l) = self.classes.get(class)
+    /// Counts one request of `key` in `class` (with the trusted quota when `trusted`), then in
+    /// the global limit.
+    pub fn check(&self, class: &str, key: ClientKey, trusted: bool) -> Decision {
+        let table = if trusted { &self.trusted } else { &self.classes };
+        if let Some(l) = table.get(class)
             && let Err(not_until) = l.limiter.check_key(&key)
         {
             return Decision::Limited {
@@ -268,7 +279,7 @@ impl Limiters {
     /// Forgets clients whose bucket is full again (they are indistinguishable from new ones)
     /// and gives the memory back.
     pub fn retain_recent(&self) {
-        for l in self.classes.values() {
+        for l in self.classes.values().chain(self.trusted.values()) {
             l.limiter.retain_recent();
             l.limiter.shrink_to_fit();
         }
@@ -276,17 +287,25 @@ impl Limiters {
 
     /// Clients tracked, over all classes.
     pub fn tracked(&self) -> usize {
-        self.classes.values().map(|l| l.store.map.len()).sum()
+        self.classes.values().chain(self.trusted.values()).map(|l| l.store.map.len()).sum()
     }
 
     /// Checks that found their class full and used the shared overflow bucket.
     pub fn overflowed(&self) -> u64 {
-        self.classes.values().map(|l| l.store.overflowed.load(Ordering::Relaxed)).sum()
+        self.classes
+            .values()
+            .chain(self.trusted.values())
+            .map(|l| l.store.overflowed.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Estimated bytes held by the tracked-client tables: allocated slots × slot size.
     pub fn table_bytes(&self) -> usize {
         let slot = std::mem::size_of::<(ClientKey, InMemoryState)>() + 1;
-        self.classes.values().map(|l| l.store.map.capacity() * slot).sum()
+        self.classes
+            .values()
+            .chain(self.trusted.values())
+            .map(|l| l.store.map.capacity() * slot)
+            .sum()
     }
 }

@@ -50,6 +50,8 @@ pub struct Gauges {
     pub tracked_clients: u64,
     /// Checks that fell into the shared overflow bucket.
     pub limiter_overflowed: u64,
+    /// Clients banned now.
+    pub banned: u64,
     /// Upstream nodes.
     pub nodes: Vec<NodeGauge>,
 }
@@ -65,6 +67,7 @@ pub struct Metrics {
     retries: AtomicU64,
     ejections: AtomicU64,
     tls_failures: AtomicU64,
+    bans: AtomicU64,
 }
 
 fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
@@ -113,6 +116,11 @@ impl Metrics {
     /// Counts a passive ejection.
     pub fn ejection(&self) {
         self.ejections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a new ban.
+    pub fn ban(&self) {
+        self.bans.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a failed TLS handshake.
@@ -225,6 +233,12 @@ impl Metrics {
         )?;
         writeln!(o, "# TYPE rempart_gateway_limiter_overflow_total counter")?;
         writeln!(o, "rempart_gateway_limiter_overflow_total {}", g.limiter_overflowed)?;
+        writeln!(o, "# HELP rempart_gateway_bans_total Clients banned after repeated refusals.")?;
+        writeln!(o, "# TYPE rempart_gateway_bans_total counter")?;
+        writeln!(o, "rempart_gateway_bans_total {}", self.bans.load(Ordering::Relaxed))?;
+        writeln!(o, "# HELP rempart_gateway_banned_clients Clients banned now.")?;
+        writeln!(o, "# TYPE rempart_gateway_banned_clients gauge")?;
+        writeln!(o, "rempart_gateway_banned_clients {}", g.banned)?;
         writeln!(
             o,
             "# HELP rempart_gateway_upstream_up Whether a node takes requests (health check passed, not ejected)."

@@ -92,8 +92,22 @@ struct RawPolicy {
     pools: Vec<RawPool>,
     limits: RawLimits,
     connections: RawConnections,
+    access: RawAccess,
     route_classes: BTreeMap<String, RawClass>,
     routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccess {
+    allow: Vec<Spanned<String>>,
+    deny: Vec<Spanned<String>>,
+    trusted: Vec<Spanned<String>>,
+    trusted_factor: Spanned<u32>,
+    ban_after: Spanned<u32>,
+    ban_window_ms: Spanned<u64>,
+    ban_ms: Spanned<u64>,
+    max_tracked_offenders: Spanned<usize>,
 }
 
 #[derive(Deserialize)]
@@ -303,6 +317,96 @@ pub struct Connections {
     pub h2_max_local_error_reset_streams: usize,
 }
 
+/// An IPv4 or IPv6 network in CIDR form (`10.0.0.0/8`, `2001:db8::/32`, or one address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network as a 128-bit value (IPv4 as IPv4-mapped IPv6).
+    net: u128,
+    /// Prefix length over the 128-bit value.
+    len: u8,
+}
+
+impl Cidr {
+    fn to_u128(ip: IpAddr) -> u128 {
+        match ip {
+            IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => u128::from(v4.to_ipv6_mapped()),
+                None => u128::from(v6),
+            },
+        }
+    }
+
+    fn mask(len: u8) -> u128 {
+        if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) }
+    }
+
+    /// Whether `ip` is inside the network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        Cidr::to_u128(ip) & Cidr::mask(self.len) == self.net
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l.parse::<u8>().map_err(|_| ())?)),
+            None => (s, None),
+        };
+        let ip: IpAddr = addr.parse().map_err(|_| ())?;
+        let (max, offset) = match ip {
+            IpAddr::V4(_) => (32, 96),
+            IpAddr::V6(_) => (128, 0),
+        };
+        let len = len.unwrap_or(max);
+        if len > max {
+            return Err(());
+        }
+        let len = len + offset;
+        let net = Cidr::to_u128(ip);
+        if net & !Cidr::mask(len) != 0 {
+            return Err(());
+        }
+        Ok(Cidr { net, len })
+    }
+}
+
+/// Who may connect, who is trusted, and when a client is banned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// If not empty, only these networks may connect.
+    pub allow: Vec<Cidr>,
+    /// These networks are refused at connect time (checked before `allow`).
+    pub deny: Vec<Cidr>,
+    /// Trusted networks: their per-class rates are multiplied by `trusted_factor` and they are
+    /// never banned.
+    pub trusted: Vec<Cidr>,
+    /// Rate multiplier of trusted clients.
+    pub trusted_factor: NonZeroU32,
+    /// Refusals (4xx decided by the gateway) within `ban_window` that ban a client.
+    pub ban_after: u32,
+    /// The window in which refusals are counted.
+    pub ban_window: Duration,
+    /// How long a ban lasts.
+    pub ban: Duration,
+    /// Most clients tracked for bans; beyond, new offenders are not tracked.
+    pub max_tracked_offenders: usize,
+}
+
+impl Access {
+    /// Whether `ip` is denied, or not on a non-empty allow list.
+    pub fn refuses(&self, ip: IpAddr) -> bool {
+        self.deny.iter().any(|c| c.contains(ip))
+            || (!self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(ip)))
+    }
+
+    /// Whether `ip` is trusted.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
+}
+
 /// A route class: the rate, size and time budget shared by a group of routes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteClass {
@@ -348,6 +452,7 @@ pub struct Policy {
     pools: Vec<Pool>,
     limits: Limits,
     connections: Connections,
+    access: Access,
     classes: Vec<RouteClass>,
     routes: Vec<Route>,
     exact: HashMap<String, usize>,
@@ -397,6 +502,10 @@ impl Policy {
     /// Connection settings.
     pub fn connections(&self) -> &Connections {
         &self.connections
+    }
+    /// Access lists and bans.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
     /// Route classes.
     pub fn classes(&self) -> &[RouteClass] {
@@ -492,6 +601,7 @@ impl Validator<'_> {
         }
         let limits = self.limits(&raw.limits)?;
         let connections = self.connections(&raw.connections)?;
+        let access = self.access(&raw.access)?;
         let mut classes = Vec::new();
         for (name, c) in &raw.route_classes {
             classes.push(self.class(name, c, &pools)?);
@@ -528,7 +638,55 @@ impl Validator<'_> {
             routes.push(route);
         }
         prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
-        Ok(Policy { listeners, tls, pools, limits, connections, classes, routes, exact, prefixes })
+        Ok(Policy {
+            listeners,
+            tls,
+            pools,
+            limits,
+            connections,
+            access,
+            classes,
+            routes,
+            exact,
+            prefixes,
+        })
+    }
+
+    fn cidrs(&self, list: &[Spanned<String>]) -> Result<Vec<Cidr>, PolicyError> {
+        list.iter()
+            .map(|c| {
+                c.get_ref().parse().map_err(|()| {
+                    self.err(
+                        c,
+                        format!(
+                            "{:?} must be an address or a network like 10.0.0.0/8 or 2001:db8::/32, with no host bits set",
+                            c.get_ref()
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn access(&self, raw: &RawAccess) -> Result<Access, PolicyError> {
+        if *raw.ban_after.get_ref() == 0 {
+            return Err(self.err(&raw.ban_after, "ban_after must be at least 1"));
+        }
+        if *raw.max_tracked_offenders.get_ref() == 0 {
+            return Err(
+                self.err(&raw.max_tracked_offenders, "max_tracked_offenders must be at least 1")
+            );
+        }
+        Ok(Access {
+            allow: self.cidrs(&raw.allow)?,
+            deny: self.cidrs(&raw.deny)?,
+            trusted: self.cidrs(&raw.trusted)?,
+            trusted_factor: self.nonzero(&raw.trusted_factor, "trusted_factor")?,
+            ban_after: *raw.ban_after.get_ref(),
+            ban_window: self.positive_ms(&raw.ban_window_ms, "ban_window_ms")?,
+            ban: self.positive_ms(&raw.ban_ms, "ban_ms")?,
+            max_tracked_offenders: *raw.max_tracked_offenders.get_ref(),
+        })
     }
 
     fn listeners(&self, raw: &RawListeners) -> Result<Listeners, PolicyError> {

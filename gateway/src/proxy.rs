@@ -39,6 +39,8 @@ pub struct ConnCtx {
     pub peer: SocketAddr,
     /// Its limiter key.
     pub key: ClientKey,
+    /// Whether it is in a trusted network.
+    pub trusted: bool,
     /// HTTP/1 framing violations found on this connection.
     pub framing: Option<FramingFlag>,
     /// Requests seen so far on the connection.
@@ -90,6 +92,13 @@ pub async fn handle(
             )
         }
     };
+    if fault == Fault::Downstream
+        && !ctx.trusted
+        && shared.bans.violation(ctx.key, rt.policy.access())
+    {
+        shared.metrics.ban();
+        tracing::warn!(client = %ctx.peer.ip(), "client banned after repeated refusals");
+    }
     let latency = start.elapsed();
     let class = class_name(&rt, trace.class);
     shared.metrics.request(class, resp.status().as_u16(), fault, latency);
@@ -129,6 +138,9 @@ async fn proxy(
     {
         return Err(RequestError::Framing(flag.reason));
     }
+    if !ctx.trusted && shared.bans.is_banned(ctx.key) {
+        return Err(RequestError::Banned);
+    }
     if parts.method != Method::GET && parts.method != Method::POST {
         return Err(RequestError::Method);
     }
@@ -144,7 +156,7 @@ async fn proxy(
     let route = rt.policy.route(path).ok_or(RequestError::NotAllowed)?;
     trace.class = Some(route.class);
     let class = rt.policy.classes().get(route.class).ok_or(RequestError::Internal)?;
-    let decision = rt.limiters.check(&class.name, ctx.key);
+    let decision = rt.limiters.check(&class.name, ctx.key, ctx.trusted);
     trace.limit = decision.label();
     if let Decision::Limited { wait, .. } = decision {
         return Err(RequestError::Limited(wait));

@@ -21,11 +21,12 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
+use crate::ban::Bans;
 use crate::conn::{ConnGuard, EdgeIo};
 use crate::framing::Scanner;
 use crate::limit::ClientKey;
@@ -126,11 +127,13 @@ pub async fn run(
     let store = CertStore::load(&provider, policy.tls())?;
     let resolver = Arc::new(CertResolver::new(store));
     let tls_config = tls::server_config(provider.clone(), resolver.clone(), policy.tls())?;
+    let bans = Bans::new(policy.access().max_tracked_offenders);
     let runtime = Runtime::build(policy, None);
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(runtime),
         metrics: Metrics::default(),
         conns: Arc::default(),
+        bans,
         resolver,
         tls_config: ArcSwap::new(tls_config),
         provider,
@@ -152,9 +155,17 @@ pub async fn run(
     for t in &tasks {
         t.abort();
     }
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
-    if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!("drain timeout: closing the remaining connections");
+    for t in tasks {
+        // Cancelled tasks drop their listeners and their handle on `graceful`.
+        let _ = t.await;
+    }
+    match Arc::try_unwrap(graceful) {
+        Ok(graceful) => {
+            if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
+                tracing::warn!("drain timeout: closing the remaining connections");
+            }
+        }
+        Err(_) => tracing::error!("cannot drain: the shutdown handle is still shared"),
     }
     Ok(())
 }
@@ -165,12 +176,29 @@ fn client_key(shared: &Shared, peer: SocketAddr) -> ClientKey {
     ClientKey::of(peer.ip(), l.client_prefix_v4, l.client_prefix_v6)
 }
 
-fn admit(shared: &Shared, peer: SocketAddr) -> Option<(ClientKey, ConnGuard)> {
+/// A connection let in: its client key, whether it is trusted, and its place.
+struct Admitted {
+    key: ClientKey,
+    trusted: bool,
+    guard: ConnGuard,
+}
+
+fn admit(shared: &Shared, peer: SocketAddr) -> Option<Admitted> {
     let key = client_key(shared, peer);
     let rt = shared.runtime.load();
+    let access = rt.policy.access();
+    if access.refuses(peer.ip()) {
+        shared.metrics.refused("denied");
+        return None;
+    }
+    let trusted = access.is_trusted(peer.ip());
+    if !trusted && shared.bans.is_banned(key) {
+        shared.metrics.refused("banned");
+        return None;
+    }
     let c = rt.policy.connections();
     match shared.conns.admit(key, c.per_client, c.total) {
-        Ok(g) => Some((key, g)),
+        Ok(guard) => Some(Admitted { key, trusted, guard }),
         Err(r) => {
             shared.metrics.refused(r.label());
             None
@@ -195,23 +223,23 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 async fn accept_tls(listener: TcpListener, shared: Arc<Shared>, graceful: Arc<GracefulShutdown>) {
     loop {
         let (tcp, peer) = accept(&listener).await;
-        let Some((key, guard)) = admit(&shared, peer) else {
+        let Some(admitted) = admit(&shared, peer) else {
             drop(tcp);
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(serve_tls(tcp, peer, key, guard, shared.clone(), graceful.clone()));
+        tokio::spawn(serve_tls(tcp, peer, admitted, shared.clone(), graceful.watcher()));
     }
 }
 
 async fn serve_tls(
     tcp: TcpStream,
     peer: SocketAddr,
-    key: ClientKey,
-    guard: ConnGuard,
+    admitted: Admitted,
     shared: Arc<Shared>,
-    graceful: Arc<GracefulShutdown>,
+    watcher: Watcher,
 ) {
+    let Admitted { key, trusted, guard } = admitted;
     let conns = shared.runtime.load().policy.connections().clone();
     let acceptor = TlsAcceptor::from(shared.tls_config.load_full());
     let tls = match tokio::time::timeout(conns.tls_handshake_timeout, acceptor.accept(tcp)).await {
@@ -233,6 +261,7 @@ async fn serve_tls(
     let ctx = Arc::new(ConnCtx {
         peer,
         key,
+        trusted,
         framing: (!h2).then_some(flag),
         requests: AtomicU64::new(0),
     });
@@ -246,14 +275,14 @@ async fn serve_tls(
             .max_pending_accept_reset_streams(conns.h2_max_pending_accept_reset_streams)
             .max_local_error_reset_streams(conns.h2_max_local_error_reset_streams)
             .max_header_list_size(u32::try_from(conns.max_header_bytes).unwrap_or(u32::MAX));
-        graceful.watcher().watch(b.serve_connection(io, svc)).await
+        watcher.watch(b.serve_connection(io, svc)).await
     } else {
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
             .header_read_timeout(conns.header_read_timeout)
             .max_header_size(conns.max_header_bytes)
             .keep_alive(true);
-        graceful.watcher().watch(b.serve_connection(io, svc)).await
+        watcher.watch(b.serve_connection(io, svc)).await
     };
     if let Err(e) = result {
         tracing::debug!(client = %peer.ip(), error = %e, "connection ended with an error");
@@ -268,7 +297,7 @@ async fn accept_redirect(
 ) {
     loop {
         let (tcp, peer) = accept(&listener).await;
-        let Some((_, guard)) = admit(&shared, peer) else {
+        let Some(Admitted { guard, .. }) = admit(&shared, peer) else {
             continue;
         };
         let rt = shared.runtime.load();
@@ -376,6 +405,7 @@ pub fn reload(shared: &Shared, file: &std::path::Path) -> Result<(), String> {
         shared.resolver.replace(store);
     }
     let runtime = Runtime::build(policy, Some(&old));
+    shared.bans.set_cap(runtime.policy.access().max_tracked_offenders);
     shared.runtime.store(Arc::new(runtime));
     Ok(())
 }
@@ -451,6 +481,8 @@ async fn housekeeping(shared: Arc<Shared>) {
     loop {
         let interval = shared.runtime.load().policy.limits().retain_interval;
         tokio::time::sleep(interval).await;
-        shared.runtime.load().limiters.retain_recent();
+        let rt = shared.runtime.load();
+        rt.limiters.retain_recent();
+        shared.bans.retain(rt.policy.access());
     }
 }

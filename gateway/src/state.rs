@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 
+use crate::ban::Bans;
 use crate::conn::ConnTracker;
 use crate::limit::Limiters;
 use crate::metrics::{Gauges, Metrics, NodeGauge};
@@ -66,6 +67,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Open connections.
     pub conns: Arc<ConnTracker>,
+    /// Offenders and bans.
+    pub bans: Bans,
     /// Certificates by server name.
     pub resolver: Arc<CertResolver>,
     /// The TLS configuration new connections use.
@@ -94,6 +97,7 @@ impl Shared {
             connections_open: u64::from(self.conns.open()),
             tracked_clients: rt.limiters.tracked() as u64,
             limiter_overflowed: rt.limiters.overflowed(),
+            banned: self.bans.banned() as u64,
             nodes,
         }
     }

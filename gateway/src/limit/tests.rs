@@ -35,9 +35,9 @@ fn burst_then_limited_with_wait() {
     let l = Limiters::new(&policy(100, 1, 3));
     let key = ClientKey::V4(1);
     for _ in 0..3 {
-        assert_eq!(l.check("read", key), Decision::Allowed);
+        assert_eq!(l.check("read", key, false), Decision::Allowed);
     }
-    match l.check("read", key) {
+    match l.check("read", key, false) {
         Decision::Limited { wait, scope } => {
             assert_eq!(scope, Scope::Client);
             assert!(
@@ -47,30 +47,30 @@ fn burst_then_limited_with_wait() {
         }
         d => panic!("expected limited, got {d:?}"),
     }
-    assert_eq!(l.check("read", ClientKey::V4(2)), Decision::Allowed);
+    assert_eq!(l.check("read", ClientKey::V4(2), false), Decision::Allowed);
 }
 
 #[test]
 fn tracked_clients_stay_under_the_cap_and_overflow_shares_a_bucket() {
     let l = Limiters::new(&policy(1000, 1, 1));
     for i in 0..5000u32 {
-        l.check("read", ClientKey::V4(i));
+        l.check("read", ClientKey::V4(i), false);
     }
     assert_eq!(l.tracked(), 1000);
     assert!(l.overflowed() >= 4000);
     // the shared overflow bucket (burst 1) is exhausted: an unknown client is refused
-    assert!(matches!(l.check("read", ClientKey::V4(99_999)), Decision::Limited { .. }));
+    assert!(matches!(l.check("read", ClientKey::V4(99_999), false), Decision::Limited { .. }));
 }
 
 #[test]
 fn rebuild_keeps_state_of_unchanged_quotas() {
     let p = policy(100, 1, 1);
     let l = Limiters::new(&p);
-    assert_eq!(l.check("read", ClientKey::V4(7)), Decision::Allowed);
+    assert_eq!(l.check("read", ClientKey::V4(7), false), Decision::Allowed);
     let l2 = l.rebuilt(&p);
-    assert!(matches!(l2.check("read", ClientKey::V4(7)), Decision::Limited { .. }));
+    assert!(matches!(l2.check("read", ClientKey::V4(7), false), Decision::Limited { .. }));
     let l3 = l2.rebuilt(&policy(100, 2, 2));
-    assert_eq!(l3.check("read", ClientKey::V4(7)), Decision::Allowed);
+    assert_eq!(l3.check("read", ClientKey::V4(7), false), Decision::Allowed);
 }
 
 #[test]
@@ -80,10 +80,28 @@ fn global_limit_applies_across_clients() {
         .replace("global_burst = 5000", "global_burst = 3");
     let l = Limiters::new(&Policy::parse(&text, Path::new("gateway.toml")).expect("policy"));
     for i in 0..3 {
-        assert_eq!(l.check("read", ClientKey::V4(i)), Decision::Allowed);
+        assert_eq!(l.check("read", ClientKey::V4(i), false), Decision::Allowed);
     }
-    match l.check("push", ClientKey::V4(9)) {
+    match l.check("push", ClientKey::V4(9), false) {
         Decision::Limited { scope, .. } => assert_eq!(scope, Scope::Global),
         d => panic!("expected the global limit, got {d:?}"),
     }
+}
+
+#[test]
+fn trusted_clients_get_the_multiplied_quota() {
+    let text = SHIPPED
+        .replacen("per_second = 50", "per_second = 1", 1)
+        .replacen("burst = 100", "burst = 2", 1)
+        .replace("trusted_factor = 10", "trusted_factor = 5");
+    let l = Limiters::new(&Policy::parse(&text, Path::new("gateway.toml")).expect("policy"));
+    let key = ClientKey::V4(1);
+    for _ in 0..10 {
+        assert_eq!(l.check("read", key, true), Decision::Allowed);
+    }
+    assert!(matches!(l.check("read", key, true), Decision::Limited { .. }));
+    for _ in 0..2 {
+        assert_eq!(l.check("read", key, false), Decision::Allowed);
+    }
+    assert!(matches!(l.check("read", key, false), Decision::Limited { .. }));
 }

@@ -13,6 +13,7 @@ fn renders_counters_histogram_and_gauges() {
         connections_open: 3,
         tracked_clients: 7,
         limiter_overflowed: 0,
+        banned: 0,
         nodes: vec![NodeGauge {
             pool: "api".into(),
             node: "127.0.0.1:1".into(),

@@ -179,3 +179,40 @@ fn canonical_paths() {
     assert!(!is_canonical_path("/v1/chain;x"));
     assert!(!is_canonical_path("v1"));
 }
+
+#[test]
+fn cidrs_parse_and_match() {
+    let c: Cidr = "10.0.0.0/8".parse().expect("v4");
+    assert!(c.contains("10.1.2.3".parse().expect("ip")));
+    assert!(c.contains("::ffff:10.1.2.3".parse().expect("ip")));
+    assert!(!c.contains("11.0.0.1".parse().expect("ip")));
+    let one: Cidr = "192.0.2.7".parse().expect("host");
+    assert!(one.contains("192.0.2.7".parse().expect("ip")));
+    assert!(!one.contains("192.0.2.8".parse().expect("ip")));
+    let v6: Cidr = "2001:db8::/32".parse().expect("v6");
+    assert!(v6.contains("2001:db8:1::1".parse().expect("ip")));
+    assert!(!v6.contains("2001:db9::1".parse().expect("ip")));
+    let all: Cidr = "0.0.0.0/0".parse().expect("all v4");
+    assert!(all.contains("8.8.8.8".parse().expect("ip")));
+    assert!(!all.contains("2001:db8::1".parse().expect("ip")));
+    for bad in ["10.0.0.1/8", "10.0.0.0/33", "2001:db8::/129", "nope", "10.0.0.0/x"] {
+        assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn access_lists_are_validated_with_positions() {
+    let text = SHIPPED.replace("deny = []", "deny = [\"10.0.0.1/8\"]");
+    let (line, column, message) = invalid_at(&text);
+    assert_eq!((line, column), (line_of(&text, "deny = [\"10.0.0.1/8\"]"), 9));
+    assert!(message.contains("host bits"), "{message}");
+    let text = SHIPPED
+        .replace("deny = []", "deny = [\"203.0.113.0/24\"]")
+        .replace("allow = []", "allow = [\"203.0.0.0/16\", \"2001:db8::/32\"]");
+    let p = parse(&text).expect("valid");
+    let a = p.access();
+    assert!(a.refuses("203.0.113.9".parse().expect("ip")));
+    assert!(!a.refuses("203.0.1.9".parse().expect("ip")));
+    assert!(a.refuses("198.51.100.1".parse().expect("ip")));
+    assert!(!a.refuses("2001:db8::5".parse().expect("ip")));
+}

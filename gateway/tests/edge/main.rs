@@ -1,6 +1,7 @@
 //! Crate tests of the gateway as a whole: real TLS, real sockets on 127.0.0.1:0, an in-test
 //! hyper upstream (until api nodes exist). One binary so it links once.
 
+mod access;
 mod certs;
 mod memory;
 mod protection;

@@ -28,7 +28,7 @@ fn a_million_addresses_stay_under_the_cap() {
                 0x2001_0db8_0000_0000_0000_0000_0000_0001u128 | (u128::from(i) << 64),
             ))
         };
-        l.check("read", ClientKey::of(ip, 32, 64));
+        l.check("read", ClientKey::of(ip, 32, 64), false);
         assert!(i % 4096 != 0 || l.tracked() <= cap);
     }
     assert!(l.tracked() <= cap, "tracked {}", l.tracked());

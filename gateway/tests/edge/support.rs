@@ -207,7 +207,8 @@ pub(crate) fn policy_text(nodes: &[SocketAddr], edit: &[(&str, &str)]) -> String
         .replace("per_second = 50", "per_second = 100000")
         .replace("burst = 100\n", "burst = 100000\n")
         .replace("global_per_second = 20000", "global_per_second = 1000000")
-        .replace("global_burst = 5000", "global_burst = 1000000");
+        .replace("global_burst = 5000", "global_burst = 1000000")
+        .replace("ban_after = 100", "ban_after = 1000000");
     for (from, to) in edit {
         assert!(text.contains(from), "policy has no {from:?}");
         text = text.replacen(from, to, 1);
@@ -354,20 +355,29 @@ pub(crate) enum Client {
 
 impl Client {
     pub(crate) async fn connect(addr: SocketAddr, h2: bool) -> Client {
+        Client::connect_from(std::net::Ipv4Addr::LOCALHOST, addr, h2).await.expect("tls")
+    }
+
+    /// A client whose connection comes from `source` (any 127.0.0.0/8 address).
+    pub(crate) async fn connect_from(
+        source: std::net::Ipv4Addr,
+        addr: SocketAddr,
+        h2: bool,
+    ) -> std::io::Result<Client> {
         let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
-        let tls = tls_connect(addr, client_config(alpn)).await.expect("tls");
+        let tls = tls_connect_from(source, addr, client_config(alpn)).await?;
         let io = TokioIo::new(tls);
         if h2 {
             let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                 .await
-                .expect("h2 handshake");
+                .map_err(std::io::Error::other)?;
             tokio::spawn(conn);
-            Client::H2(send)
+            Ok(Client::H2(send))
         } else {
             let (send, conn) =
-                hyper::client::conn::http1::handshake(io).await.expect("h1 handshake");
+                hyper::client::conn::http1::handshake(io).await.map_err(std::io::Error::other)?;
             tokio::spawn(conn);
-            Client::H1(send)
+            Ok(Client::H1(send))
         }
     }
 

@@ -1,0 +1,117 @@
+//! Automatic bans: clients refused too often within a window are refused at connect time for
+//! a while.
+//!
+//! Only refusals the gateway decides (4xx with the downstream at fault) count; upstream
+//! answers never do, and trusted clients are never banned. Memory is bounded by a cap on
+//! tracked offenders: past it, new offenders are not tracked (their requests are still rate
+//! limited). This module keys clients by [`ClientKey`] and never reads a request.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use dashmap::DashMap;
+
+use crate::limit::ClientKey;
+use crate::policy::Access;
+
+#[cfg(test)]
+mod tests;
+
+#[derive(Debug, Clone, Copy)]
+struct Offender {
+    window_start_ms: u64,
+    count: u32,
+    banned_until_ms: u64,
+}
+
+/// The offenders of the gateway; survives policy reloads.
+#[derive(Debug)]
+pub struct Bans {
+    map: DashMap<ClientKey, Offender>,
+    cap: AtomicUsize,
+    epoch: Instant,
+}
+
+impl Bans {
+    /// Tracks at most `cap` offenders.
+    pub fn new(cap: usize) -> Self {
+        Bans { map: DashMap::new(), cap: AtomicUsize::new(cap), epoch: Instant::now() }
+    }
+
+    /// Changes the cap (on reload).
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether `key` is banned now.
+    pub fn is_banned(&self, key: ClientKey) -> bool {
+        self.is_banned_at(key, self.now_ms())
+    }
+
+    fn is_banned_at(&self, key: ClientKey, now: u64) -> bool {
+        self.map.get(&key).is_some_and(|o| o.banned_until_ms > now)
+    }
+
+    /// Counts one refusal of `key`; returns true when this refusal bans it.
+    pub fn violation(&self, key: ClientKey, access: &Access) -> bool {
+        self.violation_at(key, access, self.now_ms())
+    }
+
+    fn violation_at(&self, key: ClientKey, access: &Access, now: u64) -> bool {
+        let window = access.ban_window.as_millis() as u64;
+        let ban = access.ban.as_millis() as u64;
+        let judge = |o: &mut Offender| {
+            if now.saturating_sub(o.window_start_ms) > window {
+                o.window_start_ms = now;
+                o.count = 0;
+            }
+            o.count = o.count.saturating_add(1);
+            if o.count >= access.ban_after && o.banned_until_ms <= now {
+                o.banned_until_ms = now.saturating_add(ban);
+                o.count = 0;
+                o.window_start_ms = now;
+                return true;
+            }
+            false
+        };
+        if let Some(mut o) = self.map.get_mut(&key) {
+            return judge(&mut o);
+        }
+        if self.map.len() >= self.cap.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut o = self.map.entry(key).or_insert(Offender {
+            window_start_ms: now,
+            count: 0,
+            banned_until_ms: 0,
+        });
+        judge(&mut o)
+    }
+
+    /// Forgets offenders whose window has passed and who are not banned.
+    pub fn retain(&self, access: &Access) {
+        self.retain_at(access, self.now_ms());
+    }
+
+    fn retain_at(&self, access: &Access, now: u64) {
+        let window = access.ban_window.as_millis() as u64;
+        self.map.retain(|_, o| {
+            o.banned_until_ms > now || now.saturating_sub(o.window_start_ms) <= window
+        });
+    }
+
+    /// Offenders tracked.
+    pub fn tracked(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Clients banned now.
+    pub fn banned(&self) -> usize {
+        let now = self.now_ms();
+        self.map.iter().filter(|o| o.banned_until_ms > now).count()
+    }
+}

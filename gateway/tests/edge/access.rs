@@ -1,0 +1,67 @@
+//! Access lists, trusted clients and automatic bans, with clients on distinct loopback
+//! addresses.
+
+use std::net::Ipv4Addr;
+
+use crate::support::*;
+
+const TWO: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const THREE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+const FOUR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_networks_are_refused_at_connect() {
+    let up = Upstream::start("a").await;
+    let gw =
+        Gateway::start(&policy_text(&[up.addr], &[("deny = []", "deny = [\"127.0.0.2/32\"]")]))
+            .await;
+    assert!(Client::connect_from(TWO, gw.tls, false).await.is_err());
+    let mut c = Client::connect_from(THREE, gw.tls, false).await.expect("allowed");
+    assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 200);
+    assert_eq!(
+        gw.metric("rempart_gateway_connections_refused_total{reason=\"denied\"}").await,
+        1.0
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_list_admits_only_its_networks() {
+    let up = Upstream::start("a").await;
+    let gw =
+        Gateway::start(&policy_text(&[up.addr], &[("allow = []", "allow = [\"127.0.0.0/30\"]")]))
+            .await;
+    assert!(Client::connect_from(FOUR, gw.tls, false).await.is_err());
+    let mut c = Client::connect_from(THREE, gw.tls, false).await.expect("allowed");
+    assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 200);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_refusals_ban_a_client_but_not_a_trusted_one() {
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&policy_text(
+        &[up.addr],
+        &[("ban_after = 1000000", "ban_after = 5"), ("trusted = []", "trusted = [\"127.0.0.4\"]")],
+    ))
+    .await;
+    let mut bad = Client::connect_from(THREE, gw.tls, false).await.expect("tls");
+    let mut trusted = Client::connect_from(FOUR, gw.tls, false).await.expect("tls");
+    for _ in 0..5 {
+        assert_eq!(bad.post("/v1/producer/pause", "{}").await.status, 403);
+    }
+    for _ in 0..10 {
+        assert_eq!(trusted.post("/v1/producer/pause", "{}").await.status, 403);
+    }
+    let banned = bad.post("/v1/chain/get_block", "{}").await;
+    assert_eq!(banned.status, 403);
+    assert_eq!(banned.json()["error"]["name"], "banned");
+    assert!(Client::connect_from(THREE, gw.tls, false).await.is_err(), "banned client connected");
+    assert_eq!(trusted.post("/v1/chain/get_block", "{}").await.status, 200);
+    let mut other = Client::connect_from(TWO, gw.tls, false).await.expect("tls");
+    assert_eq!(other.post("/v1/chain/get_block", "{}").await.status, 200);
+    assert_eq!(gw.metric("rempart_gateway_bans_total").await, 1.0);
+    assert_eq!(gw.metric("rempart_gateway_banned_clients").await, 1.0);
+    assert_eq!(up.requests(), 2);
+    gw.stop().await;
+}
