@@ -9,6 +9,7 @@
 pub mod ban;
 pub mod conn;
 pub mod dev_cert;
+pub mod document;
 pub mod error;
 pub mod framing;
 pub mod limit;

@@ -126,7 +126,9 @@ fn serve(file: PathBuf) -> ExitCode {
         };
         match run(listeners, policy, config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e @ (GatewayError::Tls(_) | GatewayError::Policy(_))) => {
+            Err(
+                e @ (GatewayError::Tls(_) | GatewayError::Policy(_) | GatewayError::Document(_)),
+            ) => {
                 eprintln!("{e}");
                 ExitCode::from(EXIT_CONFIG)
             }

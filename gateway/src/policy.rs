@@ -93,8 +93,16 @@ struct RawPolicy {
     limits: RawLimits,
     connections: RawConnections,
     access: RawAccess,
+    documents: RawDocuments,
     route_classes: BTreeMap<String, RawClass>,
     routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocuments {
+    bp_json: Option<Spanned<String>>,
+    chains_json: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -317,6 +325,15 @@ pub struct Connections {
     pub h2_max_local_error_reset_streams: usize,
 }
 
+/// JSON documents the gateway serves itself, from files (the producer information standard).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Documents {
+    /// Served at `/bp.json`.
+    pub bp_json: Option<PathBuf>,
+    /// Served at `/chains.json`.
+    pub chains_json: Option<PathBuf>,
+}
+
 /// An IPv4 or IPv6 network in CIDR form (`10.0.0.0/8`, `2001:db8::/32`, or one address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
@@ -453,6 +470,7 @@ pub struct Policy {
     limits: Limits,
     connections: Connections,
     access: Access,
+    documents: Documents,
     classes: Vec<RouteClass>,
     routes: Vec<Route>,
     exact: HashMap<String, usize>,
@@ -506,6 +524,10 @@ impl Policy {
     /// Access lists and bans.
     pub fn access(&self) -> &Access {
         &self.access
+    }
+    /// Documents served from files.
+    pub fn documents(&self) -> &Documents {
+        &self.documents
     }
     /// Route classes.
     pub fn classes(&self) -> &[RouteClass] {
@@ -602,6 +624,10 @@ impl Validator<'_> {
         let limits = self.limits(&raw.limits)?;
         let connections = self.connections(&raw.connections)?;
         let access = self.access(&raw.access)?;
+        let documents = Documents {
+            bp_json: raw.documents.bp_json.as_ref().map(|p| self.path(p)).transpose()?,
+            chains_json: raw.documents.chains_json.as_ref().map(|p| self.path(p)).transpose()?,
+        };
         let mut classes = Vec::new();
         for (name, c) in &raw.route_classes {
             classes.push(self.class(name, c, &pools)?);
@@ -645,6 +671,7 @@ impl Validator<'_> {
             limits,
             connections,
             access,
+            documents,
             classes,
             routes,
             exact,

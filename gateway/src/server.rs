@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::ban::Bans;
 use crate::conn::{ConnGuard, EdgeIo};
+use crate::document::{DocumentError, Loaded};
 use crate::framing::Scanner;
 use crate::limit::ClientKey;
 use crate::metrics::Metrics;
@@ -49,6 +50,9 @@ pub enum GatewayError {
     /// The policy could not be loaded.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// A document could not be loaded.
+    #[error(transparent)]
+    Document(#[from] DocumentError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}; is another process using it?")]
     Bind {
@@ -128,7 +132,8 @@ pub async fn run(
     let resolver = Arc::new(CertResolver::new(store));
     let tls_config = tls::server_config(provider.clone(), resolver.clone(), policy.tls())?;
     let bans = Bans::new(policy.access().max_tracked_offenders);
-    let runtime = Runtime::build(policy, None);
+    let documents = Loaded::load(policy.documents())?;
+    let runtime = Runtime::build(policy, documents, None);
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(runtime),
         metrics: Metrics::default(),
@@ -404,7 +409,8 @@ pub fn reload(shared: &Shared, file: &std::path::Path) -> Result<(), String> {
         }
         shared.resolver.replace(store);
     }
-    let runtime = Runtime::build(policy, Some(&old));
+    let documents = Loaded::load(policy.documents()).map_err(|e| e.to_string())?;
+    let runtime = Runtime::build(policy, documents, Some(&old));
     shared.bans.set_cap(runtime.policy.access().max_tracked_offenders);
     shared.runtime.store(Arc::new(runtime));
     Ok(())

@@ -13,6 +13,7 @@ use rustls::crypto::CryptoProvider;
 
 use crate::ban::Bans;
 use crate::conn::ConnTracker;
+use crate::document::Loaded;
 use crate::limit::Limiters;
 use crate::metrics::{Gauges, Metrics, NodeGauge};
 use crate::policy::Policy;
@@ -28,13 +29,15 @@ pub struct Runtime {
     pub limiters: Arc<Limiters>,
     /// Its pools, in the policy's order.
     pub pools: Vec<Arc<Pool>>,
+    /// The documents it serves.
+    pub documents: Loaded,
 }
 
 impl Runtime {
     /// Builds the runtime of `policy`, reusing from `old` the limiters whose quota and the
     /// pools whose settings are unchanged, and the state of nodes that stay. Health checks
     /// are started for new pools (this needs a tokio runtime).
-    pub fn build(policy: Policy, old: Option<&Runtime>) -> Runtime {
+    pub fn build(policy: Policy, documents: Loaded, old: Option<&Runtime>) -> Runtime {
         let limiters = match old {
             Some(o) => Arc::new(o.limiters.rebuilt(&policy)),
             None => Arc::new(Limiters::new(&policy)),
@@ -54,7 +57,7 @@ impl Runtime {
                 }
             })
             .collect();
-        Runtime { policy: Arc::new(policy), limiters, pools }
+        Runtime { policy: Arc::new(policy), limiters, pools, documents }
     }
 }
 

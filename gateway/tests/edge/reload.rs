@@ -65,3 +65,48 @@ async fn shutdown_drains_requests_in_flight_and_refuses_new_connections() {
         "a new connection was accepted after shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bp_json_and_chains_json_are_served_from_files_and_reloaded() {
+    use bytes::Bytes;
+    use http::Request;
+    use http_body_util::Full;
+    let up = Upstream::start("a").await;
+    let dir = std::env::temp_dir().join(format!("rempart-gw-docs-edge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let bp = dir.join("bp.json");
+    std::fs::write(&bp, r#"{"producer_account_name":"rempart1"}"#).expect("write");
+    let text = policy_text(
+        &[up.addr],
+        &[("# bp_json = \"bp.json\"", &format!("bp_json = \"{}\"", bp.display()))],
+    );
+    let gw = Gateway::start(&text).await;
+    let mut c = Client::connect(gw.tls, true).await;
+    let get = |p: &str| {
+        Request::get(format!("https://localhost{p}")).body(Full::new(Bytes::new())).expect("req")
+    };
+    let a = c.send(get("/bp.json")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["producer_account_name"], "rempart1");
+    assert_eq!(a.headers["access-control-allow-origin"], "*");
+    assert_eq!(c.send(get("/chains.json")).await.status, 403);
+
+    // A broken document refuses the whole reload.
+    std::fs::write(&bp, "[not an object]").expect("write");
+    gw.reload.notify_one();
+    wait_for("rejected reload", Duration::from_secs(5), async || {
+        gw.metric("rempart_gateway_reloads_total{what=\"policy\",result=\"rejected\"}").await >= 1.0
+    })
+    .await;
+    assert_eq!(c.send(get("/bp.json")).await.json()["producer_account_name"], "rempart1");
+    std::fs::write(&bp, r#"{"producer_account_name":"rempart2"}"#).expect("write");
+    gw.reload.notify_one();
+    wait_for("applied reload", Duration::from_secs(5), async || {
+        gw.metric("rempart_gateway_reloads_total{what=\"policy\",result=\"ok\"}").await >= 1.0
+    })
+    .await;
+    assert_eq!(c.send(get("/bp.json")).await.json()["producer_account_name"], "rempart2");
+    assert_eq!(up.requests(), 0);
+    gw.stop().await;
+    std::fs::remove_dir_all(dir).ok();
+}
