@@ -19,13 +19,15 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 # ---- Debian packages the tests need ----------------------------------------------------------
 # One entry per package: "<debian package>:<command on PATH, or absolute path of a file, that
 # shows it is installed>". Only missing ones are installed. Later issues add theirs here
-# (softhsm2, opensc, wireguard-go, wireguard-tools, haproxy, ...).
+# (wireguard-go, wireguard-tools, haproxy, ...).
 DEBIAN_PACKAGES=(
     "ca-certificates:/etc/ssl/certs/ca-certificates.crt" # npm registry over TLS
     "curl:curl"                                          # health probes in end-to-end tests
     "pkg-config:pkg-config"                              # -sys crates that find C libraries
     "nodejs:node"                                        # eosjs / wharfkit cross-check
     "npm:npm"                                            # installs tests/clients
+    "softhsm2:/usr/lib/softhsm/libsofthsm2.so"           # signer: PKCS#11 HSM tests
+    "opensc:pkcs11-tool"                                 # signer: inspecting SoftHSM2 tokens
 )
 # -----------------------------------------------------------------------------------------------
 
