@@ -16,6 +16,7 @@ pub mod limit;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod proxy_header;
 pub mod server;
 pub mod state;
 pub mod tls;

@@ -108,6 +108,7 @@ struct RawDocuments {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAccess {
+    proxy_protocol_from: Vec<Spanned<String>>,
     allow: Vec<Spanned<String>>,
     deny: Vec<Spanned<String>>,
     trusted: Vec<Spanned<String>>,
@@ -392,6 +393,9 @@ impl std::str::FromStr for Cidr {
 /// Who may connect, who is trusted, and when a client is banned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Access {
+    /// Load balancers whose connections start with a PROXY protocol v2 header giving the real
+    /// client; only they are believed, and they must send it.
+    pub proxy_protocol_from: Vec<Cidr>,
     /// If not empty, only these networks may connect.
     pub allow: Vec<Cidr>,
     /// These networks are refused at connect time (checked before `allow`).
@@ -416,6 +420,11 @@ impl Access {
     pub fn refuses(&self, ip: IpAddr) -> bool {
         self.deny.iter().any(|c| c.contains(ip))
             || (!self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(ip)))
+    }
+
+    /// Whether connections from `ip` carry a PROXY protocol v2 header.
+    pub fn expects_proxy_header(&self, ip: IpAddr) -> bool {
+        self.proxy_protocol_from.iter().any(|c| c.contains(ip))
     }
 
     /// Whether `ip` is trusted.
@@ -705,6 +714,7 @@ impl Validator<'_> {
             );
         }
         Ok(Access {
+            proxy_protocol_from: self.cidrs(&raw.proxy_protocol_from)?,
             allow: self.cidrs(&raw.allow)?,
             deny: self.cidrs(&raw.deny)?,
             trusted: self.cidrs(&raw.trusted)?,

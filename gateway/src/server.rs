@@ -34,6 +34,7 @@ use crate::limit::ClientKey;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::{self, ConnCtx};
+use crate::proxy_header;
 use crate::state::{Runtime, Shared};
 use crate::tls::{self, CertResolver, CertStore, FileStamps, TlsError};
 
@@ -228,13 +229,45 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 async fn accept_tls(listener: TcpListener, shared: Arc<Shared>, graceful: Arc<GracefulShutdown>) {
     loop {
         let (tcp, peer) = accept(&listener).await;
+        let _ = tcp.set_nodelay(true);
+        if shared.runtime.load().policy.access().expects_proxy_header(peer.ip()) {
+            tokio::spawn(serve_proxied(tcp, peer, shared.clone(), graceful.watcher()));
+            continue;
+        }
         let Some(admitted) = admit(&shared, peer) else {
             drop(tcp);
             continue;
         };
-        let _ = tcp.set_nodelay(true);
         tokio::spawn(serve_tls(tcp, peer, admitted, shared.clone(), graceful.watcher()));
     }
+}
+
+/// A connection from a trusted balancer: the PROXY v2 header names the client, who is then
+/// admitted and served like a direct one.
+async fn serve_proxied(
+    mut tcp: TcpStream,
+    balancer: SocketAddr,
+    shared: Arc<Shared>,
+    watcher: Watcher,
+) {
+    let deadline = shared.runtime.load().policy.connections().tls_handshake_timeout;
+    let client = match tokio::time::timeout(deadline, proxy_header::read(&mut tcp, balancer)).await
+    {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => {
+            shared.metrics.refused("proxy_header");
+            tracing::warn!(balancer = %balancer, error = %e, "PROXY header refused");
+            return;
+        }
+        Err(_) => {
+            shared.metrics.refused("proxy_header");
+            return;
+        }
+    };
+    let Some(admitted) = admit(&shared, client) else {
+        return;
+    };
+    serve_tls(tcp, client, admitted, shared, watcher).await;
 }
 
 async fn serve_tls(

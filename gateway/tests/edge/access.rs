@@ -65,3 +65,40 @@ async fn repeated_refusals_ban_a_client_but_not_a_trusted_one() {
     assert_eq!(up.requests(), 2);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_v2_is_believed_only_from_configured_balancers() {
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&policy_text(
+        &[up.addr],
+        &[
+            ("proxy_protocol_from = []", "proxy_protocol_from = [\"127.0.0.5\"]"),
+            ("per_client = 64", "per_client = 1"),
+            ("deny = []", "deny = [\"203.0.113.0/24\"]"),
+        ],
+    ))
+    .await;
+    let balancer = Ipv4Addr::new(127, 0, 0, 5);
+    let alice: std::net::SocketAddr = "198.51.100.7:40000".parse().expect("addr");
+    let bob: std::net::SocketAddr = "[2001:db8::9]:40000".parse().expect("addr");
+    let mut a = Client::connect_proxied(balancer, alice, gw.tls).await.expect("alice");
+    let mut b = Client::connect_proxied(balancer, bob, gw.tls).await.expect("bob");
+    for (c, ip) in [(&mut a, "198.51.100.7"), (&mut b, "2001:db8::9")] {
+        let r = c.post("/v1/chain/get_block", "{}").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["headers"]["x-forwarded-for"], serde_json::json!([ip]));
+    }
+    // Caps and access lists apply to the real client, not the balancer.
+    assert!(
+        Client::connect_proxied(balancer, alice, gw.tls).await.is_err(),
+        "alice's 2nd connection"
+    );
+    let mallory: std::net::SocketAddr = "203.0.113.9:1".parse().expect("addr");
+    assert!(Client::connect_proxied(balancer, mallory, gw.tls).await.is_err(), "denied client");
+    // A header from anyone else is not believed: the handshake fails.
+    assert!(Client::connect_proxied(TWO, alice, gw.tls).await.is_err());
+    // The balancer itself must send the header.
+    assert!(Client::connect_from(balancer, gw.tls, false).await.is_err());
+    assert_eq!(up.requests(), 2);
+    gw.stop().await;
+}

@@ -366,6 +366,28 @@ impl Client {
     ) -> std::io::Result<Client> {
         let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
         let tls = tls_connect_from(source, addr, client_config(alpn)).await?;
+        Client::over(tls, h2).await
+    }
+
+    /// A client whose connection comes from `balancer` and starts with a PROXY v2 header
+    /// naming `client`.
+    pub(crate) async fn connect_proxied(
+        balancer: std::net::Ipv4Addr,
+        client: SocketAddr,
+        addr: SocketAddr,
+    ) -> std::io::Result<Client> {
+        use tokio::io::AsyncWriteExt;
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::from((balancer, 0)))?;
+        let mut tcp = sock.connect(addr).await?;
+        tcp.write_all(&rempart_gateway::proxy_header::encode(client, addr)).await?;
+        let tls = TlsConnector::from(client_config(&[b"http/1.1"]))
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await?;
+        Client::over(tls, false).await
+    }
+
+    async fn over(tls: TlsStream<TcpStream>, h2: bool) -> std::io::Result<Client> {
         let io = TokioIo::new(tls);
         if h2 {
             let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
