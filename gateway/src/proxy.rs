@@ -79,8 +79,13 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
     let result = proxy(&shared, &rt, &ctx, index, parts, &mut body, &mut trace).await;
-    if let Some(unread) = body.take() {
-        drain(unread).await;
+    // A refused HTTP/2 request's body is drained in the background so its stream ends cleanly
+    // and the answer is not delayed; HTTP/1 leaves an unread body to hyper, which closes the
+    // connection rather than parse what follows (it may be a smuggling attempt).
+    if let Some(unread) = body.take()
+        && ctx.framing.is_none()
+    {
+        tokio::spawn(drain(unread));
     }
     let (resp, fault, code) = match result {
         Ok(resp) => {

@@ -432,17 +432,26 @@ pub fn reload(shared: &Shared, file: &std::path::Path) -> Result<(), String> {
             "listener addresses changed in the policy: they take effect on restart only"
         );
     }
+    // Everything that can fail is loaded first; only then is anything swapped.
+    let mut certificates = None;
+    let mut tls_config = None;
     if policy.tls() != old.policy.tls() {
-        let store = CertStore::load(&shared.provider, policy.tls()).map_err(|e| e.to_string())?;
+        certificates =
+            Some(CertStore::load(&shared.provider, policy.tls()).map_err(|e| e.to_string())?);
         if policy.tls().session_cache_entries != old.policy.tls().session_cache_entries {
-            let config =
+            tls_config = Some(
                 tls::server_config(shared.provider.clone(), shared.resolver.clone(), policy.tls())
-                    .map_err(|e| e.to_string())?;
-            shared.tls_config.store(config);
+                    .map_err(|e| e.to_string())?,
+            );
         }
-        shared.resolver.replace(store);
     }
     let documents = Loaded::load(policy.documents()).map_err(|e| e.to_string())?;
+    if let Some(store) = certificates {
+        shared.resolver.replace(store);
+    }
+    if let Some(config) = tls_config {
+        shared.tls_config.store(config);
+    }
     let runtime = Runtime::build(policy, documents, Some(&old));
     shared.bans.set_cap(runtime.policy.access().max_tracked_offenders);
     shared.runtime.store(Arc::new(runtime));
