@@ -170,7 +170,10 @@ if $fuzz_ready; then
             grep -E '^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" |
                 sed 's/^/     /' || true
         else
-            tail -n 60 "$log" >&2
+            # The panic or sanitizer report, then libFuzzer's summary of the failing input.
+            grep -E -A3 'panicked at|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)' "$log" |
+                head -n 24 >&2 || true
+            grep -E -A2 '^(SUMMARY|Failing input|Output of)' "$log" | head -n 16 >&2 || true
             echo "error: fuzz target $target failed; a crashing input is in fuzz/artifacts/$target" >&2
             echo "       reproduce: cd fuzz && cargo +nightly fuzz run $target <that file>" >&2
             exit 1
