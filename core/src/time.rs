@@ -105,7 +105,17 @@ fn write_iso(f: &mut fmt::Formatter<'_>, micros: i64, with_millis: bool) -> fmt:
     let secs = micros.div_euclid(1_000_000);
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
-    write!(f, "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60)?;
+    // Years past 9999 or before 0 (reachable from raw i64 time points) keep every digit and
+    // a sign, so what is written always parses back.
+    let sign = if y < 0 { "-" } else { "" };
+    let ya = y.unsigned_abs();
+    write!(
+        f,
+        "{sign}{ya:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )?;
     if with_millis {
         write!(f, ".{:03}", micros.rem_euclid(1_000_000) / 1000)?;
     }
@@ -116,11 +126,20 @@ fn write_iso(f: &mut fmt::Formatter<'_>, micros: i64, with_millis: bool) -> fmt:
 fn parse_iso(s: &str) -> Option<i64> {
     let t = s.strip_suffix('Z').unwrap_or(s);
     let (date, time) = t.split_once('T')?;
+    let (neg, date) = match date.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, date),
+    };
     let mut dp = date.splitn(3, '-');
     let num = |p: &str, len: usize| -> Option<i64> {
         (p.len() == len && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok())?
     };
-    let y = num(dp.next()?, 4)?;
+    let digits = dp.next()?;
+    if digits.len() < 4 || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let y: i64 = digits.parse().ok()?;
+    let y = if neg { -y } else { y };
     let mo = u32::try_from(num(dp.next()?, 2)?).ok()?;
     let d = u32::try_from(num(dp.next()?, 2)?).ok()?;
     if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) {
@@ -145,7 +164,14 @@ fn parse_iso(s: &str) -> Option<i64> {
         micros = fr.parse::<i64>().ok()? * 10i64.pow(6 - fr.len() as u32);
     }
     let days = days_from_civil(y, mo, d);
-    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) * 1_000_000) + micros)
+    let total = (i128::from(days) * 86_400 + i128::from(h * 3600 + mi * 60 + sec)) * 1_000_000
+        + i128::from(micros);
+    // Text carries milliseconds: the written form of the lowest time points floors to at most
+    // one millisecond below i64::MIN, which saturates rather than failing the round trip.
+    if (i128::from(i64::MIN) - 1000..i128::from(i64::MIN)).contains(&total) {
+        return Some(i64::MIN);
+    }
+    i64::try_from(total).ok()
 }
 
 impl fmt::Display for TimePoint {

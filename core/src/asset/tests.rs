@@ -48,7 +48,7 @@ fn asset_rejects_bad_strings() {
 fn symbol_code_validity_on_decode() {
     let bad = Symbol((0x61 << 8) | 4); // lower-case 'a'
     assert!(from_bytes::<Symbol>(&to_bytes(&bad)).is_err());
-    let gap = Symbol((0x4100_41 << 8) | 4); // "A\0A"
+    let gap = Symbol((0x0041_0041 << 8) | 4); // "A\0A"
     assert!(from_bytes::<Symbol>(&to_bytes(&gap)).is_err());
     let sym: Symbol = "4,EOS".parse().unwrap();
     assert_eq!(from_bytes::<Symbol>(&to_bytes(&sym)).unwrap(), sym);

@@ -50,3 +50,14 @@ fn many_days_round_trip() {
         assert_eq!(days_from_civil(y, m, d), days);
     }
 }
+
+#[test]
+fn extreme_time_points_round_trip_through_their_text() {
+    // bin_to_json may meet any i64: what it writes must parse back (found by fuzzing).
+    for us in [i64::MAX, i64::MIN, 300_000_000_000_000_000, -62_200_000_000_000_000, -1] {
+        let text = TimePoint(us).to_string();
+        let back: TimePoint = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(back.millis(), TimePoint(us).millis(), "{text}");
+    }
+    assert!("99999999999999-01-01T00:00:00".parse::<TimePoint>().is_err());
+}
