@@ -126,7 +126,8 @@ impl PrivateKey {
 
 fn sign_k1(sk: &secp256k1::SecretKey, digest: &Checksum256) -> Signature {
     let msg = secp256k1::Message::from_digest(digest.0);
-    // About one attempt in four is canonical; each attempt is a fresh RFC 6979 nonce.
+    // About one attempt in two is canonical (low-S keeps s's top bit clear; r's is a coin
+    // toss); each attempt is a fresh RFC 6979 nonce.
     let mut counter: u64 = 0;
     loop {
         counter = counter.wrapping_add(1);
