@@ -28,6 +28,9 @@ DEBIAN_PACKAGES=(
     "npm:npm"                                            # installs tests/clients
     "softhsm2:/usr/lib/softhsm/libsofthsm2.so"           # signer: PKCS#11 HSM tests
     "opensc:pkcs11-tool"                                 # signer: inspecting SoftHSM2 tokens
+    "wireguard-go:wireguard-go"                          # private network: userspace WireGuard
+    "wireguard-tools:wg"                                 # private network: wg set / wg show in tests
+    "iproute2:ip"                                        # private network: namespaces, veth, addresses
 )
 # -----------------------------------------------------------------------------------------------
 
