@@ -9,6 +9,7 @@
 //! bounded by its input, never panics, and reports what it rejected and where.
 
 pub mod abi;
+pub mod admin;
 pub mod asset;
 pub mod block;
 pub mod checksum;
