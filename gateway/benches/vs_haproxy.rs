@@ -1,0 +1,490 @@
+//! The gateway side by side with HAProxy 2.6 on the same machine, in the same run.
+//!
+//! `cargo bench -p rempart-gateway --bench vs_haproxy` starts one upstream (a static `get_info`
+//! responder in this process), the release `rempart-gateway` and Debian's `haproxy` configured
+//! equivalently (TLS termination with the same certificate, HTTP/1.1 and h2 via ALPN, keep-alive
+//! to the upstream, a per-IP stick-table limit high enough never to trigger), then drives each in
+//! turn with the same load generators and the same concurrency, several rounds alternating, and
+//! prints medians and the gateway/HAProxy ratios as a Markdown table for BENCHMARKS.md:
+//!
+//! - requests/s and p50/p99 latency over HTTP/1.1 keep-alive (`wrk --latency`);
+//! - requests/s over HTTP/2 (`h2load`, 10 streams per connection);
+//! - new TLS sessions/s, full handshakes and resumed ones (`openssl s_time -new` / `-reuse`,
+//!   two clients in parallel, each fetching `get_info` once per connection);
+//! - resident memory of each proxy after the load (VmHWM).
+//!
+//! Needs `haproxy`, `wrk`, `h2load` (nghttp2-client) and `openssl` on PATH; it says which one is
+//! missing and stops. Access logging is off on both sides. This is a benchmark, never a test: it
+//! asserts nothing about speed. Knobs: `BENCH_SECONDS` (per measurement, default 8),
+//! `BENCH_ROUNDS` (default 3), `BENCH_CONNECTIONS` (default 64).
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        // `cargo test --benches` asks for the list of benchmarks; there is nothing to list.
+        return;
+    }
+    for tool in ["haproxy", "wrk", "h2load", "openssl", "curl"] {
+        if which(tool).is_none() {
+            eprintln!(
+                "vs_haproxy: `{tool}` is not installed; run `apt-get install -y \
+                 --no-install-recommends haproxy wrk nghttp2-client openssl curl`"
+            );
+            std::process::exit(2);
+        }
+    }
+    let seconds = env_u64("BENCH_SECONDS", 8);
+    let rounds = env_u64("BENCH_ROUNDS", 3) as usize;
+    let conns = env_u64("BENCH_CONNECTIONS", 64);
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let upstream = start_upstream();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cert = repo.join("certs/server.pem").canonicalize().expect("certs/server.pem");
+    let key = repo.join("certs/server.key").canonicalize().expect("certs/server.key");
+
+    let gw_port = free_port();
+    let gw_admin = free_port();
+    let gw_policy = gateway_policy(&repo, &cert, &key, gw_port, gw_admin, upstream);
+    let gw_policy_path = dir.path().join("gateway.toml");
+    std::fs::write(&gw_policy_path, gw_policy).expect("write gateway policy");
+
+    let ha_port = free_port();
+    let pem = dir.path().join("haproxy.pem");
+    let mut combined = std::fs::read(&cert).expect("read cert");
+    combined.extend(std::fs::read(&key).expect("read key"));
+    std::fs::write(&pem, combined).expect("write haproxy pem");
+    let ha_cfg_path = dir.path().join("haproxy.cfg");
+    std::fs::write(&ha_cfg_path, haproxy_config(&pem, ha_port, upstream)).expect("haproxy.cfg");
+
+    let gateway = Proxy::start(
+        "rempart-gateway",
+        Command::new(env!("CARGO_BIN_EXE_rempart-gateway"))
+            .arg("serve")
+            .arg("--policy")
+            .arg(&gw_policy_path)
+            .env("RUST_LOG", "warn"),
+        gw_port,
+    );
+    let haproxy = Proxy::start(
+        "haproxy",
+        Command::new("haproxy").arg("-db").arg("-f").arg(&ha_cfg_path),
+        ha_port,
+    );
+
+    let mut results: Vec<(&str, [Vec<f64>; 7])> =
+        vec![("rempart-gateway", Default::default()), ("haproxy", Default::default())];
+    for round in 0..rounds {
+        for (i, proxy) in [&gateway, &haproxy].into_iter().enumerate() {
+            eprintln!("round {}/{rounds}: {}", round + 1, proxy.name);
+            let url = format!("https://127.0.0.1:{}/v1/chain/get_info", proxy.port);
+            let before = UPSTREAM_CONNECTIONS.load(Ordering::Relaxed);
+            let (rps, p50, p99) = wrk(&url, conns, seconds);
+            eprintln!(
+                "  upstream connections opened during wrk: {}",
+                UPSTREAM_CONNECTIONS.load(Ordering::Relaxed) - before
+            );
+            let h2 = h2load(&url, conns, seconds);
+            let full = s_time(proxy.port, false, seconds);
+            let resumed = s_time(proxy.port, true, seconds);
+            let rss = proxy.peak_rss_kib() as f64;
+            for (slot, v) in [rps, p50, p99, h2, full, resumed, rss].into_iter().enumerate() {
+                results[i].1[slot].push(v);
+            }
+        }
+    }
+
+    let med: Vec<[f64; 7]> =
+        results.iter().map(|(_, r)| std::array::from_fn(|k| median(&r[k]))).collect();
+    let rows = [
+        ("HTTP/1.1 requests/s (wrk)", 0, true),
+        ("HTTP/1.1 p50 latency (ms)", 1, false),
+        ("HTTP/1.1 p99 latency (ms)", 2, false),
+        ("HTTP/2 requests/s (h2load, 10 streams)", 3, true),
+        ("full TLS handshakes/s (+1 request)", 4, true),
+        ("resumed TLS sessions/s (+1 request)", 5, true),
+        ("peak RSS (MiB)", 6, false),
+    ];
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{conns} connections, {seconds} s per measurement, median of {rounds} alternating rounds"
+    );
+    let _ = writeln!(out, "\n| measure | rempart-gateway | HAProxy 2.6 | gateway / HAProxy |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    for (label, k, _higher_is_better) in rows {
+        let (g, h) =
+            if k == 6 { (med[0][k] / 1024.0, med[1][k] / 1024.0) } else { (med[0][k], med[1][k]) };
+        let _ = writeln!(out, "| {label} | {g:.2} | {h:.2} | {:.2}× |", g / h);
+    }
+    println!("{out}");
+    drop(gateway);
+    drop(haproxy);
+}
+
+/// A proxy process under test; killed on drop.
+struct Proxy {
+    name: &'static str,
+    port: u16,
+    child: Child,
+}
+
+impl Proxy {
+    fn start(name: &'static str, cmd: &mut Command, port: u16) -> Proxy {
+        let child =
+            cmd.stdout(Stdio::null()).spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let mut proxy = Proxy { name, port, child };
+        // Ready when get_info answers 200 through it (the gateway's health check has then
+        // admitted the upstream).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("https://127.0.0.1:{port}/v1/chain/get_info");
+        loop {
+            let ok = Command::new("curl")
+                .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                .output()
+                .map(|o| o.stdout == b"200")
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            if let Ok(Some(status)) = proxy.child.try_wait() {
+                panic!("{name} exited before serving: {status}");
+            }
+            assert!(Instant::now() < deadline, "{name} did not serve get_info within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        proxy
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shipped policy with the bench's ports, the upstream, and limits too high to trigger.
+fn gateway_policy(
+    repo: &Path,
+    cert: &Path,
+    key: &Path,
+    port: u16,
+    admin: u16,
+    upstream: SocketAddr,
+) -> String {
+    let shipped =
+        std::fs::read_to_string(repo.join("policies/gateway.toml")).expect("policies/gateway.toml");
+    let mut out = String::new();
+    let mut section = String::new();
+    for line in shipped.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            section = t.to_string();
+        }
+        let key_of = t.split('=').next().unwrap_or("").trim();
+        let replaced = match (section.as_str(), key_of) {
+            ("[listeners]", "tls") => format!("tls = \"127.0.0.1:{port}\""),
+            ("[listeners]", "redirect") => String::new(),
+            ("[listeners]", "admin") => format!("admin = \"127.0.0.1:{admin}\""),
+            ("[[tls.certificates]]", "cert") => format!("cert = {:?}", cert.display().to_string()),
+            ("[[tls.certificates]]", "key") => format!("key = {:?}", key.display().to_string()),
+            ("[[pools]]", "nodes") => format!("nodes = [\"{upstream}\"]"),
+            // HAProxy keeps every idle server connection by default (pool-max-conn -1).
+            ("[[pools]]", "max_idle_per_node") => "max_idle_per_node = 1024".into(),
+            ("[limits]", "global_per_second") => "global_per_second = 100000000".into(),
+            ("[limits]", "global_burst") => "global_burst = 100000000".into(),
+            ("[connections]", "per_client") => "per_client = 100000".into(),
+            ("[connections]", "total") => "total = 100000".into(),
+            ("[access]", "ban_after") => "ban_after = 1000000000".into(),
+            (s, "per_second") if s.starts_with("[route_classes.") => {
+                "per_second = 100000000".into()
+            }
+            (s, "burst") if s.starts_with("[route_classes.") => "burst = 100000000".into(),
+            _ => line.to_string(),
+        };
+        out.push_str(&replaced);
+        out.push('\n');
+    }
+    out
+}
+
+/// HAProxy doing the same job: TLS termination with the same certificate, ALPN h2 and
+/// http/1.1, keep-alive to the upstream, X-Forwarded-For, a per-IP request-rate stick table
+/// whose limit never triggers, and the gateway's timeouts.
+fn haproxy_config(pem: &Path, port: u16, upstream: SocketAddr) -> String {
+    format!(
+        "global
+    nbthread 2
+    maxconn 8000
+    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
+    ssl-default-bind-ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 5s
+    timeout http-request 5s
+    timeout http-keep-alive 60s
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+
+frontend public
+    bind 127.0.0.1:{port} ssl crt {pem} alpn h2,http/1.1
+    stick-table type ip size 1m expire 60s store http_req_rate(1s)
+    http-request track-sc0 src
+    http-request deny deny_status 429 if {{ sc_http_req_rate(0) gt 100000000 }}
+    default_backend api
+
+backend api
+    server api1 {upstream} maxconn 1000
+",
+        pem = pem.display()
+    )
+}
+
+/// Connections the upstream accepted (a proxy that does not reuse them opens many).
+static UPSTREAM_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// A static `get_info` responder on a one-thread runtime, with a fresh head block time so the
+/// gateway's health check admits it.
+fn start_upstream() -> SocketAddr {
+    let listener = StdListener::bind("127.0.0.1:0").expect("bind upstream");
+    let addr = listener.local_addr().expect("upstream address");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                UPSTREAM_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(async move {
+                    let svc = service_fn(|_req: Request<Incoming>| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(get_info()))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+fn get_info() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    let time = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    );
+    format!(
+        concat!(
+            "{{\"server_version\":\"bench\",",
+            "\"chain_id\":\"8a34ec7df1b8cd06ff4a8abbaa7cc50300823350cadc59ab296cb00d104d2b8f\",",
+            "\"head_block_num\":1000,\"last_irreversible_block_num\":1000,",
+            "\"last_irreversible_block_id\":\"000003e8{zeros}\",",
+            "\"head_block_id\":\"000003e8{zeros}\",\"head_block_time\":\"{time}\",",
+            "\"head_block_producer\":\"eosio\",\"virtual_block_cpu_limit\":200000000,",
+            "\"virtual_block_net_limit\":1048576000,\"block_cpu_limit\":200000,",
+            "\"block_net_limit\":1048576,\"server_version_string\":\"bench\"}}"
+        ),
+        zeros = "0".repeat(56),
+        time = time
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `wrk`: HTTP/1.1 keep-alive, two threads. Returns (requests/s, p50 ms, p99 ms).
+fn wrk(url: &str, conns: u64, seconds: u64) -> (f64, f64, f64) {
+    let out = run(Command::new("wrk").args([
+        "-t2",
+        &format!("-c{conns}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+        url,
+    ]));
+    let rps = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("wrk printed no Requests/sec:\n{out}"));
+    let pct = |p: &str| {
+        out.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(p))
+            .map(|v| wrk_ms(v.trim()))
+            .unwrap_or_else(|| panic!("wrk printed no {p} latency:\n{out}"))
+    };
+    assert!(!out.contains("Non-2xx"), "wrk saw non-2xx answers:\n{out}");
+    (rps, pct("50%"), pct("99%"))
+}
+
+fn wrk_ms(v: &str) -> f64 {
+    let split = v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => f64::NAN,
+    }
+}
+
+/// `h2load`: HTTP/2 with 10 concurrent streams per connection. Returns requests/s.
+fn h2load(url: &str, conns: u64, seconds: u64) -> f64 {
+    let out = run(Command::new("h2load").args([
+        "-c",
+        &conns.to_string(),
+        "-m",
+        "10",
+        "-t",
+        "2",
+        "-D",
+        &seconds.to_string(),
+        url,
+    ]));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .unwrap_or_else(|| panic!("h2load printed no summary:\n{out}"));
+    let failed = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("requests:"))
+        .and_then(|l| {
+            l.split(',').find_map(|p| p.trim().strip_suffix(" failed").map(str::to_owned))
+        })
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert_eq!(failed, 0, "h2load saw failed requests:\n{out}");
+    line.split(',')
+        .find_map(|p| p.trim().strip_suffix(" req/s"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("h2load summary without req/s: {line}"))
+}
+
+/// `openssl s_time`, two clients in parallel, each connection fetching get_info once.
+/// Returns new connections per second in total.
+fn s_time(port: u16, reuse: bool, seconds: u64) -> f64 {
+    let children: Vec<Child> = (0..2)
+        .map(|_| {
+            Command::new("openssl")
+                .args([
+                    "s_time",
+                    "-connect",
+                    &format!("127.0.0.1:{port}"),
+                    if reuse { "-reuse" } else { "-new" },
+                    "-www",
+                    "/v1/chain/get_info",
+                    "-time",
+                    &seconds.to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start openssl s_time")
+        })
+        .collect();
+    let mut total = 0.0;
+    for child in children {
+        let out = child.wait_with_output().expect("openssl s_time");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "1234 connections in 8.01s; 154.06 connections/user sec, ..." then
+        // "1234 connections in 9 real seconds, 512 bytes read per connection"
+        let line = text
+            .lines()
+            .find(|l| l.contains("real seconds"))
+            .unwrap_or_else(|| panic!("s_time printed no summary:\n{text}"));
+        let mut words = line.split_whitespace();
+        let n: f64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(f64::NAN);
+        let secs: f64 = words.nth(2).and_then(|w| w.parse().ok()).unwrap_or(f64::NAN);
+        assert!(
+            !text.contains("0 bytes read per connection") || n == 0.0,
+            "s_time read nothing back:\n{text}"
+        );
+        total += n / secs;
+    }
+    total
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+fn free_port() -> u16 {
+    let l = StdListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    drop(l);
+    // Make sure nothing answers there yet.
+    assert!(StdStream::connect(("127.0.0.1", port)).is_err());
+    port
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
