@@ -12,3 +12,4 @@ pub mod config;
 pub mod genesis;
 pub mod native;
 pub mod store;
+pub mod vm;

@@ -1,0 +1,336 @@
+//! The i64 database as one action sees it: rows of the contract tables over the transaction's
+//! [`Overlay`], with Antelope's iterator semantics (a per-action iterator cache; row iterators
+//! are small non-negative integers, each table's end iterator is `-(index + 2)`, `-1` means "no
+//! such table").
+//!
+//! A stored row is keyed by [`key::row`] and its value is the payer (8 bytes, a packed name)
+//! followed by the row bytes, which is what the chain API reads back. Only the receiver's own
+//! tables may be written. This module never decides anything about authority beyond the RAM
+//! payer rule, and never touches rows outside the contract tables.
+
+use std::collections::HashMap;
+
+use rempart_core::Name;
+use rempart_core::transaction::PermissionLevel;
+
+use super::VmError;
+use super::host::{Response, Seek};
+use crate::store::{Overlay, StoreError, key};
+
+/// Packs a stored row value: payer, then the row bytes.
+pub fn encode_row(payer: Name, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + data.len());
+    v.extend_from_slice(&payer.value().to_le_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+/// Splits a stored row value into payer and row bytes; `None` when it is shorter than a payer.
+pub fn decode_row(value: &[u8]) -> Option<(Name, &[u8])> {
+    if value.len() < 8 {
+        return None;
+    }
+    let (p, data) = value.split_at(8);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(p);
+    Some((Name(u64::from_le_bytes(b)), data))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Table {
+    code: Name,
+    scope: Name,
+    table: Name,
+}
+
+/// One action's view of the contract tables.
+pub(crate) struct Db<'a, 'b, 't> {
+    state: &'a mut Overlay<'b, 't>,
+    receiver: Name,
+    /// Whether the receiver is the action's contract (not a notified account).
+    notified: bool,
+    authorization: &'a [PermissionLevel],
+    tables: Vec<Table>,
+    table_index: HashMap<Table, usize>,
+    /// Iterator → (table index, primary key); `None` once removed.
+    rows: Vec<Option<(usize, u64)>>,
+    row_index: HashMap<(usize, u64), i32>,
+}
+
+fn db_err<T>(msg: impl Into<String>) -> Result<T, VmError> {
+    Err(VmError::Db(msg.into()))
+}
+
+impl<'a, 'b, 't> Db<'a, 'b, 't> {
+    /// The database for an action of `code` running on `receiver`.
+    pub(crate) fn new(
+        state: &'a mut Overlay<'b, 't>,
+        receiver: Name,
+        code: Name,
+        authorization: &'a [PermissionLevel],
+    ) -> Self {
+        Db {
+            state,
+            receiver,
+            notified: receiver != code,
+            authorization,
+            tables: Vec::new(),
+            table_index: HashMap::new(),
+            rows: Vec::new(),
+            row_index: HashMap::new(),
+        }
+    }
+
+    /// The overlay, for the requests that are not about tables.
+    pub(crate) fn state(&self) -> &Overlay<'b, 't> {
+        self.state
+    }
+
+    fn table_of(&mut self, t: Table) -> usize {
+        if let Some(&i) = self.table_index.get(&t) {
+            return i;
+        }
+        self.tables.push(t);
+        self.table_index.insert(t, self.tables.len() - 1);
+        self.tables.len() - 1
+    }
+
+    fn end_of(table: usize) -> i32 {
+        -(table as i32) - 2
+    }
+
+    fn iterator(&mut self, table: usize, primary: u64) -> i32 {
+        if let Some(&i) = self.row_index.get(&(table, primary)) {
+            return i;
+        }
+        self.rows.push(Some((table, primary)));
+        let i = (self.rows.len() - 1) as i32;
+        self.row_index.insert((table, primary), i);
+        i
+    }
+
+    fn row(&self, itr: i32) -> Result<(usize, u64), VmError> {
+        if itr == -1 {
+            return db_err("invalid iterator");
+        }
+        if itr < 0 {
+            return db_err("dereference of end iterator");
+        }
+        match self.rows.get(itr as usize) {
+            None => db_err("iterator out of range"),
+            Some(None) => db_err("dereference of deleted object"),
+            Some(Some(r)) => Ok(*r),
+        }
+    }
+
+    fn key_of(&self, table: usize, primary: u64) -> Vec<u8> {
+        let t = self.tables[table];
+        key::row(t.code, t.scope, t.table, primary)
+    }
+
+    fn prefix_of(&self, table: usize) -> Vec<u8> {
+        let t = self.tables[table];
+        key::table_prefix(t.code, t.scope, t.table)
+    }
+
+    fn primary_of(k: &[u8]) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&k[k.len() - 8..]);
+        u64::from_be_bytes(b)
+    }
+
+    fn table_exists(&self, t: Table) -> Result<bool, StoreError> {
+        let prefix = key::table_prefix(t.code, t.scope, t.table);
+        Ok(self.state.next(&prefix, &prefix, true)?.is_some())
+    }
+
+    /// The receiver may only bill RAM to itself or to an account that authorised the action,
+    /// and never to another account from a notification.
+    fn check_payer(&self, payer: Name) -> Result<(), VmError> {
+        if payer.value() == 0 {
+            return db_err("must specify a valid account to pay for new record");
+        }
+        if payer == self.receiver {
+            return Ok(());
+        }
+        if self.notified {
+            return db_err("cannot charge RAM to other accounts during notify");
+        }
+        if !self.authorization.iter().any(|l| l.actor == payer) {
+            return Err(VmError::MissingAuth(payer));
+        }
+        Ok(())
+    }
+
+    fn own(&self, table: usize) -> Result<(), VmError> {
+        if self.tables[table].code != self.receiver {
+            return db_err("db access violation");
+        }
+        Ok(())
+    }
+
+    fn iter(itr: i32, primary: Option<u64>, scanned: u64) -> Response {
+        Response::Iter { itr, primary, scanned }
+    }
+
+    /// `db_store_i64`.
+    pub(crate) fn store(
+        &mut self,
+        scope: u64,
+        table: u64,
+        payer: u64,
+        id: u64,
+        data: Vec<u8>,
+    ) -> Result<Response, VmError> {
+        self.check_payer(Name(payer))?;
+        let t = Table { code: self.receiver, scope: Name(scope), table: Name(table) };
+        let ti = self.table_of(t);
+        let k = self.key_of(ti, id);
+        if self.state.get(&k)?.is_some() {
+            return db_err(format!(
+                "could not insert object, most likely a uniqueness constraint was violated \
+                 (primary key {id} exists in table {})",
+                t.table
+            ));
+        }
+        self.state.put(k, encode_row(Name(payer), &data));
+        Ok(Self::iter(self.iterator(ti, id), None, 0))
+    }
+
+    /// `db_update_i64`.
+    pub(crate) fn update(
+        &mut self,
+        itr: i32,
+        payer: u64,
+        data: Vec<u8>,
+    ) -> Result<Response, VmError> {
+        let (ti, primary) = self.row(itr)?;
+        self.own(ti)?;
+        let k = self.key_of(ti, primary);
+        let Some(old) = self.state.get(&k)? else {
+            return db_err("dereference of deleted object");
+        };
+        let old_payer = decode_row(&old).map(|(p, _)| p).unwrap_or(self.receiver);
+        let payer = if payer == 0 { old_payer } else { Name(payer) };
+        if payer != old_payer {
+            self.check_payer(payer)?;
+        }
+        self.state.put(k, encode_row(payer, &data));
+        Ok(Response::Unit)
+    }
+
+    /// `db_remove_i64`.
+    pub(crate) fn remove(&mut self, itr: i32) -> Result<Response, VmError> {
+        let (ti, primary) = self.row(itr)?;
+        self.own(ti)?;
+        let k = self.key_of(ti, primary);
+        self.state.delete(k);
+        self.rows[itr as usize] = None;
+        self.row_index.remove(&(ti, primary));
+        Ok(Response::Unit)
+    }
+
+    /// `db_get_i64`: the row bytes, without the payer.
+    pub(crate) fn get(&mut self, itr: i32) -> Result<Response, VmError> {
+        let (ti, primary) = self.row(itr)?;
+        let k = self.key_of(ti, primary);
+        match self.state.get(&k)? {
+            Some(v) => match decode_row(&v) {
+                Some((_, data)) => Ok(Response::Bytes(data.to_vec())),
+                None => Err(VmError::Store(StoreError::Corrupt {
+                    what: "contract row",
+                    source: rempart_core::DecodeError::UnexpectedEnd { at: 0, needed: 8 },
+                })),
+            },
+            None => db_err("dereference of deleted object"),
+        }
+    }
+
+    /// `db_next_i64`.
+    pub(crate) fn next(&mut self, itr: i32) -> Result<Response, VmError> {
+        if itr < -1 {
+            return Ok(Self::iter(-1, None, 0));
+        }
+        let (ti, primary) = self.row(itr)?;
+        let prefix = self.prefix_of(ti);
+        let from = self.key_of(ti, primary);
+        match self.state.next(&prefix, &from, false)? {
+            Some((k, _)) => {
+                let p = Self::primary_of(&k);
+                Ok(Self::iter(self.iterator(ti, p), Some(p), 1))
+            }
+            None => Ok(Self::iter(Self::end_of(ti), None, 1)),
+        }
+    }
+
+    /// `db_previous_i64`. The overlay only walks forward, so this scans the table from its
+    /// start; the rows visited are billed as fuel.
+    pub(crate) fn previous(&mut self, itr: i32) -> Result<Response, VmError> {
+        let (ti, before) = if itr < -1 {
+            let ti = (-itr - 2) as usize;
+            if ti >= self.tables.len() {
+                return db_err("invalid end iterator");
+            }
+            (ti, None)
+        } else {
+            let (ti, p) = self.row(itr)?;
+            (ti, Some(p))
+        };
+        let prefix = self.prefix_of(ti);
+        let mut last = None;
+        let mut scanned = 0u64;
+        let mut from = prefix.clone();
+        let mut inclusive = true;
+        while let Some((k, _)) = self.state.next(&prefix, &from, inclusive)? {
+            scanned += 1;
+            let p = Self::primary_of(&k);
+            if before.is_some_and(|b| p >= b) {
+                break;
+            }
+            last = Some(p);
+            from = k;
+            inclusive = false;
+        }
+        match last {
+            Some(p) => Ok(Self::iter(self.iterator(ti, p), Some(p), scanned)),
+            None => Ok(Self::iter(-1, None, scanned)),
+        }
+    }
+
+    /// `db_find_i64`, `db_lowerbound_i64`, `db_upperbound_i64`.
+    pub(crate) fn seek(
+        &mut self,
+        code: u64,
+        scope: u64,
+        table: u64,
+        id: u64,
+        how: Seek,
+    ) -> Result<Response, VmError> {
+        let t = Table { code: Name(code), scope: Name(scope), table: Name(table) };
+        if !self.table_exists(t)? {
+            return Ok(Self::iter(-1, None, 1));
+        }
+        let ti = self.table_of(t);
+        let prefix = self.prefix_of(ti);
+        let k = self.key_of(ti, id);
+        let found = match how {
+            Seek::Exact => self.state.get(&k)?.map(|_| id),
+            Seek::Lower => self.state.next(&prefix, &k, true)?.map(|(k, _)| Self::primary_of(&k)),
+            Seek::Upper => self.state.next(&prefix, &k, false)?.map(|(k, _)| Self::primary_of(&k)),
+        };
+        Ok(match found {
+            Some(p) => Self::iter(self.iterator(ti, p), Some(p), 1),
+            None => Self::iter(Self::end_of(ti), None, 1),
+        })
+    }
+
+    /// `db_end_i64`.
+    pub(crate) fn end(&mut self, code: u64, scope: u64, table: u64) -> Result<Response, VmError> {
+        let t = Table { code: Name(code), scope: Name(scope), table: Name(table) };
+        if !self.table_exists(t)? {
+            return Ok(Self::iter(-1, None, 1));
+        }
+        let ti = self.table_of(t);
+        Ok(Self::iter(Self::end_of(ti), None, 1))
+    }
+}
