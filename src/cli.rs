@@ -1,12 +1,14 @@
 //! The command-line interface: the subcommands an operator types and what each one does today.
 //!
-//! Only the shared `core` library is built so far, so every subcommand says plainly that it
-//! arrives with a later milestone, prints the help and exits with [`EXIT_NOT_BUILT`]. This module
-//! must never pretend to start, check or change anything it does not.
+//! `rempart wg` works ([`wg`]); every other subcommand says plainly that it arrives with a later
+//! milestone, prints the help and exits with [`EXIT_NOT_BUILT`]. This module must never pretend
+//! to start, check or change anything it does not.
 
 use std::io::{self, Write};
 
 use clap::{CommandFactory, Parser, Subcommand};
+
+pub mod wg;
 
 /// Exit status of a subcommand that is part of the interface but not built yet (the same status
 /// clap uses for a usage error: the request cannot be served as typed).
@@ -35,7 +37,7 @@ pub struct Cli {
 }
 
 /// The subcommands of `rempart`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 #[non_exhaustive]
 pub enum Command {
     /// Run the whole perimeter on this machine: a development chain, a signer, a producer, an
@@ -45,37 +47,46 @@ pub enum Command {
     Check,
     /// Drive key ceremonies and M-of-N approved signer commands with a YubiKey (not built yet).
     Admin,
-    /// Generate WireGuard keys and peer settings for the link to the signer (not built yet).
-    Wg,
+    /// The WireGuard private network between the producer and the signer.
+    Wg {
+        /// What to do.
+        #[command(subcommand)]
+        command: wg::WgCommand,
+    },
 }
 
 impl Command {
     /// The word the operator types for this subcommand.
-    pub fn word(self) -> &'static str {
+    pub fn word(&self) -> &'static str {
         match self {
             Command::Up => "up",
             Command::Check => "check",
             Command::Admin => "admin",
-            Command::Wg => "wg",
+            Command::Wg { .. } => "wg",
         }
     }
 
     /// Whether this subcommand does its job in this build.
-    pub fn is_built(self) -> bool {
+    pub fn is_built(&self) -> bool {
         match self {
-            Command::Up | Command::Check | Command::Admin | Command::Wg => false,
+            Command::Up | Command::Check | Command::Admin => false,
+            Command::Wg { .. } => true,
         }
     }
 }
 
-/// Runs the parsed command line, writing what the operator must read to `out`, and returns the
-/// process exit status.
+/// Runs the parsed command line, writing results to `out` and what the operator must read about
+/// failures to `err`, and returns the process exit status.
 ///
 /// # Errors
 ///
-/// Returns the I/O error when `out` cannot be written.
-pub fn run(cli: &Cli, out: &mut dyn Write) -> io::Result<u8> {
-    let command = cli.command;
+/// Returns the I/O error when `out` or `err` cannot be written.
+pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<u8> {
+    let command = &cli.command;
+    if let Command::Wg { command } = command {
+        return wg::run(command, out, err);
+    }
+    let out = err;
     if !command.is_built() {
         writeln!(
             out,

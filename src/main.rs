@@ -9,8 +9,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = rempart::cli::Cli::parse();
+    let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr().lock();
-    match rempart::cli::run(&cli, &mut stderr) {
+    match rempart::cli::run(&cli, &mut stdout, &mut stderr) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("rempart: could not write to the terminal: {err}");

@@ -48,6 +48,9 @@ pub enum DaemonError {
     /// The backend is not compiled into this build.
     #[error("the {0} backend is not compiled into this build of rempart-signer")]
     BackendMissing(&'static str),
+    /// The WireGuard interface could not be set up.
+    #[error(transparent)]
+    WireGuard(#[from] crate::wireguard::WireGuardError),
 }
 
 impl DaemonError {
@@ -61,6 +64,12 @@ impl DaemonError {
             DaemonError::Server(_) => 65,
             DaemonError::Listen { .. } => 71,
             DaemonError::Sandbox(_) => 70,
+            DaemonError::WireGuard(e) => match e {
+                crate::wireguard::WireGuardError::Configure { .. }
+                | crate::wireguard::WireGuardError::Ip { .. }
+                | crate::wireguard::WireGuardError::Stats { .. } => 69,
+                _ => 64,
+            },
         }
     }
 }
@@ -89,6 +98,36 @@ pub struct Daemon {
     unix: Option<(std::os::unix::net::UnixListener, PathBuf)>,
     tcp: Option<std::net::TcpListener>,
     metrics_listener: Option<std::net::TcpListener>,
+    tunnel: Option<Tunnel>,
+}
+
+/// The WireGuard statistics reader opened before the sandbox, and what to compare it against.
+#[derive(Debug)]
+struct Tunnel {
+    reader: crate::wireguard::health::StatsReader,
+    expected: crate::wireguard::health::Expected,
+    interval: std::time::Duration,
+}
+
+/// Creates or updates the WireGuard interface (before the TCP listener binds its address and
+/// before the sandbox forbids new sockets and programs) and opens its statistics reader.
+fn tunnel_up(policy: &Policy) -> Result<Option<Tunnel>, DaemonError> {
+    let Some(wg) = &policy.wireguard else { return Ok(None) };
+    #[cfg(feature = "wireguard")]
+    {
+        let iface = crate::wireguard::Interface::up(wg)?;
+        let reader = iface.stats_reader(!policy.sandbox.dangerous_disabled)?;
+        let expected = crate::wireguard::health::Expected {
+            peers: wg.peers.iter().map(|p| (p.public_key, p.address)).collect(),
+            stale_after: wg.stale_handshake,
+        };
+        Ok(Some(Tunnel { reader, expected, interval: wg.stats_interval }))
+    }
+    #[cfg(not(feature = "wireguard"))]
+    {
+        let _ = wg;
+        Err(DaemonError::BackendMissing("wireguard"))
+    }
 }
 
 fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
@@ -143,6 +182,7 @@ impl Daemon {
             })
             .map_err(ServerError::from)?;
         let policy = signer.policy();
+        let tunnel = tunnel_up(policy)?;
         let unix = match &policy.listen.unix_socket {
             Some(p) => Some((bind_unix(p)?, p.clone())),
             None => None,
@@ -155,7 +195,7 @@ impl Daemon {
         };
         let tcp = policy.listen.tcp.map(bind_tcp).transpose()?;
         let metrics_listener = policy.metrics.listen.map(bind_tcp).transpose()?;
-        Ok(Daemon { signer: Arc::new(signer), unix, tcp, metrics_listener })
+        Ok(Daemon { signer: Arc::new(signer), unix, tcp, metrics_listener, tunnel })
     }
 
     /// The TCP address actually bound (useful with port 0).
@@ -236,6 +276,10 @@ impl Daemon {
         if let Some(l) = self.metrics_listener {
             let l = tokio::net::TcpListener::from_std(l).map_err(listen_err("metrics".into()))?;
             tasks.spawn(serve_metrics(l, signer.metrics().clone()));
+        }
+        if let Some(t) = self.tunnel {
+            let health = signer.metrics().wireguard.clone();
+            tasks.spawn(crate::wireguard::health::monitor(t.reader, t.expected, health, t.interval));
         }
         if let Some(file) = policy.metrics.file.clone() {
             let m = signer.metrics().clone();

@@ -86,6 +86,8 @@ pub struct Metrics {
     pub audit_latency: Histogram,
     /// Whole SignBlock request latency inside the signer.
     pub request_latency: Histogram,
+    /// WireGuard peer health (handshake age, transfer counters), when a tunnel is configured.
+    pub wireguard: std::sync::Arc<crate::wireguard::health::TunnelHealth>,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -168,6 +170,7 @@ impl Metrics {
             "rempart_signer_request_seconds",
             "Latency of a SignBlock request inside the signer.",
         );
+        self.wireguard.render(&mut out);
         out
     }
 

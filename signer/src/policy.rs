@@ -20,6 +20,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::sandbox::MemoryLock;
+use crate::wireguard::{BackendChoice, Cidr, PeerConfig, WgKey, WireGuardConfig};
 
 #[cfg(test)]
 mod tests;
@@ -87,6 +88,8 @@ pub struct Policy {
     pub metrics: MetricsConfig,
     /// How the process is locked down once keys are open and listeners bound.
     pub sandbox: SandboxSettings,
+    /// The WireGuard interface the TCP listener lives on, set up before the sandbox closes.
+    pub wireguard: Option<WireGuardConfig>,
 }
 
 /// Sandbox settings (see `crate::sandbox::SandboxConfig`).
@@ -218,6 +221,7 @@ struct RawPolicy {
     metrics: RawMetrics,
     #[serde(default)]
     sandbox: RawSandbox,
+    wireguard: Option<Spanned<RawWireGuard>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -350,6 +354,44 @@ struct RawMetrics {
     listen: Option<Spanned<SocketAddr>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWireGuard {
+    interface: Spanned<String>,
+    private_key_file: Spanned<PathBuf>,
+    #[serde(default = "spanned_default")]
+    listen_port: Spanned<u16>,
+    address: Spanned<String>,
+    #[serde(default = "default_wg_backend")]
+    backend: Spanned<String>,
+    #[serde(default = "default_stale_handshake_secs")]
+    stale_handshake_secs: Spanned<u64>,
+    #[serde(default = "default_stats_interval_secs")]
+    stats_interval_secs: Spanned<u64>,
+    #[serde(default)]
+    peers: Vec<Spanned<RawWgPeer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWgPeer {
+    public_key: Spanned<String>,
+    address: Spanned<IpAddr>,
+    endpoint: Option<Spanned<SocketAddr>>,
+    persistent_keepalive_secs: Option<Spanned<u16>>,
+}
+
+fn default_wg_backend() -> Spanned<String> {
+    Spanned::new(0..0, "auto".into())
+}
+fn default_stale_handshake_secs() -> Spanned<u64> {
+    // WireGuard rekeys every 120 s while traffic flows; 180 s leaves a missed rekey visible.
+    Spanned::new(0..0, 180)
+}
+fn default_stats_interval_secs() -> Spanned<u64> {
+    Spanned::new(0..0, 10)
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /// 1-based line and column of a byte offset in `text`.
@@ -473,7 +515,8 @@ impl Validator<'_> {
             }
         };
 
-        let listen = self.listen(&raw.listen)?;
+        let wireguard = raw.wireguard.as_ref().map(|w| self.wireguard(w)).transpose()?;
+        let listen = self.listen(&raw.listen, wireguard.as_ref())?;
         let state_dir = self.absolute(&raw.state.dir, "state dir")?;
         let audit_log = self.absolute(&raw.state.audit_log, "audit log")?;
 
@@ -553,6 +596,7 @@ impl Validator<'_> {
             audit_log,
             limits,
             metrics,
+            wireguard,
         })
     }
 
@@ -601,7 +645,11 @@ impl Validator<'_> {
         Ok(Pkcs11Config { module, token_label: r.token_label.get_ref().clone(), pin, keys })
     }
 
-    fn listen(&self, l: &RawListen) -> Result<ListenConfig, PolicyError> {
+    fn listen(
+        &self,
+        l: &RawListen,
+        wireguard: Option<&WireGuardConfig>,
+    ) -> Result<ListenConfig, PolicyError> {
         let unix_socket = match &l.unix_socket {
             Some(p) => Some(self.absolute(p, "unix socket")?),
             None => None,
@@ -627,12 +675,25 @@ impl Validator<'_> {
                         ),
                     ));
                 }
+                self.private_listener(a, wireguard)?;
                 Some(*a.get_ref())
             }
             None => None,
         };
-        let tcp_allowed_peers: BTreeSet<IpAddr> =
+        let mut tcp_allowed_peers: BTreeSet<IpAddr> =
             l.tcp_allowed_peers.get_ref().iter().copied().collect();
+        if let Some(wg) = wireguard {
+            if let Some(stray) = tcp_allowed_peers.iter().find(|ip| !wg.peer_addresses().any(|p| p == **ip)) {
+                return Err(self.err(
+                    l.tcp_allowed_peers.span(),
+                    format!(
+                        "tcp_allowed_peers names {stray}, which is not the tunnel address of any \
+                         [[wireguard.peers]]; only WireGuard peers may reach the TCP listener"
+                    ),
+                ));
+            }
+            tcp_allowed_peers.extend(wg.peer_addresses());
+        }
         if tcp.is_some() && tcp_allowed_peers.is_empty() {
             return Err(self.err(
                 l.tcp_allowed_peers.span(),
@@ -649,6 +710,140 @@ impl Validator<'_> {
             tcp,
             tcp_allowed_peers,
         })
+    }
+
+    /// The `[wireguard]` section.
+    fn wireguard(&self, w: &Spanned<RawWireGuard>) -> Result<WireGuardConfig, PolicyError> {
+        let r = w.get_ref();
+        let interface = r.interface.get_ref().clone();
+        if !crate::wireguard::valid_interface_name(&interface) {
+            return Err(self.err(
+                r.interface.span(),
+                format!(
+                    "interface {interface:?} is not a valid interface name (1 to 15 characters \
+                     of A-Z a-z 0-9 _ . -)"
+                ),
+            ));
+        }
+        let private_key_file = self.absolute(&r.private_key_file, "WireGuard private-key file")?;
+        let address: Cidr = r
+            .address
+            .get_ref()
+            .parse()
+            .map_err(|e| self.err(r.address.span(), format!("tunnel address: {e}")))?;
+        let ip = address.addr;
+        if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+            return Err(self.err(
+                r.address.span(),
+                format!("tunnel address {ip} must be a unicast address of the tunnel network"),
+            ));
+        }
+        let backend: BackendChoice = r
+            .backend
+            .get_ref()
+            .parse()
+            .map_err(|e: String| self.err(r.backend.span(), e))?;
+        let stale = *r.stale_handshake_secs.get_ref();
+        if !(10..=86_400).contains(&stale) {
+            return Err(self.err(
+                r.stale_handshake_secs.span(),
+                "stale_handshake_secs must be 10..=86400 (WireGuard rekeys every 120 s)",
+            ));
+        }
+        let every = *r.stats_interval_secs.get_ref();
+        if !(1..=3_600).contains(&every) {
+            return Err(self.err(r.stats_interval_secs.span(), "stats_interval_secs must be 1..=3600"));
+        }
+        let mut peers: Vec<PeerConfig> = Vec::new();
+        for p in &r.peers {
+            let raw = p.get_ref();
+            let public_key = WgKey::parse(raw.public_key.get_ref(), "the peer's public_key")
+                .map_err(|e| self.err(raw.public_key.span(), e.to_string()))?;
+            let peer_ip = *raw.address.get_ref();
+            if !address.contains(peer_ip) || peer_ip == ip {
+                return Err(self.err(
+                    raw.address.span(),
+                    format!(
+                        "peer address {peer_ip} must be another address inside the tunnel \
+                         network {address}"
+                    ),
+                ));
+            }
+            if peers.iter().any(|q| q.public_key == public_key) {
+                return Err(self.err(raw.public_key.span(), "this public key is listed twice"));
+            }
+            if peers.iter().any(|q| q.address == peer_ip) {
+                return Err(self.err(
+                    raw.address.span(),
+                    format!("two peers have the tunnel address {peer_ip}; each needs its own"),
+                ));
+            }
+            let keepalive = match &raw.persistent_keepalive_secs {
+                Some(k) if *k.get_ref() == 0 => {
+                    return Err(self.err(
+                        k.span(),
+                        "persistent_keepalive_secs = 0: omit the key to disable keepalives",
+                    ));
+                }
+                Some(k) => Some(Duration::from_secs(u64::from(*k.get_ref()))),
+                None => None,
+            };
+            peers.push(PeerConfig {
+                public_key,
+                address: peer_ip,
+                endpoint: raw.endpoint.as_ref().map(|e| *e.get_ref()),
+                keepalive,
+            });
+        }
+        if peers.is_empty() {
+            return Err(self.err(
+                w.span(),
+                "[wireguard] has no [[wireguard.peers]]: name the producer's public key and its \
+                 tunnel address",
+            ));
+        }
+        Ok(WireGuardConfig {
+            interface,
+            private_key_file,
+            listen_port: *r.listen_port.get_ref(),
+            address,
+            backend,
+            peers,
+            stale_handshake: Duration::from_secs(stale),
+            stats_interval: Duration::from_secs(every),
+        })
+    }
+
+    /// A private listener binds the tunnel address, or loopback when there is no tunnel.
+    fn private_listener(
+        &self,
+        a: &Spanned<SocketAddr>,
+        wireguard: Option<&WireGuardConfig>,
+    ) -> Result<(), PolicyError> {
+        let ip = a.get_ref().ip();
+        match wireguard {
+            Some(wg) if ip != wg.address.addr => Err(self.err(
+                a.span(),
+                format!(
+                    "tcp address {} is not the WireGuard tunnel address {}; the TCP listener \
+                     binds the tunnel address only (write tcp = \"{}:{}\")",
+                    a.get_ref(),
+                    wg.address.addr,
+                    wg.address.addr,
+                    a.get_ref().port()
+                ),
+            )),
+            None if !ip.is_loopback() => Err(self.err(
+                a.span(),
+                format!(
+                    "tcp address {} is neither loopback nor a WireGuard tunnel address; add a \
+                     [wireguard] section whose address is {ip} (the signer then sets the \
+                     tunnel up and accepts only its peers), or bind 127.0.0.1 on one host",
+                    a.get_ref()
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

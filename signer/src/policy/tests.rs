@@ -27,6 +27,16 @@ tcp_allowed_peers = ["10.98.0.2"]
 [state]
 dir = "/var/lib/signer"
 audit_log = "/var/lib/signer/audit.jsonl"
+
+[wireguard]
+interface = "wg-signer"
+private_key_file = "/etc/rempart/wg.key"
+listen_port = 51820
+address = "10.98.0.1/24"
+
+[[wireguard.peers]]
+public_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+address = "10.98.0.2"
 "#;
 
 fn parse(text: &str) -> Result<Policy, PolicyError> {
@@ -104,7 +114,7 @@ fn bad_values_are_refused() {
         ("pin_env = \"PIN\"", "", "pin_file or pin_env"),
         ("pin_env = \"PIN\"", "pin_env = \"PIN\"\npin_file = \"/p\"", "not both"),
         ("allowed_uids = [1000]", "", "allowed_uids"),
-        ("tcp_allowed_peers = [\"10.98.0.2\"]", "", "tcp_allowed_peers"),
+        ("tcp_allowed_peers = [\"10.98.0.2\"]", "tcp_allowed_peers = [\"10.98.0.3\"]", "tcp_allowed_peers"),
         ("keys = [{ label = \"k1\" }, { id = \"0a0b\" }]", "keys = []", "keys is empty"),
         ("{ id = \"0a0b\" }", "{ id = \"zz\" }", "not hex"),
         ("kind = \"pkcs11\"", "kind = \"yubikey\"", "unknown backend"),

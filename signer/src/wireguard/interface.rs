@@ -1,0 +1,210 @@
+//! Creating or updating the WireGuard interface: keys and peers through `wireguard-control`
+//! (kernel netlink, or wireguard-go's UAPI socket), then the tunnel address and the link state
+//! through `ip`.
+//!
+//! Why `ip` rather than a netlink crate for the address and the link: the two calls are
+//! idempotent (`address replace`, `link set up`), iproute2 is on every Linux host that runs
+//! WireGuard (and in this project's test packages), its error messages are the ones operators
+//! know, and the netlink route crates change their API at every 0.x release. It runs before the
+//! signer's sandbox closes, which forbids new programs afterwards.
+//!
+//! The backend: an interface whose wireguard-go UAPI socket answers is userspace; otherwise
+//! `auto` tries the kernel module and falls back to userspace, which wireguard-control starts
+//! itself when the interface does not exist (`$WG_USERSPACE_IMPLEMENTATION`, else
+//! `$WG_QUICK_USERSPACE_IMPLEMENTATION`, else `wireguard-go` on `PATH`; it daemonizes and
+//! outlives this process, like a kernel interface would). This file must never leave a
+//! configured interface down without an error, and never print a private key.
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use wireguard_control::{Backend, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder};
+
+use super::health::StatsReader;
+use super::key::read_private_key;
+use super::{BackendChoice, WgKey, WireGuardConfig, WireGuardError};
+
+/// Where wireguard-go puts its UAPI sockets (wireguard-control looks in the same two places).
+const UAPI_DIRS: [&str; 2] = ["/var/run/wireguard", "/run/wireguard"];
+
+/// A configured, up WireGuard interface.
+#[derive(Debug)]
+pub struct Interface {
+    name: String,
+    backend: Backend,
+    public_key: WgKey,
+}
+
+fn uapi_socket(name: &str) -> Option<PathBuf> {
+    UAPI_DIRS.iter().map(|d| PathBuf::from(d).join(format!("{name}.sock"))).find(|p| p.exists())
+}
+
+fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Kernel => "kernel",
+        Backend::Userspace => "userspace",
+    }
+}
+
+fn hint(b: Backend) -> &'static str {
+    match b {
+        Backend::Kernel => {
+            "The kernel needs the wireguard module (modprobe wireguard), or set backend = \
+             \"userspace\" and install wireguard-go"
+        }
+        Backend::Userspace => {
+            "Install wireguard-go (or point WG_USERSPACE_IMPLEMENTATION at a userspace \
+             implementation), run as root (or with CAP_NET_ADMIN) and check that /dev/net/tun \
+             exists"
+        }
+    }
+}
+
+/// Runs `ip ARGS`, mapping failure to a typed error with its stderr.
+fn ip(args: &[&str]) -> Result<(), WireGuardError> {
+    let joined = args.join(" ");
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| WireGuardError::Ip { args: joined.clone(), message: e.to_string() })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(WireGuardError::Ip {
+        args: joined,
+        message: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+    })
+}
+
+impl Interface {
+    /// Creates or updates the interface named by `config`: private key, listen port, exactly the
+    /// configured peers (others are removed), the tunnel address, link up. Idempotent: running
+    /// it again on a configured interface changes nothing.
+    pub fn up(config: &WireGuardConfig) -> Result<Interface, WireGuardError> {
+        if !super::valid_interface_name(&config.interface) {
+            return Err(WireGuardError::InterfaceName { name: config.interface.clone() });
+        }
+        let name: InterfaceName = config
+            .interface
+            .parse()
+            .map_err(|_| WireGuardError::InterfaceName { name: config.interface.clone() })?;
+        let private = read_private_key(&config.private_key_file)?;
+        let public_key = private.public();
+        let mut update = DeviceUpdate::new()
+            .set_private_key(private.to_control())
+            .set_listen_port(config.listen_port)
+            .replace_peers();
+        for peer in &config.peers {
+            let host = if peer.address.is_ipv4() { 32 } else { 128 };
+            let mut b = PeerConfigBuilder::new(&Key(peer.public_key.0))
+                .replace_allowed_ips()
+                .add_allowed_ip(peer.address, host);
+            if let Some(e) = peer.endpoint {
+                b = b.set_endpoint(e);
+            }
+            if let Some(k) = peer.keepalive {
+                b = b.set_persistent_keepalive_interval(
+                    u16::try_from(k.as_secs()).unwrap_or(u16::MAX),
+                );
+            }
+            update = update.add_peer(b);
+        }
+        let configure = |backend: Backend| {
+            update.clone().apply(&name, backend).map_err(|source| WireGuardError::Configure {
+                interface: config.interface.clone(),
+                backend: backend_name(backend),
+                source,
+                hint: hint(backend),
+            })
+        };
+        let existing_userspace =
+            uapi_socket(&config.interface).is_some_and(|p| UnixStream::connect(p).is_ok());
+        let backend = match config.backend {
+            BackendChoice::Kernel => {
+                configure(Backend::Kernel)?;
+                Backend::Kernel
+            }
+            BackendChoice::Userspace => {
+                configure(Backend::Userspace)?;
+                Backend::Userspace
+            }
+            BackendChoice::Auto if existing_userspace => {
+                configure(Backend::Userspace)?;
+                Backend::Userspace
+            }
+            BackendChoice::Auto => match configure(Backend::Kernel) {
+                Ok(()) => Backend::Kernel,
+                Err(kernel) => {
+                    tracing::info!(
+                        interface = %config.interface,
+                        "kernel WireGuard unavailable ({kernel}); using the userspace implementation"
+                    );
+                    configure(Backend::Userspace)?;
+                    Backend::Userspace
+                }
+            },
+        };
+        drop(private);
+        ip(&["address", "replace", &config.address.to_string(), "dev", &config.interface])?;
+        ip(&["link", "set", "dev", &config.interface, "up"])?;
+        tracing::info!(
+            interface = %config.interface,
+            backend = backend_name(backend),
+            address = %config.address,
+            public_key = %public_key,
+            peers = config.peers.len(),
+            "WireGuard interface up"
+        );
+        Ok(Interface { name: config.interface.clone(), backend, public_key })
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// "kernel" or "userspace".
+    pub fn backend(&self) -> &'static str {
+        backend_name(self.backend)
+    }
+
+    /// This side's public key (what the peers configure).
+    pub fn public_key(&self) -> WgKey {
+        self.public_key
+    }
+
+    /// A statistics reader. `long_lived`: the caller will lose the right to open sockets (the
+    /// signer's sandbox), so a userspace interface gets one UAPI connection opened now and kept;
+    /// a kernel interface then has no reader ([`StatsReader::Unavailable`]: its statistics come
+    /// from a netlink socket per query). Otherwise every read queries afresh.
+    pub fn stats_reader(&self, long_lived: bool) -> Result<StatsReader, WireGuardError> {
+        if !long_lived {
+            return Ok(StatsReader::Query { interface: self.name.clone(), backend: self.backend });
+        }
+        match self.backend {
+            Backend::Userspace => {
+                let err = |message: String| WireGuardError::Stats {
+                    interface: self.name.clone(),
+                    message,
+                };
+                let path = uapi_socket(&self.name)
+                    .ok_or_else(|| err("wireguard-go's UAPI socket is missing".into()))?;
+                let stream = UnixStream::connect(&path)
+                    .map_err(|e| err(format!("cannot connect to {}: {e}", path.display())))?;
+                // Timeouts and non-blocking mode are set now: setsockopt is closed afterwards.
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(2))))
+                    .map_err(|e| err(format!("cannot set socket timeouts: {e}")))?;
+                Ok(StatsReader::Uapi { interface: self.name.clone(), stream })
+            }
+            Backend::Kernel => Ok(StatsReader::Unavailable {
+                interface: self.name.clone(),
+                reason: "a sandboxed process cannot open the netlink socket the kernel backend \
+                         needs; read the statistics with `wg show` or from the node",
+            }),
+        }
+    }
+}
