@@ -11,5 +11,6 @@ pub mod authority;
 pub mod config;
 pub mod genesis;
 pub mod native;
+pub mod peer;
 pub mod store;
 pub mod vm;

@@ -4,6 +4,8 @@
 //! Every rejection a client can cause maps to a nodeos exception code and name so existing
 //! tools show the right message; this module must never leak internal paths or state.
 
+use std::borrow::Cow;
+
 use serde_json::{Value, json};
 
 /// One API failure: an HTTP status, a nodeos exception (code, name, what) and a detail message.
@@ -15,9 +17,9 @@ pub struct ApiError {
     /// nodeos exception code.
     pub code: u64,
     /// nodeos exception name.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// nodeos exception summary.
-    pub what: &'static str,
+    pub what: Cow<'static, str>,
     /// What exactly went wrong, for the operator and the client.
     pub detail: String,
 }
@@ -30,28 +32,29 @@ impl ApiError {
         what: &'static str,
         detail: impl Into<String>,
     ) -> Self {
-        ApiError { status: 500, code, name, what, detail: detail.into() }
+        ApiError {
+            status: 500,
+            code,
+            name: Cow::Borrowed(name),
+            what: Cow::Borrowed(what),
+            detail: detail.into(),
+        }
     }
 
     /// A request the node cannot parse (HTTP 400).
     pub fn bad_request(detail: impl Into<String>) -> Self {
         ApiError {
             status: 400,
-            code: 3_200_006,
-            name: "invalid_http_request",
-            what: "invalid http request",
-            detail: detail.into(),
+            ..Self::chain(3_200_006, "invalid_http_request", "invalid http request", detail)
         }
     }
 
     /// An endpoint that does not exist (HTTP 404).
     pub fn not_found(path: &str) -> Self {
+        let shown: String = path.chars().take(200).collect();
         ApiError {
             status: 404,
-            code: 0,
-            name: "exception",
-            what: "unspecified",
-            detail: format!("Unknown Endpoint {path}"),
+            ..Self::chain(0, "exception", "unspecified", format!("Unknown Endpoint {shown}"))
         }
     }
 
@@ -65,15 +68,79 @@ impl ApiError {
         )
     }
 
+    /// A block the node does not have.
+    pub fn unknown_block(which: impl std::fmt::Display) -> Self {
+        Self::chain(
+            3_100_002,
+            "unknown_block_exception",
+            "Unknown block",
+            format!("Could not find block: {which}"),
+        )
+    }
+
+    /// A transaction the history does not know.
+    pub fn unknown_transaction(id: impl std::fmt::Display) -> Self {
+        Self::chain(
+            3_040_011,
+            "tx_not_found",
+            "The transaction can not be found",
+            format!("Transaction {id} not found in history"),
+        )
+    }
+
+    /// An account without an ABI (or an ABI that does not declare what was asked).
+    pub fn abi_not_found(detail: impl Into<String>) -> Self {
+        Self::chain(3_015_001, "abi_not_found_exception", "No ABI found", detail)
+    }
+
+    /// Data that does not serialize with the ABI.
+    pub fn pack(detail: impl Into<String>) -> Self {
+        Self::chain(3_015_014, "pack_exception", "Pack data exception", detail)
+    }
+
+    /// Bytes that do not deserialize with the ABI.
+    pub fn unpack(detail: impl Into<String>) -> Self {
+        Self::chain(3_015_013, "unpack_exception", "Unpack data exception", detail)
+    }
+
+    /// A `packed_trx` (or its signatures) that does not decode.
+    pub fn packed_transaction(detail: impl Into<String>) -> Self {
+        Self::chain(
+            3_010_010,
+            "packed_transaction_type_exception",
+            "Invalid packed transaction",
+            detail,
+        )
+    }
+
+    /// The available keys cannot satisfy a declared authorization.
+    pub fn unsatisfied_authorization(detail: impl Into<String>) -> Self {
+        Self::chain(
+            3_090_003,
+            "unsatisfied_authorization",
+            "Provided keys, permissions, and delays do not satisfy declared authorizations",
+            detail,
+        )
+    }
+
+    /// A contract table query that cannot be answered.
+    pub fn table_query(detail: impl Into<String>) -> Self {
+        Self::chain(
+            3_060_003,
+            "contract_table_query_exception",
+            "Contract Table Query Exception",
+            detail,
+        )
+    }
+
+    /// The node cannot take this request now (no producer connection, a push-less node).
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        ApiError { status: 503, ..Self::chain(0, "exception", "unspecified", detail) }
+    }
+
     /// The node failed internally (disk, bug); the client is not at fault.
     pub fn internal(detail: impl Into<String>) -> Self {
-        ApiError {
-            status: 500,
-            code: 0,
-            name: "exception",
-            what: "unspecified",
-            detail: detail.into(),
-        }
+        Self::chain(0, "exception", "unspecified", detail)
     }
 
     /// The nodeos JSON body.
