@@ -151,7 +151,11 @@ pub(super) fn block_json(snap: &Snapshot, block: &SignedBlock) -> Result<Value, 
         .map(|r| receipt_json(&mut cache, &limits, r))
         .collect::<Result<Vec<_>, _>>()?;
     m.insert("transactions".into(), Value::Array(transactions));
-    m.insert("block_extensions".into(), extensions_json(&block.block_extensions));
+    // Written only when present: wharfkit 1.2 declares `block_extensions` as one optional
+    // struct it cannot resolve, so even `[]` fails its decoder; eosjs ignores the field.
+    if !block.block_extensions.is_empty() {
+        m.insert("block_extensions".into(), extensions_json(&block.block_extensions));
+    }
     m.insert("id".into(), json!(id));
     m.insert("block_num".into(), json!(block.block_num()));
     m.insert("ref_block_prefix".into(), json!(ref_block_prefix(&id)));
@@ -187,7 +191,10 @@ pub(super) fn get_block_header_state(snap: &Snapshot, p: BlockParams) -> Result<
             "version": s.version,
             "producers": s.producers.iter().map(|p| json!({
                 "producer_name": p.producer_name,
-                "authority": [0, {"threshold": 1, "keys": [{"key": p.block_signing_key, "weight": 1}]}],
+                "authority": [0, {
+                    "threshold": 1,
+                    "keys": [{"key": p.block_signing_key, "weight": 1}],
+                }],
             })).collect::<Vec<_>>(),
         })
     });

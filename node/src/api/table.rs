@@ -1,15 +1,15 @@
 //! Contract table endpoints: `get_table_rows` (primary index), `get_currency_balance` and
 //! `get_currency_stats`, over rows stored at `store::key::row(code, scope, table, primary)`.
 //!
-//! A stored row value is the payer (8 bytes, a packed name) followed by the row's bytes, as
-//! the VM writes it. Every query is bounded: at most [`MAX_ROWS`] rows are returned and at
-//! most [`MAX_SCANNED`] are read; a query that would read more answers `more: true` with a
-//! `next_key` to continue from. Nothing here writes state.
+//! A stored row value is the payer followed by the row's bytes, as the VM writes it
+//! ([`crate::vm::encode_row`]). Every query is bounded: at most [`MAX_ROWS`] rows are
+//! returned and at most [`MAX_SCANNED`] are read; a query that would read more fails with a
+//! contract table query error naming the bounds to narrow. Nothing here writes state.
 
 use std::collections::VecDeque;
 
+use rempart_core::Name;
 use rempart_core::asset::SymbolCode;
-use rempart_core::{Name, from_bytes};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -96,14 +96,9 @@ fn parse_bound(v: Option<&Value>, key_type: &str) -> Result<Option<u64>, ApiErro
     }
 }
 
-/// Splits a stored row value into payer and row bytes.
+/// Splits a stored row value into payer and row bytes (the VM's layout).
 fn split_row(v: &[u8]) -> Result<(Name, &[u8]), ApiError> {
-    if v.len() < 8 {
-        return Err(ApiError::internal("stored row shorter than its payer"));
-    }
-    let (payer, data) = v.split_at(8);
-    let payer: Name = from_bytes(payer).map_err(|_| ApiError::internal("stored row payer"))?;
-    Ok((payer, data))
+    crate::vm::decode_row(v).ok_or_else(|| ApiError::internal("stored row shorter than its payer"))
 }
 
 fn primary_of(k: &[u8]) -> u64 {
@@ -151,7 +146,8 @@ fn select(
             }
             if scanned >= MAX_SCANNED {
                 return Err(ApiError::table_query(format!(
-                    "query reads more than {MAX_SCANNED} rows; narrow it with lower_bound and upper_bound"
+                    "query reads more than {MAX_SCANNED} rows; narrow it with lower_bound and \
+                     upper_bound"
                 )));
             }
         }

@@ -328,8 +328,7 @@ fn token_fixture() -> Fixture {
                     let a: Asset = format!("{}.{:04} {sym}", amount / 10_000, amount % 10_000)
                         .parse()
                         .expect("asset");
-                    let mut v = to_bytes(&owner);
-                    v.extend(to_bytes(&a));
+                    let v = crate::vm::encode_row(owner, &to_bytes(&a));
                     w.put(
                         &key::row(
                             token,
@@ -341,8 +340,7 @@ fn token_fixture() -> Fixture {
                     )?;
                 }
                 // Rows of a table scoped to eosio.token keyed 1..=5.
-                let mut v = to_bytes(&token);
-                v.extend(to_bytes(&(i as u64 + 1)));
+                let v = crate::vm::encode_row(token, &to_bytes(&(i as u64 + 1)));
                 w.put(&key::row(token, token, Name::from_const("nums"), i as u64 + 1), &v)?;
             }
             let stat =
@@ -350,8 +348,7 @@ fn token_fixture() -> Fixture {
             let bytes = rempart_core::abi::eosio_token_abi()
                 .json_to_bin("currency_stats", &stat)
                 .expect("stat");
-            let mut v = to_bytes(&token);
-            v.extend(bytes);
+            let v = crate::vm::encode_row(token, &bytes);
             let sys: rempart_core::asset::SymbolCode = "SYS".parse().expect("sym");
             w.put(&key::row(token, Name(sys.value()), Name::from_const("stat"), sys.value()), &v)
         })
