@@ -1,0 +1,491 @@
+//! The private network on real interfaces: two network namespaces joined by a veth pair, a
+//! wireguard-go interface in each, the real `rempart-signer` (sandboxed) in one, bound to its
+//! tunnel address, and a client in the other that signs blocks through the tunnel.
+//!
+//! The namespace tests need root, iproute2, wireguard-go and /dev/net/tun: under `CI=true` they
+//! fail when any is missing, elsewhere they are skipped with a line saying why. Interface names
+//! are unique per test (wireguard-go's UAPI sockets in /run/wireguard are shared by every
+//! namespace). Everything a test creates — namespaces, the signer, the wireguard-go processes
+//! (found by their exact command line, killed by PID) — is removed by a guard's `Drop`, even
+//! when the test fails. No sleep synchronises anything: every wait polls with a deadline.
+
+mod common;
+
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{BIN, DEV_PUB, DEV_WIF, ci, now_slot, request, wait_for};
+use rempart_core::BlockTimestamp;
+use rempart_core::key::PublicKey;
+use rempart_signer::client::{Client, ClientError};
+use rempart_signer::wireguard::{
+    BackendChoice, Interface, PeerConfig, WgKey, WireGuardConfig, generate_key_file,
+};
+
+const SIGNER_TUNNEL: &str = "10.98.0.1";
+const CLIENT_TUNNEL: &str = "10.98.0.2";
+const SIGNER_VETH: &str = "10.99.0.1";
+const CLIENT_VETH: &str = "10.99.0.2";
+const SIGNER_WG_PORT: u16 = 51820;
+const CLIENT_WG_PORT: u16 = 51821;
+const SIGNER_TCP_PORT: u16 = 7010;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Whether this machine can run the namespace tests; panics under CI when it cannot.
+fn namespaces_or_skip(test: &str) -> bool {
+    let mut missing = Vec::new();
+    if !rustix::process::geteuid().is_root() {
+        missing.push("root".to_string());
+    }
+    for tool in ["ip", "wireguard-go"] {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+        if !found {
+            missing.push(tool.to_string());
+        }
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        missing.push("/dev/net/tun".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        !ci(),
+        "{test} needs {} and CI=true: run CI as root with tests/run.sh's packages",
+        missing.join(", ")
+    );
+    eprintln!("{test}: skipped, missing {}", missing.join(", "));
+    false
+}
+
+/// Runs a command, panicking with its stderr when it fails.
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The PIDs of `wireguard-go IFACE` processes (exact command line; interface names are unique
+/// to one test, so this finds only what the test started).
+fn wireguard_go_pids(iface: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut pids = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+        if args.len() == 2 && args[0].ends_with(b"wireguard-go") && args[1] == iface.as_bytes() {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The signer process, killed (SIGKILL, by PID) and reaped on drop.
+struct Daemon {
+    child: std::process::Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two namespaces joined by veth, removed with everything in them on drop.
+struct Net {
+    signer_ns: String,
+    client_ns: String,
+    signer_if: String,
+    client_if: String,
+}
+
+impl Net {
+    fn new() -> Net {
+        let tag =
+            format!("{}{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::SeqCst));
+        let net = Net {
+            signer_ns: format!("rwg-s-{tag}"),
+            client_ns: format!("rwg-c-{tag}"),
+            signer_if: format!("rwgs{tag}"),
+            client_if: format!("rwgc{tag}"),
+        };
+        let (vs, vc) = (format!("rvs{tag}"), format!("rvc{tag}"));
+        run("ip", &["netns", "add", &net.signer_ns]);
+        run("ip", &["netns", "add", &net.client_ns]);
+        run("ip", &["link", "add", &vs, "type", "veth", "peer", "name", &vc]);
+        run("ip", &["link", "set", &vs, "netns", &net.signer_ns]);
+        run("ip", &["link", "set", &vc, "netns", &net.client_ns]);
+        for (ns, dev, addr) in
+            [(&net.signer_ns, &vs, SIGNER_VETH), (&net.client_ns, &vc, CLIENT_VETH)]
+        {
+            run("ip", &["-n", ns, "address", "add", &format!("{addr}/24"), "dev", dev]);
+            run("ip", &["-n", ns, "link", "set", dev, "up"]);
+            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        net
+    }
+
+    /// Runs `f` on a thread that lives in namespace `ns`: the sockets it opens and the processes
+    /// it starts belong to that namespace.
+    fn inside<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let handle = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
+                rustix::thread::move_into_link_name_space(
+                    handle.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .expect("setns");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for iface in [&self.signer_if, &self.client_if] {
+            for pid in wireguard_go_pids(iface) {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+            for dir in ["/var/run/wireguard", "/run/wireguard"] {
+                let _ = std::fs::remove_file(Path::new(dir).join(format!("{iface}.sock")));
+            }
+        }
+        for ns in [&self.signer_ns, &self.client_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The signer's deployment: policy, dev key, WireGuard key, state, a log of its stderr.
+struct Deployment {
+    dir: tempfile::TempDir,
+    policy: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+    key: PublicKey,
+    signer_wg: WgKey,
+    client_wg: WgKey,
+    client_key_file: PathBuf,
+}
+
+fn deployment(signer_if: &str, listen_tcp: &str) -> Deployment {
+    let dir = tempfile::tempdir().unwrap();
+    let keyfile = dir.path().join("dev.key");
+    std::fs::write(&keyfile, format!("{DEV_WIF}\n")).unwrap();
+    std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let signer_key_file = dir.path().join("signer-wg.key");
+    let client_key_file = dir.path().join("client-wg.key");
+    let signer_wg = generate_key_file(&signer_key_file).unwrap();
+    let client_wg = generate_key_file(&client_key_file).unwrap();
+    let seccomp =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/seccomp/signer.x86_64.json");
+    let text = format!(
+        r#"
+[chain]
+id = "{chain}"
+dangerous_dev_chain = true
+max_clock_skew_ms = 60000
+[[producers]]
+account = "eosio"
+key = "{DEV_PUB}"
+[backend]
+kind = "soft"
+[backend.soft]
+key_files = ["dev.key"]
+[listen]
+unix_socket = "signer.sock"
+allow_own_uid = true
+{listen_tcp}
+[state]
+dir = "state"
+audit_log = "state/audit.jsonl"
+[limits]
+request_timeout_ms = 5000
+[metrics]
+file = "state/metrics.prom"
+[sandbox]
+seccomp_policy = "{seccomp}"
+memory_lock = "current"
+[wireguard]
+interface = "{iface}"
+private_key_file = "signer-wg.key"
+listen_port = {SIGNER_WG_PORT}
+address = "{SIGNER_TUNNEL}/24"
+stats_interval_secs = 1
+[[wireguard.peers]]
+public_key = "{client_wg}"
+address = "{CLIENT_TUNNEL}"
+endpoint = "{CLIENT_VETH}:{CLIENT_WG_PORT}"
+"#,
+        chain = common::CHAIN,
+        seccomp = seccomp.display(),
+        iface = signer_if,
+    );
+    let policy = dir.path().join("signer.toml");
+    std::fs::write(&policy, text).unwrap();
+    Deployment {
+        socket: dir.path().join("signer.sock"),
+        log: dir.path().join("signer.log"),
+        policy,
+        key: DEV_PUB.parse().unwrap(),
+        signer_wg,
+        client_wg,
+        client_key_file,
+        dir,
+    }
+}
+
+impl Deployment {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Starts the real signer inside the signer namespace and waits for its Unix socket.
+    fn spawn(&self, net: &Net) -> Daemon {
+        let out = Command::new(BIN).args(["guard", "init", "--policy"]).arg(&self.policy).output();
+        let out = out.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &net.signer_ns, BIN, "run", "--policy"])
+            .arg(&self.policy)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon { child };
+        let end = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("the signer exited ({status}) before serving:\n{}", self.log_text());
+            }
+            assert!(Instant::now() < end, "the signer never served:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        daemon
+    }
+
+    /// The client side's tunnel, as the node configures it.
+    fn client_config(&self, net: &Net) -> WireGuardConfig {
+        WireGuardConfig {
+            interface: net.client_if.clone(),
+            private_key_file: self.client_key_file.clone(),
+            listen_port: CLIENT_WG_PORT,
+            address: format!("{CLIENT_TUNNEL}/24").parse().unwrap(),
+            backend: BackendChoice::Auto,
+            peers: vec![PeerConfig {
+                public_key: self.signer_wg,
+                address: SIGNER_TUNNEL.parse().unwrap(),
+                endpoint: Some(format!("{SIGNER_VETH}:{SIGNER_WG_PORT}").parse().unwrap()),
+                keepalive: Some(Duration::from_secs(5)),
+            }],
+            stale_handshake: Duration::from_secs(180),
+            stats_interval: Duration::from_secs(1),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("state/metrics.prom")).unwrap_or_default()
+    }
+}
+
+fn tcp_endpoint() -> SocketAddr {
+    format!("{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}").parse().unwrap()
+}
+
+/// Signs block `n` through a fresh client on this thread's runtime, within `within`.
+/// The slot of block `n`: fixed per test run, so that a retry is the same request (which the
+/// guard answers with the same signature) and never a second block at that height.
+fn slot(base: BlockTimestamp, n: u32) -> BlockTimestamp {
+    BlockTimestamp(base.0 + n)
+}
+
+fn sign(
+    key: &PublicKey,
+    base: BlockTimestamp,
+    n: u32,
+    within: Duration,
+) -> Result<(), ClientError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut client = Client::new(rempart_signer::client::Endpoint::Tcp(tcp_endpoint()));
+        let deadline = tokio::time::Instant::now() + within;
+        client.sign_block(request(key, n, slot(base, n), 7), deadline).await.map(|_| ())
+    })
+}
+
+/// Polls `sign` until it succeeds, with a deadline (the first packets after a handshake or a
+/// link change can be lost).
+fn sign_eventually(key: &PublicKey, base: BlockTimestamp, n: u32, within: Duration) {
+    let end = Instant::now() + within;
+    loop {
+        match sign(key, base, n, Duration::from_secs(2)) {
+            Ok(()) => return,
+            Err(e) => {
+                assert!(Instant::now() < end, "block {n} never signed through the tunnel: {e}")
+            }
+        }
+    }
+}
+
+#[test]
+fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
+    if !namespaces_or_skip("a_block_is_signed_through_the_tunnel_and_only_through_it") {
+        return;
+    }
+    let net = Net::new();
+    let d = deployment(&net.signer_if, &format!("tcp = \"{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}\""));
+    let _signer = d.spawn(&net);
+    let base = now_slot();
+    assert!(d.log_text().contains("WireGuard interface up"), "{}", d.log_text());
+
+    let client = d.client_config(&net);
+    net.inside(&net.client_ns.clone(), || {
+        let iface = Interface::up(&client).expect("the client's tunnel comes up");
+        assert_eq!(iface.backend(), "userspace", "this machine has no kernel WireGuard");
+        assert_eq!(iface.public_key(), d.client_wg);
+        // Idempotent: a second run changes nothing and fails nothing.
+        Interface::up(&client).expect("re-applying the same configuration");
+
+        // 1. Through the tunnel: signed.
+        sign_eventually(&d.key, base, 2, Duration::from_secs(30));
+
+        // 2. The signer's veth address: nothing listens there.
+        let veth: SocketAddr = format!("{SIGNER_VETH}:{SIGNER_TCP_PORT}").parse().unwrap();
+        let e = TcpStream::connect_timeout(&veth, Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+
+        // 3. Tunnel down: the sign fails with a clear error, within its deadline.
+        run("ip", &["-n", &net.client_ns, "link", "set", "dev", &net.client_if, "down"]);
+        let started = Instant::now();
+        let err = sign(&d.key, base, 3, Duration::from_secs(2)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let text = err.to_string();
+        assert!(text.contains("no answer from the signer at 10.98.0.1"), "{text}");
+        assert!(text.contains("last error"), "the cause is named: {text}");
+
+        // 4. Tunnel back: signing resumes (the same block: the guard answers a retry).
+        run("ip", &["-n", &net.client_ns, "link", "set", "dev", &net.client_if, "up"]);
+        sign_eventually(&d.key, base, 3, Duration::from_secs(30));
+        sign_eventually(&d.key, base, 4, Duration::from_secs(30));
+    });
+
+    // 5. A non-peer address: from inside the signer's namespace the source is the signer's own
+    //    tunnel address, which is no peer: accepted by the kernel, closed by the signer.
+    net.inside(&net.signer_ns.clone(), || {
+        let mut s = TcpStream::connect_timeout(&tcp_endpoint(), Duration::from_secs(5))
+            .expect("the kernel accepts; the signer decides");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "a non-peer gets nothing but a closed connection");
+        let e = sign(&d.key, base, 5, Duration::from_millis(500)).unwrap_err();
+        assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
+    });
+    wait_for("the refusal of the non-peer in the log", Duration::from_secs(10), || {
+        d.log_text().contains("tcp peer not allowed")
+    });
+
+    // 6. Health after the sandbox closed: the interface's counters for the peer, read through
+    //    the UAPI connection opened before it.
+    let peer = format!("peer=\"{CLIENT_TUNNEL}\",public_key=\"{}\"", d.client_wg);
+    wait_for("WireGuard metrics with traffic", Duration::from_secs(20), || {
+        let m = d.metrics();
+        m.contains(&format!("rempart_wireguard_stats_up{{interface=\"{}\"}} 1", net.signer_if))
+            && m.lines().any(|l| {
+                l.starts_with("rempart_wireguard_peer_receive_bytes_total")
+                    && l.contains(&peer)
+                    && !l.ends_with(" 0")
+            })
+            && m.contains(&format!(
+                "rempart_wireguard_peer_stale{{interface=\"{}\",{peer}}} 0",
+                net.signer_if
+            ))
+    });
+    assert!(d.log_text().contains("sandbox"), "the signer ran sandboxed: {}", d.log_text());
+}
+
+fn check(policy: &Path) -> (bool, String) {
+    let out = Command::new(BIN).arg("check").arg(policy).output().unwrap();
+    (
+        out.status.success() && out.status.code() == Some(0),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Needs no root: `check` reads the policy only.
+#[test]
+fn check_refuses_a_private_listener_off_the_tunnel_address() {
+    for (tcp, needle) in [
+        ("0.0.0.0", "is a wildcard"),
+        ("[::]", "is a wildcard"),
+        (SIGNER_VETH, "is not the WireGuard tunnel address 10.98.0.1"),
+    ] {
+        let d = deployment_without_keys(&format!("tcp = \"{tcp}:{SIGNER_TCP_PORT}\""));
+        let (ok, stderr) = check(&d);
+        assert!(!ok && stderr.contains(needle), "{tcp}: {stderr}");
+        assert!(stderr.contains("signer.toml:"), "the error names the file and line: {stderr}");
+    }
+    let d = deployment_without_keys(&format!("tcp = \"{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}\""));
+    let (ok, stderr) = check(&d);
+    assert!(ok, "{stderr}");
+}
+
+/// The policy of [`deployment`] without generating anything but the file (for `check`).
+fn deployment_without_keys(listen_tcp: &str) -> PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let peer = WgKey([9; 32]);
+    let text = format!(
+        "[chain]\nid = \"{}\"\nmax_clock_skew_ms = 1000\n[[producers]]\naccount = \"eosio\"\n\
+         key = \"{DEV_PUB}\"\n[backend]\nkind = \"pkcs11\"\n[backend.pkcs11]\nmodule = \"/m.so\"\n\
+         token_label = \"t\"\npin_env = \"PIN\"\nkeys = [{{ label = \"k\" }}]\n[listen]\n\
+         {listen_tcp}\n[state]\ndir = \"state\"\naudit_log = \"state/audit.jsonl\"\n\
+         [wireguard]\ninterface = \"{}\"\nprivate_key_file = \"wg.key\"\naddress = \
+         \"{SIGNER_TUNNEL}/24\"\n[[wireguard.peers]]\npublic_key = \"{peer}\"\naddress = \
+         \"{CLIENT_TUNNEL}\"\n",
+        common::CHAIN,
+        "rwg-check",
+    );
+    let path = dir.join("signer.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Needs no root: the key file is read before any interface is touched.
+#[test]
+fn the_signer_refuses_to_start_with_a_private_key_others_can_read() {
+    let d = deployment("rwg-mode", "");
+    let key = d.dir.path().join("signer-wg.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out =
+        Command::new(BIN).args(["guard", "init", "--policy"]).arg(&d.policy).output().unwrap();
+    assert!(out.status.success());
+    let out = Command::new(BIN).args(["run", "--policy"]).arg(&d.policy).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert!(!d.socket.exists(), "nothing was served");
+}
