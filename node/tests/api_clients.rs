@@ -266,3 +266,72 @@ async fn eosjs_and_wharfkit_read_and_transact_through_the_api() {
     let _ = stop_tx.send(true);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// One raw HTTP/1.1 exchange: the status and the JSON body.
+async fn http(addr: std::net::SocketAddr, request: String) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status: u16 = text[9..12].parse().expect("status");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn http_bodies_are_json_whatever_the_content_type_and_errors_are_nodeos_shaped() {
+    let dir = std::env::temp_dir().join(format!("rempart-api-http-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (store, _) = build_store(&dir);
+    let limits = Limits { max_http_body_bytes: 4096, ..Limits::default() };
+    let ctx = Arc::new(ApiContext::new(store, limits, None));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(rempart_node::api::serve(listener, ctx, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+    let post = |path: &str, ctype: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // eosjs: text/plain.
+    let (s, v) = http(
+        addr,
+        post("/v1/chain/get_account", "text/plain;charset=UTF-8", r#"{"account_name":"eosio"}"#),
+    )
+    .await;
+    assert_eq!((s, v["account_name"].clone()), (200, json!("eosio")));
+    // wharfkit: GET without a body.
+    let (s, v) = http(
+        addr,
+        "GET /v1/chain/get_info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert_eq!((s, v["head_block_num"].clone()), (200, json!(5)));
+    assert!(!v["head_block_time"].as_str().expect("time").ends_with('Z'));
+    let (s, v) = http(addr, post("/v1/chain/get_producers", "application/json", "")).await;
+    assert_eq!((s, v["rows"][0]["owner"].clone()), (200, json!("eosio")));
+    let (s, v) = http(addr, post("/v1/chain/nope", "application/json", "{}")).await;
+    assert_eq!(s, 404);
+    assert_eq!(v["code"], 404);
+    assert_eq!(v["error"]["details"][0]["message"], "Unknown Endpoint /v1/chain/nope");
+    let (s, v) = http(addr, post("/v1/chain/get_info", "application/json", "{nope")).await;
+    assert_eq!((s, v["error"]["name"].clone()), (400, json!("invalid_http_request")));
+    let big = format!(r#"{{"account_name":"{}"}}"#, "a".repeat(5000));
+    let (s, _) = http(addr, post("/v1/chain/get_account", "application/json", &big)).await;
+    assert_eq!(s, 413);
+    let (s, v) =
+        http(addr, post("/v1/chain/get_account", "application/json", r#"{"account_name":"zed"}"#))
+            .await;
+    assert_eq!((s, v["error"]["code"].clone()), (500, json!(3_060_002)));
+    assert_eq!(v["error"]["details"][0]["message"], "unknown account: zed");
+    let _ = stop_tx.send(true);
+    let _ = std::fs::remove_dir_all(dir);
+}
