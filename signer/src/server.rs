@@ -6,12 +6,19 @@
 //! (a repeated request gets the stored signature back), the block timestamp against the clock,
 //! the HSM, the durable guard commit and the audit line; only then does the signature leave.
 //! A peer that sends garbage gets an error frame or a closed connection; nothing it sends can
-//! stop the daemon from serving other connections. This module never releases a signature the
-//! guard state on disk does not hold, and never signs a digest it did not compute itself.
+//! stop the daemon from serving other connections. One accept loop serves both listeners; when
+//! `accept` fails (out of file descriptors, say) it backs off from 10 ms to 1 s and logs once
+//! per burst instead of spinning. While an administrator has paused signing, new signatures are
+//! refused (repeats of a signed request still get their stored signature: nothing new leaves).
+//! After each `SignBlock` reply is written, a `debug` event on the [`TIMING_TARGET`] target
+//! splits the time spent inside the signer (HSM, guard fsync, audit fsync); the benchmark reads
+//! it. This module never releases a signature the guard state on disk does not hold, and never
+//! signs a digest it did not compute itself.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +43,10 @@ mod tests;
 
 /// Bad frames tolerated on one connection before it is closed.
 const MAX_BAD_FRAMES: u32 = 8;
+
+/// The `tracing` target of the per-request timing events (`debug` level): enable it with
+/// `REMPART_LOG=info,rempart_signer::timing=debug`.
+pub const TIMING_TARGET: &str = "rempart_signer::timing";
 
 /// Why the signer could not start serving.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +97,24 @@ pub struct Signer {
     audit: Mutex<AuditLog>,
     metrics: Arc<Metrics>,
     key_locks: BTreeMap<PublicKey, Mutex<()>>,
-    refusals: std::sync::atomic::AtomicU64,
+    refusals: AtomicU64,
+    paused: AtomicBool,
+}
+
+/// Where the time of one request went inside the signer, for the timing event and the
+/// benchmark. Transport is what a client measures beyond [`RequestTiming::total`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestTiming {
+    /// From the decoded request to the response, inside the blocking handler.
+    pub total: Duration,
+    /// Inside the key backend (every attempt of the canonical-signature loop).
+    pub backend: Duration,
+    /// Backend calls made (0 for a replay or a refusal before signing).
+    pub backend_calls: u32,
+    /// The durable guard commit: write, fsync, rename, fsync of the directory.
+    pub guard_commit: Duration,
+    /// Audit appends (write and fsync) on this request's path.
+    pub audit: Duration,
 }
 
 impl std::fmt::Debug for Signer {
@@ -137,6 +165,7 @@ impl Signer {
             metrics,
             key_locks,
             refusals: 0.into(),
+            paused: false.into(),
         })
     }
 
@@ -155,27 +184,54 @@ impl Signer {
         &self.metrics
     }
 
+    /// Whether signing is paused. Only an administrator's command flips it (the admin
+    /// protocol comes later; until then nothing in the daemon pauses), and `Status` reports it.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Pauses or resumes signing. While paused every new signature is refused with
+    /// `ErrorCode::Paused`; a repeated request still gets its stored signature back.
+    pub fn set_paused(&self, paused: bool) {
+        if self.paused.swap(paused, Ordering::SeqCst) != paused {
+            tracing::warn!(paused, "signing {}", if paused { "paused" } else { "resumed" });
+        }
+    }
+
     /// Appends an event to the audit log.
     pub fn audit(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.audit_timed(event).0
+    }
+
+    fn audit_timed(&self, event: &AuditEvent) -> (Result<(), AuditError>, Duration) {
         let started = Instant::now();
         let mut log = self.audit.lock().unwrap_or_else(|e| e.into_inner());
         let r = log.append(event);
-        self.metrics.audit_latency.observe(started.elapsed());
-        r
+        let took = started.elapsed();
+        self.metrics.audit_latency.observe(took);
+        (r, took)
     }
 
     /// Answers one request. Blocking (HSM calls, fsync): run it off the async workers.
     pub fn handle(&self, request: Request, peer: &str) -> Response {
+        self.handle_timed(request, peer).0
+    }
+
+    /// [`Signer::handle`], also saying where the time went.
+    pub fn handle_timed(&self, request: Request, peer: &str) -> (Response, RequestTiming) {
         let id = request.request_id();
-        match request {
+        let mut timing = RequestTiming::default();
+        let response = match request {
             Request::SignBlock(req) => {
                 let started = Instant::now();
-                let r = self.sign_block(&req, peer);
-                self.metrics.request_latency.observe(started.elapsed());
-                match r {
+                let r = self.sign_block(&req, peer, &mut timing);
+                let resp = match r {
                     Ok(resp) => Response::Signature(resp),
-                    Err(refusal) => self.refuse(id, refusal, peer, Some(&req)),
-                }
+                    Err(refusal) => self.refuse(id, refusal, peer, Some(&req), &mut timing),
+                };
+                timing.total = started.elapsed();
+                self.metrics.request_latency.observe(timing.total);
+                resp
             }
             Request::PublicKeys { request_id } => Response::PublicKeys {
                 request_id,
@@ -196,8 +252,10 @@ impl Signer {
                 ),
                 peer,
                 None,
+                &mut timing,
             ),
-        }
+        };
+        (response, timing)
     }
 
     fn status(&self, request_id: u64) -> StatusResponse {
@@ -219,7 +277,7 @@ impl Signer {
         }
         StatusResponse {
             request_id,
-            paused: false,
+            paused: self.is_paused(),
             signatures: self.metrics.signatures.load(Ordering::Relaxed)
                 + self.metrics.replays.load(Ordering::Relaxed),
             refusals: self.refusals.load(Ordering::Relaxed),
@@ -233,6 +291,7 @@ impl Signer {
         refusal: Refusal,
         peer: &str,
         req: Option<&SignBlockRequest>,
+        timing: &mut RequestTiming,
     ) -> Response {
         self.metrics.refused(refusal.reason);
         self.refusals.fetch_add(1, Ordering::Relaxed);
@@ -245,13 +304,20 @@ impl Signer {
             block_num: req.map(|r| r.header.block_num()),
             digest: req.map(|r| r.digest().to_string()),
         };
-        if let Err(e) = self.audit(&event) {
+        let (audited, took) = self.audit_timed(&event);
+        timing.audit += took;
+        if let Err(e) = audited {
             tracing::error!(error = %e, "cannot audit a refusal");
         }
         Response::Error(ErrorResponse { request_id, code: refusal.code, message: refusal.message })
     }
 
-    fn sign_block(&self, req: &SignBlockRequest, peer: &str) -> Result<SignBlockResponse, Refusal> {
+    fn sign_block(
+        &self,
+        req: &SignBlockRequest,
+        peer: &str,
+        timing: &mut RequestTiming,
+    ) -> Result<SignBlockResponse, Refusal> {
         let policy = &self.policy;
         if req.chain_id != policy.chain_id {
             return Err(Refusal::new(
@@ -304,7 +370,7 @@ impl Signer {
         let mut state = self.guard.load(&gkey).map_err(guard_err)?;
         match Guard::check(&state, block_num, slot, &digest).map_err(guard_err)? {
             Decision::Replay(signature) => {
-                self.audit(&AuditEvent::Signature {
+                let (audited, took) = self.audit_timed(&AuditEvent::Signature {
                     chain_id: policy.chain_id.to_string(),
                     producer: producer.to_string(),
                     key: key.to_string(),
@@ -315,8 +381,9 @@ impl Signer {
                     replay: true,
                     attempts: 0,
                     peer: peer.to_string(),
-                })
-                .map_err(|e| Refusal::new(ErrorCode::Internal, "audit", e.to_string()))?;
+                });
+                timing.audit += took;
+                audited.map_err(|e| Refusal::new(ErrorCode::Internal, "audit", e.to_string()))?;
                 self.metrics.replays.fetch_add(1, Ordering::Relaxed);
                 return Ok(SignBlockResponse {
                     request_id: req.request_id,
@@ -326,6 +393,16 @@ impl Signer {
                 });
             }
             Decision::Sign => {}
+        }
+        if self.is_paused() {
+            return Err(Refusal::new(
+                ErrorCode::Paused,
+                "paused",
+                format!(
+                    "signing is paused by an administrator; block {block_num} was not signed. \
+                     Ask the signer's administrators to resume it"
+                ),
+            ));
         }
 
         let block_ms = slot.to_time_point().millis();
@@ -346,6 +423,8 @@ impl Signer {
             .keyring
             .sign(key, &digest)
             .map_err(|e| Refusal::new(ErrorCode::Backend, e.reason(), e.to_string()))?;
+        timing.backend = signed.backend_time;
+        timing.backend_calls = signed.attempts;
 
         let started = Instant::now();
         self.guard
@@ -354,9 +433,10 @@ impl Signer {
                 SignedBlock { block_num, slot, digest, signature: signed.signature },
             )
             .map_err(guard_err)?;
-        self.metrics.guard_latency.observe(started.elapsed());
+        timing.guard_commit = started.elapsed();
+        self.metrics.guard_latency.observe(timing.guard_commit);
 
-        self.audit(&AuditEvent::Signature {
+        let (audited, took) = self.audit_timed(&AuditEvent::Signature {
             chain_id: policy.chain_id.to_string(),
             producer: producer.to_string(),
             key: key.to_string(),
@@ -367,8 +447,9 @@ impl Signer {
             replay: false,
             attempts: signed.attempts,
             peer: peer.to_string(),
-        })
-        .map_err(|e| Refusal::new(ErrorCode::Internal, "audit", e.to_string()))?;
+        });
+        timing.audit += took;
+        audited.map_err(|e| Refusal::new(ErrorCode::Internal, "audit", e.to_string()))?;
         self.metrics.signatures.fetch_add(1, Ordering::Relaxed);
         Ok(SignBlockResponse {
             request_id: req.request_id,
@@ -420,13 +501,25 @@ pub async fn serve_connection<S>(
                     .take()
                     .unwrap_or_else(|| tokio::time::Instant::now() + limits.request_timeout);
                 let id = request.request_id();
+                let block_num = match &request {
+                    Request::SignBlock(r) => Some(r.header.block_num()),
+                    _ => None,
+                };
                 let s = signer.clone();
                 let p = peer.clone();
-                let task = tokio::task::spawn_blocking(move || s.handle(request, &p));
+                let task = tokio::task::spawn_blocking(move || s.handle_timed(request, &p));
+                let mut timing = None;
                 let frame = match tokio::time::timeout_at(handle_deadline, task).await {
-                    Ok(Ok(resp)) => encode_frame(&resp).unwrap_or_else(|e| {
-                        error_frame(id, ErrorCode::Internal, format!("cannot encode reply: {e}"))
-                    }),
+                    Ok(Ok((resp, t))) => {
+                        timing = Some((t, !matches!(resp, Response::Error(_))));
+                        encode_frame(&resp).unwrap_or_else(|e| {
+                            error_frame(
+                                id,
+                                ErrorCode::Internal,
+                                format!("cannot encode reply: {e}"),
+                            )
+                        })
+                    }
                     Ok(Err(join)) => {
                         tracing::error!(error = %join, "request handler failed");
                         error_frame(id, ErrorCode::Internal, "request handler failed".into())
@@ -441,6 +534,21 @@ pub async fn serve_connection<S>(
                 };
                 if stream.write_all(&frame).await.is_err() {
                     return;
+                }
+                if let (Some(block_num), Some((t, ok))) = (block_num, timing) {
+                    // After the reply is written: logging never delays a signature.
+                    tracing::debug!(
+                        target: TIMING_TARGET,
+                        request_id = id,
+                        block_num,
+                        ok,
+                        total_us = micros(t.total),
+                        backend_us = micros(t.backend),
+                        backend_calls = t.backend_calls,
+                        guard_commit_us = micros(t.guard_commit),
+                        audit_us = micros(t.audit),
+                        "sign_block timing"
+                    );
                 }
                 if !decoder.is_idle() || !pending.is_empty() {
                     deadline = Some(tokio::time::Instant::now() + limits.request_timeout);
@@ -512,6 +620,10 @@ pub async fn serve_connection<S>(
     }
 }
 
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Who may connect.
 #[derive(Debug, Clone, Default)]
 pub struct PeerRules {
@@ -521,7 +633,142 @@ pub struct PeerRules {
     pub tcp_allowed_peers: std::collections::BTreeSet<IpAddr>,
 }
 
-/// Accepts Unix connections until `shutdown` resolves, checking SO_PEERCRED.
+/// What the accept loop does with one accepted connection.
+enum Admission<S> {
+    /// Serve it; the string names the peer in logs and the audit log.
+    Admit(S, String),
+    /// Close it: `reason` is the metrics label, `peer` what is known of the peer.
+    Refuse { reason: &'static str, peer: String },
+}
+
+/// A bound listener the accept loop serves: accepts one connection and decides whether the
+/// peer may use it. An `Err` is a failure of `accept` itself, which the loop backs off from.
+trait Listener: Send + 'static {
+    /// The connection type.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// `unix` or `tcp`, for logs.
+    const KIND: &'static str;
+    fn accept_peer(
+        &self,
+        rules: &PeerRules,
+    ) -> impl Future<Output = std::io::Result<Admission<Self::Stream>>> + Send;
+}
+
+impl Listener for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    const KIND: &'static str = "unix";
+
+    async fn accept_peer(&self, rules: &PeerRules) -> std::io::Result<Admission<Self::Stream>> {
+        let (stream, _) = self.accept().await?;
+        let uid = match stream.peer_cred() {
+            Ok(c) => c.uid(),
+            Err(e) => return Ok(Admission::Refuse { reason: "peer_cred", peer: e.to_string() }),
+        };
+        if !rules.allowed_uids.contains(&uid) {
+            return Ok(Admission::Refuse { reason: "peer_uid", peer: format!("uid={uid}") });
+        }
+        Ok(Admission::Admit(stream, format!("unix:uid={uid}")))
+    }
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    const KIND: &'static str = "tcp";
+
+    async fn accept_peer(&self, rules: &PeerRules) -> std::io::Result<Admission<Self::Stream>> {
+        let (stream, addr) = self.accept().await?;
+        if !rules.tcp_allowed_peers.contains(&addr.ip()) {
+            return Ok(Admission::Refuse { reason: "peer_address", peer: addr.to_string() });
+        }
+        let _ = stream.set_nodelay(true);
+        Ok(Admission::Admit(stream, format!("tcp:{addr}")))
+    }
+}
+
+/// The wait after a failed `accept`: 10 ms doubling to 1 s, back to 10 ms after a success.
+/// Only the first failure of a burst is logged (and the recovery, with the count).
+#[derive(Debug)]
+struct AcceptBackoff {
+    next: Duration,
+    failures: u64,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn new() -> AcceptBackoff {
+        AcceptBackoff { next: Self::FIRST, failures: 0 }
+    }
+
+    /// Records a failure; returns how long to wait and whether this one is to be logged.
+    fn failed(&mut self) -> (Duration, bool) {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        self.failures += 1;
+        (wait, self.failures == 1)
+    }
+
+    /// Records a success; returns how many failures the burst it ends had.
+    fn succeeded(&mut self) -> u64 {
+        self.next = Self::FIRST;
+        std::mem::take(&mut self.failures)
+    }
+}
+
+/// The accept loop of every listener. Returns only when the connection slots are closed; the
+/// daemon stops it by aborting its task at shutdown.
+async fn serve_listener<L: Listener>(
+    listener: L,
+    signer: Arc<Signer>,
+    rules: Arc<PeerRules>,
+    slots: Arc<Semaphore>,
+    limits: ConnectionLimits,
+) {
+    let mut backoff = AcceptBackoff::new();
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let admission = match listener.accept_peer(&rules).await {
+            Ok(a) => a,
+            Err(e) => {
+                let (wait, log) = backoff.failed();
+                if log {
+                    tracing::warn!(
+                        error = %e,
+                        "{} accept failed; retrying with a growing pause (up to {:?}), further \
+                         failures of this burst are not logged",
+                        L::KIND,
+                        AcceptBackoff::MAX
+                    );
+                }
+                drop(permit);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        let failures = backoff.succeeded();
+        if failures > 0 {
+            tracing::info!("{} accept works again after {failures} failure(s)", L::KIND);
+        }
+        match admission {
+            Admission::Refuse { reason, peer } => {
+                signer.metrics.refused(reason);
+                tracing::warn!(peer, reason, "{} peer not allowed; closing", L::KIND);
+            }
+            Admission::Admit(stream, peer) => {
+                signer.metrics.connections.fetch_add(1, Ordering::Relaxed);
+                let s = signer.clone();
+                tokio::spawn(async move {
+                    serve_connection(stream, s, peer, limits).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+/// Accepts Unix connections from the allowed uids (SO_PEERCRED), at most as many at once as
+/// `slots` has permits. Runs until its task is aborted (`Daemon::serve` does at shutdown).
 pub async fn serve_unix(
     listener: tokio::net::UnixListener,
     signer: Arc<Signer>,
@@ -529,37 +776,11 @@ pub async fn serve_unix(
     slots: Arc<Semaphore>,
     limits: ConnectionLimits,
 ) {
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "unix accept failed");
-                continue;
-            }
-        };
-        let uid = match stream.peer_cred() {
-            Ok(c) => c.uid(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read peer credentials; closing");
-                continue;
-            }
-        };
-        if !rules.allowed_uids.contains(&uid) {
-            signer.metrics.refused("peer_uid");
-            tracing::warn!(uid, "unix peer uid not allowed; closing");
-            continue;
-        }
-        signer.metrics.connections.fetch_add(1, Ordering::Relaxed);
-        let s = signer.clone();
-        tokio::spawn(async move {
-            serve_connection(stream, s, format!("unix:uid={uid}"), limits).await;
-            drop(permit);
-        });
-    }
+    serve_listener(listener, signer, rules, slots, limits).await;
 }
 
-/// Accepts TCP connections until `shutdown` resolves, from allowed peer addresses only.
+/// Accepts TCP connections from the allowed peer addresses, at most as many at once as
+/// `slots` has permits. Runs until its task is aborted (`Daemon::serve` does at shutdown).
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     signer: Arc<Signer>,
@@ -567,26 +788,5 @@ pub async fn serve_tcp(
     slots: Arc<Semaphore>,
     limits: ConnectionLimits,
 ) {
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let (stream, addr) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "tcp accept failed");
-                continue;
-            }
-        };
-        if !rules.tcp_allowed_peers.contains(&addr.ip()) {
-            signer.metrics.refused("peer_address");
-            tracing::warn!(%addr, "tcp peer not allowed; closing");
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        signer.metrics.connections.fetch_add(1, Ordering::Relaxed);
-        let s = signer.clone();
-        tokio::spawn(async move {
-            serve_connection(stream, s, format!("tcp:{addr}"), limits).await;
-            drop(permit);
-        });
-    }
+    serve_listener(listener, signer, rules, slots, limits).await;
 }

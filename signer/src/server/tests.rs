@@ -210,3 +210,109 @@ async fn truncated_frame_gets_no_answer_and_a_response_frame_is_malformed() {
     let resps = roundtrip(&f, &encode_frame(&resp).unwrap()).await;
     assert!(matches!(&resps[0], Response::Error(e) if e.code == ErrorCode::Malformed));
 }
+
+#[test]
+fn paused_refuses_new_signatures_answers_replays_and_status_says_so() {
+    let f = fixture_with_key();
+    let slot = now_slot();
+    let signed = request(&f, 10, slot, 1);
+    let first = sign(&f, &signed).unwrap();
+    let status = |f: &Fixture| match f.signer.handle(Request::Status { request_id: 1 }, "t") {
+        Response::Status(s) => s,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert!(!status(&f).paused);
+
+    f.signer.set_paused(true);
+    assert!(status(&f).paused);
+    let e = sign(&f, &request(&f, 11, slot.next(), 1)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Paused);
+    assert!(e.message.contains("paused by an administrator"), "{}", e.message);
+    assert_eq!(f.signer.metrics().refusals("paused"), 1);
+    // A repeat releases nothing new: it still gets the stored signature.
+    assert_eq!(sign(&f, &signed).unwrap().signature, first.signature);
+    assert_eq!(status(&f).last_signed[0].block_num, 10, "nothing signed while paused");
+
+    f.signer.set_paused(false);
+    assert!(!status(&f).paused);
+    assert!(sign(&f, &request(&f, 11, slot.next(), 1)).is_ok());
+}
+
+#[test]
+fn timing_splits_the_request() {
+    let f = fixture_with_key();
+    let req = request(&f, 10, now_slot(), 1);
+    let (resp, t) = f.signer.handle_timed(Request::SignBlock(req.clone()), "t");
+    assert!(matches!(resp, Response::Signature(_)), "{resp:?}");
+    assert!(t.backend_calls >= 1);
+    assert!(t.backend > Duration::ZERO && t.guard_commit > Duration::ZERO);
+    assert!(t.audit > Duration::ZERO);
+    assert!(t.total >= t.backend + t.guard_commit + t.audit, "{t:?}");
+    // A replay does not touch the backend or the guard file.
+    let (_, t) = f.signer.handle_timed(Request::SignBlock(req), "t");
+    assert_eq!((t.backend_calls, t.backend, t.guard_commit), (0, Duration::ZERO, Duration::ZERO));
+}
+
+#[test]
+fn accept_backoff_doubles_to_one_second_logs_once_and_resets() {
+    let mut b = AcceptBackoff::new();
+    let waits: Vec<(u64, bool)> = (0..9)
+        .map(|_| {
+            let (d, log) = b.failed();
+            (u64::try_from(d.as_millis()).unwrap(), log)
+        })
+        .collect();
+    assert_eq!(
+        waits,
+        [
+            (10, true),
+            (20, false),
+            (40, false),
+            (80, false),
+            (160, false),
+            (320, false),
+            (640, false),
+            (1000, false),
+            (1000, false)
+        ]
+    );
+    assert_eq!(b.succeeded(), 9);
+    assert_eq!(b.failed(), (Duration::from_millis(10), true), "a new burst is logged again");
+    assert_eq!(b.succeeded(), 1);
+    assert_eq!(b.succeeded(), 0);
+}
+
+/// A listener whose `accept` always fails (as with EMFILE), counting the calls.
+struct FailingListener(Arc<AtomicU64>);
+
+impl Listener for FailingListener {
+    type Stream = tokio::io::DuplexStream;
+    const KIND: &'static str = "test";
+
+    async fn accept_peer(&self, _: &PeerRules) -> std::io::Result<Admission<Self::Stream>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err(std::io::Error::from_raw_os_error(24)) // EMFILE
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_accept_backs_off_instead_of_spinning() {
+    let f = fixture_with_key();
+    let calls = Arc::new(AtomicU64::new(0));
+    let limits = ConnectionLimits {
+        request_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(2),
+    };
+    let serve = serve_listener(
+        FailingListener(calls.clone()),
+        f.signer.clone(),
+        Arc::new(PeerRules::default()),
+        Arc::new(Semaphore::new(4)),
+        limits,
+    );
+    // Ten seconds of (paused, auto-advancing) time: waits of 10, 20, … 640 ms, then 1 s each.
+    let ended = tokio::time::timeout(Duration::from_secs(10), serve).await;
+    assert!(ended.is_err(), "the loop keeps running");
+    let n = calls.load(Ordering::SeqCst);
+    assert!((15..=17).contains(&n), "{n} accept calls in 10 s");
+}
