@@ -5,83 +5,28 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use rempart_core::BlockTimestamp;
+use rempart_core::protocol::ErrorCode;
 use rempart_signer::client::{Client, Endpoint};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
-/// A SoftHSM2 configuration with its own token directory and one token "T" (PIN 1234).
-struct Hsm {
-    _dir: tempfile::TempDir,
-    conf: PathBuf,
-}
-
-fn softhsm() -> Option<Hsm> {
-    let have = Path::new(MODULE).exists()
-        && Command::new("softhsm2-util")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !have {
-        assert!(!ci(), "CI=true but SoftHSM2 is missing: apt-get install softhsm2 opensc");
-        println!("skipped: SoftHSM2 ({MODULE}, softhsm2-util) is not installed");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", "T", "--so-pin", "5678", "--pin", "1234"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Some(Hsm { _dir: dir, conf })
-}
-
-fn keygen(hsm: &Hsm, key_type: &str, label: &str, pin: &str) -> std::process::Output {
-    Command::new(BIN)
-        .env("SOFTHSM2_CONF", &hsm.conf)
-        .env("HSM_PIN", pin)
-        .args(["keygen", "--module", MODULE, "--token-label", "T", "--pin-env", "HSM_PIN"])
-        .args(["--key-type", key_type, "--label", label])
-        .output()
-        .unwrap()
-}
-
-fn backend(token: &str, label: &str, module: &str) -> String {
-    format!(
-        "kind = \"pkcs11\"\n[backend.pkcs11]\nmodule = \"{module}\"\ntoken_label = \"{token}\"\n\
-         pin_env = \"HSM_PIN\"\nkeys = [{{ label = \"{label}\" }}]"
-    )
-}
+const MODULE: &str = SOFTHSM_MODULE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keygen_k1_and_r1_then_sign_and_verify() {
     let Some(hsm) = softhsm() else { return };
     for (kt, prefix) in [("k1", "PUB_K1_"), ("r1", "PUB_R1_")] {
-        let out = keygen(&hsm, kt, &format!("eosio-{kt}"), "1234");
+        let out = hsm.keygen(kt, &format!("eosio-{kt}"), "1234");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
         assert!(key.starts_with(prefix), "{key}");
         // The same label again is refused.
-        assert!(!keygen(&hsm, kt, &format!("eosio-{kt}"), "1234").status.success());
+        assert!(!hsm.keygen(kt, &format!("eosio-{kt}"), "1234").status.success());
 
-        let s = setup(Some(&backend("T", &format!("eosio-{kt}"), MODULE)), &key, "");
+        let s = setup(Some(&pkcs11_backend("T", &format!("eosio-{kt}"), MODULE)), &key, "");
         s.guard_init();
         let conf = hsm.conf.to_str().unwrap();
         let _d = s.spawn(&[("SOFTHSM2_CONF", conf), ("HSM_PIN", "1234")]);
@@ -107,7 +52,7 @@ async fn keygen_k1_and_r1_then_sign_and_verify() {
 }
 
 fn run_fails(hsm: &Hsm, backend_toml: &str, pin: &str) -> (Option<i32>, String) {
-    let key = String::from_utf8(keygen(hsm, "k1", "k", "1234").stdout).unwrap_or_default();
+    let key = String::from_utf8(hsm.keygen("k1", "k", "1234").stdout).unwrap_or_default();
     let key = if key.trim().is_empty() { DEV_PUB.to_string() } else { key.trim().to_string() };
     let s = setup(Some(backend_toml), &key, "");
     s.guard_init();
@@ -124,16 +69,94 @@ fn run_fails(hsm: &Hsm, backend_toml: &str, pin: &str) -> (Option<i32>, String) 
 #[test]
 fn module_missing_token_absent_and_wrong_pin_are_clear_errors() {
     let Some(hsm) = softhsm() else { return };
-    let (code, err) = run_fails(&hsm, &backend("T", "k", "/nonexistent/libpkcs11.so"), "1234");
+    let (code, err) =
+        run_fails(&hsm, &pkcs11_backend("T", "k", "/nonexistent/libpkcs11.so"), "1234");
     assert_eq!(code, Some(69), "{err}");
     assert!(err.contains("cannot load the PKCS#11 module /nonexistent/libpkcs11.so"), "{err}");
-    let (code, err) = run_fails(&hsm, &backend("absent", "k", MODULE), "1234");
+    let (code, err) = run_fails(&hsm, &pkcs11_backend("absent", "k", MODULE), "1234");
     assert_eq!(code, Some(69), "{err}");
     assert!(err.contains("no token labelled \"absent\""), "{err}");
-    let (code, err) = run_fails(&hsm, &backend("T", "k", MODULE), "9999");
+    let (code, err) = run_fails(&hsm, &pkcs11_backend("T", "k", MODULE), "9999");
     assert_eq!(code, Some(69), "{err}");
     assert!(err.contains("refused the PIN") && !err.contains("9999"), "{err}");
-    let (code, err) = run_fails(&hsm, &backend("T", "missing-label", MODULE), "1234");
+    let (code, err) = run_fails(&hsm, &pkcs11_backend("T", "missing-label", MODULE), "1234");
     assert_eq!(code, Some(69), "{err}");
     assert!(err.contains("no private key label \"missing-label\""), "{err}");
+}
+
+/// The token disappears while the daemon runs (`softhsm2-util --delete-token`): the next
+/// SignBlock gets a clear backend error, nothing is signed or recorded as signed, and the
+/// daemon keeps answering Status and PublicKeys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_removed_mid_run_is_a_clear_error_and_nothing_is_signed() {
+    let Some(hsm) = softhsm() else { return };
+    let key = hsm.new_key("k1", "eosio-k1");
+    let s = setup(Some(&pkcs11_backend("T", "eosio-k1", MODULE)), &key, "");
+    s.guard_init();
+    let mut d = s.spawn(&hsm.env());
+    let mut client = Client::new(Endpoint::Unix(s.socket.clone()));
+    let dl = || tokio::time::Instant::now() + Duration::from_secs(5);
+    let base = now_slot().0 - 50;
+    for n in 2..5u32 {
+        client.sign_block(request(&s.key, n, BlockTimestamp(base + n), 1), dl()).await.unwrap();
+    }
+
+    let out = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .args(["--delete-token", "--token", "T"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    for n in 5..8u32 {
+        let err = client
+            .sign_block(request(&s.key, n, BlockTimestamp(base + n), 1), dl())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::Backend), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("no token labelled \"T\" is present"), "{text}");
+    }
+    assert!(d.running(), "the daemon survives the lost token");
+    let status = client.status(dl()).await.unwrap();
+    assert_eq!(status.last_signed[0].block_num, 4, "nothing signed after the token went away");
+    assert_eq!(status.signatures, 3);
+    assert_eq!(status.refusals, 3);
+    assert_eq!(client.public_keys(dl()).await.unwrap()[0].block_signing_key, s.key);
+    let audit = std::fs::read_to_string(s.audit_log()).unwrap();
+    let signatures = audit.lines().filter(|l| l.contains("\"signature\":\"SIG_")).count();
+    assert_eq!(signatures, 3, "{audit}");
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+/// The token is taken away (its directory moved out) and put back while the daemon runs:
+/// refused while it is away, then the daemon logs in again, checks it is the same key and
+/// signs the next block, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_put_back_resumes_signing_with_the_same_key() {
+    let Some(hsm) = softhsm() else { return };
+    let key = hsm.new_key("r1", "eosio-r1");
+    let s = setup(Some(&pkcs11_backend("T", "eosio-r1", MODULE)), &key, "");
+    s.guard_init();
+    let mut d = s.spawn(&hsm.env());
+    let mut client = Client::new(Endpoint::Unix(s.socket.clone()));
+    let dl = || tokio::time::Instant::now() + Duration::from_secs(5);
+    let base = now_slot().0 - 50;
+    client.sign_block(request(&s.key, 2, BlockTimestamp(base + 2), 1), dl()).await.unwrap();
+
+    let token = std::fs::read_dir(&hsm.tokens).unwrap().next().unwrap().unwrap().path();
+    let away = hsm.dir.path().join("away");
+    std::fs::rename(&token, &away).unwrap();
+    let err =
+        client.sign_block(request(&s.key, 3, BlockTimestamp(base + 3), 1), dl()).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Backend), "{err}");
+    assert!(err.to_string().contains("no token labelled \"T\" is present"), "{err}");
+
+    std::fs::rename(&away, &token).unwrap();
+    let req = request(&s.key, 3, BlockTimestamp(base + 3), 1);
+    let r = client.sign_block(req.clone(), dl()).await.unwrap();
+    assert_eq!(r.signature.recover(&req.digest()).unwrap(), s.key);
+    assert!(d.running());
+    assert_eq!(client.status(dl()).await.unwrap().last_signed[0].block_num, 3);
+    assert_eq!(d.terminate().code(), Some(0));
 }

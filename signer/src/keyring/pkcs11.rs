@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
@@ -71,7 +71,10 @@ fn ck(operation: &'static str) -> impl Fn(CkError) -> KeyringError {
     move |e| KeyringError::Pkcs11 { operation, message: e.to_string() }
 }
 
-/// Errors after which the session must be opened again.
+/// Errors after which the session must be opened again and the key found anew. A removed
+/// token shows as a lost session on real HSMs and as a stale key handle on SoftHSM2 (its
+/// objects vanish with the token directory); logging in again then names the actual problem
+/// (token absent, key gone) instead of a handle number.
 fn session_lost(e: &CkError) -> bool {
     matches!(
         e,
@@ -80,8 +83,11 @@ fn session_lost(e: &CkError) -> bool {
                 | RvError::SessionClosed
                 | RvError::DeviceRemoved
                 | RvError::TokenNotPresent
+                | RvError::TokenNotRecognized
                 | RvError::UserNotLoggedIn
-                | RvError::DeviceError,
+                | RvError::DeviceError
+                | RvError::KeyHandleInvalid
+                | RvError::ObjectHandleInvalid,
             _
         )
     )
@@ -121,12 +127,13 @@ pub fn curve_of(params: &[u8]) -> Option<KeyType> {
     }
 }
 
-/// An opened token: the module, the slot and a logged-in session.
+/// An opened token: the module, the slot and a logged-in session (`None` after a re-login
+/// failed; the next signature tries again).
 struct Token {
     ctx: Pkcs11,
     label: String,
     pin: Zeroizing<String>,
-    session: Session,
+    session: Option<Session>,
 }
 
 impl Token {
@@ -142,7 +149,15 @@ impl Token {
             Err(e) => return Err(module_err(format!("C_Initialize: {e}"))),
         }
         let session = Self::login(&ctx, label, &pin)?;
-        Ok(Token { ctx, label: label.to_string(), pin, session })
+        Ok(Token { ctx, label: label.to_string(), pin, session: Some(session) })
+    }
+
+    /// The logged-in session; `SessionHandleInvalid` when the last re-login failed, which the
+    /// caller treats as a lost session.
+    fn session(&self) -> Result<&Session, CkError> {
+        self.session
+            .as_ref()
+            .ok_or(CkError::Pkcs11(RvError::SessionHandleInvalid, Function::OpenSession))
     }
 
     fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, KeyringError> {
@@ -176,7 +191,26 @@ impl Token {
     }
 
     fn reopen(&mut self) -> Result<(), KeyringError> {
-        self.session = Self::login(&self.ctx, &self.label, &self.pin)?;
+        // Close the old session first: a module may give its handle number to the new one,
+        // which dropping the old `Session` afterwards would then close.
+        if let Some(old) = self.session.take() {
+            let _ = old.close();
+        }
+        match Self::login(&self.ctx, &self.label, &self.pin) {
+            Ok(s) => self.session = Some(s),
+            Err(KeyringError::TokenAbsent { .. }) => {
+                // Some modules (SoftHSM2) see a token that came back only after the library is
+                // finalized and initialized again. No session of ours is open at this point.
+                tracing::warn!(label = %self.label, "token absent; re-initialising the module");
+                let _ = self.ctx.clone().finalize();
+                match self.ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+                    Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+                    Err(e) => return Err(ck("C_Initialize")(e)),
+                }
+                self.session = Some(Self::login(&self.ctx, &self.label, &self.pin)?);
+            }
+            Err(e) => return Err(e),
+        }
         Ok(())
     }
 
@@ -187,7 +221,8 @@ impl Token {
     ) -> Result<ObjectHandle, KeyringError> {
         let template =
             [Attribute::Class(class), Attribute::KeyType(CkKeyType::EC), selector_attr(sel)];
-        let found = self.session.find_objects(&template).map_err(ck("C_FindObjects"))?;
+        let found =
+            self.session().and_then(|s| s.find_objects(&template)).map_err(ck("C_FindObjects"))?;
         match found.as_slice() {
             [one] => Ok(*one),
             [] => Err(KeyringError::KeyNotFound {
@@ -211,11 +246,17 @@ impl Token {
         let what = selector_text(sel);
         let private = self.find_one(ObjectClass::PRIVATE_KEY, sel)?;
         let attrs = self
-            .session
-            .get_attributes(
-                private,
-                &[AttributeType::EcParams, AttributeType::Sensitive, AttributeType::Extractable],
-            )
+            .session()
+            .and_then(|s| {
+                s.get_attributes(
+                    private,
+                    &[
+                        AttributeType::EcParams,
+                        AttributeType::Sensitive,
+                        AttributeType::Extractable,
+                    ],
+                )
+            })
             .map_err(ck("C_GetAttributeValue"))?;
         let mut params = None;
         let mut sensitive = None;
@@ -243,8 +284,8 @@ impl Token {
         })?;
         let public = self.find_one(ObjectClass::PUBLIC_KEY, sel)?;
         let attrs = self
-            .session
-            .get_attributes(public, &[AttributeType::EcPoint])
+            .session()
+            .and_then(|s| s.get_attributes(public, &[AttributeType::EcPoint]))
             .map_err(ck("C_GetAttributeValue"))?;
         let point = attrs
             .into_iter()
@@ -289,7 +330,7 @@ impl Pkcs11Backend {
         handle: ObjectHandle,
         digest: &[u8; 32],
     ) -> Result<[u8; 64], CkError> {
-        let raw = token.session.sign(&Mechanism::Ecdsa, handle, digest)?;
+        let raw = token.session()?.sign(&Mechanism::Ecdsa, handle, digest)?;
         raw.as_slice().try_into().map_err(|_| CkError::InvalidValue)
     }
 }
@@ -311,8 +352,9 @@ impl Backend for Pkcs11Backend {
         match Self::sign_once(&token, handles[index], digest) {
             Ok(rs) => Ok(rs),
             Err(e) if session_lost(&e) => {
-                // The session died (token removed and back, HSM restarted): log in again, find
-                // the same key (handles may change) and check it is still the same key.
+                // The session or the key handle died (token removed, maybe back, HSM
+                // restarted): log in again, find the same key (handles may change) and check it
+                // is still the same key. A token still absent is a TokenAbsent error.
                 tracing::warn!(error = %e, "PKCS#11 session lost; logging in again");
                 token.reopen()?;
                 let (h, k) = token.open_key(&self.keys[index].1)?;
@@ -342,8 +384,10 @@ pub fn generate(
     let pin = read_pin(pin)?;
     let token = Token::open(module, token_label, pin)?;
     let sel = KeySelector::Label(label.to_string());
-    let existing =
-        token.session.find_objects(&[selector_attr(&sel)]).map_err(ck("C_FindObjects"))?;
+    let existing = token
+        .session()
+        .and_then(|s| s.find_objects(&[selector_attr(&sel)]))
+        .map_err(ck("C_FindObjects"))?;
     if !existing.is_empty() {
         return Err(KeyringError::Keygen(format!(
             "the token already holds objects labelled {label:?}; choose another label"
@@ -353,7 +397,8 @@ pub fn generate(
         KeyType::K1 => EC_PARAMS_K1,
         KeyType::R1 => EC_PARAMS_R1,
     };
-    let id = token.session.generate_random_vec(8).map_err(ck("C_GenerateRandom"))?;
+    let id =
+        token.session().and_then(|s| s.generate_random_vec(8)).map_err(ck("C_GenerateRandom"))?;
     let public_template = [
         Attribute::Token(true),
         Attribute::Private(false),
@@ -372,8 +417,10 @@ pub fn generate(
         Attribute::Id(id),
     ];
     token
-        .session
-        .generate_key_pair(&Mechanism::EccKeyPairGen, &public_template, &private_template)
+        .session()
+        .and_then(|s| {
+            s.generate_key_pair(&Mechanism::EccKeyPairGen, &public_template, &private_template)
+        })
         .map_err(|e| KeyringError::Keygen(format!("C_GenerateKeyPair: {e}")))?;
     let (_, key) = token.open_key(&sel)?;
     Ok(key)

@@ -1,10 +1,13 @@
-//! Shared helpers of the signer's process tests: a temp deployment (policy, key, guard), the
-//! daemon spawned as the real binary and killed by PID on drop, waits with deadlines.
+//! Shared helpers of the signer's process tests and benchmark: a temp deployment (policy, key,
+//! guard), a SoftHSM2 token of its own, the daemon spawned as the real binary and killed by PID
+//! on drop, waits with deadlines. Nothing here may touch a file outside its temp directory.
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rempart_core::block::BlockHeader;
@@ -17,9 +20,42 @@ pub const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
 pub const DEV_PUB: &str = "PUB_K1_6MRyAjQq8ud7hVNYcfnVPJqcVpscN5So8BhtHuGYqET5BoDq63";
 pub const CHAIN: &str = "0202020202020202020202020202020202020202020202020202020202020202";
 
-/// A child process killed (SIGKILL, by PID) and reaped on drop.
+/// The SoftHSM2 module (Debian package `softhsm2`).
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A child process killed (SIGKILL, by PID) and reaped on drop; with `log`, its stderr lines.
 pub struct Daemon {
     pub child: Child,
+    pub log: Option<mpsc::Receiver<String>>,
+}
+
+impl Daemon {
+    /// Sends SIGTERM and waits (with a deadline) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        self.wait(Duration::from_secs(20))
+    }
+
+    /// Waits for the process to end, with a deadline.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut status = None;
+        wait_for("the signer to exit", timeout, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status.unwrap()
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Every stderr line received so far (only with a piped log).
+    pub fn lines(&self) -> Vec<String> {
+        self.log.as_ref().map(|rx| rx.try_iter().collect()).unwrap_or_default()
+    }
 }
 
 impl Drop for Daemon {
@@ -52,9 +88,39 @@ pub struct Setup {
     pub key: PublicKey,
 }
 
-/// Backend section: `soft` with the dev key, or the given pkcs11 table.
+/// Backend section: `soft` with the dev key, or the given pkcs11 table; no sandbox.
 pub fn setup(backend: Option<&str>, key: &str, extra: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
+    setup_in(None, backend, key, "dangerous_disabled = true", extra)
+}
+
+/// The `[sandbox]` table body of a daemon sandboxed with the shipped seccomp policy. Memory is
+/// locked only as root (`current`); `read_only` lists trees it still reads (SoftHSM2 tokens).
+pub fn sandbox_toml(read_only: &[&Path]) -> String {
+    let seccomp =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/seccomp/signer.x86_64.json");
+    let lock = if rustix::process::geteuid().is_root() { "current" } else { "dangerous_off" };
+    let paths: Vec<String> =
+        read_only.iter().map(|p| format!("{:?}", p.display().to_string())).collect();
+    format!(
+        "seccomp_policy = {:?}\nmemory_lock = \"{lock}\"\nread_only_paths = [{}]",
+        seccomp.display().to_string(),
+        paths.join(", ")
+    )
+}
+
+/// A deployment in a new temp dir under `parent` (the system's temp dir when `None`), with
+/// `sandbox` as the body of its `[sandbox]` table.
+pub fn setup_in(
+    parent: Option<&Path>,
+    backend: Option<&str>,
+    key: &str,
+    sandbox: &str,
+    extra: &str,
+) -> Setup {
+    let dir = match parent {
+        Some(p) => tempfile::tempdir_in(p).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     let keyfile = dir.path().join("dev.key");
     std::fs::write(&keyfile, format!("{DEV_WIF}\n")).unwrap();
     std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -86,7 +152,7 @@ audit_log = "state/audit.jsonl"
 [limits]
 request_timeout_ms = 5000
 [sandbox]
-dangerous_disabled = true
+{sandbox}
 {extra}
 "#
     );
@@ -107,17 +173,45 @@ impl Setup {
     }
 
     pub fn spawn(&self, envs: &[(&str, &str)]) -> Daemon {
+        self.spawn_with(envs, &[], false)
+    }
+
+    /// Spawns `run` with extra global arguments (e.g. `--log-format json`); with `log`, its
+    /// stderr lines are collected (see [`Daemon::lines`]). Waits until the socket answers; a
+    /// daemon that exits first fails the test with its status and log.
+    pub fn spawn_with(&self, envs: &[(&str, &str)], args: &[&str], log: bool) -> Daemon {
         let _ = std::fs::remove_file(&self.socket);
         let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--policy"]).arg(&self.policy).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.args(args).args(["run", "--policy"]).arg(&self.policy).stdout(Stdio::null());
+        cmd.stdin(Stdio::null()).stderr(if log { Stdio::piped() } else { Stdio::null() });
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let d = Daemon { child: cmd.spawn().unwrap() };
+        let mut child = cmd.spawn().unwrap();
+        let log = child.stderr.take().map(|stderr| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
+        let mut d = Daemon { child, log };
         wait_for("the signer socket", Duration::from_secs(20), || {
+            if let Some(status) = d.child.try_wait().unwrap() {
+                panic!("the signer exited before serving: {status:?}\n{}", d.lines().join("\n"));
+            }
             std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
         });
         d
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     pub fn audit_log(&self) -> PathBuf {
@@ -164,4 +258,78 @@ pub fn ci() -> bool {
 
 pub fn path_dir(p: &Path) -> &Path {
     p.parent().unwrap()
+}
+
+/// A SoftHSM2 configuration with its own token directory and one token "T" (PIN 1234).
+pub struct Hsm {
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    pub tokens: PathBuf,
+}
+
+/// A fresh SoftHSM2 token, or `None` (with a printed reason) when SoftHSM2 is not installed;
+/// with CI=true a missing SoftHSM2 fails instead.
+pub fn softhsm() -> Option<Hsm> {
+    let have = Path::new(SOFTHSM_MODULE).exists()
+        && Command::new("softhsm2-util")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(!ci(), "CI=true but SoftHSM2 is missing: apt-get install softhsm2 opensc");
+        println!("skipped: SoftHSM2 ({SOFTHSM_MODULE}, softhsm2-util) is not installed");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", "T", "--so-pin", "5678", "--pin", "1234"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(Hsm { dir, conf, tokens })
+}
+
+impl Hsm {
+    /// `rempart-signer keygen` in token "T" with PIN `pin`.
+    pub fn keygen(&self, key_type: &str, label: &str, pin: &str) -> std::process::Output {
+        Command::new(BIN)
+            .env("SOFTHSM2_CONF", &self.conf)
+            .env("HSM_PIN", pin)
+            .args(["keygen", "--module", SOFTHSM_MODULE, "--token-label", "T"])
+            .args(["--pin-env", "HSM_PIN", "--key-type", key_type, "--label", label])
+            .output()
+            .unwrap()
+    }
+
+    /// A new key pair in the token; returns its `PUB_…` key.
+    pub fn new_key(&self, key_type: &str, label: &str) -> String {
+        let out = self.keygen(key_type, label, "1234");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// The environment of a daemon using this token (PIN from `HSM_PIN`).
+    pub fn env(&self) -> [(&str, &str); 2] {
+        [("SOFTHSM2_CONF", self.conf.to_str().unwrap()), ("HSM_PIN", "1234")]
+    }
+}
+
+/// The `[backend]` table body for a PKCS#11 key labelled `label` in `token`.
+pub fn pkcs11_backend(token: &str, label: &str, module: &str) -> String {
+    format!(
+        "kind = \"pkcs11\"\n[backend.pkcs11]\nmodule = \"{module}\"\ntoken_label = \"{token}\"\n\
+         pin_env = \"HSM_PIN\"\nkeys = [{{ label = \"{label}\" }}]"
+    )
 }
