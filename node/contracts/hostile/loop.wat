@@ -1,0 +1,7 @@
+;; Hostile: writes a row, then loops forever. Fuel must stop it and the row must not survive.
+(module
+  (import "env" "db_store_i64" (func $store (param i64 i64 i64 i64 i32 i32) (result i32)))
+  (memory 1)
+  (func (export "apply") (param $r i64) (param $c i64) (param $a i64)
+    (drop (call $store (i64.const 1) (i64.const 1) (local.get $r) (i64.const 7) (i32.const 0) (i32.const 8)))
+    (loop $forever (br $forever))))

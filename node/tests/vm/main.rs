@@ -1,0 +1,9 @@
+//! Contract VM tests over a real store: the C token contract through the VM, hostile contracts,
+//! determinism, Antelope's database iterator rules and the committed `.wasm` matching its source.
+//! One binary (one link of wasmtime), a module per concern.
+
+mod common;
+mod contracts;
+mod database;
+mod hostile;
+mod token;
