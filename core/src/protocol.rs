@@ -382,6 +382,29 @@ crate::packed_struct! {
         pub refusals: u64,
         /// The last block signed per (chain, producer, key).
         pub last_signed: Vec<LastSigned>,
+        /// The WireGuard peers' health as last read (empty without a tunnel).
+        pub tunnel: Vec<TunnelPeer>,
+    }
+}
+
+crate::packed_struct! {
+    /// One WireGuard peer of the signer's tunnel, as the signer last read its counters.
+    #[derive(Clone, PartialEq, Eq, Debug)]
+    pub struct TunnelPeer {
+        /// The peer's tunnel address.
+        pub address: String,
+        /// The peer's WireGuard public key (base64).
+        pub public_key: String,
+        /// Unix time (seconds) of the last handshake; 0 when none happened or none is known.
+        pub last_handshake: u64,
+        /// Bytes received from the peer.
+        pub rx_bytes: u64,
+        /// Bytes sent to the peer.
+        pub tx_bytes: u64,
+        /// The handshake is older than the signer's stale threshold, or never happened.
+        pub stale: bool,
+        /// Why the counters could not be read, if they could not (empty when they were).
+        pub error: String,
     }
 }
 

@@ -282,6 +282,7 @@ impl Signer {
                 + self.metrics.replays.load(Ordering::Relaxed),
             refusals: self.refusals.load(Ordering::Relaxed),
             last_signed,
+            tunnel: self.metrics.wireguard.status(),
         }
     }
 

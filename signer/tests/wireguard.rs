@@ -337,6 +337,15 @@ fn sign(
     })
 }
 
+/// The signer's `Status` over the tunnel.
+fn status() -> Result<rempart_core::protocol::StatusResponse, ClientError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut client = Client::new(rempart_signer::client::Endpoint::Tcp(tcp_endpoint()));
+        client.status(tokio::time::Instant::now() + Duration::from_secs(5)).await
+    })
+}
+
 /// Polls `sign` until it succeeds, with a deadline (the first packets after a handshake or a
 /// link change can be lost).
 fn sign_eventually(key: &PublicKey, base: BlockTimestamp, n: u32, within: Duration) {
@@ -391,9 +400,26 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
         run("ip", &["-n", &net.client_ns, "link", "set", "dev", &net.client_if, "up"]);
         sign_eventually(&d.key, base, 3, Duration::from_secs(30));
         sign_eventually(&d.key, base, 4, Duration::from_secs(30));
+
+        // 5. Status reports the peer's handshake and counters, read after the sandbox closed.
+        let mut last = None;
+        wait_for("the tunnel peer in Status", Duration::from_secs(20), || {
+            let s = status().expect("Status through the tunnel");
+            let ok = s.tunnel.len() == 1
+                && s.tunnel[0].address == CLIENT_TUNNEL
+                && s.tunnel[0].public_key == d.client_wg.to_string()
+                && s.tunnel[0].last_handshake > 0
+                && s.tunnel[0].rx_bytes > 0
+                && s.tunnel[0].tx_bytes > 0
+                && !s.tunnel[0].stale
+                && s.tunnel[0].error.is_empty();
+            last = Some(s);
+            ok
+        });
+        assert!(last.is_some_and(|s| s.signatures >= 3));
     });
 
-    // 5. A non-peer address: from inside the signer's namespace the source is the signer's own
+    // 6. A non-peer address: from inside the signer's namespace the source is the signer's own
     //    tunnel address, which is no peer: accepted by the kernel, closed by the signer.
     net.inside(&net.signer_ns.clone(), || {
         let mut s = TcpStream::connect_timeout(&tcp_endpoint(), Duration::from_secs(5))
@@ -409,7 +435,7 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
         d.log_text().contains("tcp peer not allowed")
     });
 
-    // 6. Health after the sandbox closed: the interface's counters for the peer, read through
+    // 7. Health after the sandbox closed: the interface's counters for the peer, read through
     //    the UAPI connection opened before it.
     let peer = format!("peer=\"{CLIENT_TUNNEL}\",public_key=\"{}\"", d.client_wg);
     wait_for("WireGuard metrics with traffic", Duration::from_secs(20), || {

@@ -73,6 +73,15 @@ fn responses() -> Vec<Response> {
                 timestamp: BlockTimestamp(777),
                 digest: req.digest(),
             }],
+            tunnel: vec![TunnelPeer {
+                address: "10.98.0.2".to_owned(),
+                public_key: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned(),
+                last_handshake: 1_700_000_000,
+                rx_bytes: 1896,
+                tx_bytes: 1064,
+                stale: false,
+                error: String::new(),
+            }],
         }),
         Response::Error(ErrorResponse {
             request_id: 5,

@@ -238,6 +238,29 @@ impl TunnelHealth {
         self.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Every configured peer's health in the protocol's `Status` form (empty without a tunnel).
+    pub fn status(&self) -> Vec<rempart_core::protocol::TunnelPeer> {
+        let Some(s) = self.snapshot() else { return Vec::new() };
+        s.peers
+            .iter()
+            .map(|p| {
+                let st = p.stats.as_ref();
+                rempart_core::protocol::TunnelPeer {
+                    address: p.address.to_string(),
+                    public_key: p.public_key.to_string(),
+                    last_handshake: st
+                        .and_then(|s| s.last_handshake)
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs()),
+                    rx_bytes: st.map_or(0, |s| s.rx_bytes),
+                    tx_bytes: st.map_or(0, |s| s.tx_bytes),
+                    stale: p.stale,
+                    error: s.error.clone().unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
     /// Replaces the snapshot.
     pub fn store(&self, s: Snapshot) {
         *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
