@@ -9,6 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::filter::Rejection;
+
 /// Who caused a failed request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Fault {
@@ -66,6 +68,9 @@ pub enum RequestError {
     /// The body could not be read.
     #[error("request body could not be read")]
     BodyRead,
+    /// The API filter refused the body (transaction checks, query caps).
+    #[error(transparent)]
+    Filtered(#[from] Rejection),
     /// Rate limited.
     #[error("too many requests; retry after {} s", retry_after_secs(*.0))]
     Limited(Duration),
@@ -92,9 +97,10 @@ impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
             RequestError::NotAllowed | RequestError::Banned => StatusCode::FORBIDDEN,
-            RequestError::BadPath | RequestError::Framing(_) | RequestError::BodyRead => {
-                StatusCode::BAD_REQUEST
-            }
+            RequestError::BadPath
+            | RequestError::Framing(_)
+            | RequestError::BodyRead
+            | RequestError::Filtered(_) => StatusCode::BAD_REQUEST,
             RequestError::Method => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -130,6 +136,7 @@ impl RequestError {
             RequestError::UriTooLong => "uri_too_long",
             RequestError::BodyTimeout => "body_timeout",
             RequestError::BodyRead => "body_read",
+            RequestError::Filtered(r) => r.reason(),
             RequestError::Limited(_) => "rate_limited",
             RequestError::NoUpstream => "no_upstream",
             RequestError::Upstream => "upstream_failed",
@@ -145,7 +152,10 @@ impl RequestError {
             "code": status.as_u16(),
             "message": status.canonical_reason().unwrap_or("error"),
             "error": {
-                "code": 0,
+                "code": match self {
+                    RequestError::Filtered(r) => r.nodeos_code(),
+                    _ => 0,
+                },
                 "name": self.code(),
                 "what": self.to_string(),
                 "details": [{
@@ -164,8 +174,11 @@ impl RequestError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(*wait)));
         }
+        // A refused transaction or query was read whole: the connection stays usable.
         if matches!(self, RequestError::Banned)
-            || (self.fault() == Fault::Downstream && status == StatusCode::BAD_REQUEST)
+            || (self.fault() == Fault::Downstream
+                && status == StatusCode::BAD_REQUEST
+                && !matches!(self, RequestError::Filtered(_)))
         {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

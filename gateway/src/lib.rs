@@ -11,6 +11,7 @@ pub mod conn;
 pub mod dev_cert;
 pub mod document;
 pub mod error;
+pub mod filter;
 pub mod framing;
 pub mod limit;
 pub mod metrics;

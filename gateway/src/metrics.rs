@@ -61,6 +61,8 @@ pub struct Gauges {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16, &'static str), u64>>,
     limited: Mutex<BTreeMap<(String, &'static str), u64>>,
+    filtered: Mutex<BTreeMap<(String, &'static str), u64>>,
+    clamped: Mutex<BTreeMap<String, u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
     refused: Mutex<BTreeMap<&'static str, u64>>,
     reloads: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
@@ -96,6 +98,16 @@ impl Metrics {
     /// Counts a rate-limited request.
     pub fn limited(&self, class: &str, scope: &'static str) {
         bump(&self.limited, (class.to_owned(), scope));
+    }
+
+    /// Counts a request refused by the API filter, by reason code.
+    pub fn filtered(&self, class: &str, reason: &'static str) {
+        bump(&self.filtered, (class.to_owned(), reason));
+    }
+
+    /// Counts a query whose limit the API filter lowered.
+    pub fn clamped(&self, class: &str) {
+        bump(&self.clamped, class.to_owned());
     }
 
     /// Counts a connection closed at once (`total_cap`, `client_cap`, `tls_timeout`, …).
@@ -162,6 +174,29 @@ impl Metrics {
                     o,
                     "rempart_gateway_limited_total{{class=\"{class}\",scope=\"{scope}\"}} {v}"
                 )?;
+            }
+        }
+        writeln!(
+            o,
+            "# HELP rempart_gateway_filtered_total Requests refused by the API filter, by reason."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_filtered_total counter")?;
+        if let Ok(m) = self.filtered.lock() {
+            for ((class, reason), v) in m.iter() {
+                writeln!(
+                    o,
+                    "rempart_gateway_filtered_total{{class=\"{class}\",reason=\"{reason}\"}} {v}"
+                )?;
+            }
+        }
+        writeln!(
+            o,
+            "# HELP rempart_gateway_filter_clamped_total Queries whose limit the API filter lowered."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_filter_clamped_total counter")?;
+        if let Ok(m) = self.clamped.lock() {
+            for (class, v) in m.iter() {
+                writeln!(o, "rempart_gateway_filter_clamped_total{{class=\"{class}\"}} {v}")?;
             }
         }
         writeln!(

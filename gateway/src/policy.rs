@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::filter::{ActionPattern, FilterPolicy, OverLimit};
+
 #[cfg(test)]
 mod tests;
 
@@ -29,6 +31,9 @@ pub const FORBIDDEN_PREFIXES: &[&str] = &[
     "/v1/prometheus/",
     "/v1/resource_monitor/",
     "/v1/admin/",
+    "/v1/wallet/",
+    "/v1/keosd/",
+    "/v1/txn_test_gen/",
 ];
 
 /// Why a policy file was refused.
@@ -94,6 +99,7 @@ struct RawPolicy {
     connections: RawConnections,
     access: RawAccess,
     documents: RawDocuments,
+    filter: RawFilter,
     route_classes: BTreeMap<String, RawClass>,
     routes: Vec<RawRoute>,
 }
@@ -103,6 +109,22 @@ struct RawPolicy {
 struct RawDocuments {
     bp_json: Option<Spanned<String>>,
     chains_json: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    max_transaction_bytes: Spanned<usize>,
+    max_actions: Spanned<usize>,
+    max_context_free_actions: usize,
+    max_signatures: Spanned<usize>,
+    max_expiration_ahead_s: Spanned<u32>,
+    max_transactions_per_push: Spanned<usize>,
+    blocked: Vec<Spanned<String>>,
+    allowed: Vec<Spanned<String>>,
+    max_query_limit: Spanned<u32>,
+    over_limit: OverLimit,
+    max_bound_chars: Spanned<usize>,
 }
 
 #[derive(Deserialize)]
@@ -480,6 +502,7 @@ pub struct Policy {
     connections: Connections,
     access: Access,
     documents: Documents,
+    filter: FilterPolicy,
     classes: Vec<RouteClass>,
     routes: Vec<Route>,
     exact: HashMap<String, usize>,
@@ -537,6 +560,10 @@ impl Policy {
     /// Documents served from files.
     pub fn documents(&self) -> &Documents {
         &self.documents
+    }
+    /// The API filter's settings.
+    pub fn filter(&self) -> &FilterPolicy {
+        &self.filter
     }
     /// Route classes.
     pub fn classes(&self) -> &[RouteClass] {
@@ -637,6 +664,7 @@ impl Validator<'_> {
             bp_json: raw.documents.bp_json.as_ref().map(|p| self.path(p)).transpose()?,
             chains_json: raw.documents.chains_json.as_ref().map(|p| self.path(p)).transpose()?,
         };
+        let filter = self.filter(&raw.filter)?;
         let mut classes = Vec::new();
         for (name, c) in &raw.route_classes {
             classes.push(self.class(name, c, &pools)?);
@@ -681,6 +709,7 @@ impl Validator<'_> {
             connections,
             access,
             documents,
+            filter,
             classes,
             routes,
             exact,
@@ -702,6 +731,79 @@ impl Validator<'_> {
                 })
             })
             .collect()
+    }
+
+    fn patterns(&self, list: &[Spanned<String>]) -> Result<Vec<ActionPattern>, PolicyError> {
+        let mut out: Vec<ActionPattern> = Vec::new();
+        for p in list {
+            let pattern: ActionPattern = p.get_ref().parse().map_err(|e| {
+                self.err(p, format!("{e}; write a contract (`eosio.token`) or a contract and action (`eosio.token::transfer`)"))
+            })?;
+            if out.contains(&pattern) {
+                return Err(self.err(p, format!("{pattern} is listed twice")));
+            }
+            out.push(pattern);
+        }
+        Ok(out)
+    }
+
+    fn filter(&self, raw: &RawFilter) -> Result<FilterPolicy, PolicyError> {
+        let at_least_one = |v: &Spanned<usize>, what: &str| {
+            if *v.get_ref() == 0 {
+                Err(self.err(v, format!("filter.{what} must be at least 1")))
+            } else {
+                Ok(*v.get_ref())
+            }
+        };
+        let max_transaction_bytes =
+            at_least_one(&raw.max_transaction_bytes, "max_transaction_bytes")?;
+        if max_transaction_bytes > 1024 * 1024 {
+            return Err(self.err(
+                &raw.max_transaction_bytes,
+                "filter.max_transaction_bytes must be at most 1048576 (nodeos's own bound)",
+            ));
+        }
+        let max_expiration_ahead_secs = *raw.max_expiration_ahead_s.get_ref();
+        if max_expiration_ahead_secs == 0 || max_expiration_ahead_secs > 86_400 {
+            return Err(self.err(
+                &raw.max_expiration_ahead_s,
+                "filter.max_expiration_ahead_s must be between 1 and 86400 (nodeos accepts at most 3600 by default)",
+            ));
+        }
+        let max_query_limit = *raw.max_query_limit.get_ref();
+        if max_query_limit == 0 {
+            return Err(self.err(&raw.max_query_limit, "filter.max_query_limit must be at least 1"));
+        }
+        let max_bound_chars = at_least_one(&raw.max_bound_chars, "max_bound_chars")?;
+        let blocked = self.patterns(&raw.blocked)?;
+        let allowed = self.patterns(&raw.allowed)?;
+        if let Some((p, at)) = raw
+            .allowed
+            .iter()
+            .zip(&allowed)
+            .find_map(|(at, p)| blocked.contains(p).then_some((p, at)))
+        {
+            return Err(self.err(
+                at,
+                format!("{p} is both blocked and allowed; remove it from one of the two lists"),
+            ));
+        }
+        Ok(FilterPolicy {
+            max_transaction_bytes,
+            max_actions: at_least_one(&raw.max_actions, "max_actions")?,
+            max_context_free_actions: raw.max_context_free_actions,
+            max_signatures: at_least_one(&raw.max_signatures, "max_signatures")?,
+            max_expiration_ahead_secs,
+            max_transactions_per_push: at_least_one(
+                &raw.max_transactions_per_push,
+                "max_transactions_per_push",
+            )?,
+            blocked,
+            allowed,
+            max_query_limit,
+            over_limit: raw.over_limit,
+            max_bound_chars,
+        })
     }
 
     fn access(&self, raw: &RawAccess) -> Result<Access, PolicyError> {

@@ -18,6 +18,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
+use rempart_core::time::TimePointSec;
 
 use crate::conn::FramingFlag;
 use crate::error::{Fault, RequestError};
@@ -53,6 +54,7 @@ struct Trace {
     class: Option<usize>,
     upstream: Option<SocketAddr>,
     limit: &'static str,
+    filter: &'static str,
     attempts: u32,
 }
 
@@ -68,7 +70,7 @@ pub async fn handle(
     let method = req.method().clone();
     let path: String = req.uri().path().chars().take(256).collect();
     let version = req.version();
-    let mut trace = Trace { limit: "none", ..Trace::default() };
+    let mut trace = Trace { limit: "none", filter: "none", ..Trace::default() };
     if method == Method::GET
         && let Some(doc) = rt.documents.get(req.uri().path())
     {
@@ -96,6 +98,9 @@ pub async fn handle(
             if let RequestError::Limited(_) = e {
                 let class = class_name(&rt, trace.class);
                 shared.metrics.limited(class, trace.limit);
+            }
+            if let RequestError::Filtered(r) = &e {
+                shared.metrics.filtered(class_name(&rt, trace.class), r.reason());
             }
             (
                 e.response::<Full<Bytes>>().map(|b| b.map_err(|never| match never {}).boxed()),
@@ -128,6 +133,7 @@ pub async fn handle(
         attempts = trace.attempts,
         latency_ms = latency.as_secs_f64() * 1000.0,
         limit = trace.limit,
+        filter = trace.filter,
     );
     Ok(resp)
 }
@@ -195,6 +201,19 @@ async fn proxy(
     }
     let body = body.take().ok_or(RequestError::Internal)?;
     let body = read_body(body, class.max_body_bytes, conns.body_read_timeout).await?;
+    let body = match rt.policy.filter().inspect(path, body, gateway_time()) {
+        Ok(passed) => {
+            trace.filter = passed.decision;
+            if passed.decision == "clamped" {
+                shared.metrics.clamped(&class.name);
+            }
+            passed.body
+        }
+        Err(rejection) => {
+            trace.filter = rejection.reason();
+            return Err(RequestError::Filtered(rejection));
+        }
+    };
 
     let pool = rt.pools.get(class.pool).ok_or(RequestError::Internal)?;
     let attempts = if route.retry { pool.config.max_attempts } else { 1 };
@@ -249,6 +268,14 @@ async fn proxy(
         Some(resp) => Ok(downstream_response(resp)),
         None => Err(last_err),
     }
+}
+
+/// The gateway's clock in whole seconds, for transaction expiration checks.
+fn gateway_time() -> TimePointSec {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    TimePointSec(u32::try_from(secs).unwrap_or(u32::MAX))
 }
 
 /// Reads and discards a small remainder of a refused request's body, so an HTTP/2 stream

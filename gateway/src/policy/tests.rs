@@ -72,6 +72,9 @@ fn forbidden_routes_are_refused() {
         "/*",
         "/v1/PRODUCER/pause",
         "/v1/test_control/kill_node_on_producer",
+        "/v1/wallet/unlock",
+        "/v1/keosd/stop",
+        "/v1/txn_test_gen/start_generation",
     ] {
         let text =
             SHIPPED.replacen("path = \"/v1/chain/get_info\"", &format!("path = \"{path}\""), 1);
@@ -215,4 +218,42 @@ fn access_lists_are_validated_with_positions() {
     assert!(!a.refuses("203.0.1.9".parse().expect("ip")));
     assert!(a.refuses("198.51.100.1".parse().expect("ip")));
     assert!(!a.refuses("2001:db8::5".parse().expect("ip")));
+}
+
+#[test]
+fn the_filter_section_is_validated_with_positions() {
+    let p = parse(SHIPPED).expect("shipped");
+    assert_eq!(p.filter().over_limit, crate::filter::OverLimit::Clamp);
+    assert!(p.filter().blocked.is_empty());
+    let text = SHIPPED.replace("blocked = []", "blocked = [\"eosio::setcode\", \"evil\"]");
+    let p = parse(&text).expect("valid blocklist");
+    assert_eq!(p.filter().blocked.len(), 2);
+    assert_eq!(p.filter().blocked[0].to_string(), "eosio::setcode");
+    let cases = [
+        ("blocked = []", "blocked = [\"eosio\", \"Bad::x\"]", "Bad::x", "eosio.token::transfer"),
+        ("blocked = []", "blocked = [\"a\", \"a\"]", "listed twice", ""),
+        ("allowed = []", "allowed = [\"eosio::\"]", "empty name", ""),
+        ("max_actions = 32", "max_actions = 0", "at least 1", ""),
+        ("max_signatures = 8", "max_signatures = 0", "at least 1", ""),
+        ("max_query_limit = 1000", "max_query_limit = 0", "at least 1", ""),
+        ("max_expiration_ahead_s = 3600", "max_expiration_ahead_s = 0", "between 1", ""),
+        ("max_transaction_bytes = 262144", "max_transaction_bytes = 9999999", "1048576", ""),
+        ("over_limit = \"clamp\"", "over_limit = \"drop\"", "clamp", ""),
+    ];
+    for (from, to, says, also) in cases {
+        let text = SHIPPED.replace(from, to);
+        let (line, column, message) = invalid_at(&text);
+        assert_eq!(line, line_of(&text, to), "{to}: {message}");
+        assert!(column > 1, "{to}");
+        assert!(message.contains(says) && message.contains(also), "{to}: {message}");
+    }
+    let text = SHIPPED
+        .replace("blocked = []", "blocked = [\"eosio\"]")
+        .replace("allowed = []", "allowed = [\"eosio\"]");
+    let (line, _, message) = invalid_at(&text);
+    assert_eq!(line, line_of(&text, "allowed = [\"eosio\"]"));
+    assert!(message.contains("both blocked and allowed"), "{message}");
+    let text = SHIPPED.replace("over_limit = \"clamp\"\n", "");
+    let (_, _, message) = invalid_at(&text);
+    assert!(message.contains("over_limit"), "a missing key is named: {message}");
 }

@@ -3,6 +3,7 @@
 
 mod access;
 mod certs;
+mod filter;
 mod memory;
 mod protection;
 mod proxy;

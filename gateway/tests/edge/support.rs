@@ -147,6 +147,7 @@ async fn answer(
         "method": parts.method.as_str(),
         "headers": headers,
         "body_len": body.len(),
+        "body": String::from_utf8_lossy(&body),
     });
     let mut r = Response::new(Full::new(Bytes::from(json.to_string())));
     r.headers_mut().insert("connection", "keep-alive, x-upstream-secret".parse().expect("hv"));
