@@ -20,7 +20,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::sandbox::MemoryLock;
-use crate::wireguard::{BackendChoice, Cidr, PeerConfig, WgKey, WireGuardConfig};
+use crate::wireguard::WireGuardConfig;
+use crate::wireguard::config::{ConfigError, WireGuardSection, check_private_listener};
 
 #[cfg(test)]
 mod tests;
@@ -221,7 +222,7 @@ struct RawPolicy {
     metrics: RawMetrics,
     #[serde(default)]
     sandbox: RawSandbox,
-    wireguard: Option<Spanned<RawWireGuard>>,
+    wireguard: Option<Spanned<WireGuardSection>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -352,44 +353,6 @@ fn default_max_sign_attempts() -> Spanned<u32> {
 struct RawMetrics {
     file: Option<Spanned<PathBuf>>,
     listen: Option<Spanned<SocketAddr>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWireGuard {
-    interface: Spanned<String>,
-    private_key_file: Spanned<PathBuf>,
-    #[serde(default = "spanned_default")]
-    listen_port: Spanned<u16>,
-    address: Spanned<String>,
-    #[serde(default = "default_wg_backend")]
-    backend: Spanned<String>,
-    #[serde(default = "default_stale_handshake_secs")]
-    stale_handshake_secs: Spanned<u64>,
-    #[serde(default = "default_stats_interval_secs")]
-    stats_interval_secs: Spanned<u64>,
-    #[serde(default)]
-    peers: Vec<Spanned<RawWgPeer>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWgPeer {
-    public_key: Spanned<String>,
-    address: Spanned<IpAddr>,
-    endpoint: Option<Spanned<SocketAddr>>,
-    persistent_keepalive_secs: Option<Spanned<u16>>,
-}
-
-fn default_wg_backend() -> Spanned<String> {
-    Spanned::new(0..0, "auto".into())
-}
-fn default_stale_handshake_secs() -> Spanned<u64> {
-    // WireGuard rekeys every 120 s while traffic flows; 180 s leaves a missed rekey visible.
-    Spanned::new(0..0, 180)
-}
-fn default_stats_interval_secs() -> Spanned<u64> {
-    Spanned::new(0..0, 10)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -683,7 +646,9 @@ impl Validator<'_> {
         let mut tcp_allowed_peers: BTreeSet<IpAddr> =
             l.tcp_allowed_peers.get_ref().iter().copied().collect();
         if let Some(wg) = wireguard {
-            if let Some(stray) = tcp_allowed_peers.iter().find(|ip| !wg.peer_addresses().any(|p| p == **ip)) {
+            if let Some(stray) =
+                tcp_allowed_peers.iter().find(|ip| !wg.peer_addresses().any(|p| p == **ip))
+            {
                 return Err(self.err(
                     l.tcp_allowed_peers.span(),
                     format!(
@@ -712,106 +677,16 @@ impl Validator<'_> {
         })
     }
 
-    /// The `[wireguard]` section.
-    fn wireguard(&self, w: &Spanned<RawWireGuard>) -> Result<WireGuardConfig, PolicyError> {
-        let r = w.get_ref();
-        let interface = r.interface.get_ref().clone();
-        if !crate::wireguard::valid_interface_name(&interface) {
-            return Err(self.err(
-                r.interface.span(),
-                format!(
-                    "interface {interface:?} is not a valid interface name (1 to 15 characters \
-                     of A-Z a-z 0-9 _ . -)"
-                ),
-            ));
-        }
-        let private_key_file = self.absolute(&r.private_key_file, "WireGuard private-key file")?;
-        let address: Cidr = r
-            .address
-            .get_ref()
-            .parse()
-            .map_err(|e| self.err(r.address.span(), format!("tunnel address: {e}")))?;
-        let ip = address.addr;
-        if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
-            return Err(self.err(
-                r.address.span(),
-                format!("tunnel address {ip} must be a unicast address of the tunnel network"),
-            ));
-        }
-        let backend: BackendChoice = r
-            .backend
-            .get_ref()
-            .parse()
-            .map_err(|e: String| self.err(r.backend.span(), e))?;
-        let stale = *r.stale_handshake_secs.get_ref();
-        if !(10..=86_400).contains(&stale) {
-            return Err(self.err(
-                r.stale_handshake_secs.span(),
-                "stale_handshake_secs must be 10..=86400 (WireGuard rekeys every 120 s)",
-            ));
-        }
-        let every = *r.stats_interval_secs.get_ref();
-        if !(1..=3_600).contains(&every) {
-            return Err(self.err(r.stats_interval_secs.span(), "stats_interval_secs must be 1..=3600"));
-        }
-        let mut peers: Vec<PeerConfig> = Vec::new();
-        for p in &r.peers {
-            let raw = p.get_ref();
-            let public_key = WgKey::parse(raw.public_key.get_ref(), "the peer's public_key")
-                .map_err(|e| self.err(raw.public_key.span(), e.to_string()))?;
-            let peer_ip = *raw.address.get_ref();
-            if !address.contains(peer_ip) || peer_ip == ip {
-                return Err(self.err(
-                    raw.address.span(),
-                    format!(
-                        "peer address {peer_ip} must be another address inside the tunnel \
-                         network {address}"
-                    ),
-                ));
-            }
-            if peers.iter().any(|q| q.public_key == public_key) {
-                return Err(self.err(raw.public_key.span(), "this public key is listed twice"));
-            }
-            if peers.iter().any(|q| q.address == peer_ip) {
-                return Err(self.err(
-                    raw.address.span(),
-                    format!("two peers have the tunnel address {peer_ip}; each needs its own"),
-                ));
-            }
-            let keepalive = match &raw.persistent_keepalive_secs {
-                Some(k) if *k.get_ref() == 0 => {
-                    return Err(self.err(
-                        k.span(),
-                        "persistent_keepalive_secs = 0: omit the key to disable keepalives",
-                    ));
-                }
-                Some(k) => Some(Duration::from_secs(u64::from(*k.get_ref()))),
-                None => None,
-            };
-            peers.push(PeerConfig {
-                public_key,
-                address: peer_ip,
-                endpoint: raw.endpoint.as_ref().map(|e| *e.get_ref()),
-                keepalive,
-            });
-        }
-        if peers.is_empty() {
-            return Err(self.err(
-                w.span(),
-                "[wireguard] has no [[wireguard.peers]]: name the producer's public key and its \
-                 tunnel address",
-            ));
-        }
-        Ok(WireGuardConfig {
-            interface,
-            private_key_file,
-            listen_port: *r.listen_port.get_ref(),
-            address,
-            backend,
-            peers,
-            stale_handshake: Duration::from_secs(stale),
-            stats_interval: Duration::from_secs(every),
-        })
+    /// The `[wireguard]` section (validated by `crate::wireguard::config`).
+    fn wireguard(&self, w: &Spanned<WireGuardSection>) -> Result<WireGuardConfig, PolicyError> {
+        w.get_ref()
+            .validate(w.span(), &|p| {
+                self.absolute(p, "WireGuard private-key file").map_err(|e| match e {
+                    PolicyError::Invalid { message, .. } => ConfigError { span: p.span(), message },
+                    other => ConfigError { span: p.span(), message: other.to_string() },
+                })
+            })
+            .map_err(|e| self.err(e.span, e.message))
     }
 
     /// A private listener binds the tunnel address, or loopback when there is no tunnel.
@@ -820,30 +695,7 @@ impl Validator<'_> {
         a: &Spanned<SocketAddr>,
         wireguard: Option<&WireGuardConfig>,
     ) -> Result<(), PolicyError> {
-        let ip = a.get_ref().ip();
-        match wireguard {
-            Some(wg) if ip != wg.address.addr => Err(self.err(
-                a.span(),
-                format!(
-                    "tcp address {} is not the WireGuard tunnel address {}; the TCP listener \
-                     binds the tunnel address only (write tcp = \"{}:{}\")",
-                    a.get_ref(),
-                    wg.address.addr,
-                    wg.address.addr,
-                    a.get_ref().port()
-                ),
-            )),
-            None if !ip.is_loopback() => Err(self.err(
-                a.span(),
-                format!(
-                    "tcp address {} is neither loopback nor a WireGuard tunnel address; add a \
-                     [wireguard] section whose address is {ip} (the signer then sets the \
-                     tunnel up and accepts only its peers), or bind 127.0.0.1 on one host",
-                    a.get_ref()
-                ),
-            )),
-            _ => Ok(()),
-        }
+        check_private_listener("tcp", *a.get_ref(), wireguard).map_err(|m| self.err(a.span(), m))
     }
 }
 

@@ -2,15 +2,19 @@
 //!
 //! A `[wireguard]` section names the interface, the private-key file (mode 0600), the listen
 //! port, the tunnel address (CIDR) and the peers (public key, tunnel address, optional endpoint
-//! and keepalive). [`WireGuardConfig`] is that section validated; with the `wireguard` feature,
-//! [`Interface::up`] creates or updates the interface (the kernel backend when the module
-//! exists, otherwise wireguard-go), assigns the tunnel address and brings the link up, and
-//! [`health`] reads per-peer handshake age and transfer counters into metrics.
+//! and keepalive). [`config`] parses it for the signer's policy and the node's configuration
+//! alike, and holds the rule every private listener follows; [`WireGuardConfig`] is the section
+//! validated. With the `wireguard` feature, [`Interface::up`] creates or updates the interface
+//! (the kernel backend when the module exists, otherwise wireguard-go), assigns the tunnel
+//! address and brings the link up, and [`health`] reads per-peer handshake age and transfer
+//! counters into metrics and `Status`.
 //!
 //! Who calls what, and when: the signer calls [`Interface::up`] and [`Interface::stats_reader`]
 //! in `Daemon::prepare`, before its sandbox closes; afterwards it only reads and writes on the
 //! UAPI connection opened then (no new socket, so the seccomp policy does not grow). The node
-//! calls the same functions at start and may poll with [`health::StatsReader::Query`].
+//! calls the same functions at start (parsing its own `[wireguard]` with
+//! [`config::WireGuardSection`], checking its listeners with [`config::check_private_listener`])
+//! and may poll with `health::StatsReader::Query`.
 //!
 //! This module must never log or print a private key, never accept a private-key file that group
 //! or others can read, and never leave a half-configured interface silently: every step fails
@@ -25,6 +29,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
+pub mod config;
 pub mod health;
 #[cfg(feature = "wireguard")]
 mod interface;

@@ -313,3 +313,31 @@ fn a_private_key_readable_by_others_is_refused_and_keygen_never_overwrites() {
     let missing = read_private_key(&dir.path().join("missing")).unwrap_err();
     assert!(missing.to_string().contains("cannot open"), "{missing}");
 }
+
+#[test]
+fn the_node_can_parse_the_same_section_and_check_its_own_listeners() {
+    #[derive(serde::Deserialize)]
+    struct NodeFile {
+        wireguard: toml::Spanned<config::WireGuardSection>,
+    }
+    let text = wg("", &peer(PEER, "10.98.0.3", ""));
+    let file: NodeFile = toml::from_str(&text).unwrap();
+    let cfg = file
+        .wireguard
+        .get_ref()
+        .validate(file.wireguard.span(), &|p| Ok(Path::new("/etc/node").join(p.get_ref())))
+        .unwrap();
+    assert_eq!(cfg.private_key_file, Path::new("/etc/node/wg.key"));
+    let check = |a: &str, w| config::check_private_listener("block_listen", a.parse().unwrap(), w);
+    assert!(check("10.98.0.1:9876", Some(&cfg)).is_ok());
+    let e = check("10.99.0.1:9876", Some(&cfg)).unwrap_err();
+    assert!(e.contains("block_listen = \"10.98.0.1:9876\""), "{e}");
+    assert!(check("0.0.0.0:9876", Some(&cfg)).unwrap_err().contains("wildcard"));
+    assert!(check("[::]:9876", None).unwrap_err().contains("wildcard"));
+    assert!(check("127.0.0.1:9876", None).is_ok());
+    assert!(check("192.0.2.1:9876", None).unwrap_err().contains("neither loopback"));
+    let bad: NodeFile = toml::from_str(&wg("", "")).unwrap();
+    let e =
+        bad.wireguard.get_ref().validate(bad.wireguard.span(), &|_| Ok("/k".into())).unwrap_err();
+    assert!(e.message.contains("no [[wireguard.peers]]"), "{e:?}");
+}
