@@ -45,8 +45,8 @@ pub enum Command {
     Up,
     /// Validate every policy file under policies/ (not built yet).
     Check,
-    /// Drive key ceremonies and M-of-N approved signer commands with a YubiKey (not built yet).
-    Admin,
+    /// Key ceremonies: YubiKey admin keys and M-of-N approved signer commands.
+    Admin(crate::admin::AdminArgs),
     /// The WireGuard private network between the producer and the signer.
     Wg {
         /// What to do.
@@ -61,7 +61,7 @@ impl Command {
         match self {
             Command::Up => "up",
             Command::Check => "check",
-            Command::Admin => "admin",
+            Command::Admin(_) => "admin",
             Command::Wg { .. } => "wg",
         }
     }
@@ -69,8 +69,8 @@ impl Command {
     /// Whether this subcommand does its job in this build.
     pub fn is_built(&self) -> bool {
         match self {
-            Command::Up | Command::Check | Command::Admin => false,
-            Command::Wg { .. } => true,
+            Command::Up | Command::Check => false,
+            Command::Wg { .. } | Command::Admin(_) => true,
         }
     }
 }
@@ -85,6 +85,15 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<u8
     let command = &cli.command;
     if let Command::Wg { command } = command {
         return wg::run(command, out, err);
+    }
+    if let Command::Admin(args) = command {
+        return match crate::admin::run(args, out) {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                writeln!(err, "rempart admin: {e}")?;
+                Ok(e.exit_code())
+            }
+        };
     }
     let out = err;
     if !command.is_built() {

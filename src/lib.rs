@@ -4,4 +4,5 @@
 //! The library holds everything the binary does so that tests drive it without spawning a
 //! process. It never calls `process::exit` and never claims that a part exists before it does.
 
+pub mod admin;
 pub mod cli;
