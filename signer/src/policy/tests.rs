@@ -114,7 +114,11 @@ fn bad_values_are_refused() {
         ("pin_env = \"PIN\"", "", "pin_file or pin_env"),
         ("pin_env = \"PIN\"", "pin_env = \"PIN\"\npin_file = \"/p\"", "not both"),
         ("allowed_uids = [1000]", "", "allowed_uids"),
-        ("tcp_allowed_peers = [\"10.98.0.2\"]", "tcp_allowed_peers = [\"10.98.0.3\"]", "tcp_allowed_peers"),
+        (
+            "tcp_allowed_peers = [\"10.98.0.2\"]",
+            "tcp_allowed_peers = [\"10.98.0.3\"]",
+            "tcp_allowed_peers",
+        ),
         ("keys = [{ label = \"k1\" }, { id = \"0a0b\" }]", "keys = []", "keys is empty"),
         ("{ id = \"0a0b\" }", "{ id = \"zz\" }", "not hex"),
         ("kind = \"pkcs11\"", "kind = \"yubikey\"", "unknown backend"),
