@@ -452,6 +452,29 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
             ))
     });
     assert!(d.log_text().contains("sandbox"), "the signer ran sandboxed: {}", d.log_text());
+
+    // 8. The wireguard-go process behind the signer's interface dies: the sandboxed signer
+    //    cannot reconnect, says so in its log, metrics and Status, and keeps serving its
+    //    Unix socket.
+    for pid in wireguard_go_pids(&net.signer_if) {
+        let pid = rustix::process::Pid::from_raw(pid).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    }
+    wait_for("stats down in the metrics", Duration::from_secs(20), || {
+        d.metrics()
+            .contains(&format!("rempart_wireguard_stats_up{{interface=\"{}\"}} 0", net.signer_if))
+    });
+    assert!(d.log_text().contains("cannot read WireGuard statistics"), "{}", d.log_text());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let s = rt
+        .block_on(async {
+            let mut c = Client::new(rempart_signer::client::Endpoint::Unix(d.socket.clone()));
+            c.status(tokio::time::Instant::now() + Duration::from_secs(5)).await
+        })
+        .expect("Status over the Unix socket");
+    assert_eq!(s.tunnel.len(), 1);
+    assert!(!s.tunnel[0].error.is_empty(), "the read error is reported: {:?}", s.tunnel[0]);
+    assert!(s.tunnel[0].rx_bytes > 0, "the last good counters are kept");
 }
 
 fn check(policy: &Path) -> (bool, String) {

@@ -341,3 +341,31 @@ fn the_node_can_parse_the_same_section_and_check_its_own_listeners() {
         bad.wireguard.get_ref().validate(bad.wireguard.span(), &|_| Ok("/k".into())).unwrap_err();
     assert!(e.message.contains("no [[wireguard.peers]]"), "{e:?}");
 }
+
+#[test]
+fn one_uapi_connection_serves_every_read_and_its_loss_is_reported() {
+    use std::io::{BufRead as _, Write as _};
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let peer = std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(theirs.try_clone().unwrap());
+        let mut writer = theirs;
+        for _ in 0..2 {
+            let mut request = String::new();
+            while request != "get=1\n\n" {
+                let before = request.len();
+                assert!(reader.read_line(&mut request).unwrap() > 0, "{request:?}");
+                assert!(request.len() > before);
+            }
+            writer.write_all(format!("{ANSWER}\n").as_bytes()).unwrap();
+        }
+    });
+    let mut reader = health::StatsReader::Uapi { interface: "wg0".into(), stream: ours };
+    for _ in 0..2 {
+        let peers = reader.read().unwrap();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[0].rx_bytes, 5678);
+    }
+    peer.join().unwrap();
+    let e = reader.read().unwrap_err().to_string();
+    assert!(e.contains("wg0") && (e.contains("closed") || e.contains("UAPI")), "{e}");
+}
