@@ -117,10 +117,7 @@ fn tunnel_up(policy: &Policy) -> Result<Option<Tunnel>, DaemonError> {
     {
         let iface = crate::wireguard::Interface::up(wg)?;
         let reader = iface.stats_reader(!policy.sandbox.dangerous_disabled)?;
-        let expected = crate::wireguard::health::Expected {
-            peers: wg.peers.iter().map(|p| (p.public_key, p.address)).collect(),
-            stale_after: wg.stale_handshake,
-        };
+        let expected = crate::wireguard::health::Expected::from_config(wg);
         Ok(Some(Tunnel { reader, expected, interval: wg.stats_interval }))
     }
     #[cfg(not(feature = "wireguard"))]

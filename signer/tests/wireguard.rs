@@ -494,18 +494,19 @@ fn check_refuses_a_private_listener_off_the_tunnel_address() {
         (SIGNER_VETH, "is not the WireGuard tunnel address 10.98.0.1"),
     ] {
         let d = deployment_without_keys(&format!("tcp = \"{tcp}:{SIGNER_TCP_PORT}\""));
-        let (ok, stderr) = check(&d);
+        let (ok, stderr) = check(&d.1);
         assert!(!ok && stderr.contains(needle), "{tcp}: {stderr}");
         assert!(stderr.contains("signer.toml:"), "the error names the file and line: {stderr}");
     }
     let d = deployment_without_keys(&format!("tcp = \"{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}\""));
-    let (ok, stderr) = check(&d);
+    let (ok, stderr) = check(&d.1);
     assert!(ok, "{stderr}");
 }
 
 /// The policy of [`deployment`] without generating anything but the file (for `check`).
-fn deployment_without_keys(listen_tcp: &str) -> PathBuf {
-    let dir = tempfile::tempdir().unwrap().keep();
+fn deployment_without_keys(listen_tcp: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let peer = WgKey([9; 32]);
     let text = format!(
         "[chain]\nid = \"{}\"\nmax_clock_skew_ms = 1000\n[[producers]]\naccount = \"eosio\"\n\
@@ -520,7 +521,7 @@ fn deployment_without_keys(listen_tcp: &str) -> PathBuf {
     );
     let path = dir.join("signer.toml");
     std::fs::write(&path, text).unwrap();
-    path
+    (tmp, path)
 }
 
 /// Needs no root: the key file is read before any interface is touched.

@@ -342,6 +342,20 @@ pub struct Expected {
     pub peers: BTreeMap<WgKey, IpAddr>,
     /// A handshake older than this is stale.
     pub stale_after: Duration,
+    /// When the tunnel came up: a peer that never handshook is stale only once `stale_after`
+    /// has passed since then (a fresh start is not an alarm).
+    pub since: SystemTime,
+}
+
+impl Expected {
+    /// The peers and threshold of `config`, counting from now.
+    pub fn from_config(config: &super::WireGuardConfig) -> Expected {
+        Expected {
+            peers: config.peers.iter().map(|p| (p.public_key, p.address)).collect(),
+            stale_after: config.stale_handshake,
+            since: SystemTime::now(),
+        }
+    }
 }
 
 /// Folds one read into a snapshot, logging peers whose staleness changed since `previous`.
@@ -363,10 +377,11 @@ pub fn update(
             Some(all) => all.iter().find(|s| s.public_key == *key).cloned(),
             None => old.and_then(|o| o.stats.clone()),
         };
-        let stale = st
-            .as_ref()
-            .and_then(|s| s.last_handshake)
-            .is_none_or(|t| now.duration_since(t).unwrap_or_default() > expected.stale_after);
+        let age = |t: SystemTime| now.duration_since(t).unwrap_or_default();
+        let stale = match st.as_ref().and_then(|s| s.last_handshake) {
+            Some(t) => age(t) > expected.stale_after,
+            None => age(expected.since) > expected.stale_after,
+        };
         let was_stale = old.is_some_and(|o| o.stale);
         if stale && !was_stale {
             tracing::warn!(

@@ -233,7 +233,7 @@ fn a_bad_uapi_answer_is_an_error_never_a_panic() {
 fn expected() -> Expected {
     let mut peers = BTreeMap::new();
     peers.insert(PEER.parse().unwrap(), "10.98.0.2".parse().unwrap());
-    Expected { peers, stale_after: Duration::from_secs(180) }
+    Expected { peers, stale_after: Duration::from_secs(180), since: UNIX_EPOCH }
 }
 
 fn stats(handshake: Option<SystemTime>) -> Vec<PeerStats> {
@@ -256,6 +256,9 @@ fn staleness_follows_the_handshake_age_and_a_failed_read_keeps_the_last_counters
     assert!(old.peers[0].stale);
     let never = update("wg0", &e, Ok(stats(None)), None, now);
     assert!(never.peers[0].stale);
+    let starting = Expected { since: now - Duration::from_secs(10), ..expected() };
+    let not_yet = update("wg0", &starting, Ok(stats(None)), None, now);
+    assert!(!not_yet.peers[0].stale, "a fresh start is not an alarm");
     let missing = update("wg0", &e, Ok(Vec::new()), None, now);
     assert!(missing.peers[0].stale && missing.peers[0].stats.is_none());
     let failed = update(
