@@ -155,6 +155,8 @@ pub enum AdminStep {
     Approve(ApproveArgs),
     /// Send an approved proposal to the signer.
     Submit(SubmitArgs),
+    /// List the PC/SC readers and whether a YubiKey answers in each.
+    Readers,
 }
 
 /// Which PC/SC reader and how to reach the card.
@@ -284,6 +286,7 @@ pub fn run(args: &AdminArgs, out: &mut dyn Write) -> Result<u8, AdminCliError> {
         }
         AdminStep::Approve(a) => approve(a, out),
         AdminStep::Submit(a) => submit::submit(a, out),
+        AdminStep::Readers => readers(out),
     }
 }
 
@@ -431,6 +434,20 @@ fn enroll(a: &EnrollArgs, out: &mut dyn Write) -> Result<u8, AdminCliError> {
     };
     writeln!(out, "{key}").map_err(|e| io_err(Path::new("<stdout>"), e))?;
     Ok(0)
+}
+
+#[cfg(feature = "yubikey")]
+fn readers(out: &mut dyn Write) -> Result<u8, AdminCliError> {
+    for (name, present) in card::readers()? {
+        let state = if present { "YubiKey" } else { "no YubiKey" };
+        writeln!(out, "{name}: {state}").map_err(|e| io_err(Path::new("<stdout>"), e))?;
+    }
+    Ok(0)
+}
+
+#[cfg(not(feature = "yubikey"))]
+fn readers(_: &mut dyn Write) -> Result<u8, AdminCliError> {
+    Err(AdminCliError::NoYubikeySupport)
 }
 
 #[cfg(not(feature = "yubikey"))]

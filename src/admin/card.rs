@@ -21,6 +21,15 @@ fn card_err(e: yubikey::Error) -> AdminCliError {
     }
 }
 
+/// Every PC/SC reader, and whether a YubiKey (PIV applet) answers in it.
+pub(super) fn readers() -> Result<Vec<(String, bool)>, AdminCliError> {
+    let mut ctx = yubikey::reader::Context::open().map_err(|e| {
+        AdminCliError::NoCard(format!(" (PC/SC unavailable: {e}; is pcscd running?)"))
+    })?;
+    let list = ctx.iter().map_err(card_err)?;
+    Ok(list.map(|r| (r.name().into_owned(), r.open().is_ok())).collect())
+}
+
 /// Opens the one YubiKey present, or the one in the reader whose name contains `reader`.
 pub(super) fn open(reader: Option<&str>) -> Result<YubiKey, AdminCliError> {
     let mut ctx = yubikey::reader::Context::open().map_err(|e| {

@@ -440,17 +440,21 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let connection = match vpicc::connect_socket(std::net::SocketAddr::from((
-        [127, 0, 0, 1],
-        args.port,
-    ))) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "rempart-vcard: cannot reach vpcd on 127.0.0.1:{}: {e}; is pcscd running with the vpcd reader?",
-                args.port
-            );
-            return ExitCode::from(69);
+    // pcscd may still be starting: try for a few seconds before giving up.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let connection = loop {
+        match vpicc::connect_socket(addr) {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() >= deadline => {
+                eprintln!(
+                    "rempart-vcard: cannot reach vpcd on {addr}: {e}; is pcscd running with the \
+                     vpcd reader?"
+                );
+                return ExitCode::from(69);
+            }
+            // Connection refused: pcscd has not opened the port yet; retry, bounded above.
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
         }
     };
     let mut config = match &args.state {
