@@ -475,6 +475,18 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
     assert_eq!(s.tunnel.len(), 1);
     assert!(!s.tunnel[0].error.is_empty(), "the read error is reported: {:?}", s.tunnel[0]);
     assert!(s.tunnel[0].rx_bytes > 0, "the last good counters are kept");
+
+    // 9. Updating an interface to another address removes the old one (it would keep
+    //    answering otherwise).
+    let mut moved = d.client_config(&net);
+    moved.address = "10.98.0.5/24".parse().unwrap();
+    net.inside(&net.client_ns.clone(), || Interface::up(&moved).expect("the moved tunnel"));
+    let out = Command::new("ip")
+        .args(["-n", &net.client_ns, "-o", "-4", "address", "show", "dev", &net.client_if])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("10.98.0.5/24") && !text.contains(CLIENT_TUNNEL), "{text}");
 }
 
 fn check(policy: &Path) -> (bool, String) {

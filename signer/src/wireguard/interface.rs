@@ -2,8 +2,8 @@
 //! (kernel netlink, or wireguard-go's UAPI socket), then the tunnel address and the link state
 //! through `ip`.
 //!
-//! Why `ip` rather than a netlink crate for the address and the link: the two calls are
-//! idempotent (`address replace`, `link set up`), iproute2 is on every Linux host that runs
+//! Why `ip` rather than a netlink crate for the address and the link: the calls are idempotent
+//! (`address replace`, `link set up`; addresses of an earlier configuration are removed), iproute2 is on every Linux host that runs
 //! WireGuard (and in this project's test packages), its error messages are the ones operators
 //! know, and the netlink route crates change their API at every 0.x release. It runs before the
 //! signer's sandbox closes, which forbids new programs afterwards.
@@ -62,20 +62,47 @@ fn hint(b: Backend) -> &'static str {
     }
 }
 
-/// Runs `ip ARGS`, mapping failure to a typed error with its stderr.
-fn ip(args: &[&str]) -> Result<(), WireGuardError> {
+/// Runs `ip ARGS` and returns its stdout, mapping failure to a typed error with its stderr.
+fn ip(args: &[&str]) -> Result<Vec<u8>, WireGuardError> {
     let joined = args.join(" ");
     let out = Command::new("ip")
         .args(args)
         .output()
         .map_err(|e| WireGuardError::Ip { args: joined.clone(), message: e.to_string() })?;
     if out.status.success() {
-        return Ok(());
+        return Ok(out.stdout);
     }
     Err(WireGuardError::Ip {
         args: joined,
         message: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
     })
+}
+
+/// The global-scope addresses on `dev` (`ip -j address show`), as `addr/prefix` strings.
+fn global_addresses(dev: &str) -> Result<Vec<String>, WireGuardError> {
+    #[derive(serde::Deserialize)]
+    struct Link {
+        #[serde(default)]
+        addr_info: Vec<AddrInfo>,
+    }
+    #[derive(serde::Deserialize)]
+    struct AddrInfo {
+        local: Option<String>,
+        prefixlen: Option<u8>,
+        scope: Option<String>,
+    }
+    let args = ["-j", "address", "show", "dev", dev];
+    let out = ip(&args)?;
+    let links: Vec<Link> = serde_json::from_slice(&out).map_err(|e| WireGuardError::Ip {
+        args: args.join(" "),
+        message: format!("unexpected output: {e}"),
+    })?;
+    Ok(links
+        .into_iter()
+        .flat_map(|l| l.addr_info)
+        .filter(|a| a.scope.as_deref() == Some("global"))
+        .filter_map(|a| Some(format!("{}/{}", a.local?, a.prefixlen?)))
+        .collect())
 }
 
 impl Interface {
@@ -147,7 +174,21 @@ impl Interface {
             },
         };
         drop(private);
-        ip(&["address", "replace", &config.address.to_string(), "dev", &config.interface])?;
+        let wanted = config.address.to_string();
+        // An address from an earlier configuration would keep answering: remove it first
+        // (removing a primary IPv4 address also removes the secondaries of its subnet, so the
+        // wanted address is put back afterwards).
+        for old in global_addresses(&config.interface)? {
+            if old != wanted {
+                tracing::info!(
+                    interface = %config.interface,
+                    address = %old,
+                    "removing an old tunnel address"
+                );
+                ip(&["address", "del", &old, "dev", &config.interface])?;
+            }
+        }
+        ip(&["address", "replace", &wanted, "dev", &config.interface])?;
         ip(&["link", "set", "dev", &config.interface, "up"])?;
         tracing::info!(
             interface = %config.interface,
