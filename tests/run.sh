@@ -28,6 +28,13 @@ DEBIAN_PACKAGES=(
     "npm:npm"                                            # installs tests/clients
     "softhsm2:/usr/lib/softhsm/libsofthsm2.so"           # signer: PKCS#11 HSM tests
     "opensc:pkcs11-tool"                                 # signer: inspecting SoftHSM2 tokens
+    "pcscd:pcscd"                                        # admin: PC/SC daemon for YubiKeys
+    "vsmartcard-vpcd:/usr/lib/pcsc/drivers/serial/libifdvpcd.so" # admin: virtual card reader
+    "libpcsclite-dev:/usr/include/PCSC/winscard.h"      # admin: the yubikey crate links it
+    "pcsc-tools:pcsc_scan"                               # admin: inspecting readers by hand
+    "opensc-pkcs11:/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so" # admin: PIV over PKCS#11
+    "clang:clang"                                        # admin: tests/vcard's C dependencies
+    "libclang-dev:/usr/lib/llvm-14/lib/libclang.so"      # admin: bindgen in tests/vcard
     "wireguard-go:wireguard-go"                          # private network: userspace WireGuard
     "wireguard-tools:wg"                                 # private network: wg set / wg show in tests
     "iproute2:ip"                                        # private network: namespaces, veth, addresses
@@ -137,6 +144,17 @@ while read -r passed failed; do
     TESTS_FAILED=$((TESTS_FAILED + failed))
 done < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' \
     "$LOG_DIR/doctest.log")
+
+# `rempart admin` links libpcsclite, so it is a feature outside the default build; its ceremony
+# test drives virtual PIV cards (tests/vcard, built by the test) through a private pcscd.
+step "rempart --features yubikey: clippy and the YubiKey ceremony tests"
+cargo clippy -p rempart --features yubikey --all-targets --locked -- -D warnings
+cargo test -p rempart --features yubikey --locked --test admin 2>&1 | tee "$LOG_DIR/admin.log"
+while read -r passed failed; do
+    TESTS_PASSED=$((TESTS_PASSED + passed))
+    TESTS_FAILED=$((TESTS_FAILED + failed))
+done < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' \
+    "$LOG_DIR/admin.log")
 
 step "fuzz smoke runs (${FUZZ_SECONDS} s per target)"
 fuzz_ready=false

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 /// The vpcd driver shipped by Debian's `vsmartcard-vpcd`.
 const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
 /// The PIN of a fresh virtual card.
-pub const PIN: &str = "123456";
+pub(crate) const PIN: &str = "123456";
 
 static LOCK: Mutex<()> = Mutex::new(());
 static VCARD: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// A child process killed (by PID) when dropped.
-pub struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -30,9 +30,9 @@ impl Drop for Proc {
 }
 
 /// pcscd plus the cards in its two slots.
-pub struct Lab {
+pub(crate) struct Lab {
     /// Scratch directory: config, card state files, proposals.
-    pub dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
     port: u16,
     cards: [Option<Proc>; 2],
     _pcscd: Proc,
@@ -87,7 +87,7 @@ fn free_port_pair() -> u16 {
 
 impl Lab {
     /// Starts pcscd with a reader of two vpcd slots, or says why it cannot.
-    pub fn start() -> Option<Lab> {
+    pub(crate) fn start() -> Option<Lab> {
         let lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
         if !Path::new(VPCD_DRIVER).exists() {
             return skip_or_fail("vsmartcard-vpcd is not installed");
@@ -132,7 +132,7 @@ impl Lab {
     /// Plugs a card into `slot` (0 or 1): a card whose state lives in the file `name` in the
     /// lab directory (the same name later is the same card) and whose generator is seeded with
     /// `seed`. Waits until the card answers.
-    pub fn plug(&mut self, slot: usize, name: &str, seed: u8) {
+    pub(crate) fn plug(&mut self, slot: usize, name: &str, seed: u8) {
         self.unplug(slot);
         let vcard = vcard().expect("built");
         let child = Command::new(vcard)
@@ -159,7 +159,7 @@ impl Lab {
     }
 
     /// Unplugs the card in `slot` (stops its process) and waits until the reader is empty.
-    pub fn unplug(&mut self, slot: usize) {
+    pub(crate) fn unplug(&mut self, slot: usize) {
         if self.cards[slot].take().is_none() {
             return;
         }
@@ -176,23 +176,23 @@ impl Lab {
     }
 
     /// A path in the lab directory.
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 }
 
 /// The reader name of a slot, as pcscd names it.
-pub fn reader(slot: usize) -> String {
+pub(crate) fn reader(slot: usize) -> String {
     format!("rempart vcard 00 {slot:02}")
 }
 
 /// Runs the real `rempart` binary.
-pub fn rempart(args: &[&str]) -> Output {
+pub(crate) fn rempart(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rempart")).args(args).output().expect("run rempart")
 }
 
 /// Runs `rempart`, requires success, returns stdout.
-pub fn rempart_ok(args: &[&str]) -> String {
+pub(crate) fn rempart_ok(args: &[&str]) -> String {
     let out = rempart(args);
     assert!(
         out.status.success(),
