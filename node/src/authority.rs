@@ -12,16 +12,9 @@ use rempart_core::key::PublicKey;
 use rempart_core::{Name, packed_struct};
 use serde::{Deserialize, Serialize};
 
-packed_struct! {
-    /// An account permission (`permission_level`): `actor@permission`.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-    pub struct Level {
-        /// The account.
-        pub actor: Name,
-        /// Its permission.
-        pub permission: Name,
-    }
-}
+/// An account permission (`permission_level`): `actor@permission`. Core's type, so actions,
+/// authorities and the checker speak the same one.
+pub use rempart_core::transaction::PermissionLevel as Level;
 
 packed_struct! {
     /// A key and its weight.
@@ -142,6 +135,7 @@ pub trait PermissionSource {
 #[derive(Debug)]
 pub struct Checker<'k> {
     provided: &'k BTreeSet<PublicKey>,
+    levels: BTreeSet<Level>,
     used: BTreeSet<PublicKey>,
     max_depth: usize,
 }
@@ -149,7 +143,14 @@ pub struct Checker<'k> {
 impl<'k> Checker<'k> {
     /// A checker over `provided` keys, recursing at most `max_depth` account levels.
     pub fn new(provided: &'k BTreeSet<PublicKey>, max_depth: usize) -> Self {
-        Checker { provided, used: BTreeSet::new(), max_depth }
+        Checker { provided, levels: BTreeSet::new(), used: BTreeSet::new(), max_depth }
+    }
+
+    /// Also counts `level` as provided: an authority naming it (directly, or through nested
+    /// account permissions) gets its weight, as Antelope grants `contract@eosio.code` to the
+    /// inline actions a contract sends.
+    pub fn provide_level(&mut self, level: Level) {
+        self.levels.insert(level);
     }
 
     /// Errors unless the provided keys satisfy `level`'s authority.
@@ -158,6 +159,9 @@ impl<'k> Checker<'k> {
         source: &dyn PermissionSource,
         level: Level,
     ) -> Result<(), AuthorityError> {
+        if self.levels.contains(&level) {
+            return Ok(());
+        }
         let auth = source
             .authority(level)?
             .ok_or(AuthorityError::UnknownPermission(level.actor, level.permission))?;
@@ -187,6 +191,13 @@ impl<'k> Checker<'k> {
         }
         if depth < self.max_depth {
             for pw in &auth.accounts {
+                if self.levels.contains(&pw.permission) {
+                    total += u64::from(pw.weight);
+                    if total >= threshold {
+                        return Ok(true);
+                    }
+                    continue;
+                }
                 if let Some(inner) = source.authority(pw.permission)?
                     && self.satisfies(source, &inner, depth + 1)?
                 {

@@ -172,7 +172,7 @@ pub fn init_data_dir(genesis: &Genesis, data_dir: &Path) -> Result<Checksum256, 
         match w.chain_id()? {
             Some(found) if found == expected => Ok(()),
             Some(found) => Err(crate::store::StoreError::WrongChain { expected, found }),
-            None => genesis.install(w, None),
+            None => genesis.install(w, Some(&crate::chain::eosio_abi_bin())),
         }
     })?;
     Ok(expected)

@@ -1,0 +1,834 @@
+//! The apply thread: the one place that changes chain state.
+//!
+//! It waits for commands. `Start` opens a redb write transaction and keeps it open while the
+//! block fills (pushes are applied one by one, each in its own overlay), until `Finish` seals,
+//! signs and commits it, or `Abort` (or a failed signature) drops it. `Apply` checks and
+//! re-applies a producer's block in one write. In-memory copies of the head, the block-id
+//! merkle and the action sequence change only after a commit succeeded, so a failed block
+//! leaves the thread exactly as the disk is. Nothing here reads the clock.
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+use rempart_core::block::{
+    BlockHeader, IncrementalMerkle, SignedBlock, SignedBlockHeader, TransactionReceipt,
+    TransactionReceiptHeader, TransactionStatus, TransactionVariant, merkle,
+};
+use rempart_core::key::{PublicKey, Signature};
+use rempart_core::protocol::SignBlockRequest;
+use rempart_core::transaction::Action;
+use rempart_core::{BlockTimestamp, Checksum256, Name, Pack, VarUint32, from_bytes, to_bytes};
+use tokio::sync::watch;
+
+use super::error::{BlockError, ChainError, TxError};
+use super::trace::{ActionReceipt, ActionTrace, TransactionTrace};
+use super::{BlockSummary, ChainInfo, PendingBlock, Prepared, SIGN_WAIT, scheduled_producer};
+use crate::account::{self, Permissions};
+use crate::authority::{AuthorityError, Checker};
+use crate::config::Limits;
+use crate::genesis::{Genesis, ProducerSchedule};
+use crate::native::{self, NativeContext};
+use crate::store::{BlockWrite, Head, Overlay, Store, StoreError, key};
+
+const EOSIO: Name = Name::from_const("eosio");
+const ACTIVE: Name = Name::from_const("active");
+const EOSIO_ANY: Name = Name::from_const("eosio.any");
+
+/// CPU billed per transaction (µs). Fixed, so every node computes the same receipts.
+pub(super) const BILLED_CPU_US: u32 = 100;
+/// Longest a transaction may expire after the block time (seconds).
+const MAX_TRX_LIFETIME_SEC: i64 = 3600;
+
+/// State key of the block-id incremental merkle (ids of blocks 1..=head).
+const MERKLE_KEY: &[u8] = b"~blockroot_merkle";
+/// State key of the last global action sequence.
+const GLOBAL_SEQUENCE_KEY: &[u8] = b"~global_sequence";
+
+/// Where a waiting push stands: the caller may cancel it only before the apply thread takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushState {
+    /// Queued.
+    Waiting,
+    /// Being applied; an answer will come.
+    Taken,
+    /// The caller gave up; never apply it.
+    Cancelled,
+}
+
+/// A push waiting for the apply thread.
+pub(crate) struct PushJob {
+    pub(crate) trx: Box<Prepared>,
+    pub(crate) state: Arc<Mutex<PushState>>,
+    pub(crate) reply: Sender<Result<TransactionTrace, TxError>>,
+}
+
+/// What the apply thread is asked to do.
+pub(crate) enum Command {
+    Start {
+        timestamp: BlockTimestamp,
+        reply: Sender<Result<PendingBlock, BlockError>>,
+    },
+    Push(PushJob),
+    Finish {
+        request: Sender<SignBlockRequest>,
+        signature: Receiver<Result<Signature, String>>,
+        done: Sender<Result<BlockSummary, BlockError>>,
+    },
+    Abort {
+        reply: Sender<()>,
+    },
+    Apply {
+        block: Box<SignedBlock>,
+        prepared: Vec<Prepared>,
+        reply: Sender<Result<BlockSummary, BlockError>>,
+    },
+}
+
+/// The block being built or re-applied.
+struct Pending {
+    block_num: u32,
+    timestamp: BlockTimestamp,
+    schedule: ProducerSchedule,
+    producer: crate::genesis::ProducerKey,
+    receipts: Vec<TransactionReceipt>,
+    action_digests: Vec<Checksum256>,
+    accepted: Vec<Prepared>,
+    global_sequence: u64,
+}
+
+/// What a committed block changes in the thread's memory.
+struct Committed {
+    head: Head,
+    merkle: IncrementalMerkle,
+    global_sequence: u64,
+    schedule: ProducerSchedule,
+    summary: BlockSummary,
+}
+
+/// The apply thread's state.
+pub(crate) struct Worker {
+    store: Arc<Store>,
+    chain_id: Checksum256,
+    limits: Limits,
+    head: Head,
+    merkle: IncrementalMerkle,
+    global_sequence: u64,
+    schedule: ProducerSchedule,
+    /// Pushes that arrived while no block was pending.
+    deferred: Vec<PushJob>,
+    /// Transactions of an abandoned block, tried again in the next one.
+    retry: Vec<Prepared>,
+}
+
+fn corrupt(what: &'static str) -> impl FnOnce(rempart_core::DecodeError) -> StoreError {
+    move |source| StoreError::Corrupt { what, source }
+}
+
+/// The slot as a time point in µs.
+fn micros(t: BlockTimestamp) -> i64 {
+    t.to_time_point().0
+}
+
+/// Moves a schedule proposed by `setprods` into force (at a block boundary).
+fn promote_schedule(w: &mut BlockWrite<'_>) -> Result<ProducerSchedule, StoreError> {
+    if let Some(bytes) = w.get(&native::pending_schedule_key())? {
+        w.put(&key::schedule(), &bytes)?;
+        w.delete(&native::pending_schedule_key())?;
+    }
+    let bytes = w.get(&key::schedule())?.ok_or(StoreError::NotInitialised)?;
+    from_bytes(&bytes).map_err(corrupt("schedule"))
+}
+
+/// The hash the signing digest commits to as the pending schedule: sha256 of the packed
+/// active (legacy) schedule, as nodeos initialises it at genesis.
+fn schedule_hash(s: &ProducerSchedule) -> Checksum256 {
+    Checksum256::hash(&to_bytes(s))
+}
+
+/// nodeos's `transaction_receipt::digest`.
+fn receipt_digest(header: &TransactionReceiptHeader, packed_digest: &Checksum256) -> Checksum256 {
+    let mut out = Vec::with_capacity(64);
+    header.status.pack(&mut out);
+    header.cpu_usage_us.pack(&mut out);
+    header.net_usage_words.pack(&mut out);
+    packed_digest.pack(&mut out);
+    Checksum256::hash(&out)
+}
+
+impl Worker {
+    /// Loads (or creates, from `genesis`) the chain in `store`.
+    pub(super) fn open(
+        store: Arc<Store>,
+        genesis: &Genesis,
+        limits: Limits,
+    ) -> Result<Worker, ChainError> {
+        let chain_id = genesis.chain_id();
+        store.write(|w| -> Result<(), StoreError> {
+            match w.chain_id()? {
+                Some(found) if found == chain_id => {}
+                Some(found) => return Err(StoreError::WrongChain { expected: chain_id, found }),
+                None => genesis.install(w, Some(&super::eosio_abi_bin()))?,
+            }
+            if w.head()?.is_none() {
+                genesis_block(w, genesis)?;
+            }
+            Ok(())
+        })?;
+        let snap = store.read()?;
+        let head = snap.head()?.ok_or(StoreError::NotInitialised)?;
+        let merkle: IncrementalMerkle = snap
+            .get_record(MERKLE_KEY, "block-id merkle")?
+            .ok_or_else(|| ChainError::Corrupt("the block-id merkle is missing".into()))?;
+        if merkle.node_count() != u64::from(head.block_num) {
+            return Err(ChainError::Corrupt(format!(
+                "block-id merkle holds {} ids for head {}",
+                merkle.node_count(),
+                head.block_num
+            )));
+        }
+        let global_sequence: u64 = snap.get_record(GLOBAL_SEQUENCE_KEY, "sequence")?.unwrap_or(0);
+        let schedule: ProducerSchedule = snap
+            .get_record(&key::schedule(), "schedule")?
+            .ok_or_else(|| ChainError::Corrupt("no producer schedule".into()))?;
+        drop(snap);
+        Ok(Worker {
+            store,
+            chain_id,
+            limits,
+            head,
+            merkle,
+            global_sequence,
+            schedule,
+            deferred: Vec::new(),
+            retry: Vec::new(),
+        })
+    }
+
+    pub(super) fn info(&self) -> ChainInfo {
+        ChainInfo {
+            chain_id: self.chain_id,
+            head_block_num: self.head.block_num,
+            head_block_id: self.head.block_id,
+            head_block_time: self.head.timestamp,
+            head_block_producer: self.head.producer,
+            last_irreversible_block_num: self.head.lib_num,
+            last_irreversible_block_id: self.head.lib_id,
+            schedule: self.schedule.clone(),
+        }
+    }
+
+    /// Serves commands until the channel closes.
+    pub(super) fn run(mut self, rx: Receiver<Command>, info: &watch::Sender<ChainInfo>) {
+        while let Ok(cmd) = rx.recv() {
+            match cmd {
+                Command::Push(job) => self.deferred.push(job),
+                Command::Start { timestamp, reply } => self.produce(&rx, info, timestamp, reply),
+                Command::Apply { block, prepared, reply } => {
+                    let store = self.store.clone();
+                    let r = store.write(|w| self.apply_block(w, &block, &prepared));
+                    let r = r.map(|c| self.commit(c, info));
+                    let _ = reply.send(r);
+                }
+                Command::Finish { done, .. } => {
+                    let _ = done.send(Err(BlockError::State(
+                        "no block is pending; start one with start_block first",
+                    )));
+                }
+                Command::Abort { reply } => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        for job in self.deferred.drain(..) {
+            let _ = job.reply.send(Err(TxError::NotProducing));
+        }
+    }
+
+    fn commit(&mut self, c: Committed, info: &watch::Sender<ChainInfo>) -> BlockSummary {
+        self.head = c.head;
+        self.merkle = c.merkle;
+        self.global_sequence = c.global_sequence;
+        self.schedule = c.schedule;
+        info.send_replace(self.info());
+        c.summary
+    }
+
+    /// One produced block: start, pushes, then finish or abort.
+    fn produce(
+        &mut self,
+        rx: &Receiver<Command>,
+        info: &watch::Sender<ChainInfo>,
+        timestamp: BlockTimestamp,
+        reply: Sender<Result<PendingBlock, BlockError>>,
+    ) {
+        let store = self.store.clone();
+        let mut start = Some(reply);
+        let mut done: Option<Sender<Result<BlockSummary, BlockError>>> = None;
+        let mut accepted: Vec<Prepared> = Vec::new();
+        let result = store.write(|w| {
+            let mut pending = self.begin(w, timestamp)?;
+            if let Some(r) = start.take() {
+                let _ = r.send(Ok(PendingBlock {
+                    block_num: pending.block_num,
+                    timestamp,
+                    producer: pending.producer.clone(),
+                }));
+            }
+            let result = self.fill_and_seal(w, rx, &mut pending, &mut done);
+            accepted = std::mem::take(&mut pending.accepted);
+            result
+        });
+        match result {
+            Ok(c) => {
+                let summary = self.commit(c, info);
+                if let Some(d) = done {
+                    let _ = d.send(Ok(summary));
+                }
+            }
+            Err(e) => {
+                // Transactions of the abandoned block get another chance in the next one.
+                self.retry = accepted;
+                if let Some(r) = start {
+                    let _ = r.send(Err(e));
+                } else if let Some(d) = done {
+                    let _ = d.send(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Checks the slot, promotes a proposed schedule and prunes expired duplicates.
+    fn begin(
+        &mut self,
+        w: &mut BlockWrite<'_>,
+        timestamp: BlockTimestamp,
+    ) -> Result<Pending, BlockError> {
+        if timestamp <= self.head.timestamp {
+            return Err(BlockError::Timestamp {
+                timestamp: timestamp.to_string(),
+                head: self.head.timestamp.to_string(),
+            });
+        }
+        let schedule = promote_schedule(w)?;
+        let producer = scheduled_producer(&schedule, timestamp).clone();
+        let now_sec = u32::try_from(micros(timestamp).div_euclid(1_000_000)).unwrap_or(u32::MAX);
+        w.prune_expired(now_sec)?;
+        Ok(Pending {
+            block_num: self.head.block_num + 1,
+            timestamp,
+            schedule,
+            producer,
+            receipts: Vec::new(),
+            action_digests: Vec::new(),
+            accepted: Vec::new(),
+            global_sequence: self.global_sequence,
+        })
+    }
+
+    fn fill_and_seal(
+        &mut self,
+        w: &mut BlockWrite<'_>,
+        rx: &Receiver<Command>,
+        pending: &mut Pending,
+        done: &mut Option<Sender<Result<BlockSummary, BlockError>>>,
+    ) -> Result<Committed, BlockError> {
+        for p in std::mem::take(&mut self.retry) {
+            if let Err(e) = self.apply_transaction(w, pending, p) {
+                tracing::info!(error = %e, "transaction of an abandoned block dropped");
+            }
+        }
+        for job in std::mem::take(&mut self.deferred) {
+            self.run_push(w, pending, job);
+        }
+        loop {
+            let Ok(cmd) = rx.recv() else { return Err(BlockError::Aborted) };
+            match cmd {
+                Command::Push(job) => self.run_push(w, pending, job),
+                Command::Start { reply, .. } => {
+                    let _ = reply.send(Err(BlockError::State("a block is already pending")));
+                }
+                Command::Apply { reply, .. } => {
+                    let _ = reply.send(Err(BlockError::State(
+                        "a block is being produced; a producer does not apply others' blocks",
+                    )));
+                }
+                Command::Abort { reply } => {
+                    let _ = reply.send(());
+                    return Err(BlockError::Aborted);
+                }
+                Command::Finish { request, signature, done: d } => {
+                    *done = Some(d);
+                    return self.seal(w, pending, &request, &signature);
+                }
+            }
+        }
+    }
+
+    fn run_push(&mut self, w: &mut BlockWrite<'_>, pending: &mut Pending, job: PushJob) {
+        {
+            let mut s = job.state.lock().unwrap_or_else(|e| e.into_inner());
+            if *s == PushState::Cancelled {
+                return;
+            }
+            *s = PushState::Taken;
+        }
+        let r = self.apply_transaction(w, pending, *job.trx);
+        let _ = job.reply.send(r);
+    }
+
+    /// Builds, signs and writes the pending block.
+    fn seal(
+        &mut self,
+        w: &mut BlockWrite<'_>,
+        pending: &mut Pending,
+        request: &Sender<SignBlockRequest>,
+        signature: &Receiver<Result<Signature, String>>,
+    ) -> Result<Committed, BlockError> {
+        let header = self.header(pending);
+        let num = pending.block_num;
+        let req = SignBlockRequest {
+            request_id: 0,
+            chain_id: self.chain_id,
+            header: header.clone(),
+            blockroot_merkle_root: self.merkle.root(),
+            pending_schedule_hash: schedule_hash(&pending.schedule),
+            signing_key: pending.producer.block_signing_key,
+        };
+        request.send(req).map_err(|_| BlockError::Aborted)?;
+        let sig = match signature.recv_timeout(SIGN_WAIT) {
+            Ok(Ok(sig)) => sig,
+            Ok(Err(reason)) => return Err(BlockError::Signer { block_num: num, reason }),
+            Err(_) => {
+                return Err(BlockError::Signer {
+                    block_num: num,
+                    reason: "no signature came back".into(),
+                });
+            }
+        };
+        let signed = SignedBlockHeader { header, producer_signature: sig };
+        self.check_signature(&signed, &pending.schedule, &pending.producer.block_signing_key)?;
+        let block = SignedBlock {
+            signed_header: signed,
+            transactions: std::mem::take(&mut pending.receipts),
+            block_extensions: Vec::new(),
+        };
+        self.write_block(w, pending, &block)
+    }
+
+    fn header(&self, pending: &Pending) -> BlockHeader {
+        let digests: Vec<Checksum256> = pending
+            .receipts
+            .iter()
+            .zip(&pending.accepted)
+            .map(|(r, p)| receipt_digest(&r.header, &p.packed_digest))
+            .collect();
+        BlockHeader {
+            timestamp: pending.timestamp,
+            producer: pending.producer.producer_name,
+            confirmed: 0,
+            previous: self.head.block_id,
+            transaction_mroot: merkle(&digests),
+            action_mroot: merkle(&pending.action_digests),
+            schedule_version: pending.schedule.version,
+            new_producers: None,
+            header_extensions: Vec::new(),
+        }
+    }
+
+    fn check_signature(
+        &self,
+        signed: &SignedBlockHeader,
+        schedule: &ProducerSchedule,
+        expected: &PublicKey,
+    ) -> Result<(), BlockError> {
+        let num = signed.block_num();
+        match signed.recover_producer_key(&self.merkle.root(), &schedule_hash(schedule)) {
+            Ok(k) if k == *expected => Ok(()),
+            Ok(k) => Err(BlockError::BadSignature {
+                block_num: num,
+                expected: *expected,
+                reason: format!("it recovers to {k}"),
+            }),
+            Err(e) => Err(BlockError::BadSignature {
+                block_num: num,
+                expected: *expected,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Appends the block, its indexes, the new head and the chain's counters.
+    fn write_block(
+        &self,
+        w: &mut BlockWrite<'_>,
+        pending: &Pending,
+        block: &SignedBlock,
+    ) -> Result<Committed, BlockError> {
+        let id = block.id();
+        let num = pending.block_num;
+        w.append_block(num, &id, &to_bytes(block))?;
+        let mut merkle = self.merkle.clone();
+        merkle.append(id);
+        w.put(MERKLE_KEY, &to_bytes(&merkle))?;
+        w.put(GLOBAL_SEQUENCE_KEY, &to_bytes(&pending.global_sequence))?;
+        // One producer: final once signed. Several: reported as the head too (see the module doc).
+        let head = Head {
+            block_num: num,
+            block_id: id,
+            timestamp: pending.timestamp,
+            producer: pending.producer.producer_name,
+            lib_num: num,
+            lib_id: id,
+            schedule_version: pending.schedule.version,
+        };
+        w.set_head(&head)?;
+        Ok(Committed {
+            head,
+            merkle,
+            global_sequence: pending.global_sequence,
+            schedule: pending.schedule.clone(),
+            summary: BlockSummary {
+                block_num: num,
+                id,
+                timestamp: pending.timestamp,
+                producer: pending.producer.producer_name,
+                transactions: block.transactions.len(),
+            },
+        })
+    }
+
+    /// Checks and re-applies a producer's block.
+    fn apply_block(
+        &mut self,
+        w: &mut BlockWrite<'_>,
+        block: &SignedBlock,
+        prepared: &[Prepared],
+    ) -> Result<Committed, BlockError> {
+        let h = &block.signed_header.header;
+        let num = block.block_num();
+        if num != self.head.block_num + 1 || h.previous != self.head.block_id {
+            return Err(BlockError::Unlinkable {
+                block_num: num,
+                head_num: self.head.block_num,
+                head_id: self.head.block_id,
+                previous: h.previous,
+            });
+        }
+        if h.new_producers.is_some()
+            || !h.header_extensions.is_empty()
+            || !block.block_extensions.is_empty()
+        {
+            return Err(BlockError::Unsupported {
+                block_num: num,
+                reason: "new_producers and extensions are not accepted in blocks".into(),
+            });
+        }
+        let mut pending = self.begin(w, h.timestamp)?;
+        if h.producer != pending.producer.producer_name {
+            return Err(BlockError::WrongProducer {
+                producer: h.producer,
+                scheduled: pending.producer.producer_name,
+                timestamp: h.timestamp.to_string(),
+            });
+        }
+        if h.schedule_version != pending.schedule.version {
+            return Err(mismatch(
+                num,
+                "schedule_version",
+                h.schedule_version,
+                pending.schedule.version,
+            ));
+        }
+        let key = pending.producer.block_signing_key;
+        self.check_signature(&block.signed_header, &pending.schedule, &key)?;
+        for (index, (receipt, p)) in block.transactions.iter().zip(prepared).enumerate() {
+            if receipt.header.status != TransactionStatus::Executed {
+                return Err(BlockError::Unsupported {
+                    block_num: num,
+                    reason: format!(
+                        "receipt {index} has status {}",
+                        receipt.header.status.as_str()
+                    ),
+                });
+            }
+            self.apply_transaction(w, &mut pending, p.clone())
+                .map_err(|source| BlockError::Transaction { block_num: num, index, source })?;
+            let ours = pending.receipts.last().map(|r| r.header);
+            if ours != Some(receipt.header) {
+                return Err(mismatch(
+                    num,
+                    "transaction receipt",
+                    format!("{:?}", receipt.header),
+                    format!("{ours:?}"),
+                ));
+            }
+        }
+        let ours = self.header(&pending);
+        if ours.transaction_mroot != h.transaction_mroot {
+            return Err(mismatch(
+                num,
+                "transaction_mroot",
+                h.transaction_mroot,
+                ours.transaction_mroot,
+            ));
+        }
+        if ours.action_mroot != h.action_mroot {
+            return Err(mismatch(num, "action_mroot", h.action_mroot, ours.action_mroot));
+        }
+        self.write_block(w, &pending, block)
+    }
+
+    /// Checks and runs one transaction in the pending block. On error nothing it did remains.
+    fn apply_transaction(
+        &mut self,
+        w: &mut BlockWrite<'_>,
+        pending: &mut Pending,
+        p: Prepared,
+    ) -> Result<TransactionTrace, TxError> {
+        if pending.receipts.len() >= self.limits.max_block_transactions {
+            return Err(TxError::BlockFull(pending.receipts.len()));
+        }
+        let h = &p.trx.header;
+        let now = micros(pending.timestamp);
+        let exp = p.trx.header.expiration.to_time_point().0;
+        if now >= exp {
+            return Err(TxError::Expired {
+                id: p.id,
+                expiration: h.expiration.to_string(),
+                now: pending.timestamp.to_string(),
+            });
+        }
+        if exp > now + MAX_TRX_LIFETIME_SEC * 1_000_000 {
+            return Err(TxError::ExpirationTooFar {
+                expiration: h.expiration.to_string(),
+                now: pending.timestamp.to_string(),
+            });
+        }
+        let head_num = pending.block_num - 1;
+        let back = head_num.wrapping_sub(u32::from(h.ref_block_num)) & 0xffff;
+        let ref_ok = match head_num.checked_sub(back) {
+            Some(n) if n > 0 => w.block_id(n)?.is_some_and(|id| h.verify_reference_block(&id)),
+            _ => false,
+        };
+        if !ref_ok {
+            return Err(TxError::BadReferenceBlock {
+                ref_block_num: h.ref_block_num,
+                ref_block_prefix: h.ref_block_prefix,
+            });
+        }
+        if w.is_duplicate(&p.id)? {
+            return Err(TxError::Duplicate(p.id));
+        }
+        if h.delay_sec.0 != 0 {
+            return Err(TxError::Unsupported("delayed transactions are not supported".into()));
+        }
+        if !p.trx.context_free_actions.is_empty() {
+            return Err(TxError::Unsupported("context-free actions are not supported".into()));
+        }
+        if !p.trx.transaction_extensions.is_empty() {
+            return Err(TxError::Unsupported("transaction extensions are not supported".into()));
+        }
+        if p.trx.actions.is_empty() {
+            return Err(TxError::NoAction);
+        }
+
+        let mut o = Overlay::new(w);
+        check_authorization(&o, &p, &self.limits)?;
+        let mut sequence = pending.global_sequence;
+        let mut traces = Vec::with_capacity(p.trx.actions.len());
+        let check_abi =
+            |b: &[u8]| rempart_core::abi::Abi::from_bin(b).map(|_| ()).map_err(|e| e.to_string());
+        for act in &p.trx.actions {
+            let ctx = NativeContext {
+                now: pending.timestamp,
+                authorization: &act.authorization,
+                limits: &self.limits,
+                check_abi: &check_abi,
+            };
+            let console = dispatch(&mut o, &ctx, act.account, act)?;
+            sequence += 1;
+            let receipt = ActionReceipt {
+                receiver: act.account,
+                act_digest: Checksum256::hash_packed(act),
+                global_sequence: sequence,
+                recv_sequence: sequence,
+                auth_sequence: act.authorization.iter().map(|l| (l.actor, sequence)).collect(),
+                code_sequence: VarUint32(0),
+                abi_sequence: VarUint32(0),
+            };
+            let ordinal = u32::try_from(traces.len() + 1).unwrap_or(u32::MAX);
+            traces.push(ActionTrace {
+                action_ordinal: ordinal,
+                creator_action_ordinal: 0,
+                closest_unnotified_ancestor_action_ordinal: 0,
+                receiver: act.account,
+                act: act.clone(),
+                receipt,
+                console,
+            });
+        }
+        o.commit()?;
+        let expiration = p.trx.header.expiration.0;
+        w.record_transaction(&p.id, expiration, pending.block_num)?;
+
+        let header = TransactionReceiptHeader {
+            status: TransactionStatus::Executed,
+            cpu_usage_us: BILLED_CPU_US,
+            net_usage_words: VarUint32(p.net_usage_words),
+        };
+        pending.global_sequence = sequence;
+        pending.action_digests.extend(traces.iter().map(|t| t.receipt.digest()));
+        pending
+            .receipts
+            .push(TransactionReceipt { header, trx: TransactionVariant::Packed(p.packed.clone()) });
+        let trace = TransactionTrace {
+            id: p.id,
+            block_num: pending.block_num,
+            block_time: pending.timestamp,
+            receipt: header,
+            elapsed: BILLED_CPU_US,
+            net_usage: u64::from(p.net_usage_words) * 8,
+            action_traces: traces,
+        };
+        pending.accepted.push(p);
+        Ok(trace)
+    }
+}
+
+fn mismatch(
+    block_num: u32,
+    field: &'static str,
+    found: impl std::fmt::Display,
+    expected: impl std::fmt::Display,
+) -> BlockError {
+    BlockError::Mismatch {
+        block_num,
+        field,
+        found: found.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+/// Native `eosio` actions whose required permission `linkauth` cannot change: their handlers
+/// check the declared permission themselves.
+fn special(act: &Action) -> bool {
+    act.account == EOSIO
+        && ["updateauth", "deleteauth", "linkauth", "unlinkauth", "canceldelay"]
+            .contains(&act.name.to_string().as_str())
+}
+
+/// Every declared authorization exists, is at least what the action needs (linkauth, else
+/// `active`) and is satisfied by the recovered keys; every key satisfied something.
+fn check_authorization(o: &Overlay<'_, '_>, p: &Prepared, limits: &Limits) -> Result<(), TxError> {
+    let view = Permissions(o);
+    let mut checker = Checker::new(&p.keys, limits.max_authority_depth);
+    let mut any = false;
+    for act in &p.trx.actions {
+        if account::account(o, act.account)?.is_none() {
+            return Err(TxError::ActionValidate(format!(
+                "action's code account '{}' does not exist",
+                act.account
+            )));
+        }
+        for l in &act.authorization {
+            any = true;
+            if account::account(o, l.actor)?.is_none() {
+                return Err(TxError::ActionValidate(format!(
+                    "action's authorizing actor '{}' does not exist",
+                    l.actor
+                )));
+            }
+            if account::permission(o, l.actor, l.permission)?.is_none() {
+                return Err(TxError::ActionValidate(format!(
+                    "action's authorizations include a non-existent permission: {}@{}",
+                    l.actor, l.permission
+                )));
+            }
+            if !special(act) {
+                let min = account::linked_permission(o, l.actor, act.account, act.name)?
+                    .unwrap_or(ACTIVE);
+                if min != EOSIO_ANY
+                    && !account::satisfies(
+                        o,
+                        l.actor,
+                        l.permission,
+                        min,
+                        limits.max_authority_depth,
+                    )?
+                {
+                    return Err(TxError::IrrelevantAuth {
+                        actor: l.actor,
+                        declared: l.permission,
+                        required: min,
+                    });
+                }
+            }
+            checker.require(&view, *l).map_err(|e| match e {
+                AuthorityError::State(s) => TxError::ActionValidate(format!("state read: {s}")),
+                _ => TxError::Unsatisfied { actor: l.actor, permission: l.permission },
+            })?;
+        }
+    }
+    if !any {
+        return Err(TxError::NoAuths);
+    }
+    let unused = checker.unused();
+    if !unused.is_empty() {
+        return Err(TxError::IrrelevantSignatures(unused));
+    }
+    Ok(())
+}
+
+/// Where an action's receiver code runs: the native `eosio` handlers; any other receiver
+/// needs the contract VM, which plugs in here. Returns the console output.
+fn dispatch(
+    o: &mut Overlay<'_, '_>,
+    ctx: &NativeContext<'_>,
+    receiver: Name,
+    act: &Action,
+) -> Result<String, TxError> {
+    if receiver == EOSIO && act.account == EOSIO {
+        native::apply(o, ctx, act.name, &act.data.0)?;
+        return Ok(String::new());
+    }
+    Err(TxError::NoContract(receiver))
+}
+
+/// Writes block 1: the genesis block every node of the chain derives identically.
+fn genesis_block(w: &mut BlockWrite<'_>, genesis: &Genesis) -> Result<(), StoreError> {
+    let chain_id = genesis.chain_id();
+    let header = BlockHeader {
+        timestamp: BlockTimestamp::from_time_point(genesis.initial_timestamp),
+        producer: EOSIO,
+        confirmed: 1,
+        previous: Checksum256::ZERO,
+        transaction_mroot: Checksum256::ZERO,
+        action_mroot: chain_id,
+        schedule_version: 0,
+        new_producers: None,
+        header_extensions: Vec::new(),
+    };
+    // The genesis block is not signed: every node builds it from the genesis file.
+    let mut unsigned = [0u8; 65];
+    unsigned[0] = 27;
+    let block = SignedBlock {
+        signed_header: SignedBlockHeader { header, producer_signature: Signature::K1(unsigned) },
+        transactions: Vec::new(),
+        block_extensions: Vec::new(),
+    };
+    let id = block.id();
+    w.append_block(1, &id, &to_bytes(&block))?;
+    let mut merkle = IncrementalMerkle::new();
+    merkle.append(id);
+    w.put(MERKLE_KEY, &to_bytes(&merkle))?;
+    w.put(GLOBAL_SEQUENCE_KEY, &to_bytes(&0u64))?;
+    w.set_head(&Head {
+        block_num: 1,
+        block_id: id,
+        timestamp: block.signed_header.header.timestamp,
+        producer: EOSIO,
+        lib_num: 1,
+        lib_id: id,
+        schedule_version: 0,
+    })
+}
