@@ -8,6 +8,7 @@
 pub mod account;
 pub mod api;
 pub mod authority;
+pub mod chain;
 pub mod config;
 pub mod genesis;
 pub mod native;
