@@ -38,6 +38,9 @@ DEBIAN_PACKAGES=(
     "wireguard-go:wireguard-go"                          # private network: userspace WireGuard
     "wireguard-tools:wg"                                 # private network: wg set / wg show in tests
     "iproute2:ip"                                        # private network: namespaces, veth, addresses
+    "slowhttptest:slowhttptest"                          # gateway: slowloris / slow body attack tests
+    "testssl.sh:testssl"                                 # gateway: TLS audit test
+    "python3-h2:/usr/lib/python3/dist-packages/h2/__init__.py" # gateway: rapid-reset, CONTINUATION flood
 )
 # -----------------------------------------------------------------------------------------------
 
