@@ -1,0 +1,361 @@
+//! The chain over a real store in a temp dir: genesis, transactions into blocks, every refusal a
+//! nodeos-shaped error that leaves the state as it was, blocks re-applied by a follower, bad
+//! blocks refused, and a restart at the same head.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rempart_core::block::SignedBlock;
+use rempart_core::key::{KeyType, PrivateKey};
+use rempart_core::transaction::{
+    Action, Compression, PackedTransaction, PermissionLevel, SignedTransaction, Transaction,
+};
+use rempart_core::{BlockTimestamp, Bytes, Checksum256, Name, TimePointSec, from_bytes, to_bytes};
+use rempart_node::authority::{Authority, KeyWeight};
+use rempart_node::chain::{BlockError, Chain, TxError, sign_transaction};
+use rempart_node::config::Limits;
+use rempart_node::genesis::Genesis;
+use rempart_node::native::{NewAccount, UpdateAuth};
+use rempart_node::store::{Store, key};
+
+const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
+
+fn n(s: &str) -> Name {
+    s.parse().expect("name")
+}
+
+fn genesis() -> Genesis {
+    Genesis::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/genesis.json"))
+        .expect("genesis")
+}
+
+fn dev_key() -> PrivateKey {
+    DEV_WIF.parse().expect("dev key")
+}
+
+struct Node {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    chain: Chain,
+}
+
+fn open_at(dir: tempfile::TempDir) -> Node {
+    let path = dir.path().join("state.redb");
+    let store = Arc::new(Store::open(&path).expect("store"));
+    let chain = Chain::open(store, &genesis(), Limits::default()).expect("chain");
+    Node { _dir: dir, path, chain }
+}
+
+fn node() -> Node {
+    open_at(tempfile::tempdir().expect("tempdir"))
+}
+
+fn sign_dev(
+    req: &rempart_core::protocol::SignBlockRequest,
+) -> Result<rempart_core::key::Signature, String> {
+    Ok(dev_key().sign(&req.digest()))
+}
+
+/// A transaction of `actions`, referencing the head, expiring `ttl` seconds after the head.
+fn trx(chain: &Chain, actions: Vec<Action>, ttl: i64) -> Transaction {
+    let info = chain.info();
+    let mut t = Transaction { actions, ..Default::default() };
+    let head_sec = info.head_block_time.to_time_point().0 / 1_000_000;
+    t.header.expiration = TimePointSec((head_sec + ttl) as u32);
+    t.set_reference_block(&info.head_block_id);
+    t
+}
+
+fn newaccount(creator: &str, name: &str, key: &PrivateKey) -> Action {
+    let auth = Authority::single_key(key.public_key());
+    let data = NewAccount { creator: n(creator), name: n(name), owner: auth.clone(), active: auth };
+    Action {
+        account: n("eosio"),
+        name: n("newaccount"),
+        authorization: vec![PermissionLevel { actor: n(creator), permission: n("active") }],
+        data: Bytes(to_bytes(&data)),
+    }
+}
+
+fn next_slot(chain: &Chain) -> BlockTimestamp {
+    chain.info().head_block_time.next()
+}
+
+/// sha256 over every account, permission, link, ABI and code record: what transactions change.
+fn accounts_digest(chain: &Chain) -> Checksum256 {
+    let snap = chain.store().read().expect("snapshot");
+    let mut all = Vec::new();
+    for tag in [b'a', b'p', b'l', b'b', b'h', b'c', b't'] {
+        for (k, v) in snap.scan(&[tag], &[tag], usize::MAX).expect("scan") {
+            all.extend_from_slice(&k);
+            all.extend_from_slice(&v);
+        }
+    }
+    Checksum256::hash(&all)
+}
+
+#[test]
+fn genesis_makes_block_one_and_installs_the_eosio_abi() {
+    let node = node();
+    let info = node.chain.info();
+    assert_eq!(info.head_block_num, 1);
+    assert_eq!(info.last_irreversible_block_num, 1);
+    assert_eq!(info.chain_id, genesis().chain_id());
+    let snap = node.chain.store().read().expect("snapshot");
+    let abi = snap.get(&key::abi(n("eosio"))).expect("read").expect("eosio has an ABI");
+    let abi = rempart_core::abi::Abi::from_bin(&abi).expect("ABI decodes");
+    assert!(abi.action_type(n("newaccount")).is_some());
+    assert!(snap.block(1).expect("read").is_some());
+}
+
+#[test]
+fn a_transaction_lands_in_a_signed_block_and_survives_a_restart() {
+    let node = node();
+    let alice = PrivateKey::generate(KeyType::K1);
+    let t = trx(&node.chain, vec![newaccount("eosio", "alice", &alice)], 60);
+    node.chain.start_block(next_slot(&node.chain)).expect("start");
+    let trace = node
+        .chain
+        .push_transaction(sign_transaction(t, &[&dev_key()], &node.chain.chain_id()))
+        .expect("newaccount applies");
+    assert_eq!(trace.block_num, 2);
+    let json = node.chain.trace_json(&trace);
+    assert_eq!(json["receipt"]["status"], "executed");
+    assert_eq!(json["action_traces"][0]["act"]["name"], "newaccount");
+    assert_eq!(json["action_traces"][0]["act"]["data"]["name"], "alice", "{json}");
+    assert!(!json["block_time"].as_str().expect("time").ends_with('Z'));
+    let summary = node.chain.finish_block(sign_dev).expect("block");
+    assert_eq!((summary.block_num, summary.transactions), (2, 1));
+    let info = node.chain.info();
+    assert_eq!(info.head_block_id, summary.id);
+    assert_eq!(info.last_irreversible_block_num, 2);
+
+    let snap = node.chain.store().read().expect("snapshot");
+    assert!(snap.get(&key::account(n("alice"))).expect("read").is_some());
+    assert_eq!(snap.transaction_block(&trace.id).expect("read"), Some(2));
+    let block: SignedBlock =
+        from_bytes(&snap.block(2).expect("read").expect("block 2")).expect("decode");
+    assert_eq!(block.id(), summary.id);
+    drop(snap);
+
+    // Restart: same head, and the chain goes on from it.
+    let Node { _dir, path, chain } = node;
+    let head = chain.info();
+    drop(chain);
+    let store = Arc::new(Store::open(&path).expect("store"));
+    let chain = Chain::open(store, &genesis(), Limits::default()).expect("reopen");
+    assert_eq!(chain.info(), head);
+    let b = chain.produce_block(chain.info().head_block_time.next(), sign_dev).expect("block 3");
+    assert_eq!(b.block_num, 3);
+}
+
+fn code(e: &TxError) -> u64 {
+    e.nodeos().0
+}
+
+#[test]
+fn bad_transactions_get_nodeos_errors_and_change_nothing() {
+    let node = node();
+    let chain = &node.chain;
+    let id = chain.chain_id();
+    let dev = dev_key();
+    let other = PrivateKey::generate(KeyType::K1);
+    // A block to reference, then the digest every refusal must leave alone.
+    chain.produce_block(next_slot(chain), sign_dev).expect("block 2");
+    let before = accounts_digest(chain);
+    let head_before = chain.info();
+    chain.start_block(next_slot(chain)).expect("start");
+
+    let push = |t: PackedTransaction| chain.push_transaction(t).expect_err("must be refused");
+    let bob = |k: &PrivateKey| newaccount("eosio", "bob", k);
+
+    // Expired, and too far ahead.
+    let e = push(sign_transaction(trx(chain, vec![bob(&other)], -10), &[&dev], &id));
+    assert_eq!((code(&e), e.nodeos().1), (3_040_005, "expired_tx_exception"), "{e}");
+    let e = push(sign_transaction(trx(chain, vec![bob(&other)], 7200), &[&dev], &id));
+    assert_eq!(code(&e), 3_040_006, "{e}");
+    // Bad TaPoS.
+    let mut t = trx(chain, vec![bob(&other)], 60);
+    t.header.ref_block_prefix ^= 1;
+    let e = push(sign_transaction(t, &[&dev], &id));
+    assert_eq!((code(&e), e.nodeos().1), (3_040_007, "invalid_ref_block_exception"), "{e}");
+    // Missing signature, a signature by the wrong key, an extra signature.
+    let e = push(sign_transaction(trx(chain, vec![bob(&other)], 60), &[], &id));
+    assert_eq!((code(&e), e.nodeos().1), (3_090_003, "unsatisfied_authorization"), "{e}");
+    let e = push(sign_transaction(trx(chain, vec![bob(&other)], 61), &[&other], &id));
+    assert_eq!(code(&e), 3_090_003, "{e}");
+    let e = push(sign_transaction(trx(chain, vec![bob(&other)], 62), &[&dev, &other], &id));
+    assert_eq!((code(&e), e.nodeos().1), (3_090_002, "tx_irrelevant_sig"), "{e}");
+    // A signature for another chain recovers another key.
+    let e =
+        push(sign_transaction(trx(chain, vec![bob(&other)], 63), &[&dev], &Checksum256([9; 32])));
+    assert_eq!(code(&e), 3_090_003, "{e}");
+    // Malformed packed_trx.
+    let garbage = PackedTransaction { packed_trx: Bytes(vec![0xff; 40]), ..Default::default() };
+    let e = push(garbage);
+    assert_eq!((code(&e), e.nodeos().1), (3_010_010, "packed_transaction_type_exception"), "{e}");
+    // A zlib bomb: 8 MiB of zeros in a few KiB.
+    let bomb = zlib_bomb(8 << 20);
+    let e = push(PackedTransaction {
+        compression: Compression::Zlib,
+        packed_trx: Bytes(bomb),
+        ..Default::default()
+    });
+    assert_eq!((code(&e), e.nodeos().1), (3_040_001, "tx_decompression_error"), "{e}");
+    // Unknown account: as the contract, and as the authorizer.
+    let mut a = bob(&other);
+    a.account = n("nobody");
+    let e = push(sign_transaction(trx(chain, vec![a], 60), &[&dev], &id));
+    assert_eq!((code(&e), e.nodeos().1), (3_050_000, "action_validate_exception"), "{e}");
+    let e = push(sign_transaction(
+        trx(chain, vec![newaccount("nobody", "bob", &other)], 60),
+        &[&dev],
+        &id,
+    ));
+    assert_eq!(code(&e), 3_050_000, "{e}");
+    // A transaction whose second action fails keeps nothing of the first.
+    let mut dup = bob(&other);
+    dup.name = n("nosuchaction");
+    let e = push(sign_transaction(trx(chain, vec![bob(&other), dup], 60), &[&dev], &id));
+    assert!(e.to_string().contains("nosuchaction"), "{e}");
+    // No actions.
+    let e = push(sign_transaction(trx(chain, vec![], 60), &[&dev], &id));
+    assert_eq!(code(&e), 3_040_002, "{e}");
+
+    chain.abort_block();
+    assert_eq!(accounts_digest(chain), before, "refused transactions changed the state");
+    assert_eq!(chain.info(), head_before);
+
+    // Duplicate: the same transaction in a later block.
+    let good = sign_transaction(trx(chain, vec![bob(&other)], 60), &[&dev], &id);
+    chain.start_block(next_slot(chain)).expect("start");
+    chain.push_transaction(good.clone()).expect("first time");
+    let e = chain.push_transaction(good.clone()).expect_err("duplicate in the same block");
+    assert_eq!((code(&e), e.nodeos().1), (3_040_008, "tx_duplicate"), "{e}");
+    chain.finish_block(sign_dev).expect("block");
+    chain.start_block(next_slot(chain)).expect("start");
+    let e = chain.push_transaction(good).expect_err("duplicate in a later block");
+    assert_eq!(code(&e), 3_040_008, "{e}");
+    chain.abort_block();
+}
+
+/// A zlib stream of about `size` bytes of zeros, made with core's own packer (a transaction
+/// whose action data is the zeros), so the test needs no compression crate.
+fn zlib_bomb(size: usize) -> Vec<u8> {
+    let t = Transaction {
+        actions: vec![Action {
+            account: n("eosio"),
+            name: n("x"),
+            authorization: vec![],
+            data: Bytes(vec![0; size]),
+        }],
+        ..Default::default()
+    };
+    let p = PackedTransaction::from_signed(&SignedTransaction::new(t), Compression::Zlib);
+    assert!(p.packed_trx.0.len() < size / 100);
+    p.packed_trx.0
+}
+
+#[test]
+fn a_follower_re_applies_blocks_and_refuses_bad_ones() {
+    let producer = node();
+    let follower = node();
+    let id = producer.chain.chain_id();
+    let dev = dev_key();
+    let keys: Vec<PrivateKey> = (0..3).map(|_| PrivateKey::generate(KeyType::K1)).collect();
+    // Block 2: an account; block 3: its active permission becomes 2-of-3.
+    let t = trx(&producer.chain, vec![newaccount("eosio", "carol", &keys[0])], 60);
+    producer.chain.start_block(next_slot(&producer.chain)).expect("start");
+    producer.chain.push_transaction(sign_transaction(t, &[&dev], &id)).expect("newaccount");
+    producer.chain.finish_block(sign_dev).expect("block 2");
+    let mut ks: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
+    ks.sort();
+    let multisig = Authority {
+        threshold: 2,
+        keys: ks.iter().map(|k| KeyWeight { key: *k, weight: 1 }).collect(),
+        accounts: vec![],
+        waits: vec![],
+    };
+    let upd = UpdateAuth {
+        account: n("carol"),
+        permission: n("active"),
+        parent: n("owner"),
+        auth: multisig,
+    };
+    let act = Action {
+        account: n("eosio"),
+        name: n("updateauth"),
+        authorization: vec![PermissionLevel { actor: n("carol"), permission: n("owner") }],
+        data: Bytes(to_bytes(&upd)),
+    };
+    let t = trx(&producer.chain, vec![act], 60);
+    producer.chain.start_block(next_slot(&producer.chain)).expect("start");
+    producer.chain.push_transaction(sign_transaction(t, &[&keys[0]], &id)).expect("updateauth");
+    producer.chain.finish_block(sign_dev).expect("block 3");
+    // Block 4: carol's active now needs two of the three keys.
+    let newacc = |name: &str| {
+        let mut a = newaccount("carol", name, &keys[1]);
+        a.authorization[0].actor = n("carol");
+        a
+    };
+    producer.chain.start_block(next_slot(&producer.chain)).expect("start");
+    let t = trx(&producer.chain, vec![newacc("dave")], 60);
+    let e =
+        producer.chain.push_transaction(sign_transaction(t, &[&keys[1]], &id)).expect_err("1 of 3");
+    assert_eq!(code(&e), 3_090_003, "{e}");
+    let t = trx(&producer.chain, vec![newacc("dave")], 61);
+    producer
+        .chain
+        .push_transaction(sign_transaction(t, &[&keys[1], &keys[2]], &id))
+        .expect("2 of 3");
+    producer.chain.finish_block(sign_dev).expect("block 4");
+
+    let snap = producer.chain.store().read().expect("snapshot");
+    let blocks: Vec<SignedBlock> = (2..=4)
+        .map(|i| from_bytes(&snap.block(i).expect("read").expect("block")).expect("decode"))
+        .collect();
+    drop(snap);
+
+    // A block signed by another key is refused, and nothing moves.
+    let mut forged = blocks[0].clone();
+    let h = &forged.signed_header.header;
+    let digest = h.signing_digest(&Checksum256::ZERO, &Checksum256::ZERO);
+    forged.signed_header.producer_signature = keys[0].sign(&digest);
+    let e = follower.chain.apply_block(&forged).expect_err("forged");
+    assert!(matches!(e, BlockError::BadSignature { .. }), "{e}");
+    assert_eq!(follower.chain.info().head_block_num, 1);
+    // Out of order.
+    let e = follower.chain.apply_block(&blocks[1]).expect_err("gap");
+    assert!(matches!(e, BlockError::Unlinkable { .. }), "{e}");
+    // A tampered transaction: the signature no longer covers the header's roots.
+    let mut tampered = blocks[0].clone();
+    tampered.signed_header.header.transaction_mroot = Checksum256([1; 32]);
+    assert!(follower.chain.apply_block(&tampered).is_err());
+
+    for b in &blocks {
+        follower.chain.apply_block(b).expect("valid block applies");
+    }
+    assert_eq!(follower.chain.info().head_block_id, producer.chain.info().head_block_id);
+    assert_eq!(accounts_digest(&follower.chain), accounts_digest(&producer.chain));
+    // The same block again is not linkable any more.
+    assert!(follower.chain.apply_block(&blocks[2]).is_err());
+}
+
+#[test]
+fn slots_must_move_forward_and_blocks_need_the_scheduled_key() {
+    let node = node();
+    let chain = &node.chain;
+    let head = chain.info().head_block_time;
+    let e = chain.start_block(head).expect_err("same slot as the head");
+    assert!(matches!(e, BlockError::Timestamp { .. }), "{e}");
+    let stranger = PrivateKey::generate(KeyType::K1);
+    let e = chain
+        .produce_block(head.next(), |req| Ok(stranger.sign(&req.digest())))
+        .expect_err("wrong key");
+    assert!(matches!(e, BlockError::BadSignature { .. }), "{e}");
+    let e = chain.produce_block(head.next(), |_| Err("signer down".into())).expect_err("no sig");
+    assert!(matches!(e, BlockError::Signer { .. }), "{e}");
+    assert_eq!(chain.info().head_block_num, 1);
+    // The slot is still free: nothing was written.
+    assert_eq!(chain.produce_block(head.next(), sign_dev).expect("block").block_num, 2);
+}
