@@ -132,6 +132,24 @@ pub enum AuditEvent {
         /// Digest computed, if any.
         digest: Option<String>,
     },
+    /// An administrative command: `refused`, `approved` (verified, nonce recorded), `executed`
+    /// or `failed`.
+    Admin {
+        /// Which step.
+        step: String,
+        /// The action (snake_case), when the command decoded.
+        action: Option<String>,
+        /// The command digest the approvals signed, when it decoded.
+        digest: Option<String>,
+        /// The command's nonce, when it decoded.
+        nonce: Option<String>,
+        /// The admin keys whose approvals verified.
+        approvers: Vec<String>,
+        /// What happened or why it was refused.
+        message: String,
+        /// Who sent it.
+        peer: String,
+    },
 }
 
 #[derive(Serialize)]

@@ -9,6 +9,7 @@
 //! This crate must never release a signature that the guard state on disk does not already
 //! hold, never log a PIN or a private key, and never call `process::exit` outside `main`.
 
+pub mod admin;
 pub mod audit;
 pub mod client;
 pub mod daemon;

@@ -91,6 +91,8 @@ pub struct Policy {
     pub sandbox: SandboxSettings,
     /// The WireGuard interface the TCP listener lives on, set up before the sandbox closes.
     pub wireguard: Option<WireGuardConfig>,
+    /// Who may approve administrative commands (`[admin]`); none when absent.
+    pub admin: Option<crate::admin::AdminPolicy>,
 }
 
 /// Sandbox settings (see `crate::sandbox::SandboxConfig`).
@@ -223,6 +225,7 @@ struct RawPolicy {
     #[serde(default)]
     sandbox: RawSandbox,
     wireguard: Option<Spanned<WireGuardSection>>,
+    admin: Option<Spanned<crate::admin::AdminSection>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -479,6 +482,10 @@ impl Validator<'_> {
         };
 
         let wireguard = raw.wireguard.as_ref().map(|w| self.wireguard(w)).transpose()?;
+        let admin = match &raw.admin {
+            Some(a) => Some(a.get_ref().validate().map_err(|m| self.err(a.span(), m))?),
+            None => None,
+        };
         let listen = self.listen(&raw.listen, wireguard.as_ref())?;
         let state_dir = self.absolute(&raw.state.dir, "state dir")?;
         let audit_log = self.absolute(&raw.state.audit_log, "audit log")?;
@@ -560,6 +567,7 @@ impl Validator<'_> {
             limits,
             metrics,
             wireguard,
+            admin,
         })
     }
 

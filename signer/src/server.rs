@@ -73,6 +73,9 @@ pub enum ServerError {
     /// The audit log cannot be used.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The admin state (nonces seen, paused, retired keys) could not be read.
+    #[error(transparent)]
+    AdminState(#[from] crate::admin::AdminStateError),
 }
 
 /// A refusal or failure, as sent back and audited.
@@ -99,6 +102,7 @@ pub struct Signer {
     key_locks: BTreeMap<PublicKey, Mutex<()>>,
     refusals: AtomicU64,
     paused: AtomicBool,
+    admin: Option<crate::admin::Admin>,
 }
 
 /// Where the time of one request went inside the signer, for the timing event and the
@@ -157,6 +161,9 @@ impl Signer {
             key_locks.insert(p.key, Mutex::new(()));
         }
         let audit = AuditLog::open(&policy.audit_log)?;
+        let admin = crate::admin::Admin::open(&policy)?;
+        // An administrator's pause outlives a restart.
+        let paused = admin.as_ref().is_some_and(crate::admin::Admin::paused);
         Ok(Signer {
             policy,
             keyring,
@@ -165,7 +172,8 @@ impl Signer {
             metrics,
             key_locks,
             refusals: 0.into(),
-            paused: false.into(),
+            paused: paused.into(),
+            admin,
         })
     }
 
@@ -184,8 +192,8 @@ impl Signer {
         &self.metrics
     }
 
-    /// Whether signing is paused. Only an administrator's command flips it (the admin
-    /// protocol comes later; until then nothing in the daemon pauses), and `Status` reports it.
+    /// Whether signing is paused. Only an administrator's M-of-N approved `pause` or `resume`
+    /// flips it (see [`crate::admin`]; it outlives a restart), and `Status` reports it.
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::SeqCst)
     }
@@ -243,17 +251,20 @@ impl Signer {
                     .collect(),
             },
             Request::Status { request_id } => Response::Status(self.status(request_id)),
-            Request::Admin(_) => self.refuse(
-                id,
-                Refusal::new(
-                    ErrorCode::Unauthorized,
-                    "admin_unsupported",
-                    "admin commands are not enabled in this signer",
+            Request::Admin(req) => match &self.admin {
+                Some(admin) => admin.handle(self, &req, peer),
+                None => self.refuse(
+                    id,
+                    Refusal::new(
+                        ErrorCode::Unauthorized,
+                        "admin_not_configured",
+                        crate::admin::NOT_CONFIGURED,
+                    ),
+                    peer,
+                    None,
+                    &mut timing,
                 ),
-                peer,
-                None,
-                &mut timing,
-            ),
+            },
         };
         (response, timing)
     }
@@ -347,6 +358,13 @@ impl Signer {
                     "producer {producer} signs with {key} in this signer's policy, not {}",
                     req.signing_key
                 ),
+            ));
+        }
+        if self.admin.as_ref().is_some_and(|a| a.is_retired(key)) {
+            return Err(Refusal::new(
+                ErrorCode::UnknownKey,
+                "retired_key",
+                format!("key {key} of producer {producer} was retired by the administrators"),
             ));
         }
         let digest: Checksum256 = req.digest();

@@ -425,3 +425,51 @@ pub fn generate(
     let (_, key) = token.open_key(&sel)?;
     Ok(key)
 }
+
+/// Destroys the key pair whose public key is `key` (both halves, matched by `CKA_ID`) in the
+/// token: an administrator retired it with `destroy`. Refuses when no public object matches.
+pub fn destroy(
+    module: &Path,
+    token_label: &str,
+    pin: &PinSource,
+    key: &PublicKey,
+) -> Result<(), KeyringError> {
+    let pin = read_pin(pin)?;
+    let token = Token::open(module, token_label, pin)?;
+    let session = token.session().map_err(ck("C_OpenSession"))?;
+    let publics = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(CkKeyType::EC),
+        ])
+        .map_err(ck("C_FindObjects"))?;
+    for object in publics {
+        let attrs = session
+            .get_attributes(object, &[AttributeType::EcPoint, AttributeType::Id])
+            .map_err(ck("C_GetAttributeValue"))?;
+        let mut point = None;
+        let mut id = None;
+        for a in attrs {
+            match a {
+                Attribute::EcPoint(p) => point = Some(p),
+                Attribute::Id(i) => id = Some(i),
+                _ => {}
+            }
+        }
+        let matches = point
+            .as_deref()
+            .and_then(ec_point_bytes)
+            .and_then(|b| PublicKey::from_sec1(key.key_type(), b).ok())
+            .is_some_and(|k| &k == key);
+        if !matches {
+            continue;
+        }
+        let id = id.ok_or_else(|| KeyringError::Keygen(format!("key {key} has no CKA_ID")))?;
+        let pair = session.find_objects(&[Attribute::Id(id)]).map_err(ck("C_FindObjects"))?;
+        for o in pair {
+            session.destroy_object(o).map_err(ck("C_DestroyObject"))?;
+        }
+        return Ok(());
+    }
+    Err(KeyringError::KeyNotFound { selector: key.to_string(), label: token_label.to_string() })
+}

@@ -1,0 +1,318 @@
+//! Unit tests of the signer's admin side: a real `Signer` (soft backend) with an `[admin]`
+//! section of three R1 admin keys and threshold 2, driven through `Signer::handle`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rempart_core::admin::{AdminCommand, Approval, Nonce};
+use rempart_core::block::BlockHeader;
+use rempart_core::key::PrivateKey;
+use rempart_core::protocol::{Request, SignBlockRequest};
+use rempart_core::{BlockTimestamp, TimePoint};
+
+use super::*;
+use crate::guard::{Guard, GuardKey};
+use crate::keyring::Keyring;
+use crate::keyring::soft::SoftBackend;
+use crate::metrics::Metrics;
+
+const CHAIN: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+
+const POLICY: &str = r#"
+[chain]
+id = "0101010101010101010101010101010101010101010101010101010101010101"
+dangerous_dev_chain = true
+max_clock_skew_ms = 2000
+[[producers]]
+account = "eosio"
+key = "KEY"
+[backend]
+kind = "soft"
+[backend.soft]
+key_files = ["/unused"]
+[listen]
+unix_socket = "/unused.sock"
+allow_own_uid = true
+[state]
+dir = "DIR"
+audit_log = "DIR/audit.jsonl"
+"#;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    producer_key: PrivateKey,
+    admins: Vec<PrivateKey>,
+    signer: Arc<Signer>,
+}
+
+fn policy_text(dir: &Path, key: &PublicKey, admin: &str) -> String {
+    POLICY.replace("KEY", &key.to_string()).replace("DIR", dir.to_str().unwrap()) + admin
+}
+
+fn admin_section(admins: &[PrivateKey], threshold: usize) -> String {
+    let keys: Vec<String> = admins.iter().map(|k| format!("\"{}\"", k.public_key())).collect();
+    format!(
+        "[admin]\nsigner_id = \"bp1.signer\"\nkeys = [{}]\nthreshold = {threshold}\n",
+        keys.join(", ")
+    )
+}
+
+fn start(
+    dir: &Path,
+    producer: &PrivateKey,
+    admin: &str,
+) -> Result<Signer, crate::server::ServerError> {
+    let key = producer.public_key();
+    let policy =
+        Policy::from_toml(Path::new("/t/signer.toml"), &policy_text(dir, &key, admin)).unwrap();
+    let gkey = GuardKey { chain_id: policy.chain_id, producer: Name::from_const("eosio"), key };
+    let guard = Guard::new(dir);
+    if guard.load(&gkey).is_err() {
+        guard.init(&gkey, 0, BlockTimestamp(0)).unwrap();
+    }
+    let metrics = Arc::new(Metrics::default());
+    let ring =
+        Keyring::new(Box::new(SoftBackend::from_keys(vec![producer.clone()])), 8, metrics.clone())
+            .unwrap();
+    Signer::new(policy, ring, metrics)
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let producer_key = PrivateKey::from_bytes(KeyType::K1, &[7; 32]).unwrap();
+    let admins: Vec<PrivateKey> = (0..3).map(|_| PrivateKey::generate(KeyType::R1)).collect();
+    let signer = start(dir.path(), &producer_key, &admin_section(&admins, 2)).unwrap();
+    Fixture { dir, producer_key, admins, signer: Arc::new(signer) }
+}
+
+fn unix_now() -> u32 {
+    u32::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+    )
+    .unwrap()
+}
+
+fn command(action: AdminAction) -> AdminCommand {
+    AdminCommand {
+        signer_id: "bp1.signer".parse().unwrap(),
+        chain_id: CHAIN.parse().unwrap(),
+        action,
+        expires: TimePointSec(unix_now() + 600),
+        nonce: Nonce::random(),
+    }
+}
+
+fn approved(cmd: &AdminCommand, by: &[&PrivateKey]) -> ApprovedCommand {
+    ApprovedCommand {
+        command: cmd.clone(),
+        approvals: by
+            .iter()
+            .map(|k| Approval { key: k.public_key(), signature: k.sign(&cmd.digest()) })
+            .collect(),
+    }
+}
+
+fn send(f: &Fixture, c: &ApprovedCommand) -> Response {
+    f.signer.handle(
+        Request::Admin(AdminRequest { request_id: 9, command: Bytes(codec::to_bytes(c)) }),
+        "test",
+    )
+}
+
+fn refused(r: &Response) -> (ErrorCode, String) {
+    match r {
+        Response::Error(e) => (e.code, e.message.clone()),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn outcome(r: &Response) -> AdminOutcome {
+    match r {
+        Response::Admin(a) => codec::from_bytes(&a.result.0).unwrap(),
+        other => panic!("expected an admin result, got {other:?}"),
+    }
+}
+
+fn audit_text(f: &Fixture) -> String {
+    std::fs::read_to_string(f.dir.path().join("audit.jsonl")).unwrap()
+}
+
+fn sign(f: &Fixture) -> Response {
+    let header = BlockHeader {
+        timestamp: BlockTimestamp::from_time_point(TimePoint::from_millis(
+            i64::from(unix_now()) * 1000,
+        )),
+        producer: Name::from_const("eosio"),
+        ..BlockHeader::default()
+    };
+    f.signer.handle(
+        Request::SignBlock(SignBlockRequest {
+            request_id: 1,
+            chain_id: CHAIN.parse().unwrap(),
+            header,
+            blockroot_merkle_root: Checksum256::ZERO,
+            pending_schedule_hash: Checksum256::ZERO,
+            signing_key: f.producer_key.public_key(),
+        }),
+        "test",
+    )
+}
+
+#[test]
+fn pause_with_two_of_three_then_resume() {
+    let f = fixture();
+    let cmd = command(AdminAction::Pause);
+    let r = send(&f, &approved(&cmd, &[&f.admins[0], &f.admins[2]]));
+    let out = outcome(&r);
+    assert_eq!(out.digest, cmd.digest());
+    assert_eq!(out.summary, "signing paused");
+    assert!(f.signer.is_paused());
+    assert_eq!(refused(&sign(&f)).0, ErrorCode::Paused);
+    let audit = audit_text(&f);
+    assert!(audit.contains("\"step\":\"approved\""), "{audit}");
+    assert!(audit.contains("\"step\":\"executed\""), "{audit}");
+    assert!(audit.contains(&cmd.nonce.to_string()), "{audit}");
+
+    let r = send(&f, &approved(&command(AdminAction::Resume), &[&f.admins[1], &f.admins[0]]));
+    assert_eq!(outcome(&r).summary, "signing resumed");
+    assert!(!f.signer.is_paused());
+    assert!(matches!(sign(&f), Response::Signature(_)));
+}
+
+#[test]
+fn one_approval_is_refused_and_audited() {
+    let f = fixture();
+    let r = send(&f, &approved(&command(AdminAction::Pause), &[&f.admins[0]]));
+    let (code, message) = refused(&r);
+    assert_eq!(code, ErrorCode::Unauthorized);
+    assert!(message.contains("1 valid approval(s), 2 required"), "{message}");
+    assert!(!f.signer.is_paused());
+    assert!(audit_text(&f).contains("\"step\":\"refused\""));
+}
+
+#[test]
+fn a_replayed_nonce_is_refused_even_after_a_restart() {
+    let f = fixture();
+    let c = approved(&command(AdminAction::Pause), &[&f.admins[0], &f.admins[1]]);
+    outcome(&send(&f, &c));
+    let (code, message) = refused(&send(&f, &c));
+    assert_eq!(code, ErrorCode::Unauthorized);
+    assert!(message.contains("already used"), "{message}");
+
+    // A restart keeps the nonce and the pause.
+    let Fixture { dir, producer_key, admins, signer } = f;
+    drop(signer);
+    let signer = start(dir.path(), &producer_key, &admin_section(&admins, 2)).unwrap();
+    let f = Fixture { dir, producer_key, admins, signer: Arc::new(signer) };
+    assert!(f.signer.is_paused(), "a pause outlives a restart");
+    let (_, message) = refused(&send(&f, &c));
+    assert!(message.contains("already used"), "{message}");
+}
+
+#[test]
+fn tampered_expired_misaddressed_and_foreign_commands_are_refused() {
+    let f = fixture();
+    let two = [&f.admins[0], &f.admins[1]];
+
+    let mut c = approved(&command(AdminAction::Resume), &two);
+    c.command.action = AdminAction::Pause;
+    let (_, m) = refused(&send(&f, &c));
+    assert!(m.contains("does not verify"), "{m}");
+
+    let mut cmd = command(AdminAction::Pause);
+    cmd.expires = TimePointSec(unix_now() - 10);
+    let (_, m) = refused(&send(&f, &approved(&cmd, &two)));
+    assert!(m.contains("expired"), "{m}");
+
+    let mut cmd = command(AdminAction::Pause);
+    cmd.signer_id = "other".parse().unwrap();
+    let (_, m) = refused(&send(&f, &approved(&cmd, &two)));
+    assert!(m.contains("for signer other"), "{m}");
+
+    let outsider = PrivateKey::generate(KeyType::R1);
+    let (_, m) =
+        refused(&send(&f, &approved(&command(AdminAction::Pause), &[&f.admins[0], &outsider])));
+    assert!(m.contains("is not an admin key"), "{m}");
+
+    let r = f.signer.handle(
+        Request::Admin(AdminRequest { request_id: 3, command: Bytes(vec![1, 2, 3]) }),
+        "test",
+    );
+    assert_eq!(refused(&r).0, ErrorCode::Malformed);
+    assert!(!f.signer.is_paused());
+    assert_eq!(audit_text(&f).matches("\"step\":\"refused\"").count(), 5);
+}
+
+#[test]
+fn a_retired_key_signs_nothing_more() {
+    let f = fixture();
+    assert!(matches!(sign(&f), Response::Signature(_)));
+    let cmd = command(AdminAction::Retire {
+        producer: Name::from_const("eosio"),
+        key: f.producer_key.public_key(),
+        destroy: false,
+    });
+    let out = outcome(&send(&f, &approved(&cmd, &[&f.admins[0], &f.admins[1]])));
+    assert!(out.summary.contains("retired"), "{}", out.summary);
+    let (code, m) = refused(&sign(&f));
+    assert_eq!(code, ErrorCode::UnknownKey);
+    assert!(m.contains("retired"), "{m}");
+}
+
+#[test]
+fn rotate_needs_an_hsm_and_says_so() {
+    let f = fixture();
+    let cmd =
+        command(AdminAction::Rotate { producer: Name::from_const("eosio"), key_type: KeyType::K1 });
+    let (code, m) = refused(&send(&f, &approved(&cmd, &[&f.admins[0], &f.admins[1]])));
+    assert_eq!(code, ErrorCode::Backend);
+    assert!(m.contains("PKCS#11"), "{m}");
+    assert!(audit_text(&f).contains("\"step\":\"failed\""));
+}
+
+#[test]
+fn without_an_admin_section_commands_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let producer = PrivateKey::from_bytes(KeyType::K1, &[7; 32]).unwrap();
+    let signer = start(dir.path(), &producer, "").unwrap();
+    let admin = PrivateKey::generate(KeyType::R1);
+    let c = approved(&command(AdminAction::Pause), &[&admin]);
+    let r = signer.handle(
+        Request::Admin(AdminRequest { request_id: 4, command: Bytes(codec::to_bytes(&c)) }),
+        "test",
+    );
+    let (code, m) = refused(&r);
+    assert_eq!(code, ErrorCode::Unauthorized);
+    assert!(m.contains("[admin]"), "{m}");
+}
+
+#[test]
+fn the_admin_section_is_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let producer = PrivateKey::generate(KeyType::K1).public_key();
+    let admins: Vec<PrivateKey> = (0..2).map(|_| PrivateKey::generate(KeyType::R1)).collect();
+    let load = |admin: &str| {
+        Policy::from_toml(Path::new("/t/signer.toml"), &policy_text(dir.path(), &producer, admin))
+    };
+    assert_eq!(load(&admin_section(&admins, 2)).unwrap().admin.unwrap().threshold, 2);
+    for (section, needle) in [
+        (admin_section(&admins, 0), "threshold must be 1..=2"),
+        (admin_section(&admins, 3), "threshold must be 1..=2"),
+        (admin_section(&[admins[0].clone(), admins[0].clone()], 1), "twice"),
+        (admin_section(&admins, 1).replace("bp1.signer", "Bad Name"), "not a valid name"),
+        (admin_section(&admins, 1).replace("PUB_R1_", "PUB_XX_"), "not a public key"),
+        (admin_section(&admins, 1) + "surprise = 1\n", "unknown field"),
+    ] {
+        let err = load(&section).unwrap_err().to_string();
+        assert!(err.contains(needle), "{section}: {err}");
+        assert!(err.starts_with("/t/signer.toml:"), "{err}");
+    }
+}
+
+#[test]
+fn a_corrupt_state_file_stops_the_start() {
+    let f = fixture();
+    std::fs::write(f.dir.path().join(STATE_FILE), "{not json").unwrap();
+    let err = start(f.dir.path(), &f.producer_key, &admin_section(&f.admins, 2)).unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+}
