@@ -6,6 +6,8 @@
 //! the lab is dropped. Without pcscd, vpcd or a C toolchain the lab is skipped with a line
 //! saying why, except under `CI=true`, where that is a failure.
 
+#![allow(dead_code, reason = "each test binary uses a part of this module")]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -20,7 +22,7 @@ static LOCK: Mutex<()> = Mutex::new(());
 static VCARD: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// A child process killed (by PID) when dropped.
-pub(crate) struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
