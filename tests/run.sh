@@ -152,7 +152,8 @@ done < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*
 # test drives virtual PIV cards (tests/vcard, built by the test) through a private pcscd.
 step "rempart --features yubikey: clippy and the YubiKey ceremony tests"
 cargo clippy -p rempart --features yubikey --all-targets --locked -- -D warnings
-cargo test -p rempart --features yubikey --locked --test admin --test admin_signer 2>cargo test -p rempart --features yubikey --locked --test admin 2>&11 | tee "$LOG_DIR/admin.log"
+cargo test -p rempart --features yubikey --locked --test admin --test admin_signer 2>&1 |
+    tee "$LOG_DIR/admin.log"
 while read -r passed failed; do
     TESTS_PASSED=$((TESTS_PASSED + passed))
     TESTS_FAILED=$((TESTS_FAILED + failed))
