@@ -35,6 +35,7 @@ DEBIAN_PACKAGES=(
     "opensc-pkcs11:/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so" # admin: PIV over PKCS#11
     "clang:clang"                                        # admin: tests/vcard's C dependencies
     "libclang-dev:/usr/lib/llvm-14/lib/libclang.so"      # admin: bindgen in tests/vcard
+    "lld:wasm-ld"                                        # node: links the C contracts (clang too) to wasm32
     "wireguard-go:wireguard-go"                          # private network: userspace WireGuard
     "wireguard-tools:wg"                                 # private network: wg set / wg show in tests
     "iproute2:ip"                                        # private network: namespaces, veth, addresses
