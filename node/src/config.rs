@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use rempart_core::Name;
-use rempart_core::key::PrivateKey;
 use serde::Deserialize;
 
 /// Why the configuration was refused.
@@ -64,7 +63,7 @@ struct RawProducer {
     #[serde(default = "default_sign_timeout_ms")]
     sign_timeout_ms: u64,
     #[serde(default)]
-    dangerous_dev_signing_key: Option<String>,
+    metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +72,8 @@ struct RawApi {
     data_dir: PathBuf,
     http_listen: SocketAddr,
     producer: SocketAddr,
+    #[serde(default)]
+    metrics_file: Option<PathBuf>,
 }
 
 fn default_sign_timeout_ms() -> u64 {
@@ -113,24 +114,6 @@ impl Default for Limits {
     }
 }
 
-/// How the producer gets its blocks signed.
-#[derive(Clone)]
-pub enum SignerConfig {
-    /// A running `rempart-signer` at this address (`unix:/path` or `host:port`).
-    Remote(String),
-    /// A key held in this process. Development chains only: the key sits in node memory.
-    DangerousDevKey(PrivateKey),
-}
-
-impl std::fmt::Debug for SignerConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SignerConfig::Remote(a) => write!(f, "Remote({a})"),
-            SignerConfig::DangerousDevKey(k) => write!(f, "DangerousDevKey({})", k.public_key()),
-        }
-    }
-}
-
 /// The producer role's settings.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
@@ -140,10 +123,13 @@ pub struct ProducerConfig {
     pub name: Name,
     /// Private address serving blocks and accepting forwarded transactions (WireGuard side).
     pub private_listen: SocketAddr,
-    /// Who signs blocks.
-    pub signer: SignerConfig,
+    /// The `rempart-signer` that signs blocks: `unix:/path` or `IP:port`. Blocks are always
+    /// signed there; the node never holds a block-signing key.
+    pub signer: String,
     /// How long to wait for a signature before the slot counts as missed.
     pub sign_timeout: std::time::Duration,
+    /// Prometheus text file rewritten after every block, when set.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// The api role's settings.
@@ -155,6 +141,8 @@ pub struct ApiConfig {
     pub http_listen: SocketAddr,
     /// The producer's private address.
     pub producer: SocketAddr,
+    /// Prometheus text file rewritten after every block, when set.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// A validated node configuration.
@@ -188,21 +176,23 @@ impl Config {
             field,
             reason,
         };
-        let signer = match (raw.producer.signer, raw.producer.dangerous_dev_signing_key) {
-            (Some(addr), None) => SignerConfig::Remote(addr),
-            (None, Some(key)) => SignerConfig::DangerousDevKey(key.parse().map_err(|e| {
-                invalid("producer.dangerous_dev_signing_key", format!("not a private key: {e}"))
-            })?),
-            (Some(_), Some(_)) => {
+        let signer = match raw.producer.signer {
+            Some(addr) if addr.strip_prefix("unix:").is_some_and(|p| !p.is_empty()) => {
+                // A relative socket path is relative to this file, like every other path.
+                let p = &addr["unix:".len()..];
+                format!("unix:{}", base.join(p).display())
+            }
+            Some(addr) if addr.parse::<SocketAddr>().is_ok() => addr,
+            Some(addr) => {
                 return Err(invalid(
                     "producer.signer",
-                    "set either signer or dangerous_dev_signing_key, not both".into(),
+                    format!("{addr:?} is neither unix:/path/to.sock nor IP:port"),
                 ));
             }
-            (None, None) => {
+            None => {
                 return Err(invalid(
                     "producer.signer",
-                    "missing: set the address of rempart-signer".into(),
+                    "missing: set the address of rempart-signer (unix:/path or IP:port)".into(),
                 ));
             }
         };
@@ -237,11 +227,13 @@ impl Config {
                 private_listen: raw.producer.private_listen,
                 signer,
                 sign_timeout: std::time::Duration::from_millis(raw.producer.sign_timeout_ms),
+                metrics_file: raw.producer.metrics_file.map(|p| base.join(p)),
             },
             api: ApiConfig {
                 data_dir: base.join(raw.api.data_dir),
                 http_listen: raw.api.http_listen,
                 producer: raw.api.producer,
+                metrics_file: raw.api.metrics_file.map(|p| base.join(p)),
             },
             limits: raw.limits,
         })

@@ -7,12 +7,24 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use rempart_node::config::Config;
 use rempart_node::genesis::{Genesis, init_data_dir};
+use rempart_node::role;
 
 #[derive(Parser)]
 #[command(version, about = "Antelope-compatible chain node of the rempart perimeter")]
 struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "json", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -32,12 +44,85 @@ enum Command {
         #[arg(long, default_value = "policies/node.toml")]
         config: PathBuf,
     },
+    /// Run a role: `producer` (slot loop, private listener) or `api` (follower, chain API).
+    Run {
+        /// Which role to run.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// The node configuration.
+        #[arg(long, default_value = "policies/node.toml")]
+        config: PathBuf,
+    },
+}
+
+fn load(config: &std::path::Path) -> Result<(Config, Genesis), ExitCode> {
+    let config = Config::load(config).map_err(|e| {
+        eprintln!("rempart-node: {e}");
+        ExitCode::from(64)
+    })?;
+    let genesis = Genesis::load(&config.genesis).map_err(|e| {
+        eprintln!("rempart-node: {e}");
+        ExitCode::from(64)
+    })?;
+    Ok((config, genesis))
+}
+
+async fn run(role: Role, config: Config, genesis: Genesis) -> ExitCode {
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping");
+        let _ = stop.send(true);
+    });
+    let result = match role {
+        Role::Producer => role::run_producer(&config, &genesis, shutdown).await,
+        Role::Api => role::run_api(&config, &genesis, shutdown).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "node stopped");
+            eprintln!("rempart-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().json().with_writer(std::io::stderr).init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.init(),
+    }
     match cli.command {
+        Command::Run { role, config } => {
+            let (config, genesis) = match load(&config) {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("rempart-node: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(run(role, config, genesis))
+        }
         Command::Init { role, config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,

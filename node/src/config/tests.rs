@@ -32,3 +32,48 @@ producer = "127.0.0.1:9876"
     let err = Config::parse(text, Path::new("n.toml"), Path::new(".")).expect_err("no signer");
     assert!(err.to_string().contains("producer.signer"), "{err}");
 }
+
+#[test]
+fn signer_is_an_endpoint_and_relative_sockets_follow_the_file() {
+    let text = |signer: &str| {
+        format!(
+            r#"genesis = "g.json"
+[producer]
+data_dir = "p"
+name = "eosio"
+private_listen = "127.0.0.1:9876"
+signer = "{signer}"
+[api]
+data_dir = "a"
+http_listen = "127.0.0.1:8888"
+producer = "127.0.0.1:9876"
+"#
+        )
+    };
+    let c = Config::parse(&text("unix:s.sock"), Path::new("n.toml"), Path::new("/etc/r"))
+        .expect("unix socket");
+    assert_eq!(c.producer.signer, "unix:/etc/r/s.sock");
+    let c =
+        Config::parse(&text("10.8.0.1:7010"), Path::new("n.toml"), Path::new(".")).expect("tcp");
+    assert_eq!(c.producer.signer, "10.8.0.1:7010");
+    let err = Config::parse(&text("signer.example"), Path::new("n.toml"), Path::new("."))
+        .expect_err("neither");
+    assert!(err.to_string().contains("producer.signer"), "{err}");
+}
+
+#[test]
+fn a_dev_signing_key_in_the_node_is_no_longer_accepted() {
+    let text = r#"genesis = "g.json"
+[producer]
+data_dir = "p"
+name = "eosio"
+private_listen = "127.0.0.1:9876"
+dangerous_dev_signing_key = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3"
+[api]
+data_dir = "a"
+http_listen = "127.0.0.1:8888"
+producer = "127.0.0.1:9876"
+"#;
+    let err = Config::parse(text, Path::new("n.toml"), Path::new(".")).expect_err("removed key");
+    assert!(err.to_string().contains("dangerous_dev_signing_key"), "{err}");
+}

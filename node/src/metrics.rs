@@ -1,0 +1,121 @@
+//! The node's counters and gauges, written as Prometheus text to a file after every block
+//! (a node exporter's textfile collector, or any scraper, reads it).
+//!
+//! The file is replaced atomically (temporary file, fsync, rename), so a reader never sees half
+//! of it. Counting must never block or fail a block: a metrics write error is logged and the
+//! chain goes on.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What the node counts.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Head block number.
+    pub head: AtomicU64,
+    /// Last irreversible block number.
+    pub lib: AtomicU64,
+    /// Blocks this node produced (producer) or applied (api).
+    pub blocks: AtomicU64,
+    /// Slots this producer should have filled and did not.
+    pub missed_slots: AtomicU64,
+    /// Transactions in the blocks produced or applied.
+    pub transactions: AtomicU64,
+    /// Transactions in the last block.
+    pub last_block_transactions: AtomicU64,
+    /// Time spent on the last block (seal and sign, or verify and re-apply), µs.
+    pub last_block_us: AtomicU64,
+    /// Total time spent on blocks, µs (rate() over it gives the apply load).
+    pub block_us_total: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one block of `transactions` that took `us` microseconds.
+    pub fn block(&self, head: u32, lib: u32, transactions: usize, us: u64) {
+        self.head.store(u64::from(head), Ordering::Relaxed);
+        self.lib.store(u64::from(lib), Ordering::Relaxed);
+        self.blocks.fetch_add(1, Ordering::Relaxed);
+        let n = transactions as u64;
+        self.transactions.fetch_add(n, Ordering::Relaxed);
+        self.last_block_transactions.store(n, Ordering::Relaxed);
+        self.last_block_us.store(us, Ordering::Relaxed);
+        self.block_us_total.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every value, labelled with the node's `role`.
+    pub fn render(&self, role: &str) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let rows: [(&str, &str, &str, u64); 8] = [
+            ("rempart_node_head_block_num", "gauge", "Head block number.", g(&self.head)),
+            (
+                "rempart_node_lib_block_num",
+                "gauge",
+                "Last irreversible block number.",
+                g(&self.lib),
+            ),
+            (
+                "rempart_node_blocks_total",
+                "counter",
+                "Blocks produced or applied.",
+                g(&self.blocks),
+            ),
+            (
+                "rempart_node_missed_slots_total",
+                "counter",
+                "Slots this producer did not fill (signer late or refusing, node behind).",
+                g(&self.missed_slots),
+            ),
+            (
+                "rempart_node_transactions_total",
+                "counter",
+                "Transactions in blocks produced or applied (rate() gives tx/s).",
+                g(&self.transactions),
+            ),
+            (
+                "rempart_node_last_block_transactions",
+                "gauge",
+                "Transactions in the last block.",
+                g(&self.last_block_transactions),
+            ),
+            (
+                "rempart_node_last_block_microseconds",
+                "gauge",
+                "Time spent on the last block: seal and sign, or verify and re-apply.",
+                g(&self.last_block_us),
+            ),
+            (
+                "rempart_node_block_microseconds_total",
+                "counter",
+                "Total time spent on blocks.",
+                g(&self.block_us_total),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, v) in rows {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{role=\"{role}\"}} {v}\n"
+            ));
+        }
+        out
+    }
+
+    /// Replaces `path` with the current values (atomically); errors are logged, not returned.
+    pub fn write_file(&self, path: &Path, role: &str) {
+        if let Err(e) = write_atomic(path, self.render(role).as_bytes()) {
+            tracing::warn!(path = %path.display(), error = %e, "metrics file not written");
+        }
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = PathBuf::from(path);
+    tmp.as_mut_os_string().push(".tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! The producer role's slot loop: on real UTC time, every 500 ms slot that the schedule gives
+//! this producer becomes a block — started at the beginning of the slot before it, filled with
+//! the transactions pushed meanwhile, sealed when its own slot begins and signed by
+//! `rempart-signer` through its client, with a deadline.
+//!
+//! A slot whose block was not signed in time (or was refused) is logged and counted as missed,
+//! and the loop moves on to a later slot: a slot is attempted at most once, so it is never
+//! produced twice (the signer's guard refuses that too). The abandoned block's transactions go
+//! into the next one. Wall time comes only from [`clock`]; this module never touches state
+//! except through [`Chain`].
+
+pub mod clock;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rempart_core::{BlockTimestamp, Name};
+use rempart_signer::client::{Client, Endpoint};
+
+use crate::chain::{BlockError, BlockSummary, Chain, scheduled_producer};
+use crate::metrics::Metrics;
+
+/// Why the slot loop stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProducerError {
+    /// The signer address does not parse.
+    #[error("producer.signer: {0}")]
+    Signer(String),
+    /// This producer is not in the active schedule at all.
+    #[error(
+        "producer {0} is not in the active schedule; check producer.name against the genesis or setprods"
+    )]
+    NotScheduled(Name),
+    /// The chain stopped (its apply thread is gone).
+    #[error("the chain stopped: {0}")]
+    Chain(BlockError),
+}
+
+/// What the slot loop needs to know.
+#[derive(Debug, Clone)]
+pub struct ProducerOptions {
+    /// The producer account this node produces for.
+    pub name: Name,
+    /// Where `rempart-signer` listens (`unix:/path` or `IP:port`).
+    pub signer: String,
+    /// How long a signature may take before the slot counts as missed.
+    pub sign_timeout: Duration,
+}
+
+/// The next slot this producer may fill: after the head's and after the one running now.
+fn next_slot(head: BlockTimestamp, last_attempt: Option<BlockTimestamp>) -> BlockTimestamp {
+    let now = BlockTimestamp::from_time_point(clock::now());
+    let mut s = now.next().max(head.next());
+    if let Some(last) = last_attempt {
+        s = s.max(last.next());
+    }
+    s
+}
+
+/// Runs the slot loop until `shutdown` completes. Each produced block is reported to
+/// `on_block` (metrics, the private listener's head notifier).
+pub async fn run(
+    chain: Arc<Chain>,
+    opts: ProducerOptions,
+    metrics: Arc<Metrics>,
+    on_block: impl Fn(&BlockSummary) + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProducerError> {
+    let endpoint: Endpoint =
+        opts.signer.parse().map_err(|e| ProducerError::Signer(format!("{e}")))?;
+    if !chain.info().schedule.producers.iter().any(|p| p.producer_name == opts.name) {
+        return Err(ProducerError::NotScheduled(opts.name));
+    }
+    let mut client = Some(Client::new(endpoint));
+    let handle = tokio::runtime::Handle::current();
+    let on_block = Arc::new(on_block);
+    tokio::pin!(shutdown);
+    let mut last_attempt: Option<BlockTimestamp> = None;
+    loop {
+        let info = chain.info();
+        let slot = next_slot(info.head_block_time, last_attempt);
+        if let Some(last) = last_attempt {
+            // Slots of ours that passed between attempts were missed (node late or busy).
+            let skipped = (last.0 + 1..slot.0)
+                .filter(|s| {
+                    scheduled_producer(&info.schedule, BlockTimestamp(*s)).producer_name
+                        == opts.name
+                })
+                .count() as u64;
+            if skipped > 0 {
+                metrics.missed_slots.fetch_add(skipped, Ordering::Relaxed);
+                tracing::warn!(skipped, "slots passed without a block attempt");
+            }
+        }
+        last_attempt = Some(slot);
+        // Our turn? (The schedule may change at the block boundary; start_block has the last word.)
+        if scheduled_producer(&info.schedule, slot).producer_name != opts.name {
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(clock::until(slot)) => continue,
+            }
+        }
+        // Fill the block during the slot before its timestamp, as nodeos does.
+        let c2 = chain.clone();
+        let started = tokio::task::spawn_blocking(move || c2.start_block(slot)).await;
+        let started = started.unwrap_or(Err(BlockError::Aborted));
+        let pending = match started {
+            Ok(p) => p,
+            Err(e @ BlockError::Aborted) => return Err(ProducerError::Chain(e)),
+            Err(e) => {
+                tracing::warn!(slot = %slot, error = %e, "cannot start a block");
+                continue;
+            }
+        };
+        if pending.producer.producer_name != opts.name {
+            abort(&chain).await;
+            continue;
+        }
+        tokio::select! {
+            () = &mut shutdown => {
+                abort(&chain).await;
+                return Ok(());
+            }
+            () = tokio::time::sleep(clock::until(slot)) => {}
+        }
+        let started = clock::instant();
+        let deadline = tokio::time::Instant::from_std(started + opts.sign_timeout);
+        let mut c = client.take().ok_or(ProducerError::Chain(BlockError::Aborted))?;
+        let chain2 = chain.clone();
+        let h = handle.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = chain2.finish_block(|req| {
+                h.block_on(c.sign_block(req.clone(), deadline))
+                    .map(|resp| resp.signature)
+                    .map_err(|e| e.to_string())
+            });
+            (r, c)
+        })
+        .await;
+        let (result, c) = match joined {
+            Ok(x) => x,
+            Err(e) => {
+                return Err(ProducerError::Chain(BlockError::Signer {
+                    block_num: pending.block_num,
+                    reason: format!("signing task failed: {e}"),
+                }));
+            }
+        };
+        client = Some(c);
+        match result {
+            Ok(summary) => {
+                let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                metrics.block(summary.block_num, summary.block_num, summary.transactions, us);
+                tracing::info!(
+                    block_num = summary.block_num,
+                    id = %summary.id,
+                    timestamp = %summary.timestamp,
+                    transactions = summary.transactions,
+                    us,
+                    "block produced"
+                );
+                on_block(&summary);
+            }
+            Err(BlockError::Aborted) => return Err(ProducerError::Chain(BlockError::Aborted)),
+            Err(e) => {
+                metrics.missed_slots.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(slot = %slot, error = %e, "slot missed: the block was not signed");
+            }
+        }
+    }
+}
+
+/// Drops the pending block off the async workers.
+async fn abort(chain: &Arc<Chain>) {
+    let c = chain.clone();
+    let _ = tokio::task::spawn_blocking(move || c.abort_block()).await;
+}
+
+#[cfg(test)]
+mod tests;

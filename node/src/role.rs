@@ -1,0 +1,164 @@
+//! The two ways to run a node, wired from a validated configuration:
+//!
+//! - [`run_producer`]: the chain, the slot loop ([`crate::producer`]) and the private listener
+//!   ([`crate::peer::serve_producer`]) that serves blocks to api nodes and accepts the
+//!   transactions they forward. No public listener.
+//! - [`run_api`]: the chain as a follower ([`crate::peer::follow`]), which verifies and
+//!   re-applies every block, and the chain API ([`crate::api::serve`]).
+//!
+//! Both stop cleanly when `shutdown` flips to `true`. This module only connects parts; it makes
+//! no chain decision and never exits the process.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{ApiContext, serve};
+use crate::chain::{Chain, ChainError};
+use crate::config::Config;
+use crate::genesis::Genesis;
+use crate::metrics::Metrics;
+use crate::peer::{self, FollowConfig, FollowerState, HeadNotifier, ProducerService, PushClient};
+use crate::producer::{self, ProducerError, ProducerOptions, clock};
+use crate::store::{Store, StoreError};
+
+/// Why a role stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoleError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The chain could not open.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// A listener could not bind.
+    #[error("cannot listen on {0}: {1}; is another node running?")]
+    Bind(std::net::SocketAddr, std::io::Error),
+    /// The slot loop stopped.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+    /// The follower stopped (a block failed verification).
+    #[error(transparent)]
+    Follow(#[from] peer::PeerError),
+    /// A server failed.
+    #[error("{0}")]
+    Server(String),
+}
+
+/// Resolves when `rx` turns `true` (or its sender is gone).
+pub async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+fn open_chain(dir: &Path, genesis: &Genesis, config: &Config) -> Result<Arc<Chain>, RoleError> {
+    std::fs::create_dir_all(dir).map_err(|e| RoleError::DataDir(dir.display().to_string(), e))?;
+    let store = Arc::new(Store::open(&dir.join("state.redb"))?);
+    Ok(Arc::new(Chain::open(store, genesis, config.limits.clone())?))
+}
+
+/// Runs the producer role until `shutdown` turns `true`.
+pub async fn run_producer(
+    config: &Config,
+    genesis: &Genesis,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RoleError> {
+    let p = &config.producer;
+    let chain = open_chain(&p.data_dir, genesis, config)?;
+    let info = chain.info();
+    tracing::info!(
+        chain_id = %info.chain_id,
+        head = info.head_block_num,
+        producer = %p.name,
+        signer = %p.signer,
+        "producer starting"
+    );
+    let listener = TcpListener::bind(p.private_listen)
+        .await
+        .map_err(|e| RoleError::Bind(p.private_listen, e))?;
+    let heads = HeadNotifier::new(info.head_block_num);
+    let service = Arc::new(ProducerService {
+        store: chain.store().clone(),
+        chain_id: chain.chain_id(),
+        sink: chain.clone(),
+        heads: heads.clone(),
+        max_frame_bytes: peer::wire::DEFAULT_MAX_FRAME_BYTES,
+    });
+    let server = tokio::spawn(peer::serve_producer(listener, service, stopped(shutdown.clone())));
+    let metrics = Arc::new(Metrics::default());
+    metrics.block(info.head_block_num, info.last_irreversible_block_num, 0, 0);
+    let metrics_file = p.metrics_file.clone();
+    let m = metrics.clone();
+    let on_block = move |b: &crate::chain::BlockSummary| {
+        heads.notify(b.block_num);
+        if let Some(f) = &metrics_file {
+            m.write_file(f, "producer");
+        }
+    };
+    let opts =
+        ProducerOptions { name: p.name, signer: p.signer.clone(), sign_timeout: p.sign_timeout };
+    let result = producer::run(chain, opts, metrics, on_block, stopped(shutdown)).await;
+    server.abort();
+    result.map_err(RoleError::from)
+}
+
+/// Runs the api role until `shutdown` turns `true` or a block fails verification.
+pub async fn run_api(
+    config: &Config,
+    genesis: &Genesis,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RoleError> {
+    let a = &config.api;
+    let chain = open_chain(&a.data_dir, genesis, config)?;
+    let info = chain.info();
+    tracing::info!(chain_id = %info.chain_id, head = info.head_block_num, producer = %a.producer,
+        "api node starting");
+    let listener =
+        TcpListener::bind(a.http_listen).await.map_err(|e| RoleError::Bind(a.http_listen, e))?;
+    let push = PushClient::new(a.producer, chain.chain_id(), peer::wire::DEFAULT_MAX_FRAME_BYTES);
+    let ctx = Arc::new(ApiContext::new(chain.store().clone(), config.limits.clone(), Some(push)));
+    let server = tokio::spawn(serve(listener, ctx, stopped(shutdown.clone())));
+
+    // Metrics follow the chain's head; the time per block is measured around apply_block.
+    let metrics = Arc::new(Metrics::default());
+    let sink = Arc::new(TimedSink { chain: chain.clone(), metrics: metrics.clone() });
+    if let Some(file) = a.metrics_file.clone() {
+        let m = metrics.clone();
+        let mut heads = chain.watch();
+        tokio::spawn(async move {
+            while heads.changed().await.is_ok() {
+                m.write_file(&file, "api");
+            }
+        });
+    }
+    let state = Arc::new(FollowerState::default());
+    let cfg = FollowConfig::new(a.producer, chain.chain_id());
+    let result = peer::follow(cfg, sink, state, stopped(shutdown)).await;
+    server.abort();
+    result.map_err(RoleError::from)
+}
+
+/// The chain as a block sink, timing each block for the metrics.
+struct TimedSink {
+    chain: Arc<Chain>,
+    metrics: Arc<Metrics>,
+}
+
+impl peer::BlockSink for TimedSink {
+    fn next_block_num(&self) -> Result<u32, String> {
+        Ok(self.chain.info().head_block_num + 1)
+    }
+
+    fn apply_block(&self, block: &rempart_core::block::SignedBlock) -> Result<(), String> {
+        let started = clock::instant();
+        let s = self.chain.apply_block(block).map_err(|e| e.to_string())?;
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.metrics.block(s.block_num, s.block_num, s.transactions, us);
+        Ok(())
+    }
+}
