@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use admin_support::{Lab, PIN, Proc, reader, rempart, rempart_ok};
+use admin_support::{Lab, PIN, Proc, reader, rempart, rempart_ok, signer_binary};
 use rempart_core::admin::{AdminAction, AdminCommand, ApprovedCommand, Nonce, Proposal};
 use rempart_core::block::BlockHeader;
 use rempart_core::key::PublicKey;
@@ -26,23 +26,6 @@ use rempart_core::{BlockTimestamp, Bytes, Checksum256, Name, TimePoint, TimePoin
 
 const CHAIN: &str = "3b58354cd4af30f0d59f1d9754a71a4c049a425dd9dad6a8ed858ca5d9a4e0b4";
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-/// The real signer binary, built with its default features (pkcs11).
-fn signer_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--locked", "-p", "rempart-signer", "--bin", "rempart-signer"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building rempart-signer failed");
-    target_dir().join("debug/rempart-signer")
-}
 
 struct Hsm {
     conf: PathBuf,

@@ -152,8 +152,9 @@ done < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*
 # `rempart admin` links libpcsclite, so it is a feature outside the default build; its ceremony
 # test drives virtual PIV cards (tests/vcard, built by the test) through a private pcscd.
 step "rempart --features yubikey: clippy and the YubiKey ceremony tests"
-cargo clippy -p rempart --features yubikey --all-targets --locked -- -D warnings
-cargo test -p rempart --features yubikey --locked --test admin --test admin_signer 2>&1 |
+cargo clippy -p rempart -p rempart-signer --features yubikey --all-targets --locked -- -D warnings
+cargo test -p rempart --features yubikey --locked --test admin --test admin_signer \
+    --test admin_block_key 2>&1 |
     tee "$LOG_DIR/admin.log"
 while read -r passed failed; do
     TESTS_PASSED=$((TESTS_PASSED + passed))

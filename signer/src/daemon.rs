@@ -88,6 +88,12 @@ pub fn open_backend(policy: &Policy) -> Result<Box<dyn Backend>, DaemonError> {
         )?)),
         #[cfg(not(feature = "soft"))]
         BackendConfig::Soft(_) => Err(DaemonError::BackendMissing("soft")),
+        #[cfg(feature = "yubikey")]
+        BackendConfig::Yubikey(c) => {
+            Ok(Box::new(crate::keyring::yubikey::YubikeyBackend::open(c)?))
+        }
+        #[cfg(not(feature = "yubikey"))]
+        BackendConfig::Yubikey(_) => Err(DaemonError::BackendMissing("yubikey")),
     }
 }
 
@@ -276,7 +282,8 @@ impl Daemon {
         }
         if let Some(t) = self.tunnel {
             let health = signer.metrics().wireguard.clone();
-            tasks.spawn(crate::wireguard::health::monitor(t.reader, t.expected, health, t.interval));
+            tasks
+                .spawn(crate::wireguard::health::monitor(t.reader, t.expected, health, t.interval));
         }
         if let Some(file) = policy.metrics.file.clone() {
             let m = signer.metrics().clone();

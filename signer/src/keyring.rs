@@ -20,6 +20,8 @@ use crate::metrics::Metrics;
 pub mod pkcs11;
 #[cfg(feature = "soft")]
 pub mod soft;
+#[cfg(feature = "yubikey")]
+pub mod yubikey;
 
 #[cfg(test)]
 mod tests;
@@ -107,6 +109,9 @@ pub enum KeyringError {
         /// The parameters, hex.
         params: String,
     },
+    /// The YubiKey backend could not open or sign.
+    #[error("YubiKey backend: {0}")]
+    Yubikey(String),
     /// A development key file was refused.
     #[error("key file {path}: {reason}")]
     KeyFile {

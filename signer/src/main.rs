@@ -145,6 +145,7 @@ fn main() -> ExitCode {
                     match p.backend {
                         BackendConfig::Pkcs11(_) => "pkcs11",
                         BackendConfig::Soft(_) => "soft",
+                        BackendConfig::Yubikey(_) => "yubikey",
                         _ => "other",
                     }
                 );

@@ -129,6 +129,21 @@ pub enum BackendConfig {
     Pkcs11(Pkcs11Config),
     /// Development key files.
     Soft(SoftConfig),
+    /// An R1 key in a YubiKey's PIV slot (cargo feature `yubikey`).
+    Yubikey(YubikeyConfig),
+}
+
+/// YubiKey settings: which card, which slot, which key it must hold, and the PIN.
+#[derive(Debug, Clone)]
+pub struct YubikeyConfig {
+    /// Part of the PC/SC reader name (needed when several cards are present).
+    pub reader: Option<String>,
+    /// The PIV slot: `9a`, `9c`, `9d` or `9e`.
+    pub slot: String,
+    /// The `PUB_R1_…` key the slot must hold (checked at start).
+    pub key: PublicKey,
+    /// Where the PIN comes from.
+    pub pin: PinSource,
 }
 
 /// PKCS#11 settings.
@@ -266,6 +281,17 @@ struct RawBackend {
     kind: Spanned<String>,
     pkcs11: Option<Spanned<RawPkcs11>>,
     soft: Option<Spanned<RawSoft>>,
+    yubikey: Option<Spanned<RawYubikey>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawYubikey {
+    reader: Option<String>,
+    slot: Spanned<String>,
+    key: Spanned<String>,
+    pin_file: Option<Spanned<PathBuf>>,
+    pin_env: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -473,10 +499,22 @@ impl Validator<'_> {
                 }
                 BackendConfig::Soft(SoftConfig { key_files: files })
             }
+            "yubikey" => {
+                let Some(y) = &raw.backend.yubikey else {
+                    return Err(self.err(
+                        raw.backend.kind.span(),
+                        "backend kind is \"yubikey\" but there is no [backend.yubikey] table",
+                    ));
+                };
+                BackendConfig::Yubikey(self.yubikey(y)?)
+            }
             other => {
                 return Err(self.err(
                     raw.backend.kind.span(),
-                    format!("unknown backend kind {other:?}; expected \"pkcs11\" or \"soft\""),
+                    format!(
+                        "unknown backend kind {other:?}; expected \"pkcs11\", \"yubikey\" or \
+                         \"soft\""
+                    ),
                 ));
             }
         };
@@ -569,6 +607,36 @@ impl Validator<'_> {
             wireguard,
             admin,
         })
+    }
+
+    fn yubikey(&self, y: &Spanned<RawYubikey>) -> Result<YubikeyConfig, PolicyError> {
+        let r = y.get_ref();
+        if !["9a", "9c", "9d", "9e"].contains(&r.slot.get_ref().as_str()) {
+            return Err(self.err(r.slot.span(), "slot must be \"9a\", \"9c\", \"9d\" or \"9e\""));
+        }
+        let key: PublicKey = r
+            .key
+            .get_ref()
+            .parse()
+            .map_err(|e| self.err(r.key.span(), format!("key is not a public key: {e}")))?;
+        if key.key_type() != rempart_core::key::KeyType::R1 {
+            return Err(self.err(r.key.span(), "a YubiKey PIV key is P-256: key must be PUB_R1_…"));
+        }
+        let pin = match (&r.pin_file, &r.pin_env) {
+            (Some(f), None) => PinSource::File(self.absolute(f, "PIN file")?),
+            (None, Some(e)) if !e.get_ref().is_empty() => PinSource::Env(e.get_ref().clone()),
+            (Some(f), Some(_)) => {
+                return Err(self.err(f.span(), "set pin_file or pin_env, not both"));
+            }
+            _ => {
+                return Err(self.err(
+                    y.span(),
+                    "[backend.yubikey] needs pin_file or pin_env (the PIN is never taken from \
+                     the command line)",
+                ));
+            }
+        };
+        Ok(YubikeyConfig { reader: r.reader.clone(), slot: r.slot.get_ref().clone(), key, pin })
     }
 
     fn pkcs11(&self, p: &Spanned<RawPkcs11>) -> Result<Pkcs11Config, PolicyError> {

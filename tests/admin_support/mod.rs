@@ -204,3 +204,21 @@ pub(crate) fn rempart_ok(args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8")
 }
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// The real signer binary, with its default backends and the YubiKey one.
+pub(crate) fn signer_binary() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--locked", "-p", "rempart-signer", "--bin", "rempart-signer"])
+        .args(["--features", "yubikey"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building rempart-signer failed");
+    target_dir().join("debug/rempart-signer")
+}
