@@ -1,9 +1,12 @@
 //! The API filter (the job Patroneos did, without its holes): transaction bodies of
-//! `push_transaction`, `send_transaction`, `send_transaction2`, `push_transactions`,
-//! `compute_transaction` and `send_read_only_transaction` are decoded with `rempart-core` and
+//! `push_transaction`, `send_transaction`, `push_transactions`, and the wrapped
+//! `{"transaction": …}` of `send_transaction2`, `compute_transaction` and
+//! `send_read_only_transaction` are decoded with `rempart-core` and
 //! checked for size, number of actions, signatures, expiration window and a contract/action
 //! block- or allowlist; expensive queries (`get_table_rows`, `get_table_by_scope`,
-//! `get_producers`, `get_actions`) get their `limit` capped and absurd bounds refused.
+//! `get_producers`, `get_activated_protocol_features`, `get_actions`) get their `limit` capped
+//! and absurd bounds refused. Transactions must come packed (`packed_trx`), as every client
+//! library sends them; the unpacked JSON form is refused.
 //!
 //! The body handed to the filter is already bounded by the route class's `max_body_bytes`;
 //! zlib inflation is bounded by `max_transaction_bytes`. What passes is re-serialised from what
@@ -274,8 +277,9 @@ pub struct Passed {
 enum Endpoint {
     /// One packed transaction.
     Transaction,
-    /// `send_transaction2`: `{transaction, return_failure_trace, retry_trx, …}`.
-    Transaction2,
+    /// `{transaction, …}`: `send_transaction2` (with its retry options), `compute_transaction`
+    /// and `send_read_only_transaction`.
+    Wrapped,
     /// `push_transactions`: an array of packed transactions.
     Transactions,
     /// A table query with `limit`, `lower_bound`, `upper_bound`; nodeos's default limit.
@@ -289,14 +293,14 @@ enum Endpoint {
 fn endpoint(path: &str) -> Option<Endpoint> {
     let p = path.trim_end_matches('/').to_ascii_lowercase();
     Some(match p.as_str() {
-        "/v1/chain/push_transaction"
-        | "/v1/chain/send_transaction"
+        "/v1/chain/push_transaction" | "/v1/chain/send_transaction" => Endpoint::Transaction,
+        "/v1/chain/send_transaction2"
         | "/v1/chain/compute_transaction"
-        | "/v1/chain/send_read_only_transaction" => Endpoint::Transaction,
-        "/v1/chain/send_transaction2" => Endpoint::Transaction2,
+        | "/v1/chain/send_read_only_transaction" => Endpoint::Wrapped,
         "/v1/chain/push_transactions" => Endpoint::Transactions,
         "/v1/chain/get_table_rows" | "/v1/chain/get_table_by_scope" => Endpoint::Table(10),
         "/v1/chain/get_producers" => Endpoint::Table(50),
+        "/v1/chain/get_activated_protocol_features" => Endpoint::Table(10),
         "/v1/history/get_actions" => Endpoint::Actions,
         _ => return None,
     })
@@ -319,7 +323,8 @@ struct WireTransaction {
     packed_trx: rempart_core::Bytes,
 }
 
-/// `send_transaction2`'s body: the transaction and nodeos's retry options.
+/// The body of `send_transaction2` (the transaction and nodeos's retry options), and of
+/// `compute_transaction` and `send_read_only_transaction` (the transaction alone).
 #[derive(Deserialize, Serialize)]
 struct SendTransaction2<T> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -353,7 +358,7 @@ impl FilterPolicy {
                 let trx = self.transaction(json(&body)?, now)?;
                 checked(to_body(&trx))
             }
-            Endpoint::Transaction2 => {
+            Endpoint::Wrapped => {
                 let w: SendTransaction2<WireTransaction> = json(&body)?;
                 let out = SendTransaction2 {
                     return_failure_trace: w.return_failure_trace,

@@ -87,13 +87,23 @@ fn every_transaction_endpoint_is_inspected_whatever_the_spelling() {
     for path in [
         "/v1/chain/push_transaction",
         "/v1/chain/send_transaction",
-        "/v1/chain/compute_transaction",
-        "/v1/chain/send_read_only_transaction",
         "/v1/chain/Push_Transaction",
         "/v1/chain/send_transaction/",
     ] {
         let r = policy().inspect(path, bad.clone(), NOW);
         assert_eq!(r.map_err(|e| e.reason()), Err("action_blocked"), "{path}");
+    }
+    let wrapped =
+        Bytes::from(format!("{{\"transaction\":{}}}", String::from_utf8_lossy(&bad)).into_bytes());
+    for path in [
+        "/v1/chain/send_transaction2",
+        "/v1/chain/compute_transaction",
+        "/v1/chain/send_read_only_transaction",
+    ] {
+        let r = policy().inspect(path, wrapped.clone(), NOW);
+        assert_eq!(r.map_err(|e| e.reason()), Err("action_blocked"), "{path}");
+        let r = policy().inspect(path, bad.clone(), NOW);
+        assert_eq!(r.map_err(|e| e.reason()), Err("bad_json"), "{path} wants the wrapper");
     }
     assert!(!inspects("/v1/chain/get_info"));
     let other = policy().inspect("/v1/chain/get_info", Bytes::from_static(b"{"), NOW);
