@@ -9,6 +9,8 @@
 //! (found by their exact command line, killed by PID) — is removed by a guard's `Drop`, even
 //! when the test fails. No sleep synchronises anything: every wait polls with a deadline.
 
+#![cfg(feature = "wireguard")]
+
 mod common;
 
 use std::io::Read as _;
