@@ -203,3 +203,79 @@ async fn expensive_queries_are_clamped_and_absurd_ones_refused() {
     assert_eq!(up.requests(), 2);
     gw.stop().await;
 }
+
+/// Access-log lines of the gateway, captured by a JSON subscriber installed once per process.
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().expect("log").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let sub = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(|| LogWriter)
+            .finish();
+        tracing::subscriber::set_global_default(sub).expect("the only subscriber");
+    });
+}
+
+/// The access-log entries (their `fields`) of requests from `client`.
+fn access_log(client: &str) -> Vec<Value> {
+    let text = String::from_utf8_lossy(&LOG.lock().expect("log")).into_owned();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "rempart_gateway::access" && v["fields"]["client"] == client)
+        .map(|v| v["fields"].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_records_the_filter_decision() {
+    capture_logs();
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&policy(&up)).await;
+    let source = std::net::Ipv4Addr::new(127, 0, 0, 9);
+    let mut c = Client::connect_from(source, gw.tls, true).await.expect("tls");
+    let blocked = transaction("evil", "x", 60, Compression::None);
+    assert_eq!(post(&mut c, true, "/v1/chain/push_transaction", &blocked).await.status, 400);
+    let good = transaction("eosio.token", "transfer", 60, Compression::None);
+    assert_eq!(post(&mut c, true, "/v1/chain/push_transaction", &good).await.status, 200);
+    let q = json!({"limit": 5000});
+    assert_eq!(post(&mut c, true, "/v1/chain/get_table_rows", &q).await.status, 200);
+    assert_eq!(post(&mut c, true, "/v1/chain/get_info", &json!({})).await.status, 200);
+    let log = access_log("127.0.0.9");
+    let got: Vec<(u64, &str, &str, &str)> = log
+        .iter()
+        .map(|f| {
+            (
+                f["status"].as_u64().unwrap_or(0),
+                f["route"].as_str().unwrap_or(""),
+                f["reason"].as_str().unwrap_or(""),
+                f["filter"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (400, "push", "action_blocked", "action_blocked"),
+            (200, "push", "ok", "checked"),
+            (200, "heavy", "ok", "clamped"),
+            (200, "read", "ok", "none"),
+        ],
+        "{log:#?}"
+    );
+    gw.stop().await;
+}
