@@ -553,3 +553,28 @@ fn the_signer_refuses_to_start_with_a_private_key_others_can_read() {
     assert!(stderr.contains("chmod 600"), "{stderr}");
     assert!(!d.socket.exists(), "nothing was served");
 }
+
+/// Key files interoperate with wireguard-tools: `wg pubkey` derives the same public key.
+#[test]
+fn wg_pubkey_agrees_with_the_generated_key() {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("wg").is_file()));
+    if !found {
+        assert!(
+            !ci(),
+            "wg (wireguard-tools) is missing and CI=true: install tests/run.sh's packages"
+        );
+        eprintln!("wg_pubkey_agrees_with_the_generated_key: skipped, wg is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wg.key");
+    let public = generate_key_file(&path).unwrap();
+    let out = Command::new("wg")
+        .arg("pubkey")
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), public.to_string());
+}
