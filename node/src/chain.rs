@@ -71,6 +71,19 @@ pub struct ChainInfo {
     pub schedule: ProducerSchedule,
 }
 
+/// How a chain is opened.
+#[derive(Debug, Clone, Default)]
+pub struct ChainOptions {
+    /// Size and work limits.
+    pub limits: Limits,
+    /// Producer only: a file where each block is written (fsync'd) before it goes to the signer.
+    /// If the node dies after the signer signed but before the block was committed, the signer
+    /// refuses any other block at that height; with this file the restarted chain makes the
+    /// very same block again (its next [`Chain::start_block`] reuses the recorded slot and
+    /// transactions), and the signer answers with the signature it already gave.
+    pub sign_intent: Option<std::path::PathBuf>,
+}
+
 /// A block that was started and is accepting transactions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingBlock {
@@ -248,7 +261,17 @@ impl Chain {
     /// Opens the chain in `store`: installs `genesis` into an empty store (with block 1, the
     /// genesis block), refuses a store of another chain, and starts the apply thread.
     pub fn open(store: Arc<Store>, genesis: &Genesis, limits: Limits) -> Result<Chain, ChainError> {
-        let worker = Worker::open(store.clone(), genesis, limits.clone())?;
+        Self::open_with(store, genesis, ChainOptions { limits, sign_intent: None })
+    }
+
+    /// [`Chain::open`] with every option.
+    pub fn open_with(
+        store: Arc<Store>,
+        genesis: &Genesis,
+        options: ChainOptions,
+    ) -> Result<Chain, ChainError> {
+        let limits = options.limits;
+        let worker = Worker::open(store.clone(), genesis, limits.clone(), options.sign_intent)?;
         let chain_id = genesis.chain_id();
         let info = Arc::new(watch::Sender::new(worker.info()));
         let (tx, rx) = mpsc::channel();

@@ -124,7 +124,8 @@ pub async fn run(
                 abort(&chain).await;
                 return Ok(());
             }
-            () = tokio::time::sleep(clock::until(slot)) => {}
+            // The pending block's own slot: a block re-made after a crash keeps its old one.
+            () = tokio::time::sleep(clock::until(pending.timestamp)) => {}
         }
         let started = clock::instant();
         let deadline = tokio::time::Instant::from_std(started + opts.sign_timeout);

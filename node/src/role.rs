@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{ApiContext, serve};
-use crate::chain::{Chain, ChainError};
+use crate::chain::{Chain, ChainError, ChainOptions};
 use crate::config::Config;
 use crate::genesis::Genesis;
 use crate::metrics::Metrics;
@@ -56,10 +56,19 @@ pub async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-fn open_chain(dir: &Path, genesis: &Genesis, config: &Config) -> Result<Arc<Chain>, RoleError> {
+fn open_chain(
+    dir: &Path,
+    genesis: &Genesis,
+    config: &Config,
+    producer: bool,
+) -> Result<Arc<Chain>, RoleError> {
     std::fs::create_dir_all(dir).map_err(|e| RoleError::DataDir(dir.display().to_string(), e))?;
     let store = Arc::new(Store::open(&dir.join("state.redb"))?);
-    Ok(Arc::new(Chain::open(store, genesis, config.limits.clone())?))
+    let options = ChainOptions {
+        limits: config.limits.clone(),
+        sign_intent: producer.then(|| dir.join("sign-intent.bin")),
+    };
+    Ok(Arc::new(Chain::open_with(store, genesis, options)?))
 }
 
 /// Runs the producer role until `shutdown` turns `true`.
@@ -69,7 +78,7 @@ pub async fn run_producer(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), RoleError> {
     let p = &config.producer;
-    let chain = open_chain(&p.data_dir, genesis, config)?;
+    let chain = open_chain(&p.data_dir, genesis, config, true)?;
     let info = chain.info();
     tracing::info!(
         chain_id = %info.chain_id,
@@ -114,7 +123,7 @@ pub async fn run_api(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), RoleError> {
     let a = &config.api;
-    let chain = open_chain(&a.data_dir, genesis, config)?;
+    let chain = open_chain(&a.data_dir, genesis, config, false)?;
     let info = chain.info();
     tracing::info!(chain_id = %info.chain_id, head = info.head_block_num, producer = %a.producer,
         "api node starting");

@@ -12,7 +12,7 @@ use rempart_core::transaction::{
 };
 use rempart_core::{BlockTimestamp, Bytes, Checksum256, Name, TimePointSec, from_bytes, to_bytes};
 use rempart_node::authority::{Authority, KeyWeight};
-use rempart_node::chain::{BlockError, Chain, TxError, sign_transaction};
+use rempart_node::chain::{BlockError, Chain, ChainOptions, TxError, sign_transaction};
 use rempart_node::config::Limits;
 use rempart_node::genesis::Genesis;
 use rempart_node::native::{NewAccount, UpdateAuth};
@@ -358,4 +358,54 @@ fn slots_must_move_forward_and_blocks_need_the_scheduled_key() {
     assert_eq!(chain.info().head_block_num, 1);
     // The slot is still free: nothing was written.
     assert_eq!(chain.produce_block(head.next(), sign_dev).expect("block").block_num, 2);
+}
+
+#[test]
+fn a_block_signed_but_not_committed_is_made_again_identically_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.redb");
+    let intent = dir.path().join("sign-intent.bin");
+    let open = || {
+        let store = Arc::new(Store::open(&path).expect("store"));
+        let options = ChainOptions { limits: Limits::default(), sign_intent: Some(intent.clone()) };
+        Chain::open_with(store, &genesis(), options).expect("chain")
+    };
+    let chain = open();
+    let erin = PrivateKey::generate(KeyType::K1);
+    let t = trx(&chain, vec![newaccount("eosio", "erin", &erin)], 60);
+    let slot = next_slot(&chain);
+    chain.start_block(slot).expect("start");
+    let trace = chain
+        .push_transaction(sign_transaction(t, &[&dev_key()], &chain.chain_id()))
+        .expect("push");
+    // The signer signs, then the node dies before committing (the answer never arrives).
+    let mut first = None;
+    let e = chain
+        .finish_block(|req| {
+            first = Some((req.digest(), dev_key().sign(&req.digest())));
+            Err("node killed".into())
+        })
+        .expect_err("not committed");
+    assert!(matches!(e, BlockError::Signer { .. }), "{e}");
+    drop(chain);
+    let (digest, signature) = first.expect("signed once");
+
+    let chain = open();
+    assert_eq!(chain.info().head_block_num, 1);
+    // Whatever slot the producer asks for, the recorded block comes back first.
+    let pending = chain.start_block(BlockTimestamp(slot.0 + 40)).expect("start");
+    assert_eq!(pending.timestamp, slot);
+    let summary = chain
+        .finish_block(|req| {
+            assert_eq!(req.digest(), digest, "the same block, so the signer can replay");
+            Ok(signature)
+        })
+        .expect("committed with the first signature");
+    assert_eq!((summary.block_num, summary.transactions), (2, 1));
+    let snap = chain.store().read().expect("snapshot");
+    assert_eq!(snap.transaction_block(&trace.id).expect("read"), Some(2));
+    drop(snap);
+    // Later blocks are normal again.
+    let b = chain.produce_block(BlockTimestamp(slot.0 + 41), sign_dev).expect("block 3");
+    assert_eq!(b.block_num, 3);
 }

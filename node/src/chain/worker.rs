@@ -7,6 +7,7 @@
 //! merkle and the action sequence change only after a commit succeeded, so a failed block
 //! leaves the thread exactly as the disk is. Nothing here reads the clock.
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
@@ -118,6 +119,13 @@ pub(crate) struct Worker {
     deferred: Vec<PushJob>,
     /// Transactions of an abandoned block, tried again in the next one.
     retry: Vec<Prepared>,
+    /// Where the block about to be signed is written first (see [`super::ChainOptions`]).
+    intent_path: Option<PathBuf>,
+    /// A block that may have been signed but was not committed before a crash: the next block
+    /// started is this one again, identical, so the signer can answer with its stored signature.
+    recovery: Option<SignedBlock>,
+    /// The block of the current attempt, once its request went to the signer.
+    sent: Option<SignedBlock>,
 }
 
 fn corrupt(what: &'static str) -> impl FnOnce(rempart_core::DecodeError) -> StoreError {
@@ -161,6 +169,7 @@ impl Worker {
         store: Arc<Store>,
         genesis: &Genesis,
         limits: Limits,
+        intent_path: Option<PathBuf>,
     ) -> Result<Worker, ChainError> {
         let chain_id = genesis.chain_id();
         store.write(|w| -> Result<(), StoreError> {
@@ -191,6 +200,15 @@ impl Worker {
             .get_record(&key::schedule(), "schedule")?
             .ok_or_else(|| ChainError::Corrupt("no producer schedule".into()))?;
         drop(snap);
+        let recovery = intent_path.as_deref().and_then(|p| read_intent(p, &head));
+        if let Some(b) = &recovery {
+            tracing::warn!(
+                block_num = b.block_num(),
+                timestamp = %b.signed_header.header.timestamp,
+                "a block was sent for signing but not committed before the node stopped; \
+                 producing it again, identical"
+            );
+        }
         Ok(Worker {
             store,
             chain_id,
@@ -201,6 +219,9 @@ impl Worker {
             schedule,
             deferred: Vec::new(),
             retry: Vec::new(),
+            intent_path,
+            recovery,
+            sent: None,
         })
     }
 
@@ -265,6 +286,8 @@ impl Worker {
         let mut start = Some(reply);
         let mut done: Option<Sender<Result<BlockSummary, BlockError>>> = None;
         let mut accepted: Vec<Prepared> = Vec::new();
+        let recovering = self.recovery.take();
+        let timestamp = recovering.as_ref().map_or(timestamp, |b| b.signed_header.header.timestamp);
         let result = store.write(|w| {
             let mut pending = self.begin(w, timestamp)?;
             if let Some(r) = start.take() {
@@ -274,20 +297,26 @@ impl Worker {
                     producer: pending.producer.clone(),
                 }));
             }
-            let result = self.fill_and_seal(w, rx, &mut pending, &mut done);
+            let result = self.fill_and_seal(w, rx, &mut pending, &mut done, recovering.as_ref());
             accepted = std::mem::take(&mut pending.accepted);
             result
         });
         match result {
             Ok(c) => {
+                self.sent = None;
                 let summary = self.commit(c, info);
                 if let Some(d) = done {
                     let _ = d.send(Ok(summary));
                 }
             }
             Err(e) => {
-                // Transactions of the abandoned block get another chance in the next one.
-                self.retry = accepted;
+                match (self.sent.take(), &recovering) {
+                    // The signer may have signed it and the answer got lost: the next block is
+                    // this one again, so that a signature already given is given back.
+                    (Some(block), None) => self.recovery = Some(block),
+                    // Transactions of the abandoned block get another chance in the next one.
+                    _ => self.retry = accepted,
+                }
                 if let Some(r) = start {
                     let _ = r.send(Err(e));
                 } else if let Some(d) = done {
@@ -331,7 +360,11 @@ impl Worker {
         rx: &Receiver<Command>,
         pending: &mut Pending,
         done: &mut Option<Sender<Result<BlockSummary, BlockError>>>,
+        recovering: Option<&SignedBlock>,
     ) -> Result<Committed, BlockError> {
+        if let Some(block) = recovering {
+            return self.reproduce(w, rx, pending, done, block);
+        }
         for p in std::mem::take(&mut self.retry) {
             if let Err(e) = self.apply_transaction(w, pending, p) {
                 tracing::info!(error = %e, "transaction of an abandoned block dropped");
@@ -351,6 +384,56 @@ impl Worker {
                     let _ = reply.send(Err(BlockError::State(
                         "a block is being produced; a producer does not apply others' blocks",
                     )));
+                }
+                Command::Abort { reply } => {
+                    let _ = reply.send(());
+                    return Err(BlockError::Aborted);
+                }
+                Command::Finish { request, signature, done: d } => {
+                    *done = Some(d);
+                    return self.seal(w, pending, &request, &signature);
+                }
+            }
+        }
+    }
+
+    /// Builds the intent block again from its own transactions, taking no push meanwhile, so
+    /// that its header (and so its digest) is the one the signer may already have signed.
+    fn reproduce(
+        &mut self,
+        w: &mut BlockWrite<'_>,
+        rx: &Receiver<Command>,
+        pending: &mut Pending,
+        done: &mut Option<Sender<Result<BlockSummary, BlockError>>>,
+        block: &SignedBlock,
+    ) -> Result<Committed, BlockError> {
+        let num = block.block_num();
+        for (index, r) in block.transactions.iter().enumerate() {
+            let packed = r.trx.as_packed().cloned().ok_or(BlockError::Unsupported {
+                block_num: num,
+                reason: "intent block carries a transaction id".into(),
+            })?;
+            let fail = |source| BlockError::Transaction { block_num: num, index, source };
+            let p = super::prepare(packed, &self.chain_id, &self.limits).map_err(fail)?;
+            self.apply_transaction(w, pending, p).map_err(fail)?;
+        }
+        if self.header(pending) != block.signed_header.header {
+            return Err(BlockError::Mismatch {
+                block_num: num,
+                field: "re-produced header",
+                found: format!("{:?}", self.header(pending)),
+                expected: format!("{:?}", block.signed_header.header),
+            });
+        }
+        loop {
+            let Ok(cmd) = rx.recv() else { return Err(BlockError::Aborted) };
+            match cmd {
+                Command::Push(job) => self.deferred.push(job),
+                Command::Start { reply, .. } => {
+                    let _ = reply.send(Err(BlockError::State("a block is already pending")));
+                }
+                Command::Apply { reply, .. } => {
+                    let _ = reply.send(Err(BlockError::State("a block is being produced")));
                 }
                 Command::Abort { reply } => {
                     let _ = reply.send(());
@@ -394,6 +477,21 @@ impl Worker {
             pending_schedule_hash: schedule_hash(&pending.schedule),
             signing_key: pending.producer.block_signing_key,
         };
+        let intent = SignedBlock {
+            signed_header: SignedBlockHeader {
+                header: req.header.clone(),
+                producer_signature: unsigned(),
+            },
+            transactions: pending.receipts.clone(),
+            block_extensions: Vec::new(),
+        };
+        if let Some(path) = &self.intent_path {
+            write_intent(path, &to_bytes(&intent)).map_err(|e| BlockError::Signer {
+                block_num: num,
+                reason: format!("cannot record the block before signing it: {e}"),
+            })?;
+        }
+        self.sent = Some(intent);
         request.send(req).map_err(|_| BlockError::Aborted)?;
         let sig = match signature.recv_timeout(SIGN_WAIT) {
             Ok(Ok(sig)) => sig,
@@ -809,10 +907,8 @@ fn genesis_block(w: &mut BlockWrite<'_>, genesis: &Genesis) -> Result<(), StoreE
         header_extensions: Vec::new(),
     };
     // The genesis block is not signed: every node builds it from the genesis file.
-    let mut unsigned = [0u8; 65];
-    unsigned[0] = 27;
     let block = SignedBlock {
-        signed_header: SignedBlockHeader { header, producer_signature: Signature::K1(unsigned) },
+        signed_header: SignedBlockHeader { header, producer_signature: unsigned() },
         transactions: Vec::new(),
         block_extensions: Vec::new(),
     };
@@ -831,4 +927,42 @@ fn genesis_block(w: &mut BlockWrite<'_>, genesis: &Genesis) -> Result<(), StoreE
         lib_id: id,
         schedule_version: 0,
     })
+}
+
+/// The placeholder signature of blocks that carry none (genesis, sign intents).
+fn unsigned() -> Signature {
+    let mut b = [0u8; 65];
+    b[0] = 27;
+    Signature::K1(b)
+}
+
+/// The intent block, if it is the block right after `head`.
+fn read_intent(path: &Path, head: &Head) -> Option<SignedBlock> {
+    let bytes = std::fs::read(path).ok()?;
+    let block: SignedBlock = match from_bytes(&bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "unreadable sign intent ignored");
+            return None;
+        }
+    };
+    (block.block_num() == head.block_num + 1
+        && block.signed_header.header.previous == head.block_id)
+        .then_some(block)
+}
+
+/// Writes `data` to `path` durably: temporary file, fsync, rename, fsync of the directory.
+fn write_intent(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.to_path_buf();
+    tmp.as_mut_os_string().push(".tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?
+            .sync_all()?;
+    }
+    Ok(())
 }
