@@ -4,7 +4,9 @@
 //! while the current key keeps signing blocks; approved by one it is refused; an expired
 //! command, a replayed nonce, a tampered command body and an approval by a card that is not
 //! an admin are each refused with a clear error; pause and resume show in Status; the audit
-//! log records every step and refusal and its chain verifies.
+//! log records every step and refusal and its chain verifies. The daemon runs under its
+//! shipped sandbox (seccomp allowlist, landlock), as in production: key generation in the
+//! token must work with the PIN read before the sandbox closed its file.
 #![cfg(feature = "yubikey")]
 
 mod admin_support;
@@ -77,6 +79,13 @@ fn call(socket: &Path, request: &Request) -> Response {
             }
         }
     }
+}
+
+/// Locking memory needs root (or a raised RLIMIT_MEMLOCK).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
 }
 
 fn now_secs() -> u32 {
@@ -237,13 +246,22 @@ allow_own_uid = true
 dir = "{state}"
 audit_log = "{state}/audit.jsonl"
 [sandbox]
-dangerous_disabled = true
+seccomp_policy = "{seccomp}"
+memory_lock = "{memory_lock}"
+read_only_paths = ["{conf}"]
+read_write_paths = ["{tokens}"]
 [admin]
 signer_id = "bp1.signer"
 keys = ["{ka}", "{kb}", "{kc}"]
 threshold = 2
 "#,
             pin = hsm_pin.display(),
+            seccomp = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("policies/seccomp/signer.x86_64.json")
+                .display(),
+            memory_lock = if is_root() { "current" } else { "dangerous_off" },
+            conf = hsm.conf.display(),
+            tokens = lab.path("tokens").display(),
             socket = socket.display(),
             state = state.display(),
         ),

@@ -49,6 +49,9 @@ pub enum AdminStateError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The HSM PIN, needed to create and destroy keys, could not be read at start.
+    #[error("admin commands need the HSM PIN at start: {0}")]
+    Pin(String),
     /// The file does not parse: the signer will not guess which nonces it has seen.
     #[error(
         "admin state {path} is corrupt ({reason}); the signer will not start without knowing \
@@ -125,11 +128,19 @@ struct State {
     approved_policies: Vec<Checksum256>,
 }
 
-/// Generates and destroys keys in the signer's PKCS#11 token.
-#[derive(Debug, Clone)]
+/// Generates and destroys keys in the signer's PKCS#11 token. The PIN is read at start,
+/// before the sandbox closes the file, and kept in a buffer zeroed on drop.
 struct Hsm {
     #[cfg(feature = "pkcs11")]
     config: crate::policy::Pkcs11Config,
+    #[cfg(feature = "pkcs11")]
+    pin: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Hsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hsm").finish_non_exhaustive()
+    }
 }
 
 /// The admin side of a running signer.
@@ -178,7 +189,11 @@ impl Admin {
         };
         let hsm = match &policy.backend {
             #[cfg(feature = "pkcs11")]
-            crate::policy::BackendConfig::Pkcs11(config) => Some(Hsm { config: config.clone() }),
+            crate::policy::BackendConfig::Pkcs11(config) => Some(Hsm {
+                config: config.clone(),
+                pin: crate::keyring::pkcs11::read_pin(&config.pin)
+                    .map_err(|e| AdminStateError::Pin(e.to_string()))?,
+            }),
             #[allow(unreachable_patterns, reason = "which variants exist depends on features")]
             _ => None,
         };
@@ -447,10 +462,10 @@ impl Admin {
     #[cfg(feature = "pkcs11")]
     fn generate(&self, key_type: KeyType, label: &str) -> Result<PublicKey, Refused> {
         let hsm = self.hsm.as_ref().ok_or_else(no_hsm)?;
-        crate::keyring::pkcs11::generate(
+        crate::keyring::pkcs11::generate_with_pin(
             &hsm.config.module,
             &hsm.config.token_label,
-            &hsm.config.pin,
+            hsm.pin.clone(),
             key_type,
             label,
         )
@@ -469,7 +484,7 @@ impl Admin {
         crate::keyring::pkcs11::destroy(
             &hsm.config.module,
             &hsm.config.token_label,
-            &hsm.config.pin,
+            hsm.pin.clone(),
             key,
         )
         .map_err(|e| {

@@ -381,7 +381,18 @@ pub fn generate(
     key_type: KeyType,
     label: &str,
 ) -> Result<PublicKey, KeyringError> {
-    let pin = read_pin(pin)?;
+    generate_with_pin(module, token_label, read_pin(pin)?, key_type, label)
+}
+
+/// [`generate`] with the PIN already read: a sandboxed daemon read it before the sandbox
+/// closed the file.
+pub fn generate_with_pin(
+    module: &Path,
+    token_label: &str,
+    pin: Zeroizing<String>,
+    key_type: KeyType,
+    label: &str,
+) -> Result<PublicKey, KeyringError> {
     let token = Token::open(module, token_label, pin)?;
     let sel = KeySelector::Label(label.to_string());
     let existing = token
@@ -431,10 +442,9 @@ pub fn generate(
 pub fn destroy(
     module: &Path,
     token_label: &str,
-    pin: &PinSource,
+    pin: Zeroizing<String>,
     key: &PublicKey,
 ) -> Result<(), KeyringError> {
-    let pin = read_pin(pin)?;
     let token = Token::open(module, token_label, pin)?;
     let session = token.session().map_err(ck("C_OpenSession"))?;
     let publics = session

@@ -121,7 +121,7 @@ fn bad_values_are_refused() {
         ),
         ("keys = [{ label = \"k1\" }, { id = \"0a0b\" }]", "keys = []", "keys is empty"),
         ("{ id = \"0a0b\" }", "{ id = \"zz\" }", "not hex"),
-        ("kind = \"pkcs11\"", "kind = \"yubikey\"", "unknown backend"),
+        ("kind = \"pkcs11\"", "kind = \"tpm\"", "unknown backend"),
     ] {
         assert!(GOOD.contains(from), "{from}");
         let (_, _, message) = invalid_at(&GOOD.replace(from, to));
