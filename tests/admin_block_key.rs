@@ -1,7 +1,8 @@
 //! Issue 8's YubiKey block-key backend: the real `rempart-signer` (feature `yubikey`) signs
 //! blocks with an R1 key in a virtual YubiKey's PIV slot, through pcscd, and every signature
 //! recovers to the key the producer schedule names — what an api node checks. A card holding
-//! another key, or a wrong PIN, keeps the signer from starting.
+//! another key, or a wrong PIN, keeps the signer from starting. The daemon runs under its
+//! shipped sandbox: PC/SC keeps the connection it opened before the sandbox.
 #![cfg(feature = "yubikey")]
 
 mod admin_support;
@@ -65,15 +66,27 @@ allow_own_uid = true
 dir = "{state}"
 audit_log = "{state}/audit.jsonl"
 [sandbox]
-dangerous_disabled = true
+seccomp_policy = "{seccomp}"
+memory_lock = "{memory_lock}"
 "#,
             reader = reader(0),
             pin = pin_file.display(),
+            seccomp = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("policies/seccomp/signer.x86_64.json")
+                .display(),
+            memory_lock = if is_root() { "current" } else { "dangerous_off" },
             state = state.display(),
         ),
     )
     .unwrap();
     path
+}
+
+/// Locking memory needs root (or a raised RLIMIT_MEMLOCK).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
 }
 
 fn pin_file(lab: &Lab, name: &str, pin: &str) -> std::path::PathBuf {
