@@ -67,6 +67,7 @@ impl DaemonError {
             DaemonError::WireGuard(e) => match e {
                 crate::wireguard::WireGuardError::Configure { .. }
                 | crate::wireguard::WireGuardError::Ip { .. }
+                | crate::wireguard::WireGuardError::BindToDevice { .. }
                 | crate::wireguard::WireGuardError::Stats { .. } => 69,
                 _ => 64,
             },
@@ -197,6 +198,10 @@ impl Daemon {
             Ok::<_, DaemonError>(l)
         };
         let tcp = policy.listen.tcp.map(bind_tcp).transpose()?;
+        #[cfg(feature = "wireguard")]
+        if let (Some(l), Some(wg)) = (&tcp, &policy.wireguard) {
+            crate::wireguard::bind_to_interface(l, &wg.interface)?;
+        }
         let metrics_listener = policy.metrics.listen.map(bind_tcp).transpose()?;
         Ok(Daemon { signer: Arc::new(signer), unix, tcp, metrics_listener, tunnel })
     }

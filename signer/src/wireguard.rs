@@ -37,7 +37,7 @@ mod interface;
 mod key;
 
 #[cfg(feature = "wireguard")]
-pub use interface::Interface;
+pub use interface::{Interface, bind_to_interface};
 #[cfg(feature = "wireguard")]
 pub use key::{generate_key_file, read_private_key};
 
@@ -112,6 +112,17 @@ pub enum WireGuardError {
         args: String,
         /// Its exit status and stderr, or the spawn error.
         message: String,
+    },
+    /// A listener could not be tied to the tunnel interface (SO_BINDTODEVICE).
+    #[error(
+        "cannot bind the listener to interface {interface} (SO_BINDTODEVICE): {source}; the \
+         signer needs root or CAP_NET_RAW at start"
+    )]
+    BindToDevice {
+        /// The interface.
+        interface: String,
+        /// What the OS said.
+        source: std::io::Error,
     },
     /// The userspace statistics socket could not be opened or used.
     #[error("WireGuard statistics of {interface}: {message}")]

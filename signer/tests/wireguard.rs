@@ -422,7 +422,8 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
     });
 
     // 6. A non-peer address: from inside the signer's namespace the source is the signer's own
-    //    tunnel address, which is no peer: accepted by the kernel, closed by the signer.
+    //    tunnel address, which is no peer: accepted by the kernel (local delivery counts as
+    //    arriving on the address's interface), closed by the signer.
     net.inside(&net.signer_ns.clone(), || {
         let mut s = TcpStream::connect_timeout(&tcp_endpoint(), Duration::from_secs(5))
             .expect("the kernel accepts; the signer decides");
@@ -436,6 +437,15 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
     wait_for("the refusal of the non-peer in the log", Duration::from_secs(10), || {
         d.log_text().contains("tcp peer not allowed")
     });
+    // The listener is tied to the tunnel interface (SO_BINDTODEVICE): packets that reach the
+    // host by another path find no listener.
+    let out =
+        Command::new("ip").args(["netns", "exec", &net.signer_ns, "ss", "-ltnH"]).output().unwrap();
+    let listeners = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listeners.contains(&format!("{SIGNER_TUNNEL}%{}:{SIGNER_TCP_PORT}", net.signer_if)),
+        "{listeners}"
+    );
 
     // 7. Health after the sandbox closed: the interface's counters for the peer, read through
     //    the UAPI connection opened before it.

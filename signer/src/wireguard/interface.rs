@@ -15,6 +15,7 @@
 //! outlives this process, like a kernel interface would). This file must never leave a
 //! configured interface down without an error, and never print a private key.
 
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
@@ -35,6 +36,22 @@ pub struct Interface {
     name: String,
     backend: Backend,
     public_key: WgKey,
+}
+
+/// Ties a listening socket to the tunnel interface (SO_BINDTODEVICE): the kernel then hands it
+/// only connections that arrived through the tunnel, whatever address they were sent to, so a
+/// packet that reaches the host by another path with a peer's source address finds no listener.
+/// Call it before the sandbox closes (setsockopt is not allowed afterwards).
+pub fn bind_to_interface(listener: &impl AsFd, interface: &str) -> Result<(), WireGuardError> {
+    nix::sys::socket::setsockopt(
+        listener,
+        nix::sys::socket::sockopt::BindToDevice,
+        &std::ffi::OsString::from(interface),
+    )
+    .map_err(|e| WireGuardError::BindToDevice {
+        interface: interface.to_string(),
+        source: std::io::Error::from(e),
+    })
 }
 
 fn uapi_socket(name: &str) -> Option<PathBuf> {
