@@ -1,0 +1,341 @@
+//! The producer as real processes: `rempart-node run --role producer` with its blocks signed by
+//! a real `rempart-signer` (soft backend, development chain) over a Unix socket, transactions
+//! pushed over the private protocol, and kill -9 of the producer under load. After every
+//! restart the chain is consistent (each block links to the previous one) and every transaction
+//! a client saw in a committed block is still there.
+//!
+//! Cycles: 3 by default, `REMPART_PRODUCER_KILL_CYCLES` for more. The signer binary is built
+//! with `cargo build -p rempart-signer` (a no-op when fresh) next to this test's own binary.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rempart_core::block::SignedBlock;
+use rempart_core::key::{KeyType, PrivateKey};
+use rempart_core::transaction::{Action, PermissionLevel, Transaction};
+use rempart_core::{Bytes, Checksum256, Name, TimePointSec, from_bytes, to_bytes};
+use rempart_node::authority::Authority;
+use rempart_node::chain::{Chain, sign_transaction};
+use rempart_node::config::Limits;
+use rempart_node::genesis::Genesis;
+use rempart_node::native::NewAccount;
+use rempart_node::peer::PushClient;
+use rempart_node::store::Store;
+
+const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
+const DEV_PUB: &str = "PUB_K1_6MRyAjQq8ud7hVNYcfnVPJqcVpscN5So8BhtHuGYqET5BoDq63";
+
+/// A child process killed (SIGKILL, by PID) and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The signer binary, built next to this test binary.
+fn signer_bin() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "-p", "rempart-signer", "--bin", "rempart-signer"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo build -p rempart-signer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+    let bin = dir.join("rempart-signer");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p rempart-signer`", bin.display());
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+struct Deployment {
+    dir: tempfile::TempDir,
+    genesis: Genesis,
+    config: PathBuf,
+    private: std::net::SocketAddr,
+    metrics: PathBuf,
+}
+
+fn deploy() -> Deployment {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(root.join("policies/genesis.json"), dir.path().join("genesis.json"))
+        .expect("genesis");
+    let genesis = Genesis::load(&dir.path().join("genesis.json")).expect("genesis");
+    let port = free_port();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"genesis = "genesis.json"
+[producer]
+data_dir = "producer"
+name = "eosio"
+private_listen = "127.0.0.1:{port}"
+signer = "unix:signer.sock"
+sign_timeout_ms = 400
+metrics_file = "producer.prom"
+[api]
+data_dir = "api"
+http_listen = "127.0.0.1:{api}"
+producer = "127.0.0.1:{port}"
+"#,
+            api = free_port()
+        ),
+    )
+    .expect("node.toml");
+    // The signer: soft key, development chain, guard initialised, no sandbox (test harness).
+    let key = dir.path().join("dev.key");
+    std::fs::write(&key, format!("{DEV_WIF}\n")).expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::create_dir(dir.path().join("signer-state")).expect("state dir");
+    std::fs::write(
+        dir.path().join("signer.toml"),
+        format!(
+            r#"[chain]
+id = "{chain}"
+dangerous_dev_chain = true
+max_clock_skew_ms = 1500
+[[producers]]
+account = "eosio"
+key = "{DEV_PUB}"
+[backend]
+kind = "soft"
+[backend.soft]
+key_files = ["dev.key"]
+[listen]
+unix_socket = "signer.sock"
+allow_own_uid = true
+[state]
+dir = "signer-state"
+audit_log = "signer-state/audit.jsonl"
+[sandbox]
+dangerous_disabled = true
+"#,
+            chain = genesis.chain_id()
+        ),
+    )
+    .expect("signer.toml");
+    Deployment {
+        metrics: dir.path().join("producer.prom"),
+        private: format!("127.0.0.1:{port}").parse().expect("addr"),
+        dir,
+        genesis,
+        config,
+    }
+}
+
+fn start_signer(d: &Deployment, bin: &Path) -> Proc {
+    let policy = d.dir.path().join("signer.toml");
+    let out = Command::new(bin)
+        .args(["guard", "init", "--policy"])
+        .arg(&policy)
+        .output()
+        .expect("guard init");
+    assert!(out.status.success(), "guard init: {}", String::from_utf8_lossy(&out.stderr));
+    let child = Command::new(bin)
+        .args(["run", "--policy"])
+        .arg(&policy)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn signer");
+    let p = Proc(child);
+    let socket = d.dir.path().join("signer.sock");
+    wait_for("the signer socket", Duration::from_secs(30), || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    p
+}
+
+fn start_producer(d: &Deployment) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.dir.path().join("producer.log"))
+        .expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_rempart-node"))
+        .args(["run", "--role", "producer", "--config"])
+        .arg(&d.config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn producer");
+    Proc(child)
+}
+
+/// The head the producer last reported in its metrics file (0 before the first block).
+fn metrics_head(d: &Deployment) -> u32 {
+    let text = std::fs::read_to_string(&d.metrics).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with("rempart_node_head_block_num{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn producer_log(d: &Deployment) -> String {
+    std::fs::read_to_string(d.dir.path().join("producer.log")).unwrap_or_default()
+}
+
+/// The id of block 1, which every node derives from the genesis: the TaPoS reference.
+fn genesis_block_id(genesis: &Genesis) -> Checksum256 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(Store::open(&dir.path().join("s.redb")).expect("store"));
+    Chain::open(store, genesis, Limits::default()).expect("chain").info().head_block_id
+}
+
+fn now_sec() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+        as u32
+}
+
+fn newaccount_trx(name: Name, ref_block: &Checksum256, key: &PrivateKey) -> Transaction {
+    let auth = Authority::single_key(key.public_key());
+    let eosio = Name::from_const("eosio");
+    let data = NewAccount { creator: eosio, name, owner: auth.clone(), active: auth };
+    let mut t = Transaction {
+        actions: vec![Action {
+            account: eosio,
+            name: Name::from_const("newaccount"),
+            authorization: vec![PermissionLevel {
+                actor: eosio,
+                permission: Name::from_const("active"),
+            }],
+            data: Bytes(to_bytes(&data)),
+        }],
+        ..Default::default()
+    };
+    t.header.expiration = TimePointSec(now_sec() + 300);
+    t.set_reference_block(ref_block);
+    t
+}
+
+/// Account names a1111…, a1112…: base-5 digits in the name alphabet.
+fn account_name(i: u32) -> Name {
+    let mut s = String::from("acc");
+    let mut v = i;
+    for _ in 0..9 {
+        s.push((b'1' + (v % 5) as u8) as char);
+        v /= 5;
+    }
+    s.parse().expect("name")
+}
+
+#[test]
+fn producer_signs_through_the_signer_and_survives_kill_9_under_load() {
+    let cycles: u32 = std::env::var("REMPART_PRODUCER_KILL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let bin = signer_bin();
+    let d = deploy();
+    let _signer = start_signer(&d, &bin);
+    let chain_id = d.genesis.chain_id();
+    let ref_block = genesis_block_id(&d.genesis);
+    let dev: PrivateKey = DEV_WIF.parse().expect("dev key");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let client = PushClient::new(d.private, chain_id, 1 << 20);
+
+    // (transaction id, block it was reported in, head committed when the producer was killed)
+    let mut seen: Vec<(String, u32, u32)> = Vec::new();
+    let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut last_head = 0u32;
+    for cycle in 0..=cycles {
+        let producer = start_producer(&d);
+        wait_for("the producer to make blocks", Duration::from_secs(60), || {
+            metrics_head(&d) >= last_head + 2
+        });
+        // Load: four clients push concurrently while blocks are made; kill -9 mid-stream.
+        let acked = Arc::new(std::sync::Mutex::new(Vec::<(String, u32)>::new()));
+        let refused = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let (client, next, acked, refused) =
+                    (client.clone(), next.clone(), acked.clone(), refused.clone());
+                let dev = dev.clone();
+                rt.spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let key = PrivateKey::generate(KeyType::K1);
+                        let t = newaccount_trx(account_name(i), &ref_block, &key);
+                        let packed = sign_transaction(t, &[&dev], &chain_id);
+                        match client.push(packed).await {
+                            Ok(trace) => {
+                                let id = trace["id"].as_str().unwrap_or_default().to_string();
+                                let block = trace["block_num"].as_u64().unwrap_or(0) as u32;
+                                acked.lock().expect("lock").push((id, block));
+                            }
+                            // 503s while the producer is down or restarting are expected;
+                            // anything else is a refusal the test reports.
+                            Err(e) if e.status == 503 => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            Err(e) => refused.lock().expect("lock").push(e.to_string()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let target = metrics_head(&d) + 3;
+        wait_for("blocks under load", Duration::from_secs(60), || metrics_head(&d) >= target);
+        last_head = metrics_head(&d);
+        drop(producer); // SIGKILL, with pushes in flight
+        for t in &tasks {
+            t.abort();
+        }
+        let refused = refused.lock().expect("lock").clone();
+        assert!(refused.is_empty(), "pushes refused: {refused:?}\n{}", producer_log(&d));
+        let acked = std::mem::take(&mut *acked.lock().expect("lock"));
+        eprintln!("cycle {cycle}: killed at head {last_head}, {} pushes acknowledged", acked.len());
+        seen.extend(acked.into_iter().map(|(id, b)| (id, b, last_head)));
+    }
+
+    // Every block links to the previous one; every transaction reported in a block that was
+    // committed before the kill is in that block.
+    let store = Store::open(&d.dir.path().join("producer/state.redb")).expect("open store");
+    let snap = store.read().expect("snapshot");
+    let head = snap.head().expect("head").expect("a head");
+    assert!(head.block_num >= last_head, "head {} went back below {last_head}", head.block_num);
+    let mut previous = snap.block_id(1).expect("read").expect("block 1");
+    for n in 2..=head.block_num {
+        let bytes = snap.block(n).expect("read").unwrap_or_else(|| panic!("block {n} missing"));
+        let b: SignedBlock = from_bytes(&bytes).expect("block decodes");
+        assert_eq!(b.signed_header.header.previous, previous, "block {n} does not link");
+        previous = b.id();
+        assert_eq!(snap.block_id(n).expect("read"), Some(previous));
+    }
+    let committed: Vec<_> = seen.iter().filter(|(_, b, h)| b <= h).collect();
+    assert!(!committed.is_empty(), "no transaction reached a committed block");
+    for (id, block, _) in committed {
+        let id: Checksum256 = id.parse().expect("id");
+        let found = snap.transaction_block(&id).expect("read");
+        assert_eq!(
+            found,
+            Some(*block),
+            "transaction {id} of committed block {block} moved or is lost"
+        );
+    }
+}
