@@ -1,19 +1,22 @@
 //! The real `rempart-signer` binary with the soft backend: signing over Unix and TCP, replays,
-//! refusals, garbage, the CLI's exit codes, and kill -9 at random points (never two different
-//! signatures for one height).
+//! refusals, garbage, pipelined, out-of-order and split frames, the CLI's exit codes, and
+//! kill -9 at random points (never two different signatures for one height).
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use rand_core::RngCore;
 use rempart_core::BlockTimestamp;
 use rempart_core::key::Signature;
-use rempart_core::protocol::ErrorCode;
+use rempart_core::protocol::{
+    ErrorCode, ErrorResponse, FrameDecoder, Request, Response, SignBlockRequest, encode_frame,
+};
 use rempart_signer::client::{Client, ClientError, Endpoint};
 
 fn deadline() -> tokio::time::Instant {
@@ -129,6 +132,87 @@ async fn signs_over_unix_and_tcp_refuses_and_survives_garbage() {
     }
 }
 
+/// Frames pipelined in one stream, sent one byte per write, with heights out of order and a
+/// response frame where a request belongs: every frame is answered, in order, with its own
+/// request id; the lower height and the other digest at a signed height are refused; the
+/// replay gets the stored signature.
+#[test]
+fn pipelined_out_of_order_and_split_frames_are_answered_in_order() {
+    let s = setup(None, DEV_PUB, "");
+    s.guard_init();
+    let _d = s.spawn(&[]);
+    let base = now_slot().0 - 50;
+    let sign = |id: u64, n: u32, salt: u8| {
+        let mut r = request(&s.key, n, BlockTimestamp(base + n), salt);
+        r.request_id = id;
+        Request::SignBlock(r)
+    };
+    let mut bytes = Vec::new();
+    for r in [Request::Status { request_id: 1 }, sign(2, 3, 1), sign(3, 2, 1), sign(4, 3, 1)] {
+        bytes.extend(encode_frame(&r).unwrap());
+    }
+    bytes.extend(encode_frame(&sign(5, 3, 2)).unwrap());
+    let stray = Response::Error(ErrorResponse {
+        request_id: 9,
+        code: ErrorCode::Busy,
+        message: "a response, sent to the signer".into(),
+    });
+    bytes.extend(encode_frame(&stray).unwrap());
+    bytes.extend(encode_frame(&Request::PublicKeys { request_id: 6 }).unwrap());
+
+    let mut stream = std::os::unix::net::UnixStream::connect(&s.socket).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for b in &bytes {
+        stream.write_all(std::slice::from_ref(b)).unwrap();
+    }
+    let mut decoder = FrameDecoder::new();
+    let mut pending = Vec::new();
+    let mut answers = Vec::new();
+    let mut buf = [0u8; 4096];
+    while answers.len() < 7 {
+        let mut input = &pending[..];
+        let decoded = decoder.decode::<Response>(&mut input).unwrap();
+        let used = pending.len() - input.len();
+        pending.drain(..used);
+        match decoded {
+            Some(r) => answers.push(r),
+            None if !pending.is_empty() => {}
+            None => {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "closed after {} answers: {answers:?}", answers.len());
+                pending.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    let ids: Vec<u64> = answers.iter().map(Response::request_id).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 0, 6], "{answers:?}");
+    let code = |r: &Response| match r {
+        Response::Error(e) => Some(e.code),
+        _ => None,
+    };
+    assert!(matches!(&answers[0], Response::Status(st) if st.last_signed.is_empty()));
+    let Response::Signature(first) = &answers[1] else { panic!("{answers:?}") };
+    assert_eq!(first.block_num, 3);
+    assert_eq!(code(&answers[2]), Some(ErrorCode::DoubleSign), "height 2 after 3");
+    let Response::Signature(again) = &answers[3] else { panic!("{answers:?}") };
+    assert_eq!(again.signature, first.signature, "the replay gets the stored signature");
+    assert_eq!(code(&answers[4]), Some(ErrorCode::DoubleSign), "another digest at height 3");
+    assert_eq!(code(&answers[5]), Some(ErrorCode::Malformed), "a response is not a request");
+    assert!(
+        matches!(&answers[6], Response::PublicKeys { keys, .. } if keys[0].block_signing_key == s.key)
+    );
+}
+
+/// An answer (block, signature) and, for a new height, the request sent with its slot.
+type Exchange = (Option<(u32, Signature)>, Option<(SignBlockRequest, BlockTimestamp)>);
+
+/// What one kill -9 cycle's worker sent and got.
+#[derive(Default)]
+struct Journal {
+    got: Vec<Exchange>,
+    forget_replay: bool,
+}
+
 /// kill -9 at random points while a client signs increasing heights and replays the last
 /// request: one height never gets two different signatures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,8 +221,8 @@ async fn kill_9_loop_never_double_signs() {
     s.guard_init();
     let mut seen: BTreeMap<u32, Signature> = BTreeMap::new();
     let mut rng = rand_core::OsRng;
-    // Slots start 55 s in the past and move one per new height: within the 60 s skew for the
-    // whole run.
+    // Slots start 55 s in the past and move at least one per new height, never more than 50 s
+    // from the clock: within the 60 s skew for the whole run.
     let mut slot = BlockTimestamp(now_slot().0 - 110);
     let mut height = 1u32;
     let mut last_req = None;
@@ -153,35 +237,70 @@ async fn kill_9_loop_never_double_signs() {
         let replay = last_req.clone();
         let next_height = height;
         let next_slot = slot;
+        // Odd cycles kill just after a fresh signature (so heights advance even on a loaded
+        // machine where the daemon may not answer within 40 ms); even cycles at any point.
+        let (signed_tx, mut signed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        // What the worker sent and got, recorded as it happens: the worker is aborted right
+        // after the kill (its client would otherwise retry until its deadline). A request is
+        // recorded before it is sent, so an unanswered one is replayed next cycle.
+        let journal: Arc<Mutex<Journal>> = Arc::default();
+        let j = journal.clone();
         let worker = tokio::spawn(async move {
             let mut client = Client::new(endpoint);
-            let mut got = Vec::new();
-            let dl = tokio::time::Instant::now() + Duration::from_secs(2);
+            let dl = tokio::time::Instant::now() + Duration::from_secs(10);
             if let Some(r) = replay {
                 match client.sign_block(r, dl).await {
-                    Ok(resp) => got.push((Some((resp.block_num, resp.signature)), None)),
-                    Err(_) => return got,
+                    Ok(resp) => {
+                        j.lock().unwrap().got.push((Some((resp.block_num, resp.signature)), None))
+                    }
+                    // The guard answers a signed request before the clock is checked: a
+                    // request too old for the clock was never signed, and is dropped.
+                    Err(e) if e.code() == Some(ErrorCode::ClockSkew) => {
+                        j.lock().unwrap().forget_replay = true;
+                    }
+                    Err(_) => return,
                 }
             }
             let (mut h, mut sl) = (next_height, next_slot);
             for _ in 0..2 {
+                // Slots follow the clock (a loaded machine may take minutes for the loop) and
+                // stay inside the 60 s skew the policy allows.
+                let now = now_slot().0;
+                if sl.0 + 1 > now + 100 {
+                    break;
+                }
                 h += 1;
-                sl = BlockTimestamp(sl.0 + 1);
+                sl = BlockTimestamp((sl.0 + 1).max(now - 100));
                 let req = request(&key, h, sl, 1);
-                match client.sign_block(req.clone(), dl).await {
-                    Ok(resp) => got.push((Some((resp.block_num, resp.signature)), Some((req, sl)))),
-                    Err(_) => {
-                        // Unanswered: it is the request to replay next cycle.
-                        got.push((None, Some((req, sl))));
-                        return got;
+                let entry = {
+                    let mut j = j.lock().unwrap();
+                    j.got.push((None, Some((req.clone(), sl))));
+                    j.got.len() - 1
+                };
+                match client.sign_block(req, dl).await {
+                    Ok(resp) => {
+                        j.lock().unwrap().got[entry].0 = Some((resp.block_num, resp.signature));
+                        let _ = signed_tx.send(());
                     }
+                    Err(_) => return,
                 }
             }
-            got
         });
-        tokio::time::sleep(kill_after).await;
+        if cycle % 2 == 1 {
+            // Ends with None when the worker stops without a fresh signature.
+            let _ = tokio::time::timeout(Duration::from_secs(10), signed_rx.recv()).await;
+            let jitter = u64::from(rng.next_u32() % 2_000);
+            tokio::time::sleep(Duration::from_micros(jitter)).await;
+        } else {
+            tokio::time::sleep(kill_after).await;
+        }
         drop(d); // SIGKILL by PID, reaped
-        let got = worker.await.unwrap();
+        worker.abort();
+        let _ = worker.await;
+        let Journal { got, forget_replay } = std::mem::take(&mut *journal.lock().unwrap());
+        if forget_replay {
+            last_req = None;
+        }
         for (answer, req) in got {
             if let Some((r, sl)) = req {
                 let h = r.header.block_num();
