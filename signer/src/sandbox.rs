@@ -358,9 +358,15 @@ fn read_only_access() -> BitFlags<AccessFs> {
     AccessFs::ReadFile | AccessFs::ReadDir
 }
 
-/// Opens every landlock path first, so a typo fails before anything is restricted.
+/// Opens every landlock path first, so a typo fails before anything is restricted. A path
+/// naming a file (a PKCS#11 module's configuration, say) gets only the rights that apply to
+/// files, so that landlock enforces the rule fully instead of reporting it partial.
 fn landlock_rules(cfg: &SandboxConfig) -> Result<Vec<PathBeneath<PathFd>>, SandboxError> {
     let open = |path: &Path, access: BitFlags<AccessFs>| {
+        let access = match std::fs::metadata(path) {
+            Ok(m) if !m.is_dir() => access & AccessFs::from_file(LANDLOCK_ABI),
+            _ => access,
+        };
         PathFd::new(path)
             .map(|fd| PathBeneath::new(fd, access))
             .map_err(|source| SandboxError::LandlockPath { path: path.to_path_buf(), source })

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use rempart_signer::sandbox::probe::{EXIT_REFUSED, EXIT_SANDBOX};
 
+mod common;
+
 const SIGSYS: i32 = 31;
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -126,7 +128,7 @@ fn assert_sandboxed(out: &Output) {
     let err = text(&out.stderr);
     assert!(err.contains("sandbox on: landlock ABI"), "{}", describe(out));
     assert!(err.contains("fully enforced"), "{}", describe(out));
-    assert!(err.contains("2 seccomp filter(s), kill on violation"), "{}", describe(out));
+    assert!(err.contains("3 seccomp filter(s), kill on violation"), "{}", describe(out));
 }
 
 fn assert_killed_by_sigsys(status: ExitStatus, out: &Output) {
@@ -177,6 +179,17 @@ fn a_new_socket_kills_the_process_with_sigsys() {
     let out = probe(&d, "socket", &[]);
     assert_sandboxed(&out);
     assert_killed_by_sigsys(out.status, &out);
+}
+
+#[test]
+fn a_syslog_socket_is_refused_with_eacces_not_killed() {
+    // A PKCS#11 module that logs an error must not kill the signer; it still gets no socket.
+    let d = dirs();
+    let out = probe(&d, "syslog", &[]);
+    assert_sandboxed(&out);
+    assert_eq!(out.status.code(), Some(i32::from(EXIT_REFUSED)), "{}", describe(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("syslog: refused: Permission denied (os error 13)"), "{err}");
 }
 
 #[test]
@@ -351,7 +364,7 @@ fn a_sandboxed_runtime_still_serves_unix_and_tcp() {
     let field = |name| status_field(&status, name).unwrap_or_default();
     assert_eq!(field("NoNewPrivs"), "1");
     assert_eq!(field("Seccomp"), "2", "filter mode");
-    assert_eq!(field("Seccomp_filters"), "2");
+    assert_eq!(field("Seccomp_filters"), "3");
     let threads: u32 = field("Threads").parse().unwrap();
     assert!(threads > 1, "the runtime's workers were started after the sandbox");
     for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
@@ -391,11 +404,29 @@ fn the_shipped_policy_never_allows_what_the_sandbox_exists_to_stop() {
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(policy()).unwrap()).unwrap();
     let allowlist = doc["allowlist"]["filter"].as_array().unwrap();
     let allowed: Vec<&str> = allowlist.iter().map(|r| r["syscall"].as_str().unwrap()).collect();
+    // `socket` is listed once, for syslog(3)'s AF_UNIX datagram socket only, and a filter
+    // answers exactly that with EACCES: no socket is ever created.
+    let sockets: Vec<&serde_json::Value> =
+        allowlist.iter().filter(|r| r["syscall"] == "socket").collect();
+    assert_eq!(sockets.len(), 1);
+    let unix_dgram = |args: &serde_json::Value| {
+        args[0]["index"] == 0
+            && args[0]["op"] == "eq"
+            && args[0]["val"] == 1
+            && args[1]["index"] == 1
+            && args[1]["op"]["masked_eq"] == 15
+            && args[1]["val"] == 2
+    };
+    assert!(unix_dgram(&sockets[0]["args"]), "{}", sockets[0]);
+    let refusal = &doc["syslog_eacces"];
+    assert_eq!(refusal["match_action"]["errno"], 13);
+    assert_eq!(refusal["mismatch_action"], "allow");
+    assert!(unix_dgram(&refusal["filter"][0]["args"]), "{refusal}");
+    assert_eq!(refusal["filter"].as_array().unwrap().len(), 1);
     for forbidden in [
         "execve",
         "execveat",
         "ptrace",
-        "socket",
         "connect",
         "bind",
         "listen",
@@ -574,4 +605,155 @@ fn the_daemon_signs_under_the_shipped_sandbox() {
     assert_eq!(status.signal(), None, "killed: {status:?}\n{}", rest.join("\n"));
     assert_eq!(status.code(), Some(0), "{}", rest.join("\n"));
     assert!(!state.join("signer.sock").exists(), "the socket file is removed on stop");
+}
+
+/// Signs `count` increasing heights from `first` (slots following the clock) over the Unix
+/// socket and TCP alternately; returns the last block number the signer reports signed.
+fn sign_through(
+    s: &common::Setup,
+    first: u32,
+    count: u32,
+) -> Result<u32, rempart_signer::client::ClientError> {
+    use rempart_core::BlockTimestamp;
+    use rempart_signer::client::{Client, Endpoint};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut unix = Client::new(Endpoint::Unix(s.socket.clone()));
+        let mut tcp = Client::new(format!("127.0.0.1:{}", s.tcp_port).parse().unwrap());
+        // Slots follow the clock and the height: later calls stay above earlier ones.
+        let base = common::now_slot().0 - 60;
+        for n in first..first + count {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let client = if n % 2 == 0 { &mut unix } else { &mut tcp };
+            let req = common::request(&s.key, n, BlockTimestamp(base + n), 1);
+            let r = client.sign_block(req.clone(), deadline).await?;
+            assert_eq!(r.signature.recover(&req.digest()).unwrap(), s.key);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let status = unix.status(deadline).await?;
+        Ok(status.last_signed[0].block_num)
+    })
+}
+
+/// The real daemon, sandboxed with the shipped seccomp policy and landlock, signing with the
+/// soft backend and with SoftHSM2 (K1 and R1) over Unix and TCP; it then stops cleanly on
+/// SIGTERM. SoftHSM2 re-reads its token directory at each signature, so the directory is a
+/// read-only path of the sandbox, with its configuration file and the module.
+#[test]
+fn the_daemon_signs_sandboxed_with_soft_and_softhsm2() {
+    let Some(hsm) = common::softhsm() else { return };
+    let conf = hsm.conf.clone();
+    let module = Path::new(common::SOFTHSM_MODULE);
+    let mut runs = vec![("soft".to_string(), None, common::DEV_PUB.to_string())];
+    for kt in ["k1", "r1"] {
+        let label = format!("eosio-{kt}");
+        let key = hsm.new_key(kt, &label);
+        runs.push((
+            kt.to_string(),
+            Some(common::pkcs11_backend("T", &label, common::SOFTHSM_MODULE)),
+            key,
+        ));
+    }
+    for (name, backend, key) in runs {
+        let sandbox = common::sandbox_toml(&[&hsm.tokens, &conf, module]);
+        let s = common::setup_in(None, backend.as_deref(), &key, &sandbox, "");
+        s.guard_init();
+        let mut d = s.spawn_with(&hsm.env(), &[], true);
+        let log = d.wait_line("serving chain", DEADLINE);
+        let on = log.iter().any(|l| l.contains("sandbox on: landlock ABI") && l.contains("fully"));
+        assert!(on, "{}", log.join("\n"));
+        let last = sign_through(&s, 2, 20).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(last, 21, "{name}");
+        let status = d.terminate();
+        assert_eq!(status.signal(), None, "{name}: {status:?}\n{}", d.lines().join("\n"));
+        assert_eq!(status.code(), Some(0), "{name}");
+    }
+}
+
+/// A SoftHSM2 token removed while the sandboxed daemon runs: the module is re-initialised
+/// inside the sandbox (configuration and token directory are read-only paths), the request is
+/// refused with a clear error and the daemon keeps serving.
+#[test]
+fn a_token_removed_under_the_sandbox_is_an_error_not_a_crash() {
+    let Some(hsm) = common::softhsm() else { return };
+    let key = hsm.new_key("k1", "eosio-k1");
+    let module = Path::new(common::SOFTHSM_MODULE);
+    let sandbox = common::sandbox_toml(&[&hsm.tokens, &hsm.conf, module]);
+    let backend = common::pkcs11_backend("T", "eosio-k1", common::SOFTHSM_MODULE);
+    let s = common::setup_in(None, Some(&backend), &key, &sandbox, "");
+    s.guard_init();
+    let mut d = s.spawn_with(&hsm.env(), &[], true);
+    d.wait_line("serving chain", DEADLINE);
+    assert_eq!(sign_through(&s, 2, 2).unwrap(), 3);
+    let token = std::fs::read_dir(&hsm.tokens).unwrap().next().unwrap().unwrap().path();
+    let away = hsm.dir.path().join("away");
+    std::fs::rename(&token, &away).unwrap();
+    let err = sign_through(&s, 4, 1).unwrap_err();
+    let died = |d: &mut common::Daemon| match d.child.try_wait().unwrap() {
+        Some(status) => format!("the daemon died: {status:?}\n{}", d.lines().join("\n")),
+        None => "the daemon runs".to_string(),
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("no token labelled \"T\" is present"), "{msg}; {}", died(&mut d));
+    assert!(d.running(), "{}", died(&mut d));
+    std::fs::rename(&away, &token).unwrap();
+    assert_eq!(sign_through(&s, 4, 2).unwrap(), 5, "signing resumes when the token is back");
+    let status = d.terminate();
+    assert_eq!(status.code(), Some(0), "{status:?}\n{}", d.lines().join("\n"));
+}
+
+/// SoftHSM2's token directory left out of the sandbox's read-only paths: landlock denies the
+/// module's read of it at signing time, the module's attempt to syslog that error gets EACCES
+/// (not a kill), and the request is refused with a backend error; the daemon keeps serving
+/// and nothing is signed.
+#[test]
+fn a_token_directory_outside_the_sandbox_is_refused_not_signed() {
+    let Some(hsm) = common::softhsm() else { return };
+    let key = hsm.new_key("k1", "eosio-k1");
+    let sandbox = common::sandbox_toml(&[]);
+    let backend = common::pkcs11_backend("T", "eosio-k1", common::SOFTHSM_MODULE);
+    let s = common::setup_in(None, Some(&backend), &key, &sandbox, "");
+    s.guard_init();
+    let mut d = s.spawn_with(&hsm.env(), &[], true);
+    d.wait_line("serving chain", DEADLINE);
+    let err = sign_through(&s, 2, 1).unwrap_err();
+    assert_eq!(err.code(), Some(rempart_core::protocol::ErrorCode::Backend), "{err}");
+    assert!(d.running(), "{err}; {:?}\n{}", d.child.try_wait(), d.lines().join("\n"));
+    let state = std::fs::read_to_string(
+        std::fs::read_dir(s.state_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "state"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(state.contains("\"last\":null"), "{state}");
+    assert_eq!(d.terminate().code(), Some(0));
+}
+
+/// The read-only paths a SoftHSM2 daemon adds open no hole: the probe, sandboxed with the
+/// daemon's settings for that deployment (its token directory, configuration and module
+/// readable), is still killed by SIGSYS for execve and a TCP socket, and still refused a file
+/// outside those paths.
+#[test]
+fn a_softhsm2_sandbox_still_kills_violations() {
+    let Some(hsm) = common::softhsm() else { return };
+    let d = dirs();
+    let ro = [hsm.tokens.to_str().unwrap(), hsm.conf.to_str().unwrap(), common::SOFTHSM_MODULE];
+    let extra = ["--read-only", ro[0], "--read-only", ro[1], "--read-only", ro[2]];
+    for action in ["execve", "socket", "ptrace"] {
+        let out = probe(&d, action, &extra);
+        assert_sandboxed(&out);
+        assert_killed_by_sigsys(out.status, &out);
+    }
+    let mut args = extra.to_vec();
+    args.extend(["--target", d.outside.to_str().unwrap()]);
+    let out = probe(&d, "open-outside", &args);
+    assert_eq!(out.status.code(), Some(i32::from(EXIT_REFUSED)), "{}", describe(&out));
+    let token_file = std::fs::read_dir(&hsm.tokens).unwrap().next().unwrap().unwrap().path();
+    let mut args = extra.to_vec();
+    let target = token_file.join("generation");
+    args.extend(["--target", target.to_str().unwrap()]);
+    let out = probe(&d, "write-outside", &args);
+    assert_eq!(out.status.code(), Some(i32::from(EXIT_REFUSED)), "{}", describe(&out));
 }

@@ -8,7 +8,8 @@
 //!
 //! Actions: `none`, `write-state`, `thread`, `echo` (what the signer must still do);
 //! `open-outside` (read `--target`), `write-outside` (append to it), `execve`, `ptrace`,
-//! `socket`, `fork` (what it must not). Outcomes: exit 0 when the action worked;
+//! `socket` (TCP), `syslog` (a Unix datagram socket, refused with EACCES rather than killed),
+//! `fork` (what it must not). Outcomes: exit 0 when the action worked;
 //! [`EXIT_REFUSED`] with `ACTION: refused: …` on stderr when a system call returned an error;
 //! killed by SIGSYS when seccomp stopped it; [`EXIT_SANDBOX`] when the sandbox could not be
 //! applied; [`EXIT_USAGE`] on bad arguments.
@@ -60,11 +61,12 @@ enum Action {
     Execve,
     Ptrace,
     Socket,
+    Syslog,
     Fork,
 }
 
 impl Action {
-    const ALL: [(&'static str, Action); 10] = [
+    const ALL: [(&'static str, Action); 11] = [
         ("none", Action::None),
         ("write-state", Action::WriteState),
         ("thread", Action::Thread),
@@ -74,6 +76,7 @@ impl Action {
         ("execve", Action::Execve),
         ("ptrace", Action::Ptrace),
         ("socket", Action::Socket),
+        ("syslog", Action::Syslog),
         ("fork", Action::Fork),
     ];
 
@@ -229,6 +232,13 @@ fn attempt(action: Action, state_dir: &Path, target: &Path) -> Result<String, Pr
             use rustix::net::{AddressFamily, SocketType, socket};
             socket(AddressFamily::INET, SocketType::STREAM, None)
                 .map(|_| "created a TCP socket".to_owned())
+                .map_err(|e| err(e.into()))
+        }
+        Action::Syslog => {
+            // What glibc's syslog(3) does first, as a PKCS#11 module logging an error would.
+            use rustix::net::{AddressFamily, SocketFlags, SocketType, socket_with};
+            socket_with(AddressFamily::UNIX, SocketType::DGRAM, SocketFlags::CLOEXEC, None)
+                .map(|_| "created a Unix datagram socket".to_owned())
                 .map_err(|e| err(e.into()))
         }
         Action::Fork => {

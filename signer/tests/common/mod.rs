@@ -56,6 +56,27 @@ impl Daemon {
     pub fn lines(&self) -> Vec<String> {
         self.log.as_ref().map(|rx| rx.try_iter().collect()).unwrap_or_default()
     }
+
+    /// Stderr lines up to and including the first one containing `needle`; fails the test
+    /// with what was logged when the deadline passes or the log ends first.
+    pub fn wait_line(&self, needle: &str, timeout: Duration) -> Vec<String> {
+        let rx = self.log.as_ref().expect("spawned with a piped log");
+        let end = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    seen.push(line);
+                    if found {
+                        return seen;
+                    }
+                }
+                Err(e) => panic!("no log line with {needle:?} ({e}):\n{}", seen.join("\n")),
+            }
+        }
+    }
 }
 
 impl Drop for Daemon {
