@@ -326,7 +326,7 @@ struct WireTransaction {
 /// The body of `send_transaction2` (the transaction and nodeos's retry options), and of
 /// `compute_transaction` and `send_read_only_transaction` (the transaction alone).
 #[derive(Deserialize, Serialize)]
-struct SendTransaction2<T> {
+struct WrappedTransaction<T> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     return_failure_trace: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -359,8 +359,8 @@ impl FilterPolicy {
                 checked(to_body(&trx))
             }
             Endpoint::Wrapped => {
-                let w: SendTransaction2<WireTransaction> = json(&body)?;
-                let out = SendTransaction2 {
+                let w: WrappedTransaction<WireTransaction> = json(&body)?;
+                let out = WrappedTransaction {
                     return_failure_trace: w.return_failure_trace,
                     retry_trx: w.retry_trx,
                     retry_trx_num_blocks: w.retry_trx_num_blocks,
@@ -369,7 +369,7 @@ impl FilterPolicy {
                 checked(to_body(&out))
             }
             Endpoint::Transactions => {
-                // Count before decoding: the elements stay unparsed JSON until then.
+                // Count before decoding any of them as a transaction.
                 let all: Vec<Value> = json(&body)?;
                 if all.len() > self.max_transactions_per_push {
                     return Err(Rejection::TooManyTransactions {
