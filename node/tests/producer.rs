@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rempart_core::block::SignedBlock;
 use rempart_core::key::{KeyType, PrivateKey};
@@ -23,6 +23,7 @@ use rempart_node::config::Limits;
 use rempart_node::genesis::Genesis;
 use rempart_node::native::NewAccount;
 use rempart_node::peer::PushClient;
+use rempart_node::producer::clock;
 use rempart_node::store::Store;
 
 const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
@@ -39,9 +40,9 @@ impl Drop for Proc {
 }
 
 fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
+    let end = clock::instant() + timeout;
     while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
+        assert!(clock::instant() < end, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -208,8 +209,7 @@ fn genesis_block_id(genesis: &Genesis) -> Checksum256 {
 }
 
 fn now_sec() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
-        as u32
+    (clock::now().0 / 1_000_000) as u32
 }
 
 fn newaccount_trx(name: Name, ref_block: &Checksum256, key: &PrivateKey) -> Transaction {
