@@ -153,14 +153,16 @@ done < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*
 # test drives virtual PIV cards (tests/vcard, built by the test) through a private pcscd.
 step "rempart --features yubikey: clippy and the YubiKey ceremony tests"
 cargo clippy -p rempart -p rempart-signer --features yubikey --all-targets --locked -- -D warnings
+cargo test --release --locked --manifest-path tests/vcard/Cargo.toml \
+    --target-dir "${CARGO_TARGET_DIR:-target}/vcard" 2>&1 | tee "$LOG_DIR/vcard.log"
 cargo test -p rempart --features yubikey --locked --test admin --test admin_signer \
     --test admin_block_key 2>&1 |
     tee "$LOG_DIR/admin.log"
 while read -r passed failed; do
     TESTS_PASSED=$((TESTS_PASSED + passed))
     TESTS_FAILED=$((TESTS_FAILED + failed))
-done < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' \
-    "$LOG_DIR/admin.log")
+done < <(cat "$LOG_DIR/vcard.log" "$LOG_DIR/admin.log" |
+    sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p')
 
 step "fuzz smoke runs (${FUZZ_SECONDS} s per target)"
 fuzz_ready=false

@@ -498,10 +498,38 @@ mod tests {
             let r = card.run(&[0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08]);
             assert_eq!(&r[r.len() - 2..], &[0x90, 0x00], "{r:02x?}");
             assert_eq!(card.run(&[0x00, 0xFD, 0x00, 0x00, 0x00]), vec![5, 4, 3, 0x90, 0x00]);
-            let t = std::time::Instant::now();
             let r = card.run(&[0x00, 0x87, 0x03, 0x9B, 0x04, 0x7C, 0x02, 0x80, 0x00]);
-            eprintln!("{r:02x?} {:?}", t.elapsed());
             assert_eq!(&r[r.len() - 2..], &[0x90, 0x00], "{r:02x?}");
+        });
+    }
+
+    #[test]
+    fn long_answers_come_in_256_byte_pieces_through_get_response() {
+        with_card(|card| {
+            let first = card.answer((0..300u16).map(|i| i as u8).collect());
+            assert_eq!(first.len(), 258);
+            assert_eq!(&first[256..], &[0x61, 44]);
+            let rest = card.run(&[0x00, 0xC0, 0x00, 0x00, 0x00]);
+            assert_eq!(rest.len(), 46);
+            assert_eq!(rest[0], 0);
+            assert_eq!(&rest[44..], &[0x90, 0x00]);
+            assert_eq!(card.run(&[0x00, 0xC0, 0x00, 0x00, 0x00]), vec![0x69, 0x85]);
+        });
+    }
+
+    #[test]
+    fn a_chained_verify_is_reassembled() {
+        with_card(|card| {
+            card.run(&[0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08]);
+            // VERIFY PIN 123456 padded with 0xFF, sent in two chained pieces.
+            let pin = [0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0xFF, 0xFF];
+            let first = [&[0x10, 0x20, 0x00, 0x80, 0x04][..], &pin[..4]].concat();
+            assert_eq!(card.run(&first), vec![0x90, 0x00]);
+            let last = [&[0x00, 0x20, 0x00, 0x80, 0x04][..], &pin[4..]].concat();
+            assert_eq!(card.run(&last), vec![0x90, 0x00]);
+            // A wrong PIN, unchained: refused with the tries left.
+            let wrong = [&[0x00, 0x20, 0x00, 0x80, 0x08][..], b"00000000"].concat();
+            assert_eq!(card.run(&wrong)[0], 0x63);
         });
     }
 }
