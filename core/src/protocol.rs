@@ -249,13 +249,12 @@ impl SignBlockRequest {
 }
 
 crate::packed_struct! {
-    /// An administrative command (tag 3 of [`Request`]); its contents are defined by the
-    /// signer's admin module.
+    /// An administrative command (tag 3 of [`Request`]), M-of-N approved: see [`crate::admin`].
     #[derive(Clone, PartialEq, Eq, Debug)]
     pub struct AdminRequest {
         /// Chosen by the requester, echoed in the response.
         pub request_id: u64,
-        /// The packed, signed command.
+        /// The packed [`crate::admin::ApprovedCommand`]: the command and its approvals.
         pub command: Bytes,
     }
 }
@@ -524,7 +523,7 @@ crate::packed_struct! {
     pub struct AdminResponse {
         /// The request's id.
         pub request_id: u64,
-        /// The packed result; its contents are defined by the signer's admin module.
+        /// The packed [`crate::admin::AdminOutcome`].
         pub result: Bytes,
     }
 }
