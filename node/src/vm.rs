@@ -55,6 +55,9 @@ pub struct VmConfig {
     pub max_console_bytes: usize,
     /// Largest inline action (bytes).
     pub max_inline_action_bytes: usize,
+    /// Actions that may run at the same time (pre-allocated instance slots); one more fails
+    /// with an engine error.
+    pub concurrent_actions: u32,
 }
 
 impl Default for VmConfig {
@@ -67,6 +70,7 @@ impl Default for VmConfig {
             cache_modules: 64,
             max_console_bytes: 64 * 1024,
             max_inline_action_bytes: 512 * 1024,
+            concurrent_actions: 16,
         }
     }
 }
@@ -320,6 +324,20 @@ impl Vm {
             )
             .max_wasm_stack(config.max_wasm_stack)
             .async_stack_size(config.max_wasm_stack + 256 * 1024);
+        // Slots for memories, tables, instances and fiber stacks are reserved once and reused,
+        // so an action costs no mmap/munmap; the first pages of a memory are reset with memset.
+        let slots = config.concurrent_actions.max(1);
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_core_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots)
+            .total_stacks(slots)
+            .max_memories_per_module(1)
+            .max_tables_per_module(1)
+            .max_memory_size(config.max_memory_bytes)
+            .linear_memory_keep_resident(128 * 1024)
+            .table_keep_resident(64 * 1024);
+        c.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&c).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
         host::define(&mut linker).map_err(engine_err)?;

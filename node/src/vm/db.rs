@@ -36,6 +36,13 @@ pub fn decode_row(value: &[u8]) -> Option<(Name, &[u8])> {
     Some((Name(u64::from_le_bytes(b)), data))
 }
 
+/// A row an iterator points at, with its stored value once read (the cache Antelope keeps too).
+struct Row {
+    table: usize,
+    primary: u64,
+    value: Option<Vec<u8>>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Table {
     code: Name,
@@ -52,8 +59,8 @@ pub(crate) struct Db<'a, 'b, 't> {
     authorization: &'a [PermissionLevel],
     tables: Vec<Table>,
     table_index: HashMap<Table, usize>,
-    /// Iterator → (table index, primary key); `None` once removed.
-    rows: Vec<Option<(usize, u64)>>,
+    /// Iterator → its row; `None` once removed.
+    rows: Vec<Option<Row>>,
     row_index: HashMap<(usize, u64), i32>,
 }
 
@@ -99,14 +106,37 @@ impl<'a, 'b, 't> Db<'a, 'b, 't> {
         -(table as i32) - 2
     }
 
-    fn iterator(&mut self, table: usize, primary: u64) -> i32 {
+    /// The iterator of a row, remembering its stored value when the caller has it.
+    fn iterator(&mut self, table: usize, primary: u64, value: Option<Vec<u8>>) -> i32 {
         if let Some(&i) = self.row_index.get(&(table, primary)) {
+            if let (Some(v), Some(Some(row))) = (value, self.rows.get_mut(i as usize)) {
+                row.value = Some(v);
+            }
             return i;
         }
-        self.rows.push(Some((table, primary)));
+        self.rows.push(Some(Row { table, primary, value }));
         let i = (self.rows.len() - 1) as i32;
         self.row_index.insert((table, primary), i);
         i
+    }
+
+    /// The stored value (payer and bytes) of the row at `itr`, read once per action.
+    fn value(&mut self, itr: i32) -> Result<&[u8], VmError> {
+        let (ti, primary) = self.row(itr)?;
+        let cached = matches!(&self.rows[itr as usize], Some(Row { value: Some(_), .. }));
+        if !cached {
+            let k = self.key_of(ti, primary);
+            let Some(v) = self.state.get(&k)? else {
+                return db_err("dereference of deleted object");
+            };
+            if let Some(row) = self.rows[itr as usize].as_mut() {
+                row.value = Some(v);
+            }
+        }
+        match &self.rows[itr as usize] {
+            Some(Row { value: Some(v), .. }) => Ok(v),
+            _ => db_err("dereference of deleted object"),
+        }
     }
 
     fn row(&self, itr: i32) -> Result<(usize, u64), VmError> {
@@ -119,7 +149,7 @@ impl<'a, 'b, 't> Db<'a, 'b, 't> {
         match self.rows.get(itr as usize) {
             None => db_err("iterator out of range"),
             Some(None) => db_err("dereference of deleted object"),
-            Some(Some(r)) => Ok(*r),
+            Some(Some(r)) => Ok((r.table, r.primary)),
         }
     }
 
@@ -193,8 +223,9 @@ impl<'a, 'b, 't> Db<'a, 'b, 't> {
                 t.table
             ));
         }
-        self.state.put(k, encode_row(Name(payer), &data));
-        Ok(Self::iter(self.iterator(ti, id), None, 0))
+        let value = encode_row(Name(payer), &data);
+        self.state.put(k, value.clone());
+        Ok(Self::iter(self.iterator(ti, id, Some(value)), None, 0))
     }
 
     /// `db_update_i64`.
@@ -206,16 +237,17 @@ impl<'a, 'b, 't> Db<'a, 'b, 't> {
     ) -> Result<Response, VmError> {
         let (ti, primary) = self.row(itr)?;
         self.own(ti)?;
-        let k = self.key_of(ti, primary);
-        let Some(old) = self.state.get(&k)? else {
-            return db_err("dereference of deleted object");
-        };
-        let old_payer = decode_row(&old).map(|(p, _)| p).unwrap_or(self.receiver);
+        let old_payer = decode_row(self.value(itr)?).map(|(p, _)| p).unwrap_or(self.receiver);
         let payer = if payer == 0 { old_payer } else { Name(payer) };
         if payer != old_payer {
             self.check_payer(payer)?;
         }
-        self.state.put(k, encode_row(payer, &data));
+        let k = self.key_of(ti, primary);
+        let value = encode_row(payer, &data);
+        self.state.put(k, value.clone());
+        if let Some(row) = self.rows[itr as usize].as_mut() {
+            row.value = Some(value);
+        }
         Ok(Response::Unit)
     }
 
@@ -232,17 +264,12 @@ impl<'a, 'b, 't> Db<'a, 'b, 't> {
 
     /// `db_get_i64`: the row bytes, without the payer.
     pub(crate) fn get(&mut self, itr: i32) -> Result<Response, VmError> {
-        let (ti, primary) = self.row(itr)?;
-        let k = self.key_of(ti, primary);
-        match self.state.get(&k)? {
-            Some(v) => match decode_row(&v) {
-                Some((_, data)) => Ok(Response::Bytes(data.to_vec())),
-                None => Err(VmError::Store(StoreError::Corrupt {
-                    what: "contract row",
-                    source: rempart_core::DecodeError::UnexpectedEnd { at: 0, needed: 8 },
-                })),
-            },
-            None => db_err("dereference of deleted object"),
+        match decode_row(self.value(itr)?) {
+            Some((_, data)) => Ok(Response::Bytes(data.to_vec())),
+            None => Err(VmError::Store(StoreError::Corrupt {
+                what: "contract row",
+                source: rempart_core::DecodeError::UnexpectedEnd { at: 0, needed: 8 },
+            })),
         }
     }
 
@@ -255,9 +282,9 @@ impl<'a, 'b, 't> Db<'a, 'b, 't> {
         let prefix = self.prefix_of(ti);
         let from = self.key_of(ti, primary);
         match self.state.next(&prefix, &from, false)? {
-            Some((k, _)) => {
+            Some((k, v)) => {
                 let p = Self::primary_of(&k);
-                Ok(Self::iter(self.iterator(ti, p), Some(p), 1))
+                Ok(Self::iter(self.iterator(ti, p, Some(v)), Some(p), 1))
             }
             None => Ok(Self::iter(Self::end_of(ti), None, 1)),
         }
@@ -292,7 +319,7 @@ impl<'a, 'b, 't> Db<'a, 'b, 't> {
             inclusive = false;
         }
         match last {
-            Some(p) => Ok(Self::iter(self.iterator(ti, p), Some(p), scanned)),
+            Some(p) => Ok(Self::iter(self.iterator(ti, p, None), Some(p), scanned)),
             None => Ok(Self::iter(-1, None, scanned)),
         }
     }
@@ -307,19 +334,22 @@ impl<'a, 'b, 't> Db<'a, 'b, 't> {
         how: Seek,
     ) -> Result<Response, VmError> {
         let t = Table { code: Name(code), scope: Name(scope), table: Name(table) };
-        if !self.table_exists(t)? {
+        let prefix = key::table_prefix(t.code, t.scope, t.table);
+        let k = key::row(t.code, t.scope, t.table, id);
+        let found: Option<(u64, Vec<u8>)> = match how {
+            Seek::Exact => self.state.get(&k)?.map(|v| (id, v)),
+            Seek::Lower | Seek::Upper => self
+                .state
+                .next(&prefix, &k, how == Seek::Lower)?
+                .map(|(k, v)| (Self::primary_of(&k), v)),
+        };
+        // A table exists while it has rows; only a miss needs to ask.
+        if found.is_none() && !self.table_exists(t)? {
             return Ok(Self::iter(-1, None, 1));
         }
         let ti = self.table_of(t);
-        let prefix = self.prefix_of(ti);
-        let k = self.key_of(ti, id);
-        let found = match how {
-            Seek::Exact => self.state.get(&k)?.map(|_| id),
-            Seek::Lower => self.state.next(&prefix, &k, true)?.map(|(k, _)| Self::primary_of(&k)),
-            Seek::Upper => self.state.next(&prefix, &k, false)?.map(|(k, _)| Self::primary_of(&k)),
-        };
         Ok(match found {
-            Some(p) => Self::iter(self.iterator(ti, p), Some(p), 1),
+            Some((p, v)) => Self::iter(self.iterator(ti, p, Some(v)), Some(p), 1),
             None => Self::iter(Self::end_of(ti), None, 1),
         })
     }
