@@ -53,6 +53,28 @@ fn clients_available(modules: &Path) -> bool {
     false
 }
 
+/// The Python with pyntelope 0.8.6: `$PYNTELOPE_PYTHON`, else `python3`. `None` (after saying
+/// why, or failing under `CI=true`) when pyntelope cannot be imported.
+fn pyntelope_python() -> Option<String> {
+    let python = std::env::var("PYNTELOPE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import pyntelope"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    let missing = format!(
+        "{python} cannot import pyntelope: pip install pyntelope==0.8.6 (in a virtualenv; it \
+         needs pydantic 1) and set PYNTELOPE_PYTHON to that venv's python"
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("the pyntelope push cannot run: {missing}");
+    }
+    eprintln!("skipping the pyntelope push: {missing}");
+    None
+}
+
 /// Real UTC, for the test's slot loop (block execution never sees it: only as a slot).
 #[allow(clippy::disallowed_methods, reason = "the test producer's slot clock")]
 fn now() -> TimePoint {
@@ -173,6 +195,7 @@ async fn clients_create_accounts_and_use_a_two_of_three_multisig_through_produce
     let keys: Vec<String> = (0..3)
         .map(|_| PrivateKey::generate(KeyType::K1).to_wif().expect("wif").to_string())
         .collect();
+    let url_for_python = url.clone();
     let request =
         json!({"url": url, "chain_id": chain_id, "eosio_wif": EOSIO_WIF, "keys": keys}).to_string();
     let script = repo_root().join("node/tests/clients/api_e2e.cjs");
@@ -216,6 +239,35 @@ async fn clients_create_accounts_and_use_a_two_of_three_multisig_through_produce
     let w2 = ok(&out, "wharfkit_two_of_three");
     assert_eq!(w2["processed"]["receipt"]["status"], "executed", "{w2}");
     ok(&out, "bob_link_on_the_api_node");
+
+    // pyntelope: compression false, expiration from its own clock, TaPoS from the LIB.
+    if let Some(python) = pyntelope_python() {
+        let request = json!({"url": url_for_python, "wif": EOSIO_WIF}).to_string();
+        let script = repo_root().join("node/tests/clients/pyntelope_push.py");
+        let output = tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(python)
+                .arg(script)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run python");
+            child.stdin.take().expect("stdin").write_all(request.as_bytes()).expect("request");
+            child.wait_with_output().expect("python output")
+        })
+        .await
+        .expect("join");
+        let out: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "python printed no JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        let pushed = &out["ok"];
+        assert_eq!(pushed["processed"]["receipt"]["status"], "executed", "pyntelope: {out}");
+        assert_eq!(pushed["processed"]["action_traces"][0]["act"]["data"]["code"], "alice");
+    }
 
     // The api node re-applied every block: both chains agree on the head it reached.
     let api_head = api_chain.info();
