@@ -42,6 +42,7 @@ DEBIAN_PACKAGES=(
     "slowhttptest:slowhttptest"                          # gateway: slowloris / slow body attack tests
     "testssl.sh:testssl"                                 # gateway: TLS audit test
     "python3-h2:/usr/lib/python3/dist-packages/h2/__init__.py" # gateway: rapid-reset, CONTINUATION flood
+    "python3-venv:/usr/lib/python3.11/ensurepip/__init__.py" # node: pyntelope's own virtualenv
 )
 # -----------------------------------------------------------------------------------------------
 
@@ -118,6 +119,11 @@ echo "  node $(node --version), npm $(npm --version)"
 step "npm clients (npm ci in tests/clients)"
 (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/clients && npm ls --depth=0)
+
+step "pyntelope 0.8.6 (a virtualenv in target/: it needs pydantic 1)"
+python3 -m venv target/pyntelope-venv
+target/pyntelope-venv/bin/pip install --quiet --disable-pip-version-check pyntelope==0.8.6
+export PYNTELOPE_PYTHON="$ROOT/target/pyntelope-venv/bin/python"
 
 step "cargo fmt --all --check"
 cargo fmt --all --check
