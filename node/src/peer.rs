@@ -11,7 +11,8 @@
 //!   stops for good — saying why in [`FollowerState`] — when a block fails verification.
 //! - [`PushClient`] is the api node's side of pushes, with a small pool of connections.
 //!
-//! Frames are bounded and versioned ([`wire`]). This module never decides whether a block or a
+//! Frames are bounded and versioned ([`wire`]); pushes in flight per api node
+//! ([`MAX_PUSHES_IN_FLIGHT`]) and links per producer ([`MAX_PRODUCER_CONNECTIONS`]) are bounded. This module never decides whether a block or a
 //! transaction is valid (the chain does), never applies a block out of order, and never
 //! retries a push whose request may have reached the producer.
 
@@ -148,6 +149,7 @@ pub async fn serve_producer(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PRODUCER_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => return Ok(()),
@@ -159,8 +161,13 @@ pub async fn serve_producer(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = MAX_PRODUCER_CONNECTIONS, "too many api node links; closed");
+            continue;
+        };
         let service = service.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match serve_connection(stream, &service).await {
                 Ok(()) => tracing::debug!(%peer, "api node disconnected"),
                 Err(e) => tracing::info!(%peer, error = %e, "api node link ended"),
@@ -344,6 +351,10 @@ async fn connect(
 
 /// Most idle push connections kept open.
 const MAX_IDLE_PUSH_CONNECTIONS: usize = 16;
+/// Most pushes one api node has in flight to the producer; more wait (up to [`PUSH_TIMEOUT`]).
+pub const MAX_PUSHES_IN_FLIGHT: usize = 64;
+/// Most connections the producer serves at once; more are closed on accept.
+pub const MAX_PRODUCER_CONNECTIONS: usize = 256;
 
 /// Forwards transactions to the producer (the api node's side of pushes).
 #[derive(Debug, Clone)]
@@ -358,6 +369,7 @@ struct PushInner {
     max_frame_bytes: usize,
     idle: Mutex<Vec<TcpStream>>,
     next_id: std::sync::atomic::AtomicU64,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl PushClient {
@@ -370,6 +382,7 @@ impl PushClient {
                 max_frame_bytes,
                 idle: Mutex::new(Vec::new()),
                 next_id: std::sync::atomic::AtomicU64::new(1),
+                in_flight: tokio::sync::Semaphore::new(MAX_PUSHES_IN_FLIGHT),
             }),
         }
     }
@@ -404,6 +417,16 @@ impl PushClient {
                  been applied: look it up before sending it again"
             ))
         };
+        let _permit = tokio::time::timeout(PUSH_TIMEOUT, self.inner.in_flight.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                ApiError::unavailable(format!(
+                    "{MAX_PUSHES_IN_FLIGHT} transactions are already on their way to the \
+                     producer; the transaction was not sent, try again shortly"
+                ))
+            })?;
         let mut stream = match self.take_idle() {
             Some(s) => s,
             None => {
