@@ -523,3 +523,31 @@ async fn pushes_are_checked_locally_before_anything_is_forwarded() {
         .expect("batch answers per transaction");
     assert_eq!(results[0]["processed"]["except"]["error"]["code"], 3_010_010);
 }
+
+#[test]
+fn the_real_chain_genesis_block_and_info_are_served() {
+    let dir = std::env::temp_dir().join(format!("rempart-api-real-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let store = Arc::new(Store::open(&dir.join("state.redb")).expect("store"));
+    let genesis = crate::genesis::Genesis::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/genesis.json"),
+    )
+    .expect("genesis");
+    let chain =
+        crate::chain::Chain::open(store.clone(), &genesis, Limits::default()).expect("chain");
+    let snap = store.read().expect("read");
+    let limits = Limits::default();
+    let info = read_route(&snap, &limits, "/v1/chain/get_info", json!({})).expect("info");
+    assert_eq!(info["head_block_num"], 1);
+    assert_eq!(info["chain_id"], genesis.chain_id().to_string());
+    let b = read_route(&snap, &limits, "/v1/chain/get_block", json!({"block_num_or_id": 1}))
+        .expect("genesis block");
+    assert_eq!(b["block_num"], 1);
+    assert_eq!(b["id"], info["head_block_id"]);
+    let abi = read_route(&snap, &limits, "/v1/chain/get_raw_abi", json!({"account_name": "eosio"}))
+        .expect("eosio abi");
+    assert!(abi["abi"].as_str().is_some_and(|a| a.len() > 100), "genesis installs the eosio ABI");
+    drop((snap, chain));
+    let _ = std::fs::remove_dir_all(dir);
+}
