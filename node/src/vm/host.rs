@@ -87,8 +87,15 @@ pub(crate) const SUPPORTED_IMPORTS: &[&str] = &[
 
 /// Longest assertion message kept (Antelope's `max_assert_message`).
 const MAX_ASSERT_MESSAGE: usize = 1024;
-/// Fuel every host call costs, on top of its per-byte cost.
+/// Fuel every host call costs, on top of its per-byte cost (`charge` bills 1 fuel per 8 "bytes";
+/// callers scale the bytes by how slow their work is per byte).
 const CALL_FUEL: u64 = 50;
+/// Extra fuel for a call the driver answers (a fiber round trip and a store lookup).
+const STATE_CALL_BYTES: u64 = 8_000;
+/// Bytes billed per row a database call visits.
+const ROW_BYTES: u64 = 1_600;
+/// Bytes billed per key recovery (about 50 µs of work).
+const RECOVER_BYTES: u64 = 400_000;
 
 /// What the driver must do for the contract, with the borrowed chain state in hand.
 #[derive(Debug)]
@@ -294,8 +301,14 @@ fn write(c: &mut C<'_>, ptr: i32, bytes: &[u8]) -> Res<()> {
     Ok(())
 }
 
-/// A NUL-terminated string at `ptr`, at most `max` bytes kept.
-fn c_string(c: &C<'_>, ptr: i32, max: usize) -> Res<String> {
+/// A NUL-terminated string at `ptr`, at most `max` bytes kept; the scan is billed.
+fn c_string(c: &mut C<'_>, ptr: i32, max: usize) -> Res<String> {
+    let (s, scanned) = scan_c_string(c, ptr, max)?;
+    charge(c, scanned as u64)?;
+    Ok(s)
+}
+
+fn scan_c_string(c: &C<'_>, ptr: i32, max: usize) -> Res<(String, usize)> {
     let mem = memory(c)?;
     let data = mem.data(c);
     let start = ptr as u32 as usize;
@@ -303,7 +316,7 @@ fn c_string(c: &C<'_>, ptr: i32, max: usize) -> Res<String> {
         return fail(VmError::Access(format!("string at {start} is outside the memory")));
     };
     match tail.iter().position(|&b| b == 0) {
-        Some(n) => Ok(String::from_utf8_lossy(&tail[..n.min(max)]).into_owned()),
+        Some(n) => Ok((String::from_utf8_lossy(&tail[..n.min(max)]).into_owned(), n)),
         None => fail(VmError::Access(format!("string at {start} is not NUL-terminated"))),
     }
 }
@@ -332,11 +345,12 @@ async fn ask(mailbox: Arc<Mutex<Exchange>>, request: Request) -> Response {
 
 /// Sends `request` to the driver and waits; a failure becomes the contract's error.
 async fn call(c: &mut C<'_>, request: Request) -> Res<Response> {
+    charge(c, STATE_CALL_BYTES)?;
     let mailbox = c.data().mailbox.clone();
     match ask(mailbox, request).await {
         Response::Fail(e) => fail(e),
         Response::Iter { itr, primary, scanned } => {
-            charge(c, scanned.saturating_mul(64))?;
+            charge(c, scanned.saturating_mul(ROW_BYTES))?;
             Ok(Response::Iter { itr, primary, scanned })
         }
         r => Ok(r),
@@ -356,7 +370,7 @@ fn digest<const N: usize>(
     len: i32,
     hash: fn(&[u8]) -> [u8; N],
 ) -> Res<[u8; N]> {
-    charge(c, (len as u32 as u64).saturating_mul(8))?;
+    charge(c, (len as u32 as u64).saturating_mul(16))?;
     let data = read(c, ptr, len)?;
     Ok(hash(&data))
 }
@@ -408,7 +422,7 @@ fn recover(
     sig: i32,
     sig_len: i32,
 ) -> Res<rempart_core::key::PublicKey> {
-    charge(c, 20_000)?;
+    charge(c, RECOVER_BYTES)?;
     let d = read(c, digest, 32)?;
     let s = read(c, sig, sig_len)?;
     let signature: rempart_core::key::Signature = match from_bytes(&s) {
@@ -482,7 +496,8 @@ pub(crate) fn define(linker: &mut Linker<State>) -> Res<()> {
     // Assertions.
     linker.func_wrap("env", "eosio_assert", |c: C<'_>, test: i32, msg: i32| {
         if test == 0 {
-            return fail(VmError::Assert(c_string(&c, msg, MAX_ASSERT_MESSAGE)?));
+            let (message, _) = scan_c_string(&c, msg, MAX_ASSERT_MESSAGE)?;
+            return fail(VmError::Assert(message));
         }
         Ok(())
     })?;
@@ -512,8 +527,7 @@ pub(crate) fn define(linker: &mut Linker<State>) -> Res<()> {
     // Console.
     linker.func_wrap("env", "prints", |mut c: C<'_>, ptr: i32| {
         let max = c.data().max_console;
-        let s = c_string(&c, ptr, max)?;
-        charge(&mut c, s.len() as u64)?;
+        let s = c_string(&mut c, ptr, max)?;
         print(&mut c, &s);
         Ok(())
     })?;

@@ -104,3 +104,35 @@ fn notifications_and_inline_actions_reach_the_host() {
     assert_eq!((pushed.inline[0].account, pushed.inline[0].name), (n("alice"), n("hi")));
     assert!(pushed.inline[0].authorization.is_empty() && pushed.inline[0].data.0.is_empty());
 }
+
+#[test]
+fn eosio_exit_ends_the_action_successfully_and_fuel_is_accounted() {
+    let chain = Chain::new(&["quitter"]);
+    let code = wat::parse_str(
+        r#"(module
+            (import "env" "db_store_i64" (func $store (param i64 i64 i64 i64 i32 i32) (result i32)))
+            (import "env" "eosio_exit" (func $exit (param i32)))
+            (memory 1)
+            (func (export "apply") (param $r i64) (param i64 i64)
+              (drop (call $store (i64.const 1) (i64.const 1) (local.get $r) (i64.const 7) (i32.const 0) (i32.const 8)))
+              (call $exit (i32.const 0))
+              unreachable))"#,
+    )
+    .expect("wat");
+    chain.set_code("quitter", &code).expect("setcode");
+    let mut fuel = 1_000_000;
+    let pushed = chain
+        .push_with_fuel("quitter", "go", &["quitter"], vec![], &mut fuel)
+        .expect("eosio_exit is a success");
+    assert_eq!(fuel, 1_000_000 - pushed.outcome.fuel_used, "the budget shrinks by what was used");
+    let k = rempart_node::store::key::row(
+        n("quitter"),
+        rempart_core::Name(1),
+        rempart_core::Name(1),
+        7,
+    );
+    assert!(
+        chain.store.read().unwrap().get(&k).unwrap().is_some(),
+        "the row before eosio_exit stays"
+    );
+}
