@@ -313,6 +313,15 @@ threshold = 2
     assert_ne!(new_key, block_key);
     let digest =
         Proposal::from_json(&std::fs::read_to_string(&rotate).unwrap()).unwrap().command.digest();
+    // Its double-sign guard starts above the last block the current key signed (block 3).
+    let guard = rempart_signer::guard::Guard::new(&state)
+        .load(&rempart_signer::guard::GuardKey {
+            chain_id: CHAIN.parse().unwrap(),
+            producer: Name::from_const("eosio"),
+            key: new_key,
+        })
+        .expect("the new key has a guard state");
+    assert_eq!((guard.floor_block, guard.last), (3, None));
     let objects = hsm.objects();
     assert!(objects.contains(&format!("eosio-{}", &digest.to_string()[..12])), "{objects}");
     next_block(true);

@@ -24,10 +24,11 @@ use std::sync::Mutex;
 use rempart_core::admin::{AdminAction, AdminOutcome, ApprovedCommand, verify_approvals};
 use rempart_core::key::{KeyType, PublicKey};
 use rempart_core::protocol::{AdminRequest, AdminResponse, ErrorCode, ErrorResponse, Response};
-use rempart_core::{Bytes, Checksum256, Name, TimePointSec, codec};
+use rempart_core::{BlockTimestamp, Bytes, Checksum256, Name, TimePointSec, codec};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
+use crate::guard::{Guard, GuardKey};
 use crate::policy::Policy;
 use crate::server::Signer;
 
@@ -403,9 +404,38 @@ impl Admin {
             }
             AdminAction::AddKey { producer, key_type }
             | AdminAction::Rotate { producer, key_type } => {
+                // The new key's double-sign guard starts where the producer's current key is:
+                // it never signs at or below a block or slot the current key signed.
+                let guard = Guard::new(&self.dir);
+                let (floor_block, floor_slot) = match signer.policy().key_for(*producer) {
+                    Some(current) => {
+                        let gkey = GuardKey {
+                            chain_id: self.chain_id,
+                            producer: *producer,
+                            key: *current,
+                        };
+                        let state = guard.load(&gkey).map_err(|e| {
+                            Refused::new(
+                                ErrorCode::Internal,
+                                format!("nothing was done: the current key's guard: {e}"),
+                            )
+                        })?;
+                        state.last.map_or((state.floor_block, state.floor_slot), |l| {
+                            (l.block_num, l.slot)
+                        })
+                    }
+                    None => (0, BlockTimestamp(0)),
+                };
                 let label = format!("{producer}-{}", &digest.to_string()[..12]);
                 let key = self.generate(*key_type, &label)?;
                 self.update(|s| s.created.push((*producer, key))).map_err(internal)?;
+                let gkey = GuardKey { chain_id: self.chain_id, producer: *producer, key };
+                guard.init(&gkey, floor_block, floor_slot).map_err(|e| {
+                    Refused::new(
+                        ErrorCode::Internal,
+                        format!("key {key} was created as {label:?} but its guard was not: {e}"),
+                    )
+                })?;
                 let what = if matches!(action, AdminAction::Rotate { .. }) {
                     "next block-signing key"
                 } else {
@@ -413,8 +443,9 @@ impl Admin {
                 };
                 Ok((
                     format!(
-                        "{what} {key} for {producer} created in the HSM as {label:?}; the current \
-                         key keeps signing until the schedule switches to the new one"
+                        "{what} {key} for {producer} created in the HSM as {label:?}, its guard \
+                         above block {floor_block}; the current key keeps signing until the \
+                         schedule switches to the new one"
                     ),
                     Some(key),
                 ))
