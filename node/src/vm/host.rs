@@ -83,6 +83,15 @@ pub(crate) const SUPPORTED_IMPORTS: &[&str] = &[
     "set_resource_limits",
     "is_feature_activated",
     "preactivate_feature",
+    "__ashlti3",
+    "__ashrti3",
+    "__lshlti3",
+    "__lshrti3",
+    "__multi3",
+    "__divti3",
+    "__udivti3",
+    "__modti3",
+    "__umodti3",
 ];
 
 /// Longest assertion message kept (Antelope's `max_assert_message`).
@@ -821,6 +830,53 @@ pub(crate) fn define(linker: &mut Linker<State>) -> Res<()> {
     linker.func_wrap("env", "preactivate_feature", |_: C<'_>, _d: i32| -> Res<()> {
         fail(VmError::Unaccessible("preactivate_feature"))
     })?;
+    define_int128(linker)
+}
+
+fn i128_of(low: i64, high: i64) -> i128 {
+    ((high as i128) << 64) | (low as u64 as i128)
+}
+
+/// compiler-rt's 128-bit integer helpers, which Antelope provides as intrinsics and older CDTs
+/// import. Results are written little-endian at `ret`; division by zero is a contract error.
+fn define_int128(linker: &mut Linker<State>) -> Res<()> {
+    type Shift = fn(i128, u32) -> i128;
+    let shifts: [(&str, Shift); 4] = [
+        ("__ashlti3", |v, s| v.checked_shl(s).unwrap_or(0)),
+        ("__lshlti3", |v, s| v.checked_shl(s).unwrap_or(0)),
+        ("__ashrti3", |v, s| v.checked_shr(s).unwrap_or(if v < 0 { -1 } else { 0 })),
+        ("__lshrti3", |v, s| (v as u128).checked_shr(s).unwrap_or(0) as i128),
+    ];
+    for (name, op) in shifts {
+        linker.func_wrap(
+            "env",
+            name,
+            move |mut c: C<'_>, ret: i32, low: i64, high: i64, shift: i32| {
+                write(&mut c, ret, &op(i128_of(low, high), shift as u32).to_le_bytes())
+            },
+        )?;
+    }
+    type Arith = fn(i128, i128) -> Option<i128>;
+    let ops: [(&str, Arith); 5] = [
+        ("__multi3", |a, b| Some(a.wrapping_mul(b))),
+        ("__divti3", |a, b| (b != 0).then(|| a.wrapping_div(b))),
+        ("__modti3", |a, b| (b != 0).then(|| a.wrapping_rem(b))),
+        ("__udivti3", |a, b| (b != 0).then(|| ((a as u128) / (b as u128)) as i128)),
+        ("__umodti3", |a, b| (b != 0).then(|| ((a as u128) % (b as u128)) as i128)),
+    ];
+    for (name, op) in ops {
+        linker.func_wrap(
+            "env",
+            name,
+            move |mut c: C<'_>, ret: i32, la: i64, ha: i64, lb: i64, hb: i64| match op(
+                i128_of(la, ha),
+                i128_of(lb, hb),
+            ) {
+                Some(v) => write(&mut c, ret, &v.to_le_bytes()),
+                None => fail(VmError::Trap("divide by zero".into())),
+            },
+        )?;
+    }
     Ok(())
 }
 

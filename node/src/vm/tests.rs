@@ -47,3 +47,64 @@ fn validate_reports_imports_and_memory() {
     assert_eq!(info.initial_pages, 3);
     assert_eq!(info.hash, Checksum256::hash(&code));
 }
+
+#[test]
+fn int128_helpers_compute_like_compiler_rt() {
+    use rempart_core::transaction::Action;
+    // Through a real apply: the results are printed with printi128/printui128.
+    let vm = Vm::new(VmConfig::default()).expect("engine");
+    let code = wat::parse_str(
+        r#"(module
+            (import "env" "__multi3" (func $mul (param i32 i64 i64 i64 i64)))
+            (import "env" "__udivti3" (func $udiv (param i32 i64 i64 i64 i64)))
+            (import "env" "__ashrti3" (func $sar (param i32 i64 i64 i32)))
+            (import "env" "printi128" (func $pi (param i32)))
+            (import "env" "printui128" (func $pu (param i32)))
+            (import "env" "prints_l" (func $ps (param i32 i32)))
+            (memory 1) (data (i32.const 100) " ")
+            (func (export "apply") (param i64 i64 i64)
+              (call $mul (i32.const 0) (i64.const 3) (i64.const 1) (i64.const -5) (i64.const -1))
+              (call $pi (i32.const 0)) (call $ps (i32.const 100) (i32.const 1))
+              (call $udiv (i32.const 16) (i64.const -1) (i64.const -1) (i64.const 2) (i64.const 0))
+              (call $pu (i32.const 16)) (call $ps (i32.const 100) (i32.const 1))
+              (call $sar (i32.const 32) (i64.const 0) (i64.const -8) (i32.const 200))
+              (call $pi (i32.const 32))))"#,
+    )
+    .expect("wat");
+    let info = vm.validate(&code).expect("accepted");
+    let dir = tempfile::tempdir().expect("dir");
+    let store = crate::store::Store::open(&dir.path().join("s.redb")).expect("store");
+    struct Nothing;
+    impl Host for Nothing {
+        fn require_recipient(&mut self, _: &Overlay<'_, '_>, _: Name) -> Result<(), String> {
+            Ok(())
+        }
+        fn send_inline(&mut self, _: &Overlay<'_, '_>, _: Action) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let console = store
+        .write(|w| -> Result<String, VmError> {
+            let mut o = Overlay::new(w);
+            o.put(key::code(&info.hash), code.clone());
+            o.put(key::code_hash(Name(1)), rempart_core::to_bytes(&info.hash));
+            let act = Action {
+                account: Name(1),
+                name: Name(2),
+                authorization: vec![],
+                data: rempart_core::Bytes(vec![]),
+            };
+            let ctx = ApplyContext {
+                receiver: Name(1),
+                action: &act,
+                block_time: TimePoint(0),
+                publication_time: TimePoint(0),
+                sender: Name(0),
+            };
+            let mut fuel = 1_000_000;
+            Ok(vm.apply(&mut o, &mut Nothing, &ctx, &mut fuel)?.console)
+        })
+        .expect("apply");
+    let expected = format!("{} {} -1", ((1i128 << 64) + 3) * -5, u128::MAX / 2);
+    assert_eq!(console, expected);
+}
