@@ -39,6 +39,9 @@ use crate::store::{Snapshot, Store};
 /// Reported as `server_version_string`.
 pub const SERVER_VERSION: &str = concat!("rempart-node-", env!("CARGO_PKG_VERSION"));
 
+/// How long a client may take to send a request's headers (slow clients hold a connection).
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the handlers share.
 #[derive(Debug)]
 pub struct ApiContext {
@@ -83,6 +86,8 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service)
                 .await

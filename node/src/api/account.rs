@@ -24,11 +24,16 @@ use crate::store::{Snapshot, StoreError, key};
 pub(super) fn get_info(snap: &Snapshot) -> Result<Value, ApiError> {
     let head = snap.head()?.ok_or_else(|| ApiError::internal("chain not initialised"))?;
     let chain_id = snap.chain_id()?.ok_or_else(|| ApiError::internal("chain not initialised"))?;
-    let lib_time = match snap.block(head.lib_num)? {
-        Some(bytes) => from_bytes::<rempart_core::block::SignedBlock>(&bytes)
-            .map(|b| b.signed_header.header.timestamp)
-            .unwrap_or(head.timestamp),
-        None => head.timestamp,
+    // get_info is the health probe: decode the LIB block only when it is not the head.
+    let lib_time = if head.lib_num == head.block_num {
+        head.timestamp
+    } else {
+        match snap.block(head.lib_num)? {
+            Some(bytes) => from_bytes::<rempart_core::block::SignedBlock>(&bytes)
+                .map(|b| b.signed_header.header.timestamp)
+                .unwrap_or(head.timestamp),
+            None => head.timestamp,
+        }
     };
     Ok(json!({
         "server_version": "00000000",
