@@ -16,11 +16,12 @@
 //! handed in) and never write outside a block.
 
 pub mod error;
+mod execution;
 pub mod trace;
 mod worker;
 
 use std::collections::BTreeSet;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ pub use trace::{ActionReceipt, ActionTrace, TransactionTrace};
 use crate::config::Limits;
 use crate::genesis::{Genesis, ProducerKey, ProducerSchedule};
 use crate::store::Store;
-use worker::{Command, PushJob, Worker};
+use worker::{Command, PushJob, PushState, Worker};
 
 /// Blocks each producer makes in a row before the next one's turn (Antelope's
 /// `producer_repetitions`).
@@ -110,9 +111,10 @@ pub struct BlockSummary {
     pub transactions: usize,
 }
 
-/// A transaction decoded and with its signatures recovered: everything that needs no state.
+/// A transaction decoded and with its signatures recovered: everything that needs no state,
+/// done off the apply thread ([`Chain::prepare`]).
 #[derive(Debug, Clone)]
-pub(crate) struct Prepared {
+pub struct PreparedTransaction {
     pub(crate) packed: PackedTransaction,
     pub(crate) trx: Transaction,
     pub(crate) id: Checksum256,
@@ -136,7 +138,7 @@ pub(crate) fn prepare(
     packed: PackedTransaction,
     chain_id: &Checksum256,
     limits: &Limits,
-) -> Result<Prepared, TxError> {
+) -> Result<PreparedTransaction, TxError> {
     if packed.packed_trx.0.len() > limits.max_transaction_bytes {
         return Err(TxError::TooBig(format!(
             "packed_trx of {} bytes exceeds the limit of {} bytes",
@@ -158,7 +160,7 @@ pub(crate) fn prepare(
     let net_bytes = to_bytes(&packed).len() + 12;
     let net_usage_words = u32::try_from(net_bytes.div_ceil(8)).unwrap_or(u32::MAX);
     let packed_digest = packed_digest(&packed);
-    Ok(Prepared {
+    Ok(PreparedTransaction {
         trx: signed.transaction,
         packed,
         id,
@@ -166,6 +168,18 @@ pub(crate) fn prepare(
         net_usage_words,
         packed_digest,
     })
+}
+
+impl PreparedTransaction {
+    /// The transaction id.
+    pub fn id(&self) -> Checksum256 {
+        self.id
+    }
+
+    /// The decoded transaction.
+    pub fn transaction(&self) -> &Transaction {
+        &self.trx
+    }
 }
 
 fn tx_decode_error(e: TransactionError) -> TxError {
@@ -193,12 +207,33 @@ fn packed_digest(p: &PackedTransaction) -> Checksum256 {
     Checksum256::hash(&out)
 }
 
+type PushReply = Result<TransactionTrace, TxError>;
+
+/// Waits for a push's answer: up to [`PUSH_WAIT`] for a block to take it, then cancels it
+/// unless the apply thread already took it (its answer is then coming).
+fn wait_reply(rx: &Receiver<PushReply>, state: &Mutex<PushState>) -> PushReply {
+    match rx.recv_timeout(PUSH_WAIT) {
+        Ok(r) => r,
+        Err(RecvTimeoutError::Disconnected) => Err(TxError::NotProducing),
+        Err(RecvTimeoutError::Timeout) => {
+            {
+                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                if *s == PushState::Waiting {
+                    *s = PushState::Cancelled;
+                    return Err(TxError::NotProducing);
+                }
+            }
+            rx.recv().unwrap_or(Err(TxError::NotProducing))
+        }
+    }
+}
+
 /// Prepares every transaction of a block, on scoped threads when there are many.
 fn prepare_all(
     packed: Vec<PackedTransaction>,
     chain_id: &Checksum256,
     limits: &Limits,
-) -> Vec<Result<Prepared, TxError>> {
+) -> Vec<Result<PreparedTransaction, TxError>> {
     const PER_THREAD_MIN: usize = 8;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if packed.len() < 2 * PER_THREAD_MIN || threads < 2 {
@@ -327,28 +362,50 @@ impl Chain {
     /// Applies a transaction in the pending block (waiting up to [`PUSH_WAIT`] for one to
     /// start). Decoding and signature recovery happen here, on the caller's thread.
     pub fn push_transaction(&self, trx: PackedTransaction) -> Result<TransactionTrace, TxError> {
-        let prepared = prepare(trx, &self.chain_id, &self.limits)?;
+        self.push_prepared(self.prepare(trx)?)
+    }
+
+    /// Decodes `trx` within the limits and recovers its signing keys, on this thread: the part
+    /// of a push that needs no state and costs the most.
+    pub fn prepare(&self, trx: PackedTransaction) -> Result<PreparedTransaction, TxError> {
+        prepare(trx, &self.chain_id, &self.limits)
+    }
+
+    /// Applies prepared transactions in the pending block, in order, without waiting for one
+    /// answer before sending the next (each waits for a block as [`Chain::push_prepared`]).
+    pub fn push_prepared_many(
+        &self,
+        trxs: Vec<PreparedTransaction>,
+    ) -> Vec<Result<TransactionTrace, TxError>> {
+        let queued: Vec<_> = trxs.into_iter().map(|p| self.enqueue(p)).collect();
+        queued
+            .into_iter()
+            .map(|q| match q {
+                Some((rx, state)) => wait_reply(&rx, &state),
+                None => Err(TxError::NotProducing),
+            })
+            .collect()
+    }
+
+    /// [`Chain::push_transaction`] for a transaction already prepared.
+    pub fn push_prepared(
+        &self,
+        prepared: PreparedTransaction,
+    ) -> Result<TransactionTrace, TxError> {
+        match self.enqueue(prepared) {
+            Some((rx, state)) => wait_reply(&rx, &state),
+            None => Err(TxError::NotProducing),
+        }
+    }
+
+    fn enqueue(
+        &self,
+        p: PreparedTransaction,
+    ) -> Option<(Receiver<PushReply>, Arc<Mutex<PushState>>)> {
         let (reply, rx) = mpsc::channel();
-        let state = Arc::new(Mutex::new(worker::PushState::Waiting));
-        let job = PushJob { trx: Box::new(prepared), state: state.clone(), reply };
-        if !self.send(Command::Push(job)) {
-            return Err(TxError::NotProducing);
-        }
-        match rx.recv_timeout(PUSH_WAIT) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Disconnected) => Err(TxError::NotProducing),
-            Err(RecvTimeoutError::Timeout) => {
-                {
-                    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-                    if *s == worker::PushState::Waiting {
-                        *s = worker::PushState::Cancelled;
-                        return Err(TxError::NotProducing);
-                    }
-                }
-                // The apply thread took it: its answer is coming.
-                rx.recv().unwrap_or(Err(TxError::NotProducing))
-            }
-        }
+        let state = Arc::new(Mutex::new(PushState::Waiting));
+        let job = PushJob { trx: Box::new(p), state: state.clone(), reply };
+        self.send(Command::Push(job)).then_some((rx, state))
     }
 
     /// Seals the pending block: builds the header, has `sign` sign it (called on this thread

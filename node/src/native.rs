@@ -18,6 +18,7 @@ use crate::store::{Overlay, StoreError, key};
 const EOSIO: Name = Name::from_const("eosio");
 const OWNER: Name = Name::from_const("owner");
 const ACTIVE: Name = Name::from_const("active");
+const EOSIO_CODE: Name = Name::from_const("eosio.code");
 
 packed_struct! {
     /// `newaccount` data.
@@ -189,6 +190,8 @@ pub struct NativeContext<'a> {
     pub limits: &'a Limits,
     /// Validates a packed ABI (core's ABI codec); `Err` says why it is refused.
     pub check_abi: &'a dyn Fn(&[u8]) -> Result<(), String>,
+    /// Validates contract code (the VM's `validate`); `Err` says why it is refused.
+    pub check_code: &'a dyn Fn(&[u8]) -> Result<(), String>,
 }
 
 impl std::fmt::Debug for NativeContext<'_> {
@@ -253,6 +256,12 @@ fn check_authority(o: &Overlay<'_, '_>, auth: &Authority, what: &str) -> Result<
     auth.validate().map_err(|e| NativeError::Invalid(format!("{what}: {e}")))?;
     for pw in &auth.accounts {
         let l = pw.permission;
+        // `eosio.code` is virtual (granted to a contract's inline actions): only its account
+        // must exist, as in Antelope.
+        if l.permission == EOSIO_CODE {
+            require_account(o, l.actor)?;
+            continue;
+        }
         if account::permission(o, l.actor, l.permission)?.is_none() {
             return Err(NativeError::Invalid(format!(
                 "{what}: permission {}@{} does not exist",
@@ -454,6 +463,8 @@ fn set_code(
     if s.code.0.is_empty() {
         o.delete(key::code_hash(s.account));
     } else {
+        (ctx.check_code)(&s.code.0)
+            .map_err(|e| NativeError::Invalid(format!("invalid code: {e}")))?;
         let hash = Checksum256::hash(&s.code.0);
         if o.get(&key::code_hash(s.account))?.as_deref() == Some(hash.as_bytes().as_slice()) {
             return Err(NativeError::Invalid(

@@ -99,9 +99,6 @@ pub enum TxError {
     /// An action references an account or permission that does not exist.
     #[error("{0}")]
     ActionValidate(String),
-    /// The receiver has no contract this node can run.
-    #[error("account {0} has no contract this node can run; deploy code with setcode first")]
-    NoContract(Name),
     /// A native `eosio` action failed.
     #[error("{0}")]
     Native(#[from] NativeError),
@@ -165,7 +162,7 @@ impl TxError {
             IrrelevantAuth { .. } => {
                 (3_090_005, "irrelevant_auth_exception", "Irrelevant authority included")
             }
-            ActionValidate(_) | NoContract(_) => {
+            ActionValidate(_) => {
                 (3_050_000, "action_validate_exception", "Action validate exception")
             }
             Native(e) => e.nodeos(),
@@ -281,6 +278,9 @@ pub enum ChainError {
     /// The stored chain state is inconsistent.
     #[error("stored chain state is inconsistent: {0}; restore the data directory from a snapshot")]
     Corrupt(String),
+    /// The contract VM could not start.
+    #[error("cannot start the contract VM: {0}")]
+    Vm(String),
     /// The apply thread could not start.
     #[error("cannot start the apply thread: {0}")]
     Thread(std::io::Error),

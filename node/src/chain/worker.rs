@@ -22,14 +22,18 @@ use rempart_core::{BlockTimestamp, Checksum256, Name, Pack, VarUint32, from_byte
 use tokio::sync::watch;
 
 use super::error::{BlockError, ChainError, TxError};
-use super::trace::{ActionReceipt, ActionTrace, TransactionTrace};
-use super::{BlockSummary, ChainInfo, PendingBlock, Prepared, SIGN_WAIT, scheduled_producer};
+use super::execution::Execution;
+use super::trace::TransactionTrace;
+use super::{
+    BlockSummary, ChainInfo, PendingBlock, PreparedTransaction, SIGN_WAIT, scheduled_producer,
+};
 use crate::account::{self, Permissions};
 use crate::authority::{AuthorityError, Checker};
 use crate::config::Limits;
 use crate::genesis::{Genesis, ProducerSchedule};
-use crate::native::{self, NativeContext};
+use crate::native;
 use crate::store::{BlockWrite, Head, Overlay, Store, StoreError, key};
+use crate::vm::{Vm, VmConfig};
 
 const EOSIO: Name = Name::from_const("eosio");
 const ACTIVE: Name = Name::from_const("active");
@@ -58,7 +62,7 @@ pub(crate) enum PushState {
 
 /// A push waiting for the apply thread.
 pub(crate) struct PushJob {
-    pub(crate) trx: Box<Prepared>,
+    pub(crate) trx: Box<PreparedTransaction>,
     pub(crate) state: Arc<Mutex<PushState>>,
     pub(crate) reply: Sender<Result<TransactionTrace, TxError>>,
 }
@@ -80,7 +84,7 @@ pub(crate) enum Command {
     },
     Apply {
         block: Box<SignedBlock>,
-        prepared: Vec<Prepared>,
+        prepared: Vec<PreparedTransaction>,
         reply: Sender<Result<BlockSummary, BlockError>>,
     },
 }
@@ -93,7 +97,7 @@ struct Pending {
     producer: crate::genesis::ProducerKey,
     receipts: Vec<TransactionReceipt>,
     action_digests: Vec<Checksum256>,
-    accepted: Vec<Prepared>,
+    accepted: Vec<PreparedTransaction>,
     global_sequence: u64,
 }
 
@@ -118,7 +122,9 @@ pub(crate) struct Worker {
     /// Pushes that arrived while no block was pending.
     deferred: Vec<PushJob>,
     /// Transactions of an abandoned block, tried again in the next one.
-    retry: Vec<Prepared>,
+    retry: Vec<PreparedTransaction>,
+    /// The contract VM (compiled modules cached by code hash).
+    vm: Vm,
     /// Where the block about to be signed is written first (see [`super::ChainOptions`]).
     intent_path: Option<PathBuf>,
     /// A block that may have been signed but was not committed before a crash: the next block
@@ -200,6 +206,8 @@ impl Worker {
             .get_record(&key::schedule(), "schedule")?
             .ok_or_else(|| ChainError::Corrupt("no producer schedule".into()))?;
         drop(snap);
+        let vm = Vm::new(VmConfig { max_code_bytes: limits.max_code_bytes, ..VmConfig::default() })
+            .map_err(|e| ChainError::Vm(e.to_string()))?;
         let recovery = intent_path.as_deref().and_then(|p| read_intent(p, &head));
         if let Some(b) = &recovery {
             tracing::warn!(
@@ -219,6 +227,7 @@ impl Worker {
             schedule,
             deferred: Vec::new(),
             retry: Vec::new(),
+            vm,
             intent_path,
             recovery,
             sent: None,
@@ -285,7 +294,7 @@ impl Worker {
         let store = self.store.clone();
         let mut start = Some(reply);
         let mut done: Option<Sender<Result<BlockSummary, BlockError>>> = None;
-        let mut accepted: Vec<Prepared> = Vec::new();
+        let mut accepted: Vec<PreparedTransaction> = Vec::new();
         let recovering = self.recovery.take();
         let timestamp = recovering.as_ref().map_or(timestamp, |b| b.signed_header.header.timestamp);
         let result = store.write(|w| {
@@ -600,7 +609,7 @@ impl Worker {
         &mut self,
         w: &mut BlockWrite<'_>,
         block: &SignedBlock,
-        prepared: &[Prepared],
+        prepared: &[PreparedTransaction],
     ) -> Result<Committed, BlockError> {
         let h = &block.signed_header.header;
         let num = block.block_num();
@@ -681,7 +690,7 @@ impl Worker {
         &mut self,
         w: &mut BlockWrite<'_>,
         pending: &mut Pending,
-        p: Prepared,
+        p: PreparedTransaction,
     ) -> Result<TransactionTrace, TxError> {
         if pending.receipts.len() >= self.limits.max_block_transactions {
             return Err(TxError::BlockFull(pending.receipts.len()));
@@ -732,39 +741,18 @@ impl Worker {
 
         let mut o = Overlay::new(w);
         check_authorization(&o, &p, &self.limits)?;
-        let mut sequence = pending.global_sequence;
-        let mut traces = Vec::with_capacity(p.trx.actions.len());
-        let check_abi =
-            |b: &[u8]| rempart_core::abi::Abi::from_bin(b).map(|_| ()).map_err(|e| e.to_string());
+        let mut run = Execution {
+            vm: &self.vm,
+            limits: &self.limits,
+            now: pending.timestamp,
+            sequence: pending.global_sequence,
+            fuel: self.vm.config().max_transaction_fuel,
+            traces: Vec::with_capacity(p.trx.actions.len()),
+        };
         for act in &p.trx.actions {
-            let ctx = NativeContext {
-                now: pending.timestamp,
-                authorization: &act.authorization,
-                limits: &self.limits,
-                check_abi: &check_abi,
-            };
-            let console = dispatch(&mut o, &ctx, act.account, act)?;
-            sequence += 1;
-            let receipt = ActionReceipt {
-                receiver: act.account,
-                act_digest: Checksum256::hash_packed(act),
-                global_sequence: sequence,
-                recv_sequence: sequence,
-                auth_sequence: act.authorization.iter().map(|l| (l.actor, sequence)).collect(),
-                code_sequence: VarUint32(0),
-                abi_sequence: VarUint32(0),
-            };
-            let ordinal = u32::try_from(traces.len() + 1).unwrap_or(u32::MAX);
-            traces.push(ActionTrace {
-                action_ordinal: ordinal,
-                creator_action_ordinal: 0,
-                closest_unnotified_ancestor_action_ordinal: 0,
-                receiver: act.account,
-                act: act.clone(),
-                receipt,
-                console,
-            });
+            run.run(&mut o, act, 0, Name(0), 0)?;
         }
+        let (sequence, traces) = (run.sequence, run.traces);
         o.commit()?;
         let expiration = p.trx.header.expiration.0;
         w.record_transaction(&p.id, expiration, pending.block_num)?;
@@ -817,7 +805,11 @@ fn special(act: &Action) -> bool {
 
 /// Every declared authorization exists, is at least what the action needs (linkauth, else
 /// `active`) and is satisfied by the recovered keys; every key satisfied something.
-fn check_authorization(o: &Overlay<'_, '_>, p: &Prepared, limits: &Limits) -> Result<(), TxError> {
+fn check_authorization(
+    o: &Overlay<'_, '_>,
+    p: &PreparedTransaction,
+    limits: &Limits,
+) -> Result<(), TxError> {
     let view = Permissions(o);
     let mut checker = Checker::new(&p.keys, limits.max_authority_depth);
     let mut any = false;
@@ -875,21 +867,6 @@ fn check_authorization(o: &Overlay<'_, '_>, p: &Prepared, limits: &Limits) -> Re
         return Err(TxError::IrrelevantSignatures(unused));
     }
     Ok(())
-}
-
-/// Where an action's receiver code runs: the native `eosio` handlers; any other receiver
-/// needs the contract VM, which plugs in here. Returns the console output.
-fn dispatch(
-    o: &mut Overlay<'_, '_>,
-    ctx: &NativeContext<'_>,
-    receiver: Name,
-    act: &Action,
-) -> Result<String, TxError> {
-    if receiver == EOSIO && act.account == EOSIO {
-        native::apply(o, ctx, act.name, &act.data.0)?;
-        return Ok(String::new());
-    }
-    Err(TxError::NoContract(receiver))
 }
 
 /// Writes block 1: the genesis block every node of the chain derives identically.

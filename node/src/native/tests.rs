@@ -47,6 +47,7 @@ fn run(
         authorization: auth,
         limits: &limits,
         check_abi: &ok,
+        check_code: &ok,
     };
     let mut o = Overlay::new(w);
     apply(&mut o, &ctx, n(action), &data)?;
