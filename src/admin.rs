@@ -458,6 +458,15 @@ fn enroll(_: &EnrollArgs, _: &mut dyn Write) -> Result<u8, AdminCliError> {
 /// The first line of a secret file, without its line ending.
 #[cfg(feature = "yubikey")]
 fn read_secret_line(path: &Path) -> Result<zeroize::Zeroizing<String>, AdminCliError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).map_err(|e| io_err(path, e))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(AdminCliError::Pin(format!(
+            "{} has mode {:03o}: other users could read it; run chmod 600 on it",
+            path.display(),
+            mode & 0o777
+        )));
+    }
     let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| io_err(path, e))?);
     let line = text.lines().next().unwrap_or("");
     Ok(zeroize::Zeroizing::new(line.to_owned()))

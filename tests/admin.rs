@@ -7,7 +7,7 @@
 
 mod admin_support;
 
-use admin_support::{Lab, PIN, reader, rempart, rempart_ok};
+use admin_support::{Lab, PIN, reader, rempart, rempart_ok, write_secret};
 use rempart_core::TimePointSec;
 use rempart_core::admin::{AdminError, Proposal, verify_approvals};
 use rempart_core::key::PublicKey;
@@ -64,8 +64,9 @@ fn now() -> TimePointSec {
 #[test]
 fn two_of_three_virtual_yubikeys_approve_a_rotation() {
     let Some(mut lab) = Lab::start() else { return };
-    std::fs::write(lab.path("pin"), format!("{PIN}\n")).unwrap();
-    std::fs::write(lab.path("bad-pin"), "654321\n").unwrap();
+    write_secret(&lab.path("pin"), &format!("{PIN}\n"));
+    write_secret(&lab.path("bad-pin"), "654321\n");
+    std::fs::write(lab.path("open-pin"), format!("{PIN}\n")).unwrap();
 
     // Three admins, three cards: A and B plugged in, then C swapped in for B.
     lab.plug(0, "card-a", 1);
@@ -80,8 +81,13 @@ fn two_of_three_virtual_yubikeys_approve_a_rotation() {
     let p = propose(&lab, "rotate.json", &["--action", "rotate", "--producer", "eosio"]);
     assert!(p.approvals.is_empty());
 
-    // A wrong PIN: refused by the card, exit 77, the file untouched.
+    // A PIN file other users can read is refused before the card is asked.
     let before = std::fs::read(lab.path("rotate.json")).unwrap();
+    let out = approve(&lab, "rotate.json", 0, "open-pin");
+    assert_eq!(out.status.code(), Some(65), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+
+    // A wrong PIN: refused by the card, exit 77, the file untouched.
     let out = approve(&lab, "rotate.json", 0, "bad-pin");
     assert_eq!(out.status.code(), Some(77), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused the PIN"));

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use admin_support::{Lab, PIN, Proc, reader, rempart, rempart_ok, signer_binary};
+use admin_support::{Lab, PIN, Proc, reader, rempart, rempart_ok, signer_binary, write_secret};
 use rempart_core::admin::{AdminAction, AdminCommand, ApprovedCommand, Nonce, Proposal};
 use rempart_core::block::BlockHeader;
 use rempart_core::key::PublicKey;
@@ -192,7 +192,7 @@ fn a_two_of_three_rotation_end_to_end_with_every_refusal_audited() {
         eprintln!("skipping: SoftHSM2 is not installed");
         return;
     }
-    std::fs::write(lab.path("pin"), format!("{PIN}\n")).unwrap();
+    write_secret(&lab.path("pin"), &format!("{PIN}\n"));
 
     // The admins' cards: A stays in slot 0, B, C and an outsider D take turns in slot 1.
     lab.plug(0, "card-a", 11);

@@ -188,6 +188,13 @@ pub(crate) fn reader(slot: usize) -> String {
     format!("rempart vcard 00 {slot:02}")
 }
 
+/// Writes a secret file (a PIN) readable by its owner only, as `rempart admin` requires.
+pub(crate) fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).expect("write the secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
+
 /// Runs the real `rempart` binary.
 pub(crate) fn rempart(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rempart")).args(args).output().expect("run rempart")
