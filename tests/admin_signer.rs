@@ -3,7 +3,8 @@
 //! its block key in SoftHSM2. A rotation approved by two creates the next key inside the HSM
 //! while the current key keeps signing blocks; approved by one it is refused; an expired
 //! command, a replayed nonce, a tampered command body and an approval by a card that is not
-//! an admin are each refused with a clear error; pause and resume show in Status; the audit
+//! an admin are each refused with a clear error; pause and resume show in Status; the new
+//! key is retired and destroyed in the token while the current one keeps signing; the audit
 //! log records every step and refusal and its chain verifies. The daemon runs under its
 //! shipped sandbox (seccomp allowlist, landlock), as in production: key generation in the
 //! token must work with the PIN read before the sandbox closed its file.
@@ -396,9 +397,26 @@ threshold = 2
     assert!(!paused(&socket));
     next_block(true);
 
+    // The rotated key is retired and destroyed in the token (by A and B).
+    let new_key_text = new_key.to_string();
+    let retire = propose(
+        &lab,
+        "retire.json",
+        &["--action", "retire", "--producer", "eosio", "--key", &new_key_text, "--destroy"],
+    );
+    approve(&lab, &retire, 0);
+    approve(&lab, &retire, 1);
+    let (code, out, err) = submit(&retire, &socket);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("destroyed in the HSM"), "{out}");
+    let objects = hsm.objects();
+    assert!(!objects.contains(&format!("eosio-{}", &digest.to_string()[..12])), "{objects}");
+    assert!(objects.contains("eosio-k1"), "the current key stays: {objects}");
+    next_block(true);
+
     // The audit log holds every step and refusal, and its chain verifies.
     let audit = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
-    assert_eq!(audit.matches("\"step\":\"executed\"").count(), 3, "{audit}");
+    assert_eq!(audit.matches("\"step\":\"executed\"").count(), 4, "{audit}");
     assert_eq!(audit.matches("\"step\":\"refused\"").count(), 5, "{audit}");
     for needle in ["2 required", "already used", "expired", "does not verify", "not an admin"] {
         assert!(audit.contains(needle), "{needle} not audited: {audit}");
