@@ -112,7 +112,10 @@ pub async fn run(
             Err(e @ BlockError::Aborted) => return Err(ProducerError::Chain(e)),
             Err(e) => {
                 tracing::warn!(slot = %slot, error = %e, "cannot start a block");
-                continue;
+                tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    () = tokio::time::sleep(clock::until(slot)) => continue,
+                }
             }
         };
         if pending.producer.producer_name != opts.name {
