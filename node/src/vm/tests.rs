@@ -108,3 +108,9 @@ fn int128_helpers_compute_like_compiler_rt() {
     let expected = format!("{} {} -1", ((1i128 << 64) + 3) * -5, u128::MAX / 2);
     assert_eq!(console, expected);
 }
+
+#[test]
+fn vm_is_shareable_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Vm>();
+}
