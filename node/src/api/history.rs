@@ -4,7 +4,8 @@
 //! No traces are stored: an action trace here is rebuilt from the action as the block carries
 //! it (receiver = the contract account), which is what native actions produce. `get_actions`
 //! has no per-account index yet, so it scans the most recent [`MAX_SCANNED_BLOCKS`] blocks
-//! and says so when the window does not reach genesis. Nothing here writes state.
+//! (at most [`MAX_DECODED`] transactions, then `time_limit_exceeded_error`) and reports where
+//! its window started (`scanned_from_block`). Nothing here writes state.
 
 use rempart_core::block::{SignedBlock, TransactionVariant};
 use rempart_core::transaction::{Action, Transaction, UnpackLimits};
@@ -22,6 +23,8 @@ use crate::store::Snapshot;
 pub(super) const MAX_SCANNED_BLOCKS: u32 = 20_000;
 /// Most actions `get_actions` returns.
 pub(super) const MAX_ACTIONS: usize = 1000;
+/// Most transactions `get_actions` decodes; past it the answer says `time_limit_exceeded_error`.
+pub(super) const MAX_DECODED: usize = 50_000;
 
 fn unpack_limits(limits: &Limits) -> UnpackLimits {
     UnpackLimits { max_inflated_bytes: limits.max_transaction_bytes }
@@ -145,13 +148,17 @@ struct Found {
     action: Action,
 }
 
+/// Adds `block`'s actions involving `account` to `out`; returns how many transactions it
+/// decoded.
 fn matching_actions(
     block: &SignedBlock,
     ulimits: &UnpackLimits,
     account: Name,
     out: &mut Vec<Found>,
-) {
+) -> usize {
+    let mut decoded = 0;
     for r in &block.transactions {
+        decoded += 1;
         let TransactionVariant::Packed(packed) = &r.trx else { continue };
         let Ok(trx): Result<Transaction, _> = packed.unpack_transaction(ulimits) else { continue };
         let id = trx.id();
@@ -167,6 +174,7 @@ fn matching_actions(
             }
         }
     }
+    decoded
 }
 
 pub(super) fn get_actions(
@@ -178,9 +186,15 @@ pub(super) fn get_actions(
     let first = head.block_num.saturating_sub(MAX_SCANNED_BLOCKS - 1).max(1);
     let ulimits = unpack_limits(limits);
     let mut found = Vec::new();
+    let mut decoded = 0usize;
+    let mut truncated = false;
     for num in first..=head.block_num {
+        if decoded >= MAX_DECODED {
+            truncated = true;
+            break;
+        }
         if let Some(block) = load_block(snap, num)? {
-            matching_actions(&block, &ulimits, p.account_name, &mut found);
+            decoded += matching_actions(&block, &ulimits, p.account_name, &mut found);
         }
     }
     // nodeos semantics: pos -1 means "from the newest"; offset -n also returns the n before.
@@ -219,7 +233,7 @@ pub(super) fn get_actions(
     Ok(json!({
         "actions": actions,
         "last_irreversible_block": head.lib_num,
-        "time_limit_exceeded_error": false,
+        "time_limit_exceeded_error": truncated,
         "scanned_from_block": first,
     }))
 }
