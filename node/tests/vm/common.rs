@@ -61,6 +61,8 @@ pub(crate) struct Pushed {
     pub(crate) notified: Vec<Name>,
     /// Inline actions the contract sent.
     pub(crate) inline: Vec<Action>,
+    /// Console of each notified account that has code, in order.
+    pub(crate) notified_console: Vec<String>,
 }
 
 /// The test chain.
@@ -165,14 +167,16 @@ impl Chain {
             let outcome = self.vm.apply(&mut o, &mut host, &ctx, fuel)?;
             let notified: Vec<Name> =
                 host.recipients.iter().copied().filter(|r| *r != act.account).collect();
+            let mut notified_console = Vec::new();
             for r in &notified {
                 if Vm::code_hash(&o, *r)?.is_some() {
                     let ctx = ApplyContext { receiver: *r, ..ctx };
-                    self.vm.apply(&mut o, &mut TestHost::default(), &ctx, fuel)?;
+                    let out = self.vm.apply(&mut o, &mut TestHost::default(), &ctx, fuel)?;
+                    notified_console.push(out.console);
                 }
             }
             o.commit()?;
-            Ok(Pushed { outcome, notified, inline: host.inline })
+            Ok(Pushed { outcome, notified, inline: host.inline, notified_console })
         })
     }
 

@@ -198,3 +198,39 @@ fn same_actions_on_two_stores_give_identical_rows() {
     assert!(a.iter().any(|(k, _)| k[0] == b't'), "contract rows were written");
     assert_eq!(a, b);
 }
+
+#[test]
+fn relay_contract_is_notified_and_sends_an_inline_transfer() {
+    let chain = Chain::new(&["eosio.token", "issuer", "alice", "relay"]);
+    chain.set_code("eosio.token", &token_wasm()).expect("setcode token");
+    chain.set_code("relay", &super::common::contract_file("relay.wasm")).expect("setcode relay");
+    create(&chain, "100.0000 SYS").unwrap();
+    issue(&chain, "issuer", "10.0000 SYS").unwrap();
+
+    let data = pack(&[&n("issuer"), &n("relay"), &asset("3.0000 SYS"), &"in".to_string()]);
+    let pushed = chain.push("eosio.token", "transfer", &["issuer"], data).expect("transfer");
+    assert_eq!(pushed.notified, vec![n("issuer"), n("relay")]);
+    assert_eq!(pushed.notified_console, vec!["relay notified".to_string()]);
+
+    let pay = chain
+        .push("relay", "pay", &["relay"], pack(&[&n("alice"), &asset("1.0000 SYS")]))
+        .expect("pay");
+    assert_eq!(pay.outcome.console, "relay sent");
+    let [inline] = pay.inline.as_slice() else { panic!("one inline action: {:?}", pay.inline) };
+    assert_eq!((inline.account, inline.name), (n("eosio.token"), n("transfer")));
+    assert_eq!(inline.authorization.len(), 1);
+    assert_eq!(
+        (inline.authorization[0].actor, inline.authorization[0].permission),
+        (n("relay"), n("active"))
+    );
+    let expected = pack(&[&n("relay"), &n("alice"), &asset("1.0000 SYS"), &"relay".to_string()]);
+    assert_eq!(inline.data.0, expected);
+    // The harness does not run inline actions; apply it as the chain would.
+    chain.push("eosio.token", "transfer", &["relay"], inline.data.0.clone()).expect("inline");
+    assert_eq!(chain.balance("eosio.token", "alice", "SYS"), Some(asset("1.0000 SYS")));
+    assert_eq!(chain.balance("eosio.token", "relay", "SYS"), Some(asset("2.0000 SYS")));
+    assert!(matches!(
+        chain.push("relay", "pay", &["alice"], pack(&[&n("alice"), &asset("1.0000 SYS")])),
+        Err(VmError::MissingAuth(a)) if a == n("relay")
+    ));
+}
