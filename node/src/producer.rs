@@ -60,13 +60,14 @@ fn next_slot(head: BlockTimestamp, last_attempt: Option<BlockTimestamp>) -> Bloc
     s
 }
 
-/// Runs the slot loop until `shutdown` completes. Each produced block is reported to
-/// `on_block` (metrics, the private listener's head notifier).
+/// Runs the slot loop until `shutdown` completes. Each slot's outcome is reported to
+/// `on_block`: the block produced, or `None` for a missed slot (metrics, the private
+/// listener's head notifier).
 pub async fn run(
     chain: Arc<Chain>,
     opts: ProducerOptions,
     metrics: Arc<Metrics>,
-    on_block: impl Fn(&BlockSummary) + Send + Sync + 'static,
+    on_block: impl Fn(Option<&BlockSummary>) + Send + Sync + 'static,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProducerError> {
     let endpoint: Endpoint =
@@ -166,12 +167,13 @@ pub async fn run(
                     us,
                     "block produced"
                 );
-                on_block(&summary);
+                on_block(Some(&summary));
             }
             Err(BlockError::Aborted) => return Err(ProducerError::Chain(BlockError::Aborted)),
             Err(e) => {
                 metrics.missed_slots.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(slot = %slot, error = %e, "slot missed: the block was not signed");
+                on_block(None);
             }
         }
     }

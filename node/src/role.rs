@@ -100,11 +100,15 @@ pub async fn run_producer(
     });
     let server = tokio::spawn(peer::serve_producer(listener, service, stopped(shutdown.clone())));
     let metrics = Arc::new(Metrics::default());
-    metrics.block(info.head_block_num, info.last_irreversible_block_num, 0, 0);
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    metrics.head.store(u64::from(info.head_block_num), relaxed);
+    metrics.lib.store(u64::from(info.last_irreversible_block_num), relaxed);
     let metrics_file = p.metrics_file.clone();
     let m = metrics.clone();
-    let on_block = move |b: &crate::chain::BlockSummary| {
-        heads.notify(b.block_num);
+    let on_block = move |b: Option<&crate::chain::BlockSummary>| {
+        if let Some(b) = b {
+            heads.notify(b.block_num);
+        }
         if let Some(f) = &metrics_file {
             m.write_file(f, "producer");
         }

@@ -339,3 +339,37 @@ fn producer_signs_through_the_signer_and_survives_kill_9_under_load() {
         );
     }
 }
+
+fn metric(d: &Deployment, name: &str) -> u64 {
+    let text = std::fs::read_to_string(&d.metrics).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn without_its_signer_the_producer_counts_missed_slots_then_resumes() {
+    let bin = signer_bin();
+    let d = deploy();
+    let producer = start_producer(&d);
+    wait_for("missed slots in the metrics", Duration::from_secs(30), || {
+        metric(&d, "rempart_node_missed_slots_total") >= 2
+    });
+    assert_eq!(metrics_head(&d), 1, "no block without a signature");
+    let _signer = start_signer(&d, &bin);
+    wait_for("blocks once the signer is up", Duration::from_secs(30), || metrics_head(&d) >= 3);
+    drop(producer);
+    // Every block was made once: the chain links and heights are contiguous.
+    let store = Store::open(&d.dir.path().join("producer/state.redb")).expect("open store");
+    let snap = store.read().expect("snapshot");
+    let head = snap.head().expect("head").expect("a head");
+    let mut slots = Vec::new();
+    for n in 2..=head.block_num {
+        let b: SignedBlock =
+            from_bytes(&snap.block(n).expect("read").expect("block")).expect("block decodes");
+        slots.push(b.signed_header.header.timestamp);
+    }
+    assert!(slots.windows(2).all(|w| w[0] < w[1]), "slots go forward: {slots:?}");
+}
