@@ -1,0 +1,175 @@
+//! The chain API over rows the VM wrote: the C `eosio.token` contract deployed and run by the
+//! real chain, then `get_currency_balance`, `get_currency_stats`, `get_table_rows` (JSON and
+//! hex, with payer), `get_code_hash`, `get_raw_code_and_abi`, and a block and a transaction
+//! whose token action data is shown through the deployed ABI.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use rempart_core::key::{KeyType, PrivateKey, Signature};
+use rempart_core::protocol::SignBlockRequest;
+use rempart_core::transaction::{Action, PermissionLevel, Transaction};
+use rempart_core::{Bytes, Checksum256, Name, TimePointSec, to_bytes};
+use rempart_node::api::{ApiContext, ApiError, route};
+use rempart_node::authority::Authority;
+use rempart_node::chain::{Chain, sign_transaction};
+use rempart_node::config::Limits;
+use rempart_node::genesis::Genesis;
+use rempart_node::native::{NewAccount, SetAbi, SetCode};
+use rempart_node::store::Store;
+use serde_json::{Value, json};
+
+const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
+
+fn n(s: &str) -> Name {
+    s.parse().expect("name")
+}
+
+fn sign_dev(req: &SignBlockRequest) -> Result<Signature, String> {
+    let dev: PrivateKey = DEV_WIF.parse().expect("key");
+    Ok(dev.sign(&req.digest()))
+}
+
+fn act(account: &str, name: &str, actor: &str, data: Vec<u8>) -> Action {
+    Action {
+        account: n(account),
+        name: n(name),
+        authorization: vec![PermissionLevel { actor: n(actor), permission: n("active") }],
+        data: Bytes(data),
+    }
+}
+
+fn token(name: &str, actor: &str, args: Value) -> Action {
+    let abi = rempart_core::abi::eosio_token_abi();
+    act("eosio.token", name, actor, abi.action_json_to_bin(n(name), &args).expect("pack"))
+}
+
+/// Pushes `actions` in a block of their own; the transaction id.
+fn push(chain: &Chain, actions: Vec<Action>, keys: &[&PrivateKey]) -> Checksum256 {
+    let info = chain.info();
+    let mut t = Transaction { actions, ..Default::default() };
+    t.header.expiration =
+        TimePointSec((info.head_block_time.to_time_point().0 / 1_000_000) as u32 + 60);
+    t.set_reference_block(&info.head_block_id);
+    let id = t.id();
+    chain.start_block(info.head_block_time.next()).expect("start");
+    chain.push_transaction(sign_transaction(t, keys, &chain.chain_id())).expect("pushed");
+    chain.finish_block(sign_dev).expect("block");
+    id
+}
+
+async fn call(ctx: &Arc<ApiContext>, path: &str, body: Value) -> Result<Value, ApiError> {
+    route(ctx, path, body).await
+}
+
+#[tokio::test]
+async fn token_rows_written_by_the_vm_read_back_through_the_api() {
+    let dir = std::env::temp_dir().join(format!("rempart-api-token-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let genesis =
+        Genesis::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/genesis.json"))
+            .expect("genesis");
+    let store = Arc::new(Store::open(&dir.join("state.redb")).expect("store"));
+    let chain = Chain::open(store.clone(), &genesis, Limits::default()).expect("chain");
+    let dev: PrivateKey = DEV_WIF.parse().expect("key");
+    let user = PrivateKey::generate(KeyType::K1);
+    let newaccount = |name: &str, k: &PrivateKey| {
+        let a = Authority::single_key(k.public_key());
+        let data = NewAccount { creator: n("eosio"), name: n(name), owner: a.clone(), active: a };
+        act("eosio", "newaccount", "eosio", to_bytes(&data))
+    };
+    push(&chain, vec![newaccount("eosio.token", &dev), newaccount("alice", &user)], &[&dev]);
+    let wasm = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts/token.wasm"))
+        .expect("token.wasm");
+    let setcode =
+        SetCode { account: n("eosio.token"), vmtype: 0, vmversion: 0, code: Bytes(wasm.clone()) };
+    let setabi = SetAbi {
+        account: n("eosio.token"),
+        abi: Bytes(rempart_core::abi::eosio_token_abi().def().to_bin()),
+    };
+    push(
+        &chain,
+        vec![
+            act("eosio", "setcode", "eosio.token", to_bytes(&setcode)),
+            act("eosio", "setabi", "eosio.token", to_bytes(&setabi)),
+        ],
+        &[&dev],
+    );
+    let create = json!({"issuer": "eosio.token", "maximum_supply": "1000.0000 SYS"});
+    push(&chain, vec![token("create", "eosio.token", create)], &[&dev]);
+    let issue = json!({"to": "eosio.token", "quantity": "100.0000 SYS", "memo": ""});
+    push(&chain, vec![token("issue", "eosio.token", issue)], &[&dev]);
+    let transfer =
+        json!({"from": "eosio.token", "to": "alice", "quantity": "7.0000 SYS", "memo": "hi"});
+    let transfer_id = push(&chain, vec![token("transfer", "eosio.token", transfer)], &[&dev]);
+    let transfer_block = chain.info().head_block_num;
+
+    let ctx = Arc::new(ApiContext::new(store, Limits::default(), None));
+    let v = call(
+        &ctx,
+        "/v1/chain/get_currency_balance",
+        json!({"code": "eosio.token", "account": "alice", "symbol": "SYS"}),
+    )
+    .await
+    .expect("balance");
+    assert_eq!(v, json!(["7.0000 SYS"]));
+    let v = call(
+        &ctx,
+        "/v1/chain/get_currency_balance",
+        json!({"code": "eosio.token", "account": "eosio.token"}),
+    )
+    .await
+    .expect("issuer balance");
+    assert_eq!(v, json!(["93.0000 SYS"]));
+    let v =
+        call(&ctx, "/v1/chain/get_currency_stats", json!({"code": "eosio.token", "symbol": "SYS"}))
+            .await
+            .expect("stats");
+    assert_eq!(v["SYS"]["supply"], "100.0000 SYS");
+    assert_eq!(v["SYS"]["max_supply"], "1000.0000 SYS");
+    assert_eq!(v["SYS"]["issuer"], "eosio.token");
+    let v = call(
+        &ctx,
+        "/v1/chain/get_table_rows",
+        json!({"code": "eosio.token", "scope": "alice", "table": "accounts", "json": true}),
+    )
+    .await
+    .expect("rows");
+    assert_eq!(v["rows"], json!([{"balance": "7.0000 SYS"}]));
+    let v = call(
+        &ctx,
+        "/v1/chain/get_table_rows",
+        json!({"code": "eosio.token", "scope": "SYS", "table": "stat", "show_payer": true}),
+    )
+    .await
+    .expect("stat rows, hex, scope given as a symbol code");
+    assert_eq!(v["rows"][0]["payer"], "eosio.token");
+    assert!(v["rows"][0]["data"].as_str().is_some_and(|h| !h.is_empty()));
+
+    let v = call(&ctx, "/v1/chain/get_code_hash", json!({"account_name": "eosio.token"}))
+        .await
+        .expect("code hash");
+    assert_eq!(v["code_hash"], Checksum256::hash(&wasm).to_string());
+    let v = call(&ctx, "/v1/chain/get_raw_code_and_abi", json!({"account_name": "eosio.token"}))
+        .await
+        .expect("code and abi");
+    let code = base64::engine::general_purpose::STANDARD
+        .decode(v["wasm"].as_str().expect("wasm"))
+        .expect("base64");
+    assert_eq!(code, wasm, "the code as deployed");
+
+    let b = call(&ctx, "/v1/chain/get_block", json!({"block_num_or_id": transfer_block}))
+        .await
+        .expect("block");
+    let act = &b["transactions"][0]["trx"]["transaction"]["actions"][0];
+    assert_eq!(act["data"]["quantity"], "7.0000 SYS", "decoded with the deployed ABI: {act}");
+    let t = call(&ctx, "/v1/history/get_transaction", json!({"id": transfer_id}))
+        .await
+        .expect("history");
+    assert_eq!(t["block_num"], transfer_block);
+    assert_eq!(t["traces"][0]["act"]["data"]["memo"], "hi");
+    drop(chain);
+    let _ = std::fs::remove_dir_all(dir);
+}
