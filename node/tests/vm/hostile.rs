@@ -129,3 +129,14 @@ fn host_calls_check_their_pointers_and_aliasing() {
     let err = run_hostile(&chain, &outside, 1_000_000);
     assert!(matches!(err, VmError::Access(_)), "{err}");
 }
+
+#[test]
+fn oversized_tables_are_refused_at_setcode() {
+    let chain = chain();
+    let big = wat::parse_str(
+        r#"(module (table 1000000 funcref) (func (export "apply") (param i64 i64 i64)))"#,
+    )
+    .unwrap();
+    let err = chain.set_code("evil", &big).unwrap_err();
+    assert!(matches!(err, VmError::Compile(_)), "{err}");
+}
