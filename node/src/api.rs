@@ -51,12 +51,22 @@ pub struct ApiContext {
     pub limits: Limits,
     /// Where pushed transactions go; `None` refuses pushes (503).
     pub producer: Option<PushClient>,
+    /// Read handlers running at once; more wait their turn.
+    reads: tokio::sync::Semaphore,
 }
+
+/// Most read handlers running at once (each holds a blocking thread and a read snapshot).
+pub const MAX_CONCURRENT_READS: usize = 64;
 
 impl ApiContext {
     /// A context over `store` with `limits`, forwarding pushes to `producer` when given.
     pub fn new(store: Arc<Store>, limits: Limits, producer: Option<PushClient>) -> Self {
-        ApiContext { store, limits, producer }
+        ApiContext {
+            store,
+            limits,
+            producer,
+            reads: tokio::sync::Semaphore::new(MAX_CONCURRENT_READS),
+        }
     }
 }
 
@@ -160,6 +170,7 @@ pub async fn route(ctx: &Arc<ApiContext>, path: &str, body: Value) -> Result<Val
     if let Some(kind) = push::Kind::from_path(path) {
         return push::handle(ctx, kind, body).await;
     }
+    let _turn = ctx.reads.acquire().await.map_err(|_| ApiError::unavailable("shutting down"))?;
     let ctx2 = ctx.clone();
     let path = path.to_owned();
     // redb reads are synchronous; keep them off the async workers.
