@@ -27,8 +27,8 @@ use super::trace::TransactionTrace;
 use super::{
     BlockSummary, ChainInfo, PendingBlock, PreparedTransaction, SIGN_WAIT, scheduled_producer,
 };
-use crate::account::{self, Permissions};
-use crate::authority::{AuthorityError, Checker};
+use crate::account::{self, PermissionRecord};
+use crate::authority::{Authority, AuthorityError, Checker, Level, PermissionSource};
 use crate::config::Limits;
 use crate::genesis::{Genesis, ProducerSchedule};
 use crate::native;
@@ -125,6 +125,8 @@ pub(crate) struct Worker {
     retry: Vec<PreparedTransaction>,
     /// The contract VM (compiled modules cached by code hash).
     vm: Vm,
+    /// Decoded authorities by the exact bytes of their permission record.
+    auth_cache: AuthorityCache,
     /// Where the block about to be signed is written first (see [`super::ChainOptions`]).
     intent_path: Option<PathBuf>,
     /// A block that may have been signed but was not committed before a crash: the next block
@@ -228,6 +230,7 @@ impl Worker {
             deferred: Vec::new(),
             retry: Vec::new(),
             vm,
+            auth_cache: AuthorityCache::default(),
             intent_path,
             recovery,
             sent: None,
@@ -740,7 +743,7 @@ impl Worker {
         }
 
         let mut o = Overlay::new(w);
-        check_authorization(&o, &p, &self.limits)?;
+        check_authorization(&o, &p, &self.limits, &mut self.auth_cache)?;
         let mut run = Execution {
             vm: &self.vm,
             limits: &self.limits,
@@ -795,6 +798,44 @@ fn mismatch(
     }
 }
 
+/// Decoded authorities keyed by the exact stored bytes of their permission record: decoding
+/// checks every key on its curve (the costliest part of an authority check), and a record's
+/// bytes fully determine its authority, so a hit is always right and nothing needs
+/// invalidating. Bounded: cleared when full.
+#[derive(Default)]
+struct AuthorityCache(std::collections::HashMap<Vec<u8>, Authority>);
+
+/// Most records the cache holds.
+const AUTHORITY_CACHE_MAX: usize = 4096;
+
+/// The transaction's view of permissions, through the cache.
+struct CachedPermissions<'a, 'o, 'b, 't> {
+    o: &'o Overlay<'b, 't>,
+    cache: std::cell::RefCell<&'a mut AuthorityCache>,
+}
+
+impl PermissionSource for CachedPermissions<'_, '_, '_, '_> {
+    fn authority(&self, level: Level) -> Result<Option<Authority>, AuthorityError> {
+        let state = |e: StoreError| AuthorityError::State(e.to_string());
+        let Some(raw) =
+            self.o.get(&key::permission(level.actor, level.permission)).map_err(state)?
+        else {
+            return Ok(None);
+        };
+        let mut cache = self.cache.borrow_mut();
+        if let Some(a) = cache.0.get(&raw) {
+            return Ok(Some(a.clone()));
+        }
+        let rec: PermissionRecord =
+            from_bytes(&raw).map_err(|e| state(corrupt("permission")(e)))?;
+        if cache.0.len() >= AUTHORITY_CACHE_MAX {
+            cache.0.clear();
+        }
+        cache.0.insert(raw, rec.auth.clone());
+        Ok(Some(rec.auth))
+    }
+}
+
 /// Native `eosio` actions whose required permission `linkauth` cannot change: their handlers
 /// check the declared permission themselves.
 fn special(act: &Action) -> bool {
@@ -809,8 +850,9 @@ fn check_authorization(
     o: &Overlay<'_, '_>,
     p: &PreparedTransaction,
     limits: &Limits,
+    cache: &mut AuthorityCache,
 ) -> Result<(), TxError> {
-    let view = Permissions(o);
+    let view = CachedPermissions { o, cache: std::cell::RefCell::new(cache) };
     let mut checker = Checker::new(&p.keys, limits.max_authority_depth);
     let mut any = false;
     for act in &p.trx.actions {
@@ -828,7 +870,7 @@ fn check_authorization(
                     l.actor
                 )));
             }
-            if account::permission(o, l.actor, l.permission)?.is_none() {
+            if o.get(&key::permission(l.actor, l.permission))?.is_none() {
                 return Err(TxError::ActionValidate(format!(
                     "action's authorizations include a non-existent permission: {}@{}",
                     l.actor, l.permission
