@@ -1,0 +1,137 @@
+//! Criterion benchmark of the chain's apply path: native `eosio` transactions (`newaccount`,
+//! each creating a new account: authority check, account checks, three records, the duplicate
+//! set and the history index) applied in the pending block through [`Chain::push_prepared_many`],
+//! with signature recovery done beforehand ([`Chain::prepare`], not timed), over a real redb
+//! store. A second bench times whole blocks of 1000 such transactions: apply, seal, sign with a
+//! local key and the one fsync'd commit. Results are in BENCHMARKS.md.
+//!
+//! A bench measures; it must never assert behaviour that the tests own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use rempart_core::key::{KeyType, PrivateKey, Signature};
+use rempart_core::protocol::SignBlockRequest;
+use rempart_core::transaction::{Action, PermissionLevel, Transaction};
+use rempart_core::{BlockTimestamp, Bytes, Name, TimePointSec, to_bytes};
+use rempart_node::authority::Authority;
+use rempart_node::chain::{Chain, PreparedTransaction, sign_transaction};
+use rempart_node::config::Limits;
+use rempart_node::genesis::Genesis;
+use rempart_node::native::NewAccount;
+use rempart_node::producer::clock;
+use rempart_node::store::Store;
+
+const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
+
+struct Bench {
+    _dir: tempfile::TempDir,
+    chain: Chain,
+    dev: PrivateKey,
+    owner: Authority,
+    next: u64,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let genesis = Genesis::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/genesis.json"),
+        )
+        .expect("genesis");
+        let store = Arc::new(Store::open(&dir.path().join("state.redb")).expect("store"));
+        let limits = Limits { max_block_transactions: 10_000_000, ..Limits::default() };
+        let chain = Chain::open(store, &genesis, limits).expect("chain");
+        let owner = Authority::single_key(PrivateKey::generate(KeyType::K1).public_key());
+        Bench { _dir: dir, chain, dev: DEV_WIF.parse().expect("key"), owner, next: 0 }
+    }
+
+    fn sign(&self) -> impl FnOnce(&SignBlockRequest) -> Result<Signature, String> + '_ {
+        |req| Ok(self.dev.sign(&req.digest()))
+    }
+
+    /// `n` signed, prepared newaccount transactions referencing the head.
+    fn prepared(&mut self, n: u64) -> Vec<PreparedTransaction> {
+        let info = self.chain.info();
+        let eosio = Name::from_const("eosio");
+        let exp = (info.head_block_time.to_time_point().0 / 1_000_000) as u32 + 3000;
+        (0..n)
+            .map(|_| {
+                self.next += 1;
+                // Names from the counter in base 31 over the name alphabet's letters and digits.
+                let mut s = String::from("b");
+                let mut v = self.next;
+                for _ in 0..11 {
+                    let c = b"abcdefghijklmnopqrstuvwxyz12345"[(v % 31) as usize];
+                    s.push(c as char);
+                    v /= 31;
+                }
+                let data = NewAccount {
+                    creator: eosio,
+                    name: s.parse().expect("name"),
+                    owner: self.owner.clone(),
+                    active: self.owner.clone(),
+                };
+                let mut t = Transaction {
+                    actions: vec![Action {
+                        account: eosio,
+                        name: Name::from_const("newaccount"),
+                        authorization: vec![PermissionLevel {
+                            actor: eosio,
+                            permission: Name::from_const("active"),
+                        }],
+                        data: Bytes(to_bytes(&data)),
+                    }],
+                    ..Default::default()
+                };
+                t.header.expiration = TimePointSec(exp);
+                t.set_reference_block(&info.head_block_id);
+                let packed = sign_transaction(t, &[&self.dev], &self.chain.chain_id());
+                self.chain.prepare(packed).expect("prepares")
+            })
+            .collect()
+    }
+
+    fn next_slot(&self) -> BlockTimestamp {
+        self.chain.info().head_block_time.next()
+    }
+}
+
+fn apply(c: &mut Criterion) {
+    let mut g = c.benchmark_group("apply");
+    g.measurement_time(Duration::from_secs(8));
+    let mut b = Bench::new();
+    g.bench_function("newaccount_in_pending_block", |bench| {
+        bench.iter_custom(|iters| {
+            let trxs = b.prepared(iters);
+            b.chain.start_block(b.next_slot()).expect("start");
+            let started = clock::instant();
+            let results = b.chain.push_prepared_many(trxs);
+            let took = started.elapsed();
+            assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().find(|r| r.is_err()));
+            b.chain.finish_block(b.sign()).expect("block");
+            took
+        })
+    });
+    g.sample_size(10);
+    g.bench_function("block_of_1000_newaccount_with_commit", |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let trxs = b.prepared(1000);
+                let started = clock::instant();
+                b.chain.start_block(b.next_slot()).expect("start");
+                let results = b.chain.push_prepared_many(trxs);
+                b.chain.finish_block(b.sign()).expect("block");
+                total += started.elapsed();
+                assert!(results.iter().all(Result::is_ok));
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, apply);
+criterion_main!(benches);
