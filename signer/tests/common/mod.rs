@@ -198,8 +198,8 @@ impl Setup {
     }
 
     /// Spawns `run` with extra global arguments (e.g. `--log-format json`); with `log`, its
-    /// stderr lines are collected (see [`Daemon::lines`]). Waits until the socket answers; a
-    /// daemon that exits first fails the test with its status and log.
+    /// stderr lines are collected (see [`Daemon::lines`]). Waits until the Unix socket and the
+    /// TCP port both accept; a daemon that exits first fails the test with its status and log.
     pub fn spawn_with(&self, envs: &[(&str, &str)], args: &[&str], log: bool) -> Daemon {
         let _ = std::fs::remove_file(&self.socket);
         let mut cmd = Command::new(BIN);
@@ -227,6 +227,7 @@ impl Setup {
                 panic!("the signer exited before serving: {status:?}\n{}", d.lines().join("\n"));
             }
             std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", self.tcp_port)).is_ok()
         });
         d
     }
