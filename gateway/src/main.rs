@@ -107,15 +107,17 @@ fn serve(file: PathBuf) -> ExitCode {
         };
         let config = Config { policy_file: Some(file), ..Config::default() };
         let reload = config.reload.clone();
+        // Installed before anything is served: SIGHUP's default action ends the process, so a
+        // reload asked for as soon as the listeners answer must already find the handler.
+        let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            eprintln!("cannot install signal handlers");
+            return ExitCode::from(EXIT_RUNTIME);
+        };
         let shutdown = async move {
-            let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::hangup()),
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                tracing::error!("cannot install signal handlers");
-                return;
-            };
             loop {
                 tokio::select! {
                     _ = hup.recv() => reload.notify_one(),

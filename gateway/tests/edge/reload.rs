@@ -110,3 +110,108 @@ async fn bp_json_and_chains_json_are_served_from_files_and_reloaded() {
     gw.stop().await;
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A free port on 127.0.0.1 for the binary to bind (the test cannot hand it a socket).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// The value of the metric line starting with `prefix` on `admin` (0 if absent).
+async fn admin_metric(admin: std::net::SocketAddr, prefix: &str) -> f64 {
+    let (status, body) = plain_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    body.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Rewrites `file` with `text` (same length as before) and puts its old modification time
+/// back, so the gateway's file watcher sees no change and only a signal can cause a reload.
+fn rewrite_unnoticed(file: &std::path::Path, text: &str) {
+    let before = std::fs::metadata(file).expect("stat");
+    assert_eq!(before.len(), text.len() as u64, "the rewrite must keep the length");
+    std::fs::write(file, text).expect("write");
+    let f = std::fs::File::options().write(true).open(file).expect("open");
+    f.set_modified(before.modified().expect("mtime")).expect("restore mtime");
+}
+
+/// The real binary, a real SIGHUP: a valid change takes effect on a connection opened before
+/// it, an invalid file is refused and the policy in force stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_running_binary_and_open_connections_survive() {
+    let up = Upstream::start("a").await;
+    let (tls_port, admin_port) = (free_port(), free_port());
+    let text = policy_text(
+        &[up.addr],
+        &[
+            ("tls = \"127.0.0.1:8443\"", &format!("tls = \"127.0.0.1:{tls_port}\"")),
+            ("redirect = \"127.0.0.1:8080\"", "# no redirect listener"),
+            ("admin = \"127.0.0.1:9100\"", &format!("admin = \"127.0.0.1:{admin_port}\"")),
+        ],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, &text).expect("write policy");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rempart-gateway"))
+        .arg("serve")
+        .arg("--policy")
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start rempart-gateway");
+    let pid = rustix::process::Pid::from_raw(child.id().expect("pid") as i32).expect("pid");
+    let tls: std::net::SocketAddr = ([127, 0, 0, 1], tls_port).into();
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    wait_for("the binary's admin listener", Duration::from_secs(20), async || {
+        tokio::net::TcpStream::connect(admin).await.is_ok()
+    })
+    .await;
+    let mut c = Client::connect(tls, false).await;
+    wait_for("the upstream admitted by health checks", Duration::from_secs(10), async || {
+        c.post("/v1/chain/get_block", "{}").await.status == 200
+    })
+    .await;
+    let ok = "rempart_gateway_reloads_total{what=\"policy\",result=\"ok\"}";
+    let rejected = "rempart_gateway_reloads_total{what=\"policy\",result=\"rejected\"}";
+
+    // A valid change of the same length, invisible to the file watcher: get_block leaves the
+    // allowlist, get_bloxk joins it; only the signal can make the gateway read it.
+    let changed =
+        text.replacen("path = \"/v1/chain/get_block\"", "path = \"/v1/chain/get_bloxk\"", 1);
+    assert_ne!(changed, text);
+    rewrite_unnoticed(&file, &changed);
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("send SIGHUP");
+    wait_for("the reload after SIGHUP", Duration::from_secs(10), async || {
+        admin_metric(admin, ok).await >= 1.0
+    })
+    .await;
+    assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 403, "old policy still served");
+    assert_eq!(c.post("/v1/chain/get_bloxk", "{}").await.status, 200, "new route not served");
+
+    // An invalid file (an unknown key): refused, the policy in force stays, the same
+    // connection keeps being served.
+    let invalid = changed.replacen("per_client = 64", "per_clixnt = 64", 1);
+    assert_ne!(invalid, changed);
+    rewrite_unnoticed(&file, &invalid);
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("send SIGHUP");
+    wait_for("the refused reload after SIGHUP", Duration::from_secs(10), async || {
+        admin_metric(admin, rejected).await >= 1.0
+    })
+    .await;
+    assert_eq!(admin_metric(admin, ok).await, 1.0);
+    assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 403);
+    assert_eq!(c.post("/v1/chain/get_bloxk", "{}").await.status, 200);
+    assert!(child.try_wait().expect("wait").is_none(), "the gateway exited on SIGHUP");
+
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("send SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the gateway stops on SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "exit status {status}");
+}
