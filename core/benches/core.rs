@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use rempart_core::key::{KeyType, PrivateKey};
+use rempart_core::key::{KeyType, PrivateKey, Signature};
 use rempart_core::transaction::{
     Action, Compression, PackedTransaction, PermissionLevel, SignedTransaction, Transaction,
     TransactionHeader, UnpackLimits,
@@ -123,6 +123,12 @@ fn r1(c: &mut Criterion) {
     c.bench_function("r1/sign", |b| b.iter(|| sk.sign(black_box(&digest))));
     let sig = sk.sign(&digest);
     c.bench_function("r1/recover", |b| b.iter(|| black_box(&sig).recover(&digest).unwrap()));
+    // What the signer does with an HSM's raw r||s: low-S and the recovery id.
+    let rs: [u8; 64] = sig.rs().try_into().expect("64 bytes of r||s");
+    let public = sk.public_key();
+    c.bench_function("r1/from_raw_rs (HSM r||s to SIG_R1)", |b| {
+        b.iter(|| Signature::from_raw_rs(KeyType::R1, black_box(&rs), &digest, &public).unwrap())
+    });
 }
 
 criterion_group!(benches, names, transactions, k1, r1);

@@ -157,13 +157,10 @@ fn sign_r1(sk: &p256::ecdsa::SigningKey, digest: &Checksum256, public: &PublicKe
         }
         None => sig,
     };
-    // Check the recovery id against our own key; fall back to trial recovery so a header never
-    // names the wrong key.
-    let gives_back = |i: u8| Signature::recover_p256(&sig, i, digest).ok().as_ref() == Some(public);
-    if !gives_back(id)
-        && let Some(found) = (0..4u8).find(|&i| gives_back(i))
-    {
-        id = found;
+    // Check the recovery id against our own key (one verification), so a header never names
+    // the wrong key.
+    if let Some(checked) = super::signature::r1_recovery_id(&sig, digest, public) {
+        id = checked;
     }
     Signature::from_p256(&sig, id)
 }

@@ -553,3 +553,27 @@ fn r1_signing_matches_an_independent_implementation_byte_for_byte() {
     let key = PrivateKey::from_bytes(KeyType::R1, &R1_SCALAR).unwrap();
     assert_eq!(key.sign(&vector_digest()).to_string(), WHARF_SIG_R1);
 }
+
+#[test]
+fn r1_recovery_id_by_verification_matches_trial_recovery() {
+    use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+
+    for _ in 0..64 {
+        let key = PrivateKey::generate(KeyType::R1);
+        let sk = p256::ecdsa::SigningKey::from_bytes(&secret_of(&key).into()).unwrap();
+        let public = key.public_key();
+        let digest = random_digest();
+        let plain: p256::ecdsa::Signature = sk.sign_prehash(&digest.0).unwrap();
+        let sig = plain.normalize_s().unwrap_or(plain);
+        let by_trial = (0..4u8)
+            .find(|&id| Signature::recover_p256(&sig, id, &digest).as_ref() == Ok(&public))
+            .expect("one recovery id gives the key back");
+        assert_eq!(signature::r1_recovery_id(&sig, &digest, &public), Some(by_trial));
+        // Another digest or another key does not verify, so there is no recovery id.
+        assert_eq!(signature::r1_recovery_id(&sig, &random_digest(), &public), None);
+        let other = PrivateKey::generate(KeyType::R1).public_key();
+        assert_eq!(signature::r1_recovery_id(&sig, &digest, &other), None);
+        let k1 = PrivateKey::generate(KeyType::K1).public_key();
+        assert_eq!(signature::r1_recovery_id(&sig, &digest, &k1), None);
+    }
+}
