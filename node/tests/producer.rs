@@ -373,3 +373,49 @@ fn without_its_signer_the_producer_counts_missed_slots_then_resumes() {
     }
     assert!(slots.windows(2).all(|w| w[0] < w[1]), "slots go forward: {slots:?}");
 }
+
+/// POSTs `{}` to `path` on `addr` and returns the JSON answer (HTTP/1.1, connection closed).
+fn http_post(addr: std::net::SocketAddr, path: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let body = out.split_once("\r\n\r\n")?.1;
+    serde_json::from_str(body).ok()
+}
+
+#[test]
+fn run_api_follows_the_producer_and_serves_get_info() {
+    let bin = signer_bin();
+    let d = deploy();
+    let _signer = start_signer(&d, &bin);
+    let _producer = start_producer(&d);
+    let text = std::fs::read_to_string(&d.config).expect("config");
+    let api: std::net::SocketAddr = text
+        .lines()
+        .find_map(|l| l.strip_prefix("http_listen = \""))
+        .and_then(|l| l.trim_end_matches('"').parse().ok())
+        .expect("http_listen");
+    let log = std::fs::File::create(d.dir.path().join("api.log")).expect("log");
+    let _api = Proc(
+        Command::new(env!("CARGO_BIN_EXE_rempart-node"))
+            .args(["--log-format", "text", "run", "--role", "api", "--config"])
+            .arg(&d.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn api"),
+    );
+    let head = || {
+        http_post(api, "/v1/chain/get_info").and_then(|v| v["head_block_num"].as_u64()).unwrap_or(0)
+    };
+    wait_for("the api node to follow the producer", Duration::from_secs(60), || head() >= 4);
+    let info = http_post(api, "/v1/chain/get_info").expect("get_info");
+    assert_eq!(info["chain_id"], d.genesis.chain_id().to_string());
+    assert!(!info["head_block_time"].as_str().expect("time").ends_with('Z'));
+}
