@@ -5,7 +5,9 @@
 //! One thread (the apply thread, [`worker`]) owns every state change. A block is one redb
 //! write transaction held open from [`Chain::start_block`] to [`Chain::finish_block`], so a
 //! block reaches the disk whole or not at all; each transaction inside it runs in its own
-//! [`crate::store::Overlay`], so a failed transaction leaves nothing behind. Everything that
+//! [`crate::store::Overlay`], so a failed transaction leaves nothing behind; its actions run
+//! natively (`eosio`) or in the contract VM, with notifications and inline actions
+//! (`execution`). Everything that
 //! needs no state — inflating, decoding and recovering signatures (the costly part) — runs on
 //! the caller's thread before the apply thread sees the transaction, so many callers recover
 //! signatures in parallel; a block's transactions are recovered on scoped threads.
