@@ -1,10 +1,12 @@
 //! The command-line interface: the subcommands an operator types and what each one does today.
 //!
-//! `rempart wg` works ([`wg`]); every other subcommand says plainly that it arrives with a later
-//! milestone, prints the help and exits with [`EXIT_NOT_BUILT`]. This module must never pretend
-//! to start, check or change anything it does not.
+//! Each subcommand hands over to its module ([`crate::up`], [`crate::check`], [`crate::admin`],
+//! [`wg`]); a subcommand that is not built says so plainly, prints the help and exits with
+//! [`EXIT_NOT_BUILT`]. This module must never pretend to start, check or change anything it
+//! does not.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -25,9 +27,8 @@ pub const EXIT_IO: u8 = 74;
     about = "Operator CLI of the rempart perimeter for Antelope block producers",
     long_about = "Operator CLI of the rempart perimeter for Antelope block producers: a TLS \
                   gateway, api and producer nodes, and a sandboxed block signer.\n\n\
-                  Today only the shared `core` library (Antelope codec, keys, transactions, \
-                  ABI) is built; each subcommand below arrives with a later milestone and says \
-                  so instead of pretending to run.",
+                  `rempart up` runs the whole perimeter on this machine for development; \
+                  `rempart check` validates a directory of policy files together.",
     arg_required_else_help = true
 )]
 pub struct Cli {
@@ -40,11 +41,15 @@ pub struct Cli {
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 #[non_exhaustive]
 pub enum Command {
-    /// Run the whole perimeter on this machine: a development chain, a signer, a producer, an
-    /// api node and the gateway on https://127.0.0.1:8443 (not built yet).
-    Up,
-    /// Validate every policy file under policies/ (not built yet).
-    Check,
+    /// Run the whole perimeter on this machine: a development chain, a signer, a producer, two
+    /// api nodes and the gateway on https://127.0.0.1:8443, until Ctrl-C.
+    Up(crate::up::UpArgs),
+    /// Validate every policy file of a directory, alone and against each other.
+    Check {
+        /// The directory holding signer*.toml, node*.toml, gateway*.toml.
+        #[arg(value_name = "DIR", default_value = "policies")]
+        dir: PathBuf,
+    },
     /// Key ceremonies: YubiKey admin keys and M-of-N approved signer commands.
     Admin(crate::admin::AdminArgs),
     /// The WireGuard private network between the producer and the signer.
@@ -59,8 +64,8 @@ impl Command {
     /// The word the operator types for this subcommand.
     pub fn word(&self) -> &'static str {
         match self {
-            Command::Up => "up",
-            Command::Check => "check",
+            Command::Up(_) => "up",
+            Command::Check { .. } => "check",
             Command::Admin(_) => "admin",
             Command::Wg { .. } => "wg",
         }
@@ -69,8 +74,7 @@ impl Command {
     /// Whether this subcommand does its job in this build.
     pub fn is_built(&self) -> bool {
         match self {
-            Command::Up | Command::Check => false,
-            Command::Wg { .. } | Command::Admin(_) => true,
+            Command::Up(_) | Command::Check { .. } | Command::Wg { .. } | Command::Admin(_) => true,
         }
     }
 }
@@ -85,6 +89,12 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<u8
     let command = &cli.command;
     if let Command::Wg { command } = command {
         return wg::run(command, out, err);
+    }
+    if let Command::Up(args) = command {
+        return crate::up::run(args, out, err);
+    }
+    if let Command::Check { dir } = command {
+        return crate::check::run(dir, out, err);
     }
     if let Command::Admin(args) = command {
         return match crate::admin::run(args, out) {

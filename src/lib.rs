@@ -5,4 +5,6 @@
 //! process. It never calls `process::exit` and never claims that a part exists before it does.
 
 pub mod admin;
+pub mod check;
 pub mod cli;
+pub mod up;
