@@ -3,9 +3,9 @@
 //! transactions; the transfer notifies the recipient (the sender is the contract itself), its
 //! data comes back
 //! as JSON through the deployed ABI, a follower re-applies the blocks to the same state, and a
-//! contract that runs out of fuel fails its transaction without changing anything. Inline
-//! actions are checked against `contract@eosio.code` (covered by the VM tests' contracts only
-//! as far as sending; no committed contract sends one yet).
+//! contract that runs out of fuel fails its transaction without changing anything. The relay
+//! contract's inline transfer is refused until its active permission names relay@eosio.code,
+//! then runs after `pay` and notifies both parties, contracts included.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -226,4 +226,102 @@ fn eosio_code_is_a_virtual_permission_and_runaway_code_fails_cleanly() {
     };
     push(&chain, vec![act("eosio", "updateauth", "looper", to_bytes(&upd))], &[&dev])
         .expect("eosio.code is a virtual permission authorities may name");
+}
+
+#[test]
+fn inline_actions_run_with_eosio_code_and_notifications_reach_contracts() {
+    let (_d, chain) = open();
+    let (_d2, follower) = open();
+    let dev: PrivateKey = DEV_WIF.parse().expect("key");
+    let user = PrivateKey::generate(KeyType::K1);
+    let auth = |k: &PrivateKey| Authority::single_key(k.public_key());
+    let newaccount = |name: &str, k: &PrivateKey| {
+        let data =
+            NewAccount { creator: n("eosio"), name: n(name), owner: auth(k), active: auth(k) };
+        act("eosio", "newaccount", "eosio", to_bytes(&data))
+    };
+    let setcode = |account: &str, file: &str| {
+        let code =
+            std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts").join(file))
+                .expect("wasm");
+        let s = SetCode { account: n(account), vmtype: 0, vmversion: 0, code: Bytes(code) };
+        act("eosio", "setcode", account, to_bytes(&s))
+    };
+    push(
+        &chain,
+        vec![newaccount("eosio.token", &dev), newaccount("relay", &dev), newaccount("bob", &user)],
+        &[&dev],
+    )
+    .expect("accounts");
+    push(
+        &chain,
+        vec![setcode("eosio.token", "token.wasm"), setcode("relay", "relay.wasm")],
+        &[&dev],
+    )
+    .expect("deploy");
+    let tok = |name: &str, actor: &str, args: serde_json::Value| token(name, actor, args);
+    push(
+        &chain,
+        vec![
+            tok("create", "eosio.token", json!({"issuer": "eosio.token", "maximum_supply": "1000.0000 SYS"})),
+            tok("issue", "eosio.token", json!({"to": "eosio.token", "quantity": "100.0000 SYS", "memo": ""})),
+            tok("transfer", "eosio.token", json!({"from": "eosio.token", "to": "relay", "quantity": "10.0000 SYS", "memo": ""})),
+        ],
+        &[&dev],
+    )
+    .expect("fund the relay");
+    let quantity: rempart_core::Asset = "3.0000 SYS".parse().expect("asset");
+    let mut data = to_bytes(&n("bob"));
+    data.extend(to_bytes(&quantity));
+    let pay = act("relay", "pay", "relay", data);
+
+    // Without relay@eosio.code in relay@active, the inline transfer is refused.
+    let before = balance(&chain, "bob");
+    let e = push(&chain, vec![pay.clone()], &[&dev]).expect_err("no eosio.code");
+    assert!(e.to_string().contains("eosio.code"), "{e}");
+    assert_eq!(balance(&chain, "bob"), before);
+
+    let upd = UpdateAuth {
+        account: n("relay"),
+        permission: n("active"),
+        parent: n("owner"),
+        auth: Authority {
+            threshold: 1,
+            keys: auth(&dev).keys,
+            accounts: vec![PermissionLevelWeight {
+                permission: PermissionLevel { actor: n("relay"), permission: n("eosio.code") },
+                weight: 1,
+            }],
+            waits: vec![],
+        },
+    };
+    let mut u = act("eosio", "updateauth", "relay", to_bytes(&upd));
+    u.authorization[0].permission = n("owner");
+    push(&chain, vec![u], &[&dev]).expect("add eosio.code");
+    let trace = push(&chain, vec![pay], &[&dev]).expect("pay through an inline transfer");
+    let seen: Vec<(String, String, u32)> = trace
+        .action_traces
+        .iter()
+        .map(|t| (t.receiver.to_string(), t.act.name.to_string(), t.creator_action_ordinal))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("relay".into(), "pay".into(), 0),
+            ("eosio.token".into(), "transfer".into(), 1),
+            ("relay".into(), "transfer".into(), 2),
+            ("bob".into(), "transfer".into(), 2),
+        ],
+        "the inline transfer runs after pay and notifies both parties"
+    );
+    assert!(trace.action_traces[2].console.contains("relay notified"));
+    assert!(balance(&chain, "bob").is_some());
+
+    let snap = chain.store().read().expect("snapshot");
+    for num in 2..=chain.info().head_block_num {
+        let b: SignedBlock =
+            from_bytes(&snap.block(num).expect("read").expect("block")).expect("decode");
+        follower.apply_block(&b).unwrap_or_else(|e| panic!("block {num}: {e}"));
+    }
+    assert_eq!(balance(&follower, "bob"), balance(&chain, "bob"));
 }
