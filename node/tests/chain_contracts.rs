@@ -1,8 +1,7 @@
 //! Contracts through the chain: `eosio.token` (the C contract in CDT shape) deployed with
 //! `setcode`/`setabi` transactions, then `create`, `issue` and `transfer` pushed as signed
 //! transactions; the transfer notifies the recipient (the sender is the contract itself), its
-//! data comes back
-//! as JSON through the deployed ABI, a follower re-applies the blocks to the same state, and a
+//! data comes back as JSON through the deployed ABI, a follower re-applies the blocks to the same state, and a
 //! contract that runs out of fuel fails its transaction without changing anything. The relay
 //! contract's inline transfer is refused until its active permission names relay@eosio.code,
 //! then runs after `pay` and notifies both parties, contracts included.
