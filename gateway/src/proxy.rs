@@ -260,12 +260,12 @@ async fn proxy(
                     continue;
                 }
                 pool.success(i);
-                return Ok(downstream_response(resp));
+                return downstream_response(resp, class.timeout).await;
             }
         }
     }
     match last_resp {
-        Some(resp) => Ok(downstream_response(resp)),
+        Some(resp) => downstream_response(resp, class.timeout).await,
         None => Err(last_err),
     }
 }
@@ -369,8 +369,38 @@ fn upstream_request(
     Ok(req)
 }
 
-fn downstream_response(resp: Response<Incoming>) -> Response<RespBody> {
+/// Upstream answers up to this size (by their `Content-Length`) are read whole before the
+/// answer goes downstream; larger or unsized ones are streamed.
+const BUFFERED_RESPONSE_MAX: u64 = 64 * 1024;
+
+/// The upstream answer as sent downstream, hop-by-hop headers removed.
+///
+/// A small answer of known length is read whole first: headers and body then leave in one
+/// write (one TLS record, one HTTP/2 flush, instead of one for the head and one for the body
+/// as it trickles in from the upstream connection's task), and the upstream connection goes
+/// back to the pool at once.
+async fn downstream_response(
+    resp: Response<Incoming>,
+    timeout: std::time::Duration,
+) -> Result<Response<RespBody>, RequestError> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+    let small = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= BUFFERED_RESPONSE_MAX);
+    if !small {
+        return Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()));
+    }
+    let limit = usize::try_from(BUFFERED_RESPONSE_MAX).unwrap_or(usize::MAX);
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(Response::from_parts(
+            parts,
+            Full::new(collected.to_bytes()).map_err(|never| match never {}).boxed(),
+        )),
+        Ok(Err(_)) => Err(RequestError::Upstream),
+        Err(_) => Err(RequestError::UpstreamTimeout),
+    }
 }
