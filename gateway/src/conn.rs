@@ -3,8 +3,15 @@
 //!
 //! A connection over a cap is closed before any byte is read from it. Nothing here reads a
 //! header or trusts the client: the client key is the TCP peer address.
+//!
+//! On HTTP/2 connections the wrapper also coalesces writes: hyper's h2 flushes after every
+//! few frames, and each flush through TLS is one record and one `writev`. Holding a flush for
+//! one scheduler pass lets the other streams of the connection add their frames, so one
+//! record carries several responses. The buffer is bounded and nothing is ever held longer
+//! than one pass of the runtime.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -99,6 +106,33 @@ impl Drop for ConnGuard {
 /// it and the service that refuses the request.
 pub type FramingFlag = Arc<OnceLock<Flag>>;
 
+/// Above this many buffered bytes a coalescing wrapper writes through before taking more
+/// (a TLS record holds 16 KiB of plaintext).
+const COALESCE_MAX: usize = 64 * 1024;
+
+/// A flush held back for one scheduler pass.
+type Deferred = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Writes held back until the next flush (HTTP/2 connections only).
+struct Coalesce {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already handed to the inner stream.
+    sent: usize,
+    /// The pending yield of a held flush.
+    deferred: Option<Deferred>,
+    /// The held flush has had its pass and is now writing.
+    yielded: bool,
+}
+
+impl std::fmt::Debug for Coalesce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coalesce")
+            .field("buffered", &(self.buf.len() - self.sent))
+            .field("deferred", &self.deferred.is_some())
+            .finish()
+    }
+}
+
 /// Wraps a downstream stream: closes it after `idle` without progress either way, and feeds
 /// what the client sends to the HTTP/1 framing scanner.
 #[derive(Debug)]
@@ -108,6 +142,7 @@ pub struct EdgeIo<T> {
     deadline: Pin<Box<Sleep>>,
     scanner: Option<Scanner>,
     flag: FramingFlag,
+    coalesce: Option<Coalesce>,
 }
 
 impl<T> EdgeIo<T> {
@@ -121,9 +156,22 @@ impl<T> EdgeIo<T> {
                 deadline: Box::pin(tokio::time::sleep(idle)),
                 scanner,
                 flag: flag.clone(),
+                coalesce: None,
             },
             flag,
         )
+    }
+
+    /// Coalesces writes until a flush, and holds each flush for one scheduler pass (for
+    /// HTTP/2, whose streams answer independently).
+    pub fn coalescing(mut self) -> Self {
+        self.coalesce = Some(Coalesce {
+            buf: Vec::with_capacity(16 * 1024),
+            sent: 0,
+            deferred: None,
+            yielded: false,
+        });
+        self
     }
 
     fn progress(&mut self) {
@@ -171,6 +219,60 @@ impl<T: AsyncRead + Unpin> AsyncRead for EdgeIo<T> {
     }
 }
 
+impl<T: AsyncWrite + Unpin> EdgeIo<T> {
+    /// Hands every buffered byte to the inner stream.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let Some(c) = self.coalesce.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            if c.sent == c.buf.len() {
+                c.buf.clear();
+                c.sent = 0;
+                return Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &c.buf[c.sent..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    c.sent += n;
+                    self.progress();
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    self.check_idle(cx)?;
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Buffers `bufs` (after writing through if the buffer is full).
+    fn poll_buffer(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Option<Poll<io::Result<usize>>> {
+        let full = self.coalesce.as_ref()?.buf.len() >= COALESCE_MAX;
+        if full {
+            if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
+                return Some(Poll::Ready(Err(e)));
+            }
+            if self.coalesce.as_ref()?.buf.len() >= COALESCE_MAX {
+                return Some(Poll::Pending);
+            }
+        }
+        let c = self.coalesce.as_mut()?;
+        let mut n = 0;
+        for b in bufs {
+            c.buf.extend_from_slice(b);
+            n += b.len();
+        }
+        Some(Poll::Ready(Ok(n)))
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -178,6 +280,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(p) = this.poll_buffer(cx, &[io::IoSlice::new(data)]) {
+            return p;
+        }
         match Pin::new(&mut this.inner).poll_write(cx, data) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
@@ -195,12 +300,30 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(c) = this.coalesce.as_mut()
+            && c.sent < c.buf.len()
+        {
+            // Hold the flush for one pass of the scheduler (yield_now puts the task behind
+            // the others that are ready), so other streams can add their frames first.
+            if !c.yielded {
+                let deferred = c.deferred.get_or_insert_with(|| Box::pin(tokio::task::yield_now()));
+                ready!(deferred.as_mut().poll(cx));
+                c.deferred = None;
+                c.yielded = true;
+            }
+            ready!(this.poll_drain(cx))?;
+            if let Some(c) = this.coalesce.as_mut() {
+                c.yielded = false;
+            }
+        }
         ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -209,6 +332,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(p) = this.poll_buffer(cx, bufs) {
+            return p;
+        }
         match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
@@ -225,6 +351,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.coalesce.is_some() || self.inner.is_write_vectored()
     }
 }

@@ -296,6 +296,7 @@ async fn serve_tls(
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let scanner = (!h2).then(|| Scanner::new(conns.max_header_bytes));
     let (io, flag) = EdgeIo::new(tls, conns.idle_timeout, scanner);
+    let io = if h2 { io.coalescing() } else { io };
     let ctx = Arc::new(ConnCtx {
         peer,
         key,
