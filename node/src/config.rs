@@ -1,14 +1,21 @@
 //! `policies/node.toml`: parsed strictly (unknown keys rejected, errors with line and column),
 //! then validated into a [`Config`] that cannot be invalid.
 //!
-//! Relative paths in the file are resolved against the file's directory. This module never
-//! opens sockets or databases; it only says what the operator asked for.
+//! Relative paths in the file are resolved against the file's directory. The optional
+//! `[wireguard]` section has the signer's shape and is validated by the signer crate's shared
+//! module; the producer's `private_listen` must then bind the tunnel address (and loopback
+//! without a tunnel). This module never opens sockets, databases or key files; it only says
+//! what the operator asked for.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use rempart_core::Name;
+use rempart_signer::wireguard::WireGuardConfig;
+use rempart_signer::wireguard::config::{self as wg_config, WireGuardSection};
 use serde::Deserialize;
+use toml::Spanned;
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +47,27 @@ pub enum ConfigError {
         /// Why it is refused and what to do.
         reason: String,
     },
+    /// A value is refused at a known position of the file.
+    #[error("{path}:{line}:{column}: {message}")]
+    At {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the value.
+        line: usize,
+        /// 1-based column of the value.
+        column: usize,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+/// 1-based line and column of a byte offset in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +78,8 @@ struct RawConfig {
     api: RawApi,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    wireguard: Option<Spanned<WireGuardSection>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,7 +87,7 @@ struct RawConfig {
 struct RawProducer {
     data_dir: PathBuf,
     name: Name,
-    private_listen: SocketAddr,
+    private_listen: Spanned<SocketAddr>,
     #[serde(default)]
     signer: Option<String>,
     #[serde(default = "default_sign_timeout_ms")]
@@ -156,6 +186,9 @@ pub struct Config {
     pub api: ApiConfig,
     /// Limits.
     pub limits: Limits,
+    /// The private network, when `[wireguard]` is present: both roles bring the interface up
+    /// before listening, and the producer's private listener accepts only its peers.
+    pub wireguard: Option<WireGuardConfig>,
 }
 
 impl Config {
@@ -219,12 +252,31 @@ impl Config {
         if l.max_transaction_bytes > 16 * 1024 * 1024 {
             return Err(invalid("limits.max_transaction_bytes", "must be at most 16 MiB".into()));
         }
+        let at = |span: Range<usize>, message: String| {
+            let (line, column) = line_column(text, span.start);
+            ConfigError::At { path: path.to_owned(), line, column, message }
+        };
+        let wireguard = match &raw.wireguard {
+            None => None,
+            Some(w) => Some(
+                w.get_ref()
+                    .validate(w.span(), &|p| resolve_key_file(p, base))
+                    .map_err(|e| at(e.span, format!("[wireguard]: {}", e.message)))?,
+            ),
+        };
+        let listen = &raw.producer.private_listen;
+        wg_config::check_private_listener(
+            "producer.private_listen",
+            *listen.get_ref(),
+            wireguard.as_ref(),
+        )
+        .map_err(|m| at(listen.span(), m))?;
         Ok(Config {
             genesis: base.join(raw.genesis),
             producer: ProducerConfig {
                 data_dir: base.join(raw.producer.data_dir),
                 name: raw.producer.name,
-                private_listen: raw.producer.private_listen,
+                private_listen: raw.producer.private_listen.into_inner(),
                 signer,
                 sign_timeout: std::time::Duration::from_millis(raw.producer.sign_timeout_ms),
                 metrics_file: raw.producer.metrics_file.map(|p| base.join(p)),
@@ -236,8 +288,22 @@ impl Config {
                 metrics_file: raw.api.metrics_file.map(|p| base.join(p)),
             },
             limits: raw.limits,
+            wireguard,
         })
     }
+}
+
+/// The private-key file as an absolute path (relative to the configuration's directory).
+fn resolve_key_file(p: &Spanned<PathBuf>, base: &Path) -> Result<PathBuf, wg_config::ConfigError> {
+    if p.get_ref().as_os_str().is_empty() {
+        return Err(wg_config::ConfigError {
+            span: p.span(),
+            message: "private_key_file is empty: name the file holding this node's WireGuard \
+                      private key (mode 0600)"
+                .into(),
+        });
+    }
+    Ok(base.join(p.get_ref()))
 }
 
 #[cfg(test)]

@@ -17,4 +17,5 @@ pub mod peer;
 pub mod producer;
 pub mod role;
 pub mod store;
+pub mod tunnel;
 pub mod vm;

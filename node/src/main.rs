@@ -44,6 +44,13 @@ enum Command {
         #[arg(long, default_value = "policies/node.toml")]
         config: PathBuf,
     },
+    /// Validate a configuration (and its genesis and WireGuard key) without running anything;
+    /// prints each refusal with its position and exits 64, or prints "ok".
+    Check {
+        /// The node configuration.
+        #[arg(long, default_value = "policies/node.toml")]
+        config: PathBuf,
+    },
     /// Run a role: `producer` (slot loop, private listener) or `api` (follower, chain API).
     Run {
         /// Which role to run.
@@ -109,6 +116,16 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
     }
     match cli.command {
+        Command::Check { config } => match role::check(&config) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                errors.iter().for_each(|e| eprintln!("rempart-node: {e}"));
+                ExitCode::from(64)
+            }
+        },
         Command::Run { role, config } => {
             let (config, genesis) = match load(&config) {
                 Ok(x) => x,

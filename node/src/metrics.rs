@@ -1,5 +1,8 @@
 //! The node's counters and gauges, written as Prometheus text to a file after every block
-//! (a node exporter's textfile collector, or any scraper, reads it).
+//! (a node exporter's textfile collector, or any scraper, reads it). With `[wireguard]` the
+//! tunnel's per-peer health (last handshake and its age, bytes each way, stale flag) follows,
+//! and the roles also rewrite the file every statistics interval so a stale tunnel shows while
+//! no block comes.
 //!
 //! The file is replaced atomically (temporary file, fsync, rename), so a reader never sees half
 //! of it. Counting must never block or fail a block: a metrics write error is logged and the
@@ -7,6 +10,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use rempart_signer::wireguard::health::TunnelHealth;
 
 /// What the node counts.
 #[derive(Debug, Default)]
@@ -27,6 +33,8 @@ pub struct Metrics {
     pub last_block_us: AtomicU64,
     /// Total time spent on blocks, µs (rate() over it gives the apply load).
     pub block_us_total: AtomicU64,
+    /// The private network's health, when `[wireguard]` is configured (set once at start).
+    pub tunnel: OnceLock<Arc<TunnelHealth>>,
 }
 
 impl Metrics {
@@ -62,7 +70,8 @@ impl Metrics {
             (
                 "rempart_node_missed_slots_total",
                 "counter",
-                "Slots this producer did not fill (signer late or refusing, node behind).",
+                "Slots this producer did not fill (signer late, refusing or unreachable through \
+                 the tunnel, node behind).",
                 g(&self.missed_slots),
             ),
             (
@@ -95,6 +104,9 @@ impl Metrics {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{role=\"{role}\"}} {v}\n"
             ));
+        }
+        if let Some(t) = self.tunnel.get() {
+            t.render(&mut out);
         }
         out
     }

@@ -148,6 +148,17 @@ pub async fn serve_producer(
     service: Arc<ProducerService>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_producer_from(listener, service, |_| true, shutdown).await
+}
+
+/// [`serve_producer`], closing at once every connection whose source `allow` refuses (the
+/// role passes `crate::tunnel::PeerFilter`: configured WireGuard peers only).
+pub async fn serve_producer_from(
+    listener: TcpListener,
+    service: Arc<ProducerService>,
+    allow: impl Fn(SocketAddr) -> bool,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PRODUCER_CONNECTIONS));
     loop {
@@ -161,6 +172,10 @@ pub async fn serve_producer(
                 }
             },
         };
+        if !allow(peer) {
+            tracing::warn!(%peer, "connection refused: not a configured WireGuard peer");
+            continue;
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, limit = MAX_PRODUCER_CONNECTIONS, "too many api node links; closed");
             continue;

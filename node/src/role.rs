@@ -6,10 +6,15 @@
 //! - [`run_api`]: the chain as a follower ([`crate::peer::follow`]), which verifies and
 //!   re-applies every block, and the chain API ([`crate::api::serve`]).
 //!
+//! With `[wireguard]`, both roles bring the interface up ([`crate::tunnel`]) before anything
+//! listens, and the producer's private listener is tied to the tunnel interface and serves only
+//! the configured peers' tunnel addresses.
+//!
 //! Both stop cleanly when `shutdown` flips to `true`. This module only connects parts; it makes
 //! no chain decision and never exits the process.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -23,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::peer::{self, FollowConfig, FollowerState, HeadNotifier, ProducerService, PushClient};
 use crate::producer::{self, ProducerError, ProducerOptions, clock};
 use crate::store::{Store, StoreError};
+use crate::tunnel::{self, PeerFilter, Tunnel, TunnelError};
 
 /// Why a role stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +55,81 @@ pub enum RoleError {
     /// A server failed.
     #[error("{0}")]
     Server(String),
+    /// The private network could not be set up.
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
+}
+
+/// Brings the `[wireguard]` interface up (when configured), starts its health monitor, hands
+/// its health to `metrics` and, with a metrics file, rewrites the file every statistics
+/// interval so a stale tunnel shows even while no block comes. Returns the tunnel and the
+/// background tasks to stop with the role.
+async fn tunnel_up(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    metrics_file: Option<PathBuf>,
+    role: &'static str,
+) -> Result<(Option<Tunnel>, Vec<tokio::task::JoinHandle<()>>), RoleError> {
+    let Some(wg) = &config.wireguard else { return Ok((None, Vec::new())) };
+    let t = Tunnel::up(wg).await?;
+    let _ = metrics.tunnel.set(t.health());
+    let mut tasks = vec![t.monitor()?];
+    if let Some(file) = metrics_file {
+        let m = metrics.clone();
+        let every = wg.stats_interval;
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                m.write_file(&file, role);
+            }
+        }));
+    }
+    Ok((Some(t), tasks))
+}
+
+/// `rempart-node check`: validates the configuration (its `[wireguard]` section and the
+/// producer's private listener included), the genesis it names, and the WireGuard private-key
+/// file. Returns a one-line summary, or every refusal found, each saying what to fix. Opens no
+/// socket and touches no interface.
+pub fn check(path: &Path) -> Result<String, Vec<String>> {
+    let config = Config::load(path).map_err(|e| vec![e.to_string()])?;
+    let mut errors = Vec::new();
+    let chain_id = match Genesis::load(&config.genesis) {
+        Ok(g) => Some(g.chain_id()),
+        Err(e) => {
+            errors.push(e.to_string());
+            None
+        }
+    };
+    let key = match &config.wireguard {
+        Some(wg) => match tunnel::check_key(wg) {
+            Ok(k) => Some((wg, k)),
+            Err(e) => {
+                errors.push(e.to_string());
+                None
+            }
+        },
+        None => None,
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut summary = format!("{}: ok", path.display());
+    if let Some(id) = chain_id {
+        summary.push_str(&format!("; chain {id}"));
+    }
+    match key {
+        Some((wg, k)) => summary.push_str(&format!(
+            "; WireGuard {} at {} with {} peer(s), public key {k}",
+            wg.interface,
+            wg.address,
+            wg.peers.len()
+        )),
+        None => summary.push_str("; no [wireguard]: private listener on loopback"),
+    }
+    Ok(summary)
 }
 
 /// Resolves when `rx` turns `true` (or its sender is gone).
@@ -87,9 +168,15 @@ pub async fn run_producer(
         signer = %p.signer,
         "producer starting"
     );
+    let metrics = Arc::new(Metrics::default());
+    let (tunnel, tasks) = tunnel_up(config, &metrics, p.metrics_file.clone(), "producer").await?;
     let listener = TcpListener::bind(p.private_listen)
         .await
         .map_err(|e| RoleError::Bind(p.private_listen, e))?;
+    if let Some(t) = &tunnel {
+        t.bind_listener(&listener)?;
+    }
+    let filter = PeerFilter::new(config.wireguard.as_ref());
     let heads = HeadNotifier::new(info.head_block_num);
     let service = Arc::new(ProducerService {
         store: chain.store().clone(),
@@ -98,8 +185,17 @@ pub async fn run_producer(
         heads: heads.clone(),
         max_frame_bytes: peer::wire::DEFAULT_MAX_FRAME_BYTES,
     });
-    let server = tokio::spawn(peer::serve_producer(listener, service, stopped(shutdown.clone())));
-    let metrics = Arc::new(Metrics::default());
+    let server = tokio::spawn(peer::serve_producer_from(
+        listener,
+        service,
+        move |peer| filter.allows(peer),
+        stopped(shutdown.clone()),
+    ));
+    // A missed slot names the tunnel when the signer sits behind a stale handshake.
+    let signer_tunnel = tunnel.as_ref().and_then(|t| {
+        let ip = p.signer.parse::<SocketAddr>().ok()?.ip();
+        Some((t.health(), t.name().to_string(), ip))
+    });
     let relaxed = std::sync::atomic::Ordering::Relaxed;
     metrics.head.store(u64::from(info.head_block_num), relaxed);
     metrics.lib.store(u64::from(info.last_irreversible_block_num), relaxed);
@@ -108,6 +204,10 @@ pub async fn run_producer(
     let on_block = move |b: Option<&crate::chain::BlockSummary>| {
         if let Some(b) = b {
             heads.notify(b.block_num);
+        } else if let Some((health, iface, ip)) = &signer_tunnel
+            && let Some(reason) = tunnel::stale_reason(health, iface, *ip)
+        {
+            tracing::error!(signer = %ip, "slot missed, the signer is behind the tunnel: {reason}");
         }
         if let Some(f) = &metrics_file {
             m.write_file(f, "producer");
@@ -117,6 +217,7 @@ pub async fn run_producer(
         ProducerOptions { name: p.name, signer: p.signer.clone(), sign_timeout: p.sign_timeout };
     let result = producer::run(chain, opts, metrics, on_block, stopped(shutdown)).await;
     server.abort();
+    tasks.iter().for_each(tokio::task::JoinHandle::abort);
     result.map_err(RoleError::from)
 }
 
@@ -131,6 +232,8 @@ pub async fn run_api(
     let info = chain.info();
     tracing::info!(chain_id = %info.chain_id, head = info.head_block_num, producer = %a.producer,
         "api node starting");
+    let metrics = Arc::new(Metrics::default());
+    let (_tunnel, tasks) = tunnel_up(config, &metrics, a.metrics_file.clone(), "api").await?;
     let listener =
         TcpListener::bind(a.http_listen).await.map_err(|e| RoleError::Bind(a.http_listen, e))?;
     let push = PushClient::new(a.producer, chain.chain_id(), peer::wire::DEFAULT_MAX_FRAME_BYTES);
@@ -138,7 +241,6 @@ pub async fn run_api(
     let server = tokio::spawn(serve(listener, ctx, stopped(shutdown.clone())));
 
     // Metrics follow the chain's head; the time per block is measured around apply_block.
-    let metrics = Arc::new(Metrics::default());
     let sink = Arc::new(TimedSink { chain: chain.clone(), metrics: metrics.clone() });
     if let Some(file) = a.metrics_file.clone() {
         let m = metrics.clone();
@@ -153,6 +255,7 @@ pub async fn run_api(
     let cfg = FollowConfig::new(a.producer, chain.chain_id());
     let result = peer::follow(cfg, sink, state, stopped(shutdown)).await;
     server.abort();
+    tasks.iter().for_each(tokio::task::JoinHandle::abort);
     result.map_err(RoleError::from)
 }
 

@@ -77,3 +77,113 @@ producer = "127.0.0.1:9876"
     let err = Config::parse(text, Path::new("n.toml"), Path::new(".")).expect_err("removed key");
     assert!(err.to_string().contains("dangerous_dev_signing_key"), "{err}");
 }
+
+const PUB_A: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+
+fn with_wireguard(private_listen: &str, wireguard: &str) -> String {
+    format!(
+        r#"genesis = "g.json"
+[producer]
+data_dir = "p"
+name = "eosio"
+private_listen = "{private_listen}"
+signer = "10.98.0.1:7010"
+[api]
+data_dir = "a"
+http_listen = "127.0.0.1:8888"
+producer = "10.98.0.2:9876"
+{wireguard}"#
+    )
+}
+
+const WG: &str = r#"[wireguard]
+interface = "wgnode0"
+private_key_file = "wg.key"
+listen_port = 51821
+address = "10.98.0.2/24"
+[[wireguard.peers]]
+public_key = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
+address = "10.98.0.1"
+endpoint = "192.0.2.1:51820"
+"#;
+
+#[test]
+fn wireguard_section_is_validated_and_paths_follow_the_file() {
+    let c = Config::parse(
+        &with_wireguard("10.98.0.2:9876", WG),
+        Path::new("n.toml"),
+        Path::new("/etc/r"),
+    )
+    .expect("valid [wireguard]");
+    let wg = c.wireguard.expect("section kept");
+    assert_eq!(wg.interface, "wgnode0");
+    assert_eq!(wg.private_key_file, Path::new("/etc/r/wg.key"));
+    assert_eq!(wg.peers.len(), 1);
+    assert_eq!(wg.peers[0].public_key.to_string(), PUB_A);
+    assert_eq!(c.producer.private_listen, "10.98.0.2:9876".parse().expect("addr"));
+}
+
+#[test]
+fn private_listen_must_be_the_tunnel_address_with_wireguard() {
+    for (listen, why) in [
+        ("0.0.0.0:9876", "wildcard"),
+        ("[::]:9876", "wildcard"),
+        ("10.98.0.3:9876", "not the WireGuard tunnel address"),
+        ("127.0.0.1:9876", "not the WireGuard tunnel address"),
+    ] {
+        let err = Config::parse(&with_wireguard(listen, WG), Path::new("n.toml"), Path::new("."))
+            .expect_err(listen);
+        let msg = err.to_string();
+        // Line 5 column 18 is where the private_listen value starts.
+        assert!(msg.starts_with("n.toml:5:18: producer.private_listen"), "{listen}: {msg}");
+        assert!(msg.contains(why), "{listen}: {msg}");
+    }
+}
+
+#[test]
+fn private_listen_must_be_loopback_without_wireguard() {
+    for listen in ["0.0.0.0:9876", "10.98.0.2:9876", "[::]:9876"] {
+        let err = Config::parse(&with_wireguard(listen, ""), Path::new("n.toml"), Path::new("."))
+            .expect_err(listen);
+        let msg = err.to_string();
+        assert!(msg.contains("n.toml:5:18") && msg.contains("private_listen"), "{msg}");
+    }
+    Config::parse(&with_wireguard("127.0.0.1:9876", ""), Path::new("n.toml"), Path::new("."))
+        .expect("loopback without a tunnel");
+    Config::parse(&with_wireguard("[::1]:9876", ""), Path::new("n.toml"), Path::new("."))
+        .expect("IPv6 loopback without a tunnel");
+}
+
+#[test]
+fn bad_wireguard_values_are_refused_with_their_position() {
+    let cases = [
+        (WG.replace("wgnode0", "wg node"), "not a valid interface name", 12),
+        (WG.replace("10.98.0.2/24", "10.98.0.2"), "no prefix length", 15),
+        (WG.replace("address = \"10.98.0.1\"", "address = \"10.97.0.1\""), "inside the tunnel", 18),
+        (WG.replace(PUB_A, "short"), "not a WireGuard key", 17),
+        (WG.replace("private_key_file = \"wg.key\"", "private_key_file = \"\""), "empty", 13),
+        (
+            WG.split("[[wireguard.peers]]").next().expect("head").to_string(),
+            "no [[wireguard.peers]]",
+            11,
+        ),
+    ];
+    for (wg, why, line) in cases {
+        let err = Config::parse(
+            &with_wireguard("10.98.0.2:9876", &wg),
+            Path::new("n.toml"),
+            Path::new("."),
+        )
+        .expect_err(why);
+        let msg = err.to_string();
+        assert!(msg.contains(why), "{why}: {msg}");
+        assert!(msg.starts_with(&format!("n.toml:{line}:")), "{why}: {msg}");
+    }
+    let err = Config::parse(
+        &with_wireguard("10.98.0.2:9876", &WG.replace("listen_port", "port")),
+        Path::new("n.toml"),
+        Path::new("."),
+    )
+    .expect_err("unknown key");
+    assert!(err.to_string().contains("port"), "{err}");
+}
