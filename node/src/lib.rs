@@ -13,6 +13,7 @@ pub mod config;
 pub mod genesis;
 pub mod metrics;
 pub mod native;
+pub mod ops;
 pub mod peer;
 pub mod producer;
 pub mod role;

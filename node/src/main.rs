@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use rempart_node::config::Config;
 use rempart_node::genesis::{Genesis, init_data_dir};
-use rempart_node::role;
+use rempart_node::{ops, role};
 
 #[derive(Parser)]
 #[command(version, about = "Antelope-compatible chain node of the rempart perimeter")]
@@ -54,6 +54,41 @@ enum Command {
     /// Run a role: `producer` (slot loop, private listener) or `api` (follower, chain API).
     Run {
         /// Which role to run.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// The node configuration.
+        #[arg(long, default_value = "policies/node.toml")]
+        config: PathBuf,
+    },
+    /// Write a role's database at its head (one consistent read) to a snapshot file. The node
+    /// must be stopped.
+    Snapshot {
+        /// Whose data directory.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// The node configuration.
+        #[arg(long, default_value = "policies/node.toml")]
+        config: PathBuf,
+        /// The snapshot file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a snapshot into a role's data directory, which must be empty or missing.
+    Restore {
+        /// Whose data directory.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// The node configuration.
+        #[arg(long, default_value = "policies/node.toml")]
+        config: PathBuf,
+        /// The snapshot file to read.
+        #[arg(long = "in")]
+        input: PathBuf,
+    },
+    /// Rebuild a role's state from its block log (into `replay.redb` beside the database) and
+    /// compare it with the original; exits 1 when they differ. The node must be stopped.
+    Replay {
+        /// Whose data directory.
         #[arg(long, value_enum)]
         role: Role,
         /// The node configuration.
@@ -140,6 +175,9 @@ fn main() -> ExitCode {
             };
             rt.block_on(run(role, config, genesis))
         }
+        cmd @ (Command::Snapshot { .. } | Command::Restore { .. } | Command::Replay { .. }) => {
+            operate(cmd)
+        }
         Command::Init { role, config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -169,6 +207,72 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `snapshot`, `restore` and `replay`: loads the configuration and calls [`ops`].
+fn operate(cmd: Command) -> ExitCode {
+    let (Command::Snapshot { role, ref config, .. }
+    | Command::Restore { role, ref config, .. }
+    | Command::Replay { role, ref config }) = cmd
+    else {
+        return ExitCode::FAILURE;
+    };
+    let (config, genesis) = match load(config) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let dir = match role {
+        Role::Producer => &config.producer.data_dir,
+        Role::Api => &config.api.data_dir,
+    };
+    let result = match &cmd {
+        Command::Snapshot { out, .. } => ops::snapshot(dir, out).map(|s| {
+            println!(
+                "snapshot of chain {} at block {} ({} state records, state digest {}) written to {}",
+                s.chain_id,
+                s.head.block_num,
+                s.state_entries,
+                s.state_digest,
+                out.display()
+            );
+            true
+        }),
+        Command::Restore { input, .. } => {
+            ops::restore(input, dir, &genesis, &config.limits).map(|s| {
+                println!(
+                    "restored chain {} at block {} into {} (state digest {})",
+                    s.chain_id,
+                    s.head.block_num,
+                    dir.display(),
+                    s.state_digest
+                );
+                true
+            })
+        }
+        _ => ops::replay(dir, &genesis, config.limits.clone(), ops::progress_line()).map(|r| {
+            println!("replayed {} blocks: state digest {}", r.head, r.rebuilt);
+            if r.matches() {
+                println!("the rebuilt state equals the original ({})", r.original);
+            } else {
+                eprintln!(
+                    "rempart-node: the rebuilt state differs from the original ({}); the rebuilt \
+                     database is {}: stop the node and move it over {} to use it",
+                    r.original,
+                    r.rebuilt_path.display(),
+                    dir.join(ops::STATE_FILE).display()
+                );
+            }
+            r.matches()
+        }),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("rempart-node: {e}");
+            ExitCode::FAILURE
         }
     }
 }
