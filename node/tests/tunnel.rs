@@ -1,0 +1,507 @@
+//! The node's private network on real interfaces: a producer in one network namespace and an
+//! api node in another, joined by a veth pair, each bringing up its own `[wireguard]`
+//! interface (wireguard-go) from its node.toml. The api node follows the producer through the
+//! tunnel; the producer's private listener is reachable neither on its veth address, nor from
+//! a tunnel address that is not a configured peer, nor from its own host outside the tunnel.
+//! `rempart-node check` accepts the configuration and refuses a wildcard private listener.
+//!
+//! Needs root, iproute2, wireguard-go and /dev/net/tun: under `CI=true` the test fails when any
+//! is missing, elsewhere it is skipped with a line saying why. Interface names are unique per
+//! run (wireguard-go's UAPI sockets in /run/wireguard are shared by every namespace).
+//! Everything the test creates — namespaces, nodes, the signer, the wireguard-go processes
+//! (found by their exact command line, killed by PID) — is removed by guards' `Drop`, even when
+//! the test fails. No sleep synchronises anything: every wait polls with a deadline.
+
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rempart_node::genesis::Genesis;
+use rempart_node::producer::clock;
+use rempart_signer::wireguard::{WgKey, generate_key_file};
+
+const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
+const DEV_PUB: &str = "PUB_K1_6MRyAjQq8ud7hVNYcfnVPJqcVpscN5So8BhtHuGYqET5BoDq63";
+
+const PRODUCER_TUNNEL: &str = "10.98.0.1";
+const API_TUNNEL: &str = "10.98.0.2";
+const STRANGER_TUNNEL: &str = "10.98.0.3";
+const PRODUCER_VETH: &str = "10.99.0.1";
+const API_VETH: &str = "10.99.0.2";
+const PRODUCER_WG_PORT: u16 = 51830;
+const API_WG_PORT: u16 = 51831;
+const PRIVATE_PORT: u16 = 9876;
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Whether this machine can run the namespace test; panics under CI when it cannot.
+fn namespaces_or_skip(test: &str) -> bool {
+    let mut missing = Vec::new();
+    if !rustix::process::geteuid().is_root() {
+        missing.push("root".to_string());
+    }
+    for tool in ["ip", "wireguard-go"] {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+        if !found {
+            missing.push(tool.to_string());
+        }
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        missing.push("/dev/net/tun".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        !ci(),
+        "{test} needs {} and CI=true: run CI as root with iproute2 and wireguard-go",
+        missing.join(", ")
+    );
+    eprintln!("{test}: skipped, missing {}", missing.join(", "));
+    false
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+    log: impl Fn() -> String,
+) {
+    let end = clock::instant() + timeout;
+    while !cond() {
+        assert!(clock::instant() < end, "timed out waiting for {what}\n{}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The PIDs of `wireguard-go IFACE` processes (exact command line; the interface names are
+/// unique to this run, so this finds only what the test started).
+fn wireguard_go_pids(iface: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut pids = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+        if args.len() == 2 && args[0].ends_with(b"wireguard-go") && args[1] == iface.as_bytes() {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// A child process killed (SIGKILL, by PID) and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two namespaces joined by veth, removed with everything in them on drop.
+struct Net {
+    producer_ns: String,
+    api_ns: String,
+    producer_if: String,
+    api_if: String,
+}
+
+impl Net {
+    fn new() -> Net {
+        let tag = std::process::id() % 100_000;
+        let net = Net {
+            producer_ns: format!("rnt-p-{tag}"),
+            api_ns: format!("rnt-a-{tag}"),
+            producer_if: format!("rntp{tag}"),
+            api_if: format!("rnta{tag}"),
+        };
+        let (vp, va) = (format!("rnvp{tag}"), format!("rnva{tag}"));
+        run("ip", &["netns", "add", &net.producer_ns]);
+        run("ip", &["netns", "add", &net.api_ns]);
+        run("ip", &["link", "add", &vp, "type", "veth", "peer", "name", &va]);
+        run("ip", &["link", "set", &vp, "netns", &net.producer_ns]);
+        run("ip", &["link", "set", &va, "netns", &net.api_ns]);
+        for (ns, dev, addr) in
+            [(&net.producer_ns, &vp, PRODUCER_VETH), (&net.api_ns, &va, API_VETH)]
+        {
+            run("ip", &["-n", ns, "address", "add", &format!("{addr}/24"), "dev", dev]);
+            run("ip", &["-n", ns, "link", "set", dev, "up"]);
+            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        net
+    }
+
+    /// Runs `f` on a thread inside namespace `ns` (its sockets belong to that namespace).
+    fn inside<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let handle = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
+                rustix::thread::move_into_link_name_space(
+                    handle.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .expect("setns");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for iface in [&self.producer_if, &self.api_if] {
+            for pid in wireguard_go_pids(iface) {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+            for dir in ["/var/run/wireguard", "/run/wireguard"] {
+                let _ = std::fs::remove_file(Path::new(dir).join(format!("{iface}.sock")));
+            }
+        }
+        for ns in [&self.producer_ns, &self.api_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The signer binary, built next to this test binary.
+fn signer_bin() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "-p", "rempart-signer", "--bin", "rempart-signer"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo build -p rempart-signer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+    dir.join("rempart-signer")
+}
+
+/// One node's configuration: `me` is its tunnel address, `peer` the other side's.
+#[allow(clippy::too_many_arguments)]
+fn node_toml(
+    private_listen: &str,
+    iface: &str,
+    key_file: &str,
+    port: u16,
+    me: &str,
+    peer_key: WgKey,
+    peer: &str,
+    peer_endpoint: &str,
+) -> String {
+    format!(
+        r#"genesis = "genesis.json"
+[producer]
+data_dir = "producer"
+name = "eosio"
+private_listen = "{private_listen}"
+signer = "unix:signer.sock"
+sign_timeout_ms = 400
+metrics_file = "producer.prom"
+[api]
+data_dir = "api"
+http_listen = "127.0.0.1:8888"
+producer = "{PRODUCER_TUNNEL}:{PRIVATE_PORT}"
+metrics_file = "api.prom"
+[wireguard]
+interface = "{iface}"
+private_key_file = "{key_file}"
+listen_port = {port}
+address = "{me}/24"
+stats_interval_secs = 1
+[[wireguard.peers]]
+public_key = "{peer_key}"
+address = "{peer}"
+endpoint = "{peer_endpoint}"
+persistent_keepalive_secs = 1
+"#
+    )
+}
+
+fn metric(file: &Path, prefix: &str) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(str::to_string)
+}
+
+fn head(file: &Path) -> u32 {
+    metric(file, "rempart_node_head_block_num{").and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Connects from `source` (when given) to `to` with a bounded connect time.
+fn connect(source: Option<&str>, to: SocketAddr, within: Duration) -> std::io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketType, sockopt};
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)?;
+    // connect(2) honours the send timeout: a SYN that nobody answers fails in time.
+    sockopt::set_socket_timeout(&fd, sockopt::Timeout::Send, Some(within))?;
+    if let Some(ip) = source {
+        let from: SocketAddr = format!("{ip}:0").parse().expect("source");
+        rustix::net::bind(&fd, &from)?;
+    }
+    rustix::net::connect(&fd, &to)?;
+    Ok(TcpStream::from(fd))
+}
+
+#[test]
+fn an_api_node_follows_the_producer_through_the_tunnel_and_nothing_else_gets_in() {
+    let name = "an_api_node_follows_the_producer_through_the_tunnel_and_nothing_else_gets_in";
+    if !namespaces_or_skip(name) {
+        return;
+    }
+    let signer = signer_bin();
+    let net = Net::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(root.join("policies/genesis.json"), d.join("genesis.json")).expect("genesis");
+    let genesis = Genesis::load(&d.join("genesis.json")).expect("genesis");
+    let producer_wg = generate_key_file(&d.join("producer-wg.key")).expect("producer key");
+    let api_wg = generate_key_file(&d.join("api-wg.key")).expect("api key");
+    let producer_listen = format!("{PRODUCER_TUNNEL}:{PRIVATE_PORT}");
+    let producer_toml = d.join("producer.toml");
+    let text = node_toml(
+        &producer_listen,
+        &net.producer_if,
+        "producer-wg.key",
+        PRODUCER_WG_PORT,
+        PRODUCER_TUNNEL,
+        api_wg,
+        API_TUNNEL,
+        &format!("{API_VETH}:{API_WG_PORT}"),
+    );
+    std::fs::write(&producer_toml, &text).expect("producer.toml");
+    let api_toml = d.join("api.toml");
+    std::fs::write(
+        &api_toml,
+        node_toml(
+            &format!("{API_TUNNEL}:{PRIVATE_PORT}"),
+            &net.api_if,
+            "api-wg.key",
+            API_WG_PORT,
+            API_TUNNEL,
+            producer_wg,
+            PRODUCER_TUNNEL,
+            &format!("{PRODUCER_VETH}:{PRODUCER_WG_PORT}"),
+        ),
+    )
+    .expect("api.toml");
+
+    // `check` accepts the file and names this side's public key; a wildcard is refused.
+    let node = env!("CARGO_BIN_EXE_rempart-node");
+    let out =
+        Command::new(node).args(["check", "--config"]).arg(&producer_toml).output().expect("check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&producer_wg.to_string()), "{stdout}");
+    let wild = d.join("wild.toml");
+    std::fs::write(&wild, text.replace(&producer_listen, "0.0.0.0:9876")).expect("wild.toml");
+    let out = Command::new(node).args(["check", "--config"]).arg(&wild).output().expect("check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("wild.toml:5:18") && stderr.contains("wildcard"), "{stderr}");
+
+    // The signer (root namespace, Unix socket: the path crosses namespaces).
+    std::fs::write(d.join("dev.key"), format!("{DEV_WIF}\n")).expect("key");
+    std::fs::set_permissions(d.join("dev.key"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    std::fs::create_dir(d.join("signer-state")).expect("state");
+    std::fs::write(
+        d.join("signer.toml"),
+        format!(
+            r#"[chain]
+id = "{chain}"
+dangerous_dev_chain = true
+max_clock_skew_ms = 1500
+[[producers]]
+account = "eosio"
+key = "{DEV_PUB}"
+[backend]
+kind = "soft"
+[backend.soft]
+key_files = ["dev.key"]
+[listen]
+unix_socket = "signer.sock"
+allow_own_uid = true
+[state]
+dir = "signer-state"
+audit_log = "signer-state/audit.jsonl"
+[sandbox]
+dangerous_disabled = true
+"#,
+            chain = genesis.chain_id()
+        ),
+    )
+    .expect("signer.toml");
+    let policy = d.join("signer.toml");
+    let out = Command::new(&signer)
+        .args(["guard", "init", "--policy"])
+        .arg(&policy)
+        .output()
+        .expect("guard init");
+    assert!(out.status.success(), "guard init: {}", String::from_utf8_lossy(&out.stderr));
+    let _signer = Proc(
+        Command::new(&signer)
+            .args(["run", "--policy"])
+            .arg(&policy)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("signer.log")).expect("log"))
+            .spawn()
+            .expect("spawn signer"),
+    );
+    let log = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
+    wait_for(
+        "the signer socket",
+        Duration::from_secs(30),
+        || std::os::unix::net::UnixStream::connect(d.join("signer.sock")).is_ok(),
+        || log("signer.log"),
+    );
+
+    let spawn_node = |ns: &str, role: &str, config: &Path, logfile: &str| {
+        Proc(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    ns,
+                    node,
+                    "--log-format",
+                    "text",
+                    "run",
+                    "--role",
+                    role,
+                    "--config",
+                ])
+                .arg(config)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(d.join(logfile)).expect("log"))
+                .spawn()
+                .expect("spawn node"),
+        )
+    };
+    let _producer = spawn_node(&net.producer_ns, "producer", &producer_toml, "producer.log");
+    let _api = spawn_node(&net.api_ns, "api", &api_toml, "api.log");
+    let both = || format!("producer:\n{}\napi:\n{}", log("producer.log"), log("api.log"));
+
+    // The api node follows the producer's blocks through the tunnel.
+    let api_prom = d.join("api.prom");
+    wait_for(
+        "the api node to apply block 3",
+        Duration::from_secs(60),
+        || head(&api_prom) >= 3,
+        both,
+    );
+    assert!(log("producer.log").contains("private network up"), "{}", both());
+    assert!(log("api.log").contains("private network up"), "{}", both());
+
+    // Tunnel health in the producer's metrics: a handshake with the api node and bytes sent.
+    let producer_prom = d.join("producer.prom");
+    let labels = format!("interface=\"{}\",peer=\"{API_TUNNEL}\"", net.producer_if);
+    wait_for(
+        "the producer's tunnel metrics",
+        Duration::from_secs(30),
+        || {
+            let n = |m: &str| {
+                metric(&producer_prom, &format!("{m}{{{labels}"))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            n("rempart_wireguard_peer_last_handshake_seconds") > 0
+                && n("rempart_wireguard_peer_transmit_bytes_total") > 0
+        },
+        || log("producer.prom"),
+    );
+    assert_eq!(
+        metric(&producer_prom, &format!("rempart_wireguard_peer_stale{{{labels}")).as_deref(),
+        Some("0"),
+        "{}",
+        log("producer.prom")
+    );
+
+    let private: SocketAddr = producer_listen.parse().expect("addr");
+    net.inside(&net.api_ns.clone(), || {
+        // Outside the tunnel: nothing listens on the producer's veth address.
+        let veth: SocketAddr = format!("{PRODUCER_VETH}:{PRIVATE_PORT}").parse().expect("addr");
+        let e = connect(None, veth, Duration::from_secs(5)).expect_err("veth address");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+
+        // A tunnel address that is not a configured peer: nothing gets through.
+        run(
+            "ip",
+            &[
+                "-n",
+                &net.api_ns,
+                "address",
+                "add",
+                &format!("{STRANGER_TUNNEL}/32"),
+                "dev",
+                &net.api_if,
+            ],
+        );
+        let r = connect(Some(STRANGER_TUNNEL), private, Duration::from_secs(3));
+        assert!(r.is_err(), "a non-peer tunnel address reached the producer");
+
+        // The configured peer still does.
+        connect(Some(API_TUNNEL), private, Duration::from_secs(5)).expect("the api node's address");
+    });
+
+    // On the producer's own host, outside the tunnel: refused, or closed at once unserved.
+    net.inside(&net.producer_ns.clone(), || match connect(None, private, Duration::from_secs(5)) {
+        Err(_) => {}
+        Ok(mut s) => {
+            s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+            let mut buf = [0u8; 16];
+            // A served connection would wait for its Hello (5 s); a refused one ends now.
+            match s.read(&mut buf) {
+                Ok(0) => {}
+                Err(e)
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                other => {
+                    panic!("the producer served a connection from outside the tunnel: {other:?}")
+                }
+            }
+        }
+    });
+
+    // The producer kept producing and the api node kept following.
+    let h = head(&api_prom);
+    wait_for(
+        "the api node to keep following",
+        Duration::from_secs(30),
+        || head(&api_prom) > h,
+        both,
+    );
+}
