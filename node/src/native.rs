@@ -173,7 +173,7 @@ impl NativeError {
                 (3_090_005, "irrelevant_auth_exception", "Irrelevant authority included")
             }
             NativeError::UnknownAction(_) => {
-                (3_050_004, "action_not_found_exception", "Action can not be found")
+                (3_050_005, "action_not_found_exception", "Action can not be found")
             }
             NativeError::Store(_) => (3_060_000, "database_exception", "Database exception"),
         }

@@ -113,7 +113,8 @@ impl Execution<'_> {
     ) -> Result<(), TxError> {
         if depth > MAX_INLINE_DEPTH {
             return Err(TxError::Contract {
-                nodeos: (3_050_008, "inline_action_too_deep", "Inline action depth exceeded"),
+                // Antelope: transaction_exception, "max inline action depth per transaction reached".
+                nodeos: (3_040_000, "transaction_exception", "Transaction exception"),
                 message: format!("inline actions nest deeper than {MAX_INLINE_DEPTH}"),
             });
         }
