@@ -461,12 +461,23 @@ fn prepare(
             say(out, &format!("block key generated in the SoftHSM2 token: {key}"));
         }
     }
+    // A first start interrupted half-way is completed, never redone: the guard state and the
+    // chain state are created once.
     let signer_toml = layout.signer_toml();
-    setup_command(
-        "rempart-signer guard init",
-        Command::new(&programs.signer).args(["guard", "init", "--policy"]).arg(&signer_toml),
-    )?;
+    let guarded = std::fs::read_dir(&state)
+        .map_err(|e| UpError::io(&state, e))?
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("guard-"));
+    if !guarded {
+        setup_command(
+            "rempart-signer guard init",
+            Command::new(&programs.signer).args(["guard", "init", "--policy"]).arg(&signer_toml),
+        )?;
+    }
     for (i, role) in [(0, "producer"), (1, "api"), (2, "api")] {
+        if layout.node_data(i).exists() {
+            continue;
+        }
         let config = layout.node_toml(i);
         let line = setup_command(
             &format!("rempart-node init --role {role}"),

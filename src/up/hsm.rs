@@ -54,6 +54,13 @@ pub(super) fn prepare_softhsm(
     let module = module()?;
     let dir = layout.softhsm();
     let tokens = dir.join("tokens");
+    if std::fs::read_dir(&tokens).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(UpError::Setup(format!(
+            "{} holds a token from a first start that did not finish; delete {} and start again",
+            tokens.display(),
+            layout.root.display()
+        )));
+    }
     std::fs::create_dir_all(&tokens).map_err(|e| UpError::io(&tokens, e))?;
     let conf = dir.join("softhsm2.conf");
     layout::write(
