@@ -18,6 +18,7 @@ use std::os::fd::AsFd as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rempart_node::genesis::Genesis;
@@ -30,8 +31,13 @@ const DEV_PUB: &str = "PUB_K1_6MRyAjQq8ud7hVNYcfnVPJqcVpscN5So8BhtHuGYqET5BoDq63
 const PRODUCER_TUNNEL: &str = "10.98.0.1";
 const API_TUNNEL: &str = "10.98.0.2";
 const STRANGER_TUNNEL: &str = "10.98.0.3";
+const SIGNER_TUNNEL: &str = "10.98.0.4";
 const PRODUCER_VETH: &str = "10.99.0.1";
 const API_VETH: &str = "10.99.0.2";
+const PRODUCER_SIGNER_VETH: &str = "10.97.0.1";
+const SIGNER_VETH: &str = "10.97.0.2";
+const SIGNER_WG_PORT: u16 = 51832;
+const SIGNER_TCP_PORT: u16 = 7010;
 const PRODUCER_WG_PORT: u16 = 51830;
 const API_WG_PORT: u16 = 51831;
 const PRIVATE_PORT: u16 = 9876;
@@ -119,35 +125,65 @@ impl Drop for Proc {
     }
 }
 
-/// Two namespaces joined by veth, removed with everything in them on drop.
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The producer's and the api node's namespaces joined by veth, and with `signer` a third one
+/// for the signer linked to the producer's by another veth pair; removed with everything in
+/// them on drop.
 struct Net {
     producer_ns: String,
     api_ns: String,
+    signer_ns: String,
     producer_if: String,
     api_if: String,
+    signer_if: String,
 }
 
 impl Net {
-    fn new() -> Net {
-        let tag = std::process::id() % 100_000;
+    fn new(signer: bool) -> Net {
+        let tag = format!("{}{}", std::process::id() % 10_000, NEXT.fetch_add(1, Ordering::SeqCst));
         let net = Net {
             producer_ns: format!("rnt-p-{tag}"),
             api_ns: format!("rnt-a-{tag}"),
+            signer_ns: format!("rnt-s-{tag}"),
             producer_if: format!("rntp{tag}"),
             api_if: format!("rnta{tag}"),
+            signer_if: format!("rnts{tag}"),
         };
-        let (vp, va) = (format!("rnvp{tag}"), format!("rnva{tag}"));
-        run("ip", &["netns", "add", &net.producer_ns]);
-        run("ip", &["netns", "add", &net.api_ns]);
-        run("ip", &["link", "add", &vp, "type", "veth", "peer", "name", &va]);
-        run("ip", &["link", "set", &vp, "netns", &net.producer_ns]);
-        run("ip", &["link", "set", &va, "netns", &net.api_ns]);
-        for (ns, dev, addr) in
-            [(&net.producer_ns, &vp, PRODUCER_VETH), (&net.api_ns, &va, API_VETH)]
-        {
-            run("ip", &["-n", ns, "address", "add", &format!("{addr}/24"), "dev", dev]);
-            run("ip", &["-n", ns, "link", "set", dev, "up"]);
+        let mut links = vec![(
+            &net.producer_ns,
+            &net.api_ns,
+            format!("rnvp{tag}"),
+            format!("rnva{tag}"),
+            PRODUCER_VETH,
+            API_VETH,
+        )];
+        if signer {
+            links.push((
+                &net.producer_ns,
+                &net.signer_ns,
+                format!("rnvq{tag}"),
+                format!("rnvs{tag}"),
+                PRODUCER_SIGNER_VETH,
+                SIGNER_VETH,
+            ));
+        }
+        let namespaces: &[&String] = if signer {
+            &[&net.producer_ns, &net.api_ns, &net.signer_ns]
+        } else {
+            &[&net.producer_ns, &net.api_ns]
+        };
+        for ns in namespaces {
+            run("ip", &["netns", "add", ns]);
             run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        for (ns_a, ns_b, va, vb, addr_a, addr_b) in &links {
+            run("ip", &["link", "add", va, "type", "veth", "peer", "name", vb]);
+            for (ns, dev, addr) in [(ns_a, va, addr_a), (ns_b, vb, addr_b)] {
+                run("ip", &["link", "set", dev, "netns", ns]);
+                run("ip", &["-n", ns, "address", "add", &format!("{addr}/24"), "dev", dev]);
+                run("ip", &["-n", ns, "link", "set", dev, "up"]);
+            }
         }
         net
     }
@@ -172,7 +208,7 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        for iface in [&self.producer_if, &self.api_if] {
+        for iface in [&self.producer_if, &self.api_if, &self.signer_if] {
             for pid in wireguard_go_pids(iface) {
                 if let Some(pid) = rustix::process::Pid::from_raw(pid) {
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
@@ -182,8 +218,11 @@ impl Drop for Net {
                 let _ = std::fs::remove_file(Path::new(dir).join(format!("{iface}.sock")));
             }
         }
-        for ns in [&self.producer_ns, &self.api_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        for ns in [&self.producer_ns, &self.api_ns, &self.signer_ns] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -280,7 +319,7 @@ fn an_api_node_follows_the_producer_through_the_tunnel_and_nothing_else_gets_in(
         return;
     }
     let signer = signer_bin();
-    let net = Net::new();
+    let net = Net::new(false);
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -475,26 +514,25 @@ dangerous_disabled = true
         connect(Some(API_TUNNEL), private, Duration::from_secs(5)).expect("the api node's address");
     });
 
-    // On the producer's own host, outside the tunnel: refused, or closed at once unserved.
-    net.inside(&net.producer_ns.clone(), || match connect(None, private, Duration::from_secs(5)) {
-        Err(_) => {}
-        Ok(mut s) => {
-            s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
-            let mut buf = [0u8; 16];
-            // A served connection would wait for its Hello (5 s); a refused one ends now.
-            match s.read(&mut buf) {
-                Ok(0) => {}
-                Err(e)
-                    if !matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                other => {
-                    panic!("the producer served a connection from outside the tunnel: {other:?}")
-                }
-            }
+    // On the producer's own host the source is its own tunnel address, which is no peer: the
+    // kernel delivers it locally, the producer closes it at once unserved (a served connection
+    // would wait 5 s for its Hello) and says why.
+    net.inside(&net.producer_ns.clone(), || {
+        let mut s = connect(None, private, Duration::from_secs(5)).expect("local delivery");
+        s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+        let mut buf = [0u8; 16];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("the producer served a connection from a non-peer: {other:?}"),
         }
     });
+    wait_for(
+        "the refusal of the non-peer in the producer's log",
+        Duration::from_secs(10),
+        || log("producer.log").contains("not a configured WireGuard peer"),
+        both,
+    );
 
     // The producer kept producing and the api node kept following.
     let h = head(&api_prom);
