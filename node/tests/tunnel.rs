@@ -1,9 +1,12 @@
 //! The node's private network on real interfaces: a producer in one network namespace and an
 //! api node in another, joined by a veth pair, each bringing up its own `[wireguard]`
 //! interface (wireguard-go) from its node.toml. The api node follows the producer through the
-//! tunnel; the producer's private listener is reachable neither on its veth address, nor from
-//! a tunnel address that is not a configured peer, nor from its own host outside the tunnel.
-//! `rempart-node check` accepts the configuration and refuses a wildcard private listener.
+//! tunnel; the producer's private listener is reachable neither on its veth address nor from a
+//! tunnel address that is not a configured peer, and a non-peer source on its own host is
+//! closed unserved by its peer filter.
+//! `rempart-node check` accepts the configuration and refuses a wildcard private listener. With
+//! the signer in a third namespace behind the tunnel, taking its side down makes the producer
+//! miss slots (counted, with the error logged) and production resumes when it comes back.
 //!
 //! Needs root, iproute2, wireguard-go and /dev/net/tun: under `CI=true` the test fails when any
 //! is missing, elsewhere it is skipped with a line saying why. Interface names are unique per
@@ -219,10 +222,7 @@ impl Drop for Net {
             }
         }
         for ns in [&self.producer_ns, &self.api_ns, &self.signer_ns] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
         }
     }
 }
@@ -245,17 +245,23 @@ fn signer_bin() -> PathBuf {
     dir.join("rempart-signer")
 }
 
-/// One node's configuration: `me` is its tunnel address, `peer` the other side's.
-#[allow(clippy::too_many_arguments)]
+/// One `[[wireguard.peers]]` table.
+fn peer_toml(key: WgKey, address: &str, endpoint: &str) -> String {
+    format!(
+        "[[wireguard.peers]]\npublic_key = \"{key}\"\naddress = \"{address}\"\n\
+         endpoint = \"{endpoint}\"\npersistent_keepalive_secs = 1\n"
+    )
+}
+
+/// One node's configuration: `me` is its tunnel address, `peers` its rendered peer tables.
 fn node_toml(
     private_listen: &str,
+    signer: &str,
     iface: &str,
     key_file: &str,
     port: u16,
     me: &str,
-    peer_key: WgKey,
-    peer: &str,
-    peer_endpoint: &str,
+    peers: &str,
 ) -> String {
     format!(
         r#"genesis = "genesis.json"
@@ -263,7 +269,7 @@ fn node_toml(
 data_dir = "producer"
 name = "eosio"
 private_listen = "{private_listen}"
-signer = "unix:signer.sock"
+signer = "{signer}"
 sign_timeout_ms = 400
 metrics_file = "producer.prom"
 [api]
@@ -277,13 +283,188 @@ private_key_file = "{key_file}"
 listen_port = {port}
 address = "{me}/24"
 stats_interval_secs = 1
-[[wireguard.peers]]
-public_key = "{peer_key}"
-address = "{peer}"
-endpoint = "{peer_endpoint}"
-persistent_keepalive_secs = 1
-"#
+{peers}"#
     )
+}
+
+/// The signer's policy: soft development key, no sandbox (test harness), the Unix socket and,
+/// with `tunnel`, a TCP listener on its tunnel address with the producer as its one peer.
+fn signer_toml(chain: &str, tunnel: Option<(&str, WgKey)>) -> String {
+    let (tcp, wireguard) = match tunnel {
+        None => (String::new(), String::new()),
+        Some((iface, producer_wg)) => (
+            format!("tcp = \"{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}\"\n"),
+            format!(
+                "[wireguard]\ninterface = \"{iface}\"\nprivate_key_file = \"signer-wg.key\"\n\
+                 listen_port = {SIGNER_WG_PORT}\naddress = \"{SIGNER_TUNNEL}/24\"\n\
+                 stats_interval_secs = 1\n{}",
+                peer_toml(
+                    producer_wg,
+                    PRODUCER_TUNNEL,
+                    &format!("{PRODUCER_SIGNER_VETH}:{PRODUCER_WG_PORT}")
+                )
+            ),
+        ),
+    };
+    format!(
+        r#"[chain]
+id = "{chain}"
+dangerous_dev_chain = true
+max_clock_skew_ms = 1500
+[[producers]]
+account = "eosio"
+key = "{DEV_PUB}"
+[backend]
+kind = "soft"
+[backend.soft]
+key_files = ["dev.key"]
+[listen]
+unix_socket = "signer.sock"
+allow_own_uid = true
+{tcp}[state]
+dir = "signer-state"
+audit_log = "signer-state/audit.jsonl"
+[sandbox]
+dangerous_disabled = true
+{wireguard}"#
+    )
+}
+
+/// A running deployment: the signer (in the root namespace on its Unix socket, or in its own
+/// namespace behind the tunnel), the producer and the api node, each in its namespace.
+struct Deployment {
+    dir: tempfile::TempDir,
+    producer_toml: PathBuf,
+    producer_text: String,
+    producer_wg: WgKey,
+    procs: Vec<Proc>,
+}
+
+impl Deployment {
+    /// Writes every file and checks the producer's configuration; starts nothing yet.
+    fn write(net: &Net, signer_in_tunnel: bool) -> Deployment {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::fs::copy(root.join("policies/genesis.json"), d.join("genesis.json")).expect("genesis");
+        let genesis = Genesis::load(&d.join("genesis.json")).expect("genesis");
+        let producer_wg = generate_key_file(&d.join("producer-wg.key")).expect("producer key");
+        let api_wg = generate_key_file(&d.join("api-wg.key")).expect("api key");
+        let mut producer_peers =
+            peer_toml(api_wg, API_TUNNEL, &format!("{API_VETH}:{API_WG_PORT}"));
+        let mut signer = "unix:signer.sock".to_string();
+        let mut signer_tunnel = None;
+        if signer_in_tunnel {
+            let signer_wg = generate_key_file(&d.join("signer-wg.key")).expect("signer key");
+            producer_peers.push_str(&peer_toml(
+                signer_wg,
+                SIGNER_TUNNEL,
+                &format!("{SIGNER_VETH}:{SIGNER_WG_PORT}"),
+            ));
+            signer = format!("{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}");
+            signer_tunnel = Some((net.signer_if.as_str(), producer_wg));
+        }
+        let producer_text = node_toml(
+            &format!("{PRODUCER_TUNNEL}:{PRIVATE_PORT}"),
+            &signer,
+            &net.producer_if,
+            "producer-wg.key",
+            PRODUCER_WG_PORT,
+            PRODUCER_TUNNEL,
+            &producer_peers,
+        );
+        std::fs::write(d.join("producer.toml"), &producer_text).expect("producer.toml");
+        let api_text = node_toml(
+            &format!("{API_TUNNEL}:{PRIVATE_PORT}"),
+            "unix:unused.sock",
+            &net.api_if,
+            "api-wg.key",
+            API_WG_PORT,
+            API_TUNNEL,
+            &peer_toml(
+                producer_wg,
+                PRODUCER_TUNNEL,
+                &format!("{PRODUCER_VETH}:{PRODUCER_WG_PORT}"),
+            ),
+        );
+        std::fs::write(d.join("api.toml"), api_text).expect("api.toml");
+        std::fs::write(d.join("dev.key"), format!("{DEV_WIF}\n")).expect("key");
+        std::fs::set_permissions(d.join("dev.key"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        std::fs::create_dir(d.join("signer-state")).expect("state");
+        let chain = genesis.chain_id().to_string();
+        std::fs::write(d.join("signer.toml"), signer_toml(&chain, signer_tunnel))
+            .expect("signer.toml");
+        Deployment {
+            producer_toml: d.join("producer.toml"),
+            producer_text,
+            producer_wg,
+            procs: Vec::new(),
+            dir,
+        }
+    }
+
+    fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+
+    fn log(&self, f: &str) -> String {
+        std::fs::read_to_string(self.path(f)).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        ["signer.log", "producer.log", "api.log"]
+            .iter()
+            .map(|f| format!("{f}:\n{}\n", self.log(f)))
+            .collect()
+    }
+
+    /// Starts the signer (in `signer_ns` when given), then the producer and the api node.
+    fn start(&mut self, net: &Net, signer_ns: Option<&str>) {
+        let signer = signer_bin();
+        let policy = self.path("signer.toml");
+        let out = Command::new(&signer)
+            .args(["guard", "init", "--policy"])
+            .arg(&policy)
+            .output()
+            .expect("guard init");
+        assert!(out.status.success(), "guard init: {}", String::from_utf8_lossy(&out.stderr));
+        let mut cmd = match signer_ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&signer);
+                c
+            }
+            None => Command::new(&signer),
+        };
+        let child = cmd
+            .args(["run", "--policy"])
+            .arg(&policy)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path("signer.log")).expect("log"))
+            .spawn()
+            .expect("spawn signer");
+        self.procs.push(Proc(child));
+        let socket = self.path("signer.sock");
+        wait_for(
+            "the signer socket",
+            Duration::from_secs(30),
+            || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+            || self.log("signer.log"),
+        );
+        let node = env!("CARGO_BIN_EXE_rempart-node");
+        for (ns, role) in [(&net.producer_ns, "producer"), (&net.api_ns, "api")] {
+            let child = Command::new("ip")
+                .args(["netns", "exec", ns, node, "--log-format", "text", "run", "--role", role])
+                .arg("--config")
+                .arg(self.path(&format!("{role}.toml")))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(self.path(&format!("{role}.log"))).expect("log"))
+                .spawn()
+                .expect("spawn node");
+            self.procs.push(Proc(child));
+        }
+    }
 }
 
 fn metric(file: &Path, prefix: &str) -> Option<String> {
@@ -318,142 +499,35 @@ fn an_api_node_follows_the_producer_through_the_tunnel_and_nothing_else_gets_in(
     if !namespaces_or_skip(name) {
         return;
     }
-    let signer = signer_bin();
     let net = Net::new(false);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::fs::copy(root.join("policies/genesis.json"), d.join("genesis.json")).expect("genesis");
-    let genesis = Genesis::load(&d.join("genesis.json")).expect("genesis");
-    let producer_wg = generate_key_file(&d.join("producer-wg.key")).expect("producer key");
-    let api_wg = generate_key_file(&d.join("api-wg.key")).expect("api key");
+    let mut d = Deployment::write(&net, false);
     let producer_listen = format!("{PRODUCER_TUNNEL}:{PRIVATE_PORT}");
-    let producer_toml = d.join("producer.toml");
-    let text = node_toml(
-        &producer_listen,
-        &net.producer_if,
-        "producer-wg.key",
-        PRODUCER_WG_PORT,
-        PRODUCER_TUNNEL,
-        api_wg,
-        API_TUNNEL,
-        &format!("{API_VETH}:{API_WG_PORT}"),
-    );
-    std::fs::write(&producer_toml, &text).expect("producer.toml");
-    let api_toml = d.join("api.toml");
-    std::fs::write(
-        &api_toml,
-        node_toml(
-            &format!("{API_TUNNEL}:{PRIVATE_PORT}"),
-            &net.api_if,
-            "api-wg.key",
-            API_WG_PORT,
-            API_TUNNEL,
-            producer_wg,
-            PRODUCER_TUNNEL,
-            &format!("{PRODUCER_VETH}:{PRODUCER_WG_PORT}"),
-        ),
-    )
-    .expect("api.toml");
 
     // `check` accepts the file and names this side's public key; a wildcard is refused.
     let node = env!("CARGO_BIN_EXE_rempart-node");
-    let out =
-        Command::new(node).args(["check", "--config"]).arg(&producer_toml).output().expect("check");
+    let out = Command::new(node)
+        .args(["check", "--config"])
+        .arg(&d.producer_toml)
+        .output()
+        .expect("check");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&producer_wg.to_string()), "{stdout}");
-    let wild = d.join("wild.toml");
-    std::fs::write(&wild, text.replace(&producer_listen, "0.0.0.0:9876")).expect("wild.toml");
+    assert!(stdout.contains(&d.producer_wg.to_string()), "{stdout}");
+    let wild = d.path("wild.toml");
+    std::fs::write(&wild, d.producer_text.replace(&producer_listen, "0.0.0.0:9876"))
+        .expect("wild.toml");
     let out = Command::new(node).args(["check", "--config"]).arg(&wild).output().expect("check");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("wild.toml:5:18") && stderr.contains("wildcard"), "{stderr}");
 
-    // The signer (root namespace, Unix socket: the path crosses namespaces).
-    std::fs::write(d.join("dev.key"), format!("{DEV_WIF}\n")).expect("key");
-    std::fs::set_permissions(d.join("dev.key"), std::fs::Permissions::from_mode(0o600))
-        .expect("chmod");
-    std::fs::create_dir(d.join("signer-state")).expect("state");
-    std::fs::write(
-        d.join("signer.toml"),
-        format!(
-            r#"[chain]
-id = "{chain}"
-dangerous_dev_chain = true
-max_clock_skew_ms = 1500
-[[producers]]
-account = "eosio"
-key = "{DEV_PUB}"
-[backend]
-kind = "soft"
-[backend.soft]
-key_files = ["dev.key"]
-[listen]
-unix_socket = "signer.sock"
-allow_own_uid = true
-[state]
-dir = "signer-state"
-audit_log = "signer-state/audit.jsonl"
-[sandbox]
-dangerous_disabled = true
-"#,
-            chain = genesis.chain_id()
-        ),
-    )
-    .expect("signer.toml");
-    let policy = d.join("signer.toml");
-    let out = Command::new(&signer)
-        .args(["guard", "init", "--policy"])
-        .arg(&policy)
-        .output()
-        .expect("guard init");
-    assert!(out.status.success(), "guard init: {}", String::from_utf8_lossy(&out.stderr));
-    let _signer = Proc(
-        Command::new(&signer)
-            .args(["run", "--policy"])
-            .arg(&policy)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("signer.log")).expect("log"))
-            .spawn()
-            .expect("spawn signer"),
-    );
-    let log = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
-    wait_for(
-        "the signer socket",
-        Duration::from_secs(30),
-        || std::os::unix::net::UnixStream::connect(d.join("signer.sock")).is_ok(),
-        || log("signer.log"),
-    );
-
-    let spawn_node = |ns: &str, role: &str, config: &Path, logfile: &str| {
-        Proc(
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    ns,
-                    node,
-                    "--log-format",
-                    "text",
-                    "run",
-                    "--role",
-                    role,
-                    "--config",
-                ])
-                .arg(config)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(d.join(logfile)).expect("log"))
-                .spawn()
-                .expect("spawn node"),
-        )
-    };
-    let _producer = spawn_node(&net.producer_ns, "producer", &producer_toml, "producer.log");
-    let _api = spawn_node(&net.api_ns, "api", &api_toml, "api.log");
-    let both = || format!("producer:\n{}\napi:\n{}", log("producer.log"), log("api.log"));
+    // The signer in the root namespace (Unix socket: the path crosses namespaces).
+    d.start(&net, None);
+    let log = |f: &str| d.log(f);
+    let both = || d.logs();
 
     // The api node follows the producer's blocks through the tunnel.
-    let api_prom = d.join("api.prom");
+    let api_prom = d.path("api.prom");
     wait_for(
         "the api node to apply block 3",
         Duration::from_secs(60),
@@ -464,7 +538,7 @@ dangerous_disabled = true
     assert!(log("api.log").contains("private network up"), "{}", both());
 
     // Tunnel health in the producer's metrics: a handshake with the api node and bytes sent.
-    let producer_prom = d.join("producer.prom");
+    let producer_prom = d.path("producer.prom");
     let labels = format!("interface=\"{}\",peer=\"{API_TUNNEL}\"", net.producer_if);
     wait_for(
         "the producer's tunnel metrics",
@@ -541,5 +615,59 @@ dangerous_disabled = true
         Duration::from_secs(30),
         || head(&api_prom) > h,
         both,
+    );
+}
+
+fn missed(prom: &Path) -> u64 {
+    metric(prom, "rempart_node_missed_slots_total{").and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn the_producer_misses_slots_while_its_tunnel_to_the_signer_is_down_and_resumes() {
+    let name = "the_producer_misses_slots_while_its_tunnel_to_the_signer_is_down_and_resumes";
+    if !namespaces_or_skip(name) {
+        return;
+    }
+    let net = Net::new(true);
+    let mut d = Deployment::write(&net, true);
+    d.start(&net, Some(&net.signer_ns));
+    let api_prom = d.path("api.prom");
+    let producer_prom = d.path("producer.prom");
+    wait_for(
+        "blocks signed through the tunnel and followed",
+        Duration::from_secs(60),
+        || head(&api_prom) >= 3,
+        || d.logs(),
+    );
+    assert!(d.log("signer.log").contains("WireGuard interface up"), "{}", d.logs());
+
+    // The signer's side of the tunnel goes down: every slot is missed, with the reason logged,
+    // and nothing is signed anywhere else (the node holds no block-signing key).
+    let before = missed(&producer_prom);
+    run("ip", &["-n", &net.signer_ns, "link", "set", "dev", &net.signer_if, "down"]);
+    wait_for(
+        "missed slots while the tunnel is down",
+        Duration::from_secs(30),
+        || missed(&producer_prom) >= before + 3,
+        || d.logs(),
+    );
+    let log = d.log("producer.log");
+    assert!(log.contains("slot missed: the block was not signed"), "{log}");
+    assert!(log.contains(SIGNER_TUNNEL), "the signer's address is named: {log}");
+    let stalled = head(&producer_prom);
+
+    // Back up: production resumes and the api node follows; no retry trips the signer's
+    // double-sign guard (its refusal would be in the producer's log).
+    run("ip", &["-n", &net.signer_ns, "link", "set", "dev", &net.signer_if, "up"]);
+    wait_for(
+        "production to resume",
+        Duration::from_secs(60),
+        || head(&producer_prom) >= stalled + 3 && head(&api_prom) >= stalled + 3,
+        || d.logs(),
+    );
+    let log = d.log("producer.log");
+    assert!(
+        !log.contains("is not above the last signed block"),
+        "a retry tripped the guard: {log}"
     );
 }
