@@ -101,7 +101,7 @@ struct RawProducer {
 struct RawApi {
     data_dir: PathBuf,
     http_listen: SocketAddr,
-    producer: SocketAddr,
+    producer: Spanned<SocketAddr>,
     #[serde(default)]
     metrics_file: Option<PathBuf>,
 }
@@ -271,6 +271,20 @@ impl Config {
             wireguard.as_ref(),
         )
         .map_err(|m| at(listen.span(), m))?;
+        if let Some(wg) = &wireguard {
+            // The api node reaches its producer through the tunnel, never around it.
+            let producer = raw.api.producer.get_ref().ip();
+            if producer != wg.address.addr && !wg.peer_addresses().any(|p| p == producer) {
+                return Err(at(
+                    raw.api.producer.span(),
+                    format!(
+                        "api.producer {producer} is not a [wireguard] peer's tunnel address; the \
+                         api node must reach its producer through the tunnel (list the \
+                         producer in [[wireguard.peers]] and use its tunnel address)"
+                    ),
+                ));
+            }
+        }
         Ok(Config {
             genesis: base.join(raw.genesis),
             producer: ProducerConfig {
@@ -284,7 +298,7 @@ impl Config {
             api: ApiConfig {
                 data_dir: base.join(raw.api.data_dir),
                 http_listen: raw.api.http_listen,
-                producer: raw.api.producer,
+                producer: raw.api.producer.into_inner(),
                 metrics_file: raw.api.metrics_file.map(|p| base.join(p)),
             },
             limits: raw.limits,

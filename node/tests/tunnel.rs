@@ -514,8 +514,14 @@ fn an_api_node_follows_the_producer_through_the_tunnel_and_nothing_else_gets_in(
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(&d.producer_wg.to_string()), "{stdout}");
     let wild = d.path("wild.toml");
-    std::fs::write(&wild, d.producer_text.replace(&producer_listen, "0.0.0.0:9876"))
-        .expect("wild.toml");
+    std::fs::write(
+        &wild,
+        d.producer_text.replace(
+            &format!("private_listen = \"{producer_listen}\""),
+            "private_listen = \"0.0.0.0:9876\"",
+        ),
+    )
+    .expect("wild.toml");
     let out = Command::new(node).args(["check", "--config"]).arg(&wild).output().expect("check");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");

@@ -187,3 +187,19 @@ fn bad_wireguard_values_are_refused_with_their_position() {
     .expect_err("unknown key");
     assert!(err.to_string().contains("port"), "{err}");
 }
+
+#[test]
+fn api_producer_must_be_reached_through_the_tunnel() {
+    let text = with_wireguard("10.98.0.2:9876", WG);
+    // The api node's own file: its producer is a peer.
+    let api = text.replace("producer = \"10.98.0.2:9876\"", "producer = \"10.98.0.1:9876\"");
+    Config::parse(&api, Path::new("n.toml"), Path::new(".")).expect("a peer's tunnel address");
+    for outside in ["192.0.2.1:9876", "127.0.0.1:9876", "10.98.0.7:9876"] {
+        let bad =
+            text.replace("producer = \"10.98.0.2:9876\"", &format!("producer = \"{outside}\""));
+        let err = Config::parse(&bad, Path::new("n.toml"), Path::new(".")).expect_err(outside);
+        let msg = err.to_string();
+        assert!(msg.starts_with("n.toml:10:12: api.producer"), "{outside}: {msg}");
+        assert!(msg.contains("through the tunnel"), "{msg}");
+    }
+}
