@@ -271,6 +271,19 @@ impl Config {
             wireguard.as_ref(),
         )
         .map_err(|m| at(listen.span(), m))?;
+        if let (Some(wg), Ok(addr)) = (&wireguard, signer.parse::<SocketAddr>()) {
+            // Blocks are signed through the tunnel (or on this host), never around it.
+            let ip = addr.ip();
+            if !ip.is_loopback() && !wg.peer_addresses().any(|p| p == ip) {
+                return Err(invalid(
+                    "producer.signer",
+                    format!(
+                        "{addr} is neither loopback nor a [wireguard] peer's tunnel address; \
+                         list the signer in [[wireguard.peers]] and use its tunnel address"
+                    ),
+                ));
+            }
+        }
         if let Some(wg) = &wireguard {
             // The api node reaches its producer through the tunnel, never around it.
             let producer = raw.api.producer.get_ref().ip();

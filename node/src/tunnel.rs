@@ -20,8 +20,8 @@ use rempart_signer::wireguard::{Interface, WireGuardConfig, WireGuardError, bind
 pub enum TunnelError {
     /// The interface could not be created, configured or read.
     #[error(
-        "the [wireguard] interface could not be set up: {0}; the node refuses to listen without \
-         its tunnel (run it as root or with CAP_NET_ADMIN and CAP_NET_RAW)"
+        "the [wireguard] interface could not be set up: {0}; the node does not start without \
+         its tunnel"
     )]
     Interface(#[from] WireGuardError),
     /// The bring-up task did not finish.

@@ -203,3 +203,17 @@ fn api_producer_must_be_reached_through_the_tunnel() {
         assert!(msg.contains("through the tunnel"), "{msg}");
     }
 }
+
+#[test]
+fn a_tcp_signer_is_reached_through_the_tunnel_or_on_this_host() {
+    let text = with_wireguard("10.98.0.2:9876", WG)
+        .replace("producer = \"10.98.0.2:9876\"", "producer = \"10.98.0.1:9876\"");
+    for ok in ["10.98.0.1:7010", "127.0.0.1:7010", "unix:s.sock"] {
+        let t = text.replace("signer = \"10.98.0.1:7010\"", &format!("signer = \"{ok}\""));
+        Config::parse(&t, Path::new("n.toml"), Path::new(".")).expect(ok);
+    }
+    let t = text.replace("signer = \"10.98.0.1:7010\"", "signer = \"192.0.2.9:7010\"");
+    let err = Config::parse(&t, Path::new("n.toml"), Path::new(".")).expect_err("outside");
+    let msg = err.to_string();
+    assert!(msg.contains("producer.signer") && msg.contains("peer's tunnel address"), "{msg}");
+}
