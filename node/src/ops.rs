@@ -73,6 +73,9 @@ pub enum OpsError {
     /// The data directory has no chain yet.
     #[error("{0} holds no chain; run `rempart-node init` (or restore a snapshot) first")]
     NotInitialised(PathBuf),
+    /// The data directory was initialised but the node never made its genesis block.
+    #[error("{0} has no blocks yet; run the node once (it makes block 1) before this operation")]
+    NoBlocks(PathBuf),
     /// Restore refuses to write over anything.
     #[error("{0} is not empty; restore only into an empty or missing data directory")]
     NotEmpty(PathBuf),
@@ -228,11 +231,10 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 pub fn snapshot(data_dir: &Path, out: &Path) -> Result<SnapshotSummary, OpsError> {
     let store = open_existing(data_dir)?;
     let snap = store.read()?;
-    let (Some(chain_id), Some(head), Some(genesis)) =
-        (snap.chain_id()?, snap.head()?, snap.genesis()?)
-    else {
+    let (Some(chain_id), Some(genesis)) = (snap.chain_id()?, snap.genesis()?) else {
         return Err(OpsError::NotInitialised(data_dir.to_owned()));
     };
+    let head = snap.head()?.ok_or_else(|| OpsError::NoBlocks(data_dir.to_owned()))?;
     let state_digest = state_digest(&snap)?;
 
     let mut body = Vec::new();
@@ -428,8 +430,8 @@ pub fn replay(
 ) -> Result<ReplayReport, OpsError> {
     let original = open_existing(data_dir)?;
     let snap = original.read()?;
-    let head = snap.head()?.ok_or_else(|| OpsError::NotInitialised(data_dir.to_owned()))?;
     let found = snap.chain_id()?.ok_or_else(|| OpsError::NotInitialised(data_dir.to_owned()))?;
+    let head = snap.head()?.ok_or_else(|| OpsError::NoBlocks(data_dir.to_owned()))?;
     let expected = genesis.chain_id();
     if found != expected {
         return Err(OpsError::WrongChain { expected, found });

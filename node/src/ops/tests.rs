@@ -192,3 +192,13 @@ fn a_missing_data_dir_is_not_initialised() {
     let e = snapshot(&data, &file).expect_err("nothing there");
     assert!(matches!(e, OpsError::NotInitialised(_)), "{e}");
 }
+
+#[test]
+fn an_initialised_dir_without_blocks_says_to_run_the_node_first() {
+    let (_dir, data, file, _target) = paths();
+    crate::genesis::init_data_dir(&genesis(), &data).expect("init");
+    let e = snapshot(&data, &file).expect_err("no head");
+    assert!(matches!(e, OpsError::NoBlocks(_)), "{e}");
+    let e = replay(&data, &genesis(), Limits::default(), |_, _| {}).expect_err("no head");
+    assert!(matches!(e, OpsError::NoBlocks(_)), "{e}");
+}
