@@ -322,10 +322,17 @@ impl Worker {
                 }
             }
             Err(e) => {
+                // Only an explicit refusal tells that the signer did not sign a block sent
+                // again (a block it signed is given back before any other check); without an
+                // answer it may have, and a different block at this height would be refused
+                // as a double sign for ever.
+                let refused = matches!(&e, BlockError::Signer { reason, .. }
+                    if reason.starts_with("the signer refused"));
                 match (self.sent.take(), &recovering) {
                     // The signer may have signed it and the answer got lost: the next block is
                     // this one again, so that a signature already given is given back.
                     (Some(block), None) => self.recovery = Some(block),
+                    (Some(block), Some(_)) if !refused => self.recovery = Some(block),
                     // Transactions of the abandoned block get another chance in the next one.
                     _ => self.retry = accepted,
                 }
