@@ -16,7 +16,7 @@ use rempart_core::protocol::SignBlockRequest;
 use rempart_core::transaction::{Action, PermissionLevel, Transaction};
 use rempart_core::{BlockTimestamp, Bytes, Name, TimePointSec, to_bytes};
 use rempart_node::authority::Authority;
-use rempart_node::chain::{Chain, PreparedTransaction, sign_transaction};
+use rempart_node::chain::{Chain, PreparedTransaction, SignFailure, sign_transaction};
 use rempart_node::config::Limits;
 use rempart_node::genesis::Genesis;
 use rempart_node::native::NewAccount;
@@ -47,7 +47,7 @@ impl Bench {
         Bench { _dir: dir, chain, dev: DEV_WIF.parse().expect("key"), owner, next: 0 }
     }
 
-    fn sign(&self) -> impl FnOnce(&SignBlockRequest) -> Result<Signature, String> + '_ {
+    fn sign(&self) -> impl FnOnce(&SignBlockRequest) -> Result<Signature, SignFailure> + '_ {
         |req| Ok(self.dev.sign(&req.digest()))
     }
 

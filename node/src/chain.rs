@@ -35,7 +35,7 @@ use rempart_core::{BlockTimestamp, Checksum256, Name, Pack, to_bytes};
 use serde_json::Value;
 use tokio::sync::watch;
 
-pub use error::{BlockError, ChainError, TxError};
+pub use error::{BlockError, ChainError, SignFailure, TxError};
 pub use trace::{ActionReceipt, ActionTrace, TransactionTrace};
 
 use crate::config::Limits;
@@ -416,7 +416,7 @@ impl Chain {
     /// block's transactions are tried again in the next block.
     pub fn finish_block(
         &self,
-        sign: impl FnOnce(&SignBlockRequest) -> Result<Signature, String>,
+        sign: impl FnOnce(&SignBlockRequest) -> Result<Signature, SignFailure>,
     ) -> Result<BlockSummary, BlockError> {
         let (request_tx, request_rx) = mpsc::channel();
         let (signature_tx, signature_rx) = mpsc::channel();
@@ -445,7 +445,7 @@ impl Chain {
     pub fn produce_block(
         &self,
         timestamp: BlockTimestamp,
-        sign: impl FnOnce(&SignBlockRequest) -> Result<Signature, String>,
+        sign: impl FnOnce(&SignBlockRequest) -> Result<Signature, SignFailure>,
     ) -> Result<BlockSummary, BlockError> {
         self.start_block(timestamp)?;
         self.finish_block(sign)

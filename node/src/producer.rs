@@ -17,9 +17,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rempart_core::{BlockTimestamp, Name};
-use rempart_signer::client::{Client, Endpoint};
+use rempart_signer::client::{Client, ClientError, Endpoint};
 
-use crate::chain::{BlockError, BlockSummary, Chain, scheduled_producer};
+use crate::chain::{BlockError, BlockSummary, Chain, SignFailure, scheduled_producer};
 use crate::metrics::Metrics;
 
 /// Why the slot loop stopped.
@@ -138,9 +138,12 @@ pub async fn run(
         let h = handle.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let r = chain2.finish_block(|req| {
-                h.block_on(c.sign_block(req.clone(), deadline))
-                    .map(|resp| resp.signature)
-                    .map_err(|e| e.to_string())
+                h.block_on(c.sign_block(req.clone(), deadline)).map(|resp| resp.signature).map_err(
+                    |e| match e {
+                        ClientError::Refused { .. } => SignFailure::Refused(e.to_string()),
+                        _ => SignFailure::NoAnswer(e.to_string()),
+                    },
+                )
             });
             (r, c)
         })

@@ -13,7 +13,7 @@ use rempart_core::transaction::{Action, PermissionLevel, Transaction};
 use rempart_core::{Bytes, Checksum256, Name, TimePointSec, to_bytes};
 use rempart_node::api::{ApiContext, ApiError, route};
 use rempart_node::authority::Authority;
-use rempart_node::chain::{Chain, sign_transaction};
+use rempart_node::chain::{Chain, SignFailure, sign_transaction};
 use rempart_node::config::Limits;
 use rempart_node::genesis::Genesis;
 use rempart_node::native::{NewAccount, SetAbi, SetCode};
@@ -26,7 +26,7 @@ fn n(s: &str) -> Name {
     s.parse().expect("name")
 }
 
-fn sign_dev(req: &SignBlockRequest) -> Result<Signature, String> {
+fn sign_dev(req: &SignBlockRequest) -> Result<Signature, SignFailure> {
     let dev: PrivateKey = DEV_WIF.parse().expect("key");
     Ok(dev.sign(&req.digest()))
 }

@@ -12,7 +12,9 @@ use rempart_core::transaction::{
 };
 use rempart_core::{BlockTimestamp, Bytes, Checksum256, Name, TimePointSec, from_bytes, to_bytes};
 use rempart_node::authority::{Authority, KeyWeight};
-use rempart_node::chain::{BlockError, Chain, ChainOptions, TxError, sign_transaction};
+use rempart_node::chain::{
+    BlockError, Chain, ChainOptions, SignFailure, TxError, sign_transaction,
+};
 use rempart_node::config::Limits;
 use rempart_node::genesis::Genesis;
 use rempart_node::native::{NewAccount, UpdateAuth};
@@ -52,7 +54,7 @@ fn node() -> Node {
 
 fn sign_dev(
     req: &rempart_core::protocol::SignBlockRequest,
-) -> Result<rempart_core::key::Signature, String> {
+) -> Result<rempart_core::key::Signature, SignFailure> {
     Ok(dev_key().sign(&req.digest()))
 }
 
@@ -353,7 +355,9 @@ fn slots_must_move_forward_and_blocks_need_the_scheduled_key() {
         .produce_block(head.next(), |req| Ok(stranger.sign(&req.digest())))
         .expect_err("wrong key");
     assert!(matches!(e, BlockError::BadSignature { .. }), "{e}");
-    let e = chain.produce_block(head.next(), |_| Err("signer down".into())).expect_err("no sig");
+    let e = chain
+        .produce_block(head.next(), |_| Err(SignFailure::NoAnswer("signer down".into())))
+        .expect_err("no sig");
     assert!(matches!(e, BlockError::Signer { .. }), "{e}");
     assert_eq!(chain.info().head_block_num, 1);
     // The slot is still free: nothing was written.
@@ -383,7 +387,7 @@ fn a_block_signed_but_not_committed_is_made_again_identically_after_a_restart() 
     let e = chain
         .finish_block(|req| {
             first = Some((req.digest(), dev_key().sign(&req.digest())));
-            Err("node killed".into())
+            Err(SignFailure::NoAnswer("node killed".into()))
         })
         .expect_err("not committed");
     assert!(matches!(e, BlockError::Signer { .. }), "{e}");

@@ -15,7 +15,7 @@ use rempart_core::protocol::SignBlockRequest;
 use rempart_core::transaction::{Action, PermissionLevel, Transaction};
 use rempart_core::{Bytes, Name, TimePointSec, from_bytes, to_bytes};
 use rempart_node::authority::{Authority, PermissionLevelWeight};
-use rempart_node::chain::{Chain, TransactionTrace, TxError, sign_transaction};
+use rempart_node::chain::{Chain, SignFailure, TransactionTrace, TxError, sign_transaction};
 use rempart_node::config::Limits;
 use rempart_node::genesis::Genesis;
 use rempart_node::native::{NewAccount, SetAbi, SetCode, UpdateAuth};
@@ -39,7 +39,7 @@ fn open() -> (tempfile::TempDir, Chain) {
     (dir, Chain::open(store, &genesis(), Limits::default()).expect("chain"))
 }
 
-fn sign_dev(req: &SignBlockRequest) -> Result<Signature, String> {
+fn sign_dev(req: &SignBlockRequest) -> Result<Signature, SignFailure> {
     let dev: PrivateKey = DEV_WIF.parse().expect("key");
     Ok(dev.sign(&req.digest()))
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rempart_core::BlockTimestamp;
 use rempart_core::key::PrivateKey;
-use rempart_node::chain::{BlockError, Chain, ChainOptions};
+use rempart_node::chain::{BlockError, Chain, ChainOptions, SignFailure};
 use rempart_node::config::Limits;
 use rempart_node::genesis::Genesis;
 use rempart_node::store::Store;
@@ -17,6 +17,11 @@ const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
 fn genesis() -> Genesis {
     Genesis::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/genesis.json"))
         .expect("genesis")
+}
+
+/// The answer a node killed mid-request never got.
+fn killed() -> SignFailure {
+    SignFailure::NoAnswer("node killed".into())
 }
 
 fn dev() -> PrivateKey {
@@ -31,16 +36,19 @@ fn open(dir: &Path) -> Chain {
 }
 
 /// The slot and digest of the block the chain asks to sign, failing with `answer`.
-fn attempt(chain: &Chain, slot: BlockTimestamp, answer: &str) -> (BlockTimestamp, [u8; 32]) {
+fn attempt(chain: &Chain, slot: BlockTimestamp, answer: SignFailure) -> (BlockTimestamp, [u8; 32]) {
     let pending = chain.start_block(slot).expect("start");
     let mut digest = None;
     let e = chain
         .finish_block(|req| {
             digest = Some(*req.digest().as_bytes());
-            Err(answer.to_string())
+            Err(answer.clone())
         })
         .expect_err("not signed");
-    assert!(matches!(e, BlockError::Signer { .. }), "{e}");
+    match answer {
+        SignFailure::Refused(_) => assert!(matches!(e, BlockError::Refused { .. }), "{e}"),
+        _ => assert!(matches!(e, BlockError::Signer { .. }), "{e}"),
+    }
     (pending.timestamp, digest.expect("a sign request"))
 }
 
@@ -50,7 +58,7 @@ fn without_an_answer_the_block_sent_again_keeps_its_height_until_an_explicit_ref
     let chain = open(dir.path());
     let slot = chain.info().head_block_time.next();
     // Sent, then the node dies: the answer never arrived.
-    let first = attempt(&chain, slot, "node killed");
+    let first = attempt(&chain, slot, killed());
     drop(chain);
 
     let chain = open(dir.path());
@@ -60,7 +68,9 @@ fn without_an_answer_the_block_sent_again_keeps_its_height_until_an_explicit_ref
         let again = attempt(
             &chain,
             BlockTimestamp(slot.0 + 10 * k),
-            "no answer from the signer at unix:signer.sock before the deadline",
+            SignFailure::NoAnswer(
+                "no answer from the signer at unix:signer.sock before the deadline".into(),
+            ),
         );
         assert_eq!(again, first, "attempt {k}: the same block, so a signature given is replayed");
     }
@@ -69,14 +79,17 @@ fn without_an_answer_the_block_sent_again_keeps_its_height_until_an_explicit_ref
 
     // An explicit refusal of a block sent again frees the height: the next block is new.
     let slot = chain.info().head_block_time.next();
-    let sent = attempt(&chain, slot, "node killed");
+    let sent = attempt(&chain, slot, killed());
     let again = attempt(
         &chain,
         BlockTimestamp(slot.0 + 5),
-        "the signer refused (clock_skew): block 3 timestamp is 9000 ms from this signer's clock",
+        SignFailure::Refused(
+            "the signer refused (clock_skew): block 3 timestamp is 9000 ms from this signer's clock"
+                .into(),
+        ),
     );
     assert_eq!(again, sent, "the block is sent again once");
-    let fresh = attempt(&chain, BlockTimestamp(slot.0 + 6), "node killed");
+    let fresh = attempt(&chain, BlockTimestamp(slot.0 + 6), killed());
     assert_eq!(fresh.0, BlockTimestamp(slot.0 + 6), "a new block in the slot asked for");
     assert_ne!(fresh.1, sent.1);
 }

@@ -249,12 +249,21 @@ pub enum BlockError {
         /// What.
         reason: String,
     },
-    /// The signer did not sign.
+    /// No signature came back (no answer in time, the link broke, the intent could not be
+    /// recorded): the signer may or may not have signed this block.
     #[error("block {block_num} was not signed: {reason}")]
     Signer {
         /// The block number.
         block_num: u32,
         /// Why.
+        reason: String,
+    },
+    /// The signer answered with a refusal: it did not sign this block.
+    #[error("block {block_num} was refused by the signer: {reason}")]
+    Refused {
+        /// The block number.
+        block_num: u32,
+        /// The signer's reason.
         reason: String,
     },
     /// A block is being produced (start/apply while pending), or none is (finish).
@@ -284,4 +293,20 @@ pub enum ChainError {
     /// The apply thread could not start.
     #[error("cannot start the apply thread: {0}")]
     Thread(std::io::Error),
+}
+
+/// Why the signing callback of [`crate::chain::Chain::finish_block`] returned no signature.
+///
+/// The two cases differ for a block sent again after a restart: only an explicit refusal proves
+/// the signer did not sign it; without an answer it may have, and then any other block at that
+/// height would be refused as a double sign.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignFailure {
+    /// The signer answered and refused.
+    #[error("{0}")]
+    Refused(String),
+    /// No answer: timeout, broken link, signer down.
+    #[error("{0}")]
+    NoAnswer(String),
 }

@@ -21,7 +21,7 @@ use rempart_core::transaction::Action;
 use rempart_core::{BlockTimestamp, Checksum256, Name, Pack, VarUint32, from_bytes, to_bytes};
 use tokio::sync::watch;
 
-use super::error::{BlockError, ChainError, TxError};
+use super::error::{BlockError, ChainError, SignFailure, TxError};
 use super::execution::Execution;
 use super::trace::TransactionTrace;
 use super::{
@@ -76,7 +76,7 @@ pub(crate) enum Command {
     Push(PushJob),
     Finish {
         request: Sender<SignBlockRequest>,
-        signature: Receiver<Result<Signature, String>>,
+        signature: Receiver<Result<Signature, SignFailure>>,
         done: Sender<Result<BlockSummary, BlockError>>,
     },
     Abort {
@@ -326,8 +326,7 @@ impl Worker {
                 // again (a block it signed is given back before any other check); without an
                 // answer it may have, and a different block at this height would be refused
                 // as a double sign for ever.
-                let refused = matches!(&e, BlockError::Signer { reason, .. }
-                    if reason.starts_with("the signer refused"));
+                let refused = matches!(e, BlockError::Refused { .. });
                 match (self.sent.take(), &recovering) {
                     // The signer may have signed it and the answer got lost: the next block is
                     // this one again, so that a signature already given is given back.
@@ -484,7 +483,7 @@ impl Worker {
         w: &mut BlockWrite<'_>,
         pending: &mut Pending,
         request: &Sender<SignBlockRequest>,
-        signature: &Receiver<Result<Signature, String>>,
+        signature: &Receiver<Result<Signature, SignFailure>>,
     ) -> Result<Committed, BlockError> {
         let header = self.header(pending);
         let num = pending.block_num;
@@ -514,7 +513,12 @@ impl Worker {
         request.send(req).map_err(|_| BlockError::Aborted)?;
         let sig = match signature.recv_timeout(SIGN_WAIT) {
             Ok(Ok(sig)) => sig,
-            Ok(Err(reason)) => return Err(BlockError::Signer { block_num: num, reason }),
+            Ok(Err(SignFailure::Refused(reason))) => {
+                return Err(BlockError::Refused { block_num: num, reason });
+            }
+            Ok(Err(SignFailure::NoAnswer(reason))) => {
+                return Err(BlockError::Signer { block_num: num, reason });
+            }
             Err(_) => {
                 return Err(BlockError::Signer {
                     block_num: num,
