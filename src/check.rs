@@ -12,10 +12,10 @@
 use std::collections::BTreeSet;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use rempart_core::key::PublicKey;
-use rempart_signer::policy::BackendConfig;
+use rempart_signer::policy::{BackendConfig, normalize};
 
 /// Exit status when a file is invalid or the files disagree.
 pub const EXIT_INVALID: u8 = 1;
@@ -171,21 +171,6 @@ struct Node {
     file: PathBuf,
     config: rempart_node::config::Config,
     genesis: Option<rempart_node::genesis::Genesis>,
-}
-
-/// Removes `.` and `..` lexically, so that two spellings of one path compare equal.
-fn normal(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 fn list<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
@@ -392,7 +377,7 @@ fn cross_check_addresses(
     let mut listeners = Vec::new();
     for s in signers {
         if let Some(sock) = &s.policy.listen.unix_socket {
-            listeners.push(format!("unix:{}", normal(sock).display()));
+            listeners.push(format!("unix:{}", normalize(sock).display()));
         }
         if let Some(tcp) = s.policy.listen.tcp {
             listeners.push(tcp.to_string());
@@ -403,7 +388,7 @@ fn cross_check_addresses(
     for node in nodes {
         let signer = &node.config.producer.signer;
         let normalised = match signer.strip_prefix("unix:") {
-            Some(p) => format!("unix:{}", normal(Path::new(p)).display()),
+            Some(p) => format!("unix:{}", normalize(Path::new(p)).display()),
             None => signer.clone(),
         };
         if !listeners.contains(&normalised) && seen.insert(normalised) {

@@ -776,7 +776,7 @@ impl Validator<'_> {
 }
 
 /// Removes `.` and resolves `..` lexically (no symlinks followed: the files may not exist yet).
-fn normalize(p: &Path) -> PathBuf {
+pub fn normalize(p: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
     for c in p.components() {
