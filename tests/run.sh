@@ -13,6 +13,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+# One build per run: incremental state would only cost disk (GBs with wasmtime in the tree).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 # Seconds each fuzz target runs in the smoke run; raise it to fuzz longer (README.md).
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 
