@@ -12,17 +12,18 @@
 #![cfg(feature = "wireguard")]
 
 mod common;
+#[path = "../../tests/support/netns.rs"]
+mod netns;
 
 use std::io::Read as _;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsFd as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{BIN, DEV_PUB, DEV_WIF, ci, now_slot, request, wait_for};
+use netns::{namespaces_or_skip, run, wireguard_go_pids};
 use rempart_core::BlockTimestamp;
 use rempart_core::key::PublicKey;
 use rempart_signer::client::{Client, ClientError};
@@ -38,63 +39,39 @@ const SIGNER_WG_PORT: u16 = 51820;
 const CLIENT_WG_PORT: u16 = 51821;
 const SIGNER_TCP_PORT: u16 = 7010;
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// Whether this machine can run the namespace tests; panics under CI when it cannot.
-fn namespaces_or_skip(test: &str) -> bool {
-    let mut missing = Vec::new();
-    if !rustix::process::geteuid().is_root() {
-        missing.push("root".to_string());
-    }
-    for tool in ["ip", "wireguard-go"] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
-        if !found {
-            missing.push(tool.to_string());
-        }
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        missing.push("/dev/net/tun".into());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        !ci(),
-        "{test} needs {} and CI=true: run CI as root with tests/run.sh's packages",
-        missing.join(", ")
-    );
-    eprintln!("{test}: skipped, missing {}", missing.join(", "));
-    false
+/// The signer's and the client's namespaces joined by veth, with an interface name for each;
+/// everything goes with `net` on drop.
+struct Net {
+    signer_ns: String,
+    client_ns: String,
+    signer_if: String,
+    client_if: String,
+    _net: netns::Net,
 }
 
-/// Runs a command, panicking with its stderr when it fails.
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program).args(args).output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The PIDs of `wireguard-go IFACE` processes (exact command line; interface names are unique
-/// to one test, so this finds only what the test started).
-fn wireguard_go_pids(iface: &str) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let mut pids = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
-        if args.len() == 2 && args[0].ends_with(b"wireguard-go") && args[1] == iface.as_bytes() {
-            pids.push(pid);
+impl Net {
+    fn new() -> Net {
+        let mut net = netns::Net::new("rwg");
+        let signer_ns = net.namespace("s");
+        let client_ns = net.namespace("c");
+        net.veth(
+            &signer_ns,
+            &format!("{SIGNER_VETH}/24"),
+            &client_ns,
+            &format!("{CLIENT_VETH}/24"),
+        );
+        Net {
+            signer_if: net.interface("s"),
+            client_if: net.interface("c"),
+            signer_ns,
+            client_ns,
+            _net: net,
         }
     }
-    pids
+
+    fn inside<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> T {
+        netns::inside(ns, f)
+    }
 }
 
 /// The signer process, killed (SIGKILL, by PID) and reaped on drop.
@@ -106,77 +83,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Two namespaces joined by veth, removed with everything in them on drop.
-struct Net {
-    signer_ns: String,
-    client_ns: String,
-    signer_if: String,
-    client_if: String,
-}
-
-impl Net {
-    fn new() -> Net {
-        let tag =
-            format!("{}{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::SeqCst));
-        let net = Net {
-            signer_ns: format!("rwg-s-{tag}"),
-            client_ns: format!("rwg-c-{tag}"),
-            signer_if: format!("rwgs{tag}"),
-            client_if: format!("rwgc{tag}"),
-        };
-        let (vs, vc) = (format!("rvs{tag}"), format!("rvc{tag}"));
-        run("ip", &["netns", "add", &net.signer_ns]);
-        run("ip", &["netns", "add", &net.client_ns]);
-        run("ip", &["link", "add", &vs, "type", "veth", "peer", "name", &vc]);
-        run("ip", &["link", "set", &vs, "netns", &net.signer_ns]);
-        run("ip", &["link", "set", &vc, "netns", &net.client_ns]);
-        for (ns, dev, addr) in
-            [(&net.signer_ns, &vs, SIGNER_VETH), (&net.client_ns, &vc, CLIENT_VETH)]
-        {
-            run("ip", &["-n", ns, "address", "add", &format!("{addr}/24"), "dev", dev]);
-            run("ip", &["-n", ns, "link", "set", dev, "up"]);
-            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
-        }
-        net
-    }
-
-    /// Runs `f` on a thread that lives in namespace `ns`: the sockets it opens and the processes
-    /// it starts belong to that namespace.
-    fn inside<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let handle = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
-                rustix::thread::move_into_link_name_space(
-                    handle.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .expect("setns");
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for iface in [&self.signer_if, &self.client_if] {
-            for pid in wireguard_go_pids(iface) {
-                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
-            }
-            for dir in ["/var/run/wireguard", "/run/wireguard"] {
-                let _ = std::fs::remove_file(Path::new(dir).join(format!("{iface}.sock")));
-            }
-        }
-        for ns in [&self.signer_ns, &self.client_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
     }
 }
 
