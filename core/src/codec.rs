@@ -153,17 +153,34 @@ pub fn from_bytes<T: Unpack>(data: &[u8]) -> Result<T, DecodeError> {
     Ok(v)
 }
 
+/// Decodes bytes that this process validated itself when it first decoded them (a node's own
+/// state records, data already decoded by [`from_bytes`]): as [`from_bytes`], except that
+/// public keys are not checked again on their curve. Never use it on bytes from the network.
+pub fn from_trusted_bytes<T: Unpack>(data: &[u8]) -> Result<T, DecodeError> {
+    let mut r = Reader { trusted_keys: true, ..Reader::new(data) };
+    let v = T::unpack(&mut r)?;
+    r.finish()?;
+    Ok(v)
+}
+
 /// A cursor over untrusted bytes.
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
+    trusted_keys: bool,
 }
 
 impl<'a> Reader<'a> {
     /// A reader at the start of `data`.
     pub fn new(data: &'a [u8]) -> Self {
-        Reader { data, pos: 0 }
+        Reader { data, pos: 0, trusted_keys: false }
+    }
+
+    /// Whether public keys were checked when these bytes were first decoded
+    /// ([`from_trusted_bytes`]), so decoding may skip the curve check.
+    pub fn trusts_keys(&self) -> bool {
+        self.trusted_keys
     }
 
     /// Current offset.

@@ -47,6 +47,8 @@ use worker::{Command, PushJob, PushState, Worker};
 /// `producer_repetitions`).
 pub const PRODUCER_REPETITIONS: u32 = 12;
 
+const EOSIO: Name = Name::from_const("eosio");
+
 /// How long [`Chain::push_transaction`] waits for a pending block before giving up.
 pub const PUSH_WAIT: Duration = Duration::from_secs(5);
 
@@ -123,6 +125,10 @@ pub struct PreparedTransaction {
     pub(crate) keys: BTreeSet<PublicKey>,
     pub(crate) net_usage_words: u32,
     pub(crate) packed_digest: Checksum256,
+    /// Per action: its data is `eosio` native data that decoded here with every key checked
+    /// on its curve ([`crate::native::data_is_valid`]), so the apply thread need not check
+    /// them again.
+    pub(crate) validated: Vec<bool>,
 }
 
 /// The producer scheduled for `timestamp`: each producer has [`PRODUCER_REPETITIONS`]
@@ -162,6 +168,12 @@ pub(crate) fn prepare(
     let net_bytes = to_bytes(&packed).len() + 12;
     let net_usage_words = u32::try_from(net_bytes.div_ceil(8)).unwrap_or(u32::MAX);
     let packed_digest = packed_digest(&packed);
+    let validated = signed
+        .transaction
+        .actions
+        .iter()
+        .map(|a| a.account == EOSIO && crate::native::data_is_valid(a.name, &a.data.0))
+        .collect();
     Ok(PreparedTransaction {
         trx: signed.transaction,
         packed,
@@ -169,6 +181,7 @@ pub(crate) fn prepare(
         keys: keys.into_iter().collect(),
         net_usage_words,
         packed_digest,
+        validated,
     })
 }
 

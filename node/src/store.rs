@@ -173,6 +173,47 @@ pub mod key {
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    /// State values as the last committed block left them, for the next block's reads.
+    cache: std::sync::Mutex<StateCache>,
+}
+
+/// Most bytes (keys and values) the state cache holds before it starts over.
+const CACHE_MAX_BYTES: usize = 32 << 20;
+/// Largest value the state cache keeps (code is cached by the VM, compiled).
+const CACHE_MAX_VALUE: usize = 4096;
+
+/// Recently read or written state values (`None`: known absent), exactly as the write
+/// transaction that holds it sees them: written through by [`BlockWrite::put`] and
+/// [`BlockWrite::delete`], handed from one committed block to the next, dropped when a block
+/// aborts or its commit fails (it may then hold writes that never reached the disk).
+#[derive(Debug, Default)]
+struct StateCache {
+    values: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl StateCache {
+    fn get(&self, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.values.get(key)
+    }
+
+    fn set(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let len = value.map_or(0, <[u8]>::len);
+        if len > CACHE_MAX_VALUE {
+            if let Some(old) = self.values.remove(key) {
+                self.bytes -= key.len() + old.map_or(0, |v| v.len());
+            }
+            return;
+        }
+        if self.bytes + key.len() + len > CACHE_MAX_BYTES {
+            self.values.clear();
+            self.bytes = 0;
+        }
+        self.bytes += key.len() + len;
+        if let Some(old) = self.values.insert(key.to_vec(), value.map(<[u8]>::to_vec)) {
+            self.bytes -= key.len() + old.map_or(0, |v| v.len());
+        }
+    }
 }
 
 impl Store {
@@ -192,7 +233,7 @@ impl Store {
             txn.open_table(META)?;
         }
         txn.commit()?;
-        Ok(Store { db })
+        Ok(Store { db, cache: Default::default() })
     }
 
     /// A consistent snapshot for readers (the API); never blocks the writer.
@@ -216,13 +257,18 @@ impl Store {
         E: From<StoreError>,
     {
         let txn = self.db.begin_write().map_err(StoreError::from)?;
-        let result = {
-            let mut w = BlockWrite::open(&txn)?;
-            f(&mut w)
+        // Writers are serialised by redb, so the cache is taken whole for this transaction and
+        // given back only if it commits.
+        let cache = std::mem::take(&mut *self.cache.lock().unwrap_or_else(|e| e.into_inner()));
+        let (result, cache) = {
+            let mut w = BlockWrite::open(&txn, cache)?;
+            let r = f(&mut w);
+            (r, w.cache.into_inner())
         };
         match result {
             Ok(r) => {
                 txn.commit().map_err(StoreError::from)?;
+                *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = cache;
                 Ok(r)
             }
             Err(e) => {
@@ -325,6 +371,7 @@ pub struct BlockWrite<'t> {
     tx_expiry: Table<'t, (u32, &'static [u8; 32]), ()>,
     tx_block: Table<'t, &'static [u8; 32], u32>,
     meta: Table<'t, &'static str, &'static [u8]>,
+    cache: std::cell::RefCell<StateCache>,
 }
 
 impl std::fmt::Debug for BlockWrite<'_> {
@@ -334,7 +381,7 @@ impl std::fmt::Debug for BlockWrite<'_> {
 }
 
 impl<'t> BlockWrite<'t> {
-    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+    fn open(txn: &'t WriteTransaction, cache: StateCache) -> Result<Self, StoreError> {
         Ok(BlockWrite {
             state: txn.open_table(STATE)?,
             blocks: txn.open_table(BLOCKS)?,
@@ -344,12 +391,18 @@ impl<'t> BlockWrite<'t> {
             tx_expiry: txn.open_table(TX_EXPIRY)?,
             tx_block: txn.open_table(TX_BLOCK)?,
             meta: txn.open_table(META)?,
+            cache: std::cell::RefCell::new(cache),
         })
     }
 
     /// A state value as this block sees it.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.state.get(key)?.map(|v| v.value().to_vec()))
+        if let Some(v) = self.cache.borrow().get(key) {
+            return Ok(v.clone());
+        }
+        let v = self.state.get(key)?.map(|v| v.value().to_vec());
+        self.cache.borrow_mut().set(key, v.as_deref());
+        Ok(v)
     }
 
     /// The first state entry with a key in `(after, ..)` (or `[from, ..)`) that starts with
@@ -372,12 +425,14 @@ impl<'t> BlockWrite<'t> {
     /// Stores a state value.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.state.insert(key, value)?;
+        self.cache.get_mut().set(key, Some(value));
         Ok(())
     }
 
     /// Removes a state value.
     pub fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
         self.state.remove(key)?;
+        self.cache.get_mut().set(key, None);
         Ok(())
     }
 
@@ -426,26 +481,28 @@ impl<'t> BlockWrite<'t> {
         Ok(())
     }
 
-    /// Whether a transaction id is in the duplicate set.
+    /// Whether a transaction id was ever included. The history index answers it: an id commits
+    /// to the transaction's expiration, so the same id again is a duplicate until it expires
+    /// and expired after, and a separate duplicate set would only repeat the index.
     pub fn is_duplicate(&self, id: &Checksum256) -> Result<bool, StoreError> {
-        Ok(self.tx_dedup.get(id.as_bytes())?.is_some())
+        Ok(self.tx_block.get(id.as_bytes())?.is_some())
     }
 
-    /// Adds a transaction to the duplicate set (until `expiration`) and the history index.
+    /// Adds a transaction to the history index, which is also the duplicate set
+    /// ([`BlockWrite::is_duplicate`]); `expiration` is no longer stored apart.
     pub fn record_transaction(
         &mut self,
         id: &Checksum256,
-        expiration: u32,
+        _expiration: u32,
         block_num: u32,
     ) -> Result<(), StoreError> {
-        self.tx_dedup.insert(id.as_bytes(), expiration)?;
-        self.tx_expiry.insert((expiration, id.as_bytes()), ())?;
         self.tx_block.insert(id.as_bytes(), block_num)?;
         Ok(())
     }
 
-    /// Drops duplicate-set entries that expired strictly before `now_sec` (block time, never
-    /// the wall clock). Returns how many were dropped.
+    /// Drops entries of the former duplicate set (data directories written before the history
+    /// index took its place) that expired strictly before `now_sec` (block time, never the
+    /// wall clock). Returns how many were dropped.
     pub fn prune_expired(&mut self, now_sec: u32) -> Result<usize, StoreError> {
         let mut expired = Vec::new();
         for entry in self.tx_expiry.range::<(u32, &[u8; 32])>(..(now_sec, &[0u8; 32]))? {

@@ -136,6 +136,13 @@ impl Unpack for PublicKey {
         let key_type = KeyType::unpack_tag(r, WHAT)?;
         let at = r.position();
         let bytes: [u8; 33] = r.read_array()?;
+        // Bytes checked when first decoded: a valid compressed point is stored as it came.
+        if r.trusts_keys() && matches!(bytes[0], 2 | 3) {
+            return Ok(match key_type {
+                KeyType::K1 => PublicKey::K1(bytes),
+                KeyType::R1 => PublicKey::R1(bytes),
+            });
+        }
         Self::from_bytes(key_type, &bytes).map_err(|e| DecodeError::Invalid {
             what: WHAT,
             at,

@@ -577,3 +577,23 @@ fn r1_recovery_id_by_verification_matches_trial_recovery() {
         assert_eq!(signature::r1_recovery_id(&sig, &digest, &k1), None);
     }
 }
+
+#[test]
+fn trusted_decode_gives_the_checked_key_and_skips_only_the_curve_check() {
+    use crate::codec::from_trusted_bytes;
+    for t in [KeyType::K1, KeyType::R1] {
+        let k = PrivateKey::generate(t).public_key();
+        let packed = crate::to_bytes(&k);
+        assert_eq!(crate::from_bytes::<PublicKey>(&packed).expect("checked"), k);
+        assert_eq!(from_trusted_bytes::<PublicKey>(&packed).expect("trusted"), k);
+    }
+    // x = 5 is not on secp256k1: the checked decoder refuses it, the trusted one does not look.
+    let mut off_curve = vec![0u8, 2];
+    off_curve.extend_from_slice(&[0; 31]);
+    off_curve.push(5);
+    assert!(crate::from_bytes::<PublicKey>(&off_curve).is_err());
+    assert!(from_trusted_bytes::<PublicKey>(&off_curve).is_ok());
+    // A prefix that is no compressed point is still refused, trusted or not.
+    off_curve[1] = 4;
+    assert!(from_trusted_bytes::<PublicKey>(&off_curve).is_err());
+}

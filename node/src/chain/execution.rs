@@ -43,6 +43,9 @@ pub(super) struct Execution<'a> {
     pub(super) fuel: u64,
     /// The traces so far, in execution order.
     pub(super) traces: Vec<ActionTrace>,
+    /// The transaction's action about to run had its native data checked off the apply thread
+    /// ([`crate::native::data_is_valid`]); never true for inline actions.
+    pub(super) validated: bool,
 }
 
 /// Collects what a running contract asks of the chain.
@@ -136,7 +139,8 @@ impl Execution<'_> {
             }
             let receiver = host.notified[i];
             host.receiver = receiver;
-            let console = self.run_one(o, &mut host, receiver, act, sender)?;
+            let validated = std::mem::take(&mut self.validated) && depth == 0 && i == 0;
+            let console = self.run_one(o, &mut host, receiver, act, sender, validated)?;
             self.sequence += 1;
             let ordinal = u32::try_from(self.traces.len() + 1).unwrap_or(u32::MAX);
             if i == 0 {
@@ -182,6 +186,7 @@ impl Execution<'_> {
         receiver: Name,
         act: &Action,
         sender: Name,
+        validated: bool,
     ) -> Result<String, TxError> {
         if receiver == EOSIO && act.account == EOSIO {
             let vm = self.vm;
@@ -196,7 +201,11 @@ impl Execution<'_> {
                 check_abi: &check_abi,
                 check_code: &check_code,
             };
-            native::apply(o, &ctx, act.name, &act.data.0)?;
+            if validated {
+                native::apply_validated(o, &ctx, act.name, &act.data.0)?;
+            } else {
+                native::apply(o, &ctx, act.name, &act.data.0)?;
+            }
         }
         if Vm::code_hash(o, receiver).map_err(vm_error)?.is_none() {
             return Ok(String::new());

@@ -89,23 +89,63 @@ fn overlay_is_discarded_unless_committed() {
 }
 
 #[test]
-fn duplicate_set_prunes_by_expiration() {
+fn history_index_is_the_duplicate_set() {
     let (store, dir) = temp_store("dedup");
     let a = Checksum256([1; 32]);
     let b = Checksum256([2; 32]);
     store
         .write(|w| -> Result<(), StoreError> {
+            assert!(!w.is_duplicate(&a)?);
             w.record_transaction(&a, 100, 1)?;
             w.record_transaction(&b, 200, 1)?;
             assert!(w.is_duplicate(&a)?);
-            assert_eq!(w.prune_expired(100)?, 0);
-            assert_eq!(w.prune_expired(101)?, 1);
-            assert!(!w.is_duplicate(&a)?);
+            // Nothing is pruned: an id past its expiration is refused as expired before the
+            // duplicate check, and the index keeps the history.
+            assert_eq!(w.prune_expired(201)?, 0);
+            assert!(w.is_duplicate(&a)?);
             assert!(w.is_duplicate(&b)?);
             Ok(())
         })
         .expect("write");
-    // History survives pruning.
     assert_eq!(store.read().expect("read").transaction_block(&a).expect("get"), Some(1));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn state_cache_forgets_an_aborted_block() {
+    let (store, dir) = temp_store("cache");
+    let k = b"a-key".as_slice();
+    store
+        .write(|w| -> Result<(), StoreError> {
+            assert_eq!(w.get(k)?, None);
+            w.put(k, b"one")
+        })
+        .expect("first block");
+    let aborted: Result<(), StoreError> = store.write(|w| {
+        assert_eq!(w.get(k)?, Some(b"one".to_vec()));
+        w.put(k, b"two")?;
+        w.put(b"b-key", b"new")?;
+        assert_eq!(w.get(k)?, Some(b"two".to_vec()));
+        Err(StoreError::NotInitialised)
+    });
+    assert!(aborted.is_err());
+    store
+        .write(|w| -> Result<(), StoreError> {
+            assert_eq!(w.get(k)?, Some(b"one".to_vec()), "the aborted write is gone");
+            assert_eq!(w.get(b"b-key")?, None);
+            w.delete(k)?;
+            assert_eq!(w.get(k)?, None);
+            Ok(())
+        })
+        .expect("third block");
+    let snap = store.read().expect("read");
+    assert_eq!(snap.get(k).expect("get"), None);
+    drop(snap);
+    store
+        .write(|w| -> Result<(), StoreError> {
+            assert_eq!(w.get(k)?, None, "the committed delete is seen");
+            Ok(())
+        })
+        .expect("fourth block");
     let _ = std::fs::remove_dir_all(dir);
 }
