@@ -1,6 +1,8 @@
 //! The native actions of the `eosio` account: `newaccount`, `updateauth`, `deleteauth`,
-//! `linkauth`, `unlinkauth`, `setcode`, `setabi` and `setprods`, applied to a transaction's
-//! [`Overlay`] so that a failure anywhere in the transaction leaves the state untouched.
+//! `linkauth`, `unlinkauth`, `setcode`, `setabi`, `setprods` and `regproducer`, applied to a
+//! transaction's [`Overlay`] so that a failure anywhere in the transaction leaves the state
+//! untouched. `setprods` and `regproducer` only propose a schedule: the chain announces it in
+//! the next block's header and brings it into force at the block after (see `chain::worker`).
 //!
 //! Each handler checks its own preconditions (the account exists, the authority is valid, the
 //! declared authorization is the one the action needs) and names the nodeos exception it maps
@@ -124,6 +126,22 @@ packed_struct! {
     }
 }
 
+packed_struct! {
+    /// `regproducer` data, as `eosio.system` defines it: a scheduled producer announces its
+    /// block-signing key (see [`apply`] for who may and what it changes).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RegProducer {
+        /// The producer account.
+        pub producer: Name,
+        /// The key its blocks will be signed with.
+        pub producer_key: rempart_core::key::PublicKey,
+        /// Its website (at most 512 bytes, as `eosio.system` allows).
+        pub url: String,
+        /// Its location code.
+        pub location: u16,
+    }
+}
+
 /// Why a native action failed; each maps to a nodeos exception.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -210,62 +228,19 @@ pub fn apply(
     action: Name,
     data: &[u8],
 ) -> Result<(), NativeError> {
-    dispatch(o, ctx, action, data, false)
-}
-
-/// [`apply`] for `data` that [`data_is_valid`] accepted for this very `action` (the chain runs
-/// that check off the apply thread, with signature recovery): its public keys are not checked
-/// on their curve a second time.
-pub fn apply_validated(
-    o: &mut Overlay<'_, '_>,
-    ctx: &NativeContext<'_>,
-    action: Name,
-    data: &[u8],
-) -> Result<(), NativeError> {
-    dispatch(o, ctx, action, data, true)
-}
-
-/// Whether `data` decodes as `action`'s data with every public key checked on its curve; only
-/// the actions whose data carries authorities (`newaccount`, `updateauth`) answer `true`.
-pub fn data_is_valid(action: Name, data: &[u8]) -> bool {
-    const NEWACCOUNT: Name = Name::from_const("newaccount");
-    const UPDATEAUTH: Name = Name::from_const("updateauth");
-    match action {
-        NEWACCOUNT => from_bytes::<NewAccount>(data).is_ok(),
-        UPDATEAUTH => from_bytes::<UpdateAuth>(data).is_ok(),
-        _ => false,
+    fn decode<T: rempart_core::Unpack>(action: Name, data: &[u8]) -> Result<T, NativeError> {
+        from_bytes(data).map_err(|source| NativeError::BadData { action, source })
     }
-}
-
-fn dispatch(
-    o: &mut Overlay<'_, '_>,
-    ctx: &NativeContext<'_>,
-    action: Name,
-    data: &[u8],
-    validated: bool,
-) -> Result<(), NativeError> {
-    fn decode<T: rempart_core::Unpack>(
-        action: Name,
-        data: &[u8],
-        validated: bool,
-    ) -> Result<T, NativeError> {
-        let r = if validated {
-            rempart_core::codec::from_trusted_bytes(data)
-        } else {
-            from_bytes(data)
-        };
-        r.map_err(|source| NativeError::BadData { action, source })
-    }
-    let v = validated;
     match action.to_string().as_str() {
-        "newaccount" => new_account(o, ctx, decode(action, data, v)?),
-        "updateauth" => update_auth(o, ctx, decode(action, data, v)?),
-        "deleteauth" => delete_auth(o, ctx, decode(action, data, v)?),
-        "linkauth" => link_auth(o, ctx, decode(action, data, v)?),
-        "unlinkauth" => unlink_auth(o, ctx, decode(action, data, v)?),
-        "setcode" => set_code(o, ctx, decode(action, data, v)?),
-        "setabi" => set_abi(o, ctx, decode(action, data, v)?),
-        "setprods" => set_prods(o, ctx, decode(action, data, v)?),
+        "newaccount" => new_account(o, ctx, decode(action, data)?),
+        "updateauth" => update_auth(o, ctx, decode(action, data)?),
+        "deleteauth" => delete_auth(o, ctx, decode(action, data)?),
+        "linkauth" => link_auth(o, ctx, decode(action, data)?),
+        "unlinkauth" => unlink_auth(o, ctx, decode(action, data)?),
+        "setcode" => set_code(o, ctx, decode(action, data)?),
+        "setabi" => set_abi(o, ctx, decode(action, data)?),
+        "setprods" => set_prods(o, ctx, decode(action, data)?),
+        "regproducer" => reg_producer(o, ctx, decode(action, data)?),
         _ => Err(NativeError::UnknownAction(action)),
     }
 }
@@ -542,9 +517,27 @@ fn set_abi(o: &mut Overlay<'_, '_>, ctx: &NativeContext<'_>, s: SetAbi) -> Resul
     Ok(())
 }
 
-/// Key of the schedule proposed by `setprods`, promoted at the next block boundary.
+/// Key of the schedule proposed by `setprods` or `regproducer`, announced in the next block's
+/// `new_producers`.
 pub fn pending_schedule_key() -> Vec<u8> {
     vec![b'S']
+}
+
+/// Key of the schedule a block's header announced, in force from the next block.
+pub fn announced_schedule_key() -> Vec<u8> {
+    vec![b'P']
+}
+
+/// The version a newly proposed schedule takes: one above the active and the announced ones.
+fn next_version(o: &Overlay<'_, '_>) -> Result<(ProducerSchedule, u32), NativeError> {
+    let active: ProducerSchedule = o
+        .get_record(&key::schedule(), "schedule")?
+        .ok_or_else(|| NativeError::Invalid("no active producer schedule".into()))?;
+    let announced: Option<ProducerSchedule> =
+        o.get_record(&announced_schedule_key(), "announced schedule")?;
+    let version = announced.as_ref().map_or(active.version, |a| a.version.max(active.version));
+    let latest = announced.unwrap_or(active);
+    Ok((latest, version + 1))
 }
 
 fn set_prods(
@@ -557,11 +550,54 @@ fn set_prods(
     for p in &s.schedule {
         require_account(o, p.producer_name)?;
     }
-    let active: ProducerSchedule = o
-        .get_record(&key::schedule(), "schedule")?
-        .ok_or_else(|| NativeError::Invalid("no active producer schedule".into()))?;
-    let proposed = ProducerSchedule { version: active.version + 1, producers: s.schedule };
+    let (_, version) = next_version(o)?;
+    let proposed = ProducerSchedule { version, producers: s.schedule };
     o.put_record(pending_schedule_key(), &proposed);
+    Ok(())
+}
+
+/// `regproducer`: a producer already in the schedule announces its new block-signing key with
+/// its own `active` permission, as Antelope producers rotate keys with `eosio.system`'s
+/// `regproducer` (no `eosio` signature needed, and no other producer can change it). Here it
+/// proposes at once the latest schedule — the proposed one if any, else the announced, else
+/// the active — with that producer's key replaced, under the next version; like `setprods`'
+/// proposal it is announced in the next block's `new_producers` and in force at the block
+/// after, so the switch of key falls on a block boundary and the old key signs up to it. The
+/// same key again changes nothing. Joining the schedule is `setprods`' job (by `eosio`): this
+/// chain has no voting, so an unscheduled producer is refused.
+fn reg_producer(
+    o: &mut Overlay<'_, '_>,
+    ctx: &NativeContext<'_>,
+    r: RegProducer,
+) -> Result<(), NativeError> {
+    require_account(o, r.producer)?;
+    require_auth(o, ctx, r.producer, ACTIVE)?;
+    if r.url.len() > 512 {
+        return Err(NativeError::Invalid("url too long: at most 512 bytes".into()));
+    }
+    let proposed: Option<ProducerSchedule> =
+        o.get_record(&pending_schedule_key(), "proposed schedule")?;
+    let (latest, version) = next_version(o)?;
+    let (mut schedule, version) = match proposed {
+        Some(p) => {
+            let v = p.version;
+            (p, v)
+        }
+        None => (latest, version),
+    };
+    let Some(entry) = schedule.producers.iter_mut().find(|p| p.producer_name == r.producer) else {
+        return Err(NativeError::Invalid(format!(
+            "{} is not in the producer schedule: regproducer changes a scheduled producer's key; \
+             eosio adds producers with setprods",
+            r.producer
+        )));
+    };
+    if entry.block_signing_key == r.producer_key {
+        return Ok(());
+    }
+    entry.block_signing_key = r.producer_key;
+    schedule.version = version;
+    o.put_record(pending_schedule_key(), &schedule);
     Ok(())
 }
 

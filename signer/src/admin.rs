@@ -404,28 +404,29 @@ impl Admin {
             }
             AdminAction::AddKey { producer, key_type }
             | AdminAction::Rotate { producer, key_type } => {
-                // The new key's double-sign guard starts where the producer's current key is:
-                // it never signs at or below a block or slot the current key signed.
+                // The new key's double-sign guard starts where the producer's keys are: it
+                // never signs at or below a block or slot one of them signed.
                 let guard = Guard::new(&self.dir);
-                let (floor_block, floor_slot) = match signer.policy().key_for(*producer) {
-                    Some(current) => {
-                        let gkey = GuardKey {
-                            chain_id: self.chain_id,
-                            producer: *producer,
-                            key: *current,
-                        };
-                        let state = guard.load(&gkey).map_err(|e| {
-                            Refused::new(
-                                ErrorCode::Internal,
-                                format!("nothing was done: the current key's guard: {e}"),
-                            )
-                        })?;
-                        state.last.map_or((state.floor_block, state.floor_slot), |l| {
-                            (l.block_num, l.slot)
-                        })
-                    }
-                    None => (0, BlockTimestamp(0)),
-                };
+                let mut current: Vec<PublicKey> =
+                    signer.policy().key_for(*producer).into_iter().copied().collect();
+                current.extend(
+                    self.created_keys().into_iter().filter(|(p, _)| p == producer).map(|(_, k)| k),
+                );
+                let (mut floor_block, mut floor_slot) = (0, BlockTimestamp(0));
+                for k in current {
+                    let gkey = GuardKey { chain_id: self.chain_id, producer: *producer, key: k };
+                    let state = guard.load(&gkey).map_err(|e| {
+                        Refused::new(
+                            ErrorCode::Internal,
+                            format!("nothing was done: the guard of {producer}'s key {k}: {e}"),
+                        )
+                    })?;
+                    let (b, s) = state
+                        .last
+                        .map_or((state.floor_block, state.floor_slot), |l| (l.block_num, l.slot));
+                    floor_block = floor_block.max(b);
+                    floor_slot = floor_slot.max(s);
+                }
                 let label = format!("{producer}-{}", &digest.to_string()[..12]);
                 let key = self.generate(*key_type, &label)?;
                 self.update(|s| s.created.push((*producer, key))).map_err(internal)?;
@@ -434,6 +435,17 @@ impl Admin {
                     Refused::new(
                         ErrorCode::Internal,
                         format!("key {key} was created as {label:?} but its guard was not: {e}"),
+                    )
+                })?;
+                // Usable at once: the node asks for it when the schedule names it.
+                signer.keyring().adopt(&key).map_err(|e| {
+                    Refused::new(
+                        ErrorCode::Backend,
+                        format!(
+                            "key {key} was created as {label:?} with its guard, but the running \
+                             signer cannot sign with it ({e}); restart the signer before the \
+                             schedule names it"
+                        ),
                     )
                 })?;
                 let what = if matches!(action, AdminAction::Rotate { .. }) {
@@ -445,7 +457,8 @@ impl Admin {
                     format!(
                         "{what} {key} for {producer} created in the HSM as {label:?}, its guard \
                          above block {floor_block}; the current key keeps signing until the \
-                         schedule switches to the new one"
+                         schedule switches to the new one (announce it on chain with \
+                         eosio::regproducer or setprods)"
                     ),
                     Some(key),
                 ))

@@ -7,8 +7,11 @@
 //! rule through `rempart_core`'s `Signature::from_raw_rs`, signing again (bounded, counted) when
 //! a K1 signature is not canonical, and latency accounting. Nothing here decides *whether* to
 //! sign — that is the policy and the guard — and no private key material ever leaves a backend.
+//! A key created in the token while the signer runs (an administrator's `rotate`) joins the
+//! ring through [`Keyring::adopt`], so the switch to it needs no restart; keys only ever join,
+//! a retired key is refused by the server, not forgotten here.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rempart_core::Checksum256;
@@ -176,6 +179,16 @@ pub trait Backend: Send + Sync {
     fn public_keys(&self) -> Vec<PublicKey>;
     /// One raw ECDSA signature r‖s (32 + 32 bytes, big-endian) over `digest` with `key`.
     fn sign_raw(&self, key: &PublicKey, digest: &[u8; 32]) -> Result<[u8; 64], KeyringError>;
+    /// Starts signing with `key`, a key pair created in the backend after it was opened (an
+    /// administrator's `rotate` or `add_key`), after the same checks as a configured key.
+    /// Backends whose keys are fixed at start refuse.
+    fn adopt(&self, key: &PublicKey) -> Result<(), KeyringError> {
+        Err(KeyringError::NotAllowed(format!(
+            "the {} backend cannot take key {key} while running: configure it and restart the \
+             signer",
+            self.kind()
+        )))
+    }
 }
 
 /// A signature and what it cost.
@@ -192,7 +205,7 @@ pub struct Signed {
 /// A backend plus the EOS conversion and re-sign loop.
 pub struct Keyring {
     backend: Box<dyn Backend>,
-    keys: Vec<PublicKey>,
+    keys: RwLock<Vec<PublicKey>>,
     max_attempts: u32,
     metrics: Arc<Metrics>,
 }
@@ -201,7 +214,7 @@ impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
             .field("backend", &self.backend.kind())
-            .field("keys", &self.keys)
+            .field("keys", &self.public_keys())
             .finish()
     }
 }
@@ -219,7 +232,7 @@ impl Keyring {
                 return Err(KeyringError::DuplicateKey(*k));
             }
         }
-        Ok(Keyring { backend, keys, max_attempts: max_attempts.max(1), metrics })
+        Ok(Keyring { backend, keys: RwLock::new(keys), max_attempts: max_attempts.max(1), metrics })
     }
 
     /// The backend kind.
@@ -228,13 +241,25 @@ impl Keyring {
     }
 
     /// The public keys held.
-    pub fn public_keys(&self) -> &[PublicKey] {
-        &self.keys
+    pub fn public_keys(&self) -> Vec<PublicKey> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// True when `key` is held.
     pub fn holds(&self, key: &PublicKey) -> bool {
-        self.keys.contains(key)
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).contains(key)
+    }
+
+    /// Makes `key`, created in the backend while the signer runs, available for signing (see
+    /// [`Backend::adopt`]). A key already held is left as it is.
+    pub fn adopt(&self, key: &PublicKey) -> Result<(), KeyringError> {
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        if keys.contains(key) {
+            return Ok(());
+        }
+        self.backend.adopt(key)?;
+        keys.push(*key);
+        Ok(())
     }
 
     /// Signs `digest` with `key`, in EOS form (low-S, recovery id, canonical for K1).

@@ -1,10 +1,14 @@
 //! The request path: the framed protocol over Unix and TCP connections, and [`Signer`], which
 //! decides and signs.
 //!
-//! A `SignBlock` is checked in this order: chain id, producer, the key the policy names for that
-//! producer, then — under a per-key lock, so the guard sees one request at a time — the guard
-//! (a repeated request gets the stored signature back), the block timestamp against the clock,
-//! the HSM, the durable guard commit and the audit line; only then does the signature leave.
+//! A `SignBlock` is checked in this order: chain id, producer, the key it names — the policy's
+//! key for that producer or one an administrator's `rotate`/`add_key` created for it (usable at
+//! once, no restart: the key the chain's schedule names is the one the node asks for), never a
+//! retired one — then, under a per-producer lock so the guards see one request at a time, the
+//! guard (a repeated request gets the stored signature back), the producer's other keys (none
+//! may have signed this height or slot or a later one: after a switch the old key cannot sign
+//! in the new key's place), the block timestamp against the clock, the HSM, the durable guard
+//! commit and the audit line; only then does the signature leave.
 //! A peer that sends garbage gets an error frame or a closed connection; nothing it sends can
 //! stop the daemon from serving other connections. One accept loop serves both listeners; when
 //! `accept` fails (out of file descriptors, say) it backs off from 10 ms to 1 s and logs once
@@ -22,13 +26,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rempart_core::Checksum256;
 use rempart_core::block::ProducerKey;
 use rempart_core::key::PublicKey;
 use rempart_core::protocol::{
     ErrorCode, ErrorResponse, FrameDecoder, LastSigned, ProtocolError, Request, Response,
     SignBlockRequest, SignBlockResponse, StatusResponse, encode_frame,
 };
+use rempart_core::{Checksum256, Name};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
@@ -99,7 +103,7 @@ pub struct Signer {
     guard: Guard,
     audit: Mutex<AuditLog>,
     metrics: Arc<Metrics>,
-    key_locks: BTreeMap<PublicKey, Mutex<()>>,
+    producer_locks: BTreeMap<Name, Mutex<()>>,
     refusals: AtomicU64,
     paused: AtomicBool,
     admin: Option<crate::admin::Admin>,
@@ -142,7 +146,7 @@ impl Signer {
         metrics: Arc<Metrics>,
     ) -> Result<Signer, ServerError> {
         let guard = Guard::new(&policy.state_dir);
-        let mut key_locks = BTreeMap::new();
+        let mut producer_locks = BTreeMap::new();
         for p in &policy.producers {
             if !keyring.holds(&p.key) {
                 return Err(ServerError::KeyNotHeld {
@@ -158,10 +162,27 @@ impl Signer {
                 });
             }
             guard.load(&GuardKey { chain_id: policy.chain_id, producer: p.account, key: p.key })?;
-            key_locks.insert(p.key, Mutex::new(()));
+            producer_locks.insert(p.account, Mutex::new(()));
         }
         let audit = AuditLog::open(&policy.audit_log)?;
         let admin = crate::admin::Admin::open(&policy)?;
+        // Keys administrators created since the policy was written sign again after a restart.
+        for (producer, key) in
+            admin.as_ref().map(crate::admin::Admin::created_keys).unwrap_or_default()
+        {
+            if admin.as_ref().is_some_and(|a| a.is_retired(&key)) {
+                continue;
+            }
+            if let Err(e) = keyring.adopt(&key) {
+                tracing::warn!(
+                    %producer,
+                    %key,
+                    error = %e,
+                    "a key created by an admin command is not usable: it signs nothing until it \
+                     is back in the token; retire it with an approved `retire` if it is gone"
+                );
+            }
+        }
         // An administrator's pause outlives a restart.
         let paused = admin.as_ref().is_some_and(crate::admin::Admin::paused);
         Ok(Signer {
@@ -170,7 +191,7 @@ impl Signer {
             guard,
             audit: Mutex::new(audit),
             metrics,
-            key_locks,
+            producer_locks,
             refusals: 0.into(),
             paused: paused.into(),
             admin,
@@ -185,6 +206,36 @@ impl Signer {
     /// The key backend.
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
+    }
+
+    /// The keys that may sign for `producer`: the policy's, then those administrators created
+    /// for it (retired ones excluded). Empty when this signer does not sign for it.
+    pub fn producer_keys(&self, producer: Name) -> Vec<PublicKey> {
+        let Some(key) = self.policy.key_for(producer) else { return Vec::new() };
+        let mut keys = vec![*key];
+        if let Some(admin) = &self.admin {
+            for (p, k) in admin.created_keys() {
+                if p == producer && !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+            keys.retain(|k| !admin.is_retired(k));
+        }
+        keys
+    }
+
+    /// Every key of `producer` this signer ever held, retired or not: the double-sign check
+    /// across keys looks at them all.
+    fn all_producer_keys(&self, producer: Name) -> Vec<PublicKey> {
+        let mut keys: Vec<PublicKey> = self.policy.key_for(producer).into_iter().copied().collect();
+        if let Some(admin) = &self.admin {
+            for (p, k) in admin.created_keys() {
+                if p == producer && !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+        keys
     }
 
     /// The metrics.
@@ -247,7 +298,11 @@ impl Signer {
                     .policy
                     .producers
                     .iter()
-                    .map(|p| ProducerKey { producer_name: p.account, block_signing_key: p.key })
+                    .flat_map(|p| {
+                        self.producer_keys(p.account)
+                            .into_iter()
+                            .map(|k| ProducerKey { producer_name: p.account, block_signing_key: k })
+                    })
                     .collect(),
             },
             Request::Status { request_id } => Response::Status(self.status(request_id)),
@@ -271,8 +326,12 @@ impl Signer {
 
     fn status(&self, request_id: u64) -> StatusResponse {
         let mut last_signed = Vec::new();
-        for p in &self.policy.producers {
-            let key = GuardKey { chain_id: self.policy.chain_id, producer: p.account, key: p.key };
+        let keys =
+            self.policy.producers.iter().flat_map(|p| {
+                self.all_producer_keys(p.account).into_iter().map(|k| (p.account, k))
+            });
+        for (producer, k) in keys {
+            let key = GuardKey { chain_id: self.policy.chain_id, producer, key: k };
             if let Ok(state) = self.guard.load(&key)
                 && let Some(last) = state.last
             {
@@ -343,28 +402,35 @@ impl Signer {
             ));
         }
         let producer = req.header.producer;
-        let Some(key) = policy.key_for(producer) else {
+        if policy.key_for(producer).is_none() {
             return Err(Refusal::new(
                 ErrorCode::UnknownKey,
                 "unknown_producer",
                 format!("this signer does not sign for producer {producer}"),
             ));
-        };
-        if *key != req.signing_key {
-            return Err(Refusal::new(
-                ErrorCode::UnknownKey,
-                "wrong_key",
-                format!(
-                    "producer {producer} signs with {key} in this signer's policy, not {}",
-                    req.signing_key
-                ),
-            ));
         }
+        let key = &req.signing_key;
         if self.admin.as_ref().is_some_and(|a| a.is_retired(key)) {
             return Err(Refusal::new(
                 ErrorCode::UnknownKey,
                 "retired_key",
-                format!("key {key} of producer {producer} was retired by the administrators"),
+                format!(
+                    "key {key} of producer {producer} was retired by the administrators; the \
+                     node must ask for the key the producer schedule names now"
+                ),
+            ));
+        }
+        let keys = self.producer_keys(producer);
+        if !keys.contains(key) {
+            let list = keys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            return Err(Refusal::new(
+                ErrorCode::UnknownKey,
+                "wrong_key",
+                format!(
+                    "producer {producer} signs with {list} in this signer (its policy and keys \
+                     created by admin commands), not {key}; check the producer schedule on \
+                     chain against this signer"
+                ),
             ));
         }
         let digest: Checksum256 = req.digest();
@@ -372,8 +438,8 @@ impl Signer {
         let slot = req.header.timestamp;
         let gkey = GuardKey { chain_id: policy.chain_id, producer, key: *key };
 
-        let lock = self.key_locks.get(key).ok_or_else(|| {
-            Refusal::new(ErrorCode::Internal, "internal", format!("no lock for key {key}"))
+        let lock = self.producer_locks.get(&producer).ok_or_else(|| {
+            Refusal::new(ErrorCode::Internal, "internal", format!("no lock for {producer}"))
         })?;
         let _serial = lock.lock().unwrap_or_else(|e| e.into_inner());
 
@@ -412,6 +478,27 @@ impl Signer {
                 });
             }
             Decision::Sign => {}
+        }
+        // One height, one slot, one key: another key of this producer that signed here or
+        // later (the key before a switch, or after one) stops this key from signing it.
+        for other in self.all_producer_keys(producer) {
+            if other == *key {
+                continue;
+            }
+            let okey = GuardKey { chain_id: policy.chain_id, producer, key: other };
+            let Some(last) = self.guard.load(&okey).map_err(guard_err)?.last else { continue };
+            if last.block_num >= block_num || last.slot >= slot {
+                return Err(Refusal::new(
+                    ErrorCode::DoubleSign,
+                    "other_key_signed",
+                    format!(
+                        "producer {producer}'s key {other} already signed block {} at slot {}; \
+                         {key} may sign only above both, so block {block_num} at slot {} is \
+                         refused: one height is never signed by two keys",
+                        last.block_num, last.slot.0, slot.0
+                    ),
+                ));
+            }
         }
         if self.is_paused() {
             return Err(Refusal::new(

@@ -94,6 +94,10 @@ struct Pending {
     block_num: u32,
     timestamp: BlockTimestamp,
     schedule: ProducerSchedule,
+    /// A proposed schedule this block announces in its header (`new_producers`).
+    new_producers: Option<ProducerSchedule>,
+    /// What the signing digest commits to: the announced schedule's hash, else the active's.
+    schedule_hash: Checksum256,
     producer: crate::genesis::ProducerKey,
     receipts: Vec<TransactionReceipt>,
     action_digests: Vec<Checksum256>,
@@ -145,18 +149,47 @@ fn micros(t: BlockTimestamp) -> i64 {
     t.to_time_point().0
 }
 
-/// Moves a schedule proposed by `setprods` into force (at a block boundary).
-fn promote_schedule(w: &mut BlockWrite<'_>) -> Result<ProducerSchedule, StoreError> {
-    if let Some(bytes) = w.get(&native::pending_schedule_key())? {
+/// The schedule changes of a block boundary, as Antelope's legacy schedules go (a block is
+/// final once signed here, so each step takes one block): a schedule announced in the
+/// previous block's header comes into force, and then a schedule proposed by `setprods` or
+/// `regproducer` is announced in this block's `new_producers`. Returns the schedule in force
+/// and the one announced, if any. The block that announces is still signed under the old
+/// schedule; the next one is the first of the new version.
+fn promote_schedule(
+    w: &mut BlockWrite<'_>,
+) -> Result<(ProducerSchedule, Option<ProducerSchedule>), StoreError> {
+    if let Some(bytes) = w.get(&native::announced_schedule_key())? {
         w.put(&key::schedule(), &bytes)?;
+        w.delete(&native::announced_schedule_key())?;
+    }
+    let mut announced = None;
+    if let Some(bytes) = w.get(&native::pending_schedule_key())? {
+        w.put(&native::announced_schedule_key(), &bytes)?;
         w.delete(&native::pending_schedule_key())?;
+        announced = Some(from_bytes(&bytes).map_err(corrupt("proposed schedule"))?);
     }
     let bytes = w.get(&key::schedule())?.ok_or(StoreError::NotInitialised)?;
-    from_bytes(&bytes).map_err(corrupt("schedule"))
+    Ok((from_bytes(&bytes).map_err(corrupt("schedule"))?, announced))
+}
+
+/// The legacy schedule a header's `new_producers` carries.
+fn header_schedule(s: &ProducerSchedule) -> rempart_core::block::ProducerSchedule {
+    rempart_core::block::ProducerSchedule {
+        version: s.version,
+        producers: s
+            .producers
+            .iter()
+            .map(|p| rempart_core::block::ProducerKey {
+                producer_name: p.producer_name,
+                block_signing_key: p.block_signing_key,
+            })
+            .collect(),
+    }
 }
 
 /// The hash the signing digest commits to as the pending schedule: sha256 of the packed
-/// active (legacy) schedule, as nodeos initialises it at genesis.
+/// (legacy) schedule last announced — the active one at genesis, as nodeos initialises it, and
+/// the new one from the block whose `new_producers` carries it.
 fn schedule_hash(s: &ProducerSchedule) -> Checksum256 {
     Checksum256::hash(&to_bytes(s))
 }
@@ -356,7 +389,8 @@ impl Worker {
                 head: self.head.timestamp.to_string(),
             });
         }
-        let schedule = promote_schedule(w)?;
+        let (schedule, new_producers) = promote_schedule(w)?;
+        let schedule_hash = schedule_hash(new_producers.as_ref().unwrap_or(&schedule));
         let producer = scheduled_producer(&schedule, timestamp).clone();
         let now_sec = u32::try_from(micros(timestamp).div_euclid(1_000_000)).unwrap_or(u32::MAX);
         w.prune_expired(now_sec)?;
@@ -364,6 +398,8 @@ impl Worker {
             block_num: self.head.block_num + 1,
             timestamp,
             schedule,
+            new_producers,
+            schedule_hash,
             producer,
             receipts: Vec::new(),
             action_digests: Vec::new(),
@@ -492,7 +528,7 @@ impl Worker {
             chain_id: self.chain_id,
             header: header.clone(),
             blockroot_merkle_root: self.merkle.root(),
-            pending_schedule_hash: schedule_hash(&pending.schedule),
+            pending_schedule_hash: pending.schedule_hash,
             signing_key: pending.producer.block_signing_key,
         };
         let intent = SignedBlock {
@@ -527,7 +563,7 @@ impl Worker {
             }
         };
         let signed = SignedBlockHeader { header, producer_signature: sig };
-        self.check_signature(&signed, &pending.schedule, &pending.producer.block_signing_key)?;
+        self.check_signature(&signed, &pending.schedule_hash, &pending.producer.block_signing_key)?;
         let block = SignedBlock {
             signed_header: signed,
             transactions: std::mem::take(&mut pending.receipts),
@@ -551,7 +587,7 @@ impl Worker {
             transaction_mroot: merkle(&digests),
             action_mroot: merkle(&pending.action_digests),
             schedule_version: pending.schedule.version,
-            new_producers: None,
+            new_producers: pending.new_producers.as_ref().map(header_schedule),
             header_extensions: Vec::new(),
         }
     }
@@ -559,11 +595,11 @@ impl Worker {
     fn check_signature(
         &self,
         signed: &SignedBlockHeader,
-        schedule: &ProducerSchedule,
+        schedule_hash: &Checksum256,
         expected: &PublicKey,
     ) -> Result<(), BlockError> {
         let num = signed.block_num();
-        match signed.recover_producer_key(&self.merkle.root(), &schedule_hash(schedule)) {
+        match signed.recover_producer_key(&self.merkle.root(), schedule_hash) {
             Ok(k) if k == *expected => Ok(()),
             Ok(k) => Err(BlockError::BadSignature {
                 block_num: num,
@@ -635,16 +671,24 @@ impl Worker {
                 previous: h.previous,
             });
         }
-        if h.new_producers.is_some()
-            || !h.header_extensions.is_empty()
-            || !block.block_extensions.is_empty()
-        {
+        if !h.header_extensions.is_empty() || !block.block_extensions.is_empty() {
             return Err(BlockError::Unsupported {
                 block_num: num,
-                reason: "new_producers and extensions are not accepted in blocks".into(),
+                reason: "extensions are not accepted in blocks".into(),
             });
         }
         let mut pending = self.begin(w, h.timestamp)?;
+        // A block announces exactly the schedule the chain proposed before it, or none.
+        if h.new_producers != pending.new_producers.as_ref().map(header_schedule) {
+            return Err(BlockError::Unsupported {
+                block_num: num,
+                reason: format!(
+                    "new_producers is {:?} where this chain announces {:?}",
+                    h.new_producers.as_ref().map(|s| s.version),
+                    pending.new_producers.as_ref().map(|s| s.version)
+                ),
+            });
+        }
         if h.producer != pending.producer.producer_name {
             return Err(BlockError::WrongProducer {
                 producer: h.producer,
@@ -661,7 +705,7 @@ impl Worker {
             ));
         }
         let key = pending.producer.block_signing_key;
-        self.check_signature(&block.signed_header, &pending.schedule, &key)?;
+        self.check_signature(&block.signed_header, &pending.schedule_hash, &key)?;
         for (index, (receipt, p)) in block.transactions.iter().zip(prepared).enumerate() {
             if receipt.header.status != TransactionStatus::Executed {
                 return Err(BlockError::Unsupported {
@@ -762,10 +806,8 @@ impl Worker {
             sequence: pending.global_sequence,
             fuel: self.vm.config().max_transaction_fuel,
             traces: Vec::with_capacity(p.trx.actions.len()),
-            validated: false,
         };
-        for (i, act) in p.trx.actions.iter().enumerate() {
-            run.validated = p.validated.get(i).copied().unwrap_or(false);
+        for act in &p.trx.actions {
             run.run(&mut o, act, 0, Name(0), 0)?;
         }
         let (sequence, traces) = (run.sequence, run.traces);
@@ -852,14 +894,9 @@ impl PermissionSource for CachedPermissions<'_, '_, '_, '_> {
 /// Native `eosio` actions whose required permission `linkauth` cannot change: their handlers
 /// check the declared permission themselves.
 fn special(act: &Action) -> bool {
-    const SPECIAL: [Name; 5] = [
-        Name::from_const("updateauth"),
-        Name::from_const("deleteauth"),
-        Name::from_const("linkauth"),
-        Name::from_const("unlinkauth"),
-        Name::from_const("canceldelay"),
-    ];
-    act.account == EOSIO && SPECIAL.contains(&act.name)
+    act.account == EOSIO
+        && ["updateauth", "deleteauth", "linkauth", "unlinkauth", "canceldelay"]
+            .contains(&act.name.to_string().as_str())
 }
 
 /// Every declared authorization exists, is at least what the action needs (linkauth, else

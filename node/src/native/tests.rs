@@ -184,3 +184,48 @@ fn setcode_stores_code_by_hash_and_setprods_proposes() {
         Ok(())
     });
 }
+
+#[test]
+fn regproducer_changes_a_scheduled_producers_key_with_its_own_authority() {
+    with_chain("regproducer", |w| {
+        let reg = |producer: &str, k: PublicKey, url: String| {
+            to_bytes(&RegProducer { producer: n(producer), producer_key: k, url, location: 0 })
+        };
+        let (k1, k2) = (key(), key());
+        // Another account's authority is not enough, even eosio's for a non-eosio producer.
+        run(w, &[lv("eosio", "active")], "newaccount", new_account("eosio", "prod1", key()))?;
+        let err = run(w, &[lv("prod1", "active")], "regproducer", reg("eosio", k1, String::new()))
+            .expect_err("not eosio's authority");
+        assert!(matches!(err, NativeError::MissingAuth(_)), "{err}");
+        // A producer outside the schedule is told to be added with setprods.
+        let err = run(w, &[lv("prod1", "active")], "regproducer", reg("prod1", k1, String::new()))
+            .expect_err("not scheduled");
+        assert!(err.to_string().contains("setprods"), "{err}");
+        let err =
+            run(w, &[lv("eosio", "active")], "regproducer", reg("eosio", k1, "x".repeat(513)))
+                .expect_err("url");
+        assert!(err.to_string().contains("url too long"), "{err}");
+        // The scheduled producer: a proposal of version 1 with the key replaced.
+        run(w, &[lv("eosio", "active")], "regproducer", reg("eosio", k1, "https://a".into()))?;
+        let proposed = |w: &mut BlockWrite<'_>| -> Result<ProducerSchedule, NativeError> {
+            let o = Overlay::new(w);
+            Ok(o.get_record(&pending_schedule_key(), "schedule")?.expect("proposed"))
+        };
+        let p = proposed(w)?;
+        assert_eq!((p.version, p.producers.len()), (1, 1));
+        assert_eq!(p.producers[0].block_signing_key, k1);
+        // Again in the same block: the proposal is amended, its version kept.
+        run(w, &[lv("eosio", "active")], "regproducer", reg("eosio", k2, String::new()))?;
+        assert_eq!(proposed(w)?.version, 1);
+        assert_eq!(proposed(w)?.producers[0].block_signing_key, k2);
+        // Once a block announced it, the next proposal is above it.
+        let bytes = w.get(&pending_schedule_key())?.expect("proposed");
+        w.put(&announced_schedule_key(), &bytes)?;
+        w.delete(&pending_schedule_key())?;
+        run(w, &[lv("eosio", "active")], "regproducer", reg("eosio", k2, String::new()))?;
+        assert!(w.get(&pending_schedule_key())?.is_none(), "same key: nothing proposed");
+        run(w, &[lv("eosio", "active")], "regproducer", reg("eosio", k1, String::new()))?;
+        assert_eq!(proposed(w)?.version, 2);
+        Ok(())
+    });
+}

@@ -316,3 +316,130 @@ fn a_corrupt_state_file_stops_the_start() {
     let err = start(f.dir.path(), &f.producer_key, &admin_section(&f.admins, 2)).unwrap_err();
     assert!(err.to_string().contains("corrupt"), "{err}");
 }
+
+/// A token holding `held` from the start, in which an administrator created `later`: the
+/// running backend finds those when asked to adopt them, as the PKCS#11 one does.
+struct Token {
+    held: Vec<PrivateKey>,
+    later: Vec<PrivateKey>,
+    adopted: Mutex<Vec<PrivateKey>>,
+}
+
+impl crate::keyring::Backend for Token {
+    fn kind(&self) -> &'static str {
+        "test-token"
+    }
+    fn public_keys(&self) -> Vec<PublicKey> {
+        let adopted = self.adopted.lock().unwrap();
+        self.held.iter().chain(adopted.iter()).map(PrivateKey::public_key).collect()
+    }
+    fn sign_raw(
+        &self,
+        key: &PublicKey,
+        digest: &[u8; 32],
+    ) -> Result<[u8; 64], crate::keyring::KeyringError> {
+        let adopted = self.adopted.lock().unwrap();
+        let k = self.held.iter().chain(adopted.iter()).find(|k| k.public_key() == *key);
+        let k = k.ok_or(crate::keyring::KeyringError::UnknownKey(*key))?;
+        let mut rs = [0u8; 64];
+        rs.copy_from_slice(k.sign(&Checksum256(*digest)).rs());
+        Ok(rs)
+    }
+    fn adopt(&self, key: &PublicKey) -> Result<(), crate::keyring::KeyringError> {
+        let k = self.later.iter().find(|k| k.public_key() == *key);
+        let k = k.ok_or(crate::keyring::KeyringError::UnknownKey(*key))?;
+        self.adopted.lock().unwrap().push(k.clone());
+        Ok(())
+    }
+}
+
+fn sign_at(signer: &Signer, key: PublicKey, block_num: u32, slot: u32) -> Response {
+    let mut previous = Checksum256::ZERO;
+    previous.0[..4].copy_from_slice(&(block_num - 1).to_be_bytes());
+    let header = BlockHeader {
+        timestamp: BlockTimestamp(slot),
+        producer: Name::from_const("eosio"),
+        previous,
+        ..BlockHeader::default()
+    };
+    signer.handle(
+        Request::SignBlock(SignBlockRequest {
+            request_id: u64::from(block_num),
+            chain_id: CHAIN.parse().unwrap(),
+            header,
+            blockroot_merkle_root: Checksum256::ZERO,
+            pending_schedule_hash: Checksum256::ZERO,
+            signing_key: key,
+        }),
+        "test",
+    )
+}
+
+#[test]
+fn a_key_created_by_rotate_signs_for_its_producer_and_the_old_one_never_at_its_height() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = PrivateKey::from_bytes(KeyType::K1, &[7; 32]).unwrap();
+    let new = PrivateKey::generate(KeyType::K1);
+    let stranger = PrivateKey::generate(KeyType::K1);
+    let admins: Vec<PrivateKey> = (0..3).map(|_| PrivateKey::generate(KeyType::R1)).collect();
+    let eosio = Name::from_const("eosio");
+    // What a `rotate` left: the key recorded as created for eosio, its guard initialised.
+    let state = State { created: vec![(eosio, new.public_key())], ..State::default() };
+    std::fs::write(dir.path().join(STATE_FILE), serde_json::to_string(&state).unwrap()).unwrap();
+    let text = policy_text(dir.path(), &old.public_key(), &admin_section(&admins, 2));
+    let policy = Policy::from_toml(Path::new("/t/signer.toml"), &text).unwrap();
+    let guard = Guard::new(dir.path());
+    for k in [&old, &new] {
+        let gkey = GuardKey { chain_id: policy.chain_id, producer: eosio, key: k.public_key() };
+        guard.init(&gkey, 0, BlockTimestamp(0)).unwrap();
+    }
+    let metrics = Arc::new(Metrics::default());
+    let token = Token {
+        held: vec![old.clone()],
+        later: vec![new.clone(), stranger.clone()],
+        adopted: Mutex::new(Vec::new()),
+    };
+    let ring = Keyring::new(Box::new(token), 8, metrics.clone()).unwrap();
+    let signer = Signer::new(policy, ring, metrics).unwrap();
+    assert_eq!(signer.producer_keys(eosio), vec![old.public_key(), new.public_key()]);
+    match signer.handle(Request::PublicKeys { request_id: 1 }, "test") {
+        Response::PublicKeys { keys, .. } => assert_eq!(keys.len(), 2, "{keys:?}"),
+        other => panic!("{other:?}"),
+    }
+
+    let now =
+        BlockTimestamp::from_time_point(TimePoint::from_millis(i64::from(unix_now()) * 1000)).0;
+    assert!(matches!(sign_at(&signer, old.public_key(), 10, now), Response::Signature(_)));
+    // The switch: the new key signs the next block.
+    match sign_at(&signer, new.public_key(), 11, now + 1) {
+        Response::Signature(s) => {
+            assert_eq!(s.signature.recover(&s.digest).unwrap(), new.public_key());
+        }
+        other => panic!("{other:?}"),
+    }
+    // The old key cannot sign that height, nor the new key one the old key signed.
+    let (code, m) = refused(&sign_at(&signer, old.public_key(), 11, now + 1));
+    assert_eq!(code, ErrorCode::DoubleSign);
+    assert!(m.contains("one height is never signed by two keys"), "{m}");
+    // (The old key's own former request is answered from its guard: nothing new leaves.)
+    assert!(matches!(sign_at(&signer, old.public_key(), 10, now), Response::Signature(_)));
+    // A key the signer does not hold for eosio (even one in the token): refused and audited.
+    let (code, m) = refused(&sign_at(&signer, stranger.public_key(), 12, now + 2));
+    assert_eq!(code, ErrorCode::UnknownKey);
+    assert!(m.contains(&stranger.public_key().to_string()) && m.contains("schedule"), "{m}");
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"reason\":\"wrong_key\""), "{audit}");
+    assert!(audit.contains("\"reason\":\"other_key_signed\""), "{audit}");
+
+    // The old key retired by two admins: refused for good, the new key keeps signing.
+    let signer = Arc::new(signer);
+    let f = Fixture { dir, producer_key: old.clone(), admins, signer: signer.clone() };
+    let cmd =
+        command(AdminAction::Retire { producer: eosio, key: old.public_key(), destroy: false });
+    outcome(&send(&f, &approved(&cmd, &[&f.admins[1], &f.admins[2]])));
+    let (code, m) = refused(&sign_at(&signer, old.public_key(), 13, now + 3));
+    assert_eq!(code, ErrorCode::UnknownKey);
+    assert!(m.contains("retired"), "{m}");
+    assert!(matches!(sign_at(&signer, new.public_key(), 13, now + 3), Response::Signature(_)));
+    assert_eq!(signer.producer_keys(eosio), vec![new.public_key()]);
+}

@@ -4,10 +4,12 @@
 //! user logged in with a PIN read from a file (mode 0600 or stricter) or an environment
 //! variable — never from argv — and kept only in a zeroizing buffer for re-login after a
 //! session loss. Keys are found by label or id and must be sensitive and not extractable;
-//! `generate` creates such pairs inside the token. The PIN never reaches a log or an error.
+//! `generate` creates such pairs inside the token, and a running backend adopts a pair created
+//! after it opened (found by its public key, same checks) so a rotation needs no restart. The
+//! PIN never reaches a log or an error.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -241,6 +243,42 @@ impl Token {
         }
     }
 
+    /// The `CKA_ID` of the EC public key object whose point is `key`, if the token holds one.
+    fn id_of(&self, key: &PublicKey) -> Result<Option<Vec<u8>>, KeyringError> {
+        let session = self.session().map_err(ck("C_OpenSession"))?;
+        let publics = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::KeyType(CkKeyType::EC),
+            ])
+            .map_err(ck("C_FindObjects"))?;
+        for object in publics {
+            let attrs = session
+                .get_attributes(object, &[AttributeType::EcPoint, AttributeType::Id])
+                .map_err(ck("C_GetAttributeValue"))?;
+            let mut point = None;
+            let mut id = None;
+            for a in attrs {
+                match a {
+                    Attribute::EcPoint(p) => point = Some(p),
+                    Attribute::Id(i) => id = Some(i),
+                    _ => {}
+                }
+            }
+            let matches = point
+                .as_deref()
+                .and_then(ec_point_bytes)
+                .and_then(|b| PublicKey::from_sec1(key.key_type(), b).ok())
+                .is_some_and(|k| &k == key);
+            if matches {
+                return id
+                    .map(Some)
+                    .ok_or_else(|| KeyringError::Keygen(format!("key {key} has no CKA_ID")));
+            }
+        }
+        Ok(None)
+    }
+
     /// Finds a key pair and returns its private handle and public key.
     fn open_key(&self, sel: &KeySelector) -> Result<(ObjectHandle, PublicKey), KeyringError> {
         let what = selector_text(sel);
@@ -306,7 +344,8 @@ impl Token {
 /// Signing keys inside a PKCS#11 token.
 pub struct Pkcs11Backend {
     token: Mutex<Token>,
-    keys: Vec<(PublicKey, KeySelector)>,
+    /// Only ever appended to, after `handles`: an index into it is an index into `handles`.
+    keys: RwLock<Vec<(PublicKey, KeySelector)>>,
     handles: Mutex<Vec<ObjectHandle>>,
 }
 
@@ -322,7 +361,11 @@ impl Pkcs11Backend {
             keys.push((k, sel.clone()));
             handles.push(h);
         }
-        Ok(Pkcs11Backend { token: Mutex::new(token), keys, handles: Mutex::new(handles) })
+        Ok(Pkcs11Backend {
+            token: Mutex::new(token),
+            keys: RwLock::new(keys),
+            handles: Mutex::new(handles),
+        })
     }
 
     fn sign_once(
@@ -341,12 +384,39 @@ impl Backend for Pkcs11Backend {
     }
 
     fn public_keys(&self) -> Vec<PublicKey> {
-        self.keys.iter().map(|(k, _)| *k).collect()
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, _)| *k).collect()
+    }
+
+    fn adopt(&self, key: &PublicKey) -> Result<(), KeyringError> {
+        let token = self.token.lock().unwrap_or_else(|e| e.into_inner());
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if self.keys.read().unwrap_or_else(|e| e.into_inner()).iter().any(|(k, _)| k == key) {
+            return Ok(());
+        }
+        let label = token.label.clone();
+        let id = token
+            .id_of(key)?
+            .ok_or_else(|| KeyringError::KeyNotFound { selector: key.to_string(), label })?;
+        let sel = KeySelector::Id(id);
+        let (handle, found) = token.open_key(&sel)?;
+        if found != *key {
+            return Err(KeyringError::KeyUnsafe {
+                selector: selector_text(&sel),
+                reason: format!("its private half is key {found}, not {key}"),
+            });
+        }
+        handles.push(handle);
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).push((*key, sel));
+        Ok(())
     }
 
     fn sign_raw(&self, key: &PublicKey, digest: &[u8; 32]) -> Result<[u8; 64], KeyringError> {
-        let index =
-            self.keys.iter().position(|(k, _)| k == key).ok_or(KeyringError::UnknownKey(*key))?;
+        let (index, sel) = {
+            let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+            let index =
+                keys.iter().position(|(k, _)| k == key).ok_or(KeyringError::UnknownKey(*key))?;
+            (index, keys[index].1.clone())
+        };
         let mut token = self.token.lock().unwrap_or_else(|e| e.into_inner());
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         match Self::sign_once(&token, handles[index], digest) {
@@ -357,10 +427,10 @@ impl Backend for Pkcs11Backend {
                 // is still the same key. A token still absent is a TokenAbsent error.
                 tracing::warn!(error = %e, "PKCS#11 session lost; logging in again");
                 token.reopen()?;
-                let (h, k) = token.open_key(&self.keys[index].1)?;
+                let (h, k) = token.open_key(&sel)?;
                 if k != *key {
                     return Err(KeyringError::KeyUnsafe {
-                        selector: selector_text(&self.keys[index].1),
+                        selector: selector_text(&sel),
                         reason: format!("after re-login it is key {k}, no longer {key}"),
                     });
                 }
@@ -446,40 +516,14 @@ pub fn destroy(
     key: &PublicKey,
 ) -> Result<(), KeyringError> {
     let token = Token::open(module, token_label, pin)?;
+    let id = token.id_of(key)?.ok_or_else(|| KeyringError::KeyNotFound {
+        selector: key.to_string(),
+        label: token_label.to_string(),
+    })?;
     let session = token.session().map_err(ck("C_OpenSession"))?;
-    let publics = session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::KeyType(CkKeyType::EC),
-        ])
-        .map_err(ck("C_FindObjects"))?;
-    for object in publics {
-        let attrs = session
-            .get_attributes(object, &[AttributeType::EcPoint, AttributeType::Id])
-            .map_err(ck("C_GetAttributeValue"))?;
-        let mut point = None;
-        let mut id = None;
-        for a in attrs {
-            match a {
-                Attribute::EcPoint(p) => point = Some(p),
-                Attribute::Id(i) => id = Some(i),
-                _ => {}
-            }
-        }
-        let matches = point
-            .as_deref()
-            .and_then(ec_point_bytes)
-            .and_then(|b| PublicKey::from_sec1(key.key_type(), b).ok())
-            .is_some_and(|k| &k == key);
-        if !matches {
-            continue;
-        }
-        let id = id.ok_or_else(|| KeyringError::Keygen(format!("key {key} has no CKA_ID")))?;
-        let pair = session.find_objects(&[Attribute::Id(id)]).map_err(ck("C_FindObjects"))?;
-        for o in pair {
-            session.destroy_object(o).map_err(ck("C_DestroyObject"))?;
-        }
-        return Ok(());
+    let pair = session.find_objects(&[Attribute::Id(id)]).map_err(ck("C_FindObjects"))?;
+    for o in pair {
+        session.destroy_object(o).map_err(ck("C_DestroyObject"))?;
     }
-    Err(KeyringError::KeyNotFound { selector: key.to_string(), label: token_label.to_string() })
+    Ok(())
 }
