@@ -228,19 +228,63 @@ pub fn apply(
     action: Name,
     data: &[u8],
 ) -> Result<(), NativeError> {
-    fn decode<T: rempart_core::Unpack>(action: Name, data: &[u8]) -> Result<T, NativeError> {
-        from_bytes(data).map_err(|source| NativeError::BadData { action, source })
+    dispatch(o, ctx, action, data, false)
+}
+
+/// [`apply`] for `data` that [`data_is_valid`] accepted for this very `action` (the chain runs
+/// that check off the apply thread, with signature recovery): its public keys are not checked
+/// on their curve a second time.
+pub fn apply_validated(
+    o: &mut Overlay<'_, '_>,
+    ctx: &NativeContext<'_>,
+    action: Name,
+    data: &[u8],
+) -> Result<(), NativeError> {
+    dispatch(o, ctx, action, data, true)
+}
+
+/// Whether `data` decodes as `action`'s data with every public key checked on its curve; only
+/// the actions whose data carries authorities (`newaccount`, `updateauth`) answer `true`.
+pub fn data_is_valid(action: Name, data: &[u8]) -> bool {
+    const NEWACCOUNT: Name = Name::from_const("newaccount");
+    const UPDATEAUTH: Name = Name::from_const("updateauth");
+    match action {
+        NEWACCOUNT => from_bytes::<NewAccount>(data).is_ok(),
+        UPDATEAUTH => from_bytes::<UpdateAuth>(data).is_ok(),
+        _ => false,
     }
+}
+
+fn dispatch(
+    o: &mut Overlay<'_, '_>,
+    ctx: &NativeContext<'_>,
+    action: Name,
+    data: &[u8],
+    validated: bool,
+) -> Result<(), NativeError> {
+    fn decode<T: rempart_core::Unpack>(
+        action: Name,
+        data: &[u8],
+        validated: bool,
+    ) -> Result<T, NativeError> {
+        let r = if validated {
+            rempart_core::codec::from_trusted_bytes(data)
+        } else {
+            from_bytes(data)
+        };
+        r.map_err(|source| NativeError::BadData { action, source })
+    }
+    let v = validated;
     match action.to_string().as_str() {
-        "newaccount" => new_account(o, ctx, decode(action, data)?),
-        "updateauth" => update_auth(o, ctx, decode(action, data)?),
-        "deleteauth" => delete_auth(o, ctx, decode(action, data)?),
-        "linkauth" => link_auth(o, ctx, decode(action, data)?),
-        "unlinkauth" => unlink_auth(o, ctx, decode(action, data)?),
-        "setcode" => set_code(o, ctx, decode(action, data)?),
-        "setabi" => set_abi(o, ctx, decode(action, data)?),
-        "setprods" => set_prods(o, ctx, decode(action, data)?),
-        "regproducer" => reg_producer(o, ctx, decode(action, data)?),
+        "newaccount" => new_account(o, ctx, decode(action, data, v)?),
+        "updateauth" => update_auth(o, ctx, decode(action, data, v)?),
+        "deleteauth" => delete_auth(o, ctx, decode(action, data, v)?),
+        "linkauth" => link_auth(o, ctx, decode(action, data, v)?),
+        "unlinkauth" => unlink_auth(o, ctx, decode(action, data, v)?),
+        "setcode" => set_code(o, ctx, decode(action, data, v)?),
+        "setabi" => set_abi(o, ctx, decode(action, data, v)?),
+        "setprods" => set_prods(o, ctx, decode(action, data, v)?),
+        "regproducer" => reg_producer(o, ctx, decode(action, data, v)?),
         _ => Err(NativeError::UnknownAction(action)),
     }
 }

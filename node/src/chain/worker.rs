@@ -806,8 +806,10 @@ impl Worker {
             sequence: pending.global_sequence,
             fuel: self.vm.config().max_transaction_fuel,
             traces: Vec::with_capacity(p.trx.actions.len()),
+            validated: false,
         };
-        for act in &p.trx.actions {
+        for (i, act) in p.trx.actions.iter().enumerate() {
+            run.validated = p.validated.get(i).copied().unwrap_or(false);
             run.run(&mut o, act, 0, Name(0), 0)?;
         }
         let (sequence, traces) = (run.sequence, run.traces);
@@ -894,9 +896,14 @@ impl PermissionSource for CachedPermissions<'_, '_, '_, '_> {
 /// Native `eosio` actions whose required permission `linkauth` cannot change: their handlers
 /// check the declared permission themselves.
 fn special(act: &Action) -> bool {
-    act.account == EOSIO
-        && ["updateauth", "deleteauth", "linkauth", "unlinkauth", "canceldelay"]
-            .contains(&act.name.to_string().as_str())
+    const SPECIAL: [Name; 5] = [
+        Name::from_const("updateauth"),
+        Name::from_const("deleteauth"),
+        Name::from_const("linkauth"),
+        Name::from_const("unlinkauth"),
+        Name::from_const("canceldelay"),
+    ];
+    act.account == EOSIO && SPECIAL.contains(&act.name)
 }
 
 /// Every declared authorization exists, is at least what the action needs (linkauth, else
