@@ -37,7 +37,7 @@ mod interface;
 mod key;
 
 #[cfg(feature = "wireguard")]
-pub use interface::{Interface, bind_to_interface};
+pub use interface::{Interface, PeerChanges, bind_to_interface};
 #[cfg(feature = "wireguard")]
 pub use key::{generate_key_file, read_private_key};
 

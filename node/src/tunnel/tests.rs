@@ -38,6 +38,7 @@ fn snapshot(stale: bool, handshake: Option<SystemTime>, error: Option<String>) -
                 last_handshake: handshake,
                 rx_bytes: 1,
                 tx_bytes: 2,
+                allowed_ips: Vec::new(),
             }),
             stale,
         }],

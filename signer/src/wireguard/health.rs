@@ -37,6 +37,9 @@ pub struct PeerStats {
     pub rx_bytes: u64,
     /// Bytes sent to it.
     pub tx_bytes: u64,
+    /// The addresses of its allowed IPs (prefix lengths dropped): a configured peer is found by
+    /// its tunnel address here, so a key rotated on the live interface is reported as it is.
+    pub allowed_ips: Vec<IpAddr>,
 }
 
 /// The peer a per-peer line belongs to: the last `public_key` seen.
@@ -79,6 +82,7 @@ pub fn parse_uapi(answer: &str) -> Result<Vec<PeerStats>, String> {
                     last_handshake: None,
                     rx_bytes: 0,
                     tx_bytes: 0,
+                    allowed_ips: Vec::new(),
                 });
             }
             "endpoint" => current(&mut peers, key, n)?.endpoint = Some(value.to_string()),
@@ -95,6 +99,10 @@ pub fn parse_uapi(answer: &str) -> Result<Vec<PeerStats>, String> {
             "last_handshake_time_nsec" => {
                 current(&mut peers, key, n)?;
                 nanos = value.parse().map_err(|_| bad())?;
+            }
+            "allowed_ip" => {
+                let cidr: super::Cidr = value.parse().map_err(|_| bad())?;
+                current(&mut peers, key, n)?.allowed_ips.push(cidr.addr);
             }
             "errno" => errno = Some(value.parse::<i32>().map_err(|_| bad())?),
             // Device and peer settings this module does not report (and the private key,
@@ -188,6 +196,7 @@ impl StatsReader {
                         last_handshake: p.stats.last_handshake_time,
                         rx_bytes: p.stats.rx_bytes,
                         tx_bytes: p.stats.tx_bytes,
+                        allowed_ips: p.config.allowed_ips.iter().map(|a| a.address).collect(),
                     })
                     .collect())
             }
@@ -201,7 +210,8 @@ impl StatsReader {
 pub struct PeerHealth {
     /// Its tunnel address (from the configuration).
     pub address: IpAddr,
-    /// Its public key.
+    /// Its public key: the one the interface routes the address to (a key rotated on the live
+    /// interface shows here), the configured one until the interface reports it.
     pub public_key: WgKey,
     /// Its counters, if the interface reported this peer.
     pub stats: Option<PeerStats>,
@@ -371,12 +381,30 @@ pub fn update(
         Err(e) => (None, Some(e.to_string())),
     };
     let mut peers = Vec::new();
-    for (key, address) in &expected.peers {
-        let old = previous.and_then(|p| p.peers.iter().find(|h| h.public_key == *key));
+    for (configured, address) in &expected.peers {
+        let old = previous.and_then(|p| p.peers.iter().find(|h| h.address == *address));
+        // The peer is the one the interface routes its tunnel address to (after a key rotation
+        // with `rempart wg apply` that is the new key, which this process never configured),
+        // else the configured key.
         let st = match &stats {
-            Some(all) => all.iter().find(|s| s.public_key == *key).cloned(),
+            Some(all) => all
+                .iter()
+                .find(|s| s.allowed_ips.contains(address))
+                .or_else(|| all.iter().find(|s| s.public_key == *configured))
+                .cloned(),
             None => old.and_then(|o| o.stats.clone()),
         };
+        let key = &st.as_ref().map_or(*configured, |s| s.public_key);
+        let was = old.map_or(*configured, |o| o.public_key);
+        if *key != was {
+            tracing::info!(
+                interface,
+                peer = %address,
+                public_key = %key,
+                previous_key = %was,
+                "the WireGuard peer at this tunnel address has a new public key on the interface"
+            );
+        }
         let age = |t: SystemTime| now.duration_since(t).unwrap_or_default();
         let stale = match st.as_ref().and_then(|s| s.last_handshake) {
             Some(t) => age(t) > expected.stale_after,

@@ -25,7 +25,7 @@ use wireguard_control::{Backend, DeviceUpdate, InterfaceName, Key, PeerConfigBui
 
 use super::health::StatsReader;
 use super::key::read_private_key;
-use super::{BackendChoice, WgKey, WireGuardConfig, WireGuardError};
+use super::{BackendChoice, PeerConfig, WgKey, WireGuardConfig, WireGuardError};
 
 /// Where wireguard-go puts its UAPI sockets (wireguard-control looks in the same two places).
 const UAPI_DIRS: [&str; 2] = ["/var/run/wireguard", "/run/wireguard"];
@@ -122,18 +122,157 @@ fn global_addresses(dev: &str) -> Result<Vec<String>, WireGuardError> {
         .collect())
 }
 
+/// One configured peer as wireguard-control sets it: its one tunnel address as allowed IPs
+/// (replacing any others), endpoint and keepalive.
+fn peer_builder(peer: &PeerConfig) -> PeerConfigBuilder {
+    let host = if peer.address.is_ipv4() { 32 } else { 128 };
+    let mut b = PeerConfigBuilder::new(&Key(peer.public_key.0))
+        .replace_allowed_ips()
+        .add_allowed_ip(peer.address, host);
+    if let Some(e) = peer.endpoint {
+        b = b.set_endpoint(e);
+    }
+    if let Some(k) = peer.keepalive {
+        b = b.set_persistent_keepalive_interval(u16::try_from(k.as_secs()).unwrap_or(u16::MAX));
+    }
+    b
+}
+
+/// Gives the interface exactly the configured tunnel address and brings the link up.
+fn address_and_link(config: &WireGuardConfig) -> Result<(), WireGuardError> {
+    let wanted = config.address.to_string();
+    // An address from an earlier configuration would keep answering: remove it first
+    // (removing a primary IPv4 address also removes the secondaries of its subnet, so the
+    // wanted address is put back afterwards).
+    for old in global_addresses(&config.interface)? {
+        if old != wanted {
+            tracing::info!(
+                interface = %config.interface,
+                address = %old,
+                "removing an old tunnel address"
+            );
+            ip(&["address", "del", &old, "dev", &config.interface])?;
+        }
+    }
+    ip(&["address", "replace", &wanted, "dev", &config.interface])?;
+    ip(&["link", "set", "dev", &config.interface, "up"]).map(drop)
+}
+
+/// What [`Interface::apply`] changed on a live interface.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub struct PeerChanges {
+    /// Peers the interface did not have.
+    pub added: Vec<WgKey>,
+    /// Peers the interface had and the configuration no longer lists (their sessions end).
+    pub removed: Vec<WgKey>,
+    /// Peers kept (their allowed IPs, endpoint and keepalive set again; sessions untouched).
+    pub kept: Vec<WgKey>,
+    /// Whether the interface's own private key was replaced (every session handshakes again).
+    pub private_key_changed: bool,
+    /// Whether the listen port was changed.
+    pub listen_port_changed: bool,
+}
+
+impl Interface {
+    /// Syncs a live interface to `config` without recreating it — what an operator runs to
+    /// rotate a key while the signer or node keeps running (`rempart wg apply`): peers the
+    /// configuration no longer lists are removed, new ones added, kept ones updated in place;
+    /// the private key and listen port are set only when they differ, so unchanged peers keep
+    /// their sessions. The tunnel address and link state are then set as [`Interface::up`]
+    /// does. Fails when the interface does not exist (this never creates one: a process that
+    /// owns the interface creates it at start).
+    pub fn apply(config: &WireGuardConfig) -> Result<(Interface, PeerChanges), WireGuardError> {
+        let name = interface_name(config)?;
+        let backend = match config.backend {
+            BackendChoice::Kernel => Backend::Kernel,
+            BackendChoice::Userspace => Backend::Userspace,
+            BackendChoice::Auto => {
+                if uapi_socket(&config.interface).is_some_and(|p| UnixStream::connect(p).is_ok()) {
+                    Backend::Userspace
+                } else {
+                    Backend::Kernel
+                }
+            }
+        };
+        let device = wireguard_control::Device::get(&name, backend).map_err(|source| {
+            WireGuardError::Configure {
+                interface: config.interface.clone(),
+                backend: backend_name(backend),
+                source,
+                hint: "`rempart wg apply` updates a live interface and never creates one: start \
+                       the signer or node that owns it first (it creates the interface), and \
+                       run this in its network namespace as root",
+            }
+        })?;
+        let private = read_private_key(&config.private_key_file)?;
+        let public_key = private.public();
+        let mut changes = PeerChanges {
+            private_key_changed: device.public_key.as_ref().map(|k| k.0) != Some(public_key.0),
+            listen_port_changed: config.listen_port != 0
+                && device.listen_port != Some(config.listen_port),
+            ..PeerChanges::default()
+        };
+        let mut update = DeviceUpdate::new();
+        if changes.private_key_changed {
+            update = update.set_private_key(private.to_control());
+        }
+        drop(private);
+        if changes.listen_port_changed {
+            update = update.set_listen_port(config.listen_port);
+        }
+        let wanted: Vec<WgKey> = config.peers.iter().map(|p| p.public_key).collect();
+        let live: Vec<WgKey> = device.peers.iter().map(|p| WgKey(p.config.public_key.0)).collect();
+        // Removals first: a new peer then takes over the tunnel address of the peer it replaces.
+        for key in live.iter().filter(|k| !wanted.contains(k)) {
+            update = update.remove_peer_by_key(&Key(key.0));
+            changes.removed.push(*key);
+        }
+        for peer in &config.peers {
+            update = update.add_peer(peer_builder(peer));
+            if live.contains(&peer.public_key) {
+                changes.kept.push(peer.public_key);
+            } else {
+                changes.added.push(peer.public_key);
+            }
+        }
+        update.apply(&name, backend).map_err(|source| WireGuardError::Configure {
+            interface: config.interface.clone(),
+            backend: backend_name(backend),
+            source,
+            hint: hint(backend),
+        })?;
+        address_and_link(config)?;
+        tracing::info!(
+            interface = %config.interface,
+            public_key = %public_key,
+            added = changes.added.len(),
+            removed = changes.removed.len(),
+            kept = changes.kept.len(),
+            private_key_changed = changes.private_key_changed,
+            "WireGuard interface synced to its configuration"
+        );
+        Ok((Interface { name: config.interface.clone(), backend, public_key }, changes))
+    }
+}
+
+/// The interface name of `config`, checked.
+fn interface_name(config: &WireGuardConfig) -> Result<InterfaceName, WireGuardError> {
+    if !super::valid_interface_name(&config.interface) {
+        return Err(WireGuardError::InterfaceName { name: config.interface.clone() });
+    }
+    config
+        .interface
+        .parse()
+        .map_err(|_| WireGuardError::InterfaceName { name: config.interface.clone() })
+}
+
 impl Interface {
     /// Creates or updates the interface named by `config`: private key, listen port, exactly the
     /// configured peers (others are removed), the tunnel address, link up. Idempotent: running
     /// it again on a configured interface changes nothing.
     pub fn up(config: &WireGuardConfig) -> Result<Interface, WireGuardError> {
-        if !super::valid_interface_name(&config.interface) {
-            return Err(WireGuardError::InterfaceName { name: config.interface.clone() });
-        }
-        let name: InterfaceName = config
-            .interface
-            .parse()
-            .map_err(|_| WireGuardError::InterfaceName { name: config.interface.clone() })?;
+        let name = interface_name(config)?;
         let private = read_private_key(&config.private_key_file)?;
         let public_key = private.public();
         let mut update = DeviceUpdate::new()
@@ -141,19 +280,7 @@ impl Interface {
             .set_listen_port(config.listen_port)
             .replace_peers();
         for peer in &config.peers {
-            let host = if peer.address.is_ipv4() { 32 } else { 128 };
-            let mut b = PeerConfigBuilder::new(&Key(peer.public_key.0))
-                .replace_allowed_ips()
-                .add_allowed_ip(peer.address, host);
-            if let Some(e) = peer.endpoint {
-                b = b.set_endpoint(e);
-            }
-            if let Some(k) = peer.keepalive {
-                b = b.set_persistent_keepalive_interval(
-                    u16::try_from(k.as_secs()).unwrap_or(u16::MAX),
-                );
-            }
-            update = update.add_peer(b);
+            update = update.add_peer(peer_builder(peer));
         }
         let configure = |backend: Backend| {
             update.clone().apply(&name, backend).map_err(|source| WireGuardError::Configure {
@@ -191,22 +318,7 @@ impl Interface {
             },
         };
         drop(private);
-        let wanted = config.address.to_string();
-        // An address from an earlier configuration would keep answering: remove it first
-        // (removing a primary IPv4 address also removes the secondaries of its subnet, so the
-        // wanted address is put back afterwards).
-        for old in global_addresses(&config.interface)? {
-            if old != wanted {
-                tracing::info!(
-                    interface = %config.interface,
-                    address = %old,
-                    "removing an old tunnel address"
-                );
-                ip(&["address", "del", &old, "dev", &config.interface])?;
-            }
-        }
-        ip(&["address", "replace", &wanted, "dev", &config.interface])?;
-        ip(&["link", "set", "dev", &config.interface, "up"])?;
+        address_and_link(config)?;
         tracing::info!(
             interface = %config.interface,
             backend = backend_name(backend),

@@ -206,6 +206,42 @@ fn the_uapi_answer_gives_each_peers_counters() {
     assert_eq!((peers[0].rx_bytes, peers[0].tx_bytes), (5678, 1234));
     assert_eq!(peers[1].public_key.to_string(), PEER2);
     assert_eq!(peers[1].last_handshake, None);
+    assert_eq!(peers[0].allowed_ips, ["10.98.0.2".parse::<std::net::IpAddr>().unwrap()]);
+    assert!(peers[1].allowed_ips.is_empty());
+    let bad = ANSWER.replace("allowed_ip=10.98.0.2/32", "allowed_ip=10.98.0.2");
+    assert!(parse_uapi(&bad).unwrap_err().contains("bad allowed_ip"));
+}
+
+#[test]
+fn a_key_rotated_on_the_live_interface_is_reported_for_the_peers_address() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let e = expected();
+    let before = update("wg0", &e, Ok(stats(Some(now))), None, now);
+    assert_eq!(before.peers[0].public_key.to_string(), PEER);
+    // `rempart wg apply` replaced the peer: the interface routes 10.98.0.2 to another key.
+    let mut rotated = stats(Some(now));
+    rotated[0].public_key = PEER2.parse().unwrap();
+    let after = update("wg0", &e, Ok(rotated), Some(&before), now);
+    assert_eq!(after.peers.len(), 1);
+    assert_eq!(after.peers[0].address.to_string(), "10.98.0.2");
+    assert_eq!(after.peers[0].public_key.to_string(), PEER2);
+    assert!(after.peers[0].stats.is_some() && !after.peers[0].stale);
+    // A failed read keeps the last key and counters.
+    let failed = update(
+        "wg0",
+        &e,
+        Err(WireGuardError::Stats { interface: "wg0".into(), message: "gone".into() }),
+        Some(&after),
+        now,
+    );
+    assert_eq!(failed.peers[0].public_key.to_string(), PEER2);
+    // The interface lost the address: the configured key, no counters.
+    let mut elsewhere = stats(Some(now));
+    elsewhere[0].public_key = PEER2.parse().unwrap();
+    elsewhere[0].allowed_ips.clear();
+    let gone = update("wg0", &e, Ok(elsewhere), Some(&after), now);
+    assert_eq!(gone.peers[0].public_key.to_string(), PEER);
+    assert!(gone.peers[0].stats.is_none());
 }
 
 #[test]
@@ -243,6 +279,7 @@ fn stats(handshake: Option<SystemTime>) -> Vec<PeerStats> {
         last_handshake: handshake,
         rx_bytes: 10,
         tx_bytes: 20,
+        allowed_ips: vec!["10.98.0.2".parse().unwrap()],
     }]
 }
 

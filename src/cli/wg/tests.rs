@@ -48,3 +48,62 @@ fn keygen_into_a_missing_directory_fails_clearly() {
     assert_eq!(code, super::EXIT_CANT_CREATE);
     assert!(err.contains("cannot create the key file"), "{err}");
 }
+
+fn apply(file: &std::path::Path) -> (u8, String, String) {
+    let cli = Cli::try_parse_from(["rempart", "wg", "apply", file.to_str().unwrap()])
+        .expect("the command line parses");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run(&cli, &mut out, &mut err).expect("writing to a Vec cannot fail");
+    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+}
+
+/// A signer policy (PKCS#11 backend: nothing is opened by loading it), with `wireguard` appended.
+fn signer_policy(dir: &std::path::Path, wireguard: &str) -> std::path::PathBuf {
+    let text = format!(
+        "[chain]\nid = \"{}\"\nmax_clock_skew_ms = 1000\n[[producers]]\naccount = \"eosio\"\n\
+         key = \"PUB_K1_6MRyAjQq8ud7hVNYcfnVPJqcVpscN5So8BhtHuGYqET5BoDq63\"\n[backend]\n\
+         kind = \"pkcs11\"\n[backend.pkcs11]\nmodule = \"/m.so\"\ntoken_label = \"t\"\n\
+         pin_env = \"PIN\"\nkeys = [{{ label = \"k\" }}]\n[listen]\nunix_socket = \"s.sock\"\n\
+         allow_own_uid = true\n[state]\ndir = \"state\"\n\
+         audit_log = \"state/audit.jsonl\"\n{wireguard}",
+        "02".repeat(32)
+    );
+    let path = dir.join("signer.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn apply_refuses_a_file_without_a_tunnel_or_that_is_no_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = apply(&signer_policy(dir.path(), ""));
+    assert_eq!(code, super::EXIT_CONFIG, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("is a signer policy without a [wireguard] section"), "{err}");
+
+    let junk = dir.path().join("junk.toml");
+    std::fs::write(&junk, "what = 1\n").unwrap();
+    let (code, _, err) = apply(&junk);
+    assert_eq!(code, super::EXIT_CONFIG);
+    assert!(err.contains("neither a valid signer policy nor a valid node configuration"), "{err}");
+    assert!(err.contains("As a signer policy:") && err.contains("As a node configuration:"));
+}
+
+#[test]
+fn apply_never_creates_an_interface_and_says_what_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("wg.key");
+    rempart_signer::wireguard::generate_key_file(&key).unwrap();
+    let wireguard = format!(
+        "[wireguard]\ninterface = \"rwa{}\"\nprivate_key_file = \"wg.key\"\n\
+         address = \"10.98.0.4/24\"\nbackend = \"userspace\"\n[[wireguard.peers]]\n\
+         public_key = \"{}\"\naddress = \"10.98.0.1\"\n",
+        std::process::id() % 100_000,
+        rempart_signer::wireguard::WgKey([9; 32])
+    );
+    let (code, out, err) = apply(&signer_policy(dir.path(), &wireguard));
+    assert_eq!(code, super::EXIT_UNAVAILABLE, "{out}{err}");
+    assert!(err.contains("never creates one"), "{err}");
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert!(!err.contains(text.trim()), "the private key must never be printed");
+}
