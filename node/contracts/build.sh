@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Compiles the C contracts with Debian's clang + lld: build.sh OUT_DIR writes OUT_DIR/NAME.linked.wasm
 # for each NAME.c here. lld 14 always exports the memory, which CDT contracts do not, so the node's
-# test `vm_contracts` strips that export to make NAME.wasm and checks it equals the committed file.
+# test `vm` (module contracts) strips that export to make NAME.wasm and checks it equals the committed file.
 # To refresh the committed .wasm after editing a .c file:
-#     REMPART_BLESS=1 cargo test -p rempart-node --test vm_contracts
+#     REMPART_BLESS=1 cargo test -p rempart-node --test vm
 set -euo pipefail
 out="${1:?usage: build.sh OUT_DIR}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -422,6 +422,19 @@ impl<'t> BlockWrite<'t> {
         }
     }
 
+    /// The last state entry with a key in `[prefix, upper)`; the caller bounds `upper` so that
+    /// every key in the range starts with `prefix`.
+    fn last_before(&self, prefix: &[u8], upper: Bound<&[u8]>) -> Result<Option<Entry>, StoreError> {
+        let mut range = self.state.range::<&[u8]>((Bound::Included(prefix), upper))?;
+        match range.next_back() {
+            Some(entry) => {
+                let (k, v) = entry?;
+                Ok(Some((k.value().to_vec(), v.value().to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Stores a state value.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.state.insert(key, value)?;
@@ -587,17 +600,8 @@ impl<'b, 't> Overlay<'b, 't> {
                 .next()
                 .filter(|(k, _)| k.starts_with(prefix))
                 .map(|(k, v)| (k.clone(), v.clone()));
-            let pick = match (base, staged) {
-                (None, None) => return Ok(None),
-                (Some((bk, bv)), None) => (bk, Some(bv)),
-                (None, Some((sk, sv))) => (sk, sv),
-                (Some((bk, bv)), Some((sk, sv))) => {
-                    if sk <= bk {
-                        (sk, sv)
-                    } else {
-                        (bk, Some(bv))
-                    }
-                }
+            let Some(pick) = nearer(base, staged, true) else {
+                return Ok(None);
             };
             // A base entry may be shadowed by a staged change.
             let value = match self.changes.get(&pick.0) {
@@ -610,6 +614,51 @@ impl<'b, 't> Overlay<'b, 't> {
                     lower = pick.0;
                     incl = false;
                 }
+            }
+        }
+    }
+
+    /// The last entry (as this transaction sees it) whose key starts with `prefix` and is
+    /// strictly before `before`, or the last one with that prefix when `before` is `None`: one
+    /// ordered lookup in the block and one in the staged changes, plus one more of each per
+    /// staged removal it steps over.
+    pub fn previous(
+        &self,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+    ) -> Result<Option<Entry>, StoreError> {
+        let end = prefix_end(prefix);
+        let mut upper: Option<Vec<u8>> = match (before, end) {
+            (Some(b), _) if b <= prefix => return Ok(None),
+            (Some(b), Some(e)) if e.as_slice() < b => Some(e),
+            (Some(b), _) => Some(b.to_vec()),
+            (None, e) => e,
+        };
+        loop {
+            let bound = match &upper {
+                Some(u) => Bound::Excluded(u.as_slice()),
+                None => Bound::Unbounded,
+            };
+            let base = self.base.last_before(prefix, bound)?;
+            let staged = self
+                .changes
+                .range::<[u8], _>((Bound::Included(prefix), bound))
+                .next_back()
+                .map(|(k, v)| (k.clone(), v.clone()));
+            let Some(pick) = nearer(base, staged, false) else {
+                return Ok(None);
+            };
+            if !pick.0.starts_with(prefix) {
+                return Ok(None);
+            }
+            // A base entry may be shadowed by a staged change.
+            let value = match self.changes.get(&pick.0) {
+                Some(v) => v.clone(),
+                None => pick.1,
+            };
+            match value {
+                Some(v) => return Ok(Some((pick.0, v))),
+                None => upper = Some(pick.0),
             }
         }
     }
@@ -629,6 +678,41 @@ impl<'b, 't> Overlay<'b, 't> {
     pub fn base(&self) -> &BlockWrite<'t> {
         self.base
     }
+}
+
+/// The entry an [`Overlay`] walk steps to: whichever of the block's and the staged candidates
+/// comes first in the walk's direction (`forward`: ascending keys), the staged one on a tie. A
+/// staged `None` is a removal the caller steps over.
+fn nearer(
+    base: Option<Entry>,
+    staged: Option<(Vec<u8>, Option<Vec<u8>>)>,
+    forward: bool,
+) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    match (base, staged) {
+        (None, None) => None,
+        (Some((bk, bv)), None) => Some((bk, Some(bv))),
+        (None, Some(s)) => Some(s),
+        (Some((bk, bv)), Some((sk, sv))) => {
+            if (forward && sk <= bk) || (!forward && sk >= bk) {
+                Some((sk, sv))
+            } else {
+                Some((bk, Some(bv)))
+            }
+        }
+    }
+}
+
+/// The first key after every key that starts with `prefix`; `None` when there is none (the
+/// prefix is empty or all `0xff`).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 fn decode_opt<T: Unpack>(v: Option<Vec<u8>>, what: &'static str) -> Result<Option<T>, StoreError> {

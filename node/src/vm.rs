@@ -22,6 +22,7 @@
 pub mod db;
 mod host;
 mod module;
+mod pool;
 
 use std::collections::HashMap;
 use std::pin::pin;
@@ -55,8 +56,11 @@ pub struct VmConfig {
     pub max_console_bytes: usize,
     /// Largest inline action (bytes).
     pub max_inline_action_bytes: usize,
-    /// Actions that may run at the same time (pre-allocated instance slots); one more fails
-    /// with an engine error.
+    /// Actions that may run at the same time: the instance slots the pooling allocator reserves
+    /// (each a linear memory's 4 GiB of address space plus guard, a table and a fiber stack).
+    /// The node runs contracts only on its chain thread, one action at a time, so it needs one;
+    /// more concurrent [`Vm::apply`] calls wait for a free slot, and an action started from
+    /// inside another on the same thread with every slot taken fails with [`VmError::Busy`].
     pub concurrent_actions: u32,
 }
 
@@ -70,7 +74,7 @@ impl Default for VmConfig {
             cache_modules: 64,
             max_console_bytes: 64 * 1024,
             max_inline_action_bytes: 512 * 1024,
-            concurrent_actions: 16,
+            concurrent_actions: 1,
         }
     }
 }
@@ -123,8 +127,12 @@ pub enum VmError {
         /// The budget the transaction started with.
         budget: u64,
     },
-    /// The contract's memory would exceed the limit.
-    #[error("contract memory would exceed the limit of {limit} bytes")]
+    /// The contract's initial memory exceeds the limit (a `memory.grow` past the limit is not an
+    /// error: it returns -1 to the contract).
+    #[error(
+        "contract memory of its initial size exceeds the limit of {limit} bytes; shrink the \
+         contract's static data"
+    )]
     MemoryLimit {
         /// The limit.
         limit: usize,
@@ -176,6 +184,16 @@ pub enum VmError {
     /// The state store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Every instance slot is taken and the calling thread holds one: an action was started
+    /// from inside another, and waiting would wait for itself.
+    #[error(
+        "all {slots} contract instance slots are in use, one by this thread: an action cannot \
+         run from inside another; raise VmConfig::concurrent_actions if it must"
+    )]
+    Busy {
+        /// Slots the VM has.
+        slots: u32,
+    },
     /// wasmtime failed in a way no contract should cause.
     #[error("WebAssembly engine: {0}; report this as a bug")]
     Engine(String),
@@ -224,6 +242,9 @@ impl VmError {
                 (3_050_009, "inline_action_too_big", "Inline Action exceeds maximum size limit")
             }
             Host(_) => (3_050_000, "action_validate_exception", "Action validate exception"),
+            Busy { .. } => {
+                (3_080_000, "resource_exhausted_exception", "Resource exhausted exception")
+            }
         }
     }
 }
@@ -296,6 +317,7 @@ pub struct Vm {
     linker: Linker<State>,
     config: VmConfig,
     cache: Mutex<Cache>,
+    slots: pool::Slots,
 }
 
 impl std::fmt::Debug for Vm {
@@ -341,7 +363,8 @@ impl Vm {
         let engine = Engine::new(&c).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
         host::define(&mut linker).map_err(engine_err)?;
-        Ok(Vm { engine, linker, config, cache: Mutex::new(Cache::default()) })
+        let slots = pool::Slots::new(slots);
+        Ok(Vm { engine, linker, config, cache: Mutex::new(Cache::default()), slots })
     }
 
     /// The limits this VM runs with.
@@ -407,6 +430,16 @@ impl Vm {
         found
     }
 
+    /// Actions running now (instance slots in use).
+    pub fn running_actions(&self) -> usize {
+        self.slots.in_use()
+    }
+
+    /// [`Vm::apply`] calls waiting for a free instance slot now.
+    pub fn waiting_actions(&self) -> usize {
+        self.slots.waiting()
+    }
+
     /// Number of compiled modules in the cache.
     pub fn cached_modules(&self) -> usize {
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).modules.len()
@@ -452,6 +485,7 @@ impl Vm {
         fuel: &mut u64,
     ) -> Result<ApplyOutcome, VmError> {
         let compiled = self.module_for(state, ctx.receiver)?;
+        let _slot = self.slots.acquire()?;
         let mailbox = Arc::new(Mutex::new(Exchange::default()));
         let data = State {
             memory: None,
@@ -464,6 +498,7 @@ impl Vm {
             console: String::new(),
             max_console: self.config.max_console_bytes,
             max_memory: self.config.max_memory_bytes,
+            refused_grows: 0,
             max_inline: self.config.max_inline_action_bytes,
             mailbox: mailbox.clone(),
         };
@@ -506,7 +541,17 @@ impl Vm {
         match result? {
             Ok(()) => {}
             Err(e) if e.is::<Exit>() => {}
-            Err(e) => return Err(classify(e, budget)),
+            Err(e) => {
+                let refused = store.data().refused_grows;
+                return Err(match classify(e, budget) {
+                    VmError::Trap(m) if refused > 0 => VmError::Trap(format!(
+                        "{m} (after {refused} memory.grow call(s) returned -1 at the limit of \
+                         {} bytes)",
+                        self.config.max_memory_bytes
+                    )),
+                    other => other,
+                });
+            }
         }
         Ok(ApplyOutcome {
             console: std::mem::take(&mut store.data_mut().console),
@@ -575,6 +620,10 @@ fn classify(e: wasmtime::Error, budget: u64) -> VmError {
             Trap::StackOverflow => VmError::StackOverflow,
             other => VmError::Trap(other.to_string()),
         };
+    }
+    if let Some(pool) = e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        // The slots in front of the pool make this unreachable; say so if it ever is not.
+        return VmError::Engine(format!("instance pool exhausted past its admission: {pool}"));
     }
     match e.downcast::<VmError>() {
         Ok(v) => v,

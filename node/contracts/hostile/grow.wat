@@ -1,4 +1,5 @@
-;; Hostile: writes a row, then grows its memory one page at a time without end.
+;; Hostile: writes a row, then grows its memory one page at a time without end, ignoring the -1
+;; that memory.grow returns once the limit is reached. Fuel must stop it; the row must not survive.
 (module
   (import "env" "db_store_i64" (func $store (param i64 i64 i64 i64 i32 i32) (result i32)))
   (memory 1)

@@ -290,37 +290,26 @@ impl<'a, 'b, 't> Db<'a, 'b, 't> {
         }
     }
 
-    /// `db_previous_i64`. The overlay only walks forward, so this scans the table from its
-    /// start; the rows visited are billed as fuel.
+    /// `db_previous_i64`: the row before `itr` in its table (the last row for an end
+    /// iterator), `-1` before the first row. One ordered lookup in the overlay.
     pub(crate) fn previous(&mut self, itr: i32) -> Result<Response, VmError> {
         let (ti, before) = if itr < -1 {
-            let ti = (-itr - 2) as usize;
+            let ti = (-(itr as i64) - 2) as usize;
             if ti >= self.tables.len() {
-                return db_err("invalid end iterator");
+                return db_err("not a valid end iterator");
             }
             (ti, None)
         } else {
             let (ti, p) = self.row(itr)?;
-            (ti, Some(p))
+            (ti, Some(self.key_of(ti, p)))
         };
         let prefix = self.prefix_of(ti);
-        let mut last = None;
-        let mut scanned = 0u64;
-        let mut from = prefix.clone();
-        let mut inclusive = true;
-        while let Some((k, _)) = self.state.next(&prefix, &from, inclusive)? {
-            scanned += 1;
-            let p = Self::primary_of(&k);
-            if before.is_some_and(|b| p >= b) {
-                break;
+        match self.state.previous(&prefix, before.as_deref())? {
+            Some((k, v)) => {
+                let p = Self::primary_of(&k);
+                Ok(Self::iter(self.iterator(ti, p, Some(v)), Some(p), 1))
             }
-            last = Some(p);
-            from = k;
-            inclusive = false;
-        }
-        match last {
-            Some(p) => Ok(Self::iter(self.iterator(ti, p, None), Some(p), scanned)),
-            None => Ok(Self::iter(-1, None, scanned)),
+            None => Ok(Self::iter(-1, None, 1)),
         }
     }
 

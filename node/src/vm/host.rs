@@ -221,6 +221,8 @@ pub(crate) struct State {
     pub(crate) max_console: usize,
     /// Largest memory in bytes.
     pub(crate) max_memory: usize,
+    /// `memory.grow` calls refused because of `max_memory` (each returned -1).
+    pub(crate) refused_grows: u64,
     /// Largest inline action in bytes.
     pub(crate) max_inline: usize,
     /// The mailbox to the driver.
@@ -234,10 +236,19 @@ impl ResourceLimiter for State {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
+        if desired <= self.max_memory {
+            return Ok(true);
+        }
+        if self.memory.is_none() {
+            // Instantiation: the module's initial memory alone is over the limit (setcode
+            // refuses such code, but the limit may have been lowered since).
             return Err(wasmtime::Error::new(VmError::MemoryLimit { limit: self.max_memory }));
         }
-        Ok(true)
+        // `memory.grow` past the limit returns -1 to the contract, as core WebAssembly and
+        // eos-vm do; a contract that cannot cope asserts or traps on its own, and one that
+        // keeps asking burns its fuel.
+        self.refused_grows = self.refused_grows.saturating_add(1);
+        Ok(false)
     }
 
     fn table_growing(

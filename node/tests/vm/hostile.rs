@@ -32,11 +32,82 @@ fn infinite_loop_runs_out_of_fuel() {
 }
 
 #[test]
-fn unbounded_memory_growth_hits_the_limit() {
+fn unbounded_memory_growth_ends_on_fuel() {
+    // memory.grow past the limit returns -1, as in core WebAssembly and eos-vm; a contract that
+    // ignores it and keeps growing is stopped by its CPU budget.
     let config = VmConfig { max_memory_bytes: 4 * 1024 * 1024, ..VmConfig::default() };
     let chain = Chain::with_config(&["evil", "alice"], config);
-    let err = run_hostile(&chain, &hostile("grow"), 50_000_000);
-    assert!(matches!(err, VmError::MemoryLimit { limit } if limit == 4 * 1024 * 1024), "{err}");
+    let err = run_hostile(&chain, &hostile("grow"), 2_000_000);
+    assert!(matches!(err, VmError::OutOfFuel { budget: 2_000_000 }), "{err}");
+    assert!(err.to_string().contains("CPU budget"), "{err}");
+}
+
+#[test]
+fn memory_growth_refused_at_the_limit_fails_the_contracts_own_assertion() {
+    let config = VmConfig { max_memory_bytes: 4 * 1024 * 1024, ..VmConfig::default() };
+    let chain = Chain::with_config(&["evil", "alice"], config);
+    let err = run_hostile(&chain, &hostile("grow_assert"), 50_000_000);
+    match err {
+        VmError::Assert(m) => assert_eq!(m, "out of memory"),
+        other => panic!("expected the contract's assertion, got {other}"),
+    }
+}
+
+#[test]
+fn memory_grow_past_the_limit_returns_minus_one_and_the_action_goes_on() {
+    let config = VmConfig { max_memory_bytes: 4 * 1024 * 1024, ..VmConfig::default() };
+    let chain = Chain::with_config(&["evil", "alice"], config);
+    // Grows by 3 pages (fits), then by 64 pages (past 4 MiB: -1), then prints both results and
+    // the size it ended with, in pages.
+    let code = wat::parse_str(
+        r#"(module
+            (import "env" "printi" (func $printi (param i64)))
+            (import "env" "prints_l" (func $prints_l (param i32 i32)))
+            (memory 1) (data (i32.const 0) " ")
+            (func $p (param i32) (call $printi (i64.extend_i32_s (local.get 0)))
+                                 (call $prints_l (i32.const 0) (i32.const 1)))
+            (func (export "apply") (param i64 i64 i64)
+              (call $p (memory.grow (i32.const 3)))
+              (call $p (memory.grow (i32.const 64)))
+              (call $p (memory.size))))"#,
+    )
+    .expect("wat");
+    chain.set_code("evil", &code).expect("setcode");
+    let pushed = chain.push("evil", "go", &["alice"], vec![]).expect("a refused grow is no error");
+    assert_eq!(pushed.outcome.console, "1 -1 4 ");
+}
+
+#[test]
+fn a_trap_after_a_refused_grow_says_so() {
+    let config = VmConfig { max_memory_bytes: 2 * 1024 * 1024, ..VmConfig::default() };
+    let chain = Chain::with_config(&["evil", "alice"], config);
+    let code = wat::parse_str(
+        r#"(module (memory 1)
+            (func (export "apply") (param i64 i64 i64)
+              (if (i32.eq (memory.grow (i32.const 100)) (i32.const -1)) (then unreachable))))"#,
+    )
+    .expect("wat");
+    let err = run_hostile(&chain, &code, 1_000_000);
+    match err {
+        VmError::Trap(m) => {
+            assert!(m.contains("unreachable"), "{m}");
+            assert!(m.contains("after 1 memory.grow call(s) returned -1"), "{m}");
+            assert!(m.contains("2097152 bytes"), "{m}");
+        }
+        other => panic!("expected a trap, got {other}"),
+    }
+}
+
+#[test]
+fn initial_memory_over_the_limit_is_refused_at_setcode() {
+    let config = VmConfig { max_memory_bytes: 2 * 1024 * 1024, ..VmConfig::default() };
+    let chain = Chain::with_config(&["evil"], config);
+    let code =
+        wat::parse_str(r#"(module (memory 33) (func (export "apply") (param i64 i64 i64)))"#)
+            .expect("wat");
+    let err = chain.set_code("evil", &code).unwrap_err();
+    assert!(matches!(err, VmError::MemoryLimit { limit: 2_097_152 }), "{err}");
+    assert!(err.to_string().contains("initial size"), "{err}");
 }
 
 #[test]

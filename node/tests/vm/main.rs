@@ -6,4 +6,5 @@ mod common;
 mod contracts;
 mod database;
 mod hostile;
+mod pool;
 mod token;
