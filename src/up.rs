@@ -3,7 +3,8 @@
 //! embedded in this binary), then runs a signer, a producer, two api nodes and the gateway on
 //! https://127.0.0.1:8443 as separate processes, waits until each is ready, prints how to reach
 //! it, streams the children's logs and stops them all, in reverse order, on Ctrl-C or when one
-//! of them dies.
+//! of them dies. Its children stop by themselves when it is killed outright: each reads a pipe
+//! from `up` as its stdin and stops when that pipe closes (`--exit-with-stdin`).
 //!
 //! It must never touch a data directory's chain once created (a second start resumes it), never
 //! use its development keys for anything but a development chain, and never leave a child
@@ -247,7 +248,14 @@ async fn start_all(
     sup.spawn(
         "signer",
         &programs.signer,
-        &arg_list(&[&"--log-format", &"json", &"run", &"--policy", &signer_toml]),
+        &arg_list(&[
+            &"--log-format",
+            &"json",
+            &"run",
+            &"--policy",
+            &signer_toml,
+            &"--exit-with-stdin",
+        ]),
         env,
         out,
     )
@@ -272,6 +280,7 @@ async fn start_all(
             &"producer",
             &"--config",
             &producer_toml,
+            &"--exit-with-stdin",
         ]),
         &[],
         out,
@@ -298,7 +307,16 @@ async fn start_all(
         sup.spawn(
             &name,
             &programs.node,
-            &arg_list(&[&"--log-format", &"json", &"run", &"--role", &"api", &"--config", &config]),
+            &arg_list(&[
+                &"--log-format",
+                &"json",
+                &"run",
+                &"--role",
+                &"api",
+                &"--config",
+                &config,
+                &"--exit-with-stdin",
+            ]),
             &[],
             out,
         )
@@ -325,7 +343,7 @@ async fn start_all(
     sup.spawn(
         "gateway",
         &programs.gateway,
-        &arg_list(&[&"serve", &"--policy", &gateway_toml]),
+        &arg_list(&[&"serve", &"--policy", &gateway_toml, &"--exit-with-stdin"]),
         &[],
         out,
     )

@@ -2,9 +2,11 @@
 //!
 //! `up` brings the perimeter up in a temporary data directory; the gateway answers `get_info`
 //! over TLS trusting the generated CA (curl --cacert) and the head advances; SIGINT stops every
-//! child (checked by pid); a second start resumes the chain; killing one child makes `up` stop
-//! the others and exit non-zero; with SoftHSM2 installed, `--hsm softhsm` signs through a token
-//! and SIGTERM stops it all. The perimeter uses fixed ports (8443, 9100, 8888, 8889, 9876),
+//! child in reverse start order (checked by pid); a second start resumes the chain, and a second
+//! `up` beside it is refused because the ports are taken; SIGKILL of `up` itself leaves no child
+//! running (they see their stdin pipe close); a third start resumes again; killing one child
+//! makes `up` stop the others and exit 1; with SoftHSM2 installed, `--hsm softhsm` signs through
+//! a token and SIGTERM stops it all. The perimeter uses fixed ports (8443, 9100, 8888, 8889, 9876),
 //! so the `up` scenario is one test. Waits poll with deadlines; nothing sleeps to synchronise.
 
 use std::io::{BufRead, BufReader};
@@ -158,9 +160,15 @@ impl Up {
     }
 }
 
-/// Whether a process with this pid still exists (a zombie counts: nobody reaped it).
+/// Whether a process with this pid still runs. A zombie does not: it has exited, and once `up`
+/// is killed its children's zombies wait for whichever process inherits them to reap them.
 fn alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S …": the state follows the last parenthesis (comm may contain one).
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
 }
 
 /// The gateway's get_info over TLS, trusting the generated CA only: the head block number.
@@ -217,13 +225,19 @@ fn up_serves_stops_resumes_and_stops_everything_when_a_child_dies() {
     let later = poll("the head to advance", Duration::from_secs(30), || {
         head_through_gateway(&ca).filter(|h| *h > first)
     });
-    // Ctrl-C: every child stops, `up` exits 0.
+    // Ctrl-C: every child stops, in reverse start order, `up` exits 0.
     up.signal(Signal::INT);
     assert_eq!(up.exit_code(Duration::from_secs(90)), 0, "{}", up.tail());
     for (name, pid) in &pids {
         assert!(!alive(*pid), "{name} (pid {pid}) outlived rempart up");
     }
     assert!(up.log.iter().any(|l| l.contains("all stopped")), "{}", up.tail());
+    let stopped: Vec<&str> = up
+        .log
+        .iter()
+        .filter_map(|l| l.split_once("| stopping ")?.1.split_whitespace().next())
+        .collect();
+    assert_eq!(stopped, ["gateway", "api2", "api1", "producer", "signer"], "{}", up.tail());
     drop(up);
 
     // Second start: the same chain, resumed.
@@ -234,11 +248,35 @@ fn up_serves_stops_resumes_and_stops_everything_when_a_child_dies() {
         poll("get_info after the restart", Duration::from_secs(30), || head_through_gateway(&ca));
     assert!(resumed >= later, "resumed at {resumed}, below {later} before the restart");
 
+    // A second `up` while this one runs is refused: the ports are taken.
+    let other = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(rempart()).args(["up", "--data"]).arg(other.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is already in use"), "{err}");
+
+    // `up` killed outright (no handler runs): every child notices its stdin pipe closing and
+    // stops by itself.
+    up.signal(Signal::KILL);
+    up.exit_code(Duration::from_secs(10));
+    poll("every child to stop after up was killed", Duration::from_secs(60), || {
+        pids.iter().all(|(_, pid)| !alive(*pid)).then_some(())
+    });
+    drop(up);
+
+    // Third start after that: the same chain again.
+    let mut up = start(data.path());
+    let pids = up.ready();
+    assert!(up.log.iter().any(|l| l.contains("resuming the chain")), "{}", up.tail());
+    poll("get_info after up was killed", Duration::from_secs(30), || {
+        head_through_gateway(&ca).filter(|h| *h >= resumed)
+    });
+
     // One child dies: the others are stopped, `up` exits non-zero and says who died.
     let (_, api2) = pids.iter().find(|(n, _)| n == "api2").expect("api2").clone();
     kill_process(Pid::from_raw(api2).expect("pid"), Signal::KILL).expect("kill api2");
     let code = up.exit_code(Duration::from_secs(90));
-    assert_ne!(code, 0, "{}", up.tail());
+    assert_eq!(code, 1, "{}", up.tail());
     assert!(up.log.iter().any(|l| l.contains("api2 exited")), "{}", up.tail());
     for (name, pid) in &pids {
         assert!(!alive(*pid), "{name} (pid {pid}) outlived rempart up");

@@ -33,6 +33,10 @@ enum Command {
         /// The policy file.
         #[arg(long, default_value = "policies/gateway.toml")]
         policy: PathBuf,
+        /// Stop as on SIGTERM when stdin reaches end of file: `rempart up` holds the other end
+        /// of the pipe, so the gateway never outlives it, even when it is killed with SIGKILL.
+        #[arg(long, hide = true)]
+        exit_with_stdin: bool,
     },
     /// Write a development CA and a localhost server certificate (never for production).
     DevCert {
@@ -55,7 +59,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Serve { policy } => serve(policy),
+        Command::Serve { policy, exit_with_stdin } => serve(policy, exit_with_stdin),
         Command::DevCert { out } => match rempart_gateway::dev_cert::write_dev_certs(&out) {
             Ok(files) => {
                 println!(
@@ -74,7 +78,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(file: PathBuf) -> ExitCode {
+/// With `enabled` (`--exit-with-stdin`), resolves once stdin, a pipe from `rempart up`, reaches
+/// end of file or fails: `up` has exited, even by SIGKILL. Read on the runtime, without a thread.
+/// Without `enabled`, or when stdin is not a pipe (logged), never resolves.
+async fn stdin_closed(enabled: bool) {
+    use std::os::fd::AsFd;
+    use tokio::io::AsyncReadExt;
+    if enabled {
+        let stdin = std::io::stdin().as_fd().try_clone_to_owned();
+        match stdin.and_then(tokio::net::unix::pipe::Receiver::from_owned_fd) {
+            Ok(mut pipe) => {
+                let mut buf = [0u8; 256];
+                while !matches!(pipe.read(&mut buf).await, Ok(0) | Err(_)) {}
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "--exit-with-stdin ignored: stdin is no pipe"),
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+fn serve(file: PathBuf, exit_with_stdin: bool) -> ExitCode {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
@@ -118,11 +142,17 @@ fn serve(file: PathBuf) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         };
         let shutdown = async move {
+            let closed = stdin_closed(exit_with_stdin);
+            tokio::pin!(closed);
             loop {
                 tokio::select! {
                     _ = hup.recv() => reload.notify_one(),
                     _ = term.recv() => return,
                     _ = int.recv() => return,
+                    _ = &mut closed => {
+                        tracing::info!("stdin closed: stopping");
+                        return;
+                    }
                 }
             }
         };

@@ -59,6 +59,10 @@ enum Command {
         /// The node configuration.
         #[arg(long, default_value = "policies/node.toml")]
         config: PathBuf,
+        /// Stop as on SIGTERM when stdin reaches end of file: `rempart up` holds the other end
+        /// of the pipe, so the node never outlives it, even when it is killed with SIGKILL.
+        #[arg(long, hide = true)]
+        exit_with_stdin: bool,
     },
     /// Write a role's database at its head (one consistent read) to a snapshot file. The node
     /// must be stopped.
@@ -109,7 +113,7 @@ fn load(config: &std::path::Path) -> Result<(Config, Genesis), ExitCode> {
     Ok((config, genesis))
 }
 
-async fn run(role: Role, config: Config, genesis: Genesis) -> ExitCode {
+async fn run(role: Role, config: Config, genesis: Genesis, exit_with_stdin: bool) -> ExitCode {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term =
@@ -120,11 +124,12 @@ async fn run(role: Role, config: Config, genesis: Genesis) -> ExitCode {
                     return;
                 }
             };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("stopping");
+        let why = tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+            () = rempart_signer::daemon::stdin_closed(exit_with_stdin) => "stdin closed",
+        };
+        tracing::info!(reason = why, "stopping");
         let _ = stop.send(true);
     });
     let result = match role {
@@ -161,7 +166,7 @@ fn main() -> ExitCode {
                 ExitCode::from(64)
             }
         },
-        Command::Run { role, config } => {
+        Command::Run { role, config, exit_with_stdin } => {
             let (config, genesis) = match load(&config) {
                 Ok(x) => x,
                 Err(code) => return code,
@@ -173,7 +178,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            rt.block_on(run(role, config, genesis))
+            rt.block_on(run(role, config, genesis, exit_with_stdin))
         }
         cmd @ (Command::Snapshot { .. } | Command::Restore { .. } | Command::Replay { .. }) => {
             operate(cmd)

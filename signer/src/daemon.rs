@@ -356,3 +356,30 @@ async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>)
         });
     }
 }
+
+/// With `enabled` (`--exit-with-stdin`), resolves once stdin reaches end of file or cannot be
+/// read: the process holding the other end of the pipe (`rempart up`) has exited, even by
+/// SIGKILL. Without, never resolves. The blocking read runs on a thread of its own, started when
+/// the future is first polled (so, in the signer, after the sandbox: the thread is confined like
+/// the others), and the process does not wait for it when it exits. `rempart-node` uses it too.
+pub async fn stdin_closed(enabled: bool) {
+    if !enabled {
+        return std::future::pending().await;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 256];
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        drop(tx);
+    });
+    let _ = rx.await;
+}

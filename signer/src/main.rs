@@ -46,6 +46,11 @@ enum Command {
         /// The signing policy (signer.toml).
         #[arg(long)]
         policy: PathBuf,
+        /// Stop as on SIGTERM when stdin reaches end of file: `rempart up` holds the other end
+        /// of the pipe, so the signer never outlives it, even when it is killed with SIGKILL.
+        /// The thread reading stdin starts after the sandbox, so it is confined like the rest.
+        #[arg(long, hide = true)]
+        exit_with_stdin: bool,
     },
     /// Validate a policy file and exit.
     Check {
@@ -134,7 +139,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Run { policy } => run(&policy),
+        Command::Run { policy, exit_with_stdin } => run(&policy, exit_with_stdin),
         Command::Check { file } => match Policy::load(&file) {
             Ok(p) => {
                 println!(
@@ -175,7 +180,7 @@ fn fail(code: u8, e: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn run(policy: &std::path::Path) -> ExitCode {
+fn run(policy: &std::path::Path, exit_with_stdin: bool) -> ExitCode {
     let daemon = match Daemon::prepare(policy) {
         Ok(d) => d,
         Err(e) => return fail(e.exit_code(), &e),
@@ -202,6 +207,7 @@ fn run(policy: &std::path::Path) -> ExitCode {
         tokio::select! {
             _ = term.recv() => "SIGTERM".to_string(),
             _ = int.recv() => "SIGINT".to_string(),
+            () = rempart_signer::daemon::stdin_closed(exit_with_stdin) => "stdin closed".to_string(),
         }
     }));
     match result {

@@ -3,8 +3,11 @@
 //! stderr streamed as readable lines prefixed with its name, its exit noticed at once.
 //!
 //! The supervisor never leaves a child running behind it: it stops them in reverse start order
-//! (SIGTERM, then SIGKILL after a deadline), and `kill_on_drop` covers an early return. It only
-//! signals the process ids it started, and never after it has seen the child exit.
+//! (SIGTERM, then SIGKILL after a deadline), and `kill_on_drop` covers an early return. When `up`
+//! itself is killed (SIGKILL, nothing runs), each child still notices: its stdin is a pipe whose
+//! only writer is this supervisor, and the programs started with `--exit-with-stdin` stop as on
+//! SIGTERM when it reaches end of file. It only signals the process ids it started, and never
+//! after it has seen the child exit.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -45,6 +48,9 @@ pub enum Stop {
 pub struct Supervisor {
     names: Vec<String>,
     pids: Vec<u32>,
+    /// The write end of each child's stdin, held open until the supervisor is dropped (or the
+    /// process dies): its closing is what tells a child started with `--exit-with-stdin` to stop.
+    stdins: Vec<Option<tokio::process::ChildStdin>>,
     exited: Vec<bool>,
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
@@ -60,6 +66,7 @@ impl Supervisor {
         Ok(Supervisor {
             names: Vec::new(),
             pids: Vec::new(),
+            stdins: Vec::new(),
             exited: Vec::new(),
             tx,
             rx,
@@ -73,7 +80,9 @@ impl Supervisor {
         self.names.iter().map(String::as_str).zip(self.pids.iter().copied())
     }
 
-    /// Starts `program args` as child `name`, with `env` added to its environment.
+    /// Starts `program args` as child `name`, with `env` added to its environment and a pipe
+    /// from this supervisor as its stdin (pass `--exit-with-stdin` for the child to stop when
+    /// `up` is gone).
     pub fn spawn(
         &mut self,
         name: &str,
@@ -85,7 +94,7 @@ impl Supervisor {
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -95,6 +104,7 @@ impl Supervisor {
         let pid = child.id().unwrap_or(0);
         self.names.push(name.to_string());
         self.pids.push(pid);
+        self.stdins.push(child.stdin.take());
         self.exited.push(false);
         let _ = writeln!(out, "{:>8} | started {name} (pid {pid})", "up");
         if let Some(stdout) = child.stdout.take() {
@@ -135,6 +145,7 @@ impl Supervisor {
             }
             Event::Exited(idx, status) => {
                 self.exited[idx] = true;
+                self.stdins[idx] = None;
                 Some((self.names[idx].clone(), status))
             }
         }
