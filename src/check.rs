@@ -6,8 +6,10 @@
 //! where it listens, the api nodes follow the producer.
 //!
 //! Files are recognised by name: `signer*.toml`, `node*.toml`, `gateway*.toml` (the genesis is
-//! the one each node configuration names). It never writes, never connects anywhere and never
-//! prints a secret (a soft key file is read only to derive its public key).
+//! the one each node configuration names). A `node-api*.toml` configures an api node only (as on
+//! an edge host): its `[producer]` section is unused, so its signer address is not
+//! cross-checked. It never writes, never connects anywhere and never prints a secret (a soft key
+//! file is read only to derive its public key).
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
@@ -385,7 +387,10 @@ fn cross_check_addresses(
     }
     // The node configurations agree on one signer address; report each distinct one once.
     let mut seen = BTreeSet::new();
-    for node in nodes {
+    let api_only = |n: &&Node| {
+        n.file.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with("node-api"))
+    };
+    for node in nodes.iter().filter(|n| !api_only(n)) {
         let signer = &node.config.producer.signer;
         let normalised = match signer.strip_prefix("unix:") {
             Some(p) => format!("unix:{}", normalize(Path::new(p)).display()),
