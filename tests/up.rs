@@ -6,7 +6,9 @@
 //! `up` beside it is refused because the ports are taken; SIGKILL of `up` itself leaves no child
 //! running (they see their stdin pipe close); a third start resumes again; killing one child
 //! makes `up` stop the others and exit 1; with SoftHSM2 installed, `--hsm softhsm` signs through
-//! a token and SIGTERM stops it all. The perimeter uses fixed ports (8443, 9100, 8888, 8889, 9876),
+//! a token and SIGTERM stops it all. The README's walkthrough script (eosjs through the gateway:
+//! accounts, the token contract, a transfer) runs as written against the first start, and its
+//! balance is still there after the restart. The perimeter uses fixed ports (8443, 9100, 8888, 8889, 9876),
 //! so the `up` scenario is one test. Waits poll with deadlines; nothing sleeps to synchronise.
 
 use std::io::{BufRead, BufReader};
@@ -199,6 +201,52 @@ fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// The README's eosjs walkthrough, extracted as an operator would paste it, run from the
+/// checkout against the running perimeter; returns false (skipped) when eosjs is not installed.
+fn readme_walkthrough(ca: &Path) -> bool {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !root.join("tests/clients/node_modules/eosjs").is_dir() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "eosjs is missing (npm ci in tests/clients) and CI=true"
+        );
+        eprintln!("skipped the README walkthrough: run `npm ci` in tests/clients");
+        return false;
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let open = "cat > /tmp/transfer.cjs <<'EOF'\n";
+    let start = readme.find(open).expect("the walkthrough script in README.md") + open.len();
+    let len = readme[start..].find("\nEOF\n").expect("the script's end");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("transfer.cjs");
+    std::fs::write(&script, &readme[start..start + len]).expect("write the script");
+    let out = Command::new("node")
+        .arg(&script)
+        .current_dir(root)
+        .env("NODE_PATH", root.join("tests/clients/node_modules"))
+        .env("NODE_EXTRA_CA_CERTS", ca)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the README walkthrough failed:\n{stdout}{stderr}");
+    assert!(stdout.contains("bob: 25.0000 SYS"), "{stdout}{stderr}");
+    true
+}
+
+/// bob's SYS balance through the gateway.
+fn bob_balance(ca: &Path) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .args(["-X", "POST", "https://127.0.0.1:8443/v1/chain/get_currency_balance", "-d"])
+        .arg(r#"{"code":"eosio.token","account":"bob","symbol":"SYS"}"#)
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(v.get(0)?.as_str()?.to_string())
+}
+
 fn have_curl() -> bool {
     let ok = Command::new("curl").arg("--version").stdout(Stdio::null()).status().is_ok();
     if !ok {
@@ -225,6 +273,7 @@ fn up_serves_stops_resumes_and_stops_everything_when_a_child_dies() {
     let later = poll("the head to advance", Duration::from_secs(30), || {
         head_through_gateway(&ca).filter(|h| *h > first)
     });
+    let walked = readme_walkthrough(&ca);
     // Ctrl-C: every child stops, in reverse start order, `up` exits 0.
     up.signal(Signal::INT);
     assert_eq!(up.exit_code(Duration::from_secs(90)), 0, "{}", up.tail());
@@ -247,6 +296,11 @@ fn up_serves_stops_resumes_and_stops_everything_when_a_child_dies() {
     let resumed =
         poll("get_info after the restart", Duration::from_secs(30), || head_through_gateway(&ca));
     assert!(resumed >= later, "resumed at {resumed}, below {later} before the restart");
+    if walked {
+        let balance =
+            poll("bob's balance after the restart", Duration::from_secs(30), || bob_balance(&ca));
+        assert_eq!(balance, "25.0000 SYS");
+    }
 
     // A second `up` while this one runs is refused: the ports are taken.
     let other = tempfile::tempdir().expect("tempdir");

@@ -11,7 +11,9 @@
 //! - requests/s over HTTP/2 (`h2load`, 10 streams per connection);
 //! - new TLS sessions/s, full handshakes and resumed ones (`openssl s_time -new` / `-reuse`,
 //!   two clients in parallel, each fetching `get_info` once per connection);
-//! - resident memory of each proxy after the load (VmHWM).
+//! - resident memory of each proxy after the load (VmHWM);
+//! - CPU time each proxy spent per request during the HTTP/1.1 and HTTP/2 runs (user + system,
+//!   from `/proc/PID/stat`): the figure a busy machine disturbs least.
 //!
 //! Needs `haproxy`, `wrk`, `h2load` (nghttp2-client) and `openssl` on PATH; it says which one is
 //! missing and stops. Access logging is off on both sides. This is a benchmark, never a test: it
@@ -86,29 +88,44 @@ fn main() {
         ha_port,
     );
 
-    let mut results: Vec<(&str, [Vec<f64>; 7])> =
+    let tick = clock_tick();
+    let mut results: Vec<(&str, [Vec<f64>; 9])> =
         vec![("rempart-gateway", Default::default()), ("haproxy", Default::default())];
     for round in 0..rounds {
         for (i, proxy) in [&gateway, &haproxy].into_iter().enumerate() {
             eprintln!("round {}/{rounds}: {}", round + 1, proxy.name);
             let url = format!("https://127.0.0.1:{}/v1/chain/get_info", proxy.port);
             let before = UPSTREAM_CONNECTIONS.load(Ordering::Relaxed);
+            let cpu0 = proxy.cpu_ticks();
             let (rps, p50, p99) = wrk(&url, conns, seconds);
+            let cpu1 = proxy.cpu_ticks();
             eprintln!(
                 "  upstream connections opened during wrk: {}",
                 UPSTREAM_CONNECTIONS.load(Ordering::Relaxed) - before
             );
+            let requests = UPSTREAM_REQUESTS.load(Ordering::Relaxed);
             let h2 = h2load(&url, conns, seconds);
+            let cpu2 = proxy.cpu_ticks();
+            eprintln!(
+                "  upstream requests during h2load: {}",
+                UPSTREAM_REQUESTS.load(Ordering::Relaxed) - requests
+            );
+            // µs of CPU per request: ticks × µs per tick / requests.
+            let per_request = |ticks: u64, rate: f64| ticks as f64 * tick / (rate * seconds as f64);
+            let h1_cpu = per_request(cpu1 - cpu0, rps);
+            let h2_cpu = per_request(cpu2 - cpu1, h2);
+            eprintln!("  CPU per request: {h1_cpu:.1} µs (HTTP/1.1), {h2_cpu:.1} µs (HTTP/2)");
             let full = s_time(proxy.port, false, seconds);
             let resumed = s_time(proxy.port, true, seconds);
             let rss = proxy.peak_rss_kib() as f64;
-            for (slot, v) in [rps, p50, p99, h2, full, resumed, rss].into_iter().enumerate() {
+            let row = [rps, p50, p99, h2, full, resumed, rss, h1_cpu, h2_cpu];
+            for (slot, v) in row.into_iter().enumerate() {
                 results[i].1[slot].push(v);
             }
         }
     }
 
-    let med: Vec<[f64; 7]> =
+    let med: Vec<[f64; 9]> =
         results.iter().map(|(_, r)| std::array::from_fn(|k| median(&r[k]))).collect();
     let rows = [
         ("HTTP/1.1 requests/s (wrk)", 0, true),
@@ -118,6 +135,8 @@ fn main() {
         ("full TLS handshakes/s (+1 request)", 4, true),
         ("resumed TLS sessions/s (+1 request)", 5, true),
         ("peak RSS (MiB)", 6, false),
+        ("CPU per HTTP/1.1 request (µs)", 7, false),
+        ("CPU per HTTP/2 request (µs)", 8, false),
     ];
     let mut out = String::new();
     let _ = writeln!(
@@ -179,6 +198,31 @@ impl Proxy {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     }
+}
+
+impl Proxy {
+    /// CPU time used so far (user + system), in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at the last ')'.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        field(11) + field(12)
+    }
+}
+
+/// Microseconds per clock tick of `/proc/PID/stat` (`getconf CLK_TCK`, usually 100 per s).
+fn clock_tick() -> f64 {
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    1e6 / hz
 }
 
 impl Drop for Proxy {
@@ -272,6 +316,8 @@ backend api
 
 /// Connections the upstream accepted (a proxy that does not reuse them opens many).
 static UPSTREAM_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+/// Requests the upstream answered.
+static UPSTREAM_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
 /// A static `get_info` responder on a one-thread runtime, with a fresh head block time so the
 /// gateway's health check admits it.
@@ -289,6 +335,7 @@ fn start_upstream() -> SocketAddr {
                 let _ = tcp.set_nodelay(true);
                 tokio::spawn(async move {
                     let svc = service_fn(|_req: Request<Incoming>| async {
+                        UPSTREAM_REQUESTS.fetch_add(1, Ordering::Relaxed);
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(get_info()))))
                     });
                     let _ = hyper::server::conn::http1::Builder::new()

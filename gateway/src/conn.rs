@@ -139,7 +139,11 @@ impl std::fmt::Debug for Coalesce {
 pub struct EdgeIo<T> {
     inner: T,
     idle: Duration,
+    /// Fires at the earliest time the connection could be idle for too long; when it fires
+    /// early because of progress since, it is moved to `last_progress + idle` then (moving a
+    /// timer on every read and write costs more than checking it once per idle period).
     deadline: Pin<Box<Sleep>>,
+    last_progress: Instant,
     scanner: Option<Scanner>,
     flag: FramingFlag,
     coalesce: Option<Coalesce>,
@@ -154,6 +158,7 @@ impl<T> EdgeIo<T> {
                 inner,
                 idle,
                 deadline: Box::pin(tokio::time::sleep(idle)),
+                last_progress: Instant::now(),
                 scanner,
                 flag: flag.clone(),
                 coalesce: None,
@@ -175,15 +180,24 @@ impl<T> EdgeIo<T> {
     }
 
     fn progress(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.idle);
+        self.last_progress = Instant::now();
     }
 
     fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long"))
+        loop {
+            match self.deadline.as_mut().poll(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(()) => {
+                    let due = self.last_progress + self.idle;
+                    if due <= Instant::now() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "connection idle for too long",
+                        ));
+                    }
+                    self.deadline.as_mut().reset(due);
+                }
             }
-            Poll::Pending => Ok(()),
         }
     }
 }

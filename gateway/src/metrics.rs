@@ -56,14 +56,23 @@ pub struct Gauges {
     pub nodes: Vec<NodeGauge>,
 }
 
+/// Requests answered in one route class.
+#[derive(Default, Debug)]
+struct ClassStats {
+    /// By status and fault.
+    answered: BTreeMap<(u16, &'static str), u64>,
+    latency: Histogram,
+}
+
 /// The gateway's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16, &'static str), u64>>,
+    /// By route class: looked up by `&str`, so counting a request allocates nothing once its
+    /// class has been seen.
+    requests: Mutex<BTreeMap<String, ClassStats>>,
     limited: Mutex<BTreeMap<(String, &'static str), u64>>,
     filtered: Mutex<BTreeMap<(String, &'static str), u64>>,
     clamped: Mutex<BTreeMap<String, u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
     refused: Mutex<BTreeMap<&'static str, u64>>,
     reloads: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     retries: AtomicU64,
@@ -81,9 +90,13 @@ fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
 impl Metrics {
     /// Counts a finished request.
     pub fn request(&self, class: &str, status: u16, fault: Fault, latency: Duration) {
-        bump(&self.requests, (class.to_owned(), status, fault.label()));
-        if let Ok(mut h) = self.latency.lock() {
-            let h = h.entry(class.to_owned()).or_default();
+        if let Ok(mut m) = self.requests.lock() {
+            if !m.contains_key(class) {
+                m.insert(class.to_owned(), ClassStats::default());
+            }
+            let Some(stats) = m.get_mut(class) else { return };
+            *stats.answered.entry((status, fault.label())).or_default() += 1;
+            let h = &mut stats.latency;
             let s = latency.as_secs_f64();
             for (i, b) in BUCKETS.iter().enumerate() {
                 if s <= *b {
@@ -159,7 +172,9 @@ impl Metrics {
         )?;
         writeln!(o, "# TYPE rempart_gateway_requests_total counter")?;
         if let Ok(m) = self.requests.lock() {
-            for ((class, status, fault), v) in m.iter() {
+            for (class, (status, fault), v) in
+                m.iter().flat_map(|(c, s)| s.answered.iter().map(move |(k, v)| (c, k, v)))
+            {
                 writeln!(
                     o,
                     "rempart_gateway_requests_total{{class=\"{class}\",status=\"{status}\",fault=\"{fault}\"}} {v}"
@@ -204,8 +219,8 @@ impl Metrics {
             "# HELP rempart_gateway_request_duration_seconds Time from request head to response head."
         )?;
         writeln!(o, "# TYPE rempart_gateway_request_duration_seconds histogram")?;
-        if let Ok(m) = self.latency.lock() {
-            for (class, h) in m.iter() {
+        if let Ok(m) = self.requests.lock() {
+            for (class, h) in m.iter().map(|(c, s)| (c, &s.latency)) {
                 for (i, b) in BUCKETS.iter().enumerate() {
                     writeln!(
                         o,

@@ -8,13 +8,14 @@
 //! header: `X-Forwarded-For` is set from the TCP peer and whatever the client sent is dropped.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -46,6 +47,24 @@ pub struct ConnCtx {
     pub framing: Option<FramingFlag>,
     /// Requests seen so far on the connection.
     pub requests: AtomicU64,
+    /// The `X-Forwarded-For` value sent upstream: the peer's address, made once per
+    /// connection.
+    pub forwarded_for: HeaderValue,
+}
+
+impl ConnCtx {
+    /// The context of a connection from `peer`.
+    pub fn new(
+        peer: SocketAddr,
+        key: ClientKey,
+        trusted: bool,
+        framing: Option<FramingFlag>,
+    ) -> ConnCtx {
+        // An IP address in text is always a valid header value.
+        let forwarded_for = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ConnCtx { peer, key, trusted, framing, requests: AtomicU64::new(0), forwarded_for }
+    }
 }
 
 /// What one request did, for the access log and metrics.
@@ -67,11 +86,8 @@ pub async fn handle(
     let start = Instant::now();
     let index = ctx.requests.fetch_add(1, Ordering::Relaxed);
     let rt = shared.runtime.load_full();
-    let method = req.method().clone();
-    let path: String = req.uri().path().chars().take(256).collect();
-    let version = req.version();
     let mut trace = Trace { limit: "none", filter: "none", ..Trace::default() };
-    if method == Method::GET
+    if req.method() == Method::GET
         && let Some(doc) = rt.documents.get(req.uri().path())
     {
         let resp = document_response(doc.clone());
@@ -80,7 +96,7 @@ pub async fn handle(
     }
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
-    let result = proxy(&shared, &rt, &ctx, index, parts, &mut body, &mut trace).await;
+    let result = proxy(&shared, &rt, &ctx, index, &parts, &mut body, &mut trace).await;
     // A refused HTTP/2 request's body is drained in the background so its stream ends cleanly
     // and the answer is not delayed; HTTP/1 leaves an unread body to hyper, which closes the
     // connection rather than parse what follows (it may be a smuggling attempt).
@@ -122,9 +138,9 @@ pub async fn handle(
     tracing::info!(
         target: "rempart_gateway::access",
         client = %ctx.peer.ip(),
-        method = %method,
-        path = %path,
-        version = ?version,
+        method = %parts.method,
+        path = %truncated(parts.uri.path(), 256),
+        version = ?parts.version,
         route = class,
         status = resp.status().as_u16(),
         fault = fault.label(),
@@ -136,6 +152,11 @@ pub async fn handle(
         filter = trace.filter,
     );
     Ok(resp)
+}
+
+/// `s` cut to at most `chars` characters (for the access log).
+fn truncated(s: &str, chars: usize) -> &str {
+    s.char_indices().nth(chars).map_or(s, |(i, _)| &s[..i])
 }
 
 fn document_response(doc: Bytes) -> Response<RespBody> {
@@ -156,7 +177,7 @@ async fn proxy(
     rt: &Runtime,
     ctx: &ConnCtx,
     index: u64,
-    parts: http::request::Parts,
+    parts: &http::request::Parts,
     body: &mut Option<Incoming>,
     trace: &mut Trace,
 ) -> Result<Response<RespBody>, RequestError> {
@@ -229,9 +250,9 @@ async fn proxy(
         }
         tried.push(i);
         trace.attempts += 1;
-        let node = pool.nodes()[i].addr;
-        trace.upstream = Some(node);
-        let up_req = upstream_request(&parts, node, ctx.peer.ip(), body.clone())?;
+        let node = &pool.nodes()[i];
+        trace.upstream = Some(node.addr);
+        let up_req = upstream_request(parts, node.authority(), &ctx.forwarded_for, body.clone())?;
         let result = tokio::time::timeout(class.timeout, pool.client().request(up_req)).await;
         drop(in_flight);
         match result {
@@ -245,7 +266,7 @@ async fn proxy(
             Ok(Err(e)) => {
                 pool.failure(i);
                 shared.metrics.ejection();
-                tracing::warn!(node = %node, error = %e, connect = e.is_connect(), "upstream request failed");
+                tracing::warn!(node = %node.addr, error = %e, connect = e.is_connect(), "upstream request failed");
                 // A retryable route is an idempotent read: any transport failure may be
                 // replayed on another node (attempts is 1 for everything else).
                 last_err = RequestError::Upstream;
@@ -337,12 +358,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 fn upstream_request(
     parts: &http::request::Parts,
-    node: SocketAddr,
-    peer: IpAddr,
+    node: &Authority,
+    forwarded_for: &HeaderValue,
     body: Bytes,
 ) -> Result<Request<UpBody>, RequestError> {
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri: Uri = format!("http://{node}{pq}").parse().map_err(|_| RequestError::BadPath)?;
+    let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(node.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| RequestError::BadPath)?;
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     for n in ["x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-proto", "x-forwarded-host"]
@@ -356,10 +382,7 @@ fn upstream_request(
     {
         headers.insert(header::HOST, host);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-for"),
-        HeaderValue::from_str(&peer.to_string()).map_err(|_| RequestError::Internal)?,
-    );
+    headers.insert(HeaderName::from_static("x-forwarded-for"), forwarded_for.clone());
     headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("https"));
     let mut req = Request::new(Full::new(body).map_err(|never| match never {}).boxed());
     *req.method_mut() = parts.method.clone();

@@ -1,6 +1,11 @@
 //! The gateway's tasks: the TLS listener, the redirect-only plain listener, the admin
 //! listener, policy and certificate reloads, limiter housekeeping, and graceful shutdown.
 //!
+//! The TLS listener is served by `Config::workers` threads, each with its own single-thread
+//! runtime accepting on the same listening socket (the calling runtime is worker 0): a
+//! connection, its requests and its upstream connections stay on one thread from accept to
+//! close, as in HAProxy's and nginx's event loops, with no wake-ups across threads.
+//!
 //! Connections over a cap are closed before the handshake; HTTP/1 connections pass through the
 //! framing scanner; reloads validate completely before anything is swapped, and a failed
 //! reload leaves everything as it was. Nothing here exits the process.
@@ -10,7 +15,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -62,6 +66,14 @@ pub enum GatewayError {
         /// The I/O error.
         source: io::Error,
     },
+    /// A worker thread could not be started.
+    #[error("cannot start gateway worker thread {index}: {source}; lower --workers")]
+    Worker {
+        /// The worker's index.
+        index: usize,
+        /// The I/O error.
+        source: io::Error,
+    },
 }
 
 /// The bound sockets the gateway serves.
@@ -104,6 +116,8 @@ pub struct Config {
     pub watch_interval: Duration,
     /// Longest wait for open connections to finish at shutdown.
     pub drain_timeout: Duration,
+    /// Threads serving the TLS listener, the calling runtime's thread included (at least 1).
+    pub workers: usize,
 }
 
 impl Default for Config {
@@ -113,6 +127,7 @@ impl Default for Config {
             reload: Arc::new(Notify::new()),
             watch_interval: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
+            workers: 1,
         }
     }
 }
@@ -134,7 +149,8 @@ pub async fn run(
     let tls_config = tls::server_config(provider.clone(), resolver.clone(), policy.tls())?;
     let bans = Bans::new(policy.access().max_tracked_offenders);
     let documents = Loaded::load(policy.documents())?;
-    let runtime = Runtime::build(policy, documents, None);
+    let workers = config.workers.max(1);
+    let runtime = Runtime::build(policy, documents, None, workers);
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(runtime),
         metrics: Metrics::default(),
@@ -143,11 +159,31 @@ pub async fn run(
         resolver,
         tls_config: ArcSwap::new(tls_config),
         provider,
+        workers,
     });
     let graceful = Arc::new(GracefulShutdown::new());
 
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut others = Vec::new();
+    let tls_listener = if workers > 1 {
+        let addr = listeners
+            .tls
+            .local_addr()
+            .map_err(|source| GatewayError::Worker { index: 0, source })?;
+        let listener =
+            listeners.tls.into_std().map_err(|source| GatewayError::Bind { addr, source })?;
+        for index in 1..workers {
+            let clone =
+                listener.try_clone().map_err(|source| GatewayError::Bind { addr, source })?;
+            others.push(spawn_worker(index, clone, shared.clone(), stopped.clone(), &config)?);
+        }
+        TcpListener::from_std(listener).map_err(|source| GatewayError::Bind { addr, source })?
+    } else {
+        listeners.tls
+    };
+
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(accept_tls(listeners.tls, shared.clone(), graceful.clone())));
+    tasks.push(tokio::spawn(accept_tls(tls_listener, shared.clone(), graceful.clone())));
     if let Some(l) = listeners.redirect {
         tasks.push(tokio::spawn(accept_redirect(l, shared.clone(), graceful.clone())));
     }
@@ -158,6 +194,7 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining open ones");
+    let _ = stop.send(true);
     for t in &tasks {
         t.abort();
     }
@@ -173,7 +210,52 @@ pub async fn run(
         }
         Err(_) => tracing::error!("cannot drain: the shutdown handle is still shared"),
     }
+    for done in others {
+        // Each worker drains its own connections within the same timeout.
+        let _ = done.await;
+    }
     Ok(())
+}
+
+/// Starts worker thread `index`: a single-thread runtime accepting TLS connections on its
+/// copy of the listening socket until `stop` turns true, then draining them. The receiver
+/// answers when the worker is done.
+fn spawn_worker(
+    index: usize,
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    config: &Config,
+) -> Result<tokio::sync::oneshot::Receiver<()>, GatewayError> {
+    let worker_err = |source| GatewayError::Worker { index, source };
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(worker_err)?;
+    let drain_timeout = config.drain_timeout;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("gateway-worker-{index}"))
+        .spawn(move || {
+            crate::upstream::set_worker(index);
+            rt.block_on(async move {
+                let graceful = Arc::new(GracefulShutdown::new());
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        let accepting =
+                            tokio::spawn(accept_tls(listener, shared, graceful.clone()));
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                        accepting.abort();
+                        let _ = accepting.await;
+                    }
+                    Err(e) => tracing::error!(worker = index, error = %e, "worker cannot accept"),
+                }
+                if let Ok(graceful) = Arc::try_unwrap(graceful) {
+                    let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
+                }
+            });
+            let _ = done.send(());
+        })
+        .map_err(worker_err)?;
+    Ok(finished)
 }
 
 fn client_key(shared: &Shared, peer: SocketAddr) -> ClientKey {
@@ -297,13 +379,7 @@ async fn serve_tls(
     let scanner = (!h2).then(|| Scanner::new(conns.max_header_bytes));
     let (io, flag) = EdgeIo::new(tls, conns.idle_timeout, scanner);
     let io = if h2 { io.coalescing() } else { io };
-    let ctx = Arc::new(ConnCtx {
-        peer,
-        key,
-        trusted,
-        framing: (!h2).then_some(flag),
-        requests: AtomicU64::new(0),
-    });
+    let ctx = Arc::new(ConnCtx::new(peer, key, trusted, (!h2).then_some(flag)));
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), ctx.clone(), req));
     let io = TokioIo::new(io);
@@ -453,7 +529,7 @@ pub fn reload(shared: &Shared, file: &std::path::Path) -> Result<(), String> {
     if let Some(config) = tls_config {
         shared.tls_config.store(config);
     }
-    let runtime = Runtime::build(policy, documents, Some(&old));
+    let runtime = Runtime::build(policy, documents, Some(&old), shared.workers);
     shared.bans.set_cap(runtime.policy.access().max_tracked_offenders);
     shared.runtime.store(Arc::new(runtime));
     Ok(())

@@ -34,10 +34,15 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the runtime of `policy`, reusing from `old` the limiters whose quota and the
-    /// pools whose settings are unchanged, and the state of nodes that stay. Health checks
-    /// are started for new pools (this needs a tokio runtime).
-    pub fn build(policy: Policy, documents: Loaded, old: Option<&Runtime>) -> Runtime {
+    /// Builds the runtime of `policy` for `workers` worker threads, reusing from `old` the
+    /// limiters whose quota and the pools whose settings are unchanged, and the state of nodes
+    /// that stay. Health checks are started for new pools (this needs a tokio runtime).
+    pub fn build(
+        policy: Policy,
+        documents: Loaded,
+        old: Option<&Runtime>,
+        workers: usize,
+    ) -> Runtime {
         let limiters = match old {
             Some(o) => Arc::new(o.limiters.rebuilt(&policy)),
             None => Arc::new(Limiters::new(&policy)),
@@ -50,7 +55,7 @@ impl Runtime {
                 match prev {
                     Some(p) if p.config == *cfg => p.clone(),
                     _ => {
-                        let pool = Arc::new(Pool::new(cfg, prev.map(|p| p.as_ref())));
+                        let pool = Arc::new(Pool::new(cfg, prev.map(|p| p.as_ref()), workers));
                         upstream::spawn_health(&pool);
                         pool
                     }
@@ -78,6 +83,8 @@ pub struct Shared {
     pub tls_config: ArcSwap<ServerConfig>,
     /// The crypto provider.
     pub provider: Arc<CryptoProvider>,
+    /// Worker threads serving the TLS listener.
+    pub workers: usize,
 }
 
 impl Shared {

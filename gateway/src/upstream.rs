@@ -5,7 +5,12 @@
 //! enough and not too far behind the best node of the pool, and it is not ejected. When no
 //! node qualifies the pool has no node to give: requests fail with 503 rather than reaching a
 //! stale node. This module never forwards client requests itself (that is `proxy`).
+//!
+//! Each pool keeps one keep-alive client per worker thread of the gateway: an upstream
+//! connection is driven by a task of the worker that opened it, so a request and the
+//! connection that carries it always run on the same thread, without cross-thread wake-ups.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -33,11 +38,24 @@ pub type UpBody = BoxBody<Bytes, BoxError>;
 /// Pooled keep-alive HTTP/1.1 client to the nodes.
 pub type UpClient = Client<HttpConnector, UpBody>;
 
+thread_local! {
+    /// The index of the gateway worker running on this thread (0 outside the workers).
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as gateway worker `index`: its requests use that worker's
+/// upstream clients.
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
 /// One api node and what the gateway knows about it.
 #[derive(Debug)]
 pub struct Node {
     /// Its address.
     pub addr: SocketAddr,
+    /// Its address as the authority of upstream request URIs.
+    authority: http::uri::Authority,
     in_flight: AtomicUsize,
     checked_ok: AtomicBool,
     head_block: AtomicU64,
@@ -47,8 +65,14 @@ pub struct Node {
 
 impl Node {
     fn new(addr: SocketAddr) -> Self {
+        // A socket address in text is always a valid authority.
+        let authority = addr
+            .to_string()
+            .parse()
+            .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"));
         Node {
             addr,
+            authority,
             in_flight: AtomicUsize::new(0),
             // Optimistic until the first health check says otherwise, so a restart does not
             // refuse traffic for a whole interval.
@@ -57,6 +81,11 @@ impl Node {
             failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Its address as the authority of upstream request URIs.
+    pub fn authority(&self) -> &http::uri::Authority {
+        &self.authority
     }
 
     /// Requests in flight to this node.
@@ -93,12 +122,14 @@ pub struct Pool {
     pub config: policy::Pool,
     nodes: Vec<Arc<Node>>,
     next: AtomicUsize,
-    client: UpClient,
+    /// One client per worker thread.
+    clients: Vec<UpClient>,
 }
 
 impl Pool {
-    /// A pool for `config`, keeping the state of nodes that `old` already knew.
-    pub fn new(config: &policy::Pool, old: Option<&Pool>) -> Pool {
+    /// A pool for `config` served by `workers` worker threads, keeping the state of nodes
+    /// that `old` already knew. `max_idle_per_node` applies to each worker's client.
+    pub fn new(config: &policy::Pool, old: Option<&Pool>, workers: usize) -> Pool {
         let nodes = config
             .nodes
             .iter()
@@ -107,16 +138,8 @@ impl Pool {
                     .unwrap_or_else(|| Arc::new(Node::new(*addr)))
             })
             .collect();
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(config.max_idle_per_node)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
-        Pool { config: config.clone(), nodes, next: AtomicUsize::new(0), client }
+        let clients = (0..workers.max(1)).map(|_| client(config)).collect();
+        Pool { config: config.clone(), nodes, next: AtomicUsize::new(0), clients }
     }
 
     /// The nodes.
@@ -124,9 +147,10 @@ impl Pool {
         &self.nodes
     }
 
-    /// The pooled client.
+    /// The pooled client of the worker running on this thread.
     pub fn client(&self) -> &UpClient {
-        &self.client
+        let i = WORKER.with(Cell::get);
+        &self.clients[i % self.clients.len()]
     }
 
     /// Whether node `i` may take requests now.
@@ -176,7 +200,7 @@ impl Pool {
     /// One round of health checks over every node, concurrently; then marks nodes in or out.
     pub async fn check_health(&self) {
         let checks = self.nodes.iter().map(|n| {
-            let client = self.client.clone();
+            let client = self.client().clone();
             let addr = n.addr;
             let timeout = self.config.health_timeout;
             tokio::spawn(
@@ -210,6 +234,18 @@ impl Pool {
             }
         }
     }
+}
+
+fn client(config: &policy::Pool) -> UpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(config.max_idle_per_node)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
 }
 
 /// Runs health checks of `pool` every interval until the pool is dropped (replaced by a

@@ -35,10 +35,12 @@ fn upstream_request_sets_xff_from_peer_and_drops_client_values() {
         .body(())
         .expect("req");
     let (parts, ()) = req.into_parts();
+    let peer: SocketAddr = "203.0.113.7:40000".parse().expect("peer");
+    let ctx = ConnCtx::new(peer, ClientKey::of(peer.ip(), 32, 64), false, None);
     let up = upstream_request(
         &parts,
-        "10.0.0.5:8888".parse().expect("addr"),
-        "203.0.113.7".parse().expect("ip"),
+        &"10.0.0.5:8888".parse().expect("authority"),
+        &ctx.forwarded_for,
         Bytes::from_static(b"{}"),
     )
     .expect("up");

@@ -15,7 +15,7 @@ fn pool(balancing: Balancing, n: u16) -> Pool {
         eject_max: Duration::from_secs(8),
         max_idle_per_node: 4,
     };
-    Pool::new(&cfg, None)
+    Pool::new(&cfg, None, 1)
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn failure_ejects_with_backoff_and_success_resets() {
 fn reload_keeps_node_state() {
     let p = pool(Balancing::RoundRobin, 2);
     p.failure(1);
-    let q = Pool::new(&p.config, Some(&p));
+    let q = Pool::new(&p.config, Some(&p), 2);
     assert!(!q.is_up(1));
     assert!(Arc::ptr_eq(&p.nodes[1], &q.nodes[1]));
 }

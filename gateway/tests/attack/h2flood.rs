@@ -80,9 +80,13 @@ async fn a_python_h2_rapid_reset_client_is_cut_off_while_others_are_served() {
     // The gateway sends GOAWAY(ENHANCE_YOUR_CALM) and closes. The client usually reads the
     // GOAWAY even when its own writes already failed, but when the gateway closes with the
     // client's streams still unread, the kernel answers with a reset that can discard the
-    // GOAWAY before the client reads it: then the connection is simply closed early.
-    let first = runs.first().expect("at least one run");
-    assert_eq!(first["goaway"].as_u64(), Some(ENHANCE_YOUR_CALM), "not cut off: {first}");
+    // GOAWAY before the client reads it: then the connection is simply closed early. On a
+    // loaded machine that can happen to any run, the first included, so the GOAWAY must be
+    // seen on at least one of them.
+    assert!(
+        runs.iter().any(|r| r["goaway"].as_u64() == Some(ENHANCE_YOUR_CALM)),
+        "no run saw GOAWAY(ENHANCE_YOUR_CALM): {runs:?}"
+    );
     for r in &runs {
         assert!(cut_off(r), "not cut off: {r}");
         assert!(r["streams_sent"].as_u64().expect("count") < streams, "{r}");

@@ -155,3 +155,28 @@ async fn stale_or_lagging_nodes_are_taken_out_by_health_checks() {
     assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 503);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_worker_threads_serve_http1_and_h2_and_stop_cleanly() {
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start_with_workers(&policy_text(&[up.addr], &[]), 3).await;
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        clients.push(Client::connect(gw.tls, i % 2 == 1).await);
+    }
+    for c in &mut clients {
+        for _ in 0..3 {
+            let a = c.post("/v1/chain/get_block", "{\"block_num_or_id\":1}").await;
+            assert_eq!(a.status, 200, "{}", a.body);
+        }
+    }
+    assert_eq!(up.requests(), 24);
+    let served = gw
+        .metric("rempart_gateway_requests_total{class=\"read\",status=\"200\",fault=\"none\"}")
+        .await;
+    assert_eq!(served, 24.0);
+    drop(clients);
+    tokio::time::timeout(Duration::from_secs(10), gw.stop())
+        .await
+        .expect("every worker stops and drains within the drain timeout");
+}

@@ -219,6 +219,11 @@ pub(crate) fn policy_text(nodes: &[SocketAddr], edit: &[(&str, &str)]) -> String
 
 impl Gateway {
     pub(crate) async fn start(policy: &str) -> Gateway {
+        Gateway::start_with_workers(policy, 1).await
+    }
+
+    /// A gateway whose TLS listener is served by `workers` threads.
+    pub(crate) async fn start_with_workers(policy: &str, workers: usize) -> Gateway {
         let dir = std::env::temp_dir().join(format!(
             "rempart-gw-edge-{}-{}",
             std::process::id(),
@@ -238,6 +243,7 @@ impl Gateway {
             policy_file: Some(policy_file.clone()),
             watch_interval: Duration::from_millis(50),
             drain_timeout: Duration::from_secs(2),
+            workers,
             ..Config::default()
         };
         let reload = config.reload.clone();
