@@ -7,37 +7,18 @@
 
 mod admin_support;
 
-use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use admin_support::{Lab, PIN, Proc, reader, rempart_ok, signer_binary};
+use admin_support::{Lab, PIN, Proc, call, is_root, reader, rempart_ok, signer_binary};
 use rempart_core::block::BlockHeader;
 use rempart_core::key::{KeyType, PublicKey};
-use rempart_core::protocol::{FrameDecoder, Request, Response, SignBlockRequest, encode_frame};
+use rempart_core::protocol::{Request, Response, SignBlockRequest};
 use rempart_core::{BlockTimestamp, Checksum256, Name, TimePoint};
 
 const CHAIN: &str = "3b58354cd4af30f0d59f1d9754a71a4c049a425dd9dad6a8ed858ca5d9a4e0b4";
-
-fn call(socket: &Path, request: &Request) -> Response {
-    let mut s = UnixStream::connect(socket).expect("connect to the signer");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(&encode_frame(request).unwrap()).unwrap();
-    let mut decoder = FrameDecoder::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = s.read(&mut buf).expect("read the answer");
-        assert!(n > 0, "the signer closed the connection");
-        let mut input = &buf[..n];
-        while !input.is_empty() {
-            if let Some(r) = decoder.decode::<Response>(&mut input).unwrap() {
-                return r;
-            }
-        }
-    }
-}
 
 fn policy(lab: &Lab, key: &PublicKey, pin_file: &Path) -> std::path::PathBuf {
     let state = lab.path("state");
@@ -80,13 +61,6 @@ memory_lock = "{memory_lock}"
     )
     .unwrap();
     path
-}
-
-/// Locking memory needs root (or a raised RLIMIT_MEMLOCK).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    })
 }
 
 fn pin_file(lab: &Lab, name: &str, pin: &str) -> std::path::PathBuf {

@@ -12,82 +12,20 @@
 
 mod admin_support;
 
-use std::io::{Read as _, Write as _};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use admin_support::{Lab, PIN, Proc, reader, rempart, rempart_ok, signer_binary, write_secret};
+use admin_support::{
+    Hsm, HsmSigner, Lab, PIN, approve, call, enroll, have_softhsm, hsm_keygen, signer_binary,
+    submit, write_secret,
+};
 use rempart_core::admin::{AdminAction, AdminCommand, ApprovedCommand, Nonce, Proposal};
 use rempart_core::block::BlockHeader;
 use rempart_core::key::PublicKey;
-use rempart_core::protocol::{
-    AdminRequest, ErrorCode, FrameDecoder, Request, Response, SignBlockRequest, encode_frame,
-};
+use rempart_core::protocol::{AdminRequest, ErrorCode, Request, Response, SignBlockRequest};
 use rempart_core::{BlockTimestamp, Bytes, Checksum256, Name, TimePoint, TimePointSec, codec};
 
 const CHAIN: &str = "3b58354cd4af30f0d59f1d9754a71a4c049a425dd9dad6a8ed858ca5d9a4e0b4";
-const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
-struct Hsm {
-    conf: PathBuf,
-}
-
-impl Hsm {
-    fn new(dir: &Path) -> Hsm {
-        let tokens = dir.join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()),
-        )
-        .unwrap();
-        let out = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args(["--init-token", "--free", "--label", "T", "--so-pin", "5678", "--pin", "1234"])
-            .output()
-            .expect("softhsm2-util");
-        assert!(out.status.success(), "{out:?}");
-        Hsm { conf }
-    }
-
-    fn objects(&self) -> String {
-        let out = Command::new("pkcs11-tool")
-            .env("SOFTHSM2_CONF", &self.conf)
-            .args(["--module", SOFTHSM, "--token-label", "T", "--login", "--pin", "1234", "-O"])
-            .output()
-            .expect("pkcs11-tool");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-/// One request over the signer's Unix socket.
-fn call(socket: &Path, request: &Request) -> Response {
-    let mut s = UnixStream::connect(socket).expect("connect to the signer");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(&encode_frame(request).unwrap()).unwrap();
-    let mut decoder = FrameDecoder::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = s.read(&mut buf).expect("read the answer");
-        assert!(n > 0, "the signer closed the connection");
-        let mut input = &buf[..n];
-        while !input.is_empty() {
-            if let Some(r) = decoder.decode::<Response>(&mut input).unwrap() {
-                return r;
-            }
-        }
-    }
-}
-
-/// Locking memory needs root (or a raised RLIMIT_MEMLOCK).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    })
-}
 
 fn now_secs() -> u32 {
     let s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
@@ -133,49 +71,8 @@ fn paused(socket: &Path) -> bool {
     }
 }
 
-fn enroll(slot: usize) -> PublicKey {
-    rempart_ok(&["admin", "enroll", "--reader", &reader(slot)]).trim().parse().unwrap()
-}
-
 fn propose(lab: &Lab, name: &str, action: &[&str]) -> PathBuf {
-    let out = lab.path(name);
-    let mut args = vec![
-        "admin",
-        "propose",
-        "--signer-id",
-        "bp1.signer",
-        "--chain-id",
-        CHAIN,
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(action);
-    rempart_ok(&args);
-    out
-}
-
-fn approve(lab: &Lab, file: &Path, slot: usize) {
-    let pin = lab.path("pin");
-    rempart_ok(&[
-        "admin",
-        "approve",
-        file.to_str().unwrap(),
-        "--reader",
-        &reader(slot),
-        "--pin-file",
-        pin.to_str().unwrap(),
-    ]);
-}
-
-/// `rempart admin submit`: (exit code, stdout, stderr).
-fn submit(file: &Path, socket: &Path) -> (Option<i32>, String, String) {
-    let endpoint = format!("unix:{}", socket.display());
-    let out = rempart(&["admin", "submit", file.to_str().unwrap(), "--signer", &endpoint]);
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    admin_support::propose(lab, CHAIN, name, action)
 }
 
 fn refused_with(result: (Option<i32>, String, String), needle: &str) {
@@ -187,10 +84,7 @@ fn refused_with(result: (Option<i32>, String, String), needle: &str) {
 #[test]
 fn a_two_of_three_rotation_end_to_end_with_every_refusal_audited() {
     let Some(mut lab) = Lab::start() else { return };
-    let have_softhsm = Path::new(SOFTHSM).exists();
-    if !have_softhsm {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and SoftHSM2 is missing");
-        eprintln!("skipping: SoftHSM2 is not installed");
+    if !have_softhsm() {
         return;
     }
     write_secret(&lab.path("pin"), &format!("{PIN}\n"));
@@ -207,83 +101,9 @@ fn a_two_of_three_rotation_end_to_end_with_every_refusal_audited() {
     // The signer: block key generated inside SoftHSM2, [admin] with A, B, C and M = 2.
     let hsm = Hsm::new(lab.dir.path());
     let signer = signer_binary();
-    let hsm_pin = lab.path("hsm-pin");
-    std::fs::write(&hsm_pin, "1234\n").unwrap();
-    std::fs::set_permissions(&hsm_pin, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .unwrap();
-    let out = Command::new(&signer)
-        .env("SOFTHSM2_CONF", &hsm.conf)
-        .args(["keygen", "--module", SOFTHSM, "--token-label", "T", "--pin-file"])
-        .arg(&hsm_pin)
-        .args(["--key-type", "k1", "--label", "eosio-k1"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let block_key: PublicKey = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let state = lab.path("state");
-    std::fs::create_dir(&state).unwrap();
-    let socket = state.join("signer.sock");
-    let policy = lab.path("signer.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            r#"[chain]
-id = "{CHAIN}"
-max_clock_skew_ms = 5000
-[[producers]]
-account = "eosio"
-key = "{block_key}"
-[backend]
-kind = "pkcs11"
-[backend.pkcs11]
-module = "{SOFTHSM}"
-token_label = "T"
-pin_file = "{pin}"
-keys = [{{ label = "eosio-k1" }}]
-[listen]
-unix_socket = "{socket}"
-allow_own_uid = true
-[state]
-dir = "{state}"
-audit_log = "{state}/audit.jsonl"
-[sandbox]
-seccomp_policy = "{seccomp}"
-memory_lock = "{memory_lock}"
-read_only_paths = ["{conf}"]
-read_write_paths = ["{tokens}"]
-[admin]
-signer_id = "bp1.signer"
-keys = ["{ka}", "{kb}", "{kc}"]
-threshold = 2
-"#,
-            pin = hsm_pin.display(),
-            seccomp = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("policies/seccomp/signer.x86_64.json")
-                .display(),
-            memory_lock = if is_root() { "current" } else { "dangerous_off" },
-            conf = hsm.conf.display(),
-            tokens = lab.path("tokens").display(),
-            socket = socket.display(),
-            state = state.display(),
-        ),
-    )
-    .unwrap();
-    let out = Command::new(&signer).args(["guard", "init", "--policy"]).arg(&policy).output();
-    assert!(out.as_ref().is_ok_and(|o| o.status.success()), "{out:?}");
-    let _daemon = Proc(
-        Command::new(&signer)
-            .env("SOFTHSM2_CONF", &hsm.conf)
-            .args(["run", "--policy"])
-            .arg(&policy)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "the signer never listened on {}", socket.display());
-    }
+    let block_key = hsm_keygen(&lab, &hsm, &signer);
+    let daemon = HsmSigner::start(&lab, &hsm, &signer, CHAIN, &block_key, &[ka, kb, kc]);
+    let (state, socket) = (daemon.state.clone(), daemon.socket.clone());
 
     let mut block = 1;
     let mut slot = 0;

@@ -165,7 +165,7 @@ cargo clippy -p rempart -p rempart-signer --features yubikey --all-targets --loc
 cargo test --release --locked --manifest-path tests/vcard/Cargo.toml \
     --target-dir "${CARGO_TARGET_DIR:-target}/vcard" 2>&1 | tee "$LOG_DIR/vcard.log"
 cargo test -p rempart --features yubikey --locked --test admin --test admin_signer \
-    --test admin_block_key 2>&1 |
+    --test admin_block_key --test admin_rotation 2>&1 |
     tee "$LOG_DIR/admin.log"
 while read -r passed failed; do
     TESTS_PASSED=$((TESTS_PASSED + passed))

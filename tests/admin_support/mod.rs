@@ -220,12 +220,256 @@ fn target_dir() -> PathBuf {
 
 /// The real signer binary, with its default backends and the YubiKey one.
 pub(crate) fn signer_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--locked", "-p", "rempart-signer", "--bin", "rempart-signer"])
-        .args(["--features", "yubikey"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building rempart-signer failed");
-    target_dir().join("debug/rempart-signer")
+    binary("rempart-signer", "rempart-signer", &["yubikey"])
+}
+
+/// Debian's SoftHSM2 PKCS#11 module.
+pub(crate) const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A SoftHSM2 token directory of its own, with one token `T` (SO PIN 5678, PIN 1234).
+pub(crate) struct Hsm {
+    /// The `SOFTHSM2_CONF` file.
+    pub(crate) conf: PathBuf,
+}
+
+impl Hsm {
+    /// Initialises the token under `dir/tokens`.
+    pub(crate) fn new(dir: &Path) -> Hsm {
+        let tokens = dir.join("tokens");
+        std::fs::create_dir(&tokens).expect("mkdir tokens");
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()),
+        )
+        .expect("write softhsm2.conf");
+        let out = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args(["--init-token", "--free", "--label", "T", "--so-pin", "5678", "--pin", "1234"])
+            .output()
+            .expect("softhsm2-util");
+        assert!(out.status.success(), "{out:?}");
+        Hsm { conf }
+    }
+
+    /// `pkcs11-tool -O`: the objects in the token.
+    pub(crate) fn objects(&self) -> String {
+        let out = Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", &self.conf)
+            .args(["--module", SOFTHSM, "--token-label", "T", "--login", "--pin", "1234", "-O"])
+            .output()
+            .expect("pkcs11-tool");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Whether SoftHSM2 is installed; without it a test skips, except under `CI=true`.
+pub(crate) fn have_softhsm() -> bool {
+    if Path::new(SOFTHSM).exists() {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and SoftHSM2 is missing");
+    eprintln!("skipping: SoftHSM2 is not installed");
+    false
+}
+
+/// One request over the signer's Unix socket.
+pub(crate) fn call(
+    socket: &Path,
+    request: &rempart_core::protocol::Request,
+) -> rempart_core::protocol::Response {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect to the signer");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    s.write_all(&rempart_core::protocol::encode_frame(request).expect("encode")).expect("send");
+    let mut decoder = rempart_core::protocol::FrameDecoder::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = s.read(&mut buf).expect("read the answer");
+        assert!(n > 0, "the signer closed the connection");
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            if let Some(r) = decoder.decode(&mut input).expect("decode") {
+                return r;
+            }
+        }
+    }
+}
+
+/// Locking memory needs root (or a raised RLIMIT_MEMLOCK).
+pub(crate) fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+/// `rempart admin enroll` of the card in `slot`: its admin public key.
+pub(crate) fn enroll(slot: usize) -> rempart_core::key::PublicKey {
+    rempart_ok(&["admin", "enroll", "--reader", &reader(slot)]).trim().parse().expect("key")
+}
+
+/// `rempart admin propose` for signer `bp1.signer` on `chain`, into the lab file `name`.
+pub(crate) fn propose(lab: &Lab, chain: &str, name: &str, action: &[&str]) -> PathBuf {
+    let out = lab.path(name);
+    let mut args =
+        vec!["admin", "propose", "--signer-id", "bp1.signer", "--chain-id", chain, "--out"];
+    let out_text = out.to_str().expect("utf-8 path").to_owned();
+    args.push(&out_text);
+    args.extend_from_slice(action);
+    rempart_ok(&args);
+    out
+}
+
+/// `rempart admin approve FILE` with the card in `slot` and the PIN in the lab file `pin`.
+pub(crate) fn approve(lab: &Lab, file: &Path, slot: usize) {
+    let pin = lab.path("pin");
+    rempart_ok(&[
+        "admin",
+        "approve",
+        file.to_str().expect("utf-8 path"),
+        "--reader",
+        &reader(slot),
+        "--pin-file",
+        pin.to_str().expect("utf-8 path"),
+    ]);
+}
+
+/// `rempart admin submit`: (exit code, stdout, stderr).
+pub(crate) fn submit(file: &Path, socket: &Path) -> (Option<i32>, String, String) {
+    let endpoint = format!("unix:{}", socket.display());
+    let out =
+        rempart(&["admin", "submit", file.to_str().expect("utf-8 path"), "--signer", &endpoint]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Builds `package`'s binary `bin` with `features` and returns its path.
+pub(crate) fn binary(package: &str, bin: &str, features: &[&str]) -> PathBuf {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--locked", "-p", package, "--bin", bin]);
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
+    let status = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("run cargo");
+    assert!(status.success(), "building {bin} failed");
+    target_dir().join("debug").join(bin)
+}
+
+/// Generates the block key `eosio-k1` (K1) in `hsm`'s token with `rempart-signer keygen`, the
+/// PIN in the lab file `hsm-pin`, and returns its public key.
+pub(crate) fn hsm_keygen(lab: &Lab, hsm: &Hsm, signer: &Path) -> rempart_core::key::PublicKey {
+    let hsm_pin = lab.path("hsm-pin");
+    write_secret(&hsm_pin, "1234\n");
+    let out = Command::new(signer)
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .args(["keygen", "--module", SOFTHSM, "--token-label", "T", "--pin-file"])
+        .arg(&hsm_pin)
+        .args(["--key-type", "k1", "--label", "eosio-k1"])
+        .output()
+        .expect("keygen");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("key")
+}
+
+/// A running `rempart-signer` (killed on drop) for producer `eosio` on `chain`, with the key
+/// from [`hsm_keygen`], an `[admin]` section of `admins` with threshold 2, and the shipped
+/// sandbox, as in production.
+pub(crate) struct HsmSigner {
+    /// The state directory (guards, audit log, admin state).
+    pub(crate) state: PathBuf,
+    /// Its Unix socket.
+    pub(crate) socket: PathBuf,
+    /// Its log (stderr).
+    pub(crate) log: PathBuf,
+    _daemon: Proc,
+}
+
+impl HsmSigner {
+    /// Writes the policy, initialises the guard, starts the daemon and waits for its socket.
+    pub(crate) fn start(
+        lab: &Lab,
+        hsm: &Hsm,
+        signer: &Path,
+        chain: &str,
+        block_key: &rempart_core::key::PublicKey,
+        admins: &[rempart_core::key::PublicKey],
+    ) -> HsmSigner {
+        let state = lab.path("state");
+        std::fs::create_dir(&state).expect("state dir");
+        let socket = state.join("signer.sock");
+        let policy = lab.path("signer.toml");
+        let admins: Vec<String> = admins.iter().map(|k| format!("\"{k}\"")).collect();
+        std::fs::write(
+            &policy,
+            format!(
+                r#"[chain]
+id = "{chain}"
+max_clock_skew_ms = 5000
+[[producers]]
+account = "eosio"
+key = "{block_key}"
+[backend]
+kind = "pkcs11"
+[backend.pkcs11]
+module = "{SOFTHSM}"
+token_label = "T"
+pin_file = "{pin}"
+keys = [{{ label = "eosio-k1" }}]
+[listen]
+unix_socket = "{socket}"
+allow_own_uid = true
+[state]
+dir = "{state}"
+audit_log = "{state}/audit.jsonl"
+[sandbox]
+seccomp_policy = "{seccomp}"
+memory_lock = "{memory_lock}"
+read_only_paths = ["{conf}"]
+read_write_paths = ["{tokens}"]
+[admin]
+signer_id = "bp1.signer"
+keys = [{admins}]
+threshold = 2
+"#,
+                pin = lab.path("hsm-pin").display(),
+                seccomp = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("policies/seccomp/signer.x86_64.json")
+                    .display(),
+                memory_lock = if is_root() { "current" } else { "dangerous_off" },
+                conf = hsm.conf.display(),
+                tokens = lab.path("tokens").display(),
+                socket = socket.display(),
+                state = state.display(),
+                admins = admins.join(", "),
+            ),
+        )
+        .expect("signer.toml");
+        let out = Command::new(signer).args(["guard", "init", "--policy"]).arg(&policy).output();
+        assert!(out.as_ref().is_ok_and(|o| o.status.success()), "{out:?}");
+        let log = lab.path("signer.log");
+        let daemon = Proc(
+            Command::new(signer)
+                .env("SOFTHSM2_CONF", &hsm.conf)
+                .args(["run", "--policy"])
+                .arg(&policy)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("signer log"))
+                .spawn()
+                .expect("start the signer"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the signer never listened on {}: {}",
+                socket.display(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        HsmSigner { state, socket, log, _daemon: daemon }
+    }
 }
