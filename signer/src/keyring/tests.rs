@@ -48,6 +48,11 @@ fn signs_with_held_keys_only() {
 
     let stranger = PrivateKey::generate(KeyType::R1).public_key();
     assert!(matches!(ring.sign(&stranger, &digest), Err(KeyringError::UnknownKey(_))));
+    // A backend with fixed keys adopts none while running; a key already held is a no-op.
+    ring.adopt(&key).unwrap();
+    let err = ring.adopt(&stranger).unwrap_err();
+    assert!(matches!(err, KeyringError::NotAllowed(_)) && err.to_string().contains("restart"));
+    assert_eq!(ring.public_keys(), vec![key]);
 }
 
 #[test]
