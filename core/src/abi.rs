@@ -44,7 +44,7 @@ use std::sync::LazyLock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::codec::{Bytes, DecodeError, Pack, Reader, Unpack, from_bytes, to_bytes};
+use crate::codec::{Bytes, DecodeError, Pack, Reader, Unpack, VarUint32, from_bytes, to_bytes};
 use crate::name::Name;
 
 mod builtin;
@@ -303,7 +303,8 @@ crate::packed_struct! {
 ///
 /// Binary: the fields in order, `variants` and `action_results` being Antelope's
 /// `may_not_exist` extensions: absent at the end of the input they read as empty; written, they
-/// are always present (as `fc::raw::pack` does). JSON: nodeos's field names; missing fields
+/// are always present (as `fc::raw::pack` does). An empty EOSIO 2.1 `kv_tables` map after them,
+/// as eosjs 22 writes, is read and dropped. JSON: nodeos's field names; missing fields
 /// read as empty and unknown ones are ignored, as nodeos does.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -388,6 +389,30 @@ impl Unpack for AbiDef {
             variants: extension(r, "variants")?,
             action_results: extension(r, "action_results")?,
         })
+        .and_then(|def| no_kv_tables(r).map(|()| def))
+    }
+}
+
+/// EOSIO 2.1's `kv_tables` extension, which eosjs 22 still writes after `action_results` (an
+/// empty map: one zero byte). nodeos stores `setabi` bytes without decoding them, so eosjs's
+/// ABIs deploy there; here the empty map is accepted and a non-empty one, a feature Leap
+/// removed, is refused by name.
+fn no_kv_tables(r: &mut Reader<'_>) -> Result<(), DecodeError> {
+    if r.remaining() == 0 {
+        return Ok(());
+    }
+    let at = r.position();
+    match VarUint32::unpack(r).map_err(|e| e.in_field("kv_tables"))? {
+        VarUint32(0) => Ok(()),
+        VarUint32(n) => Err(DecodeError::Invalid {
+            what: "kv_tables",
+            at,
+            reason: format!(
+                "{n} key-value tables (EOSIO 2.1 kv_tables are not supported; use multi_index \
+                 tables)"
+            ),
+        }
+        .in_field("kv_tables")),
     }
 }
 
