@@ -169,6 +169,7 @@ fn bundled_abis_are_valid_and_match_the_reference_contracts() {
         "setcode",
         "setabi",
         "setprods",
+        "regproducer",
     ] {
         let name: Name = action.parse().unwrap();
         assert_eq!(sys.action_type(name), Some(action), "{action}");
@@ -210,6 +211,11 @@ fn bundled_abis_are_valid_and_match_the_reference_contracts() {
     );
     assert_eq!(field_names(sys, "setabi"), ["account name", "abi bytes"]);
     assert_eq!(field_names(sys, "setprods"), ["schedule producer_key[]"]);
+    // eosio.system's layout, which the node's native regproducer decodes.
+    assert_eq!(
+        field_names(sys, "regproducer"),
+        ["producer name", "producer_key public_key", "url string", "location uint16"]
+    );
     assert_eq!(
         field_names(sys, "producer_key"),
         ["producer_name name", "block_signing_key public_key"]
