@@ -386,7 +386,7 @@ fn write_restore(
             let num = i as u32 + 1;
             w.append_block(num, id, packed)?;
             let block: SignedBlock = from_bytes(packed).map_err(OpsError::Malformed)?;
-            for receipt in &block.transactions {
+            for (trx_index, receipt) in (0u32..).zip(&block.transactions) {
                 let Some(trx) = receipt.trx.as_packed() else { continue };
                 let signed = trx.to_signed(&limits).map_err(|e| {
                     OpsError::Malformed(DecodeError::Invalid {
@@ -397,6 +397,7 @@ fn write_restore(
                 })?;
                 let tid = signed.transaction.id();
                 w.record_transaction(&tid, signed.transaction.header.expiration.0, num)?;
+                w.record_actions(num, trx_index, &signed.transaction.actions);
             }
         }
         w.set_head(&p.head)?;

@@ -3,7 +3,11 @@
 //! Everything a block changes is written in one redb write transaction ([`BlockWrite`]) that is
 //! committed with an fsync, so a `kill -9` at any instant leaves either the previous head or the
 //! new one on disk, never a mixture. Transactions inside a block stage their changes in an
-//! [`Overlay`] first; a failed transaction drops its overlay and leaves nothing behind.
+//! [`Overlay`] first; a failed transaction drops its overlay and leaves nothing behind. The
+//! history indexes (transaction → block, account → actions) are gathered in memory while the
+//! block fills and written in key order inside the same write transaction, just before it
+//! commits. Recently read state is cached in memory across blocks, kept equal to the block's
+//! writes and dropped whenever a block does not commit.
 //!
 //! This module knows bytes and keys, not chain rules: it must never decide whether a transaction
 //! or block is valid, and it never reads the clock.
@@ -33,6 +37,9 @@ const TX_DEDUP: TableDefinition<&[u8; 32], u32> = TableDefinition::new("tx_dedup
 const TX_EXPIRY: TableDefinition<(u32, &[u8; 32]), ()> = TableDefinition::new("tx_expiry");
 /// Transaction id → block number that included it (history), kept forever.
 const TX_BLOCK: TableDefinition<&[u8; 32], u32> = TableDefinition::new("tx_block");
+/// (account, account sequence) → packed [`ActionPosition`]: the actions each account took part
+/// in (`get_actions`), numbered from 0 per account in the order the chain applied them.
+const ACCOUNT_ACTIONS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("account_actions");
 /// Singletons: the chain id, the genesis, the head.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -182,9 +189,9 @@ const CACHE_MAX_BYTES: usize = 32 << 20;
 /// Largest value the state cache keeps (code is cached by the VM, compiled).
 const CACHE_MAX_VALUE: usize = 4096;
 
-/// Recently read or written state values (`None`: known absent), exactly as the write
-/// transaction that holds it sees them: written through by [`BlockWrite::put`] and
-/// [`BlockWrite::delete`], handed from one committed block to the next, dropped when a block
+/// Recently read state values (`None`: known absent), exactly as the write transaction that
+/// holds it sees them: kept equal to what [`BlockWrite::put`] and [`BlockWrite::delete`]
+/// write, handed from one committed block to the next, dropped when a block
 /// aborts or its commit fails (it may then hold writes that never reached the disk).
 #[derive(Debug, Default)]
 struct StateCache {
@@ -195,6 +202,22 @@ struct StateCache {
 impl StateCache {
     fn get(&self, key: &[u8]) -> Option<&Option<Vec<u8>>> {
         self.values.get(key)
+    }
+
+    /// Keeps a held entry equal to a value just written (a key it does not hold is read from
+    /// the table when asked, which has the write).
+    fn refresh(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let len = value.map_or(0, <[u8]>::len);
+        let Some(slot) = self.values.get_mut(key) else { return };
+        let old = slot.as_ref().map_or(0, Vec::len);
+        if len > CACHE_MAX_VALUE {
+            self.values.remove(key);
+            self.bytes -= key.len() + old;
+            return;
+        }
+        *slot = value.map(<[u8]>::to_vec);
+        // May pass the bound by one value; the next `set` starts over.
+        self.bytes = self.bytes - old + len;
     }
 
     fn set(&mut self, key: &[u8], value: Option<&[u8]>) {
@@ -230,6 +253,7 @@ impl Store {
             txn.open_table(TX_DEDUP)?;
             txn.open_table(TX_EXPIRY)?;
             txn.open_table(TX_BLOCK)?;
+            txn.open_table(ACCOUNT_ACTIONS)?;
             txn.open_table(META)?;
         }
         txn.commit()?;
@@ -245,6 +269,7 @@ impl Store {
             id_by_num: txn.open_table(BLOCK_ID_BY_NUM)?,
             num_by_id: txn.open_table(BLOCK_NUM_BY_ID)?,
             tx_block: txn.open_table(TX_BLOCK)?,
+            account_actions: txn.open_table(ACCOUNT_ACTIONS)?,
             meta: txn.open_table(META)?,
             _txn: txn,
         })
@@ -263,6 +288,10 @@ impl Store {
         let (result, cache) = {
             let mut w = BlockWrite::open(&txn, cache)?;
             let r = f(&mut w);
+            let r = match r {
+                Ok(v) => w.write_history().map(|()| v).map_err(E::from),
+                Err(e) => Err(e),
+            };
             (r, w.cache.into_inner())
         };
         match result {
@@ -286,6 +315,7 @@ pub struct Snapshot {
     id_by_num: ReadOnlyTable<u32, &'static [u8; 32]>,
     num_by_id: ReadOnlyTable<&'static [u8; 32], u32>,
     tx_block: ReadOnlyTable<&'static [u8; 32], u32>,
+    account_actions: ReadOnlyTable<(u64, u64), &'static [u8]>,
     meta: ReadOnlyTable<&'static str, &'static [u8]>,
     _txn: ReadTransaction,
 }
@@ -359,6 +389,55 @@ impl Snapshot {
     pub fn transaction_block(&self, id: &Checksum256) -> Result<Option<u32>, StoreError> {
         Ok(self.tx_block.get(id.as_bytes())?.map(|v| v.value()))
     }
+
+    /// The sequence number of the last action `account` took part in, `None` if none.
+    pub fn last_account_action(&self, account: Name) -> Result<Option<u64>, StoreError> {
+        let a = account.value();
+        let mut range = self.account_actions.range((a, 0)..=(a, u64::MAX))?;
+        Ok(range.next_back().transpose()?.map(|(k, _)| k.value().1))
+    }
+
+    /// The actions `account` took part in with sequence numbers in `from..=to`, in order.
+    pub fn account_actions(
+        &self,
+        account: Name,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, ActionPosition)>, StoreError> {
+        let a = account.value();
+        let mut out = Vec::new();
+        for entry in self.account_actions.range((a, from)..=(a, to))? {
+            let (k, v) = entry?;
+            let pos = from_bytes(v.value())
+                .map_err(|source| StoreError::Corrupt { what: "action index", source })?;
+            out.push((k.value().1, pos));
+        }
+        Ok(out)
+    }
+}
+
+packed_struct! {
+    /// Where an action of the account action index ([`Snapshot::account_actions`]) is.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ActionPosition {
+        /// The block.
+        pub block_num: u32,
+        /// The transaction's index among the block's transactions.
+        pub trx_index: u32,
+        /// The action's index among the transaction's actions.
+        pub action_index: u32,
+    }
+}
+
+/// What a block adds to the history indexes, kept in memory while the block fills and written
+/// once, in key order, just before the block commits ([`BlockWrite::write_history`]).
+#[derive(Debug, Default)]
+struct History {
+    /// Transaction ids and their block, in apply order.
+    transactions: Vec<([u8; 32], u32)>,
+    ids: std::collections::HashSet<[u8; 32]>,
+    /// (account, position) in apply order.
+    actions: Vec<(u64, ActionPosition)>,
 }
 
 /// Everything one block writes, inside one redb write transaction.
@@ -370,8 +449,10 @@ pub struct BlockWrite<'t> {
     tx_dedup: Table<'t, &'static [u8; 32], u32>,
     tx_expiry: Table<'t, (u32, &'static [u8; 32]), ()>,
     tx_block: Table<'t, &'static [u8; 32], u32>,
+    account_actions: Table<'t, (u64, u64), &'static [u8]>,
     meta: Table<'t, &'static str, &'static [u8]>,
     cache: std::cell::RefCell<StateCache>,
+    history: History,
 }
 
 impl std::fmt::Debug for BlockWrite<'_> {
@@ -390,8 +471,10 @@ impl<'t> BlockWrite<'t> {
             tx_dedup: txn.open_table(TX_DEDUP)?,
             tx_expiry: txn.open_table(TX_EXPIRY)?,
             tx_block: txn.open_table(TX_BLOCK)?,
+            account_actions: txn.open_table(ACCOUNT_ACTIONS)?,
             meta: txn.open_table(META)?,
             cache: std::cell::RefCell::new(cache),
+            history: History::default(),
         })
     }
 
@@ -438,14 +521,14 @@ impl<'t> BlockWrite<'t> {
     /// Stores a state value.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.state.insert(key, value)?;
-        self.cache.get_mut().set(key, Some(value));
+        self.cache.get_mut().refresh(key, Some(value));
         Ok(())
     }
 
     /// Removes a state value.
     pub fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
         self.state.remove(key)?;
-        self.cache.get_mut().set(key, None);
+        self.cache.get_mut().refresh(key, None);
         Ok(())
     }
 
@@ -498,7 +581,7 @@ impl<'t> BlockWrite<'t> {
     /// to the transaction's expiration, so the same id again is a duplicate until it expires
     /// and expired after, and a separate duplicate set would only repeat the index.
     pub fn is_duplicate(&self, id: &Checksum256) -> Result<bool, StoreError> {
-        Ok(self.tx_block.get(id.as_bytes())?.is_some())
+        Ok(self.history.ids.contains(id.as_bytes()) || self.tx_block.get(id.as_bytes())?.is_some())
     }
 
     /// Adds a transaction to the history index, which is also the duplicate set
@@ -509,7 +592,60 @@ impl<'t> BlockWrite<'t> {
         _expiration: u32,
         block_num: u32,
     ) -> Result<(), StoreError> {
-        self.tx_block.insert(id.as_bytes(), block_num)?;
+        self.history.ids.insert(*id.as_bytes());
+        self.history.transactions.push((*id.as_bytes(), block_num));
+        Ok(())
+    }
+
+    /// Adds a transaction's actions to the account action index: each action under its
+    /// contract account and every actor of its authorizations, once per account.
+    pub fn record_actions(
+        &mut self,
+        block_num: u32,
+        trx_index: u32,
+        actions: &[rempart_core::transaction::Action],
+    ) {
+        for (i, act) in actions.iter().enumerate() {
+            let pos = ActionPosition {
+                block_num,
+                trx_index,
+                action_index: u32::try_from(i).unwrap_or(u32::MAX),
+            };
+            let accounts =
+                std::iter::once(act.account).chain(act.authorization.iter().map(|l| l.actor));
+            let mut seen: Vec<Name> = Vec::with_capacity(1 + act.authorization.len());
+            for a in accounts {
+                if !seen.contains(&a) {
+                    seen.push(a);
+                    self.history.actions.push((a.value(), pos));
+                }
+            }
+        }
+    }
+
+    /// Writes what the block added to the history indexes, in key order (most of a block's
+    /// actions go to a few accounts, whose entries are then appended side by side).
+    fn write_history(&mut self) -> Result<(), StoreError> {
+        let mut h = std::mem::take(&mut self.history);
+        h.transactions.sort_unstable();
+        for (id, num) in &h.transactions {
+            self.tx_block.insert(id, *num)?;
+        }
+        // Stable: an account's actions keep their apply order.
+        h.actions.sort_by_key(|(a, _)| *a);
+        let mut next: Option<(u64, u64)> = None;
+        for (a, pos) in &h.actions {
+            let seq = match next {
+                Some((acc, seq)) if acc == *a => seq,
+                _ => {
+                    let mut range = self.account_actions.range((*a, 0)..=(*a, u64::MAX))?;
+                    let last = range.next_back().transpose()?.map(|(k, _)| k.value().1);
+                    last.map_or(0, |l| l + 1)
+                }
+            };
+            self.account_actions.insert((*a, seq), to_bytes(pos).as_slice())?;
+            next = Some((*a, seq + 1));
+        }
         Ok(())
     }
 

@@ -413,3 +413,118 @@ fn a_block_signed_but_not_committed_is_made_again_identically_after_a_restart() 
     let b = chain.produce_block(BlockTimestamp(slot.0 + 41), sign_dev).expect("block 3");
     assert_eq!(b.block_num, 3);
 }
+
+/// `get_actions` through the API's read path, on `chain`'s committed state.
+fn get_actions(chain: &Chain, account: &str, pos: i64, offset: i64) -> Vec<serde_json::Value> {
+    let snap = chain.store().read().expect("snapshot");
+    let body = serde_json::json!({"account_name": account, "pos": pos, "offset": offset});
+    let v =
+        rempart_node::api::read_route(&snap, &Limits::default(), "/v1/history/get_actions", body)
+            .expect("get_actions");
+    v["actions"].as_array().expect("actions").clone()
+}
+
+fn seqs(actions: &[serde_json::Value]) -> Vec<u64> {
+    actions.iter().map(|a| a["account_action_seq"].as_u64().expect("seq")).collect()
+}
+
+/// Account names a..: "acct" and a letter pair.
+fn account_name(i: usize) -> String {
+    let l = b"abcdefghijklmnopqrstuvwxyz";
+    format!("acct{}{}", l[i / 26] as char, l[i % 26] as char)
+}
+
+#[test]
+fn get_actions_reads_the_account_index_over_many_blocks_as_nodeos_numbers_them() {
+    let follower = node();
+    let node = node();
+    let key = PrivateKey::generate(KeyType::K1);
+    let dev = dev_key();
+    // 120 blocks, 3 newaccount by eosio in each even block; odd blocks empty.
+    let mut made = 0;
+    for b in 0..120 {
+        node.chain.start_block(next_slot(&node.chain)).expect("start");
+        if b % 2 == 0 {
+            for _ in 0..3 {
+                let t = trx(&node.chain, vec![newaccount("eosio", &account_name(made), &key)], 60);
+                node.chain
+                    .push_transaction(sign_transaction(t, &[&dev], &node.chain.chain_id()))
+                    .expect("newaccount");
+                made += 1;
+            }
+        }
+        node.chain.finish_block(sign_dev).expect("block");
+    }
+    // The last account authorises an action of its own: indexed under it and under eosio.
+    let last = account_name(made - 1);
+    let upd = UpdateAuth {
+        account: n(&last),
+        permission: n("active"),
+        parent: n("owner"),
+        auth: Authority::single_key(key.public_key()),
+    };
+    let act = Action {
+        account: n("eosio"),
+        name: n("updateauth"),
+        authorization: vec![PermissionLevel { actor: n(&last), permission: n("active") }],
+        data: Bytes(to_bytes(&upd)),
+    };
+    let t = trx(&node.chain, vec![act], 60);
+    node.chain.start_block(next_slot(&node.chain)).expect("start");
+    node.chain.push_transaction(sign_transaction(t, &[&key], &node.chain.chain_id())).expect("upd");
+    let summary = node.chain.finish_block(sign_dev).expect("block");
+    let total = made as u64 + 1;
+
+    // Default: the newest 20, oldest first, numbered from 0.
+    let newest = get_actions(&node.chain, "eosio", -1, -20);
+    assert_eq!(seqs(&newest), (total - 20..total).collect::<Vec<_>>());
+    let top = newest.last().expect("one");
+    assert_eq!(top["block_num"], summary.block_num);
+    assert_eq!(top["action_trace"]["act"]["name"], "updateauth");
+    // From a position: forward includes both ends, backward too.
+    assert_eq!(seqs(&get_actions(&node.chain, "eosio", 0, 4)), vec![0, 1, 2, 3, 4]);
+    let back = get_actions(&node.chain, "eosio", 10, -3);
+    assert_eq!(seqs(&back), vec![7, 8, 9, 10]);
+    assert_eq!(back[0]["action_trace"]["act"]["data"]["name"], account_name(7));
+    assert_eq!(back[0]["block_num"], 2 + 2 * 2, "account 7 is in the third busy block");
+    // Past the end: nothing; an account with one action sees it; an unknown one nothing.
+    assert!(get_actions(&node.chain, "eosio", total as i64 + 5, 10).is_empty());
+    let own = get_actions(&node.chain, &last, -1, -20);
+    assert_eq!(seqs(&own), vec![0]);
+    assert_eq!(own[0]["action_trace"]["act"]["name"], "updateauth");
+    assert!(get_actions(&node.chain, "nobody", -1, -20).is_empty());
+
+    // A follower re-applying the blocks builds the same index.
+    let head = node.chain.info().head_block_num;
+    let snap = node.chain.store().read().expect("snapshot");
+    for num in 2..=head {
+        let block: SignedBlock =
+            from_bytes(&snap.block(num).expect("read").expect("block")).expect("decode");
+        follower.chain.apply_block(&block).expect("applies");
+    }
+    assert_eq!(get_actions(&follower.chain, "eosio", -1, -20), newest);
+}
+
+#[test]
+fn an_off_curve_key_in_newaccount_data_is_still_refused() {
+    let node = node();
+    let key = PrivateKey::generate(KeyType::K1);
+    let mut act = newaccount("eosio", "offcurve", &key);
+    // Replace the owner key's x coordinate by one with no point on secp256k1.
+    let bytes = key.public_key().as_bytes().to_vec();
+    let at = act.data.0.windows(33).position(|w| w == bytes.as_slice()).expect("key in data");
+    let mut bad = vec![2u8];
+    bad.extend_from_slice(&[0; 31]);
+    bad.push(5);
+    act.data.0[at..at + 33].copy_from_slice(&bad);
+    let t = trx(&node.chain, vec![act], 60);
+    node.chain.start_block(next_slot(&node.chain)).expect("start");
+    let before = accounts_digest(&node.chain);
+    let e = node
+        .chain
+        .push_transaction(sign_transaction(t, &[&dev_key()], &node.chain.chain_id()))
+        .expect_err("off-curve key");
+    assert!(e.to_string().contains("key") || e.to_string().contains("point"), "{e}");
+    node.chain.finish_block(sign_dev).expect("block");
+    assert_eq!(accounts_digest(&node.chain), before);
+}

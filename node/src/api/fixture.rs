@@ -110,10 +110,11 @@ impl Fixture {
         let id = block.id();
         store.write(|w| -> Result<(), StoreError> {
             w.append_block(num, &id, &to_bytes(block))?;
-            for r in &block.transactions {
+            for (i, r) in (0u32..).zip(&block.transactions) {
                 if let TransactionVariant::Packed(p) = &r.trx {
                     let trx = p.unpack_transaction(&Default::default()).expect("fixture trx");
                     w.record_transaction(&trx.id(), trx.header.expiration.0, num)?;
+                    w.record_actions(num, i, &trx.actions);
                 }
             }
             w.set_head(&Head {

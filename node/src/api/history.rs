@@ -3,9 +3,10 @@
 //!
 //! No traces are stored: an action trace here is rebuilt from the action as the block carries
 //! it (receiver = the contract account), which is what native actions produce. `get_actions`
-//! has no per-account index yet, so it scans the most recent [`MAX_SCANNED_BLOCKS`] blocks
-//! (at most [`MAX_DECODED`] transactions, then `time_limit_exceeded_error`) and reports where
-//! its window started (`scanned_from_block`). Nothing here writes state.
+//! reads the account action index the chain writes with each block (every transaction action
+//! under its contract and each authorizing actor, numbered from 0 per account), so its cost
+//! is the actions it returns (at most [`MAX_ACTIONS`]), however long the chain. Nothing here
+//! writes state.
 
 use rempart_core::block::{SignedBlock, TransactionVariant};
 use rempart_core::transaction::{Action, Transaction, UnpackLimits};
@@ -19,12 +20,8 @@ use super::block::{load_block, packed_json};
 use crate::config::Limits;
 use crate::store::Snapshot;
 
-/// Most blocks `get_actions` reads.
-pub(super) const MAX_SCANNED_BLOCKS: u32 = 20_000;
 /// Most actions `get_actions` returns.
 pub(super) const MAX_ACTIONS: usize = 1000;
-/// Most transactions `get_actions` decodes; past it the answer says `time_limit_exceeded_error`.
-pub(super) const MAX_DECODED: usize = 50_000;
 
 fn unpack_limits(limits: &Limits) -> UnpackLimits {
     UnpackLimits { max_inflated_bytes: limits.max_transaction_bytes }
@@ -135,46 +132,26 @@ pub(super) struct ActionsParams {
     offset: Option<i64>,
 }
 
-/// Whether `account` took part in `act`: its receiver or one of its authorizers.
-fn involves(act: &Action, account: Name) -> bool {
-    act.account == account || act.authorization.iter().any(|a| a.actor == account)
-}
-
-struct Found {
-    block_num: u32,
-    block_time: BlockTimestamp,
-    trx_id: Checksum256,
-    ordinal: usize,
-    action: Action,
-}
-
-/// Adds `block`'s actions involving `account` to `out`; returns how many transactions it
-/// decoded.
-fn matching_actions(
-    block: &SignedBlock,
-    ulimits: &UnpackLimits,
-    account: Name,
-    out: &mut Vec<Found>,
-) -> usize {
-    let mut decoded = 0;
-    for r in &block.transactions {
-        decoded += 1;
-        let TransactionVariant::Packed(packed) = &r.trx else { continue };
-        let Ok(trx): Result<Transaction, _> = packed.unpack_transaction(ulimits) else { continue };
-        let id = trx.id();
-        for (i, a) in trx.actions.into_iter().enumerate() {
-            if involves(&a, account) {
-                out.push(Found {
-                    block_num: block.block_num(),
-                    block_time: block.signed_header.header.timestamp,
-                    trx_id: id,
-                    ordinal: i + 1,
-                    action: a,
-                });
-            }
-        }
+/// The account sequence numbers `get_actions` returns, as nodeos's history plugin computes
+/// them: `pos` -1 stands for one past the last action; a negative `offset` reaches back from
+/// `pos`, a positive one forward, both ends included. `None` when the range is empty.
+pub(super) fn action_range(last: Option<u64>, pos: i64, offset: i64) -> Option<(u64, u64)> {
+    let pos = if pos == -1 { last.map_or(0, |l| l as i64 + 1) } else { pos };
+    let (start, end) = if offset > 0 {
+        (pos, pos.saturating_add(offset))
+    } else {
+        (pos.saturating_add(offset), pos)
+    };
+    let (start, end) = (start.max(0) as u64, end.min(last? as i64));
+    if end < 0 || start > end as u64 {
+        return None;
     }
-    decoded
+    // At most MAX_ACTIONS, the newest when reaching back.
+    let end = end as u64;
+    let start =
+        if offset > 0 { start } else { start.max(end.saturating_sub(MAX_ACTIONS as u64 - 1)) };
+    let end = if offset > 0 { end.min(start + MAX_ACTIONS as u64 - 1) } else { end };
+    Some((start, end))
 }
 
 pub(super) fn get_actions(
@@ -183,57 +160,48 @@ pub(super) fn get_actions(
     p: ActionsParams,
 ) -> Result<Value, ApiError> {
     let head = snap.head()?.ok_or_else(|| ApiError::internal("chain not initialised"))?;
-    let first = head.block_num.saturating_sub(MAX_SCANNED_BLOCKS - 1).max(1);
-    let ulimits = unpack_limits(limits);
-    let mut found = Vec::new();
-    let mut decoded = 0usize;
-    let mut truncated = false;
-    for num in first..=head.block_num {
-        if decoded >= MAX_DECODED {
-            truncated = true;
-            break;
-        }
-        if let Some(block) = load_block(snap, num)? {
-            decoded += matching_actions(&block, &ulimits, p.account_name, &mut found);
-        }
-    }
-    // nodeos semantics: pos -1 means "from the newest"; offset -n also returns the n before.
-    let total = found.len() as i64;
-    let pos = p.pos.unwrap_or(-1);
-    let offset = p.offset.unwrap_or(-20);
-    let (start, end) = if pos < 0 {
-        let end = total - 1;
-        let start = if offset < 0 { end + offset } else { end };
-        (start.max(0), end)
-    } else if offset < 0 {
-        ((pos + offset).max(0), pos.min(total - 1))
-    } else {
-        (pos, (pos + offset).min(total - 1))
+    let last = snap.last_account_action(p.account_name)?;
+    let range = action_range(last, p.pos.unwrap_or(-1), p.offset.unwrap_or(-20));
+    let entries = match range {
+        Some((from, to)) => snap.account_actions(p.account_name, from, to)?,
+        None => Vec::new(),
     };
+    let ulimits = unpack_limits(limits);
     let mut cache = AbiCache::new(snap);
-    let mut actions = Vec::new();
-    if total > 0 && start <= end {
-        for seq in start..=end {
-            let Ok(idx) = usize::try_from(seq) else { continue };
-            let Some(f) = found.get(idx) else { continue };
-            if actions.len() >= MAX_ACTIONS {
-                break;
-            }
-            let ctx =
-                TraceContext { trx_id: f.trx_id, block_num: f.block_num, block_time: f.block_time };
-            actions.push(json!({
-                "global_action_seq": seq,
-                "account_action_seq": seq,
-                "block_num": f.block_num,
-                "block_time": f.block_time,
-                "action_trace": action_trace(&mut cache, &ctx, f.ordinal, &f.action)?,
-            }));
+    let mut block: Option<SignedBlock> = None;
+    let mut actions = Vec::with_capacity(entries.len());
+    for (seq, at) in entries {
+        if block.as_ref().is_none_or(|b| b.block_num() != at.block_num) {
+            block = load_block(snap, at.block_num)?;
         }
+        let missing =
+            || ApiError::internal(format!("action {seq} of the index is not in the block log"));
+        let b = block.as_ref().ok_or_else(missing)?;
+        let TransactionVariant::Packed(packed) =
+            &b.transactions.get(at.trx_index as usize).ok_or_else(missing)?.trx
+        else {
+            return Err(missing());
+        };
+        let trx: Transaction = packed
+            .unpack_transaction(&ulimits)
+            .map_err(|e| ApiError::internal(format!("stored transaction does not decode: {e}")))?;
+        let act = trx.actions.get(at.action_index as usize).ok_or_else(missing)?;
+        let ctx = TraceContext {
+            trx_id: trx.id(),
+            block_num: at.block_num,
+            block_time: b.signed_header.header.timestamp,
+        };
+        actions.push(json!({
+            "global_action_seq": seq,
+            "account_action_seq": seq,
+            "block_num": at.block_num,
+            "block_time": ctx.block_time,
+            "action_trace": action_trace(&mut cache, &ctx, at.action_index as usize + 1, act)?,
+        }));
     }
     Ok(json!({
         "actions": actions,
         "last_irreversible_block": head.lib_num,
-        "time_limit_exceeded_error": truncated,
-        "scanned_from_block": first,
+        "time_limit_exceeded_error": false,
     }))
 }

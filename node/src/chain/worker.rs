@@ -816,6 +816,8 @@ impl Worker {
         o.commit()?;
         let expiration = p.trx.header.expiration.0;
         w.record_transaction(&p.id, expiration, pending.block_num)?;
+        let trx_index = u32::try_from(pending.receipts.len()).unwrap_or(u32::MAX);
+        w.record_actions(pending.block_num, trx_index, &p.trx.actions);
 
         let header = TransactionReceiptHeader {
             status: TransactionStatus::Executed,
