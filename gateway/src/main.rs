@@ -8,6 +8,12 @@ use clap::{Parser, Subcommand};
 use rempart_gateway::{Config, GatewayError, Listeners, Policy, run};
 use tokio::signal::unix::{SignalKind, signal};
 
+/// mimalloc instead of glibc's allocator: the request path allocates and frees many small
+/// buffers (headers, frames, records) from thread-local heaps, where glibc's arenas spent a
+/// tenth of the gateway's user time under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for an invalid configuration (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 /// Exit code for a runtime failure (sysexits EX_SOFTWARE).
@@ -37,6 +43,10 @@ enum Command {
         /// of the pipe, so the gateway never outlives it, even when it is killed with SIGKILL.
         #[arg(long, hide = true)]
         exit_with_stdin: bool,
+        /// Threads serving TLS connections, each with its own event loop (default: one per
+        /// CPU core).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Write a development CA and a localhost server certificate (never for production).
     DevCert {
@@ -59,7 +69,9 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Serve { policy, exit_with_stdin } => serve(policy, exit_with_stdin),
+        Command::Serve { policy, exit_with_stdin, workers } => {
+            serve(policy, exit_with_stdin, workers)
+        }
         Command::DevCert { out } => match rempart_gateway::dev_cert::write_dev_certs(&out) {
             Ok(files) => {
                 println!(
@@ -98,7 +110,7 @@ async fn stdin_closed(enabled: bool) {
     std::future::pending::<()>().await
 }
 
-fn serve(file: PathBuf, exit_with_stdin: bool) -> ExitCode {
+fn serve(file: PathBuf, exit_with_stdin: bool, workers: Option<usize>) -> ExitCode {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
@@ -114,7 +126,13 @@ fn serve(file: PathBuf, exit_with_stdin: bool) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let workers = workers
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1)
+        .max(1);
+    // This thread is worker 0 and also runs the admin listener, health checks and reloads;
+    // `run` starts the other workers, each on its own single-thread runtime.
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -129,7 +147,7 @@ fn serve(file: PathBuf, exit_with_stdin: bool) -> ExitCode {
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
-        let config = Config { policy_file: Some(file), ..Config::default() };
+        let config = Config { policy_file: Some(file), workers, ..Config::default() };
         let reload = config.reload.clone();
         // Installed before anything is served: SIGHUP's default action ends the process, so a
         // reload asked for as soon as the listeners answer must already find the handler.
