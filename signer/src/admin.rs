@@ -53,6 +53,19 @@ pub enum AdminStateError {
     /// The HSM PIN, needed to create and destroy keys, could not be read at start.
     #[error("admin commands need the HSM PIN at start: {0}")]
     Pin(String),
+    /// Administrators approved a policy file (`replace-policy`) and this is not it.
+    #[error(
+        "this policy file has sha256 {file}, but the last policy the administrators approved \
+         has sha256 {approved}; the signer starts only with the approved file. Install it, or \
+         have this one approved: rempart admin propose --action replace-policy --policy-sha256 \
+         {file}"
+    )]
+    UnapprovedPolicy {
+        /// sha256 of the file the signer was started with.
+        file: Checksum256,
+        /// sha256 of the last approved one.
+        approved: Checksum256,
+    },
     /// The file does not parse: the signer will not guess which nonces it has seen.
     #[error(
         "admin state {path} is corrupt ({reason}); the signer will not start without knowing \
@@ -188,6 +201,13 @@ impl Admin {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(source) => return Err(AdminStateError::Io { path, source }),
         };
+        // Once administrators have approved a policy by its hash, nobody with write access to
+        // signer.toml alone changes what this signer does.
+        if let Some(&approved) = state.approved_policies.last()
+            && approved != policy.sha256
+        {
+            return Err(AdminStateError::UnapprovedPolicy { file: policy.sha256, approved });
+        }
         let hsm = match &policy.backend {
             #[cfg(feature = "pkcs11")]
             crate::policy::BackendConfig::Pkcs11(config) => Some(Hsm {
@@ -486,10 +506,11 @@ impl Admin {
                 Ok((summary, None))
             }
             AdminAction::ReplacePolicy { sha256 } => {
+                // The last approval is the one in force at the next start (approving an
+                // older file again makes it the current one).
                 self.update(|s| {
-                    if !s.approved_policies.contains(sha256) {
-                        s.approved_policies.push(*sha256);
-                    }
+                    s.approved_policies.retain(|h| h != sha256);
+                    s.approved_policies.push(*sha256);
                 })
                 .map_err(internal)?;
                 Ok((

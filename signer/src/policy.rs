@@ -69,6 +69,8 @@ pub enum PolicyError {
 pub struct Policy {
     /// The chain every signed block must belong to.
     pub chain_id: Checksum256,
+    /// sha256 of the file's bytes: what an approved `replace-policy` admin command names.
+    pub sha256: Checksum256,
     /// The chain is a development chain: the `soft` backend is allowed.
     pub dangerous_dev_chain: bool,
     /// How far a block timestamp may be from the signer's clock, either way.
@@ -595,6 +597,7 @@ impl Validator<'_> {
         Ok(Policy {
             sandbox,
             chain_id: raw.chain.id,
+            sha256: Checksum256::hash(self.text.as_bytes()),
             dangerous_dev_chain: dev,
             max_clock_skew: Duration::from_millis(skew_ms),
             producers,

@@ -317,6 +317,41 @@ fn a_corrupt_state_file_stops_the_start() {
     assert!(err.to_string().contains("corrupt"), "{err}");
 }
 
+#[test]
+fn once_a_policy_is_approved_the_signer_starts_only_with_that_file() {
+    let f = fixture();
+    let admin = admin_section(&f.admins, 2);
+    let current = policy_text(f.dir.path(), &f.producer_key.public_key(), &admin);
+    // The next file: the same policy with a comment, so its hash differs.
+    let next = format!("{current}# reviewed by two admins\n");
+    let next_hash = Checksum256::hash(next.as_bytes());
+    let c = command(AdminAction::ReplacePolicy { sha256: next_hash });
+    outcome(&send(&f, &approved(&c, &[&f.admins[0], &f.admins[2]])));
+
+    let Fixture { dir, producer_key, admins, signer } = f;
+    drop(signer);
+    // Restarted with the old file (or any edit nobody approved): refused, naming both hashes.
+    let err = start(dir.path(), &producer_key, &admin).unwrap_err().to_string();
+    let current_hash = Checksum256::hash(current.as_bytes());
+    assert!(
+        err.contains(&current_hash.to_string()) && err.contains(&next_hash.to_string()),
+        "{err}"
+    );
+    assert!(err.contains("approved"), "{err}");
+    // With the approved file it starts.
+    let policy = Policy::from_toml(Path::new("/t/signer.toml"), &next).unwrap();
+    assert_eq!(policy.sha256, next_hash);
+    let metrics = Arc::new(Metrics::default());
+    let ring = Keyring::new(
+        Box::new(SoftBackend::from_keys(vec![producer_key.clone()])),
+        8,
+        metrics.clone(),
+    )
+    .unwrap();
+    Signer::new(policy, ring, metrics).expect("the approved policy starts");
+    drop(admins);
+}
+
 /// A token holding `held` from the start, in which an administrator created `later`: the
 /// running backend finds those when asked to adopt them, as the PKCS#11 one does.
 struct Token {
