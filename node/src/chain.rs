@@ -12,9 +12,10 @@
 //! the caller's thread before the apply thread sees the transaction, so many callers recover
 //! signatures in parallel; a block's transactions are recovered on scoped threads.
 //!
-//! Irreversibility: with one producer the head is final as soon as its signed block is
-//! committed; with several, LIB is still reported as the head (the 2/3+1 confirmation rule is
-//! not implemented yet). This module must never read the wall clock (times are block times
+//! Irreversibility: a block is final once 2/3+1 of the scheduled producers have produced it
+//! or a block on top of it (Antelope's rule), so with one producer the head is final as soon
+//! as its signed block is committed, and with several LIB follows the producers' turns. This
+//! module must never read the wall clock (times are block times
 //! handed in) and never write outside a block.
 
 pub mod error;

@@ -528,3 +528,84 @@ fn an_off_curve_key_in_newaccount_data_is_still_refused() {
     node.chain.finish_block(sign_dev).expect("block");
     assert_eq!(accounts_digest(&node.chain), before);
 }
+
+#[test]
+fn with_three_producers_lib_follows_two_thirds_plus_one_of_the_schedule() {
+    let follower = node();
+    let node = node();
+    let dev = dev_key();
+    let names = ["proda", "prodb", "prodc"];
+    let keys: Vec<PrivateKey> = names.iter().map(|_| PrivateKey::generate(KeyType::K1)).collect();
+    // Signs with whichever key the request names.
+    let sign = |req: &rempart_core::protocol::SignBlockRequest| {
+        let all = std::iter::once(&dev).chain(keys.iter());
+        let k = all.into_iter().find(|k| k.public_key() == req.signing_key).expect("known key");
+        Ok(k.sign(&req.digest()))
+    };
+    let mut actions: Vec<Action> =
+        names.iter().zip(&keys).map(|(name, k)| newaccount("eosio", name, k)).collect();
+    let schedule: Vec<rempart_node::genesis::ProducerKey> = names
+        .iter()
+        .zip(&keys)
+        .map(|(name, k)| rempart_node::genesis::ProducerKey {
+            producer_name: n(name),
+            block_signing_key: k.public_key(),
+        })
+        .collect();
+    actions.push(Action {
+        account: n("eosio"),
+        name: n("setprods"),
+        authorization: vec![PermissionLevel { actor: n("eosio"), permission: n("active") }],
+        data: Bytes(to_bytes(&rempart_node::native::SetProds { schedule })),
+    });
+    node.chain.start_block(next_slot(&node.chain)).expect("start");
+    let t = trx(&node.chain, actions, 60);
+    node.chain
+        .push_transaction(sign_transaction(t, &[&dev], &node.chain.chain_id()))
+        .expect("setprods");
+    node.chain.finish_block(sign).expect("block");
+
+    // (block, producer, lib) of every block from here, with the rule checked at each block.
+    let mut last_of: std::collections::BTreeMap<Name, u32> = Default::default();
+    let mut saw_all_three = false;
+    let mut prev_lib = node.chain.info().last_irreversible_block_num;
+    for _ in 0..60 {
+        let b = node.chain.produce_block(next_slot(&node.chain), sign).expect("block");
+        let info = node.chain.info();
+        let lib = info.last_irreversible_block_num;
+        assert!(
+            lib >= prev_lib && lib <= b.block_num,
+            "LIB {lib} after {prev_lib}, head {}",
+            b.block_num
+        );
+        if info.schedule.producers.len() == 3 {
+            last_of.insert(b.producer, b.block_num);
+            if last_of.len() < 3 {
+                // Until every scheduled producer has produced, nothing new is final.
+                assert_eq!(lib, prev_lib, "block {} by {}", b.block_num, b.producer);
+            } else {
+                saw_all_three = true;
+                // 2/3+1 of 3 is all three: final up to the oldest of their last blocks.
+                let oldest = *last_of.values().min().expect("three");
+                assert_eq!(lib, oldest.max(prev_lib), "block {} by {}", b.block_num, b.producer);
+                assert!(lib < b.block_num);
+            }
+        } else {
+            assert_eq!(lib, b.block_num, "one producer: the head is final");
+        }
+        let snap = node.chain.store().read().expect("snapshot");
+        assert_eq!(snap.block_id(lib).expect("read"), Some(info.last_irreversible_block_id));
+        prev_lib = lib;
+    }
+    assert!(saw_all_three, "the three producers took turns: {last_of:?}");
+
+    // A follower re-applying the blocks computes the same LIB.
+    let head = node.chain.info();
+    let snap = node.chain.store().read().expect("snapshot");
+    for num in 2..=head.head_block_num {
+        let block: SignedBlock =
+            from_bytes(&snap.block(num).expect("read").expect("block")).expect("decode");
+        follower.chain.apply_block(&block).expect("applies");
+    }
+    assert_eq!(follower.chain.info(), head);
+}

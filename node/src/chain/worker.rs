@@ -48,6 +48,51 @@ const MAX_TRX_LIFETIME_SEC: i64 = 3600;
 const MERKLE_KEY: &[u8] = b"~blockroot_merkle";
 /// State key of the last global action sequence.
 const GLOBAL_SEQUENCE_KEY: &[u8] = b"~global_sequence";
+/// State key of the last block each scheduled producer produced ([`last_irreversible`]).
+const LAST_PRODUCED_KEY: &[u8] = b"~last_produced";
+
+rempart_core::packed_struct! {
+    /// The last block one producer produced.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct LastProduced {
+        producer: Name,
+        block_num: u32,
+    }
+}
+
+/// The last irreversible block once `producer` produced block `num` under `schedule`, and
+/// records that block as `producer`'s last: Antelope's rule that a block is final once 2/3+1 of
+/// the scheduled producers have produced it or a block on top of it, that is the `(n-1)/3`-th
+/// smallest of their last block numbers (a scheduled producer that has produced nothing yet
+/// counts 0). It never goes back (`previous`). With one producer it is the head, as before.
+fn last_irreversible(
+    w: &mut BlockWrite<'_>,
+    schedule: &ProducerSchedule,
+    producer: Name,
+    num: u32,
+    previous: u32,
+) -> Result<u32, StoreError> {
+    let mut last: Vec<LastProduced> = match w.get(LAST_PRODUCED_KEY)? {
+        Some(bytes) => from_bytes(&bytes).map_err(corrupt("last produced blocks"))?,
+        None => Vec::new(),
+    };
+    // Producers that left the schedule no longer count.
+    last.retain(|l| schedule.producers.iter().any(|p| p.producer_name == l.producer));
+    match last.iter_mut().find(|l| l.producer == producer) {
+        Some(l) => l.block_num = num,
+        None => last.push(LastProduced { producer, block_num: num }),
+    }
+    last.sort_by_key(|l| l.producer);
+    w.put(LAST_PRODUCED_KEY, &to_bytes(&last))?;
+    let mut nums: Vec<u32> = schedule
+        .producers
+        .iter()
+        .map(|p| last.iter().find(|l| l.producer == p.producer_name).map_or(0, |l| l.block_num))
+        .collect();
+    nums.sort_unstable();
+    let lib = nums.get(nums.len().saturating_sub(1) / 3).copied().unwrap_or(num);
+    Ok(lib.clamp(previous, num))
+}
 
 /// Where a waiting push stands: the caller may cancel it only before the apply thread takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -628,14 +673,22 @@ impl Worker {
         merkle.append(id);
         w.put(MERKLE_KEY, &to_bytes(&merkle))?;
         w.put(GLOBAL_SEQUENCE_KEY, &to_bytes(&pending.global_sequence))?;
-        // One producer: final once signed. Several: reported as the head too (see the module doc).
+        let producer = pending.producer.producer_name;
+        let lib_num = last_irreversible(w, &pending.schedule, producer, num, self.head.lib_num)?;
+        let lib_id = if lib_num == num {
+            id
+        } else {
+            w.block_id(lib_num)?.ok_or_else(|| {
+                BlockError::State("the last irreversible block is missing from the block log")
+            })?
+        };
         let head = Head {
             block_num: num,
             block_id: id,
             timestamp: pending.timestamp,
-            producer: pending.producer.producer_name,
-            lib_num: num,
-            lib_id: id,
+            producer,
+            lib_num,
+            lib_id,
             schedule_version: pending.schedule.version,
         };
         w.set_head(&head)?;
