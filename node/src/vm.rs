@@ -499,6 +499,7 @@ impl Vm {
             max_console: self.config.max_console_bytes,
             max_memory: self.config.max_memory_bytes,
             refused_grows: 0,
+            refused_grow_allowance: *fuel / host::REFUSED_GROW_FUEL,
             max_inline: self.config.max_inline_action_bytes,
             mailbox: mailbox.clone(),
         };
@@ -549,6 +550,11 @@ impl Vm {
                          {} bytes)",
                         self.config.max_memory_bytes
                     )),
+                    e @ VmError::OutOfFuel { .. } => {
+                        // Also when the refused grows used up the budget the store never saw.
+                        *fuel = 0;
+                        e
+                    }
                     other => other,
                 });
             }

@@ -1,13 +1,18 @@
 //! Contracts through the chain: `eosio.token` (the C contract in CDT shape) deployed with
 //! `setcode`/`setabi` transactions, then `create`, `issue` and `transfer` pushed as signed
 //! transactions; the transfer notifies the recipient (the sender is the contract itself), its
-//! data comes back as JSON through the deployed ABI, a follower re-applies the blocks to the same state, and a
-//! contract that runs out of fuel fails its transaction without changing anything. The relay
-//! contract's inline transfer is refused until its active permission names relay@eosio.code,
-//! then runs after `pay` and notifies both parties, contracts included.
+//! data comes back as JSON through the deployed ABI, and two followers (the api nodes) re-apply
+//! the blocks to a state whose digest equals the producer's. Every hostile contract (infinite
+//! loop, unbounded memory growth, deep recursion, trap) fails its own transaction with a clear
+//! error inside a block that is still produced within its slot, leaving the state as it was;
+//! bad code (unknown import, not WebAssembly, too big) is refused by `setcode` with a message
+//! naming the problem. The relay contract's inline transfer is refused until its active
+//! permission names relay@eosio.code, then runs after `pay` and notifies both parties,
+//! contracts included.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rempart_core::block::SignedBlock;
 use rempart_core::key::{KeyType, PrivateKey, Signature};
@@ -75,6 +80,35 @@ fn push(
     r
 }
 
+/// Creates `name`, owned by the dev key, in a block of its own; the dev key.
+fn dev_account(chain: &Chain, name: &str) -> PrivateKey {
+    let dev: PrivateKey = DEV_WIF.parse().expect("key");
+    let data = NewAccount {
+        creator: n("eosio"),
+        name: n(name),
+        owner: Authority::single_key(dev.public_key()),
+        active: Authority::single_key(dev.public_key()),
+    };
+    push(chain, vec![act("eosio", "newaccount", "eosio", to_bytes(&data))], &[&dev])
+        .expect("account");
+    dev
+}
+
+/// sha256 over every chain-state entry (key and value, length-prefixed), in key order, with the
+/// head that snapshot holds.
+fn state_digest(chain: &Chain) -> (u32, rempart_core::Checksum256) {
+    let snap = chain.store().read().expect("snapshot");
+    let head = snap.head().expect("head").expect("initialised").block_num;
+    let mut all = Vec::new();
+    for (k, v) in snap.scan(b"", b"", usize::MAX).expect("scan") {
+        for part in [k, v] {
+            all.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            all.extend_from_slice(&part);
+        }
+    }
+    (head, rempart_core::Checksum256::hash(&all))
+}
+
 fn balance(chain: &Chain, owner: &str) -> Option<Vec<u8>> {
     // The accounts table is keyed by the raw symbol code.
     let code: rempart_core::SymbolCode = "SYS".parse().expect("symbol code");
@@ -84,9 +118,10 @@ fn balance(chain: &Chain, owner: &str) -> Option<Vec<u8>> {
 }
 
 #[test]
-fn token_contract_runs_with_notifications_and_a_follower_agrees() {
+fn token_contract_runs_with_notifications_and_two_followers_agree() {
     let (_d, chain) = open();
     let (_d2, follower) = open();
+    let (_d3, second) = open();
     let dev: PrivateKey = DEV_WIF.parse().expect("key");
     let user = PrivateKey::generate(KeyType::K1);
     let auth = |k: &PrivateKey| Authority::single_key(k.public_key());
@@ -170,29 +205,90 @@ fn token_contract_runs_with_notifications_and_a_follower_agrees() {
     assert!(e.to_string().contains("overdrawn"), "{e}");
     assert_eq!(balance(&chain, "alice"), before);
 
-    // The follower re-applies every block, contracts included, to the same state.
+    // Two followers (the api nodes) re-apply every block, contracts included, each on its own
+    // VM and store, to the same state: the digests of the whole chain state agree.
     let snap = chain.store().read().expect("snapshot");
     for num in 2..=chain.info().head_block_num {
         let b: SignedBlock =
             from_bytes(&snap.block(num).expect("read").expect("block")).expect("decode");
         follower.apply_block(&b).unwrap_or_else(|e| panic!("block {num}: {e}"));
+        second.apply_block(&b).unwrap_or_else(|e| panic!("second follower, block {num}: {e}"));
     }
     assert_eq!(follower.info().head_block_id, chain.info().head_block_id);
     assert_eq!(balance(&follower, "alice"), balance(&chain, "alice"));
+    let digest = state_digest(&follower);
+    assert_eq!(digest.0, chain.info().head_block_num);
+    assert_eq!(state_digest(&second), digest, "the two api nodes hold the same state");
+    assert_eq!(state_digest(&chain), digest, "and the producer's");
+}
+
+#[test]
+fn hostile_contracts_fail_alone_and_the_block_is_produced_in_its_slot() {
+    let (_d, chain) = open();
+    let dev = dev_account(&chain, "evil");
+    let hostile = |name: &str| {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("contracts/hostile/{name}.wat"));
+        wat::parse_str(std::fs::read_to_string(path).expect("wat file")).expect("wat")
+    };
+    let setcode = |code: Vec<u8>| {
+        let sc = SetCode { account: n("evil"), vmtype: 0, vmversion: 0, code: Bytes(code) };
+        act("eosio", "setcode", "evil", to_bytes(&sc))
+    };
+    // Each writes a row (evil, scope 1, table 1, key 7) before misbehaving.
+    let row = key::row(n("evil"), Name(1), Name(1), 7);
+    for (name, expected) in [
+        ("loop", "CPU budget"),
+        ("grow", "CPU budget"),
+        ("grow_assert", "out of memory"),
+        ("recurse", "call stack exhausted"),
+        ("trap", "unreachable"),
+    ] {
+        push(&chain, vec![setcode(hostile(name))], &[&dev]).expect("deploy");
+        let head = chain.info().head_block_num;
+        let info = chain.info();
+        let mut t =
+            Transaction { actions: vec![act("evil", "go", "evil", vec![])], ..Default::default() };
+        t.header.expiration =
+            TimePointSec((info.head_block_time.to_time_point().0 / 1_000_000) as u32 + 60);
+        t.set_reference_block(&info.head_block_id);
+        let started = rempart_node::producer::clock::instant();
+        chain.start_block(info.head_block_time.next()).expect("start");
+        let e = chain
+            .push_transaction(sign_transaction(t, &[&dev], &chain.chain_id()))
+            .expect_err("hostile action fails");
+        chain.finish_block(sign_dev).expect("the block is produced");
+        let took = started.elapsed();
+        assert!(e.to_string().contains(expected), "{name}: {e}");
+        assert_eq!(chain.info().head_block_num, head + 1, "{name}: the block went on");
+        assert!(
+            took < Duration::from_millis(500),
+            "{name}: the block took {took:?}, past its slot"
+        );
+        let snap = chain.store().read().expect("snapshot");
+        assert_eq!(snap.get(&row).expect("read"), None, "{name}: its write did not survive");
+    }
+
+    // Bad code never reaches the state: each refusal names the problem.
+    let hash_before = chain.store().read().expect("snapshot").get(&key::code_hash(n("evil")));
+    let mut huge = hostile("trap");
+    huge.extend(std::iter::repeat_n(0u8, 2 * 1024 * 1024));
+    for (code, expected) in [
+        (hostile("import"), "get_wall_clock"),
+        (b"#include <eosio/eosio.hpp>".to_vec(), "not WebAssembly"),
+        (huge, "exceeds the limit"),
+    ] {
+        let e = push(&chain, vec![setcode(code)], &[&dev]).expect_err("refused");
+        assert!(e.to_string().contains(expected), "expected {expected:?} in: {e}");
+    }
+    let hash_after = chain.store().read().expect("snapshot").get(&key::code_hash(n("evil")));
+    assert_eq!(hash_after.expect("read"), hash_before.expect("read"), "the deployed code stays");
 }
 
 #[test]
 fn eosio_code_is_a_virtual_permission_and_runaway_code_fails_cleanly() {
     let (_d, chain) = open();
-    let dev: PrivateKey = DEV_WIF.parse().expect("key");
-    let data = NewAccount {
-        creator: n("eosio"),
-        name: n("looper"),
-        owner: Authority::single_key(dev.public_key()),
-        active: Authority::single_key(dev.public_key()),
-    };
-    push(&chain, vec![act("eosio", "newaccount", "eosio", to_bytes(&data))], &[&dev])
-        .expect("account");
+    let dev = dev_account(&chain, "looper");
     let wat = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts/hostile/loop.wat"),
     )

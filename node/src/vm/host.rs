@@ -105,6 +105,11 @@ const STATE_CALL_BYTES: u64 = 8_000;
 const ROW_BYTES: u64 = 1_600;
 /// Bytes billed per key recovery (about 50 µs of work).
 const RECOVER_BYTES: u64 = 400_000;
+/// Fuel a `memory.grow` refused at the limit counts for against the action's budget. The
+/// instruction itself costs one unit but about a microsecond of host work (a libcall and the
+/// limiter), so without this a contract looping on a refused grow would run for seconds
+/// before its fuel ran out.
+pub(crate) const REFUSED_GROW_FUEL: u64 = 20_000;
 
 /// What the driver must do for the contract, with the borrowed chain state in hand.
 #[derive(Debug)]
@@ -223,6 +228,9 @@ pub(crate) struct State {
     pub(crate) max_memory: usize,
     /// `memory.grow` calls refused because of `max_memory` (each returned -1).
     pub(crate) refused_grows: u64,
+    /// Refused grows the action's fuel pays for ([`REFUSED_GROW_FUEL`] each); one more runs
+    /// out of fuel.
+    pub(crate) refused_grow_allowance: u64,
     /// Largest inline action in bytes.
     pub(crate) max_inline: usize,
     /// The mailbox to the driver.
@@ -248,6 +256,9 @@ impl ResourceLimiter for State {
         // eos-vm do; a contract that cannot cope asserts or traps on its own, and one that
         // keeps asking burns its fuel.
         self.refused_grows = self.refused_grows.saturating_add(1);
+        if self.refused_grows > self.refused_grow_allowance {
+            return Err(wasmtime::Error::new(wasmtime::Trap::OutOfFuel));
+        }
         Ok(false)
     }
 
