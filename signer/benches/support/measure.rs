@@ -193,6 +193,13 @@ pub fn p50_p99(samples: &[Sample]) -> (Duration, Duration) {
     (quantile(&mut rtt, 0.5), quantile(&mut rtt, 0.99))
 }
 
+/// The p50 and p99 of the transport part of each round trip: what the client saw beyond the
+/// signer's own handling of the request (the path that a tunnel lengthens).
+pub fn transport_p50_p99(samples: &[Sample]) -> (Duration, Duration) {
+    let mut v: Vec<Duration> = samples.iter().map(|s| s.rtt.saturating_sub(s.total)).collect();
+    (quantile(&mut v, 0.5), quantile(&mut v, 0.99))
+}
+
 /// The table header that [`row`] fills.
 pub fn header() {
     println!(
