@@ -1,10 +1,11 @@
 //! Criterion benchmark of the chain's apply path: native `eosio` transactions (`newaccount`,
 //! each creating a new account: authority check, account checks, three records, the duplicate
-//! set and the history index) applied in the pending block through [`Chain::push_prepared_many`],
-//! with signature recovery done beforehand ([`Chain::prepare`], not timed), over a real redb
-//! store. A second bench times whole blocks of 1000 such transactions: apply, seal, sign with a
-//! local key and the one fsync'd commit, in wall time and in the apply thread's CPU. Results
-//! are in BENCHMARKS.md.
+//! check and the history indexes) applied in the pending block through
+//! [`Chain::push_prepared_many`], with signature recovery done beforehand ([`Chain::prepare`],
+//! not timed), over a real redb store. Whole blocks of 1000 such transactions are timed too:
+//! apply, seal, sign with a local key and the one fsync'd commit, in wall time and in the apply
+//! thread's CPU, and end to end through [`Chain::push_transaction`] from two threads (signature
+//! recovery included). Results are in BENCHMARKS.md.
 //!
 //! A bench measures; it must never assert behaviour that the tests own.
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use rempart_core::key::{KeyType, PrivateKey, Signature};
 use rempart_core::protocol::SignBlockRequest;
-use rempart_core::transaction::{Action, PermissionLevel, Transaction};
+use rempart_core::transaction::{Action, PackedTransaction, PermissionLevel, Transaction};
 use rempart_core::{BlockTimestamp, Bytes, Name, TimePointSec, to_bytes};
 use rempart_node::authority::Authority;
 use rempart_node::chain::{Chain, PreparedTransaction, SignFailure, sign_transaction};
@@ -54,6 +55,12 @@ impl Bench {
 
     /// `n` signed, prepared newaccount transactions referencing the head.
     fn prepared(&mut self, n: u64) -> Vec<PreparedTransaction> {
+        let signed = self.signed(n);
+        signed.into_iter().map(|p| self.chain.prepare(p).expect("prepares")).collect()
+    }
+
+    /// `n` signed newaccount transactions referencing the head, as a client sends them.
+    fn signed(&mut self, n: u64) -> Vec<PackedTransaction> {
         let info = self.chain.info();
         let eosio = Name::from_const("eosio");
         let exp = (info.head_block_time.to_time_point().0 / 1_000_000) as u32 + 3000;
@@ -88,8 +95,7 @@ impl Bench {
                 };
                 t.header.expiration = TimePointSec(exp);
                 t.set_reference_block(&info.head_block_id);
-                let packed = sign_transaction(t, &[&self.dev], &self.chain.chain_id());
-                self.chain.prepare(packed).expect("prepares")
+                sign_transaction(t, &[&self.dev], &self.chain.chain_id())
             })
             .collect()
     }
@@ -175,6 +181,32 @@ fn apply(c: &mut Criterion) {
                 b.chain.finish_block(b.sign()).expect("block");
                 total += apply_thread_cpu().saturating_sub(before);
                 assert!(results.iter().all(Result::is_ok));
+            }
+            total
+        })
+    });
+    // End to end through `Chain::push_transaction` from two threads (one per core), each push
+    // unpacking and recovering its K1 signature on its own thread and waiting for its answer,
+    // then the block sealed, signed and committed: the node's path without HTTP.
+    g.bench_function("block_of_1000_newaccount_via_push_transaction", |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let mut left = b.signed(1000);
+                let right = left.split_off(500);
+                let started = clock::instant();
+                b.chain.start_block(b.next_slot()).expect("start");
+                let chain = &b.chain;
+                let ok = std::thread::scope(|s| {
+                    let push = |part: Vec<PackedTransaction>| {
+                        part.into_iter().all(|t| chain.push_transaction(t).is_ok())
+                    };
+                    let other = s.spawn(move || push(right));
+                    push(left) & other.join().expect("pushing thread")
+                });
+                b.chain.finish_block(b.sign()).expect("block");
+                total += started.elapsed();
+                assert!(ok);
             }
             total
         })
