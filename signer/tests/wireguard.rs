@@ -1,6 +1,7 @@
 //! The private network on real interfaces: two network namespaces joined by a veth pair, a
 //! wireguard-go interface in each, the real `rempart-signer` (sandboxed) in one, bound to its
-//! tunnel address, and a client in the other that signs blocks through the tunnel.
+//! tunnel address, and a client in the other that signs blocks through the tunnel — also after
+//! the client's WireGuard key is rotated on both live interfaces while the signer runs.
 //!
 //! The namespace tests need root, iproute2, wireguard-go and /dev/net/tun: under `CI=true` they
 //! fail when any is missing, elsewhere they are skipped with a line saying why. Interface names
@@ -275,7 +276,7 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
     }
     let net = Net::new();
     let d = deployment(&net.signer_if, &format!("tcp = \"{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}\""));
-    let _signer = d.spawn(&net);
+    let mut signer = d.spawn(&net);
     let base = now_slot();
     assert!(d.log_text().contains("WireGuard interface up"), "{}", d.log_text());
 
@@ -370,6 +371,40 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
             ))
     });
     assert!(d.log_text().contains("sandbox"), "the signer ran sandboxed: {}", d.log_text());
+
+    // Key rotation while the sandboxed signer runs (it cannot touch its interface itself): the
+    // client gets a new key, the policy names it, and `rempart wg apply`'s `Interface::apply`
+    // syncs both live interfaces. The signer keeps its PID, signs through the new key, and its
+    // Status names the new key (read through the UAPI connection it opened before the sandbox).
+    let pid = signer.child.id();
+    let new_key_file = d.dir.path().join("client-wg-2.key");
+    let new_wg = generate_key_file(&new_key_file).unwrap();
+    let text = std::fs::read_to_string(&d.policy).unwrap();
+    std::fs::write(&d.policy, text.replace(&d.client_wg.to_string(), &new_wg.to_string())).unwrap();
+    let signer_side = rempart_signer::policy::Policy::load(&d.policy).unwrap().wireguard.unwrap();
+    let (_, changes) = net.inside(&net.signer_ns, || Interface::apply(&signer_side)).unwrap();
+    assert_eq!((changes.added, changes.removed), (vec![new_wg], vec![d.client_wg]));
+    assert!(!changes.private_key_changed);
+    let mut rotated = d.client_config(&net);
+    rotated.private_key_file = new_key_file;
+    let old = d.client_config(&net);
+    net.inside(&net.client_ns.clone(), || {
+        let (iface, changes) = Interface::apply(&rotated).expect("the client's new key");
+        assert!(changes.private_key_changed && iface.public_key() == new_wg, "{changes:?}");
+        sign_eventually(&d.key, base, 6, Duration::from_secs(30));
+        wait_for("the new key in Status", Duration::from_secs(20), || {
+            let s = status().expect("Status through the tunnel");
+            s.tunnel.len() == 1 && s.tunnel[0].public_key == new_wg.to_string()
+        });
+        // The old key no longer gets through.
+        Interface::apply(&old).expect("back to the old key");
+        let e = sign(&d.key, base, 7, Duration::from_secs(3)).unwrap_err();
+        assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
+        Interface::apply(&rotated).expect("the new key again");
+        sign_eventually(&d.key, base, 7, Duration::from_secs(30));
+    });
+    assert!(signer.child.try_wait().unwrap().is_none(), "the signer still runs");
+    assert_eq!(signer.child.id(), pid);
 
     // 8. The wireguard-go process behind the signer's interface dies: the sandboxed signer
     //    cannot reconnect, says so in its log, metrics and Status, and keeps serving its
