@@ -107,3 +107,65 @@ fn apply_never_creates_an_interface_and_says_what_to_start() {
     let text = std::fs::read_to_string(&key).unwrap();
     assert!(!err.contains(text.trim()), "the private key must never be printed");
 }
+
+#[path = "../../../tests/support/netns.rs"]
+mod netns;
+
+/// Root and namespaces: `apply` syncs a live wireguard-go interface to the file and says what
+/// changed; the interface then has the file's key and peers and nothing else.
+#[test]
+fn apply_syncs_a_live_interface_to_the_file() {
+    if !netns::namespaces_or_skip("apply_syncs_a_live_interface_to_the_file") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = netns::Net::new("rwa");
+    let ns = net.namespace("s");
+    let iface = net.interface("s");
+    let old_key = dir.path().join("old.key");
+    rempart_signer::wireguard::generate_key_file(&old_key).unwrap();
+    let [kept, gone, added] = [[1; 32], [2; 32], [3; 32]].map(rempart_signer::wireguard::WgKey);
+    let (kept_s, gone_s) = (kept.to_string(), gone.to_string());
+    net.wireguard_go(
+        &ns,
+        &iface,
+        &old_key,
+        51820,
+        "10.98.0.9/24",
+        &[
+            netns::WgPeer { public_key: &kept_s, address: "10.98.0.1", endpoint: None },
+            netns::WgPeer { public_key: &gone_s, address: "10.98.0.2", endpoint: None },
+        ],
+    );
+    let new_public = rempart_signer::wireguard::generate_key_file(&dir.path().join("wg.key"));
+    let new_public = new_public.unwrap();
+    let wireguard = format!(
+        "[wireguard]\ninterface = \"{iface}\"\nprivate_key_file = \"wg.key\"\nlisten_port = \
+         51820\naddress = \"10.98.0.4/24\"\n[[wireguard.peers]]\npublic_key = \"{kept}\"\n\
+         address = \"10.98.0.1\"\n[[wireguard.peers]]\npublic_key = \"{added}\"\n\
+         address = \"10.98.0.3\"\n"
+    );
+    let policy = signer_policy(dir.path(), &wireguard);
+    let (code, out, err) = netns::inside(&ns, || apply(&policy));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("public key {new_public} (new: every peer handshakes again)")));
+    assert!(out.contains(&format!("added peer {added} at 10.98.0.3")), "{out}");
+    assert!(out.contains(&format!("kept peer {kept} at 10.98.0.1")), "{out}");
+    assert!(out.contains(&format!("removed peer {gone}")), "{out}");
+    let show = |what: &str| netns::run("ip", &["netns", "exec", &ns, "wg", "show", &iface, what]);
+    assert_eq!(show("public-key").trim(), new_public.to_string());
+    let mut peers: Vec<String> = show("peers").lines().map(str::to_string).collect();
+    peers.sort();
+    let mut want = vec![kept.to_string(), added.to_string()];
+    want.sort();
+    assert_eq!(peers, want);
+    let addr = netns::run("ip", &["-n", &ns, "-o", "-4", "address", "show", "dev", &iface]);
+    assert!(addr.contains("10.98.0.4/24") && !addr.contains("10.98.0.9"), "{addr}");
+    let key_text = std::fs::read_to_string(dir.path().join("wg.key")).unwrap();
+    assert!(!out.contains(key_text.trim()) && !err.contains(key_text.trim()));
+
+    // Again: nothing changes.
+    let (code, out, _) = netns::inside(&ns, || apply(&policy));
+    assert_eq!(code, 0);
+    assert!(!out.contains("(new:") && !out.contains("added") && !out.contains("removed"), "{out}");
+}
