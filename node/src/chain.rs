@@ -418,7 +418,9 @@ impl Chain {
         &self,
         p: PreparedTransaction,
     ) -> Option<(Receiver<PushReply>, Arc<Mutex<PushState>>)> {
-        let (reply, rx) = mpsc::channel();
+        // One answer: a one-slot channel allocates its slot here, on the caller's thread, and
+        // the apply thread's send neither allocates nor blocks.
+        let (reply, rx) = mpsc::sync_channel(1);
         let state = Arc::new(Mutex::new(PushState::Waiting));
         let job = PushJob { trx: Box::new(p), state: state.clone(), reply };
         self.send(Command::Push(job)).then_some((rx, state))

@@ -8,7 +8,7 @@
 //! leaves the thread exactly as the disk is. Nothing here reads the clock.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use rempart_core::block::{
@@ -109,7 +109,7 @@ pub(crate) enum PushState {
 pub(crate) struct PushJob {
     pub(crate) trx: Box<PreparedTransaction>,
     pub(crate) state: Arc<Mutex<PushState>>,
-    pub(crate) reply: Sender<Result<TransactionTrace, TxError>>,
+    pub(crate) reply: SyncSender<Result<TransactionTrace, TxError>>,
 }
 
 /// What the apply thread is asked to do.
@@ -981,7 +981,8 @@ fn check_authorization(
         }
         for l in &act.authorization {
             any = true;
-            if account::account(o, l.actor)?.is_none() {
+            // The action's own account was just found.
+            if l.actor != act.account && account::account(o, l.actor)?.is_none() {
                 return Err(TxError::ActionValidate(format!(
                     "action's authorizing actor '{}' does not exist",
                     l.actor
