@@ -18,7 +18,9 @@
 //! it is skipped with a line saying why. Namespaces, interfaces and processes carry this run's
 //! PID and are removed by guards on drop; every wait polls with a deadline.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -200,6 +202,46 @@ fn signer_killed_and_restarted(p: &mut Perimeter, edge: &str) {
             assert_eq!(block["previous"].as_str(), Some(prev.as_str()), "block {n}: {block}");
         }
         previous = block["id"].as_str().map(str::to_string);
+    }
+
+    // The signer's audit log survived the SIGKILL with its hash chain whole, and names one
+    // digest per height: no height was signed twice with different contents.
+    let audit = p.path("var/signer/audit.jsonl");
+    let out = Command::new(p.signer_program())
+        .args(["audit", "verify"])
+        .arg(&audit)
+        .output()
+        .expect("audit verify");
+    assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stderr));
+    let mut signed: HashMap<u64, String> = HashMap::new();
+    let text = std::fs::read_to_string(&audit).expect("audit log");
+    for line in text.lines() {
+        let record: Value = serde_json::from_str(line).expect("audit line");
+        let Some((n, digest)) = signature(&record) else { continue };
+        let first = signed.entry(n).or_insert_with(|| digest.clone());
+        assert_eq!(*first, digest, "height {n} signed with two digests");
+    }
+    assert!(
+        (from..=stalled + 3).all(|n| signed.contains_key(&n)),
+        "the audit log misses heights {from}..={}",
+        stalled + 3
+    );
+}
+
+/// The (block number, digest) of an audit record of a released signature.
+fn signature(v: &Value) -> Option<(u64, String)> {
+    match v {
+        Value::Object(m) => {
+            if let (Some(n), Some(d), Some(_)) = (
+                m.get("block_num").and_then(Value::as_u64),
+                m.get("digest").and_then(Value::as_str),
+                m.get("signature"),
+            ) {
+                return Some((n, d.to_string()));
+            }
+            m.values().find_map(signature)
+        }
+        _ => None,
     }
 }
 

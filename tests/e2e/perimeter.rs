@@ -344,6 +344,11 @@ read_only_paths = [{readable}]
         }
     }
 
+    /// The signer program (for its offline subcommands).
+    pub(crate) fn signer_program(&self) -> &Path {
+        &self.programs.signer
+    }
+
     /// A file under the data directory.
     pub(crate) fn path(&self, f: &str) -> PathBuf {
         self.layout.root.join(f)
