@@ -551,3 +551,25 @@ fn the_real_chain_genesis_block_and_info_are_served() {
     drop((snap, chain));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn get_actions_positions_follow_the_nodeos_history_plugin() {
+    use super::history::action_range;
+    // No actions: nothing, whatever the window.
+    assert_eq!(action_range(None, -1, -20), None);
+    assert_eq!(action_range(None, 0, 10), None);
+    // 50 actions (0..=49): pos -1 is one past the last, so -20 gives the newest 20.
+    assert_eq!(action_range(Some(49), -1, -20), Some((30, 49)));
+    assert_eq!(action_range(Some(49), -1, -100), Some((0, 49)));
+    // Both ends included, forward and back; clipped to what exists.
+    assert_eq!(action_range(Some(49), 10, 5), Some((10, 15)));
+    assert_eq!(action_range(Some(49), 10, -5), Some((5, 10)));
+    assert_eq!(action_range(Some(49), 45, 10), Some((45, 49)));
+    assert_eq!(action_range(Some(49), 3, 0), Some((3, 3)));
+    assert_eq!(action_range(Some(49), 60, 5), None);
+    assert_eq!(action_range(Some(49), -5, -5), None);
+    // At most MAX_ACTIONS: the newest when reaching back, the oldest when going forward.
+    let max = super::history::MAX_ACTIONS as u64;
+    assert_eq!(action_range(Some(10_000), -1, -5000), Some((10_001 - max, 10_000)));
+    assert_eq!(action_range(Some(10_000), 0, 5000), Some((0, max - 1)));
+}
