@@ -127,6 +127,9 @@ fn api_node_killed_under_load(p: &mut Perimeter, edge: &str, ca: &Path) {
             Err(_) => panic!("the read load stalled after {} requests\n{}", codes.len(), p.logs()),
         }
     }
+    // Api node 2 has been serving through the gateway: the kill takes out a live pool member.
+    let via_api2 = format!("\"upstream\":\"{}\"", API_HTTP[1]);
+    assert!(p.log(Part::Gateway).contains(&via_api2), "api node 2 served nothing\n{}", p.logs());
     p.kill(Part::Api(2));
     codes.extend(batch.finish(Duration::from_secs(30)));
     let failed: Vec<(usize, u16)> =
