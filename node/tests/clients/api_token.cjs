@@ -13,9 +13,11 @@ const { Session } = require('@wharfkit/session');
 const { WalletPluginPrivateKey } = require('@wharfkit/wallet-plugin-privatekey');
 const { errorText, step, until } = require('./steps.cjs');
 
+// Every step's result so far; a fatal error reports them too, so a failed push says why.
+const out = {};
+
 async function main() {
   const req = JSON.parse(require('fs').readFileSync(0, 'utf8'));
-  const out = {};
   const rpc = new JsonRpc(req.url, { fetch });
   const eosio = new JsSignatureProvider([req.eosio_wif]);
   const pub = (await eosio.getAvailableKeys())[0];
@@ -71,4 +73,6 @@ async function main() {
   process.stdout.write(JSON.stringify(out));
 }
 
-main().catch((e) => { process.stdout.write(JSON.stringify({ fatal: errorText(e) })); });
+main().catch((e) => {
+  process.stdout.write(JSON.stringify({ fatal: errorText(e), steps: out }));
+});
