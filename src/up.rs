@@ -30,6 +30,12 @@ use layout::{
 };
 use supervise::{Stop, Supervisor};
 
+/// The head a fresh chain reaches before `up` calls it ready: eosjs and wharfkit take the block
+/// three behind the head as their TaPoS reference (`blocksBehind: 3`) and set the expiration from
+/// its time; below block 5 that is the genesis block, whose 2024 timestamp would make every
+/// transaction expired at birth (the gateway and the chain both refuse it).
+const CLIENT_READY_HEAD: u64 = 5;
+
 /// Exit status when a child died or did not become ready (the others were stopped).
 pub const EXIT_CHILD: u8 = 1;
 /// Exit status for a configuration that cannot be written or read (sysexits EX_CONFIG).
@@ -290,7 +296,7 @@ async fn start_all(
     sup.wait_until("the producer's head advancing", Duration::from_secs(60), out, || {
         let head = probe::metrics_head(&metrics);
         let ready = match (first, head) {
-            (Some(f), Some(h)) => h > f,
+            (Some(f), Some(h)) => h > f && h >= CLIENT_READY_HEAD,
             (None, Some(h)) => {
                 first = Some(h);
                 false

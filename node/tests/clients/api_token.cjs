@@ -29,6 +29,8 @@ async function main() {
     ({ account, name, authorization: [{ actor, permission: 'active' }], data });
   const balance = (who) => rpc.get_currency_balance('eosio.token', who, 'SYS');
 
+  // eosjs references the block 3 behind the head: wait until there is one.
+  await until('five blocks', async () => (await rpc.get_info()).head_block_num >= 5);
   await step(out, 'eosjs_newaccounts', () => api.transact({ actions: ['eosio.token', 'alice', 'bob']
     .map((name) => act('eosio', 'newaccount', 'eosio',
       { creator: 'eosio', name, owner: owned, active: owned })) }, opts));
