@@ -609,3 +609,119 @@ fn with_three_producers_lib_follows_two_thirds_plus_one_of_the_schedule() {
     }
     assert_eq!(follower.chain.info(), head);
 }
+
+/// Every block of `chain` from 2 to its head, decoded from the block log.
+fn blocks_of(chain: &Chain) -> Vec<SignedBlock> {
+    let snap = chain.store().read().expect("snapshot");
+    (2..=chain.info().head_block_num)
+        .map(|i| from_bytes(&snap.block(i).expect("read").expect("block")).expect("decode"))
+        .collect()
+}
+
+#[test]
+fn an_account_whose_active_key_is_r1_signs_transactions_with_it() {
+    let follower = node();
+    let node = node();
+    let id = node.chain.chain_id();
+    let r1 = PrivateKey::generate(KeyType::R1);
+    assert!(r1.public_key().to_string().starts_with("PUB_R1_"));
+    let t = trx(&node.chain, vec![newaccount("eosio", "rone", &r1)], 60);
+    node.chain.start_block(next_slot(&node.chain)).expect("start");
+    node.chain.push_transaction(sign_transaction(t, &[&dev_key()], &id)).expect("newaccount");
+    node.chain.finish_block(sign_dev).expect("block 2");
+
+    // rone@active (a PUB_R1 key) authorizes a newaccount signed by that R1 key.
+    let by_rone = |name: &str| {
+        let mut a = newaccount("rone", name, &r1);
+        a.authorization[0].actor = n("rone");
+        a
+    };
+    node.chain.start_block(next_slot(&node.chain)).expect("start");
+    let signed = sign_transaction(trx(&node.chain, vec![by_rone("rtwo")], 60), &[&r1], &id);
+    assert!(signed.signatures.iter().all(|s| s.key_type() == KeyType::R1));
+    let trace = node.chain.push_transaction(signed).expect("the R1 signature satisfies rone");
+    assert_eq!(trace.block_num, 3);
+    // A K1 key that is not rone's does not satisfy it, and changes nothing.
+    let before = accounts_digest(&node.chain);
+    let stranger = PrivateKey::generate(KeyType::K1);
+    let t = trx(&node.chain, vec![by_rone("rthree")], 61);
+    let e = node.chain.push_transaction(sign_transaction(t, &[&stranger], &id)).expect_err("K1");
+    assert_eq!(code(&e), 3_090_003, "{e}");
+    assert_eq!(accounts_digest(&node.chain), before);
+    node.chain.finish_block(sign_dev).expect("block 3");
+    let snap = node.chain.store().read().expect("snapshot");
+    assert!(snap.get(&key::account(n("rtwo"))).expect("read").is_some());
+    assert!(snap.get(&key::account(n("rthree"))).expect("read").is_none());
+    drop(snap);
+
+    // A follower recovers the R1 signature again when it re-applies the block.
+    for b in blocks_of(&node.chain) {
+        follower.chain.apply_block(&b).expect("applies");
+    }
+    assert_eq!(follower.chain.info().head_block_id, node.chain.info().head_block_id);
+    assert_eq!(accounts_digest(&follower.chain), accounts_digest(&node.chain));
+}
+
+#[test]
+fn a_producer_whose_block_signing_key_is_r1_produces_blocks_a_follower_verifies() {
+    let follower = node();
+    let node = node();
+    let dev = dev_key();
+    let r1 = PrivateKey::generate(KeyType::R1);
+    let sign = |req: &rempart_core::protocol::SignBlockRequest| {
+        let k = [&dev, &r1].into_iter().find(|k| k.public_key() == req.signing_key);
+        Ok(k.expect("a key this test holds").sign(&req.digest()))
+    };
+    let schedule = vec![rempart_node::genesis::ProducerKey {
+        producer_name: n("prodr"),
+        block_signing_key: r1.public_key(),
+    }];
+    let setprods = Action {
+        account: n("eosio"),
+        name: n("setprods"),
+        authorization: vec![PermissionLevel { actor: n("eosio"), permission: n("active") }],
+        data: Bytes(to_bytes(&rempart_node::native::SetProds { schedule })),
+    };
+    let t = trx(&node.chain, vec![newaccount("eosio", "prodr", &dev), setprods], 60);
+    node.chain.start_block(next_slot(&node.chain)).expect("start");
+    node.chain
+        .push_transaction(sign_transaction(t, &[&dev], &node.chain.chain_id()))
+        .expect("setprods");
+    node.chain.finish_block(sign).expect("block 2");
+
+    let mut by_r1 = 0;
+    for _ in 0..6 {
+        let b = node.chain.produce_block(next_slot(&node.chain), sign).expect("block");
+        let info = node.chain.info();
+        if b.producer == n("prodr") {
+            by_r1 += 1;
+            assert_eq!(info.schedule.producers[0].block_signing_key, r1.public_key());
+            // One producer: its head is final as soon as it is signed.
+            assert_eq!(info.last_irreversible_block_num, b.block_num);
+        }
+    }
+    assert!(by_r1 >= 3, "the R1 schedule took over: {by_r1} blocks by prodr");
+    let blocks = blocks_of(&node.chain);
+    let last = blocks.last().expect("blocks");
+    assert_eq!(last.signed_header.header.producer, n("prodr"));
+    assert_eq!(last.signed_header.producer_signature.key_type(), KeyType::R1);
+
+    // The follower verifies each R1 signature against the schedule; a block from prodr signed
+    // by the old K1 key is refused.
+    let first_r1 = blocks
+        .iter()
+        .position(|b| b.signed_header.header.producer == n("prodr"))
+        .expect("a block by prodr");
+    for b in &blocks[..first_r1] {
+        follower.chain.apply_block(b).expect("applies");
+    }
+    let mut forged = blocks[first_r1].clone();
+    let digest = forged.signed_header.header.signing_digest(&Checksum256::ZERO, &Checksum256::ZERO);
+    forged.signed_header.producer_signature = dev.sign(&digest);
+    let e = follower.chain.apply_block(&forged).expect_err("K1 signature for an R1 producer");
+    assert!(matches!(e, BlockError::BadSignature { .. }), "{e}");
+    for b in &blocks[first_r1..] {
+        follower.chain.apply_block(b).expect("R1-signed block applies");
+    }
+    assert_eq!(follower.chain.info(), node.chain.info());
+}
