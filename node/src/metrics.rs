@@ -4,13 +4,21 @@
 //! and the roles also rewrite the file every statistics interval so a stale tunnel shows while
 //! no block comes.
 //!
+//! Transactions per second is a gauge over the blocks counted in the last [`TPS_WINDOW`] of
+//! monotonic time (not the block timestamps: an api node catching up shows how fast it
+//! re-applies), so a scraper needs no rate() and an idle chain reads 0 once the window passes.
+//!
 //! The file is replaced atomically (temporary file, fsync, rename), so a reader never sees half
 //! of it. Counting must never block or fail a block: a metrics write error is logged and the
 //! chain goes on.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::producer::clock;
 
 use rempart_signer::wireguard::health::TunnelHealth;
 
@@ -35,11 +43,21 @@ pub struct Metrics {
     pub block_us_total: AtomicU64,
     /// The private network's health, when `[wireguard]` is configured (set once at start).
     pub tunnel: OnceLock<Arc<TunnelHealth>>,
+    /// When each block of the last [`TPS_WINDOW`] was counted, and its transactions.
+    recent: Mutex<VecDeque<(Instant, u64)>>,
 }
+
+/// How far back the transactions-per-second gauge looks.
+pub const TPS_WINDOW: Duration = Duration::from_secs(10);
 
 impl Metrics {
     /// Records one block of `transactions` that took `us` microseconds.
     pub fn block(&self, head: u32, lib: u32, transactions: usize, us: u64) {
+        self.block_at(clock::instant(), head, lib, transactions, us);
+    }
+
+    /// [`Metrics::block`] counted at `now`.
+    fn block_at(&self, now: Instant, head: u32, lib: u32, transactions: usize, us: u64) {
         self.head.store(u64::from(head), Ordering::Relaxed);
         self.lib.store(u64::from(lib), Ordering::Relaxed);
         self.blocks.fetch_add(1, Ordering::Relaxed);
@@ -48,10 +66,26 @@ impl Metrics {
         self.last_block_transactions.store(n, Ordering::Relaxed);
         self.last_block_us.store(us, Ordering::Relaxed);
         self.block_us_total.fetch_add(us, Ordering::Relaxed);
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.push_back((now, n));
+        prune(&mut recent, now);
+    }
+
+    /// Transactions per second over the blocks counted in the [`TPS_WINDOW`] before `now`.
+    fn transactions_per_second_at(&self, now: Instant) -> f64 {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        prune(&mut recent, now);
+        let sum: u64 = recent.iter().map(|(_, n)| n).sum();
+        sum as f64 / TPS_WINDOW.as_secs_f64()
     }
 
     /// The Prometheus text exposition of every value, labelled with the node's `role`.
     pub fn render(&self, role: &str) -> String {
+        self.render_at(clock::instant(), role)
+    }
+
+    /// [`Metrics::render`] with the transactions-per-second window ending at `now`.
+    fn render_at(&self, now: Instant, role: &str) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let rows: [(&str, &str, &str, u64); 8] = [
             ("rempart_node_head_block_num", "gauge", "Head block number.", g(&self.head)),
@@ -105,6 +139,13 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{role=\"{role}\"}} {v}\n"
             ));
         }
+        let name = "rempart_node_transactions_per_second";
+        out.push_str(&format!(
+            "# HELP {name} Transactions in the blocks produced or applied in the last {} s, \
+             per second.\n# TYPE {name} gauge\n{name}{{role=\"{role}\"}} {}\n",
+            TPS_WINDOW.as_secs(),
+            self.transactions_per_second_at(now)
+        ));
         if let Some(t) = self.tunnel.get() {
             t.render(&mut out);
         }
@@ -116,6 +157,13 @@ impl Metrics {
         if let Err(e) = write_atomic(path, self.render(role).as_bytes()) {
             tracing::warn!(path = %path.display(), error = %e, "metrics file not written");
         }
+    }
+}
+
+/// Drops the blocks counted before the window that ends at `now`.
+fn prune(recent: &mut VecDeque<(Instant, u64)>, now: Instant) {
+    while recent.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > TPS_WINDOW) {
+        recent.pop_front();
     }
 }
 
