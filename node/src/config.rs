@@ -106,6 +106,9 @@ struct RawApi {
     metrics_file: Option<PathBuf>,
 }
 
+/// Highest accepted `limits.max_transaction_fuel`: ten times the shipped budget.
+const MAX_TRANSACTION_FUEL: u64 = 500_000_000;
+
 fn default_sign_timeout_ms() -> u64 {
     250
 }
@@ -128,6 +131,10 @@ pub struct Limits {
     pub max_abi_bytes: usize,
     /// Largest code accepted by `setcode` (bytes).
     pub max_code_bytes: usize,
+    /// The CPU budget of one transaction, in fuel (about one unit per WebAssembly instruction
+    /// plus host work), shared by all its actions, notifications and inline actions; past it
+    /// the transaction fails with `tx_cpu_usage_exceeded` and nothing is written.
+    pub max_transaction_fuel: u64,
 }
 
 impl Default for Limits {
@@ -140,6 +147,7 @@ impl Default for Limits {
             max_authority_depth: 6,
             max_abi_bytes: 512 * 1024,
             max_code_bytes: 1024 * 1024,
+            max_transaction_fuel: 50_000_000,
         }
     }
 }
@@ -248,6 +256,21 @@ impl Config {
             if v == 0 {
                 return Err(invalid(field, "must be greater than zero".into()));
             }
+        }
+        if l.max_transaction_fuel == 0 {
+            return Err(invalid(
+                "limits.max_transaction_fuel",
+                "must be greater than zero: every contract action burns fuel".into(),
+            ));
+        }
+        if l.max_transaction_fuel > MAX_TRANSACTION_FUEL {
+            return Err(invalid(
+                "limits.max_transaction_fuel",
+                format!(
+                    "must be at most {MAX_TRANSACTION_FUEL} so one transaction cannot hold the \
+                     chain thread past a block's 500 ms slot; the shipped value is 50000000"
+                ),
+            ));
         }
         if l.max_transaction_bytes > 16 * 1024 * 1024 {
             return Err(invalid("limits.max_transaction_bytes", "must be at most 16 MiB".into()));

@@ -8,7 +8,9 @@
 //! bad code (unknown import, not WebAssembly, too big) is refused by `setcode` with a message
 //! naming the problem. The relay contract's inline transfer is refused until its active
 //! permission names relay@eosio.code, then runs after `pay` and notifies both parties,
-//! contracts included.
+//! contracts included. A trap in a notified contract or in an inline action fails the whole
+//! transaction, the parent action's own write included. The transaction CPU budget comes from
+//! `[limits] max_transaction_fuel`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,9 +41,25 @@ fn genesis() -> Genesis {
 }
 
 fn open() -> (tempfile::TempDir, Chain) {
+    open_with(Limits::default())
+}
+
+fn open_with(limits: Limits) -> (tempfile::TempDir, Chain) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(Store::open(&dir.path().join("state.redb")).expect("store"));
-    (dir, Chain::open(store, &genesis(), Limits::default()).expect("chain"))
+    (dir, Chain::open(store, &genesis(), limits).expect("chain"))
+}
+
+/// The `setcode` action deploying `code` on `account`.
+fn setcode_action(account: &str, code: Vec<u8>) -> Action {
+    let sc = SetCode { account: n(account), vmtype: 0, vmversion: 0, code: Bytes(code) };
+    act("eosio", "setcode", account, to_bytes(&sc))
+}
+
+/// `contracts/hostile/NAME.wat`, assembled.
+fn hostile_wasm(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("contracts/hostile/{name}.wat"));
+    wat::parse_str(std::fs::read_to_string(path).expect("wat file")).expect("wat")
 }
 
 fn sign_dev(req: &SignBlockRequest) -> Result<Signature, SignFailure> {
@@ -226,15 +244,8 @@ fn token_contract_runs_with_notifications_and_two_followers_agree() {
 fn hostile_contracts_fail_alone_and_the_block_is_produced_in_its_slot() {
     let (_d, chain) = open();
     let dev = dev_account(&chain, "evil");
-    let hostile = |name: &str| {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("contracts/hostile/{name}.wat"));
-        wat::parse_str(std::fs::read_to_string(path).expect("wat file")).expect("wat")
-    };
-    let setcode = |code: Vec<u8>| {
-        let sc = SetCode { account: n("evil"), vmtype: 0, vmversion: 0, code: Bytes(code) };
-        act("eosio", "setcode", "evil", to_bytes(&sc))
-    };
+    let hostile = hostile_wasm;
+    let setcode = |code: Vec<u8>| setcode_action("evil", code);
     // Each writes a row (evil, scope 1, table 1, key 7) before misbehaving.
     let row = key::row(n("evil"), Name(1), Name(1), 7);
     for (name, expected) in [
@@ -289,14 +300,7 @@ fn hostile_contracts_fail_alone_and_the_block_is_produced_in_its_slot() {
 fn eosio_code_is_a_virtual_permission_and_runaway_code_fails_cleanly() {
     let (_d, chain) = open();
     let dev = dev_account(&chain, "looper");
-    let wat = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts/hostile/loop.wat"),
-    )
-    .expect("loop.wat");
-    let code = wat::parse_str(wat).expect("wat");
-    let setcode = SetCode { account: n("looper"), vmtype: 0, vmversion: 0, code: Bytes(code) };
-    push(&chain, vec![act("eosio", "setcode", "looper", to_bytes(&setcode))], &[&dev])
-        .expect("deploy");
+    push(&chain, vec![setcode_action("looper", hostile_wasm("loop"))], &[&dev]).expect("deploy");
     let head = chain.info().head_block_num;
     let e = push(&chain, vec![act("looper", "spin", "looper", vec![])], &[&dev])
         .expect_err("out of fuel");
@@ -419,4 +423,103 @@ fn inline_actions_run_with_eosio_code_and_notifications_reach_contracts() {
         follower.apply_block(&b).unwrap_or_else(|e| panic!("block {num}: {e}"));
     }
     assert_eq!(balance(&follower, "bob"), balance(&chain, "bob"));
+}
+
+/// A bounded loop: `apply` counts down from 100,000 (about half a million fuel), then returns.
+const BOUNDED_LOOP: &str = r#"(module
+  (func (export "apply") (param i64 i64 i64) (local $i i32)
+    (local.set $i (i32.const 100000))
+    (loop $l
+      (local.set $i (i32.sub (local.get $i) (i32.const 1)))
+      (br_if $l (local.get $i)))))"#;
+
+#[test]
+fn the_transaction_cpu_budget_comes_from_the_node_limits() {
+    // The same contract and transaction: within the shipped budget it runs; with
+    // `max_transaction_fuel = 10000` in the node's limits it fails on CPU, and the block goes on.
+    let run = |limits: Limits| {
+        let (dir, chain) = open_with(limits);
+        let dev = dev_account(&chain, "counter");
+        let code = wat::parse_str(BOUNDED_LOOP).expect("wat");
+        push(&chain, vec![setcode_action("counter", code)], &[&dev]).expect("deploy");
+        let head = chain.info().head_block_num;
+        let r = push(&chain, vec![act("counter", "count", "counter", vec![])], &[&dev]);
+        assert_eq!(chain.info().head_block_num, head + 1, "the block is produced either way");
+        drop(chain);
+        drop(dir);
+        r
+    };
+    run(Limits::default()).expect("the shipped budget covers a 100,000-step loop");
+    let e = run(Limits { max_transaction_fuel: 10_000, ..Limits::default() })
+        .expect_err("a tiny budget stops the same loop");
+    assert!(e.to_string().contains("CPU budget"), "{e}");
+    assert_eq!(e.nodeos().1, "tx_cpu_usage_exceeded", "{e}");
+}
+
+/// `parent`: on its own actions, stores a row (scope = the action name, table 2, primary key =
+/// the action data's size, payer itself), then `notify` calls require_recipient(evil) and any
+/// other action sends the inline action `evil::go` (no authorization, no data). Notifications
+/// it receives do nothing.
+fn parent_wasm() -> Vec<u8> {
+    let evil = n("evil").0;
+    let mut packed = Vec::new();
+    packed.extend(evil.to_le_bytes()); // account
+    packed.extend(n("go").0.to_le_bytes()); // name
+    packed.extend([0, 0]); // no authorization, no data
+    let bytes: String = packed.iter().map(|b| format!("\\{b:02x}")).collect();
+    let text = format!(
+        r#"(module
+  (import "env" "db_store_i64" (func $store (param i64 i64 i64 i64 i32 i32) (result i32)))
+  (import "env" "require_recipient" (func $notify (param i64)))
+  (import "env" "send_inline" (func $inline (param i32 i32)))
+  (import "env" "action_data_size" (func $size (result i32)))
+  (memory 1)
+  (data (i32.const 16) "{bytes}")
+  (func (export "apply") (param $r i64) (param $c i64) (param $a i64)
+    (if (i64.ne (local.get $c) (local.get $r)) (then (return)))
+    (drop (call $store (local.get $a) (i64.const 2) (local.get $r)
+                       (i64.extend_i32_u (call $size)) (i32.const 0) (i32.const 8)))
+    (if (i64.eq (local.get $a) (i64.const {notify}))
+      (then (call $notify (i64.const {evil})))
+      (else (call $inline (i32.const 16) (i32.const {len}))))))"#,
+        notify = n("notify").0 as i64,
+        evil = evil as i64,
+        len = packed.len(),
+    );
+    wat::parse_str(text).expect("parent wat")
+}
+
+#[test]
+fn a_trap_in_a_notified_contract_or_an_inline_action_aborts_the_whole_transaction() {
+    let (_d, chain) = open();
+    let dev = dev_account(&chain, "parent");
+    dev_account(&chain, "evil");
+    push(&chain, vec![setcode_action("parent", parent_wasm())], &[&dev]).expect("deploy parent");
+    // The parent's row for an action with `size` bytes of data.
+    let parent_row = |action: &str, size: u64| key::row(n("parent"), n(action), Name(2), size);
+    // trap.wat's row: (evil, scope 1, table 1, key 7).
+    let evil_row = key::row(n("evil"), Name(1), Name(1), 7);
+    let get = |k: &[u8]| chain.store().read().expect("snapshot").get(k).expect("read");
+
+    // Control: while evil has no code, both actions succeed and the parent's write stays, so
+    // the absence of that row below is the rollback, not a contract that never wrote.
+    for action in ["notify", "send"] {
+        let trace =
+            push(&chain, vec![act("parent", action, "parent", vec![])], &[&dev]).expect(action);
+        let receivers: Vec<String> =
+            trace.action_traces.iter().map(|t| t.receiver.to_string()).collect();
+        assert_eq!(receivers, ["parent", "evil"], "{action}: evil ran (as a no-op)");
+        assert!(get(&parent_row(action, 0)).is_some(), "{action}: the parent wrote its row");
+    }
+
+    push(&chain, vec![setcode_action("evil", hostile_wasm("trap"))], &[&dev]).expect("deploy");
+    for action in ["notify", "send"] {
+        let head = chain.info().head_block_num;
+        let e = push(&chain, vec![act("parent", action, "parent", vec![7])], &[&dev])
+            .expect_err("evil traps");
+        assert!(e.to_string().contains("unreachable"), "{action}: {e}");
+        assert_eq!(chain.info().head_block_num, head + 1, "{action}: the block went on");
+        assert_eq!(get(&parent_row(action, 1)), None, "{action}: the parent's write is undone");
+        assert_eq!(get(&evil_row), None, "{action}: evil's own write is undone");
+    }
 }

@@ -286,8 +286,12 @@ impl Worker {
             .get_record(&key::schedule(), "schedule")?
             .ok_or_else(|| ChainError::Corrupt("no producer schedule".into()))?;
         drop(snap);
-        let vm = Vm::new(VmConfig { max_code_bytes: limits.max_code_bytes, ..VmConfig::default() })
-            .map_err(|e| ChainError::Vm(e.to_string()))?;
+        let vm = Vm::new(VmConfig {
+            max_code_bytes: limits.max_code_bytes,
+            max_transaction_fuel: limits.max_transaction_fuel,
+            ..VmConfig::default()
+        })
+        .map_err(|e| ChainError::Vm(e.to_string()))?;
         let recovery = intent_path.as_deref().and_then(|p| read_intent(p, &head));
         if let Some(b) = &recovery {
             tracing::warn!(

@@ -33,11 +33,10 @@ producer = "127.0.0.1:9876"
     assert!(err.to_string().contains("producer.signer"), "{err}");
 }
 
-#[test]
-fn signer_is_an_endpoint_and_relative_sockets_follow_the_file() {
-    let text = |signer: &str| {
-        format!(
-            r#"genesis = "g.json"
+/// A minimal valid file whose producer signs through `signer`.
+fn minimal(signer: &str) -> String {
+    format!(
+        r#"genesis = "g.json"
 [producer]
 data_dir = "p"
 name = "eosio"
@@ -48,8 +47,12 @@ data_dir = "a"
 http_listen = "127.0.0.1:8888"
 producer = "127.0.0.1:9876"
 "#
-        )
-    };
+    )
+}
+
+#[test]
+fn signer_is_an_endpoint_and_relative_sockets_follow_the_file() {
+    let text = minimal;
     let c = Config::parse(&text("unix:s.sock"), Path::new("n.toml"), Path::new("/etc/r"))
         .expect("unix socket");
     assert_eq!(c.producer.signer, "unix:/etc/r/s.sock");
@@ -216,4 +219,37 @@ fn a_tcp_signer_is_reached_through_the_tunnel_or_on_this_host() {
     let err = Config::parse(&t, Path::new("n.toml"), Path::new(".")).expect_err("outside");
     let msg = err.to_string();
     assert!(msg.contains("producer.signer") && msg.contains("peer's tunnel address"), "{msg}");
+}
+
+/// A minimal valid file with these `[limits]` lines.
+fn with_limits(limits: &str) -> String {
+    format!("{}[limits]\n{limits}\n", minimal("unix:s.sock"))
+}
+
+#[test]
+fn transaction_cpu_budget_is_read_and_bounded() {
+    let parse =
+        |limits: &str| Config::parse(&with_limits(limits), Path::new("n.toml"), Path::new("."));
+    let c = parse("max_transaction_fuel = 1234").expect("a small budget");
+    assert_eq!(c.limits.max_transaction_fuel, 1234);
+    assert_eq!(c.limits.max_code_bytes, Limits::default().max_code_bytes, "others keep defaults");
+    let c = parse("").expect("absent: the default");
+    assert_eq!(c.limits.max_transaction_fuel, crate::vm::VmConfig::default().max_transaction_fuel);
+    let err = parse("max_transaction_fuel = 0").expect_err("zero");
+    assert!(err.to_string().contains("limits.max_transaction_fuel: must be greater"), "{err}");
+    let err = parse("max_transaction_fuel = 500000001").expect_err("too big");
+    assert!(err.to_string().contains("at most 500000000"), "{err}");
+    let err = parse("max_transaction_fuel = -1").expect_err("negative");
+    assert!(err.to_string().contains("max_transaction_fuel"), "{err}");
+    let err = parse("max_transaction_cpu = 5").expect_err("misspelt");
+    assert!(err.to_string().contains("max_transaction_cpu"), "{err}");
+}
+
+#[test]
+fn production_policies_carry_the_transaction_cpu_budget() {
+    for file in ["node-api.toml", "node-producer.toml", "../node.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/production").join(file);
+        let text = std::fs::read_to_string(&path).expect("policy file");
+        assert!(text.contains("\nmax_transaction_fuel = 50000000\n"), "{}", path.display());
+    }
 }
