@@ -1,5 +1,6 @@
 //! `rempart-node snapshot`, `restore` and `replay` as an operator runs them: the real binary
-//! over a configuration file and a data directory holding blocks with transactions.
+//! over a configuration file and a data directory holding blocks with transactions; and its logs,
+//! one JSON object per line on stderr with `--log-format json`.
 
 use std::path::Path;
 use std::process::Command;
@@ -27,13 +28,10 @@ fn node(args: &[&str], config: &Path) -> std::process::Output {
         .expect("run rempart-node")
 }
 
-/// A configuration in `dir` whose producer data lives in `producer/` and api data in `api/`.
-fn deploy(dir: &Path) -> (Genesis, std::path::PathBuf) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::fs::copy(root.join("policies/genesis.json"), dir.join("genesis.json")).expect("copy");
-    let config = dir.join("node.toml");
-    std::fs::write(
-        &config,
+/// A node.toml whose producer data lives in `producer/` and api data in `api/`, the api
+/// serving on `http_listen`.
+fn node_toml(http_listen: &str) -> String {
+    format!(
         r#"genesis = "genesis.json"
 [producer]
 data_dir = "producer"
@@ -42,11 +40,18 @@ private_listen = "127.0.0.1:1"
 signer = "unix:signer.sock"
 [api]
 data_dir = "api"
-http_listen = "127.0.0.1:1"
+http_listen = "{http_listen}"
 producer = "127.0.0.1:1"
-"#,
+"#
     )
-    .expect("node.toml");
+}
+
+/// A configuration in `dir` whose producer data lives in `producer/` and api data in `api/`.
+fn deploy(dir: &Path) -> (Genesis, std::path::PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(root.join("policies/genesis.json"), dir.join("genesis.json")).expect("copy");
+    let config = dir.join("node.toml");
+    std::fs::write(&config, node_toml("127.0.0.1:1")).expect("node.toml");
     (Genesis::load(&dir.join("genesis.json")).expect("genesis"), config)
 }
 
@@ -133,4 +138,82 @@ fn a_damaged_snapshot_is_refused_with_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("checksum does not match"), "{}", text(&out));
     assert!(!dir.path().join("api").join(ops::STATE_FILE).exists());
+}
+
+/// Every line of `stderr` as a JSON object with a timestamp, a level and fields, as
+/// `--log-format json` promises; panics naming the first line that is not.
+fn json_lines(stderr: &str) -> Vec<serde_json::Value> {
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"));
+            assert!(v.is_object(), "not an object: {l}");
+            assert!(v["timestamp"].is_string() && v["level"].is_string(), "{l}");
+            assert!(v["fields"]["message"].is_string(), "{l}");
+            v
+        })
+        .collect();
+    assert!(!lines.is_empty(), "no log lines at all");
+    lines
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_from_replay_and_a_running_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (genesis, config) = deploy(dir.path());
+    make_blocks(&dir.path().join("producer"), &genesis);
+
+    // replay with stderr not a terminal logs its progress instead of drawing a bar.
+    let out = node(&["--log-format", "json", "replay", "--role", "producer"], &config);
+    assert!(out.status.success(), "{}", text(&out));
+    let logs = json_lines(&String::from_utf8_lossy(&out.stderr));
+    let last = logs.last().expect("a line");
+    assert_eq!(last["fields"]["message"], "replay progress", "{last}");
+    assert_eq!(last["fields"]["done"], last["fields"]["total"], "{last}");
+    assert_eq!(last["level"], "INFO");
+    // The flag decides: text logs are not JSON.
+    let out = node(&["--log-format", "text", "replay", "--role", "producer"], &config);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("replay progress"), "{stderr}");
+    assert!(stderr.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_err()));
+
+    // A running api node (JSON is the default) whose producer refuses connections: its start,
+    // the link failure and its stop on stdin's end are each one JSON line.
+    let run_config = dir.path().join("run.toml");
+    std::fs::write(&run_config, node_toml("127.0.0.1:0")).expect("run.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rempart-node"))
+        .args(["run", "--role", "api", "--exit-with-stdin", "--config"])
+        .arg(&run_config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run rempart-node");
+    let stdin = child.stdin.take().expect("stdin");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).expect("read stderr");
+        assert!(n > 0, "the node exited before its link failed:\n{seen}");
+        seen.push_str(&line);
+        if line.contains("block stream from the producer ended") {
+            break;
+        }
+    }
+    drop(stdin);
+    std::io::Read::read_to_string(&mut stderr, &mut seen).expect("read stderr");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}\n{seen}");
+    let logs = json_lines(&seen);
+    let message = |m: &str| logs.iter().find(|l| l["fields"]["message"] == m);
+    let start = message("api node starting").expect("start logged");
+    assert_eq!(start["fields"]["head"], 1, "{start}");
+    assert_eq!(start["fields"]["chain_id"], genesis.chain_id().to_string(), "{start}");
+    let ended = message("block stream from the producer ended").expect("link failure");
+    assert_eq!(ended["level"], "WARN", "{ended}");
+    let stop = message("stopping").expect("stop logged");
+    assert_eq!(stop["fields"]["reason"], "stdin closed", "{stop}");
 }
