@@ -19,6 +19,7 @@ use rempart_core::{Checksum256, Name, TimePointSec};
 
 #[cfg(feature = "yubikey")]
 mod card;
+pub mod journal;
 mod submit;
 
 #[cfg(test)]
@@ -81,6 +82,12 @@ pub enum AdminCliError {
     /// Slot 9c holds no key to adopt or sign with.
     #[error("slot 9c holds no P-256 key: run `rempart admin enroll` first")]
     NoKey,
+    /// The card does not report slot 9c's public key (and no PIN was given to learn it).
+    #[error(
+        "this YubiKey does not report slot 9c's public key (firmware before 5.2.3): run enroll \
+         --adopt with a PIN (typed, or --pin-file) so the key is learnt from a signature"
+    )]
+    NoMetadata,
     /// Any other card failure.
     #[error("YubiKey: {0}")]
     Card(String),
@@ -101,6 +108,16 @@ pub enum AdminCliError {
         /// What went wrong.
         message: String,
     },
+    /// The audit journal cannot be opened, locked, verified or written; nothing was done, or
+    /// (when appending failed) the step's outcome is not on record.
+    #[error(
+        "audit journal: {0}; fix it or name another with --audit (keep a broken journal as \
+         evidence)"
+    )]
+    Audit(String),
+    /// No --audit and no data directory (neither XDG_DATA_HOME nor HOME is set).
+    #[error("no audit journal: set HOME or XDG_DATA_HOME, or pass --audit FILE")]
+    NoAuditPath,
     /// The signer refused the command.
     #[error("the signer refused the command ({code}): {message}")]
     Refused {
@@ -115,7 +132,7 @@ impl AdminCliError {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AdminCliError::File { .. } => EXIT_IO,
+            AdminCliError::File { .. } | AdminCliError::Audit(_) => EXIT_IO,
             AdminCliError::NoCard(_)
             | AdminCliError::SeveralCards(_)
             | AdminCliError::Card(_)
@@ -124,7 +141,9 @@ impl AdminCliError {
             AdminCliError::WrongPin { .. }
             | AdminCliError::PinLocked
             | AdminCliError::Refused { .. } => EXIT_REFUSED,
-            AdminCliError::Usage(_) | AdminCliError::ActionArgs { .. } => 64,
+            AdminCliError::Usage(_)
+            | AdminCliError::ActionArgs { .. }
+            | AdminCliError::NoAuditPath => 64,
             _ => EXIT_DATA,
         }
     }
@@ -133,6 +152,12 @@ impl AdminCliError {
 /// `rempart admin …`
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct AdminArgs {
+    /// The append-only, hash-chained audit journal of propose, enroll, approve and submit
+    /// (each success and each refusal, a wrong PIN included); check it with `rempart-signer
+    /// audit verify FILE`. Default: admin-audit.jsonl in $XDG_DATA_HOME/rempart, else
+    /// ~/.local/share/rempart.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub audit: Option<PathBuf>,
     /// The ceremony step.
     #[command(subcommand)]
     pub step: AdminStep,
@@ -189,6 +214,10 @@ pub struct EnrollArgs {
     /// Keep the key already in slot 9c instead of generating one.
     #[arg(long)]
     pub adopt: bool,
+    /// With --adopt, on a card that does not report slot 9c's key: read the PIN from this file
+    /// (first line; readable by you only) instead of the terminal.
+    #[arg(long, requires = "adopt")]
+    pub pin_file: Option<PathBuf>,
     /// A file holding the card's management key (48 hex digits, 3DES); the factory default
     /// when absent.
     #[arg(long)]
@@ -275,19 +304,75 @@ pub struct SubmitArgs {
 }
 
 /// Runs one admin step, writing what the operator reads to `out`; returns the exit status.
+/// `propose`, `enroll`, `approve` and `submit` are recorded in the audit journal, refusals
+/// included; the journal is checked before the step starts.
 pub fn run(args: &AdminArgs, out: &mut dyn Write) -> Result<u8, AdminCliError> {
+    let stdout = Path::new("<stdout>");
+    let open_journal = || {
+        let path = match &args.audit {
+            Some(p) => p.clone(),
+            None => journal::default_path().ok_or(AdminCliError::NoAuditPath)?,
+        };
+        journal::Journal::open(&path)
+    };
     match &args.step {
-        AdminStep::Enroll(a) => enroll(a, out),
-        AdminStep::Propose(a) => propose(a, out, now()),
         AdminStep::Show { file } => {
             let p = read_proposal(file)?;
-            show(&p, out).map_err(|e| io_err(Path::new("<stdout>"), e))?;
+            show(&p, out).map_err(|e| io_err(stdout, e))?;
             Ok(0)
         }
-        AdminStep::Approve(a) => approve(a, out),
-        AdminStep::Submit(a) => submit::submit(a, out),
         AdminStep::Readers => readers(out),
+        AdminStep::Propose(a) => {
+            let mut journal = open_journal()?;
+            let result = propose(a, out, now());
+            let p = result.as_ref().ok().and_then(|_| read_proposal(&a.out).ok());
+            let done = format!("wrote {}", a.out.display());
+            journal.record(
+                "propose",
+                p.as_ref(),
+                &[],
+                result.as_ref().map(|_| done.as_str()),
+                "",
+            )?;
+            result
+        }
+        AdminStep::Enroll(a) => {
+            let mut journal = open_journal()?;
+            let result = enroll(a);
+            let context = reader_context(&a.card);
+            let done = result.as_ref().map(|k| format!("slot 9c holds {k}"));
+            let keys: Vec<PublicKey> = result.iter().copied().collect();
+            journal.record("enroll", None, &keys, done.as_deref().map_err(|e| *e), &context)?;
+            writeln!(out, "{}", result?).map_err(|e| io_err(stdout, e))?;
+            Ok(0)
+        }
+        AdminStep::Approve(a) => {
+            let mut journal = open_journal()?;
+            let p = read_proposal(&a.file).ok();
+            let result = approve(a, out);
+            let keys: Vec<PublicKey> = result.iter().copied().collect();
+            let done = format!("approved {}", a.file.display());
+            let context = reader_context(&a.card);
+            let outcome = result.as_ref().map(|_| done.as_str());
+            journal.record("approve", p.as_ref(), &keys, outcome, &context)?;
+            result.map(|_| 0)
+        }
+        AdminStep::Submit(a) => {
+            let mut journal = open_journal()?;
+            let p = read_proposal(&a.file).ok();
+            let result = submit::submit(a, out);
+            let keys: Vec<PublicKey> =
+                p.iter().flat_map(|p| p.approvals.iter().map(|x| x.key)).collect();
+            let context = format!("signer {}", a.signer);
+            journal.record("submit", p.as_ref(), &keys, result.as_deref(), &context)?;
+            result.map(|_| 0)
+        }
     }
+}
+
+/// The reader a card step used, for the journal.
+fn reader_context(card: &CardArgs) -> String {
+    card.reader.as_ref().map(|r| format!("reader {r}")).unwrap_or_default()
 }
 
 /// The current UTC second.
@@ -421,19 +506,23 @@ fn replace_atomically(path: &Path, text: &str) -> Result<(), AdminCliError> {
 }
 
 #[cfg(feature = "yubikey")]
-fn enroll(a: &EnrollArgs, out: &mut dyn Write) -> Result<u8, AdminCliError> {
+fn enroll(a: &EnrollArgs) -> Result<PublicKey, AdminCliError> {
     let mgm = match &a.mgm_key_file {
         Some(p) => Some(read_secret_line(p)?),
         None => None,
     };
     let mut yk = card::open(a.card.reader.as_deref())?;
-    let key = if a.adopt {
-        card::public_key(&mut yk)?
+    if a.adopt {
+        match card::public_key(&mut yk) {
+            Err(AdminCliError::NoMetadata) => {
+                let pin = read_pin(a.pin_file.as_deref(), "YubiKey PIN to read slot 9c's key: ")?;
+                card::public_key_by_signing(&mut yk, pin.as_bytes())
+            }
+            other => other,
+        }
     } else {
-        card::generate(&mut yk, a.pin_policy, mgm.as_deref().map(String::as_str))?
-    };
-    writeln!(out, "{key}").map_err(|e| io_err(Path::new("<stdout>"), e))?;
-    Ok(0)
+        card::generate(&mut yk, a.pin_policy, mgm.as_deref().map(String::as_str))
+    }
 }
 
 #[cfg(feature = "yubikey")]
@@ -451,7 +540,7 @@ fn readers(_: &mut dyn Write) -> Result<u8, AdminCliError> {
 }
 
 #[cfg(not(feature = "yubikey"))]
-fn enroll(_: &EnrollArgs, _: &mut dyn Write) -> Result<u8, AdminCliError> {
+fn enroll(_: &EnrollArgs) -> Result<PublicKey, AdminCliError> {
     Err(AdminCliError::NoYubikeySupport)
 }
 
@@ -472,21 +561,30 @@ fn read_secret_line(path: &Path) -> Result<zeroize::Zeroizing<String>, AdminCliE
     Ok(zeroize::Zeroizing::new(line.to_owned()))
 }
 
+/// The PIN from `file` (see [`read_secret_line`]) or typed at `prompt`.
 #[cfg(feature = "yubikey")]
-fn approve(a: &ApproveArgs, out: &mut dyn Write) -> Result<u8, AdminCliError> {
+fn read_pin(
+    file: Option<&Path>,
+    prompt: &str,
+) -> Result<zeroize::Zeroizing<String>, AdminCliError> {
+    match file {
+        Some(p) => read_secret_line(p),
+        None => Ok(zeroize::Zeroizing::new(
+            rpassword::prompt_password(prompt).map_err(|e| AdminCliError::Pin(e.to_string()))?,
+        )),
+    }
+}
+
+/// Adds the card's approval to the file; returns the approving key.
+#[cfg(feature = "yubikey")]
+fn approve(a: &ApproveArgs, out: &mut dyn Write) -> Result<PublicKey, AdminCliError> {
     let stdout = Path::new("<stdout>");
     let mut proposal = read_proposal(&a.file)?;
     writeln!(out, "You are approving:").map_err(|e| io_err(stdout, e))?;
     show(&proposal, out).map_err(|e| io_err(stdout, e))?;
     out.flush().map_err(|e| io_err(stdout, e))?;
     let mut yk = card::open(a.card.reader.as_deref())?;
-    let pin = match &a.pin_file {
-        Some(p) => read_secret_line(p)?,
-        None => zeroize::Zeroizing::new(
-            rpassword::prompt_password("YubiKey PIN to approve this command: ")
-                .map_err(|e| AdminCliError::Pin(e.to_string()))?,
-        ),
-    };
+    let pin = read_pin(a.pin_file.as_deref(), "YubiKey PIN to approve this command: ")?;
     let approval = card::approve(&mut yk, pin.as_bytes(), &proposal.command)?;
     let key = approval.key;
     proposal.add_approval(approval)?;
@@ -498,10 +596,10 @@ fn approve(a: &ApproveArgs, out: &mut dyn Write) -> Result<u8, AdminCliError> {
         a.file.display()
     )
     .map_err(|e| io_err(stdout, e))?;
-    Ok(0)
+    Ok(key)
 }
 
 #[cfg(not(feature = "yubikey"))]
-fn approve(_: &ApproveArgs, _: &mut dyn Write) -> Result<u8, AdminCliError> {
+fn approve(_: &ApproveArgs, _: &mut dyn Write) -> Result<PublicKey, AdminCliError> {
     Err(AdminCliError::NoYubikeySupport)
 }

@@ -70,6 +70,7 @@ fn to_public(spki: &yubikey::piv::SlotMetadata) -> Result<PublicKey, AdminCliErr
 pub(super) fn public_key(yk: &mut YubiKey) -> Result<PublicKey, AdminCliError> {
     let meta = piv::metadata(yk, SlotId::Signature).map_err(|e| match e {
         yubikey::Error::NotFound | yubikey::Error::GenericError => AdminCliError::NoKey,
+        yubikey::Error::NotSupported | yubikey::Error::ParseError => AdminCliError::NoMetadata,
         other => card_err(other),
     })?;
     to_public(&meta)
@@ -133,6 +134,45 @@ fn candidates(der: &[u8], digest: &Checksum256) -> Result<Vec<PublicKey>, AdminC
     Ok(out)
 }
 
+/// The key that made `der` over `digest`: the one key a second signature over the same digest
+/// also recovers to (ECDSA signatures are randomised, so two share only the signing key).
+fn signing_key(
+    yk: &mut YubiKey,
+    pin: &[u8],
+    digest: &Checksum256,
+    der: &[u8],
+) -> Result<PublicKey, AdminCliError> {
+    let second = sign(yk, pin, digest)?;
+    let others = candidates(&second, digest)?;
+    let common: Vec<PublicKey> =
+        candidates(der, digest)?.into_iter().filter(|k| others.contains(k)).collect();
+    match common.as_slice() {
+        [k] => Ok(*k),
+        _ => {
+            Err(AdminCliError::Card("cannot tell slot 9c's public key from its signatures".into()))
+        }
+    }
+}
+
+/// The key in slot 9c of a card that does not report slot metadata (firmware before 5.2.3,
+/// the test card): learnt from two signatures over a fixed digest that no command can have
+/// (commands are packed structs, this is the hash of a text), after `pin`.
+pub(super) fn public_key_by_signing(
+    yk: &mut YubiKey,
+    pin: &[u8],
+) -> Result<PublicKey, AdminCliError> {
+    let digest = Checksum256::hash(b"rempart admin enroll --adopt: which key is in slot 9c?");
+    yk.verify_pin(pin).map_err(card_err)?;
+    // The PIN was right: a card that cannot sign has no key in the slot.
+    let der = piv::sign_data(yk, &digest.0, AlgorithmId::EccP256, SlotId::Signature)
+        .map_err(|e| match e {
+            yubikey::Error::GenericError | yubikey::Error::NotFound => AdminCliError::NoKey,
+            other => card_err(other),
+        })?
+        .to_vec();
+    signing_key(yk, pin, &digest, &der)
+}
+
 /// Verifies `pin`, signs the digest of `cmd` with slot 9c and returns the approval.
 ///
 /// The admin key is read from the card's slot metadata; a card that does not report it (older
@@ -148,20 +188,7 @@ pub(super) fn approve(
     let der = sign(yk, pin, &digest)?;
     let key = match known {
         Some(k) => k,
-        None => {
-            let second = sign(yk, pin, &digest)?;
-            let others = candidates(&second, &digest)?;
-            let common: Vec<PublicKey> =
-                candidates(&der, &digest)?.into_iter().filter(|k| others.contains(k)).collect();
-            match common.as_slice() {
-                [k] => *k,
-                _ => {
-                    return Err(AdminCliError::Card(
-                        "cannot tell slot 9c's public key from its signatures".into(),
-                    ));
-                }
-            }
-        }
+        None => signing_key(yk, pin, &digest, &der)?,
     };
     let signature = Signature::from_der_rs(KeyType::R1, &der, &digest, &key).map_err(|e| {
         AdminCliError::Card(format!("the card's signature is not by slot 9c's key: {e}"))

@@ -68,8 +68,9 @@ fn exchange(
     }
 }
 
-/// Sends the approved proposal in `a.file` to `a.signer` and prints the outcome.
-pub(super) fn submit(a: &SubmitArgs, out: &mut dyn Write) -> Result<u8, AdminCliError> {
+/// Sends the approved proposal in `a.file` to `a.signer`, prints the outcome and returns it
+/// (for the journal).
+pub(super) fn submit(a: &SubmitArgs, out: &mut dyn Write) -> Result<String, AdminCliError> {
     let proposal = read_proposal(&a.file)?;
     let timeout = Duration::from_millis(a.timeout_ms.max(1));
     let deadline = Instant::now() + timeout;
@@ -92,11 +93,12 @@ pub(super) fn submit(a: &SubmitArgs, out: &mut dyn Write) -> Result<u8, AdminCli
                     outcome.digest
                 )));
             }
-            writeln!(out, "done: {}", outcome.summary).map_err(|e| io_err(stdout, e))?;
+            let mut done = format!("done: {}", outcome.summary);
             if let Some(key) = outcome.new_key {
-                writeln!(out, "new key: {key}").map_err(|e| io_err(stdout, e))?;
+                done.push_str(&format!("\nnew key: {key}"));
             }
-            Ok(0)
+            writeln!(out, "{done}").map_err(|e| io_err(stdout, e))?;
+            Ok(done)
         }
         Response::Error(e) => {
             Err(AdminCliError::Refused { code: e.code.to_string(), message: e.message })

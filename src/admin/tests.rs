@@ -21,7 +21,7 @@ fn propose_args(extra: &[&str]) -> ProposeArgs {
     ];
     words.extend_from_slice(extra);
     match Cli::try_parse_from(words).expect("parses").command {
-        Command::Admin(AdminArgs { step: AdminStep::Propose(a) }) => a,
+        Command::Admin(AdminArgs { step: AdminStep::Propose(a), .. }) => a,
         other => panic!("parsed as {other:?}"),
     }
 }
@@ -118,9 +118,83 @@ fn a_tampered_file_is_refused_with_exit_65() {
 #[cfg(not(feature = "yubikey"))]
 #[test]
 fn without_the_feature_card_steps_say_how_to_get_it() {
-    let cli = Cli::try_parse_from(["rempart", "admin", "enroll"]).unwrap();
-    let Command::Admin(args) = cli.command else { panic!() };
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("audit.jsonl");
+    let cli =
+        Cli::try_parse_from(["rempart", "admin", "enroll", "--audit"]).map(|_| ()).unwrap_err();
+    assert!(cli.to_string().contains("value is required"), "{cli}");
+    let words = ["rempart", "admin", "enroll", "--audit", journal.to_str().unwrap()];
+    let Command::Admin(args) = Cli::try_parse_from(words).unwrap().command else { panic!() };
     let err = run(&args, &mut Vec::new()).unwrap_err();
     assert!(matches!(err, AdminCliError::NoYubikeySupport));
     assert_eq!(err.exit_code(), EXIT_UNAVAILABLE);
+}
+
+fn admin_args(words: &[&str]) -> AdminArgs {
+    let words = [&["rempart", "admin"][..], words].concat();
+    match Cli::try_parse_from(words).expect("parses").command {
+        Command::Admin(a) => a,
+        other => panic!("parsed as {other:?}"),
+    }
+}
+
+fn journal_lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn steps_and_refusals_go_to_a_journal_the_signer_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    // The directory is created (the default one may not exist yet).
+    let journal = dir.path().join("data/rempart/admin-audit.jsonl");
+    let j = journal.to_str().unwrap();
+    let out = dir.path().join("p.json");
+    let o = out.to_str().unwrap();
+    let propose = ["--signer-id", "bp1.signer", "--chain-id", CHAIN, "--action", "pause"];
+    let args = admin_args(&[&["propose", "--audit", j, "--out", o][..], &propose].concat());
+    assert_eq!(run(&args, &mut Vec::new()).unwrap(), 0);
+    let p = read_proposal(&out).unwrap();
+    // Never overwriting is a refusal, on record.
+    let err = run(&args, &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, AdminCliError::Exists(_)));
+    // A signer that cannot be reached: refused, on record with the command it carried.
+    let sock = dir.path().join("none.sock");
+    let endpoint = format!("unix:{}", sock.display());
+    let args = admin_args(&["submit", o, "--signer", &endpoint, "--audit", j]);
+    assert_eq!(run(&args, &mut Vec::new()).unwrap_err().exit_code(), EXIT_UNAVAILABLE);
+
+    let lines = journal_lines(&journal);
+    let steps: Vec<&str> = lines.iter().map(|l| l["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["propose", "propose_refused", "submit_refused"]);
+    assert!(lines.iter().all(|l| l["event"] == "admin"));
+    assert_eq!(lines[0]["digest"], p.command.digest().to_string().as_str());
+    assert_eq!(lines[2]["nonce"], p.command.nonce.to_string().as_str());
+    assert_eq!(lines[2]["action"], "pause");
+    assert!(lines[1]["message"].as_str().unwrap().contains("already exists"));
+    assert!(lines[2]["peer"].as_str().unwrap().contains(&endpoint));
+    let verified = rempart_signer::audit::verify(&journal).unwrap();
+    assert_eq!(verified.lines, 3);
+
+    // A broken journal stops the step before it does anything.
+    let text = std::fs::read_to_string(&journal).unwrap();
+    std::fs::write(&journal, text.replacen("propose_refused", "propose", 1)).unwrap();
+    let other = dir.path().join("q.json");
+    let q = other.to_str().unwrap();
+    let args = admin_args(&[&["propose", "--audit", j, "--out", q][..], &propose].concat());
+    let err = run(&args, &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, AdminCliError::Audit(_)), "{err}");
+    assert_eq!(err.exit_code(), EXIT_IO);
+    assert!(!other.exists());
+}
+
+#[test]
+fn help_names_the_audit_journal_and_its_default() {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    let admin = cmd.find_subcommand_mut("admin").unwrap();
+    let help = admin.render_long_help().to_string();
+    assert!(help.contains("--audit <FILE>"), "{help}");
+    assert!(help.contains("rempart-signer audit verify"), "{help}");
+    assert!(help.contains("~/.local/share/rempart"), "{help}");
 }

@@ -195,9 +195,14 @@ pub(crate) fn write_secret(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
 }
 
-/// Runs the real `rempart` binary.
+/// Runs the real `rempart` binary. Its default data directory (where the admin audit journal
+/// goes without --audit) is one under the target directory, never the user's own.
 pub(crate) fn rempart(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rempart")).args(args).output().expect("run rempart")
+    Command::new(env!("CARGO_BIN_EXE_rempart"))
+        .env("XDG_DATA_HOME", target_dir().join("admin-tests-data"))
+        .args(args)
+        .output()
+        .expect("run rempart")
 }
 
 /// Runs `rempart`, requires success, returns stdout.
