@@ -14,8 +14,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use rempart_core::codec::Reader;
 use rempart_core::transaction::{Action, PermissionLevel};
-use rempart_core::{Checksum160, Checksum256, Checksum512, Name, from_bytes, to_bytes};
+use rempart_core::{Checksum160, Checksum256, Checksum512, Name, Unpack, from_bytes, to_bytes};
 use wasmtime::{Caller, Linker, Memory, ResourceLimiter};
 
 use super::VmError;
@@ -446,6 +447,12 @@ fn define_hash<const N: usize>(
     Ok(())
 }
 
+/// A value unpacked from the front of `bytes`; bytes after it are ignored, as Leap's
+/// `fc::raw::unpack` from a datastream ignores them in `recover_key` and `assert_recover_key`.
+fn unpack_front<T: Unpack>(bytes: &[u8]) -> Result<T, rempart_core::DecodeError> {
+    T::unpack(&mut Reader::new(bytes))
+}
+
 /// The key that signed `digest` with the packed signature at `sig`.
 fn recover(
     c: &mut C<'_>,
@@ -456,7 +463,7 @@ fn recover(
     charge(c, RECOVER_BYTES)?;
     let d = read(c, digest, 32)?;
     let s = read(c, sig, sig_len)?;
-    let signature: rempart_core::key::Signature = match from_bytes(&s) {
+    let signature: rempart_core::key::Signature = match unpack_front(&s) {
         Ok(s) => s,
         Err(e) => return fail(VmError::Crypto(format!("signature does not unpack: {e}"))),
     };
@@ -723,6 +730,9 @@ pub(crate) fn define(linker: &mut Linker<State>) -> Res<()> {
         |mut c: C<'_>, digest: i32, sig: i32, sig_len: i32, out: i32, out_len: i32| {
             let key = recover(&mut c, digest, sig, sig_len)?;
             let packed = to_bytes(&key);
+            // Leap copies min(buffer, size) and returns the size only for key types newer than
+            // K1 and R1 (WebAuthn, which rempart refuses); K1 and R1 keys are packed into the
+            // buffer and a buffer shorter than the packed key fails the action, as here.
             if (out_len as u32 as usize) < packed.len() {
                 return fail(VmError::Crypto(format!(
                     "public key buffer of {} bytes is smaller than the {} the key needs",
@@ -739,8 +749,14 @@ pub(crate) fn define(linker: &mut Linker<State>) -> Res<()> {
         "assert_recover_key",
         |mut c: C<'_>, digest: i32, sig: i32, sig_len: i32, key: i32, key_len: i32| {
             let recovered = recover(&mut c, digest, sig, sig_len)?;
-            let expected = read(&c, key, key_len)?;
-            if expected != to_bytes(&recovered) {
+            let bytes = read(&c, key, key_len)?;
+            let expected: rempart_core::key::PublicKey = match unpack_front(&bytes) {
+                Ok(k) => k,
+                Err(e) => {
+                    return fail(VmError::Crypto(format!("public key does not unpack: {e}")));
+                }
+            };
+            if expected != recovered {
                 return fail(VmError::Crypto(
                     "Error expected key different than recovered key".into(),
                 ));
