@@ -48,7 +48,8 @@ pub struct VmConfig {
     /// Native stack the contract may use (bytes); deeper recursion traps.
     pub max_wasm_stack: usize,
     /// Fuel (about one unit per WebAssembly instruction, plus host work) one transaction may
-    /// burn across all its actions: the node's CPU limit per transaction.
+    /// burn across all its actions: the node's CPU limit per transaction. The chain takes it
+    /// from `[limits] max_transaction_fuel` in `node.toml`.
     pub max_transaction_fuel: u64,
     /// Compiled modules kept in memory.
     pub cache_modules: usize,
@@ -121,7 +122,7 @@ pub enum VmError {
     CodeMissing(Checksum256),
     /// The transaction's fuel ran out.
     #[error(
-        "transaction exceeded its CPU budget of {budget} fuel units; split the work or raise max_transaction_fuel"
+        "transaction exceeded its CPU budget of {budget} fuel units; split the work, or raise [limits] max_transaction_fuel in the node policy (node.toml)"
     )]
     OutOfFuel {
         /// The budget the transaction started with.

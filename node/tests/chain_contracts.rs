@@ -452,7 +452,8 @@ fn the_transaction_cpu_budget_comes_from_the_node_limits() {
     run(Limits::default()).expect("the shipped budget covers a 100,000-step loop");
     let e = run(Limits { max_transaction_fuel: 10_000, ..Limits::default() })
         .expect_err("a tiny budget stops the same loop");
-    assert!(e.to_string().contains("CPU budget"), "{e}");
+    assert!(e.to_string().contains("CPU budget of 10000 fuel units"), "{e}");
+    assert!(e.to_string().contains("[limits] max_transaction_fuel"), "names the setting: {e}");
     assert_eq!(e.nodeos().1, "tx_cpu_usage_exceeded", "{e}");
 }
 
