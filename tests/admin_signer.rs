@@ -3,7 +3,8 @@
 //! its block key in SoftHSM2. A rotation approved by two creates the next key inside the HSM
 //! while the current key keeps signing blocks; approved by one it is refused; an expired
 //! command, a replayed nonce, a tampered command body and an approval by a card that is not
-//! an admin are each refused with a clear error; pause and resume show in Status; the new
+//! an admin are each refused with a clear error; pause and resume show in Status (resume
+//! submitted over TCP, host:port, rather than the Unix socket); the new
 //! key is retired and destroyed in the token while the current one keeps signing; the audit
 //! log records every step and refusal and its chain verifies. The daemon runs under its
 //! shipped sandbox (seccomp allowlist, landlock), as in production: key generation in the
@@ -17,7 +18,7 @@ use std::process::Command;
 
 use admin_support::{
     Hsm, HsmSigner, Lab, PIN, approve, call, enroll, have_softhsm, hsm_keygen, signer_binary,
-    submit, write_secret,
+    submit, submit_to, write_secret,
 };
 use rempart_core::admin::{AdminAction, AdminCommand, ApprovedCommand, Nonce, Proposal};
 use rempart_core::block::BlockHeader;
@@ -212,8 +213,16 @@ fn a_two_of_three_rotation_end_to_end_with_every_refusal_audited() {
     let resume = propose(&lab, "resume2.json", &["--action", "resume"]);
     approve(&lab, &resume, 0);
     approve(&lab, &resume, 1);
-    let (code, out, err) = submit(&resume, &socket);
+    // Over TCP this time (`host:port`, as over the WireGuard tunnel): a wrong port is
+    // unreachable (exit 69) and changes nothing; the signer's port executes it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (code, out, err) = submit_to(&resume, &closed.to_string());
+    assert_eq!(code, Some(69), "{out}\n{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+    assert!(paused(&socket));
+    let (code, out, err) = submit_to(&resume, &daemon.tcp.to_string());
     assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("done: "), "{out}");
     assert!(!paused(&socket));
     next_block(true);
 
@@ -237,6 +246,11 @@ fn a_two_of_three_rotation_end_to_end_with_every_refusal_audited() {
     // The audit log holds every step and refusal, and its chain verifies.
     let audit = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
     assert_eq!(audit.matches("\"step\":\"executed\"").count(), 4, "{audit}");
+    let resumed = audit
+        .lines()
+        .find(|l| l.contains("\"step\":\"executed\"") && l.contains("\"action\":\"resume\""))
+        .expect("the resume was executed");
+    assert!(resumed.contains("127.0.0.1"), "submitted over TCP: {resumed}");
     assert_eq!(audit.matches("\"step\":\"refused\"").count(), 5, "{audit}");
     for needle in ["2 required", "already used", "expired", "does not verify", "not an admin"] {
         assert!(audit.contains(needle), "{needle} not audited: {audit}");

@@ -339,11 +339,16 @@ pub(crate) fn approve(lab: &Lab, file: &Path, slot: usize) {
     ]);
 }
 
-/// `rempart admin submit`: (exit code, stdout, stderr).
+/// `rempart admin submit` over the Unix socket: (exit code, stdout, stderr).
 pub(crate) fn submit(file: &Path, socket: &Path) -> (Option<i32>, String, String) {
-    let endpoint = format!("unix:{}", socket.display());
+    submit_to(file, &format!("unix:{}", socket.display()))
+}
+
+/// `rempart admin submit` to `endpoint` (`unix:PATH` or `host:port`): (exit code, stdout,
+/// stderr).
+pub(crate) fn submit_to(file: &Path, endpoint: &str) -> (Option<i32>, String, String) {
     let out =
-        rempart(&["admin", "submit", file.to_str().expect("utf-8 path"), "--signer", &endpoint]);
+        rempart(&["admin", "submit", file.to_str().expect("utf-8 path"), "--signer", endpoint]);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -381,12 +386,15 @@ pub(crate) fn hsm_keygen(lab: &Lab, hsm: &Hsm, signer: &Path) -> rempart_core::k
 
 /// A running `rempart-signer` (killed on drop) for producer `eosio` on `chain`, with the key
 /// from [`hsm_keygen`], an `[admin]` section of `admins` with threshold 2, and the shipped
-/// sandbox, as in production.
+/// sandbox, as in production. It listens on a Unix socket and on loopback TCP (the listener
+/// a WireGuard tunnel address gets in production), peer 127.0.0.1 allowed.
 pub(crate) struct HsmSigner {
     /// The state directory (guards, audit log, admin state).
     pub(crate) state: PathBuf,
     /// Its Unix socket.
     pub(crate) socket: PathBuf,
+    /// Its TCP listener.
+    pub(crate) tcp: std::net::SocketAddr,
     /// Its log (stderr).
     pub(crate) log: PathBuf,
     _daemon: Proc,
@@ -405,6 +413,9 @@ impl HsmSigner {
         let state = lab.path("state");
         std::fs::create_dir(&state).expect("state dir");
         let socket = state.join("signer.sock");
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port");
         let policy = lab.path("signer.toml");
         let admins: Vec<String> = admins.iter().map(|k| format!("\"{k}\"")).collect();
         std::fs::write(
@@ -426,6 +437,8 @@ keys = [{{ label = "eosio-k1" }}]
 [listen]
 unix_socket = "{socket}"
 allow_own_uid = true
+tcp = "{tcp}"
+tcp_allowed_peers = ["127.0.0.1"]
 [state]
 dir = "{state}"
 audit_log = "{state}/audit.jsonl"
@@ -475,6 +488,6 @@ threshold = 2
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        HsmSigner { state, socket, log, _daemon: daemon }
+        HsmSigner { state, socket, tcp, log, _daemon: daemon }
     }
 }
