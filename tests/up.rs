@@ -1,7 +1,10 @@
 //! `rempart up` and `rempart check` as an operator runs them: the real binaries as processes.
 //!
 //! `up` brings the perimeter up in a temporary data directory; the gateway answers `get_info`
-//! over TLS trusting the generated CA (curl --cacert) and the head advances; SIGINT stops every
+//! over TLS trusting the generated CA (curl --cacert) and the head advances; the summary it
+//! prints is true (the chain id is get_info's, the endpoints and data directory are where the
+//! perimeter is, the eosio key is a key pair that the `eosio` account holds, and the curl and
+//! eosjs examples run as printed); SIGINT stops every
 //! child in reverse start order (checked by pid); a second start resumes the chain, and a second
 //! `up` beside it is refused because the ports are taken; SIGKILL of `up` itself leaves no child
 //! running (they see their stdin pipe close); a third start resumes again; killing one child
@@ -112,16 +115,31 @@ impl Up {
         }
     }
 
+    /// The last summary printed: from "rempart is up" to its closing line.
+    fn summary(&self) -> Vec<String> {
+        let from = self.log.iter().rposition(|l| l.starts_with("rempart is up")).expect("summary");
+        let to = from
+            + self.log[from..]
+                .iter()
+                .position(|l| l.starts_with("Ctrl-C stops everything"))
+                .expect("the summary's end");
+        self.log[from..=to].to_vec()
+    }
+
     fn tail(&self) -> String {
         let from = self.log.len().saturating_sub(80);
         self.log[from..].join("\n")
     }
 
-    /// Waits for "rempart is up" and returns the children's pids by name.
+    /// Waits for "rempart is up" and the whole summary after it; returns the children's pids
+    /// by name.
     fn ready(&mut self) -> Vec<(String, i32)> {
         self.wait_line("readiness", Duration::from_secs(300), |l| l.starts_with("rempart is up"));
         let line = self.wait_line("the process list", Duration::from_secs(5), |l| {
             l.trim_start().starts_with("processes")
+        });
+        self.wait_line("the summary's end", Duration::from_secs(5), |l| {
+            l.starts_with("Ctrl-C stops everything")
         });
         let pids: Vec<(String, i32)> = line
             .split_whitespace()
@@ -173,20 +191,140 @@ fn alive(pid: i32) -> bool {
     !matches!(state, Some('Z' | 'X') | None)
 }
 
-/// The gateway's get_info over TLS, trusting the generated CA only: the head block number.
-fn head_through_gateway(ca: &Path) -> Option<u64> {
+/// A POST through the gateway's TLS, trusting the generated CA only: the JSON answer.
+fn through_gateway(ca: &Path, path: &str, body: &str) -> Option<serde_json::Value> {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "5", "--cacert"])
         .arg(ca)
-        .args(["-X", "POST", "https://127.0.0.1:8443/v1/chain/get_info"])
+        .args(["-X", "POST", &format!("https://127.0.0.1:8443{path}"), "-d", body])
         .output()
         .ok()?;
     if !out.status.success() {
         return None;
     }
-    let body = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v.get("head_block_num")?.as_u64()
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The gateway's get_info: the head block number.
+fn head_through_gateway(ca: &Path) -> Option<u64> {
+    through_gateway(ca, "/v1/chain/get_info", "{}")?.get("head_block_num")?.as_u64()
+}
+
+/// The value of one `  label    value` line of the summary.
+fn field<'a>(summary: &'a [String], label: &str) -> &'a str {
+    summary
+        .iter()
+        .find_map(|l| l.strip_prefix("  ")?.strip_prefix(label)?.strip_prefix(' '))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {label:?} line in the summary:\n{}", summary.join("\n")))
+}
+
+/// What the first start prints is true: the chain id is the one the gateway serves, the
+/// endpoints are where the perimeter listens, the eosio key is a key pair that the chain's
+/// `eosio` account holds, and the curl and eosjs examples run as printed (eosjs when installed).
+fn check_summary(summary: &[String], data: &Path, ca: &Path) {
+    let text = summary.join("\n");
+    let served = poll("get_info's chain id", Duration::from_secs(30), || {
+        through_gateway(ca, "/v1/chain/get_info", "{}")?.get("chain_id")?.as_str().map(String::from)
+    });
+    let chain_id = field(summary, "chain id");
+    assert_eq!(chain_id, served, "{text}");
+    assert_eq!(chain_id.len(), 64, "{text}");
+    let ca_shown = ca.canonicalize().expect("the CA file");
+    let ca_shown = ca_shown.to_str().expect("a UTF-8 path");
+    assert_eq!(
+        field(summary, "gateway"),
+        format!("https://127.0.0.1:8443  (trust {ca_shown})"),
+        "{text}"
+    );
+    assert_eq!(field(summary, "metrics"), "http://127.0.0.1:9100/metrics, /healthz", "{text}");
+    assert!(
+        field(summary, "api nodes").starts_with("http://127.0.0.1:8888, http://127.0.0.1:8889 "),
+        "{text}"
+    );
+    assert!(field(summary, "producer").contains("127.0.0.1:9876"), "{text}");
+    let data = data.canonicalize().expect("the data directory");
+    assert_eq!(Path::new(field(summary, "data")), data, "{text}");
+
+    // The eosio key: "WIF  (public KEY)", a pair, and the key eosio's permissions hold.
+    let (private, public) = field(summary, "eosio key")
+        .split_once("  (public ")
+        .and_then(|(k, p)| Some((k, p.strip_suffix(')')?)))
+        .unwrap_or_else(|| panic!("the eosio key line: {text}"));
+    let wif = private;
+    let private: rempart_core::key::PrivateKey = private.parse().expect("a private key");
+    let public: rempart_core::key::PublicKey = public.parse().expect("a public key");
+    assert_eq!(private.public_key(), public, "the printed keys are not a pair: {text}");
+    let account = poll("eosio's account", Duration::from_secs(30), || {
+        through_gateway(ca, "/v1/chain/get_account", r#"{"account_name":"eosio"}"#)
+            .filter(|v| v.get("permissions").is_some())
+    });
+    let keys: Vec<rempart_core::key::PublicKey> = account["permissions"]
+        .as_array()
+        .expect("permissions")
+        .iter()
+        .flat_map(|p| p["required_auth"]["keys"].as_array().cloned().unwrap_or_default())
+        .filter_map(|k| k["key"].as_str()?.parse().ok())
+        .collect();
+    assert!(!keys.is_empty() && keys.iter().all(|k| *k == public), "{account}\n{text}");
+
+    // The curl example, run as printed.
+    let curl = summary
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with("curl "))
+        .unwrap_or_else(|| panic!("no curl example: {text}"));
+    let words: Vec<&str> = curl.split_whitespace().collect();
+    assert_eq!(words.get(1..3), Some(&["--cacert", ca_shown][..]), "{text}");
+    let out = Command::new(words[0]).args(&words[1..]).args(["-sS", "--max-time", "5"]).output();
+    let out = out.expect("run curl");
+    assert!(out.status.success(), "{curl}: {}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("get_info's JSON");
+    assert_eq!(info["chain_id"], chain_id, "{curl}");
+
+    // The eosjs example: `NODE_EXTRA_CA_CERTS=CA node -e '<script>'` over several lines.
+    let start = summary
+        .iter()
+        .position(|l| l.trim_start().starts_with("NODE_EXTRA_CA_CERTS="))
+        .unwrap_or_else(|| panic!("no eosjs example: {text}"));
+    let example = summary[start..].join("\n");
+    let example = example.trim_start();
+    let (env, script) = example.split_once(" node -e '").expect("node -e '...'");
+    let script = &script[..script.find('\'').expect("the script's closing quote")];
+    let extra_ca = env.strip_prefix("NODE_EXTRA_CA_CERTS=").expect("the CA variable");
+    assert_eq!(extra_ca, ca_shown, "{text}");
+    assert!(script.contains("require(\"eosjs\")") && script.contains(wif));
+    if !eosjs_installed() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("node")
+        .args(["-e", script])
+        .env("NODE_EXTRA_CA_CERTS", extra_ca)
+        .env("NODE_PATH", root.join("tests/clients/node_modules"))
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the eosjs example failed:\n{script}\n{stdout}{stderr}");
+    let printed: Vec<&str> = stdout.split_whitespace().collect();
+    assert_eq!(printed.len(), 2, "{stdout}{stderr}");
+    assert_eq!(printed[0], chain_id, "{stdout}");
+    assert!(printed[1].parse::<u64>().is_ok_and(|h| h > 0), "{stdout}");
+}
+
+/// Whether the npm clients are installed; under CI=true their absence fails.
+fn eosjs_installed() -> bool {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if root.join("tests/clients/node_modules/eosjs").is_dir() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "eosjs is missing (npm ci in tests/clients) and CI=true"
+    );
+    eprintln!("skipped the eosjs examples: run `npm ci` in tests/clients");
+    false
 }
 
 fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -205,12 +343,7 @@ fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
 /// checkout against the running perimeter; returns false (skipped) when eosjs is not installed.
 fn readme_walkthrough(ca: &Path) -> bool {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if !root.join("tests/clients/node_modules/eosjs").is_dir() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "eosjs is missing (npm ci in tests/clients) and CI=true"
-        );
-        eprintln!("skipped the README walkthrough: run `npm ci` in tests/clients");
+    if !eosjs_installed() {
         return false;
     }
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
@@ -270,6 +403,7 @@ fn up_serves_stops_resumes_and_stops_everything_when_a_child_dies() {
     let pids = up.ready();
     let first =
         poll("get_info through the gateway", Duration::from_secs(30), || head_through_gateway(&ca));
+    check_summary(&up.summary(), data.path(), &ca);
     let later = poll("the head to advance", Duration::from_secs(30), || {
         head_through_gateway(&ca).filter(|h| *h > first)
     });
