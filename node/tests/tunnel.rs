@@ -11,7 +11,7 @@
 //! refuses a wildcard private listener.
 //!
 //! The second test takes the signer's side of the tunnel down (slots are missed and counted,
-//! production resumes, the signer refuses nothing: retries are legitimate), then rotates the
+//! the producer logs the stale handshake naming the signer's peer, production resumes, the signer refuses nothing: retries are legitimate), then rotates the
 //! producer's WireGuard key on every side with what `rempart wg apply` runs
 //! (`Interface::apply` on each live interface) while the signer keeps running (same PID), and
 //! shows that blocks are signed through the new key, that Status and metrics name it, and that
@@ -667,6 +667,16 @@ fn slots_missed_while_the_tunnel_is_down_resume_and_a_key_rotation_needs_no_sign
     }
     let net = Net::new(false);
     let mut d = Deployment::write(&net);
+    // The producer calls a handshake older than 10 s stale (the least a policy accepts), so that
+    // its warning comes while the tunnel is down, within this test's time. (WireGuard rekeys
+    // only every 120 s while traffic flows: a live peer's handshake ages past 10 s too.)
+    let stale_policy = d.producer_text.replace(
+        "stats_interval_secs = 1\n",
+        "stats_interval_secs = 1\nstale_handshake_secs = 10\n",
+    );
+    assert_ne!(stale_policy, d.producer_text, "the producer's [wireguard] changed shape");
+    d.producer_text = stale_policy;
+    std::fs::write(d.path("producer.toml"), &d.producer_text).expect("producer.toml");
     d.start(&net);
     let api_prom = d.path("api.prom");
     let producer_prom = d.path("producer.prom");
@@ -686,6 +696,30 @@ fn slots_missed_while_the_tunnel_is_down_resume_and_a_key_rotation_needs_no_sign
     // The signer's side of the tunnel goes down: every slot is missed, with the reason logged,
     // and nothing is signed anywhere else (the node holds no block-signing key).
     let before = missed(&producer_prom);
+    // The producer's warning that names the signer's peer as stale (its tunnel address).
+    let stale_signer = |d: &Deployment| {
+        d.log("producer.log").lines().any(|l| {
+            l.contains("WireGuard handshake with the peer is stale") && l.contains(SIGNER_TUNNEL)
+        })
+    };
+    // The tunnel goes down once the producer's handshake with the signer is 7 s old, so that
+    // the warning (past 10 s) comes about as soon as the missed slots do: a longer outage only
+    // makes abandoned requests arrive later.
+    let handshake = format!(
+        "rempart_wireguard_peer_last_handshake_seconds{{interface=\"{}\",peer=\"{SIGNER_TUNNEL}\"",
+        net.producer_if
+    );
+    wait_for(
+        "the producer's handshake with the signer to be 7 s old",
+        Duration::from_secs(30),
+        || {
+            let at = metric(&producer_prom, &handshake).and_then(|v| v.parse::<i64>().ok());
+            let now_secs = clock::now().0 / 1_000_000;
+            at.is_some_and(|t| t > 0 && now_secs >= t + 7)
+        },
+        || format!("{}\n{}", d.log("producer.prom"), d.logs()),
+    );
+    assert!(!stale_signer(&d), "stale while the tunnel was up and fresh: {}", d.logs());
     run("ip", &["-n", &net.signer_ns, "link", "set", "dev", &net.signer_if, "down"]);
     wait_for(
         "missed slots while the tunnel is down",
@@ -696,6 +730,13 @@ fn slots_missed_while_the_tunnel_is_down_resume_and_a_key_rotation_needs_no_sign
     let log = d.log("producer.log");
     assert!(log.contains("slot missed: the block was not signed"), "{log}");
     assert!(log.contains(SIGNER_TUNNEL), "the signer's address is named: {log}");
+    // While it is still down, the producer's health monitor logs the signer's peer as stale.
+    wait_for(
+        "the producer's stale-handshake warning for the signer's peer",
+        Duration::from_secs(30),
+        || stale_signer(&d),
+        || d.logs(),
+    );
     let stalled = head(&producer_prom);
 
     // Back up: production resumes and the api node follows.
