@@ -1,18 +1,18 @@
 //! `rempart up` and `rempart check` as an operator runs them: the real binaries as processes.
 //!
-//! `up` brings the perimeter up in a temporary data directory; the gateway answers `get_info`
-//! over TLS trusting the generated CA (curl --cacert) and the head advances; the summary it
-//! prints is true (the chain id is get_info's, the endpoints and data directory are where the
-//! perimeter is, the eosio key is a key pair that the `eosio` account holds, and the curl and
-//! eosjs examples run as printed); SIGINT stops every
-//! child in reverse start order (checked by pid); a second start resumes the chain, and a second
-//! `up` beside it is refused because the ports are taken; SIGKILL of `up` itself leaves no child
-//! running (they see their stdin pipe close); a third start resumes again; killing one child
-//! makes `up` stop the others and exit 1; with SoftHSM2 installed, `--hsm softhsm` signs through
-//! a token and SIGTERM stops it all. The README's walkthrough script (eosjs through the gateway:
-//! accounts, the token contract, a transfer) runs as written against the first start, and its
-//! balance is still there after the restart. The perimeter uses fixed ports (8443, 9100, 8888, 8889, 9876),
-//! so the `up` scenario is one test. Waits poll with deadlines; nothing sleeps to synchronise.
+//! `up` brings the perimeter up in a temporary data directory; the gateway answers `get_info` over
+//! TLS trusting the generated CA (curl --cacert) and the head advances; the summary it prints is
+//! true (the chain id is get_info's, the endpoints and data directory are where the perimeter is,
+//! the eosio key is a key pair that the `eosio` account holds, and the curl and eosjs examples run
+//! as printed); SIGINT stops every child in reverse start order (checked by pid); a second start
+//! resumes the chain, and a second `up` beside it is refused because the ports are taken; SIGKILL
+//! of `up` itself leaves no child running (they see their stdin pipe close); a third start resumes
+//! again; killing one child makes `up` stop the others and exit 1; with SoftHSM2 installed, `--hsm
+//! softhsm` signs through a token and SIGTERM stops it all. The README's walkthrough script (eosjs
+//! through the gateway: accounts, the token contract, a transfer) runs as written against the first
+//! start, and its balance is still there after the restart. The perimeter uses fixed ports (8443,
+//! 9100, 8888, 8889, 9876), so the `up` scenario is one test. Waits poll with deadlines; nothing
+//! sleeps to synchronise.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
