@@ -106,8 +106,11 @@ struct RawApi {
     metrics_file: Option<PathBuf>,
 }
 
-/// Highest accepted `limits.max_transaction_fuel`: ten times the shipped budget.
-const MAX_TRANSACTION_FUEL: u64 = 500_000_000;
+/// Highest accepted `limits.max_transaction_fuel`: ten times the shipped budget. It is also the
+/// budget every node re-applies a received block's transactions with, so a node whose own
+/// budget is lower still follows a producer whose budget is higher: the local budget decides
+/// only what this node accepts into a block it builds.
+pub const MAX_TRANSACTION_FUEL: u64 = 500_000_000;
 
 fn default_sign_timeout_ms() -> u64 {
     250

@@ -437,6 +437,7 @@ const BOUNDED_LOOP: &str = r#"(module
 fn the_transaction_cpu_budget_comes_from_the_node_limits() {
     // The same contract and transaction: within the shipped budget it runs; with
     // `max_transaction_fuel = 10000` in the node's limits it fails on CPU, and the block goes on.
+    let tiny = Limits { max_transaction_fuel: 10_000, ..Limits::default() };
     let run = |limits: Limits| {
         let (dir, chain) = open_with(limits);
         let dev = dev_account(&chain, "counter");
@@ -445,16 +446,26 @@ fn the_transaction_cpu_budget_comes_from_the_node_limits() {
         let head = chain.info().head_block_num;
         let r = push(&chain, vec![act("counter", "count", "counter", vec![])], &[&dev]);
         assert_eq!(chain.info().head_block_num, head + 1, "the block is produced either way");
-        drop(chain);
-        drop(dir);
-        r
+        (dir, chain, r)
     };
-    run(Limits::default()).expect("the shipped budget covers a 100,000-step loop");
-    let e = run(Limits { max_transaction_fuel: 10_000, ..Limits::default() })
-        .expect_err("a tiny budget stops the same loop");
+    let (_d, producer, r) = run(Limits::default());
+    r.expect("the shipped budget covers a 100,000-step loop");
+    let (_d2, _, r) = run(tiny.clone());
+    let e = r.expect_err("a tiny budget stops the same loop");
     assert!(e.to_string().contains("CPU budget of 10000 fuel units"), "{e}");
     assert!(e.to_string().contains("[limits] max_transaction_fuel"), "names the setting: {e}");
     assert_eq!(e.nodeos().1, "tx_cpu_usage_exceeded", "{e}");
+
+    // The budget decides what a node accepts into its own blocks, not whether it follows: an
+    // api node with the tiny budget re-applies the producer's block holding the loop.
+    let (_d3, follower) = open_with(tiny);
+    let snap = producer.store().read().expect("snapshot");
+    for num in 2..=producer.info().head_block_num {
+        let b: SignedBlock =
+            from_bytes(&snap.block(num).expect("read").expect("block")).expect("decode");
+        follower.apply_block(&b).unwrap_or_else(|e| panic!("block {num}: {e}"));
+    }
+    assert_eq!(state_digest(&follower), state_digest(&producer));
 }
 
 /// `parent`: on its own actions, stores a row (scope = the action name, table 2, primary key =

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::account::{self, PermissionRecord};
 use crate::authority::{Authority, AuthorityError, Checker, Level, PermissionSource};
-use crate::config::Limits;
+use crate::config::{Limits, MAX_TRANSACTION_FUEL};
 use crate::genesis::{Genesis, ProducerSchedule};
 use crate::native;
 use crate::store::{BlockWrite, Head, Overlay, Store, StoreError, key};
@@ -469,7 +469,8 @@ impl Worker {
             return self.reproduce(w, rx, pending, done, block);
         }
         for p in std::mem::take(&mut self.retry) {
-            if let Err(e) = self.apply_transaction(w, pending, p) {
+            if let Err(e) = self.apply_transaction(w, pending, p, self.limits.max_transaction_fuel)
+            {
                 tracing::info!(error = %e, "transaction of an abandoned block dropped");
             }
         }
@@ -518,7 +519,7 @@ impl Worker {
             })?;
             let fail = |source| BlockError::Transaction { block_num: num, index, source };
             let p = super::prepare(packed, &self.chain_id, &self.limits).map_err(fail)?;
-            self.apply_transaction(w, pending, p).map_err(fail)?;
+            self.apply_transaction(w, pending, p, MAX_TRANSACTION_FUEL).map_err(fail)?;
         }
         if self.header(pending) != block.signed_header.header {
             return Err(BlockError::Mismatch {
@@ -558,7 +559,7 @@ impl Worker {
             }
             *s = PushState::Taken;
         }
-        let r = self.apply_transaction(w, pending, *job.trx);
+        let r = self.apply_transaction(w, pending, *job.trx, self.limits.max_transaction_fuel);
         let _ = job.reply.send(r);
     }
 
@@ -773,7 +774,7 @@ impl Worker {
                     ),
                 });
             }
-            self.apply_transaction(w, &mut pending, p.clone())
+            self.apply_transaction(w, &mut pending, p.clone(), MAX_TRANSACTION_FUEL)
                 .map_err(|source| BlockError::Transaction { block_num: num, index, source })?;
             let ours = pending.receipts.last().map(|r| r.header);
             if ours != Some(receipt.header) {
@@ -801,11 +802,15 @@ impl Worker {
     }
 
     /// Checks and runs one transaction in the pending block. On error nothing it did remains.
+    /// `fuel` is the transaction's CPU budget: the node's policy for a block it builds,
+    /// [`MAX_TRANSACTION_FUEL`] for a block it re-applies (fuel use is deterministic, so every
+    /// transaction the producer ran within its budget runs here within the ceiling).
     fn apply_transaction(
         &mut self,
         w: &mut BlockWrite<'_>,
         pending: &mut Pending,
         p: PreparedTransaction,
+        fuel: u64,
     ) -> Result<TransactionTrace, TxError> {
         if pending.receipts.len() >= self.limits.max_block_transactions {
             return Err(TxError::BlockFull(pending.receipts.len()));
@@ -861,7 +866,7 @@ impl Worker {
             limits: &self.limits,
             now: pending.timestamp,
             sequence: pending.global_sequence,
-            fuel: self.vm.config().max_transaction_fuel,
+            fuel,
             traces: Vec::with_capacity(p.trx.actions.len()),
             validated: false,
         };
