@@ -1,8 +1,10 @@
-//! Issue 8's YubiKey block-key backend: the real `rempart-signer` (feature `yubikey`) signs
-//! blocks with an R1 key in a virtual YubiKey's PIV slot, through pcscd, and every signature
-//! recovers to the key the producer schedule names — what an api node checks. A card holding
-//! another key, or a wrong PIN, keeps the signer from starting. The daemon runs under its
-//! shipped sandbox: PC/SC keeps the connection it opened before the sandbox.
+//! Issue 8's YubiKey block-key backend, end to end: a chain whose schedule names an R1 key in
+//! a virtual YubiKey's PIV slot 9c; the real `rempart-signer` (feature `yubikey`) holds it
+//! through pcscd; a producer node (`rempart-node`) signs its blocks through that signer and an
+//! api node follows and accepts them. Walking the api node's blocks, each producer signature is
+//! SIG_R1, low-S, the one the signer audited, and recovers over the audited digest to the
+//! card's key. A card holding another key, or a wrong PIN, keeps the signer from starting. The
+//! daemon runs under its shipped sandbox: PC/SC keeps the connection it opened before it.
 #![cfg(feature = "yubikey")]
 
 mod admin_support;
@@ -12,15 +14,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use admin_support::{Lab, PIN, Proc, call, is_root, reader, rempart_ok, signer_binary};
-use rempart_core::block::BlockHeader;
-use rempart_core::key::{KeyType, PublicKey};
-use rempart_core::protocol::{Request, Response, SignBlockRequest};
-use rempart_core::{BlockTimestamp, Checksum256, Name, TimePoint};
+use admin_support::{
+    Lab, Nodes, PIN, Proc, api_block, api_head, audited_signatures, binary, is_root, reader,
+    rempart_ok, signer_binary, wait_for, write_genesis,
+};
+use rempart_core::Checksum256;
+use rempart_core::key::{KeyType, PublicKey, Signature};
 
-const CHAIN: &str = "3b58354cd4af30f0d59f1d9754a71a4c049a425dd9dad6a8ed858ca5d9a4e0b4";
-
-fn policy(lab: &Lab, key: &PublicKey, pin_file: &Path) -> std::path::PathBuf {
+fn policy(lab: &Lab, chain: &Checksum256, key: &PublicKey, pin_file: &Path) -> std::path::PathBuf {
     let state = lab.path("state");
     let _ = std::fs::create_dir(&state);
     let path = lab.path("signer.toml");
@@ -28,7 +29,7 @@ fn policy(lab: &Lab, key: &PublicKey, pin_file: &Path) -> std::path::PathBuf {
         &path,
         format!(
             r#"[chain]
-id = "{CHAIN}"
+id = "{chain}"
 max_clock_skew_ms = 5000
 [[producers]]
 account = "eosio"
@@ -71,18 +72,20 @@ fn pin_file(lab: &Lab, name: &str, pin: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn a_yubikey_block_key_signs_blocks_that_verify_against_the_schedule() {
+fn a_yubikey_block_key_signs_blocks_an_api_node_accepts() {
     let Some(mut lab) = Lab::start() else { return };
     lab.plug(0, "block-card", 21);
     let key: PublicKey =
         rempart_ok(&["admin", "enroll", "--reader", &reader(0)]).trim().parse().unwrap();
     assert_eq!(key.key_type(), KeyType::R1);
     let signer = signer_binary();
+    let node = binary("rempart-node", "rempart-node", &[]);
+    let chain = write_genesis(&lab, &key);
 
     // A policy naming another key, and one with a wrong PIN: the daemon refuses to start.
     let good_pin = pin_file(&lab, "pin", PIN);
     let other: PublicKey = rempart_core::key::PrivateKey::generate(KeyType::R1).public_key();
-    let wrong = policy(&lab, &other, &good_pin);
+    let wrong = policy(&lab, &chain, &other, &good_pin);
     let out = Command::new(&signer).args(["guard", "init", "--policy"]).arg(&wrong).output();
     assert!(out.as_ref().is_ok_and(|o| o.status.success()), "{out:?}");
     let out = Command::new(&signer).args(["run", "--policy"]).arg(&wrong).output().unwrap();
@@ -90,7 +93,7 @@ fn a_yubikey_block_key_signs_blocks_that_verify_against_the_schedule() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not hold"), "{err}");
     let bad_pin = pin_file(&lab, "bad-pin", "000000");
-    let wrong = policy(&lab, &key, &bad_pin);
+    let wrong = policy(&lab, &chain, &key, &bad_pin);
     let out = Command::new(&signer).args(["guard", "init", "--policy"]).arg(&wrong).output();
     assert!(out.as_ref().is_ok_and(|o| o.status.success()), "{out:?}");
     let out = Command::new(&signer).args(["run", "--policy"]).arg(&wrong).output().unwrap();
@@ -99,7 +102,7 @@ fn a_yubikey_block_key_signs_blocks_that_verify_against_the_schedule() {
     assert!(err.contains("refused the PIN"), "{err}");
 
     // The right key and PIN: blocks are signed by the card.
-    let good = policy(&lab, &key, &good_pin);
+    let good = policy(&lab, &chain, &key, &good_pin);
     let socket = lab.path("state/signer.sock");
     let _daemon = Proc(
         Command::new(&signer)
@@ -114,38 +117,26 @@ fn a_yubikey_block_key_signs_blocks_that_verify_against_the_schedule() {
     while UnixStream::connect(&socket).is_err() {
         assert!(Instant::now() < deadline, "the signer never listened");
     }
-    let ms = i64::try_from(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis(),
-    )
-    .unwrap();
-    let first = BlockTimestamp::from_time_point(TimePoint::from_millis(ms)).0;
-    for i in 0..5u32 {
-        let block_num = 2 + i;
-        let mut previous = Checksum256::ZERO;
-        previous.0[..4].copy_from_slice(&(block_num - 1).to_be_bytes());
-        let request = SignBlockRequest {
-            request_id: u64::from(block_num),
-            chain_id: CHAIN.parse().unwrap(),
-            header: BlockHeader {
-                timestamp: BlockTimestamp(first + i),
-                producer: Name::from_const("eosio"),
-                previous,
-                ..BlockHeader::default()
-            },
-            blockroot_merkle_root: Checksum256::ZERO,
-            pending_schedule_hash: Checksum256::ZERO,
-            signing_key: key,
-        };
-        let digest = request.digest();
-        match call(&socket, &Request::SignBlock(request)) {
-            Response::Signature(s) => {
-                assert_eq!(s.digest, digest);
-                assert_eq!(s.signature.key_type(), KeyType::R1);
-                assert!(s.signature.is_canonical(), "low-S");
-                assert_eq!(s.signature.recover(&digest).unwrap(), key, "block {block_num}");
-                assert!(s.signature.to_string().starts_with("SIG_R1_"));
-            }
-            other => panic!("block {block_num}: {other:?}"),
-        }
+
+    // The producer signs through the card; the api node follows and accepts its blocks.
+    let nodes = Nodes::start(&lab, &node, &socket);
+    let http = nodes.http;
+    let head = wait_for("the api node to pass block 6", Duration::from_secs(60), || {
+        let h = api_head(http);
+        (h >= 6).then_some(h)
+    });
+    let audited = audited_signatures(&lab.path("state/audit.jsonl"));
+    for num in 2..=head {
+        let b = api_block(http, num);
+        assert_eq!(b["producer"], "eosio", "block {num}");
+        let text = b["producer_signature"].as_str().expect("signature");
+        assert!(text.starts_with("SIG_R1_"), "block {num}: {text}");
+        let signature: Signature = text.parse().expect("signature");
+        assert!(signature.is_canonical(), "block {num}: low-S");
+        let (signed_by, digest, audited_sig) =
+            audited.get(&num).unwrap_or_else(|| panic!("block {num} not in the signer's audit"));
+        assert_eq!(signature, *audited_sig, "block {num}");
+        assert_eq!(*signed_by, key, "block {num}");
+        assert_eq!(signature.recover(digest).expect("recover"), key, "block {num}");
     }
 }

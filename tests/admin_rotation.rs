@@ -14,15 +14,14 @@
 
 mod admin_support;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use admin_support::{
-    Hsm, HsmSigner, Lab, PIN, Proc, approve, binary, call, enroll, have_softhsm, hsm_keygen,
-    propose, signer_binary, submit, write_secret,
+    DEV_WIF, Hsm, HsmSigner, Lab, Nodes, PIN, api, api_block, api_head, approve,
+    audited_signatures, binary, call, enroll, have_softhsm, hsm_keygen, propose, signer_binary,
+    submit, wait_for, write_genesis, write_secret,
 };
 use rempart_core::block::BlockHeader;
 use rempart_core::key::{PrivateKey, PublicKey, Signature};
@@ -30,53 +29,8 @@ use rempart_core::protocol::{ErrorCode, Request, Response, SignBlockRequest};
 use rempart_core::transaction::{Action, PermissionLevel, Transaction};
 use rempart_core::{BlockTimestamp, Bytes, Checksum256, Name, TimePoint, TimePointSec, to_bytes};
 use rempart_node::chain::sign_transaction;
-use rempart_node::genesis::Genesis;
 use rempart_node::native::RegProducer;
-use serde_json::{Value, json};
-
-/// The development key: `eosio`'s owner and active authority in this test's genesis.
-const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
-const DEV_PUB: &str = "EOS6MRyAjQq8ud7hVNYcfnVPJqcVpscN5So8BhtHuGYqET5GDW5CV";
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
-}
-
-/// Waits for `cond` with a deadline, polling.
-fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = cond() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A POST to the api node's chain API (curl, bounded in time); `None` when it does not answer.
-fn api(addr: SocketAddr, path: &str, body: &Value) -> Option<Value> {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "5", "-X", "POST", "--data-binary"])
-        .arg(body.to_string())
-        .arg(format!("http://{addr}{path}"))
-        .output()
-        .expect("run curl");
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-fn api_head(addr: SocketAddr) -> u32 {
-    api(addr, "/v1/chain/get_info", &json!({}))
-        .and_then(|v| v["head_block_num"].as_u64())
-        .map_or(0, |n| u32::try_from(n).expect("block number"))
-}
-
-fn api_block(addr: SocketAddr, num: u32) -> Value {
-    let b = api(addr, "/v1/chain/get_block", &json!({ "block_num_or_id": num }))
-        .unwrap_or_else(|| panic!("block {num} from the api node"));
-    assert_eq!(b["block_num"], json!(num), "{b}");
-    b
-}
+use serde_json::json;
 
 /// A counter from a metrics file in the Prometheus text format (0 while absent).
 fn metric(file: &Path, name: &str) -> u64 {
@@ -87,27 +41,6 @@ fn metric(file: &Path, name: &str) -> u64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// The signer's signature lines by block number: (key, digest, signature).
-fn audited_signatures(audit: &Path) -> BTreeMap<u32, (PublicKey, Checksum256, Signature)> {
-    let mut out = BTreeMap::new();
-    for line in std::fs::read_to_string(audit).expect("audit log").lines() {
-        let v: Value = serde_json::from_str(line).expect("audit line");
-        if v["event"] != "signature" {
-            continue;
-        }
-        let num = u32::try_from(v["block_num"].as_u64().expect("block_num")).expect("u32");
-        let entry = (
-            v["key"].as_str().expect("key").parse().expect("key"),
-            v["digest"].as_str().expect("digest").parse().expect("digest"),
-            v["signature"].as_str().expect("signature").parse().expect("signature"),
-        );
-        // A replay line repeats the first one exactly; two different ones are a double sign.
-        let first = out.entry(num).or_insert(entry);
-        assert_eq!(*first, entry, "block {num} was signed twice differently");
-    }
-    out
 }
 
 fn log_tail(path: &Path) -> String {
@@ -136,62 +69,15 @@ fn a_key_rotation_switches_at_a_block_boundary_with_no_missed_slot() {
     let old_key = hsm_keygen(&lab, &hsm, &signer);
 
     // The chain: eosio is the only producer, its blocks signed by the HSM key.
-    let genesis_path = lab.path("genesis.json");
-    std::fs::write(
-        &genesis_path,
-        json!({
-            "initial_timestamp": "2024-01-01T00:00:00.000",
-            "initial_key": DEV_PUB,
-            "initial_schedule": {"version": 0, "producers": [
-                {"producer_name": "eosio", "block_signing_key": old_key.to_string()}
-            ]}
-        })
-        .to_string(),
-    )
-    .expect("genesis");
-    let chain_id = Genesis::load(&genesis_path).expect("genesis").chain_id();
+    let chain_id = write_genesis(&lab, &old_key);
     let chain = chain_id.to_string();
 
     let daemon = HsmSigner::start(&lab, &hsm, &signer, &chain, &old_key, &[ka, kb, kc]);
     let (state, socket, signer_log) = (&daemon.state, &daemon.socket, &daemon.log);
 
     // The producer and the api node following it.
-    let (private, http) = (free_addr(), free_addr());
-    let config = lab.path("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"genesis = "genesis.json"
-[producer]
-data_dir = "producer"
-name = "eosio"
-private_listen = "{private}"
-signer = "unix:{socket}"
-sign_timeout_ms = 400
-metrics_file = "producer.prom"
-[api]
-data_dir = "api"
-http_listen = "{http}"
-producer = "{private}"
-"#,
-            socket = socket.display(),
-        ),
-    )
-    .expect("node.toml");
-    let start = |role: &str| {
-        let log = std::fs::File::create(lab.path(&format!("{role}.log"))).expect("log");
-        Proc(
-            Command::new(&node)
-                .args(["run", "--role", role, "--config"])
-                .arg(&config)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start a node"),
-        )
-    };
-    let _producer = start("producer");
-    let _api = start("api");
+    let nodes = Nodes::start(&lab, &node, socket);
+    let http = nodes.http;
     let prom = lab.path("producer.prom");
     let missed = || metric(&prom, "rempart_node_missed_slots_total");
     let head_at_least = |n: u32, what: &str| {

@@ -8,6 +8,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a part of this module")]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -490,4 +491,155 @@ threshold = 2
         }
         HsmSigner { state, socket, tcp, log, _daemon: daemon }
     }
+}
+
+/// The development key: `eosio`'s owner and active authority in this test's genesis.
+pub(crate) const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
+/// Its public key.
+pub(crate) const DEV_PUB: &str = "EOS6MRyAjQq8ud7hVNYcfnVPJqcVpscN5So8BhtHuGYqET5GDW5CV";
+
+/// A free loopback address.
+pub(crate) fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
+}
+
+/// Waits for `cond` with a deadline, polling.
+pub(crate) fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A POST to the api node's chain API (curl, bounded in time); `None` when it does not answer.
+pub(crate) fn api(
+    addr: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", "-X", "POST", "--data-binary"])
+        .arg(body.to_string())
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("run curl");
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The api node's head block number (0 while it does not answer).
+pub(crate) fn api_head(addr: SocketAddr) -> u32 {
+    api(addr, "/v1/chain/get_info", &serde_json::json!({}))
+        .and_then(|v| v["head_block_num"].as_u64())
+        .map_or(0, |n| u32::try_from(n).expect("block number"))
+}
+
+/// Block `num` from the api node.
+pub(crate) fn api_block(addr: SocketAddr, num: u32) -> serde_json::Value {
+    let b = api(addr, "/v1/chain/get_block", &serde_json::json!({ "block_num_or_id": num }))
+        .unwrap_or_else(|| panic!("block {num} from the api node"));
+    assert_eq!(b["block_num"], serde_json::json!(num), "{b}");
+    b
+}
+
+/// Writes `genesis.json` in the lab: `eosio` the only producer, its blocks signed by
+/// `block_key`, its accounts by the development key. Returns the chain id.
+pub(crate) fn write_genesis(
+    lab: &Lab,
+    block_key: &rempart_core::key::PublicKey,
+) -> rempart_core::Checksum256 {
+    let path = lab.path("genesis.json");
+    std::fs::write(
+        &path,
+        serde_json::json!({
+            "initial_timestamp": "2024-01-01T00:00:00.000",
+            "initial_key": DEV_PUB,
+            "initial_schedule": {"version": 0, "producers": [
+                {"producer_name": "eosio", "block_signing_key": block_key.to_string()}
+            ]}
+        })
+        .to_string(),
+    )
+    .expect("genesis");
+    rempart_node::genesis::Genesis::load(&path).expect("genesis").chain_id()
+}
+
+/// A producer node (`eosio`, blocks signed through the signer at `socket`, missed slots in
+/// `producer.prom`) and an api node following it, both the real `rempart-node` on the lab's
+/// `genesis.json`, logging to `producer.log` and `api.log`; killed on drop.
+pub(crate) struct Nodes {
+    /// The api node's HTTP address.
+    pub(crate) http: std::net::SocketAddr,
+    _producer: Proc,
+    _api: Proc,
+}
+
+impl Nodes {
+    /// Writes `node.toml` and starts both nodes.
+    pub(crate) fn start(lab: &Lab, node: &Path, socket: &Path) -> Nodes {
+        let (private, http) = (free_addr(), free_addr());
+        let config = lab.path("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"genesis = "genesis.json"
+[producer]
+data_dir = "producer"
+name = "eosio"
+private_listen = "{private}"
+signer = "unix:{socket}"
+sign_timeout_ms = 400
+metrics_file = "producer.prom"
+[api]
+data_dir = "api"
+http_listen = "{http}"
+producer = "{private}"
+"#,
+                socket = socket.display(),
+            ),
+        )
+        .expect("node.toml");
+        let start = |role: &str| {
+            let log = std::fs::File::create(lab.path(&format!("{role}.log"))).expect("log");
+            Proc(
+                Command::new(node)
+                    .args(["run", "--role", role, "--config"])
+                    .arg(&config)
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .expect("start a node"),
+            )
+        };
+        Nodes { http, _producer: start("producer"), _api: start("api") }
+    }
+}
+
+/// The signer's signature lines by block number: (key, digest, signature).
+pub(crate) fn audited_signatures(
+    audit: &Path,
+) -> std::collections::BTreeMap<
+    u32,
+    (rempart_core::key::PublicKey, rempart_core::Checksum256, rempart_core::key::Signature),
+> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(audit).expect("audit log").lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("audit line");
+        if v["event"] != "signature" {
+            continue;
+        }
+        let num = u32::try_from(v["block_num"].as_u64().expect("block_num")).expect("u32");
+        let entry = (
+            v["key"].as_str().expect("key").parse().expect("key"),
+            v["digest"].as_str().expect("digest").parse().expect("digest"),
+            v["signature"].as_str().expect("signature").parse().expect("signature"),
+        );
+        // A replay line repeats the first one exactly; two different ones are a double sign.
+        let first = out.entry(num).or_insert(entry);
+        assert_eq!(*first, entry, "block {num} was signed twice differently");
+    }
+    out
 }
