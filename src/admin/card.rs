@@ -31,31 +31,61 @@ pub(super) fn readers() -> Result<Vec<(String, bool)>, AdminCliError> {
 }
 
 /// Opens the one YubiKey present, or the one in the reader whose name contains `reader`.
+///
+/// A card that another program just reset or held answers the first connection with a PC/SC
+/// error ("the smart card has been reset", a sharing violation) that a new connection clears,
+/// so such a scan is tried again a few times before the card is called missing.
 pub(super) fn open(reader: Option<&str>) -> Result<YubiKey, AdminCliError> {
+    const ATTEMPTS: u32 = 4;
+    let mut attempt = 1;
+    loop {
+        match open_once(reader) {
+            Err((_, true)) if attempt < ATTEMPTS => {
+                std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
+                attempt += 1;
+            }
+            Ok(yk) => return Ok(yk),
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// One scan; on failure, whether a reader answered with a PC/SC error worth another scan.
+fn open_once(reader: Option<&str>) -> Result<YubiKey, (AdminCliError, bool)> {
     let mut ctx = yubikey::reader::Context::open().map_err(|e| {
-        AdminCliError::NoCard(format!(" (PC/SC unavailable: {e}; is pcscd running?)"))
+        (AdminCliError::NoCard(format!(" (PC/SC unavailable: {e}; is pcscd running?)")), false)
     })?;
     let mut found = Vec::new();
     let mut failures = Vec::new();
-    for r in ctx.iter().map_err(card_err)? {
+    let mut transient = false;
+    for r in ctx.iter().map_err(|e| (card_err(e), false))? {
         let name = r.name().into_owned();
         if reader.is_some_and(|want| !name.contains(want)) {
             continue;
         }
         match r.open() {
             Ok(yk) => found.push((name, yk)),
-            Err(e) => failures.push(format!("{name}: {e}")),
+            Err(e) => {
+                transient |= matches!(e, yubikey::Error::PcscError { .. });
+                failures.push(format!("{name}: {e}"));
+            }
         }
     }
     match found.len() {
-        0 => Err(AdminCliError::NoCard(format!(
-            "{} ({})",
-            reader.map(|r| format!(" in a reader named like {r:?}")).unwrap_or_default(),
-            if failures.is_empty() { "no reader".to_owned() } else { failures.join("; ") }
-        ))),
+        0 => Err((
+            AdminCliError::NoCard(format!(
+                "{} ({})",
+                reader.map(|r| format!(" in a reader named like {r:?}")).unwrap_or_default(),
+                if failures.is_empty() { "no reader".to_owned() } else { failures.join("; ") }
+            )),
+            transient,
+        )),
         1 => Ok(found.remove(0).1),
-        _ => Err(AdminCliError::SeveralCards(
-            found.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+        _ => Err((
+            AdminCliError::SeveralCards(
+                found.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
+            ),
+            false,
         )),
     }
 }
