@@ -296,7 +296,7 @@ async fn start_all(
     sup.wait_until("the producer's head advancing", Duration::from_secs(60), out, || {
         let head = probe::metrics_head(&metrics);
         let ready = match (first, head) {
-            (Some(f), Some(h)) => h > f && h >= CLIENT_READY_HEAD,
+            (Some(f), Some(h)) => h > f,
             (None, Some(h)) => {
                 first = Some(h);
                 false
@@ -358,6 +358,16 @@ async fn start_all(
     sup.wait_until("the gateway answering /healthz", Duration::from_secs(30), out, || {
         probe::healthz(admin)
     })
+    .await?;
+    // Everything serves by now; on a fresh chain, wait for the block clients need before the
+    // summary invites them to transact.
+    let metrics = &metrics;
+    sup.wait_until(
+        &format!("block {CLIENT_READY_HEAD}, the first a client's TaPoS can reference"),
+        Duration::from_secs(30),
+        out,
+        || std::future::ready(probe::metrics_head(metrics).is_some_and(|h| h >= CLIENT_READY_HEAD)),
+    )
     .await?;
     Ok(())
 }
