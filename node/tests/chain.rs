@@ -725,3 +725,37 @@ fn a_producer_whose_block_signing_key_is_r1_produces_blocks_a_follower_verifies(
     }
     assert_eq!(follower.chain.info(), node.chain.info());
 }
+
+#[test]
+fn an_api_node_with_a_lower_block_transaction_cap_still_follows_the_producer() {
+    // max_block_transactions decides what a node puts in its own blocks: the producer fills one
+    // with three transactions, a follower capped at one re-applies it, and refuses a fourth
+    // transaction into a block of its own.
+    let producer = node();
+    let id = producer.chain.chain_id();
+    let dev = dev_key();
+    producer.chain.start_block(next_slot(&producer.chain)).expect("start");
+    for name in ["ann", "ben", "cid"] {
+        let t = trx(&producer.chain, vec![newaccount("eosio", name, &dev)], 60);
+        producer.chain.push_transaction(sign_transaction(t, &[&dev], &id)).expect(name);
+    }
+    producer.chain.finish_block(sign_dev).expect("block 2");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(Store::open(&dir.path().join("state.redb")).expect("store"));
+    let capped = Limits { max_block_transactions: 1, ..Limits::default() };
+    let follower = Chain::open(store, &genesis(), capped).expect("chain");
+    for block in blocks_of(&producer.chain) {
+        assert_eq!(block.transactions.len(), 3);
+        follower.apply_block(&block).expect("a block over the local cap is followed");
+    }
+    assert_eq!(follower.info().head_block_id, producer.chain.info().head_block_id);
+
+    // Its own blocks keep its cap.
+    follower.start_block(next_slot(&follower)).expect("start");
+    let t = trx(&follower, vec![newaccount("eosio", "dan", &dev)], 60);
+    follower.push_transaction(sign_transaction(t, &[&dev], &id)).expect("first fits");
+    let t = trx(&follower, vec![newaccount("eosio", "eve", &dev)], 60);
+    let e = follower.push_transaction(sign_transaction(t, &[&dev], &id)).expect_err("full");
+    assert!(e.to_string().contains("the block is full (1 transactions)"), "{e}");
+}

@@ -469,8 +469,13 @@ impl Worker {
             return self.reproduce(w, rx, pending, done, block);
         }
         for p in std::mem::take(&mut self.retry) {
-            if let Err(e) = self.apply_transaction(w, pending, p, self.limits.max_transaction_fuel)
-            {
+            if let Err(e) = self.apply_transaction(
+                w,
+                pending,
+                p,
+                self.limits.max_transaction_fuel,
+                self.limits.max_block_transactions,
+            ) {
                 tracing::info!(error = %e, "transaction of an abandoned block dropped");
             }
         }
@@ -519,7 +524,8 @@ impl Worker {
             })?;
             let fail = |source| BlockError::Transaction { block_num: num, index, source };
             let p = super::prepare(packed, &self.chain_id, &self.limits).map_err(fail)?;
-            self.apply_transaction(w, pending, p, MAX_TRANSACTION_FUEL).map_err(fail)?;
+            self.apply_transaction(w, pending, p, MAX_TRANSACTION_FUEL, usize::MAX)
+                .map_err(fail)?;
         }
         if self.header(pending) != block.signed_header.header {
             return Err(BlockError::Mismatch {
@@ -559,7 +565,13 @@ impl Worker {
             }
             *s = PushState::Taken;
         }
-        let r = self.apply_transaction(w, pending, *job.trx, self.limits.max_transaction_fuel);
+        let r = self.apply_transaction(
+            w,
+            pending,
+            *job.trx,
+            self.limits.max_transaction_fuel,
+            self.limits.max_block_transactions,
+        );
         let _ = job.reply.send(r);
     }
 
@@ -774,7 +786,7 @@ impl Worker {
                     ),
                 });
             }
-            self.apply_transaction(w, &mut pending, p.clone(), MAX_TRANSACTION_FUEL)
+            self.apply_transaction(w, &mut pending, p.clone(), MAX_TRANSACTION_FUEL, usize::MAX)
                 .map_err(|source| BlockError::Transaction { block_num: num, index, source })?;
             let ours = pending.receipts.last().map(|r| r.header);
             if ours != Some(receipt.header) {
@@ -804,15 +816,19 @@ impl Worker {
     /// Checks and runs one transaction in the pending block. On error nothing it did remains.
     /// `fuel` is the transaction's CPU budget: the node's policy for a block it builds,
     /// [`MAX_TRANSACTION_FUEL`] for a block it re-applies (fuel use is deterministic, so every
-    /// transaction the producer ran within its budget runs here within the ceiling).
+    /// transaction the producer ran within its budget runs here within the ceiling). Likewise
+    /// `max_transactions`: the node's `max_block_transactions` for its own blocks, none for a
+    /// block it re-applies (the producer's policy decided; the frame limit bounds it), so an api
+    /// node configured lower still follows.
     fn apply_transaction(
         &mut self,
         w: &mut BlockWrite<'_>,
         pending: &mut Pending,
         p: PreparedTransaction,
         fuel: u64,
+        max_transactions: usize,
     ) -> Result<TransactionTrace, TxError> {
-        if pending.receipts.len() >= self.limits.max_block_transactions {
+        if pending.receipts.len() >= max_transactions {
             return Err(TxError::BlockFull(pending.receipts.len()));
         }
         let h = &p.trx.header;
