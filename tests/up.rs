@@ -8,7 +8,8 @@
 //! resumes the chain, and a second `up` beside it is refused because the ports are taken; SIGKILL
 //! of `up` itself leaves no child running (they see their stdin pipe close); a third start resumes
 //! again; killing one child makes `up` stop the others and exit 1; with SoftHSM2 installed, `--hsm
-//! softhsm` signs through a token and SIGTERM stops it all. The README's walkthrough script (eosjs
+//! softhsm` signs through a token, eosjs and wharfkit run the 2-of-3 multisig script
+//! (node/tests/clients/api_e2e.cjs) through the gateway, and SIGTERM stops it all. The README's walkthrough script (eosjs
 //! through the gateway: accounts, the token contract, a transfer) runs as written against the first
 //! start, and its balance is still there after the restart. The perimeter uses fixed ports (8443,
 //! 9100, 8888, 8889, 9876), so the `up` scenario is one test. Waits poll with deadlines; nothing
@@ -486,6 +487,7 @@ fn up_serves_stops_resumes_and_stops_everything_when_a_child_dies() {
     poll("the head to advance (HSM)", Duration::from_secs(30), || {
         head_through_gateway(&ca).filter(|h| *h > first)
     });
+    multisig_through_the_perimeter(&ca);
     up.signal(Signal::TERM);
     assert_eq!(up.exit_code(Duration::from_secs(90)), 0, "{}", up.tail());
     for (name, pid) in &pids {
@@ -494,6 +496,63 @@ fn up_serves_stops_resumes_and_stops_everything_when_a_child_dies() {
     let policies = hsm_data.path().join("policies");
     let out = Command::new(rempart()).arg("check").arg(&policies).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// node/tests/clients/api_e2e.cjs against the running perimeter (blocks signed by the real
+/// rempart-signer through SoftHSM2, reached through the gateway's TLS): eosjs and wharfkit make
+/// an account, turn its active permission into a 2-of-3 multisig and use it; one key of three
+/// is refused.
+fn multisig_through_the_perimeter(ca: &Path) {
+    use rempart_core::key::{KeyType, PrivateKey};
+    if !eosjs_installed() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let info = through_gateway(ca, "/v1/chain/get_info", "{}").expect("get_info");
+    let keys: Vec<String> = (0..3)
+        .map(|_| PrivateKey::generate(KeyType::K1).to_wif().expect("wif").to_string())
+        .collect();
+    let request = serde_json::json!({
+        "url": "https://127.0.0.1:8443",
+        "chain_id": info["chain_id"],
+        "eosio_wif": rempart::up::layout::DEV_PRIVATE_KEY,
+        "keys": keys,
+    });
+    let mut child = Command::new("node")
+        .arg(root.join("node/tests/clients/api_e2e.cjs"))
+        .env("NODE_PATH", root.join("tests/clients/node_modules"))
+        .env("NODE_EXTRA_CA_CERTS", ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    std::io::Write::write_all(
+        &mut child.stdin.take().expect("stdin"),
+        request.to_string().as_bytes(),
+    )
+    .expect("request");
+    let output = child.wait_with_output().expect("node output");
+    let out: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "api_e2e.cjs printed no JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let ok = |name: &str| -> serde_json::Value {
+        let v = &out[name];
+        assert!(v.get("error").is_none() && !v["ok"].is_null(), "{name} failed: {out}");
+        v["ok"].clone()
+    };
+    assert_eq!(ok("eosjs_newaccount")["processed"]["receipt"]["status"], "executed");
+    ok("eosjs_multisig");
+    ok("alice_is_multisig_on_the_api_node");
+    assert_eq!(ok("eosjs_one_of_three_refused")["refused"]["error"]["code"], 3_090_003);
+    assert_eq!(ok("eosjs_two_of_three")["processed"]["receipt"]["status"], "executed");
+    ok("trade_exists_on_the_api_node");
+    ok("wharfkit_newaccount");
+    assert_eq!(ok("wharfkit_two_of_three")["processed"]["receipt"]["status"], "executed");
 }
 
 fn have_softhsm() -> bool {
