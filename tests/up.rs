@@ -9,10 +9,10 @@
 //! of `up` itself leaves no child running (they see their stdin pipe close); a third start resumes
 //! again; killing one child makes `up` stop the others and exit 1; with SoftHSM2 installed, `--hsm
 //! softhsm` signs through a token, eosjs and wharfkit run the 2-of-3 multisig script
-//! (node/tests/clients/api_e2e.cjs) through the gateway, and SIGTERM stops it all. The README's walkthrough script (eosjs
-//! through the gateway: accounts, the token contract, a transfer) runs as written against the first
-//! start, and its balance is still there after the restart. The perimeter uses fixed ports (8443,
-//! 9100, 8888, 8889, 9876), so the `up` scenario is one test. Waits poll with deadlines; nothing
+//! (node/tests/clients/api_e2e.cjs) through the gateway, and SIGTERM stops it all. The README's
+//! walkthrough script (eosjs through the gateway: accounts, the token contract, a transfer) runs
+//! as written against the first start, and its balance is still there after the restart. The
+//! perimeter uses fixed ports (8443, 9100, 8888, 8889, 9876), so the `up` scenario is one test. Waits poll with deadlines; nothing
 //! sleeps to synchronise.
 
 use std::io::{BufRead, BufReader};
