@@ -12,8 +12,8 @@
 //! (node/tests/clients/api_e2e.cjs) through the gateway, and SIGTERM stops it all. The README's
 //! walkthrough script (eosjs through the gateway: accounts, the token contract, a transfer) runs
 //! as written against the first start, and its balance is still there after the restart. The
-//! perimeter uses fixed ports (8443, 9100, 8888, 8889, 9876), so the `up` scenario is one test. Waits poll with deadlines; nothing
-//! sleeps to synchronise.
+//! perimeter uses fixed ports (8443, 9100, 8888, 8889, 9876), so the `up` scenario is one test.
+//! Waits poll with deadlines; nothing sleeps to synchronise.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
