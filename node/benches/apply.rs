@@ -25,6 +25,10 @@ use rempart_node::native::NewAccount;
 use rempart_node::producer::clock;
 use rempart_node::store::Store;
 
+#[path = "support/cpu.rs"]
+mod cpu;
+use cpu::apply_thread_cpu;
+
 const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
 
 struct Bench {
@@ -103,21 +107,6 @@ impl Bench {
     fn next_slot(&self) -> BlockTimestamp {
         self.chain.info().head_block_time.next()
     }
-}
-
-/// CPU time the apply thread (named `rempart-apply`) has used, from the kernel's schedstat
-/// (nanoseconds on CPU): what the apply thread spends, whatever else runs on the machine.
-fn apply_thread_cpu() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Duration::ZERO };
-    for t in tasks.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if comm.trim() == "rempart-apply" {
-            let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-            let ns = stat.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            return Duration::from_nanos(ns);
-        }
-    }
-    Duration::ZERO
 }
 
 fn apply(c: &mut Criterion) {
