@@ -211,23 +211,18 @@ impl Signer {
     /// The keys that may sign for `producer`: the policy's, then those administrators created
     /// for it (retired ones excluded). Empty when this signer does not sign for it.
     pub fn producer_keys(&self, producer: Name) -> Vec<PublicKey> {
-        let Some(key) = self.policy.key_for(producer) else { return Vec::new() };
-        let mut keys = vec![*key];
+        let mut keys = self.all_producer_keys(producer);
         if let Some(admin) = &self.admin {
-            for (p, k) in admin.created_keys() {
-                if p == producer && !keys.contains(&k) {
-                    keys.push(k);
-                }
-            }
             keys.retain(|k| !admin.is_retired(k));
         }
         keys
     }
 
-    /// Every key of `producer` this signer ever held, retired or not: the double-sign check
-    /// across keys looks at them all.
+    /// Every key of `producer` this signer ever held, retired or not (none when its policy does
+    /// not sign for `producer`): the double-sign check across keys looks at them all.
     fn all_producer_keys(&self, producer: Name) -> Vec<PublicKey> {
-        let mut keys: Vec<PublicKey> = self.policy.key_for(producer).into_iter().copied().collect();
+        let Some(key) = self.policy.key_for(producer) else { return Vec::new() };
+        let mut keys = vec![*key];
         if let Some(admin) = &self.admin {
             for (p, k) in admin.created_keys() {
                 if p == producer && !keys.contains(&k) {
