@@ -57,11 +57,25 @@ async function main() {
       (name) => act('eosio', 'newaccount', 'eosio',
         { creator: 'eosio', name, owner: auth, active: auth })) }, opts));
     await step('accounts_seen', () => until('bob', () => rpc.get_account('bob')));
-    await step('deploy', () => api.transact({ actions: [
-      act('eosio', 'setcode', 'eosio.token',
-        { account: 'eosio.token', vmtype: 0, vmversion: 0, code: req.wasm_hex }),
-      act('eosio', 'setabi', 'eosio.token', { account: 'eosio.token', abi: req.abi_hex }),
-    ] }, opts));
+    // The gateway spreads reads over two api nodes, one of which may be a block behind: before
+    // eosjs fetches the token's raw ABI for `create`, every node must have the deploy's block
+    // (four get_info in a row past it, which round-robin sends to both nodes).
+    let deployBlock = 0;
+    await step('deploy', async () => {
+      const r = await api.transact({ actions: [
+        act('eosio', 'setcode', 'eosio.token',
+          { account: 'eosio.token', vmtype: 0, vmversion: 0, code: req.wasm_hex }),
+        act('eosio', 'setabi', 'eosio.token', { account: 'eosio.token', abi: req.abi_hex }),
+      ] }, opts);
+      deployBlock = r.processed.block_num;
+      return r;
+    });
+    await step('deploy_on_every_api_node', () => until('both api nodes past the deploy', async () => {
+      for (let i = 0; i < 4; i += 1) {
+        if ((await rpc.get_info()).head_block_num <= deployBlock) return null;
+      }
+      return deployBlock;
+    }));
     await step('abi_seen', () => until('the token ABI', async () => {
       const r = await rpc.get_abi('eosio.token');
       return r.abi && r.abi.actions.some((a) => a.name === 'transfer') ? r.abi.version : null;
