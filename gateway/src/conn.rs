@@ -4,7 +4,7 @@
 //! A connection over a cap is closed before any byte is read from it. Nothing here reads a
 //! header or trusts the client: the client key is the TCP peer address.
 //!
-//! On HTTP/2 connections the wrapper also coalesces writes: hyper's h2 flushes after every
+//! On HTTP/2 connections the wrapper also coalesces writes: the `h2` crate flushes after every
 //! few frames, and each flush through TLS is one record and one `writev`. Holding a flush for
 //! one scheduler pass lets the other streams of the connection add their frames, so one
 //! record carries several responses. The buffer is bounded and nothing is ever held longer

@@ -18,7 +18,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use rempart_core::time::TimePointSec;
 
 use crate::conn::FramingFlag;
@@ -77,11 +77,18 @@ struct Trace {
     attempts: u32,
 }
 
-/// Serves one downstream request.
-pub async fn handle(
+/// What a downstream request body must be to go through [`handle`]: hyper's HTTP/1 body or
+/// the gateway's HTTP/2 one.
+pub trait RequestBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
+impl<B> RequestBody for B where B: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{}
+
+/// Serves one downstream request, over HTTP/1 or HTTP/2 alike.
+pub async fn handle<B: RequestBody>(
     shared: Arc<Shared>,
     ctx: Arc<ConnCtx>,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
     let index = ctx.requests.fetch_add(1, Ordering::Relaxed);
@@ -172,13 +179,13 @@ fn class_name(rt: &Runtime, class: Option<usize>) -> &str {
     class.and_then(|c| rt.policy.classes().get(c)).map_or("none", |c| c.name.as_str())
 }
 
-async fn proxy(
+async fn proxy<B: RequestBody>(
     shared: &Shared,
     rt: &Runtime,
     ctx: &ConnCtx,
     index: u64,
     parts: &http::request::Parts,
-    body: &mut Option<Incoming>,
+    body: &mut Option<B>,
     trace: &mut Trace,
 ) -> Result<Response<RespBody>, RequestError> {
     if let Some(flag) = ctx.framing.as_ref().and_then(|f| f.get().copied())
@@ -302,8 +309,7 @@ fn gateway_time() -> TimePointSec {
 /// Reads and discards a small remainder of a refused request's body, so an HTTP/2 stream
 /// ends cleanly instead of being reset (resets count toward the rapid-reset limit, which would
 /// close a client's whole connection for a few refused requests). Bounded in size and time.
-async fn drain(body: Incoming) {
-    use http_body::Body as _;
+async fn drain<B: RequestBody>(body: B) {
     if body.is_end_stream() {
         return;
     }
@@ -311,8 +317,8 @@ async fn drain(body: Incoming) {
     let _ = tokio::time::timeout(deadline, Limited::new(body, 16 * 1024).collect()).await;
 }
 
-async fn read_body(
-    body: Incoming,
+async fn read_body<B: RequestBody>(
+    body: B,
     cap: u64,
     timeout: std::time::Duration,
 ) -> Result<Bytes, RequestError> {

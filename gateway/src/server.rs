@@ -22,18 +22,18 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::ban::Bans;
 use crate::conn::{ConnGuard, EdgeIo};
 use crate::document::{DocumentError, Loaded};
 use crate::framing::Scanner;
+use crate::http2;
 use crate::limit::ClientKey;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
@@ -161,7 +161,7 @@ pub async fn run(
         provider,
         workers,
     });
-    let graceful = Arc::new(GracefulShutdown::new());
+    let graceful = Arc::new(Graceful::new());
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut others = Vec::new();
@@ -202,13 +202,8 @@ pub async fn run(
         // Cancelled tasks drop their listeners and their handle on `graceful`.
         let _ = t.await;
     }
-    match Arc::try_unwrap(graceful) {
-        Ok(graceful) => {
-            if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
-                tracing::warn!("drain timeout: closing the remaining connections");
-            }
-        }
-        Err(_) => tracing::error!("cannot drain: the shutdown handle is still shared"),
+    if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain timeout: closing the remaining connections");
     }
     for done in others {
         // Each worker drains its own connections within the same timeout.
@@ -237,7 +232,7 @@ fn spawn_worker(
         .spawn(move || {
             crate::upstream::set_worker(index);
             rt.block_on(async move {
-                let graceful = Arc::new(GracefulShutdown::new());
+                let graceful = Arc::new(Graceful::new());
                 match TcpListener::from_std(listener) {
                     Ok(listener) => {
                         let accepting =
@@ -248,9 +243,7 @@ fn spawn_worker(
                     }
                     Err(e) => tracing::error!(worker = index, error = %e, "worker cannot accept"),
                 }
-                if let Ok(graceful) = Arc::try_unwrap(graceful) {
-                    let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
-                }
+                let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
             });
             let _ = done.send(());
         })
@@ -308,7 +301,51 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-async fn accept_tls(listener: TcpListener, shared: Arc<Shared>, graceful: Arc<GracefulShutdown>) {
+/// Tells open connections to finish and waits until they have: each connection holds a
+/// watcher, turned true at shutdown; a connection then finishes its requests in flight and
+/// closes (HTTP/1 after the current request, HTTP/2 with a GOAWAY), dropping its watcher.
+#[derive(Debug)]
+struct Graceful(watch::Sender<bool>);
+
+impl Graceful {
+    fn new() -> Self {
+        Graceful(watch::Sender::new(false))
+    }
+
+    /// A watcher for one connection.
+    fn watcher(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
+    }
+
+    /// Signals every connection, then waits until all have closed.
+    async fn shutdown(&self) {
+        self.0.send_replace(true);
+        self.0.closed().await;
+    }
+}
+
+/// Runs a hyper HTTP/1 connection until it ends, or until `stop` turns true: then it finishes
+/// the request in flight and closes.
+async fn watched<I, S>(
+    conn: http1::Connection<I, S>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => return r,
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
+}
+
+async fn accept_tls(listener: TcpListener, shared: Arc<Shared>, graceful: Arc<Graceful>) {
     loop {
         let (tcp, peer) = accept(&listener).await;
         let _ = tcp.set_nodelay(true);
@@ -330,7 +367,7 @@ async fn serve_proxied(
     mut tcp: TcpStream,
     balancer: SocketAddr,
     shared: Arc<Shared>,
-    watcher: Watcher,
+    watcher: watch::Receiver<bool>,
 ) {
     let deadline = shared.runtime.load().policy.connections().tls_handshake_timeout;
     let client = match tokio::time::timeout(deadline, proxy_header::read(&mut tcp, balancer)).await
@@ -357,7 +394,7 @@ async fn serve_tls(
     peer: SocketAddr,
     admitted: Admitted,
     shared: Arc<Shared>,
-    watcher: Watcher,
+    watcher: watch::Receiver<bool>,
 ) {
     let Admitted { key, trusted, guard } = admitted;
     let conns = shared.runtime.load().policy.connections().clone();
@@ -380,36 +417,26 @@ async fn serve_tls(
     let (io, flag) = EdgeIo::new(tls, conns.idle_timeout, scanner);
     let io = if h2 { io.coalescing() } else { io };
     let ctx = Arc::new(ConnCtx::new(peer, key, trusted, (!h2).then_some(flag)));
-    let svc_shared = shared.clone();
-    let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), ctx.clone(), req));
-    let io = TokioIo::new(io);
-    let result = if h2 {
-        let mut b = http2::Builder::new(TokioExecutor::new());
-        b.timer(TokioTimer::new())
-            .max_concurrent_streams(conns.h2_max_concurrent_streams)
-            .max_pending_accept_reset_streams(conns.h2_max_pending_accept_reset_streams)
-            .max_local_error_reset_streams(conns.h2_max_local_error_reset_streams)
-            .max_header_list_size(u32::try_from(conns.max_header_bytes).unwrap_or(u32::MAX));
-        watcher.watch(b.serve_connection(io, svc)).await
+    if h2 {
+        if let Err(e) = http2::serve(io, shared, ctx, &conns, watcher).await {
+            tracing::debug!(client = %peer.ip(), error = %e, "connection ended with an error");
+        }
     } else {
+        let svc_shared = shared.clone();
+        let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), ctx.clone(), req));
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
             .header_read_timeout(conns.header_read_timeout)
             .max_header_size(conns.max_header_bytes)
             .keep_alive(true);
-        watcher.watch(b.serve_connection(io, svc)).await
-    };
-    if let Err(e) = result {
-        tracing::debug!(client = %peer.ip(), error = %e, "connection ended with an error");
+        if let Err(e) = watched(b.serve_connection(TokioIo::new(io), svc), watcher).await {
+            tracing::debug!(client = %peer.ip(), error = %e, "connection ended with an error");
+        }
     }
     drop(guard);
 }
 
-async fn accept_redirect(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    graceful: Arc<GracefulShutdown>,
-) {
+async fn accept_redirect(listener: TcpListener, shared: Arc<Shared>, graceful: Arc<Graceful>) {
     loop {
         let (tcp, peer) = accept(&listener).await;
         let Some(Admitted { guard, .. }) = admit(&shared, peer) else {
@@ -425,7 +452,7 @@ async fn accept_redirect(
             });
             let mut b = http1::Builder::new();
             b.timer(TokioTimer::new()).header_read_timeout(timeout).keep_alive(false);
-            let _ = watcher.watch(b.serve_connection(TokioIo::new(tcp), svc)).await;
+            let _ = watched(b.serve_connection(TokioIo::new(tcp), svc), watcher).await;
             drop(guard);
         });
     }

@@ -1,0 +1,294 @@
+//! HTTP/2 downstream connections served with the `h2` crate: one task per connection accepts
+//! its streams and drives every request as a future inside that same task, on the request
+//! path HTTP/1 uses too (`proxy::handle`).
+//!
+//! hyper's HTTP/2 server spawns a task per stream and hands frames between the connection's
+//! task and the streams' tasks; here the connection, its streams and their upstream requests
+//! are polled together, so a response is written by the poll that produced it. The protections
+//! are those of the `h2` crate configured from the policy: maximum concurrent streams, the
+//! rapid-reset limits (resets before accept, resets caused locally), the header list size
+//! (which also bounds CONTINUATION frames), plus the idle timeout of the I/O wrapper beneath.
+//! This module never spawns a task per stream, never judges a request itself (that is
+//! `proxy`), and never buffers a response body more than one frame ahead of the client's
+//! flow-control window.
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::{HeaderValue, Request, Response, header};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use crate::policy::Connections;
+use crate::proxy::{self, ConnCtx, RespBody};
+use crate::state::Shared;
+use crate::upstream::BoxError;
+
+#[cfg(test)]
+mod tests;
+
+/// Flow-control window offered to the client per stream and per connection (as hyper's
+/// server offers): a request body up to this size arrives without waiting for the gateway.
+const WINDOW: u32 = 1024 * 1024;
+/// Most bytes of response data queued on a connection beyond what the client may receive.
+const MAX_SEND_BUFFER: usize = 400 * 1024;
+
+/// A stream the client opened: its request and the handle to answer it.
+type Accepted = (Request<RecvStream>, SendResponse<Bytes>);
+/// A frame of a response body, `None` at its end.
+type BodyFrame = Option<Result<Frame<Bytes>, BoxError>>;
+
+/// Why an HTTP/2 connection ended early.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Http2Error {
+    /// The HTTP/2 protocol failed: the client broke it, went away, or exceeded a limit.
+    #[error("HTTP/2 connection failed: {0}")]
+    Protocol(#[from] h2::Error),
+}
+
+/// Serves an HTTP/2 connection over `io` until the client closes it, it fails, or `stop`
+/// turns true (then it finishes the streams it has with a GOAWAY and closes).
+pub async fn serve<T>(
+    io: T,
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    limits: &Connections,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Http2Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(WINDOW)
+        .initial_connection_window_size(WINDOW)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(Some(limits.h2_max_local_error_reset_streams))
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let mut stopping = *stop.borrow();
+    let mut conn = tokio::select! {
+        c = builder.handshake::<T, Bytes>(io) => c?,
+        _ = stop.wait_for(|s| *s), if !stopping => return Ok(()),
+    };
+    if stopping {
+        conn.graceful_shutdown();
+    }
+    let mut streams = FuturesUnordered::new();
+    loop {
+        let event = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s), if !stopping => {
+                stopping = true;
+                conn.graceful_shutdown();
+                continue;
+            }
+            e = poll_fn(|cx| poll_connection(cx, &mut conn, &mut streams)) => e,
+        };
+        match event {
+            Some(Ok((req, respond))) => {
+                streams.push(serve_stream(shared.clone(), ctx.clone(), req, respond));
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The next stream of the connection, after running every stream future that can progress
+/// (their frames are then written by the same poll of the connection).
+fn poll_connection<T, F>(
+    cx: &mut Context<'_>,
+    conn: &mut h2::server::Connection<T, Bytes>,
+    streams: &mut FuturesUnordered<F>,
+) -> Poll<Option<Result<Accepted, h2::Error>>>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = ()>,
+{
+    while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+    conn.poll_accept(cx)
+}
+
+/// One request: through the shared request path, then its answer down the stream. A reset
+/// from the client cancels the request wherever it is, upstream included.
+async fn serve_stream(
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let req = req.map(RecvBody::new);
+    let mut handling = pin!(proxy::handle(shared, ctx, req));
+    let answered = poll_fn(|cx| {
+        if let Poll::Ready(r) = handling.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        match respond.poll_reset(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    let Some(Ok(resp)) = answered else {
+        return;
+    };
+    if let Err(e) = send_response(&mut respond, resp).await {
+        tracing::debug!(error = %e, "HTTP/2 response not delivered");
+    }
+}
+
+/// Sends `resp` on the stream: headers (with `Content-Length` when the body's size is known),
+/// then the body at the pace of the client's flow-control window.
+async fn send_response(
+    respond: &mut SendResponse<Bytes>,
+    resp: Response<RespBody>,
+) -> Result<(), h2::Error> {
+    let (mut parts, mut body) = resp.into_parts();
+    // Connection-specific headers are forbidden in HTTP/2 (RFC 9113 §8.2.2).
+    proxy::strip_hop_by_hop(&mut parts.headers);
+    if body.is_end_stream() {
+        respond.send_response(Response::from_parts(parts, ()), true)?;
+        return Ok(());
+    }
+    if let Some(len) = body.size_hint().exact() {
+        parts.headers.entry(header::CONTENT_LENGTH).or_insert_with(|| HeaderValue::from(len));
+    }
+    // A body already in hand (the usual small answer) leaves with its headers: the first
+    // frame is polled before the headers are sent.
+    let first = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+        Poll::Ready(f) => Poll::Ready(Some(f)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    let mut tx = respond.send_response(Response::from_parts(parts, ()), false)?;
+    let mut next = first;
+    loop {
+        let frame = match next.take() {
+            Some(f) => f,
+            None => match next_frame(&mut tx, &mut body).await? {
+                Some(f) => f,
+                None => return Ok(()),
+            },
+        };
+        match frame {
+            None => {
+                tx.send_data(Bytes::new(), true)?;
+                return Ok(());
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "upstream body failed mid-answer");
+                tx.send_reset(Reason::INTERNAL_ERROR);
+                return Ok(());
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let end = body.is_end_stream();
+                    send_data(&mut tx, data, end).await?;
+                    if end {
+                        return Ok(());
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        tx.send_trailers(trailers)?;
+                        return Ok(());
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The next frame of `body`, or `Ok(None)` if the client reset the stream meanwhile.
+async fn next_frame(
+    tx: &mut SendStream<Bytes>,
+    body: &mut RespBody,
+) -> Result<Option<BodyFrame>, h2::Error> {
+    poll_fn(|cx| {
+        if let Poll::Ready(f) = Pin::new(&mut *body).poll_frame(cx) {
+            return Poll::Ready(Ok(Some(f)));
+        }
+        match tx.poll_reset(cx) {
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(None)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Sends one data chunk once the client's window has room for at least a byte of it (the
+/// `h2` crate holds the rest until the window opens): at most one chunk waits per stream.
+async fn send_data(tx: &mut SendStream<Bytes>, data: Bytes, end: bool) -> Result<(), h2::Error> {
+    if data.is_empty() {
+        return tx.send_data(data, end);
+    }
+    tx.reserve_capacity(1);
+    while tx.capacity() == 0 {
+        match poll_fn(|cx| tx.poll_capacity(cx)).await {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e),
+            None => return Err(h2::Error::from(Reason::CANCEL)),
+        }
+    }
+    tx.send_data(data, end)
+}
+
+/// A request body read from an HTTP/2 stream; every chunk read gives its bytes back to the
+/// client's flow-control window.
+#[derive(Debug)]
+pub struct RecvBody {
+    recv: RecvStream,
+    data_done: bool,
+}
+
+impl RecvBody {
+    /// Reads the body of `recv`.
+    pub fn new(recv: RecvStream) -> Self {
+        RecvBody { recv, data_done: false }
+    }
+}
+
+impl Body for RecvBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
