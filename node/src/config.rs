@@ -3,9 +3,9 @@
 //!
 //! Relative paths in the file are resolved against the file's directory. The optional
 //! `[wireguard]` section has the signer's shape and is validated by the signer crate's shared
-//! module; the producer's `private_listen` must then bind the tunnel address (and loopback
-//! without a tunnel). This module never opens sockets, databases or key files; it only says
-//! what the operator asked for.
+//! module; the producer's `private_listen`, and an api node's when it has one, must then bind
+//! the tunnel address (and loopback without a tunnel). This module never opens sockets,
+//! databases or key files; it only says what the operator asked for.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -103,6 +103,8 @@ struct RawApi {
     http_listen: SocketAddr,
     producer: Spanned<SocketAddr>,
     #[serde(default)]
+    private_listen: Option<Spanned<SocketAddr>>,
+    #[serde(default)]
     metrics_file: Option<PathBuf>,
 }
 
@@ -180,8 +182,13 @@ pub struct ApiConfig {
     pub data_dir: PathBuf,
     /// Where the chain API listens (behind the gateway).
     pub http_listen: SocketAddr,
-    /// The producer's private address.
+    /// The private address of the node this one follows: the producer, or another api node's
+    /// `private_listen`.
     pub producer: SocketAddr,
+    /// When set, this api node serves its verified blocks on this private address and relays
+    /// the transactions pushed there to the node it follows, so that further api nodes can
+    /// follow it exactly as they follow a producer. `None`: no private listener.
+    pub private_listen: Option<SocketAddr>,
     /// Prometheus text file rewritten after every block, when set.
     pub metrics_file: Option<PathBuf>,
 }
@@ -297,6 +304,14 @@ impl Config {
             wireguard.as_ref(),
         )
         .map_err(|m| at(listen.span(), m))?;
+        if let Some(listen) = &raw.api.private_listen {
+            wg_config::check_private_listener(
+                "api.private_listen",
+                *listen.get_ref(),
+                wireguard.as_ref(),
+            )
+            .map_err(|m| at(listen.span(), m))?;
+        }
         if let (Some(wg), Ok(addr)) = (&wireguard, signer.parse::<SocketAddr>()) {
             // Blocks are signed through the tunnel (or on this host), never around it.
             let ip = addr.ip();
@@ -338,6 +353,7 @@ impl Config {
                 data_dir: base.join(raw.api.data_dir),
                 http_listen: raw.api.http_listen,
                 producer: raw.api.producer.into_inner(),
+                private_listen: raw.api.private_listen.map(Spanned::into_inner),
                 metrics_file: raw.api.metrics_file.map(|p| base.join(p)),
             },
             limits: raw.limits,

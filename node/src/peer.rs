@@ -1,11 +1,13 @@
 //! The private producer⇄api protocol over TCP (WireGuard side only): an api node follows the
-//! producer's blocks and forwards the transactions clients push to it.
+//! producer's blocks (or another api node's) and forwards the transactions clients push to it.
 //!
-//! - [`serve_producer`] runs on the producer: each connection opens with a chain-id handshake,
+//! - [`serve_producer`] runs on the producer, and on an api node with a private listener (so
+//!   that further api nodes can follow it): each connection opens with a chain-id handshake,
 //!   then either subscribes to blocks (every stored block from a height, then each new one as
 //!   the chain commits it, with heartbeats while idle) or pushes transactions one at a time
-//!   (the producer applies each through its [`TransactionSink`] and answers with the trace or
-//!   the nodeos error).
+//!   (the service answers each through its [`PushHandler`]: the producer's chain applies it,
+//!   an api node relays it upstream with its [`PushClient`]; the trace or the nodeos error
+//!   goes back unchanged).
 //! - [`follow`] runs on an api node: it resumes from its own head, applies each block through
 //!   its [`BlockSink`] (which verifies it), reconnects with backoff when the link fails, and
 //!   stops for good — saying why in [`FollowerState`] — when a block fails verification.
@@ -20,6 +22,7 @@ pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,6 +81,33 @@ pub trait TransactionSink: Send + Sync {
     fn push(&self, trx: PackedTransaction) -> Result<Value, ApiError>;
 }
 
+/// What a push answers: the trace (nodeos's `processed` JSON) or the nodeos error.
+pub type PushAnswer = Pin<Box<dyn Future<Output = Result<Value, ApiError>> + Send>>;
+
+/// Answers the pushes that reach a block-serving node: every [`TransactionSink`] (the
+/// producer's chain applies the transaction on a blocking thread) and a [`PushClient`] (an api
+/// node relays it to the node it follows and hands back the answer unchanged).
+pub trait PushHandler: Send + Sync {
+    /// Handles `trx`; the answer goes back to the api node that forwarded it.
+    fn handle(self: Arc<Self>, trx: PackedTransaction) -> PushAnswer;
+}
+
+impl<T: TransactionSink + 'static> PushHandler for T {
+    fn handle(self: Arc<Self>, trx: PackedTransaction) -> PushAnswer {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || self.push(trx))
+                .await
+                .unwrap_or_else(|e| Err(ApiError::internal(format!("producer failed: {e}"))))
+        })
+    }
+}
+
+impl PushHandler for PushClient {
+    fn handle(self: Arc<Self>, trx: PackedTransaction) -> PushAnswer {
+        Box::pin(async move { self.push(trx).await })
+    }
+}
+
 /// Applies followed blocks (the api node's chain).
 pub trait BlockSink: Send + Sync {
     /// The number of the next block this chain needs (head + 1).
@@ -122,14 +152,15 @@ pub const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Blocks read from the store per batch when streaming.
 const BATCH: u32 = 64;
 
-/// The producer's side of the private protocol.
+/// The block-serving side of the private protocol: the producer's, or an api node's that
+/// other api nodes follow.
 pub struct ProducerService {
-    /// The producer's state (blocks are read from snapshots).
+    /// This node's state (blocks are read from snapshots).
     pub store: Arc<Store>,
     /// The chain id api nodes must present.
     pub chain_id: Checksum256,
-    /// Applies pushed transactions.
-    pub sink: Arc<dyn TransactionSink>,
+    /// Answers pushed transactions: the producer's chain, or an api node's [`PushClient`].
+    pub sink: Arc<dyn PushHandler>,
     /// Head changes.
     pub heads: HeadNotifier,
     /// Largest frame accepted.
@@ -217,14 +248,9 @@ async fn serve_connection(mut stream: TcpStream, svc: &ProducerService) -> Resul
             None => return Ok(()),
             Some(ToProducer::Subscribe { from }) => return stream_blocks(stream, svc, from).await,
             Some(ToProducer::Push { id, trx }) => {
-                let sink = svc.sink.clone();
-                let answer = match tokio::task::spawn_blocking(move || sink.push(trx)).await {
-                    Ok(Ok(trace)) => FromProducer::Pushed { id, trace: trace.to_string() },
-                    Ok(Err(e)) => FromProducer::Refused { id, error: to_wire(&e) },
-                    Err(e) => FromProducer::Refused {
-                        id,
-                        error: to_wire(&ApiError::internal(format!("producer failed: {e}"))),
-                    },
+                let answer = match svc.sink.clone().handle(trx).await {
+                    Ok(trace) => FromProducer::Pushed { id, trace: trace.to_string() },
+                    Err(e) => FromProducer::Refused { id, error: to_wire(&e) },
                 };
                 wire::write(&mut stream, &answer).await?;
             }

@@ -4,11 +4,14 @@
 //!   ([`crate::peer::serve_producer`]) that serves blocks to api nodes and accepts the
 //!   transactions they forward. No public listener.
 //! - [`run_api`]: the chain as a follower ([`crate::peer::follow`]), which verifies and
-//!   re-applies every block, and the chain API ([`crate::api::serve`]).
+//!   re-applies every block, and the chain API ([`crate::api::serve`]). With
+//!   `api.private_listen`, it also serves its own verified blocks over the same private
+//!   protocol and relays the pushes that arrive there to the node it follows, so that another
+//!   api node can follow it exactly as it follows a producer.
 //!
 //! With `[wireguard]`, both roles bring the interface up ([`crate::tunnel`]) before anything
-//! listens, and the producer's private listener is tied to the tunnel interface and serves only
-//! the configured peers' tunnel addresses.
+//! listens, and every private listener is tied to the tunnel interface and serves only the
+//! configured peers' tunnel addresses.
 //!
 //! Both stop cleanly when `shutdown` flips to `true`. This module only connects parts; it makes
 //! no chain decision and never exits the process.
@@ -90,7 +93,7 @@ async fn tunnel_up(
 }
 
 /// `rempart-node check`: validates the configuration (its `[wireguard]` section and the
-/// producer's private listener included), the genesis it names, and the WireGuard private-key
+/// private listeners of both roles included), the genesis it names, and the WireGuard private-key
 /// file. Returns a one-line summary, or every refusal found, each saying what to fix. Opens no
 /// socket and touches no interface.
 pub fn check(path: &Path) -> Result<String, Vec<String>> {
@@ -128,6 +131,9 @@ pub fn check(path: &Path) -> Result<String, Vec<String>> {
             wg.peers.len()
         )),
         None => summary.push_str("; no [wireguard]: private listener on loopback"),
+    }
+    if let Some(listen) = config.api.private_listen {
+        summary.push_str(&format!("; api node serves followers on {listen}"));
     }
     Ok(summary)
 }
@@ -170,27 +176,17 @@ pub async fn run_producer(
     );
     let metrics = Arc::new(Metrics::default());
     let (tunnel, tasks) = tunnel_up(config, &metrics, p.metrics_file.clone(), "producer").await?;
-    let listener = TcpListener::bind(p.private_listen)
-        .await
-        .map_err(|e| RoleError::Bind(p.private_listen, e))?;
-    if let Some(t) = &tunnel {
-        t.bind_listener(&listener)?;
-    }
-    let filter = PeerFilter::new(config.wireguard.as_ref());
     let heads = HeadNotifier::new(info.head_block_num);
-    let service = Arc::new(ProducerService {
-        store: chain.store().clone(),
-        chain_id: chain.chain_id(),
-        sink: chain.clone(),
-        heads: heads.clone(),
-        max_frame_bytes: peer::wire::DEFAULT_MAX_FRAME_BYTES,
-    });
-    let server = tokio::spawn(peer::serve_producer_from(
-        listener,
-        service,
-        move |peer| filter.allows(peer),
+    let server = serve_private(
+        p.private_listen,
+        config,
+        tunnel.as_ref(),
+        &chain,
+        chain.clone(),
+        heads.clone(),
         stopped(shutdown.clone()),
-    ));
+    )
+    .await?;
     // A missed slot names the tunnel when the signer sits behind a stale handshake.
     let signer_tunnel = tunnel.as_ref().and_then(|t| {
         let ip = p.signer.parse::<SocketAddr>().ok()?.ip();
@@ -221,6 +217,37 @@ pub async fn run_producer(
     result.map_err(RoleError::from)
 }
 
+/// Binds `listen` (tied to the tunnel when there is one) and serves `chain`'s blocks and
+/// `pushes` there, to the configured WireGuard peers only (loopback without a tunnel).
+async fn serve_private(
+    listen: SocketAddr,
+    config: &Config,
+    tunnel: Option<&Tunnel>,
+    chain: &Chain,
+    pushes: Arc<dyn peer::PushHandler>,
+    heads: HeadNotifier,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, RoleError> {
+    let listener = TcpListener::bind(listen).await.map_err(|e| RoleError::Bind(listen, e))?;
+    if let Some(t) = tunnel {
+        t.bind_listener(&listener)?;
+    }
+    let filter = PeerFilter::new(config.wireguard.as_ref());
+    let service = Arc::new(ProducerService {
+        store: chain.store().clone(),
+        chain_id: chain.chain_id(),
+        sink: pushes,
+        heads,
+        max_frame_bytes: peer::wire::DEFAULT_MAX_FRAME_BYTES,
+    });
+    Ok(tokio::spawn(peer::serve_producer_from(
+        listener,
+        service,
+        move |peer| filter.allows(peer),
+        shutdown,
+    )))
+}
+
 /// Runs the api role until `shutdown` turns `true` or a block fails verification.
 pub async fn run_api(
     config: &Config,
@@ -233,10 +260,29 @@ pub async fn run_api(
     tracing::info!(chain_id = %info.chain_id, head = info.head_block_num, producer = %a.producer,
         "api node starting");
     let metrics = Arc::new(Metrics::default());
-    let (_tunnel, tasks) = tunnel_up(config, &metrics, a.metrics_file.clone(), "api").await?;
+    let (tunnel, mut tasks) = tunnel_up(config, &metrics, a.metrics_file.clone(), "api").await?;
     let listener =
         TcpListener::bind(a.http_listen).await.map_err(|e| RoleError::Bind(a.http_listen, e))?;
     let push = PushClient::new(a.producer, chain.chain_id(), peer::wire::DEFAULT_MAX_FRAME_BYTES);
+    // Followers of this node: its own verified blocks, and their pushes relayed upstream.
+    let relay = match a.private_listen {
+        None => None,
+        Some(listen) => {
+            let heads = HeadNotifier::new(info.head_block_num);
+            let mut committed = chain.watch();
+            let notify = heads.clone();
+            tasks.push(tokio::spawn(async move {
+                while committed.changed().await.is_ok() {
+                    let head = committed.borrow_and_update().head_block_num;
+                    notify.notify(head);
+                }
+            }));
+            tracing::info!(%listen, "api node serving followers");
+            let upstream = Arc::new(push.clone());
+            let s = stopped(shutdown.clone());
+            Some(serve_private(listen, config, tunnel.as_ref(), &chain, upstream, heads, s).await?)
+        }
+    };
     let ctx = Arc::new(ApiContext::new(chain.store().clone(), config.limits.clone(), Some(push)));
     let server = tokio::spawn(serve(listener, ctx, stopped(shutdown.clone())));
 
@@ -255,6 +301,9 @@ pub async fn run_api(
     let cfg = FollowConfig::new(a.producer, chain.chain_id());
     let result = peer::follow(cfg, sink, state, stopped(shutdown)).await;
     server.abort();
+    if let Some(relay) = relay {
+        relay.abort();
+    }
     tasks.iter().for_each(tokio::task::JoinHandle::abort);
     result.map_err(RoleError::from)
 }

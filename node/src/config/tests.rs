@@ -253,3 +253,38 @@ fn production_policies_carry_the_transaction_cpu_budget() {
         assert!(text.contains("\nmax_transaction_fuel = 50000000\n"), "{}", path.display());
     }
 }
+
+#[test]
+fn api_private_listen_is_optional_and_bound_like_the_producers() {
+    let text = with_wireguard("10.98.0.2:9876", WG)
+        .replace("producer = \"10.98.0.2:9876\"", "producer = \"10.98.0.1:9876\"");
+    let c = Config::parse(&text, Path::new("n.toml"), Path::new(".")).expect("no listener");
+    assert_eq!(c.api.private_listen, None);
+    let with = |listen: &str, text: &str| {
+        text.replace("[wireguard]", &format!("private_listen = \"{listen}\"\n[wireguard]"))
+    };
+    let c = Config::parse(&with("10.98.0.2:9877", &text), Path::new("n.toml"), Path::new("."))
+        .expect("the tunnel address");
+    assert_eq!(c.api.private_listen, Some("10.98.0.2:9877".parse().expect("addr")));
+    for (listen, why) in [
+        ("0.0.0.0:9877", "wildcard"),
+        ("127.0.0.1:9877", "not the WireGuard tunnel address"),
+        ("10.98.0.1:9877", "not the WireGuard tunnel address"),
+    ] {
+        let err = Config::parse(&with(listen, &text), Path::new("n.toml"), Path::new("."))
+            .expect_err(listen);
+        let msg = err.to_string();
+        // Line 11 column 18 is where the api's private_listen value starts.
+        assert!(msg.starts_with("n.toml:11:18: api.private_listen"), "{listen}: {msg}");
+        assert!(msg.contains(why), "{listen}: {msg}");
+    }
+    // Without [wireguard]: loopback only, as for the producer.
+    let plain = with_wireguard("127.0.0.1:9876", "");
+    let add = |listen: &str| format!("{plain}private_listen = \"{listen}\"\n");
+    let c = Config::parse(&add("127.0.0.1:9877"), Path::new("n.toml"), Path::new("."))
+        .expect("loopback without a tunnel");
+    assert_eq!(c.api.private_listen, Some("127.0.0.1:9877".parse().expect("addr")));
+    let err = Config::parse(&add("10.98.0.2:9877"), Path::new("n.toml"), Path::new("."))
+        .expect_err("not loopback");
+    assert!(err.to_string().contains("api.private_listen"), "{err}");
+}

@@ -315,3 +315,61 @@ async fn a_push_to_an_unreachable_producer_is_a_503() {
     assert_eq!(e.status, 503);
     assert!(e.detail.contains("was not sent"), "{}", e.detail);
 }
+
+/// Serves `store` with `sink` answering pushes (an api node's relay); stops when the sender
+/// is dropped.
+async fn relay(
+    store: Arc<Store>,
+    chain_id: Checksum256,
+    sink: Arc<dyn PushHandler>,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let head = store.read().expect("read").head().expect("head").map_or(0, |h| h.block_num);
+    let service = Arc::new(ProducerService {
+        store,
+        chain_id,
+        sink,
+        heads: HeadNotifier::new(head),
+        max_frame_bytes: wire::DEFAULT_MAX_FRAME_BYTES,
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_producer(listener, service, async move {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
+#[tokio::test]
+async fn an_api_node_relays_pushes_upstream_and_their_answers_back_unchanged() {
+    let p = producer("relay-p", 2, None).await;
+    let chain_id = p.fixture.chain_id;
+    let max = wire::DEFAULT_MAX_FRAME_BYTES;
+    let replica = Fixture::new("relay-a");
+    let upstream = Arc::new(PushClient::new(p.addr, chain_id, max));
+    let (a, _stop_a) = relay(replica.store.clone(), chain_id, upstream).await;
+    let direct = PushClient::new(p.addr, chain_id, max);
+    let via_a = PushClient::new(a, chain_id, max);
+
+    let trx = signed(&chain_id, vec![newaccount("carol")], Compression::None);
+    let id = trx.id(&Default::default()).expect("id").to_string();
+    let trace = via_a.push(trx.clone()).await.expect("relayed");
+    assert_eq!(trace["id"], id);
+    assert_eq!(trace["receipt"]["status"], "executed");
+    // The producer's refusal comes back through the relay exactly as it comes directly.
+    let relayed = via_a.push(trx.clone()).await.expect_err("duplicate");
+    let straight = direct.push(trx).await.expect_err("duplicate");
+    assert_eq!(to_wire(&relayed), to_wire(&straight));
+    assert_eq!((relayed.status, relayed.code), (straight.status, 3_040_008));
+
+    // A relay that cannot reach its producer answers 503, and says the push was not sent.
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let gone = closed.local_addr().expect("addr");
+    drop(closed);
+    let lost = Arc::new(PushClient::new(gone, chain_id, max));
+    let (b, _stop_b) = relay(replica.store.clone(), chain_id, lost).await;
+    let trx = signed(&chain_id, vec![newaccount("dave")], Compression::None);
+    let e = PushClient::new(b, chain_id, max).push(trx).await.expect_err("no producer");
+    assert_eq!(e.status, 503);
+    assert!(e.detail.contains("was not sent"), "{}", e.detail);
+}
