@@ -117,8 +117,8 @@ pub trait BlockSink: Send + Sync {
     fn apply_block(&self, block: &SignedBlock) -> Result<(), String>;
 }
 
-/// Tells block subscribers that the head moved. The producer calls [`HeadNotifier::notify`]
-/// after each commit; subscribers also re-read the store head at [`POLL_INTERVAL`], so a
+/// Tells block subscribers that the head moved. The producer (or an api node serving
+/// followers) calls [`HeadNotifier::notify`] after each commit; subscribers also re-read the store head at [`POLL_INTERVAL`], so a
 /// missed notification delays a block, never loses it.
 #[derive(Debug, Clone)]
 pub struct HeadNotifier(Arc<watch::Sender<u32>>);
