@@ -9,23 +9,42 @@
 //!
 //! - requests/s and p50/p99 latency over HTTP/1.1 keep-alive (`wrk --latency`);
 //! - requests/s over HTTP/2 (`h2load`, 10 streams per connection);
-//! - new TLS sessions/s, full handshakes and resumed ones (`openssl s_time -new` / `-reuse`,
-//!   two clients in parallel, each fetching `get_info` once per connection);
+//! - new TLS sessions/s, full handshakes and resumed ones, measured twice:
+//!   - "shared cores, openssl s_time": `openssl s_time -new` / `-reuse`, two clients in
+//!     parallel, each fetching `get_info` once per connection, proxy and clients sharing both
+//!     cores (the clients, which verify an ECDSA signature per handshake, take most of the
+//!     machine, so this rate mostly measures their share of it);
+//!   - "one core each, rust client": a second instance of each proxy pinned to core 1
+//!     (`taskset -c 1`, the gateway with `--workers 1`, HAProxy with `nbthread 1`) and the
+//!     bench's own client on core 0 (one tokio thread, tokio-rustls with aws-lc-rs, TLS 1.3 and
+//!     X25519 only, many connections in flight; each connection handshakes, sends one
+//!     `GET /v1/chain/get_info` with `Connection: close`, reads the answer and closes). The
+//!     upstream thread is moved to core 0 for these phases too, so core 1 holds only the proxy.
+//!     The client accepts exactly `certs/server.pem` by its DER bytes (no chain building) and
+//!     still verifies the CertificateVerify signature. The busy share of each core is printed
+//!     per phase: a figure is the proxy's capacity only when its core is saturated and the
+//!     client's is not, and the bench says which bound each figure hit;
 //! - resident memory of each proxy after the load (VmHWM);
-//! - CPU time each proxy spent per request during the HTTP/1.1 and HTTP/2 runs (user + system,
-//!   from `/proc/PID/stat`): the figure a busy machine disturbs least.
+//! - CPU time each proxy spent per request during the HTTP/1.1 and HTTP/2 runs, and per full
+//!   and per resumed handshake (plus its request) in the one-core phases (user + system, from
+//!   `/proc/PID/stat`): the figures a busy machine disturbs least.
 //!
-//! Needs `haproxy`, `wrk`, `h2load` (nghttp2-client) and `openssl` on PATH; it says which one is
-//! missing and stops. Access logging is off on both sides. This is a benchmark, never a test: it
-//! asserts nothing about speed. Knobs: `BENCH_SECONDS` (per measurement, default 8),
-//! `BENCH_ROUNDS` (default 3), `BENCH_CONNECTIONS` (default 64).
+//! Needs two CPU cores, and `haproxy`, `wrk`, `h2load` (nghttp2-client), `openssl` and
+//! `taskset` (util-linux) on PATH; it says which one is missing and stops. Access logging is off
+//! on both sides. This is a benchmark, never a test: it asserts nothing about speed. Knobs:
+//! `BENCH_SECONDS` (per measurement, default 8), `BENCH_ROUNDS` (default 3),
+//! `BENCH_CONNECTIONS` (default 64), `BENCH_HANDSHAKE_CONNECTIONS` (connections in flight of the
+//! one-core handshake client, default 32), `BENCH_ONLY_HANDSHAKES=1` (only the one-core handshake
+//! phases, to profile them; the other rows are then NaN).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -34,24 +53,43 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use rustix::process::Pid;
+use rustix::thread::CpuSet;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{
+    ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls13ClientSessionValue,
+};
+use rustls::crypto::{WebPkiSupportedAlgorithms, aws_lc_rs, verify_tls13_signature};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, HandshakeKind, NamedGroup, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         // `cargo test --benches` asks for the list of benchmarks; there is nothing to list.
         return;
     }
-    for tool in ["haproxy", "wrk", "h2load", "openssl", "curl"] {
+    for tool in ["haproxy", "wrk", "h2load", "openssl", "curl", "taskset"] {
         if which(tool).is_none() {
             eprintln!(
                 "vs_haproxy: `{tool}` is not installed; run `apt-get install -y \
-                 --no-install-recommends haproxy wrk nghttp2-client openssl curl`"
+                 --no-install-recommends haproxy wrk nghttp2-client openssl curl util-linux`"
             );
             std::process::exit(2);
         }
     }
+    let all_cpus = rustix::thread::sched_getaffinity(None).expect("CPU affinity of the bench");
+    if !(all_cpus.is_set(CLIENT_CORE) && all_cpus.is_set(PROXY_CORE)) {
+        eprintln!("vs_haproxy: needs CPU cores {CLIENT_CORE} and {PROXY_CORE} (one per side)");
+        std::process::exit(2);
+    }
     let seconds = env_u64("BENCH_SECONDS", 8);
     let rounds = env_u64("BENCH_ROUNDS", 3) as usize;
     let conns = env_u64("BENCH_CONNECTIONS", 64);
+    let hs_conns = env_u64("BENCH_HANDSHAKE_CONNECTIONS", 32) as usize;
+    let only_handshakes = env_u64("BENCH_ONLY_HANDSHAKES", 0) == 1;
 
     let dir = tempfile::tempdir().expect("temporary directory");
     let upstream = start_upstream();
@@ -71,7 +109,7 @@ fn main() {
     combined.extend(std::fs::read(&key).expect("read key"));
     std::fs::write(&pem, combined).expect("write haproxy pem");
     let ha_cfg_path = dir.path().join("haproxy.cfg");
-    std::fs::write(&ha_cfg_path, haproxy_config(&pem, ha_port, upstream)).expect("haproxy.cfg");
+    std::fs::write(&ha_cfg_path, haproxy_config(&pem, ha_port, upstream, 2)).expect("haproxy.cfg");
 
     let gateway = Proxy::start(
         "rempart-gateway",
@@ -88,23 +126,56 @@ fn main() {
         ha_port,
     );
 
+    // The same two proxies again, each on one event loop pinned to the proxy core, for the
+    // handshake phases where the client has the other core to itself.
+    let gw1_port = free_port();
+    let gw1_policy_path = dir.path().join("gateway-1core.toml");
+    let gw1_policy = gateway_policy(&repo, &cert, &key, gw1_port, free_port(), upstream);
+    std::fs::write(&gw1_policy_path, gw1_policy).expect("write gateway policy");
+    let gateway1 = Proxy::start(
+        "rempart-gateway (1 core)",
+        Command::new("taskset")
+            .args(["-c", &PROXY_CORE.to_string()])
+            .arg(env!("CARGO_BIN_EXE_rempart-gateway"))
+            .arg("serve")
+            .args(["--workers", "1", "--policy"])
+            .arg(&gw1_policy_path)
+            .env("RUST_LOG", "warn"),
+        gw1_port,
+    );
+    let ha1_port = free_port();
+    let ha1_cfg_path = dir.path().join("haproxy-1core.cfg");
+    std::fs::write(&ha1_cfg_path, haproxy_config(&pem, ha1_port, upstream, 1)).expect("cfg");
+    let haproxy1 = Proxy::start(
+        "haproxy (1 core)",
+        Command::new("taskset")
+            .args(["-c", &PROXY_CORE.to_string()])
+            .args(["haproxy", "-db", "-f"])
+            .arg(&ha1_cfg_path),
+        ha1_port,
+    );
+    let clients = [client_config(&cert, false), client_config(&cert, true)];
+
     let tick = clock_tick();
-    let mut results: Vec<(&str, [Vec<f64>; 9])> =
+    let mut results: Vec<(&str, [Vec<f64>; SLOTS])> =
         vec![("rempart-gateway", Default::default()), ("haproxy", Default::default())];
     for round in 0..rounds {
-        for (i, proxy) in [&gateway, &haproxy].into_iter().enumerate() {
+        for (i, (proxy, pinned)) in
+            [(&gateway, &gateway1), (&haproxy, &haproxy1)].into_iter().enumerate()
+        {
             eprintln!("round {}/{rounds}: {}", round + 1, proxy.name);
             let url = format!("https://127.0.0.1:{}/v1/chain/get_info", proxy.port);
             let before = UPSTREAM_CONNECTIONS.load(Ordering::Relaxed);
             let cpu0 = proxy.cpu_ticks();
-            let (rps, p50, p99) = wrk(&url, conns, seconds);
+            let nan = (f64::NAN, f64::NAN, f64::NAN);
+            let (rps, p50, p99) = if only_handshakes { nan } else { wrk(&url, conns, seconds) };
             let cpu1 = proxy.cpu_ticks();
             eprintln!(
                 "  upstream connections opened during wrk: {}",
                 UPSTREAM_CONNECTIONS.load(Ordering::Relaxed) - before
             );
             let requests = UPSTREAM_REQUESTS.load(Ordering::Relaxed);
-            let h2 = h2load(&url, conns, seconds);
+            let h2 = if only_handshakes { f64::NAN } else { h2load(&url, conns, seconds) };
             let cpu2 = proxy.cpu_ticks();
             eprintln!(
                 "  upstream requests during h2load: {}",
@@ -115,28 +186,82 @@ fn main() {
             let h1_cpu = per_request(cpu1 - cpu0, rps);
             let h2_cpu = per_request(cpu2 - cpu1, h2);
             eprintln!("  CPU per request: {h1_cpu:.1} µs (HTTP/1.1), {h2_cpu:.1} µs (HTTP/2)");
-            let full = s_time(proxy.port, false, seconds);
-            let resumed = s_time(proxy.port, true, seconds);
+            let (full, resumed) = if only_handshakes {
+                (f64::NAN, f64::NAN)
+            } else {
+                (s_time(proxy.port, false, seconds), s_time(proxy.port, true, seconds))
+            };
             let rss = proxy.peak_rss_kib() as f64;
-            let row = [rps, p50, p99, h2, full, resumed, rss, h1_cpu, h2_cpu];
+            let [pin_full, pin_resumed] = [false, true].map(|resume| {
+                let phase = HandshakePhase { proxy: pinned, seconds, conns: hs_conns, tick };
+                let m = phase.run(&clients[usize::from(resume)], &all_cpus);
+                eprintln!(
+                    "  one core each, {}: {:.0} connections/s ({:.1} % resumed, {:.1} % offered a \
+                     ticket, {:.1} % had none, {:.2} tickets received per connection, {} failed), \
+                     proxy {:.2} CPU, client thread {:.2} CPU, core {PROXY_CORE} {:.0} % busy, \
+                     core {CLIENT_CORE} {:.0} % busy, {:.3} ms proxy CPU per connection",
+                    if resume { "resumed" } else { "full" },
+                    m.rate,
+                    m.resumed_share * 100.0,
+                    m.offered_share * 100.0,
+                    m.none_share * 100.0,
+                    m.tickets_per_connection,
+                    m.failed,
+                    m.proxy_cpus,
+                    m.client_cpus,
+                    m.proxy_core_busy * 100.0,
+                    m.client_core_busy * 100.0,
+                    m.proxy_ms_per_connection,
+                );
+                m
+            });
+            let row = [
+                rps,
+                p50,
+                p99,
+                h2,
+                full,
+                resumed,
+                rss,
+                h1_cpu,
+                h2_cpu,
+                pin_full.rate,
+                pin_resumed.rate,
+                pin_full.proxy_ms_per_connection,
+                pin_resumed.proxy_ms_per_connection,
+                pin_full.proxy_core_busy * 100.0,
+                pin_full.client_core_busy * 100.0,
+                pin_resumed.proxy_core_busy * 100.0,
+                pin_resumed.client_core_busy * 100.0,
+                pin_resumed.resumed_share * 100.0,
+            ];
             for (slot, v) in row.into_iter().enumerate() {
                 results[i].1[slot].push(v);
             }
         }
     }
 
-    let med: Vec<[f64; 9]> =
+    let med: Vec<[f64; SLOTS]> =
         results.iter().map(|(_, r)| std::array::from_fn(|k| median(&r[k]))).collect();
     let rows = [
-        ("HTTP/1.1 requests/s (wrk)", 0, true),
-        ("HTTP/1.1 p50 latency (ms)", 1, false),
-        ("HTTP/1.1 p99 latency (ms)", 2, false),
-        ("HTTP/2 requests/s (h2load, 10 streams)", 3, true),
-        ("full TLS handshakes/s (+1 request)", 4, true),
-        ("resumed TLS sessions/s (+1 request)", 5, true),
-        ("peak RSS (MiB)", 6, false),
-        ("CPU per HTTP/1.1 request (µs)", 7, false),
-        ("CPU per HTTP/2 request (µs)", 8, false),
+        ("HTTP/1.1 requests/s (wrk)", 0),
+        ("HTTP/1.1 p50 latency (ms)", 1),
+        ("HTTP/1.1 p99 latency (ms)", 2),
+        ("HTTP/2 requests/s (h2load, 10 streams)", 3),
+        ("full TLS handshakes/s (+1 request), shared cores, openssl s_time", 4),
+        ("resumed TLS sessions/s (+1 request), shared cores, openssl s_time", 5),
+        ("full TLS handshakes/s (+1 request), one core each, rust client", 9),
+        ("resumed TLS sessions/s (+1 request), one core each, rust client", 10),
+        ("CPU per full handshake + request (ms), one core each", 11),
+        ("CPU per resumed handshake + request (ms), one core each", 12),
+        ("proxy core busy during full handshakes (%)", 13),
+        ("client core busy during full handshakes (%)", 14),
+        ("proxy core busy during resumed handshakes (%)", 15),
+        ("client core busy during resumed handshakes (%)", 16),
+        ("resumed share of the resumed phase's connections (%)", 17),
+        ("peak RSS (MiB)", 6),
+        ("CPU per HTTP/1.1 request (µs)", 7),
+        ("CPU per HTTP/2 request (µs)", 8),
     ];
     let mut out = String::new();
     let _ = writeln!(
@@ -145,15 +270,45 @@ fn main() {
     );
     let _ = writeln!(out, "\n| measure | rempart-gateway | HAProxy 2.6 | gateway / HAProxy |");
     let _ = writeln!(out, "|---|---:|---:|---:|");
-    for (label, k, _higher_is_better) in rows {
+    for (label, k) in rows {
         let (g, h) =
             if k == 6 { (med[0][k] / 1024.0, med[1][k] / 1024.0) } else { (med[0][k], med[1][k]) };
         let _ = writeln!(out, "| {label} | {g:.2} | {h:.2} | {:.2}× |", g / h);
     }
+    let _ = writeln!(
+        out,
+        "\nOne core each: proxy on core {PROXY_CORE}, rust client ({hs_conns} connections in \
+         flight) and upstream on core {CLIENT_CORE}; medians of the busy shares above."
+    );
+    for (p, (name, _)) in results.iter().enumerate() {
+        for (phase, proxy_busy, client_busy) in [("full", 13, 14), ("resumed", 15, 16)] {
+            let (proxy_busy, client_busy) = (med[p][proxy_busy], med[p][client_busy]);
+            let bound = if client_busy >= SATURATED {
+                "CLIENT-BOUND: the client core saturated, the figure understates the proxy"
+            } else if proxy_busy >= SATURATED {
+                "proxy-bound: the figure is the proxy's capacity on one core"
+            } else {
+                "neither core saturated: the figure is latency-bound, raise \
+                 BENCH_HANDSHAKE_CONNECTIONS"
+            };
+            let _ = writeln!(out, "- {name}, {phase} handshakes: {bound}.");
+        }
+    }
     println!("{out}");
     drop(gateway);
     drop(haproxy);
+    drop(gateway1);
+    drop(haproxy1);
 }
+
+/// Slots of one round's measurements (see the `rows` table in `main`).
+const SLOTS: usize = 18;
+/// The core the one-core proxies run on.
+const PROXY_CORE: usize = 1;
+/// The core of the handshake client and of the upstream during the one-core phases.
+const CLIENT_CORE: usize = 0;
+/// Busy share (%) from which a core counts as saturated.
+const SATURATED: f64 = 95.0;
 
 /// A proxy process under test; killed on drop.
 struct Proxy {
@@ -203,15 +358,19 @@ impl Proxy {
 impl Proxy {
     /// CPU time used so far (user + system), in clock ticks.
     fn cpu_ticks(&self) -> u64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces) start at the last ')'.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        field(11) + field(12)
+        stat_cpu_ticks(&format!("/proc/{}/stat", self.child.id()))
     }
+}
+
+/// User + system clock ticks from a `/proc/…/stat` file (a process's or a thread's).
+fn stat_cpu_ticks(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
 }
 
 /// Microseconds per clock tick of `/proc/PID/stat` (`getconf CLK_TCK`, usually 100 per s).
@@ -280,10 +439,10 @@ fn gateway_policy(
 /// HAProxy doing the same job: TLS termination with the same certificate, ALPN h2 and
 /// http/1.1, keep-alive to the upstream, X-Forwarded-For, a per-IP request-rate stick table
 /// whose limit never triggers, and the gateway's timeouts.
-fn haproxy_config(pem: &Path, port: u16, upstream: SocketAddr) -> String {
+fn haproxy_config(pem: &Path, port: u16, upstream: SocketAddr, threads: u32) -> String {
     format!(
         "global
-    nbthread 2
+    nbthread {threads}
     maxconn 8000
     ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
     ssl-default-bind-ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305
@@ -318,6 +477,8 @@ backend api
 static UPSTREAM_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 /// Requests the upstream answered.
 static UPSTREAM_REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// The upstream's thread, moved to the client core during the one-core phases.
+static UPSTREAM_THREAD: OnceLock<Pid> = OnceLock::new();
 
 /// A static `get_info` responder on a one-thread runtime, with a fresh head block time so the
 /// gateway's health check admits it.
@@ -326,6 +487,7 @@ fn start_upstream() -> SocketAddr {
     let addr = listener.local_addr().expect("upstream address");
     listener.set_nonblocking(true).expect("nonblocking");
     std::thread::spawn(move || {
+        let _ = UPSTREAM_THREAD.set(rustix::thread::gettid());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
@@ -501,6 +663,319 @@ fn s_time(port: u16, reuse: bool, seconds: u64) -> f64 {
         total += n / secs;
     }
     total
+}
+
+/// Accepts exactly the bench's certificate, compared by its DER bytes (no chain building, no
+/// name check), and still verifies the server's TLS 1.3 CertificateVerify signature with the
+/// provider's algorithms: honest TLS at the lowest cost a client can have.
+#[derive(Debug)]
+struct KnownCertificate {
+    der: Vec<u8>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for KnownCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.der.as_slice() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("the bench client offers TLS 1.3 only".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The handshake client's session store: the last [`TicketStore::KEEP`] TLS 1.3 tickets (one
+/// server per store), newest used first, each used once, counted.
+#[derive(Debug, Default)]
+struct TicketStore(Mutex<VecDeque<Tls13ClientSessionValue>>);
+
+impl TicketStore {
+    const KEEP: usize = 256;
+}
+
+/// TLS 1.3 tickets the handshake client received, offered, and found none to offer.
+static TICKETS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+impl ClientSessionStore for TicketStore {
+    fn set_kx_hint(&self, _: ServerName<'static>, _: NamedGroup) {}
+
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<NamedGroup> {
+        None
+    }
+
+    fn set_tls12_session(&self, _: ServerName<'static>, _: Tls12ClientSessionValue) {}
+
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        None
+    }
+
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
+
+    fn insert_tls13_ticket(&self, _: ServerName<'static>, value: Tls13ClientSessionValue) {
+        TICKETS[0].fetch_add(1, Ordering::Relaxed);
+        let mut tickets = self.0.lock().expect("ticket store");
+        if tickets.len() == Self::KEEP {
+            tickets.pop_front();
+        }
+        tickets.push_back(value);
+    }
+
+    fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        let ticket = self.0.lock().expect("ticket store").pop_back();
+        TICKETS[if ticket.is_some() { 1 } else { 2 }].fetch_add(1, Ordering::Relaxed);
+        ticket
+    }
+}
+
+/// The handshake client's configuration: aws-lc-rs, TLS 1.3 with X25519 only (what
+/// `openssl s_time` negotiates with both proxies), ALPN http/1.1, and either no session
+/// resumption or an in-memory ticket store so that each new connection resumes.
+fn client_config(cert: &Path, resume: bool) -> TlsConnector {
+    let mut provider = aws_lc_rs::default_provider();
+    provider.kx_groups = vec![aws_lc_rs::kx_group::X25519];
+    let algorithms = provider.signature_verification_algorithms;
+    let der = CertificateDer::from_pem_file(cert).expect("certs/server.pem").as_ref().to_vec();
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3 with aws-lc-rs")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(KnownCertificate { der, algorithms }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = if resume {
+        Resumption::store(Arc::new(TicketStore::default()))
+    } else {
+        Resumption::disabled()
+    };
+    TlsConnector::from(Arc::new(config))
+}
+
+/// One handshake measurement: the pinned proxy, the client on the other core.
+struct HandshakePhase<'a> {
+    proxy: &'a Proxy,
+    seconds: u64,
+    /// Connections in flight.
+    conns: usize,
+    /// µs per clock tick.
+    tick: f64,
+}
+
+/// What a handshake phase measured.
+struct HandshakeMeasure {
+    /// Completed connections (handshake, request, answer) per second.
+    rate: f64,
+    /// Share of those connections that resumed a session.
+    resumed_share: f64,
+    /// TLS 1.3 tickets received per connection.
+    tickets_per_connection: f64,
+    /// Share of connections that offered a ticket.
+    offered_share: f64,
+    /// Share of connections that found no ticket to offer.
+    none_share: f64,
+    /// Connections that failed (should be 0).
+    failed: u64,
+    /// CPUs the proxy process used (user + system time / wall time).
+    proxy_cpus: f64,
+    /// CPUs the client thread used.
+    client_cpus: f64,
+    /// Busy share of the proxy core, all processes (0..1).
+    proxy_core_busy: f64,
+    /// Busy share of the client core, all processes (0..1).
+    client_core_busy: f64,
+    /// Proxy CPU time per completed connection, ms.
+    proxy_ms_per_connection: f64,
+}
+
+/// Counters shared by the client's connection loops.
+#[derive(Default)]
+struct HandshakeCounters {
+    done: AtomicU64,
+    resumed: AtomicU64,
+    failed: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// Counters and CPU clocks at one instant of a phase.
+struct Snapshot {
+    at: Instant,
+    done: u64,
+    resumed: u64,
+    failed: u64,
+    proxy_ticks: u64,
+    client_ticks: u64,
+    cores: Vec<(u64, u64)>,
+    /// [`TICKETS`]: received, offered, none to offer.
+    tickets: [u64; 3],
+}
+
+impl HandshakePhase<'_> {
+    /// Runs the client pinned to the client core for one second of warm-up and `seconds` of
+    /// measurement, with the upstream's thread moved to the client core meanwhile.
+    fn run(&self, connector: &TlsConnector, all_cpus: &CpuSet) -> HandshakeMeasure {
+        let upstream = UPSTREAM_THREAD.get().copied();
+        let mut client_core = CpuSet::new();
+        client_core.set(CLIENT_CORE);
+        rustix::thread::sched_setaffinity(upstream, &client_core).expect("pin the upstream");
+
+        let counters = Arc::new(HandshakeCounters::default());
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.proxy.port));
+        let client = std::thread::spawn({
+            let (counters, connector, conns) = (counters.clone(), connector.clone(), self.conns);
+            move || {
+                rustix::thread::sched_setaffinity(None, &client_core).expect("pin the client");
+                let _ = tid_tx.send(rustix::thread::gettid());
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("client runtime");
+                rt.block_on(async move {
+                    let loops: Vec<_> = (0..conns)
+                        .map(|_| {
+                            tokio::spawn(connect_loop(addr, connector.clone(), counters.clone()))
+                        })
+                        .collect();
+                    for l in loops {
+                        let _ = l.await;
+                    }
+                });
+            }
+        });
+        let tid = tid_rx.recv().expect("client thread started");
+        let snapshot = || Snapshot {
+            at: Instant::now(),
+            done: counters.done.load(Ordering::Relaxed),
+            resumed: counters.resumed.load(Ordering::Relaxed),
+            failed: counters.failed.load(Ordering::Relaxed),
+            proxy_ticks: self.proxy.cpu_ticks(),
+            client_ticks: stat_cpu_ticks(&format!("/proc/self/task/{}/stat", tid.as_raw_nonzero())),
+            cores: core_ticks(),
+            tickets: TICKETS.each_ref().map(|t| t.load(Ordering::Relaxed)),
+        };
+        std::thread::sleep(Duration::from_secs(1));
+        let a = snapshot();
+        std::thread::sleep(Duration::from_secs(self.seconds));
+        let b = snapshot();
+        counters.stop.store(true, Ordering::Relaxed);
+        client.join().expect("handshake client");
+        rustix::thread::sched_setaffinity(upstream, all_cpus).expect("unpin the upstream");
+
+        let wall = (b.at - a.at).as_secs_f64();
+        let done = (b.done - a.done) as f64;
+        let cpus = |ticks: u64| ticks as f64 * self.tick / 1e6 / wall;
+        let busy = |core: usize| {
+            let ((busy0, total0), (busy1, total1)) = (a.cores[core], b.cores[core]);
+            (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64
+        };
+        HandshakeMeasure {
+            tickets_per_connection: (b.tickets[0] - a.tickets[0]) as f64 / done.max(1.0),
+            offered_share: (b.tickets[1] - a.tickets[1]) as f64 / done.max(1.0),
+            none_share: (b.tickets[2] - a.tickets[2]) as f64 / done.max(1.0),
+            rate: done / wall,
+            resumed_share: (b.resumed - a.resumed) as f64 / done.max(1.0),
+            failed: b.failed - a.failed,
+            proxy_cpus: cpus(b.proxy_ticks - a.proxy_ticks),
+            client_cpus: cpus(b.client_ticks - a.client_ticks),
+            proxy_core_busy: busy(PROXY_CORE),
+            client_core_busy: busy(CLIENT_CORE),
+            proxy_ms_per_connection: (b.proxy_ticks - a.proxy_ticks) as f64 * self.tick
+                / 1000.0
+                / done.max(1.0),
+        }
+    }
+}
+
+/// Busy and total clock ticks of each core so far, from `/proc/stat` (`cpuN` lines; busy is
+/// user, nice, system, irq and softirq; total adds idle, iowait and steal).
+fn core_ticks() -> Vec<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let v: Vec<u64> =
+                l.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
+            let at = |i: usize| v.get(i).copied().unwrap_or(0);
+            let busy = at(0) + at(1) + at(2) + at(5) + at(6);
+            (busy, busy + at(3) + at(4) + at(7))
+        })
+        .collect()
+}
+
+/// One of the client's connections in flight: connect, handshake, one request with
+/// `Connection: close`, read the answer to its end, close; again until told to stop.
+async fn connect_loop(addr: SocketAddr, connector: TlsConnector, counters: Arc<HandshakeCounters>) {
+    let name = ServerName::try_from("localhost").expect("server name");
+    let mut answer = Vec::with_capacity(4096);
+    while !counters.stop.load(Ordering::Relaxed) {
+        let exchange = one_connection(addr, &connector, name.clone(), &mut answer);
+        match tokio::time::timeout(Duration::from_secs(5), exchange).await {
+            Ok(Ok(resumed)) => {
+                counters.done.fetch_add(1, Ordering::Relaxed);
+                if resumed {
+                    counters.resumed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(Err(_)) | Err(_) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One connection of [`connect_loop`]; says whether its handshake resumed a session.
+async fn one_connection(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    name: ServerName<'static>,
+    answer: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    const REQUEST: &[u8] =
+        b"GET /v1/chain/get_info HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let mut tls = connector.connect(name, tcp).await?;
+    let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+    tls.write_all(REQUEST).await?;
+    answer.clear();
+    match tls.read_to_end(answer).await {
+        // A peer that closes without close_notify after a complete answer is fine here.
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => return Err(e),
+    }
+    if !answer.starts_with(b"HTTP/1.1 200") {
+        return Err(std::io::Error::other("answer is not 200 OK"));
+    }
+    Ok(resumed)
 }
 
 fn run(cmd: &mut Command) -> String {
