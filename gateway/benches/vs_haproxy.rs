@@ -198,7 +198,7 @@ fn main() {
                 eprintln!(
                     "  one core each, {}: {:.0} connections/s ({:.1} % resumed, {:.1} % offered a \
                      ticket, {:.1} % had none, {:.2} tickets received per connection, {} failed), \
-                     proxy {:.2} CPU, client thread {:.2} CPU, core {PROXY_CORE} {:.0} % busy, \
+                     proxy {:.2} CPU, client thread + upstream {:.2} CPU, core {PROXY_CORE} {:.0} % busy, \
                      core {CLIENT_CORE} {:.0} % busy, {:.3} ms proxy CPU per connection",
                     if resume { "resumed" } else { "full" },
                     m.rate,
@@ -234,6 +234,12 @@ fn main() {
                 pin_resumed.proxy_core_busy * 100.0,
                 pin_resumed.client_core_busy * 100.0,
                 pin_resumed.resumed_share * 100.0,
+                1000.0 / pin_full.proxy_ms_per_connection,
+                1000.0 / pin_resumed.proxy_ms_per_connection,
+                pin_full.proxy_cpus * 100.0,
+                pin_full.client_cpus * 100.0,
+                pin_resumed.proxy_cpus * 100.0,
+                pin_resumed.client_cpus * 100.0,
             ];
             for (slot, v) in row.into_iter().enumerate() {
                 results[i].1[slot].push(v);
@@ -254,10 +260,16 @@ fn main() {
         ("resumed TLS sessions/s (+1 request), one core each, rust client", 10),
         ("CPU per full handshake + request (ms), one core each", 11),
         ("CPU per resumed handshake + request (ms), one core each", 12),
-        ("proxy core busy during full handshakes (%)", 13),
-        ("client core busy during full handshakes (%)", 14),
-        ("proxy core busy during resumed handshakes (%)", 15),
-        ("client core busy during resumed handshakes (%)", 16),
+        ("full handshakes/s one proxy core sustains (1 s / CPU per handshake)", 18),
+        ("resumed sessions/s one proxy core sustains (1 s / CPU per handshake)", 19),
+        ("proxy core busy during full handshakes (%, all processes)", 13),
+        ("  of which the proxy (%)", 20),
+        ("client core busy during full handshakes (%, all processes)", 14),
+        ("  of which the client and the upstream (%)", 21),
+        ("proxy core busy during resumed handshakes (%, all processes)", 15),
+        ("  of which the proxy (%)", 22),
+        ("client core busy during resumed handshakes (%, all processes)", 16),
+        ("  of which the client and the upstream (%)", 23),
         ("resumed share of the resumed phase's connections (%)", 17),
         ("peak RSS (MiB)", 6),
         ("CPU per HTTP/1.1 request (µs)", 7),
@@ -278,18 +290,30 @@ fn main() {
     let _ = writeln!(
         out,
         "\nOne core each: proxy on core {PROXY_CORE}, rust client ({hs_conns} connections in \
-         flight) and upstream on core {CLIENT_CORE}; medians of the busy shares above."
+         flight) and upstream on core {CLIENT_CORE}; what bound each one-core rate (from the \
+         medians above):"
     );
     for (p, (name, _)) in results.iter().enumerate() {
-        for (phase, proxy_busy, client_busy) in [("full", 13, 14), ("resumed", 15, 16)] {
-            let (proxy_busy, client_busy) = (med[p][proxy_busy], med[p][client_busy]);
-            let bound = if client_busy >= SATURATED {
-                "CLIENT-BOUND: the client core saturated, the figure understates the proxy"
-            } else if proxy_busy >= SATURATED {
-                "proxy-bound: the figure is the proxy's capacity on one core"
-            } else {
-                "neither core saturated: the figure is latency-bound, raise \
-                 BENCH_HANDSHAKE_CONNECTIONS"
+        for (phase, [proxy_core, client_core, proxy_own, client_own]) in
+            [("full", [13, 14, 20, 21]), ("resumed", [15, 16, 22, 23])]
+        {
+            let m = |k: usize| med[p][k];
+            let proxy_saturated = m(proxy_core) >= SATURATED && m(proxy_own) >= OWN_SATURATED;
+            let client_saturated = m(client_core) >= SATURATED && m(client_own) >= OWN_SATURATED;
+            let bound = match (proxy_saturated, client_saturated) {
+                (true, true) => "proxy and client cores both saturated: near the proxy's capacity",
+                (true, false) => "proxy-bound: the figure is the proxy's capacity on one core",
+                (false, true) => {
+                    "CLIENT-BOUND: the client core saturated first, the figure understates \
+                     the proxy (see the CPU per handshake rows)"
+                }
+                (false, false) if m(proxy_core) >= SATURATED || m(client_core) >= SATURATED => {
+                    "MACHINE-BOUND: other processes held the cores, the rate says little (see \
+                     the CPU per handshake rows)"
+                }
+                (false, false) => {
+                    "neither core saturated: latency-bound, raise BENCH_HANDSHAKE_CONNECTIONS"
+                }
             };
             let _ = writeln!(out, "- {name}, {phase} handshakes: {bound}.");
         }
@@ -302,13 +326,16 @@ fn main() {
 }
 
 /// Slots of one round's measurements (see the `rows` table in `main`).
-const SLOTS: usize = 18;
+const SLOTS: usize = 24;
 /// The core the one-core proxies run on.
 const PROXY_CORE: usize = 1;
 /// The core of the handshake client and of the upstream during the one-core phases.
 const CLIENT_CORE: usize = 0;
 /// Busy share (%) from which a core counts as saturated.
 const SATURATED: f64 = 95.0;
+/// Share of a core (%) the proxy, or the client with the upstream, must use themselves for
+/// their core's saturation to count as theirs.
+const OWN_SATURATED: f64 = 85.0;
 
 /// A proxy process under test; killed on drop.
 struct Proxy {
@@ -805,7 +832,7 @@ struct HandshakeMeasure {
     failed: u64,
     /// CPUs the proxy process used (user + system time / wall time).
     proxy_cpus: f64,
-    /// CPUs the client thread used.
+    /// CPUs the client thread and the upstream thread used.
     client_cpus: f64,
     /// Busy share of the proxy core, all processes (0..1).
     proxy_core_busy: f64,
@@ -877,7 +904,11 @@ impl HandshakePhase<'_> {
             resumed: counters.resumed.load(Ordering::Relaxed),
             failed: counters.failed.load(Ordering::Relaxed),
             proxy_ticks: self.proxy.cpu_ticks(),
-            client_ticks: stat_cpu_ticks(&format!("/proc/self/task/{}/stat", tid.as_raw_nonzero())),
+            client_ticks: [Some(tid), upstream]
+                .into_iter()
+                .flatten()
+                .map(|t| stat_cpu_ticks(&format!("/proc/self/task/{}/stat", t.as_raw_nonzero())))
+                .sum(),
             cores: core_ticks(),
             tickets: TICKETS.each_ref().map(|t| t.load(Ordering::Relaxed)),
         };
