@@ -71,33 +71,170 @@ fn recover_r1(
     Ok(PublicKey::R1(compress_p256(&vk.into())))
 }
 
+/// Width of the signed windows of [`lincomb_vartime`]: tables of 8 odd multiples.
+const WNAF_WIDTH: u32 = 5;
+
+/// A 256-bit scalar is cut into this many 64-bit pieces, each with its own table of a
+/// pre-doubled base point, so the shared chain of doublings is 64 long instead of 256.
+const PIECES: usize = 4;
+
+/// The width-[`WNAF_WIDTH`] non-adjacent form of a 64-bit piece, least significant digit
+/// first: odd digits in -15..=15, at most one non-zero digit in any 5 consecutive ones.
+fn wnaf64(piece: u64) -> [i8; 65] {
+    let full = 1u128 << WNAF_WIDTH;
+    let mut k = u128::from(piece);
+    let mut digits = [0i8; 65];
+    for digit in &mut digits {
+        if k == 0 {
+            break;
+        }
+        if k & 1 == 1 {
+            // k ≡ window (mod 2^w): the digit is window or window - 2^w, whichever is in
+            // (-2^(w-1), 2^(w-1)); taking it off k clears k's low w bits.
+            let window = k & (full - 1);
+            if window >= full / 2 {
+                *digit = window as i8 - full as i8;
+                k += full - window;
+            } else {
+                *digit = window as i8;
+                k -= window;
+            }
+        }
+        k >>= 1;
+    }
+    digits
+}
+
+/// The [`PIECES`] 64-bit pieces of a scalar, least significant first.
+fn pieces(k: &p256::Scalar) -> [u64; PIECES] {
+    use p256::elliptic_curve::PrimeField as _;
+    let be = k.to_repr();
+    let mut out = [0u64; PIECES];
+    for (piece, chunk) in out.iter_mut().zip(be.rchunks_exact(8)) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        *piece = u64::from_be_bytes(bytes);
+    }
+    out
+}
+
+/// For each piece i, the odd multiples 1, 3, …, 15 times 2^(64·i)·P: everything
+/// [`lincomb_vartime`] adds for one point. Public points only.
+#[derive(Debug)]
+pub(super) struct PointTables([[p256::ProjectivePoint; 8]; PIECES]);
+
+impl PointTables {
+    pub(super) fn new(p: &p256::ProjectivePoint) -> PointTables {
+        use p256::elliptic_curve::group::Group as _;
+        let mut tables = [[*p; 8]; PIECES];
+        let mut base = *p;
+        for table in &mut tables {
+            let twice = base.double();
+            table[0] = base;
+            for i in 1..table.len() {
+                table[i] = table[i - 1] + twice;
+            }
+            for _ in 0..64 {
+                base = base.double();
+            }
+        }
+        PointTables(tables)
+    }
+}
+
+/// a·P + b·Q from both points' tables, with interleaved signed windows (Straus–Shamir over
+/// 2 × [`PIECES`] pieces): one chain of 64 doublings, an addition per non-zero digit.
+/// Variable time: use it only on public values (verifying a signature), never on a secret
+/// scalar. p256's own `lincomb` is two constant-time multiplications, 512 doublings.
+pub(super) fn lincomb_vartime(
+    p: &PointTables,
+    a: &p256::Scalar,
+    q: &PointTables,
+    b: &p256::Scalar,
+) -> p256::ProjectivePoint {
+    use p256::elliptic_curve::group::Group as _;
+    let mut streams = Vec::with_capacity(2 * PIECES);
+    for (tables, k) in [(p, a), (q, b)] {
+        for (table, piece) in tables.0.iter().zip(pieces(k)) {
+            streams.push((wnaf64(piece), table));
+        }
+    }
+    let top = streams
+        .iter()
+        .filter_map(|(digits, _)| digits.iter().rposition(|&d| d != 0))
+        .max()
+        .unwrap_or(0);
+    let mut acc = p256::ProjectivePoint::IDENTITY;
+    for i in (0..=top).rev() {
+        acc = acc.double();
+        for (digits, table) in &streams {
+            let d = digits[i];
+            let entry = &table[usize::from(d.unsigned_abs() / 2)];
+            if d > 0 {
+                acc += entry;
+            } else if d < 0 {
+                acc -= entry;
+            }
+        }
+    }
+    acc
+}
+
+/// The generator's tables, built once.
+fn generator_tables() -> &'static PointTables {
+    static TABLES: std::sync::OnceLock<PointTables> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| PointTables::new(&p256::ProjectivePoint::GENERATOR))
+}
+
+/// Keys whose tables are kept: a signer converts signatures of a handful of keys, over and
+/// over; a key beyond this evicts the oldest.
+const KEPT_KEYS: usize = 8;
+
+/// The tables of the R1 key `compressed` (decompressed and built once per key kept), or `None`
+/// when the bytes are not a point on the curve.
+fn key_tables(compressed: &[u8; 33]) -> Option<std::sync::Arc<PointTables>> {
+    use std::sync::{Arc, Mutex};
+    type Kept = Vec<([u8; 33], Arc<PointTables>)>;
+    static KEPT: Mutex<Kept> = Mutex::new(Vec::new());
+    let lookup = |kept: &Kept| kept.iter().find(|(k, _)| k == compressed).map(|(_, t)| t.clone());
+    if let Some(t) = lookup(&KEPT.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Some(t);
+    }
+    let q = p256::PublicKey::from_sec1_bytes(compressed).ok()?;
+    let tables = Arc::new(PointTables::new(&q.to_projective()));
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if lookup(&kept).is_none() {
+        if kept.len() == KEPT_KEYS {
+            kept.remove(0);
+        }
+        kept.push((*compressed, tables.clone()));
+    }
+    Some(tables)
+}
+
 /// The recovery id of an R1 signature made by `public`, found with one verification instead
 /// of trial recoveries (each of which costs a square root and two scalar multiplications).
 ///
 /// Verifying computes the nonce point R = z/s·G + r/s·Q; the signature is valid when x(R)
 /// reduced mod n equals r, and then the recovery id is y(R)'s parity, plus 2 when x(R) was at
-/// least n. `None` when the signature does not verify under `public`.
+/// least n. `None` when the signature does not verify under `public`. Everything here is
+/// public (signature, digest, key), so R is computed in variable time.
 pub(super) fn r1_recovery_id(
     sig: &p256::ecdsa::Signature,
     digest: &Checksum256,
     public: &PublicKey,
 ) -> Option<u8> {
     use p256::elliptic_curve::PrimeField as _;
-    use p256::elliptic_curve::ops::{LinearCombination as _, Reduce};
+    use p256::elliptic_curve::ops::Reduce;
     use p256::elliptic_curve::point::AffineCoordinates as _;
-    use p256::{AffinePoint, FieldBytes, ProjectivePoint, Scalar, U256};
+    use p256::{AffinePoint, FieldBytes, Scalar, U256};
 
     let PublicKey::R1(bytes) = public else { return None };
-    let q = p256::PublicKey::from_sec1_bytes(bytes).ok()?;
+    let q = key_tables(bytes)?;
     let (r, s) = sig.split_scalars();
     let z = <Scalar as Reduce<U256>>::reduce_bytes(&FieldBytes::from(digest.0));
     let s_inv = Option::<Scalar>::from(s.invert())?;
-    let point = ProjectivePoint::lincomb(
-        &ProjectivePoint::GENERATOR,
-        &(z * s_inv),
-        &q.to_projective(),
-        &(*r * s_inv),
-    );
+    let point = lincomb_vartime(generator_tables(), &(z * s_inv), &q, &(*r * s_inv));
     let point = AffinePoint::from(point);
     if point == AffinePoint::IDENTITY {
         return None;

@@ -555,6 +555,26 @@ fn r1_signing_matches_an_independent_implementation_byte_for_byte() {
 }
 
 #[test]
+fn vartime_linear_combination_matches_the_constant_time_one() {
+    use p256::elliptic_curve::Field as _;
+    use p256::elliptic_curve::ops::LinearCombination as _;
+    use p256::{ProjectivePoint, Scalar};
+
+    let g = ProjectivePoint::GENERATOR;
+    let q = g * Scalar::random(&mut rand_core::OsRng);
+    // Edge scalars (zero, one, the largest, a run of ones that carries through every limb)
+    // and random ones.
+    let mut scalars = vec![Scalar::ZERO, Scalar::ONE, -Scalar::ONE, Scalar::from(u64::MAX)];
+    scalars.extend((0..6).map(|_| Scalar::random(&mut rand_core::OsRng)));
+    let (gt, qt) = (signature::PointTables::new(&g), signature::PointTables::new(&q));
+    for (i, a) in scalars.iter().enumerate() {
+        let b = &scalars[(i + 3) % scalars.len()];
+        let want = ProjectivePoint::lincomb(&g, a, &q, b);
+        assert_eq!(signature::lincomb_vartime(&gt, a, &qt, b), want, "scalar pair {i}");
+    }
+}
+
+#[test]
 fn r1_recovery_id_by_verification_matches_trial_recovery() {
     use p256::ecdsa::signature::hazmat::PrehashSigner as _;
 
