@@ -4,13 +4,18 @@
 //!
 //! The log is append-only: this module opens it with `O_APPEND`, never truncates or rewrites it,
 //! and fsyncs every line before the caller goes on (a signature is audited before it is
-//! released). It never records secrets: no PIN, no private key, no raw request bytes.
+//! released). [`AuditWriter`] can append a line on a thread of its own, started at the first such
+//! append (the daemon starts no thread before its sandbox), so that a signature line's fsync
+//! overlaps the guard's durable commit; the caller still waits for it, and writes the line
+//! itself if the thread has not taken it yet. It never records secrets:
+//! no PIN, no private key, no raw request bytes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Read as _, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -45,6 +50,17 @@ pub enum AuditError {
         line: u64,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The thread that appends lines concurrently stopped while writing one.
+    #[error(
+        "audit log {path}: the thread that appends to it {what}; nothing is signed without an \
+         audit line, so restart the signer and verify the log"
+    )]
+    WriterStopped {
+        /// The log.
+        path: PathBuf,
+        /// What happened to the thread.
+        what: String,
     },
     /// The log the daemon was about to append to does not verify.
     #[error(
@@ -221,6 +237,128 @@ impl AuditLog {
     /// True when nothing was ever logged.
     pub fn is_empty(&self) -> bool {
         self.seq == 0
+    }
+}
+
+/// The result of one append and the time it took (waiting for the log, writing, fsync).
+pub type Appended = (Result<(), AuditError>, Duration);
+
+/// An event waiting to be written: whoever takes it first (the writer thread, or the caller
+/// in [`PendingAppend::wait`]) writes it, so a writer thread that is slow to be scheduled
+/// never makes a signature wait longer than writing the line itself would.
+type Slot = Arc<Mutex<Option<AuditEvent>>>;
+
+fn take(slot: &Slot) -> Option<AuditEvent> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// One line for the writer thread, and where to send how it went.
+struct Job {
+    event: Slot,
+    done: mpsc::SyncSender<Appended>,
+}
+
+/// The audit log shared by every request: appends on the caller's thread
+/// ([`AuditWriter::append`]) or, for a line that may be written while the caller does other
+/// durable work, on a writer thread ([`AuditWriter::start`]). Lines from both paths go through
+/// one lock, so the hash chain stays one sequence.
+#[derive(Debug)]
+pub struct AuditWriter {
+    log: Arc<Mutex<AuditLog>>,
+    path: PathBuf,
+    /// The writer thread's queue; `None` until the first [`AuditWriter::start`], and again
+    /// after the thread was found gone (the next start makes a new one).
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+/// An append handed to the writer thread: [`PendingAppend::wait`] until it is durable.
+#[derive(Debug)]
+#[must_use = "a line is durable only once `wait` says so"]
+pub struct PendingAppend {
+    log: Arc<Mutex<AuditLog>>,
+    path: PathBuf,
+    event: Slot,
+    done: mpsc::Receiver<Appended>,
+}
+
+impl PendingAppend {
+    /// Blocks until the line is written and fsync'd (or failed). If the writer thread has not
+    /// taken it yet, it is written here and now.
+    pub fn wait(self) -> Appended {
+        if let Some(event) = take(&self.event) {
+            return timed_append(&self.log, &event);
+        }
+        self.done.recv().unwrap_or_else(|_| {
+            let what = "stopped before saying whether the line was written".to_string();
+            (Err(AuditError::WriterStopped { path: self.path, what }), Duration::ZERO)
+        })
+    }
+}
+
+fn lock(log: &Mutex<AuditLog>) -> MutexGuard<'_, AuditLog> {
+    log.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn timed_append(log: &Mutex<AuditLog>, event: &AuditEvent) -> Appended {
+    let started = Instant::now();
+    let r = lock(log).append(event);
+    (r, started.elapsed())
+}
+
+impl AuditWriter {
+    /// Shares `log`. Starts no thread.
+    pub fn new(log: AuditLog) -> AuditWriter {
+        let path = log.path.clone();
+        AuditWriter { log: Arc::new(Mutex::new(log)), path, jobs: Mutex::new(None) }
+    }
+
+    /// Appends `event` on this thread and fsyncs it.
+    pub fn append(&self, event: &AuditEvent) -> Appended {
+        timed_append(&self.log, event)
+    }
+
+    /// Hands `event` to the writer thread (started now if it is not running) and returns at
+    /// once; the line is durable only when [`PendingAppend::wait`] returns `Ok`. When the
+    /// thread cannot be started, `wait` writes the line itself.
+    pub fn start(&self, event: AuditEvent) -> PendingAppend {
+        let slot: Slot = Arc::new(Mutex::new(Some(event)));
+        let (done, rx) = mpsc::sync_channel(1);
+        let pending = PendingAppend {
+            log: self.log.clone(),
+            path: self.path.clone(),
+            event: slot.clone(),
+            done: rx,
+        };
+        let mut job = Job { event: slot, done };
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = jobs.as_ref() {
+            match tx.send(job) {
+                Ok(()) => return pending,
+                // The thread is gone (it never panics on its own, but be sure): start another.
+                Err(mpsc::SendError(back)) => job = back,
+            }
+        }
+        let (tx, queue) = mpsc::channel::<Job>();
+        let log = self.log.clone();
+        let spawned = std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
+            for job in queue {
+                if let Some(event) = take(&job.event) {
+                    let _ = job.done.send(timed_append(&log, &event));
+                }
+            }
+        });
+        match spawned {
+            Ok(_) => {
+                // If this fails the line is still in its slot, and `wait` writes it.
+                let _ = tx.send(job);
+                *jobs = Some(tx);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the audit writer thread; audit lines are written one after the guard commit instead");
+                *jobs = None;
+            }
+        }
+        pending
     }
 }
 

@@ -6,6 +6,12 @@
 //! and sends the same request again until the deadline; a refusal is never retried. Every
 //! signature is checked before it is returned (same digest as the node computed, signature by
 //! the requested key). This module never logs or alters what it is asked to sign.
+//!
+//! A TCP connection is closed with a reset (`SO_LINGER` 0), never a graceful close: a request
+//! the client gave up on while the network (the WireGuard tunnel) was down must not sit in the
+//! kernel's send queue and reach the signer when the tunnel returns, to be signed after the
+//! producer moved on (a later request for that height with another digest is then refused as
+//! a double sign: correct, but noise).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -154,6 +160,9 @@ impl Client {
             Endpoint::Tcp(a) => {
                 let s = TcpStream::connect(a).await?;
                 s.set_nodelay(true)?;
+                // Dropping the connection (given up, broken, or the client gone) discards what
+                // was not delivered instead of retransmitting it once the path is back.
+                s.set_zero_linger()?;
                 Box::new(s)
             }
         };

@@ -7,8 +7,11 @@
 //! retired one — then, under a per-producer lock so the guards see one request at a time, the
 //! guard (a repeated request gets the stored signature back), the producer's other keys (none
 //! may have signed this height or slot or a later one: after a switch the old key cannot sign
-//! in the new key's place), the block timestamp against the clock, the HSM, the durable guard
-//! commit and the audit line; only then does the signature leave.
+//! in the new key's place), the block timestamp against the clock, the HSM, then the durable
+//! guard commit and the audit line, written at the same time (the audit line on the audit
+//! writer's thread) so a signature waits for the slower fsync, not for both; only when both
+//! are durable does the signature leave. If the guard commit fails after its audit line was
+//! written, the refusal line that follows says that signature was not released.
 //! A peer that sends garbage gets an error frame or a closed connection; nothing it sends can
 //! stop the daemon from serving other connections. One accept loop serves both listeners; when
 //! `accept` fails (out of file descriptors, say) it backs off from 10 ms to 1 s and logs once
@@ -36,7 +39,7 @@ use rempart_core::{Checksum256, Name};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-use crate::audit::{AuditError, AuditEvent, AuditLog};
+use crate::audit::{AuditError, AuditEvent, AuditLog, AuditWriter};
 use crate::guard::{Decision, Guard, GuardError, GuardKey, SignedBlock};
 use crate::keyring::Keyring;
 use crate::metrics::Metrics;
@@ -101,7 +104,7 @@ pub struct Signer {
     policy: Policy,
     keyring: Keyring,
     guard: Guard,
-    audit: Mutex<AuditLog>,
+    audit: AuditWriter,
     metrics: Arc<Metrics>,
     producer_locks: BTreeMap<Name, Mutex<()>>,
     refusals: AtomicU64,
@@ -123,6 +126,10 @@ pub struct RequestTiming {
     pub guard_commit: Duration,
     /// Audit appends (write and fsync) on this request's path.
     pub audit: Duration,
+    /// Wall time of the guard commit and the signature's audit line together: they run at the
+    /// same time, so this is about the larger of the two, not their sum (zero when the request
+    /// did not reach them).
+    pub durable: Duration,
 }
 
 impl std::fmt::Debug for Signer {
@@ -189,7 +196,7 @@ impl Signer {
             policy,
             keyring,
             guard,
-            audit: Mutex::new(audit),
+            audit: AuditWriter::new(audit),
             metrics,
             producer_locks,
             refusals: 0.into(),
@@ -258,10 +265,7 @@ impl Signer {
     }
 
     fn audit_timed(&self, event: &AuditEvent) -> (Result<(), AuditError>, Duration) {
-        let started = Instant::now();
-        let mut log = self.audit.lock().unwrap_or_else(|e| e.into_inner());
-        let r = log.append(event);
-        let took = started.elapsed();
+        let (r, took) = self.audit.append(event);
         self.metrics.audit_latency.observe(took);
         (r, took)
     }
@@ -527,17 +531,10 @@ impl Signer {
         timing.backend = signed.backend_time;
         timing.backend_calls = signed.attempts;
 
+        // The audit line goes to the writer thread first, then this thread commits the guard:
+        // both fsyncs are in flight together, and nothing leaves until both are durable.
         let started = Instant::now();
-        self.guard
-            .commit(
-                &mut state,
-                SignedBlock { block_num, slot, digest, signature: signed.signature },
-            )
-            .map_err(guard_err)?;
-        timing.guard_commit = started.elapsed();
-        self.metrics.guard_latency.observe(timing.guard_commit);
-
-        let (audited, took) = self.audit_timed(&AuditEvent::Signature {
+        let pending = self.audit.start(AuditEvent::Signature {
             chain_id: policy.chain_id.to_string(),
             producer: producer.to_string(),
             key: key.to_string(),
@@ -549,7 +546,27 @@ impl Signer {
             attempts: signed.attempts,
             peer: peer.to_string(),
         });
+        let guard_started = Instant::now();
+        let committed = self.guard.commit(
+            &mut state,
+            SignedBlock { block_num, slot, digest, signature: signed.signature },
+        );
+        timing.guard_commit = guard_started.elapsed();
+        let (audited, took) = pending.wait();
+        timing.durable = started.elapsed();
         timing.audit += took;
+        self.metrics.guard_latency.observe(timing.guard_commit);
+        self.metrics.audit_latency.observe(took);
+        if let Err(e) = committed {
+            let mut refusal = guard_err(e);
+            if audited.is_ok() {
+                refusal.message.push_str(
+                    "; the signature in the audit line just before this refusal was NOT \
+                     released (the guard state could not be made durable)",
+                );
+            }
+            return Err(refusal);
+        }
         audited.map_err(|e| Refusal::new(ErrorCode::Internal, "audit", e.to_string()))?;
         self.metrics.signatures.fetch_add(1, Ordering::Relaxed);
         Ok(SignBlockResponse {
@@ -648,6 +665,7 @@ pub async fn serve_connection<S>(
                         backend_calls = t.backend_calls,
                         guard_commit_us = micros(t.guard_commit),
                         audit_us = micros(t.audit),
+                        durable_us = micros(t.durable),
                         "sign_block timing"
                     );
                 }

@@ -62,3 +62,37 @@ fn tampering_is_found_at_the_right_line() {
     // The daemon refuses to append to a broken log.
     assert!(matches!(AuditLog::open(&path), Err(AuditError::RefuseToAppend { line: 2, .. })));
 }
+
+#[test]
+fn lines_from_the_writer_thread_and_the_caller_make_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let writer = Arc::new(AuditWriter::new(AuditLog::open(&path).unwrap()));
+    // Several callers at once, each handing a line to the writer thread and writing one
+    // directly: every line is written once, and the hash chain holds.
+    let callers: Vec<_> = (0..4)
+        .map(|t| {
+            let w = writer.clone();
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    let pending = w.start(stop(&format!("pending {t}/{i}")));
+                    let (direct, _) = w.append(&stop(&format!("direct {t}/{i}")));
+                    direct.unwrap();
+                    let (written, took) = pending.wait();
+                    written.unwrap();
+                    assert!(took > Duration::ZERO);
+                }
+            })
+        })
+        .collect();
+    for c in callers {
+        c.join().unwrap();
+    }
+    assert_eq!(verify(&path).unwrap().lines, 80);
+    let text = std::fs::read_to_string(&path).unwrap();
+    for t in 0..4 {
+        for i in 0..10 {
+            assert_eq!(text.matches(&format!("\"pending {t}/{i}\"")).count(), 1);
+        }
+    }
+}

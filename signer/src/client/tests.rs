@@ -19,3 +19,27 @@ async fn unreachable_signer_times_out_with_the_last_error() {
     let err = c.status(deadline).await.unwrap_err();
     assert!(matches!(err, ClientError::Timeout { last: Some(_), .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_request_given_up_on_is_reset_not_left_to_be_delivered() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (gave_up, wait) = tokio::sync::oneshot::channel::<()>();
+    // A signer that accepts and never answers (as if the answer were lost in a down tunnel);
+    // once the client gave up it reads what reached it.
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        wait.await.unwrap();
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await
+    });
+    let mut c = Client::new(Endpoint::Tcp(addr));
+    let deadline = Instant::now() + std::time::Duration::from_millis(100);
+    let err = c.status(deadline).await.unwrap_err();
+    assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
+    gave_up.send(()).unwrap();
+    // The abandoned connection ends with a reset, not a graceful close after its data.
+    let read = server.await.unwrap();
+    let e = read.expect_err("the connection was reset");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+}
