@@ -198,7 +198,7 @@ fn main() {
                 eprintln!(
                     "  one core each, {}: {:.0} connections/s ({:.1} % resumed, {:.1} % offered a \
                      ticket, {:.1} % had none, {:.2} tickets received per connection, {} failed), \
-                     proxy {:.2} CPU, client thread + upstream {:.2} CPU, core {PROXY_CORE} {:.0} % busy, \
+                     proxy {:.2} CPU, client thread + upstream {:.2} CPU (upstream {:.2}), core {PROXY_CORE} {:.0} % busy, \
                      core {CLIENT_CORE} {:.0} % busy, {:.3} ms proxy CPU per connection",
                     if resume { "resumed" } else { "full" },
                     m.rate,
@@ -209,6 +209,7 @@ fn main() {
                     m.failed,
                     m.proxy_cpus,
                     m.client_cpus,
+                    m.upstream_cpus,
                     m.proxy_core_busy * 100.0,
                     m.client_core_busy * 100.0,
                     m.proxy_ms_per_connection,
@@ -834,6 +835,8 @@ struct HandshakeMeasure {
     proxy_cpus: f64,
     /// CPUs the client thread and the upstream thread used.
     client_cpus: f64,
+    /// CPUs the upstream thread used (part of `client_cpus`).
+    upstream_cpus: f64,
     /// Busy share of the proxy core, all processes (0..1).
     proxy_core_busy: f64,
     /// Busy share of the client core, all processes (0..1).
@@ -858,7 +861,8 @@ struct Snapshot {
     resumed: u64,
     failed: u64,
     proxy_ticks: u64,
-    client_ticks: u64,
+    /// The client thread's and the upstream thread's.
+    client_ticks: [u64; 2],
     cores: Vec<(u64, u64)>,
     /// [`TICKETS`]: received, offered, none to offer.
     tickets: [u64; 3],
@@ -904,11 +908,11 @@ impl HandshakePhase<'_> {
             resumed: counters.resumed.load(Ordering::Relaxed),
             failed: counters.failed.load(Ordering::Relaxed),
             proxy_ticks: self.proxy.cpu_ticks(),
-            client_ticks: [Some(tid), upstream]
-                .into_iter()
-                .flatten()
-                .map(|t| stat_cpu_ticks(&format!("/proc/self/task/{}/stat", t.as_raw_nonzero())))
-                .sum(),
+            client_ticks: [Some(tid), upstream].map(|t| {
+                t.map_or(0, |t| {
+                    stat_cpu_ticks(&format!("/proc/self/task/{}/stat", t.as_raw_nonzero()))
+                })
+            }),
             cores: core_ticks(),
             tickets: TICKETS.each_ref().map(|t| t.load(Ordering::Relaxed)),
         };
@@ -935,7 +939,10 @@ impl HandshakePhase<'_> {
             resumed_share: (b.resumed - a.resumed) as f64 / done.max(1.0),
             failed: b.failed - a.failed,
             proxy_cpus: cpus(b.proxy_ticks - a.proxy_ticks),
-            client_cpus: cpus(b.client_ticks - a.client_ticks),
+            client_cpus: cpus(
+                b.client_ticks[0] + b.client_ticks[1] - a.client_ticks[0] - a.client_ticks[1],
+            ),
+            upstream_cpus: cpus(b.client_ticks[1] - a.client_ticks[1]),
             proxy_core_busy: busy(PROXY_CORE),
             client_core_busy: busy(CLIENT_CORE),
             proxy_ms_per_connection: (b.proxy_ticks - a.proxy_ticks) as f64 * self.tick
