@@ -14,6 +14,7 @@ pub mod error;
 pub mod filter;
 pub mod framing;
 pub mod http2;
+pub mod keepalive;
 pub mod limit;
 pub mod metrics;
 pub mod policy;

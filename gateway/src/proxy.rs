@@ -15,14 +15,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use rempart_core::time::TimePointSec;
 
 use crate::conn::FramingFlag;
 use crate::error::{Fault, RequestError};
+use crate::keepalive::UpResponseBody;
 use crate::limit::{ClientKey, Decision};
 use crate::policy::is_canonical_path;
 use crate::state::{Runtime, Shared};
@@ -247,7 +248,7 @@ async fn proxy<B: RequestBody>(
     let attempts = if route.retry { pool.config.max_attempts } else { 1 };
     let mut tried: Vec<usize> = Vec::new();
     let mut last_err = RequestError::NoUpstream;
-    let mut last_resp: Option<Response<Incoming>> = None;
+    let mut last_resp: Option<Response<UpResponseBody>> = None;
     while (tried.len() as u32) < attempts {
         let Some((i, in_flight)) = pool.pick(&tried) else {
             break;
@@ -260,7 +261,7 @@ async fn proxy<B: RequestBody>(
         let node = &pool.nodes()[i];
         trace.upstream = Some(node.addr);
         let up_req = upstream_request(parts, node.authority(), &ctx.forwarded_for, body.clone())?;
-        let result = tokio::time::timeout(class.timeout, pool.client().request(up_req)).await;
+        let result = tokio::time::timeout(class.timeout, pool.request(i, up_req)).await;
         drop(in_flight);
         match result {
             Err(_) => {
@@ -368,13 +369,9 @@ fn upstream_request(
     forwarded_for: &HeaderValue,
     body: Bytes,
 ) -> Result<Request<UpBody>, RequestError> {
+    // Origin form: the connection already goes to the node.
     let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(node.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| RequestError::BadPath)?;
+    let uri = Uri::from(pq);
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     for n in ["x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-proto", "x-forwarded-host"]
@@ -385,6 +382,11 @@ fn upstream_request(
     if !headers.contains_key(header::HOST)
         && let Some(host) =
             parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        headers.insert(header::HOST, host);
+    }
+    if !headers.contains_key(header::HOST)
+        && let Ok(host) = HeaderValue::from_str(node.as_str())
     {
         headers.insert(header::HOST, host);
     }
@@ -409,7 +411,7 @@ const BUFFERED_RESPONSE_MAX: u64 = 64 * 1024;
 /// as it trickles in from the upstream connection's task), and the upstream connection goes
 /// back to the pool at once.
 async fn downstream_response(
-    resp: Response<Incoming>,
+    resp: Response<UpResponseBody>,
     timeout: std::time::Duration,
 ) -> Result<Response<RespBody>, RequestError> {
     let (mut parts, body) = resp.into_parts();

@@ -6,26 +6,25 @@
 //! node qualifies the pool has no node to give: requests fail with 503 rather than reaching a
 //! stale node. This module never forwards client requests itself (that is `proxy`).
 //!
-//! Each pool keeps one keep-alive client per worker thread of the gateway: an upstream
-//! connection is driven by a task of the worker that opened it, so a request and the
-//! connection that carries it always run on the same thread, without cross-thread wake-ups.
+//! Each pool keeps its keep-alive connections per worker thread of the gateway (`keepalive`):
+//! an upstream connection is driven by a task of the worker that opened it, so a request and
+//! the connection that carries it always run on the same thread, without cross-thread
+//! wake-ups.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{Method, Request, header};
+use futures_util::StreamExt;
+use http::{Method, Request, Response, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-
 use rempart_core::time::TimePoint;
 
+use crate::keepalive::{Keepalive, KeepaliveError, UpResponseBody};
 use crate::policy::{self, Balancing};
 
 #[cfg(test)]
@@ -35,8 +34,6 @@ mod tests;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body sent to an upstream.
 pub type UpBody = BoxBody<Bytes, BoxError>;
-/// Pooled keep-alive HTTP/1.1 client to the nodes.
-pub type UpClient = Client<HttpConnector, UpBody>;
 
 thread_local! {
     /// The index of the gateway worker running on this thread (0 outside the workers).
@@ -122,13 +119,13 @@ pub struct Pool {
     pub config: policy::Pool,
     nodes: Vec<Arc<Node>>,
     next: AtomicUsize,
-    /// One client per worker thread.
-    clients: Vec<UpClient>,
+    /// Idle connections to the nodes, per worker thread.
+    keepalive: Arc<Keepalive>,
 }
 
 impl Pool {
     /// A pool for `config` served by `workers` worker threads, keeping the state of nodes
-    /// that `old` already knew. `max_idle_per_node` applies to each worker's client.
+    /// that `old` already knew. `max_idle_per_node` applies to each worker.
     pub fn new(config: &policy::Pool, old: Option<&Pool>, workers: usize) -> Pool {
         let nodes = config
             .nodes
@@ -138,8 +135,13 @@ impl Pool {
                     .unwrap_or_else(|| Arc::new(Node::new(*addr)))
             })
             .collect();
-        let clients = (0..workers.max(1)).map(|_| client(config)).collect();
-        Pool { config: config.clone(), nodes, next: AtomicUsize::new(0), clients }
+        let keepalive = Arc::new(Keepalive::new(
+            config.nodes.len(),
+            workers,
+            config.max_idle_per_node,
+            config.connect_timeout,
+        ));
+        Pool { config: config.clone(), nodes, next: AtomicUsize::new(0), keepalive }
     }
 
     /// The nodes.
@@ -147,10 +149,16 @@ impl Pool {
         &self.nodes
     }
 
-    /// The pooled client of the worker running on this thread.
-    pub fn client(&self) -> &UpClient {
-        let i = WORKER.with(Cell::get);
-        &self.clients[i % self.clients.len()]
+    /// Sends `req` (origin-form target, `Host` set) to node `i` over a keep-alive connection
+    /// of the worker running on this thread.
+    pub async fn request(
+        &self,
+        i: usize,
+        req: Request<UpBody>,
+    ) -> Result<Response<UpResponseBody>, KeepaliveError> {
+        let worker = WORKER.with(Cell::get);
+        let addr = self.nodes[i].addr;
+        self.keepalive.request(worker, i, addr, req).await
     }
 
     /// Whether node `i` may take requests now.
@@ -199,21 +207,17 @@ impl Pool {
 
     /// One round of health checks over every node, concurrently; then marks nodes in or out.
     pub async fn check_health(&self) {
-        let checks = self.nodes.iter().map(|n| {
-            let client = self.client().clone();
-            let addr = n.addr;
-            let timeout = self.config.health_timeout;
-            tokio::spawn(
-                async move { tokio::time::timeout(timeout, get_info(&client, addr)).await },
-            )
-        });
-        let mut results = Vec::with_capacity(self.nodes.len());
-        for c in checks {
-            results.push(match c.await {
-                Ok(Ok(Ok(info))) => Some(info),
+        let timeout = self.config.health_timeout;
+        let checks = (0..self.nodes.len())
+            .map(|i| tokio::time::timeout(timeout, get_info(self, i)))
+            .collect::<futures_util::stream::FuturesOrdered<_>>();
+        let results: Vec<Option<HeadInfo>> = checks
+            .map(|r| match r {
+                Ok(Ok(info)) => Some(info),
                 _ => None,
-            });
-        }
+            })
+            .collect()
+            .await;
         let now = now_ms();
         let best = results.iter().flatten().map(|i| i.head_block_num).max();
         let max_age = self.config.max_head_age.as_millis() as u64;
@@ -234,18 +238,6 @@ impl Pool {
             }
         }
     }
-}
-
-fn client(config: &policy::Pool) -> UpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.connect_timeout));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(config.max_idle_per_node)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
 }
 
 /// Runs health checks of `pool` every interval until the pool is dropped (replaced by a
@@ -288,14 +280,15 @@ pub enum HealthError {
     Body(String),
 }
 
-async fn get_info(client: &UpClient, addr: SocketAddr) -> Result<HeadInfo, HealthError> {
+async fn get_info(pool: &Pool, i: usize) -> Result<HeadInfo, HealthError> {
     let req = Request::builder()
         .method(Method::POST)
-        .uri(format!("http://{addr}/v1/chain/get_info"))
+        .uri("/v1/chain/get_info")
+        .header(header::HOST, pool.nodes[i].authority.as_str())
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from_static(b"{}")).map_err(|e| match e {}).boxed())
         .map_err(|e| HealthError::Request(e.to_string()))?;
-    let resp = client.request(req).await.map_err(|e| HealthError::Request(e.to_string()))?;
+    let resp = pool.request(i, req).await.map_err(|e| HealthError::Request(e.to_string()))?;
     if !resp.status().is_success() {
         return Err(HealthError::Status(resp.status().as_u16()));
     }

@@ -44,7 +44,7 @@ fn upstream_request_sets_xff_from_peer_and_drops_client_values() {
         Bytes::from_static(b"{}"),
     )
     .expect("up");
-    assert_eq!(up.uri(), "http://10.0.0.5:8888/v1/chain/get_info?x=1");
+    assert_eq!(up.uri(), "/v1/chain/get_info?x=1");
     let xff: Vec<_> = up.headers().get_all("x-forwarded-for").iter().collect();
     assert_eq!(xff, ["203.0.113.7"]);
     assert!(up.headers().get("forwarded").is_none());
@@ -52,4 +52,14 @@ fn upstream_request_sets_xff_from_peer_and_drops_client_values() {
     assert!(up.headers().get("content-length").is_none());
     assert_eq!(up.headers()["host"], "api.example");
     assert_eq!(up.version(), Version::HTTP_11);
+}
+
+#[test]
+fn upstream_request_without_a_host_names_the_node() {
+    let (parts, ()) = Request::get("/v1/chain/get_info").body(()).expect("req").into_parts();
+    let peer: SocketAddr = "203.0.113.7:40000".parse().expect("peer");
+    let ctx = ConnCtx::new(peer, ClientKey::of(peer.ip(), 32, 64), false, None);
+    let node = "10.0.0.5:8888".parse().expect("authority");
+    let up = upstream_request(&parts, &node, &ctx.forwarded_for, Bytes::new()).expect("up");
+    assert_eq!(up.headers()["host"], "10.0.0.5:8888");
 }

@@ -1,0 +1,241 @@
+//! Keep-alive HTTP/1.1 connections to the api nodes, kept apart per gateway worker thread:
+//! a request checks out an idle connection of its own worker to the chosen node (or opens
+//! one), and the connection goes back to that worker's idle list when the answer's body has
+//! been read to its end.
+//!
+//! Each worker's lists are only ever touched by that worker, so their locks are never
+//! contended, and a connection is driven by a task of the worker that opened it (no wake-up
+//! across threads). A request is sent again on another connection only when hyper hands it
+//! back unsent (the idle connection had been closed meanwhile); a request that may have left
+//! is never repeated here (retries of idempotent reads on another node are `proxy`'s). Idle
+//! connections are bounded per worker and node, and dropped after [`IDLE_TIMEOUT`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::upstream::UpBody;
+
+#[cfg(test)]
+mod tests;
+
+/// An idle connection is closed after this long unused.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a request to a node failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeepaliveError {
+    /// No connection could be opened to the node.
+    #[error("cannot connect to node {addr}: {source}; is it running and listening there?")]
+    Connect {
+        /// The node.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The node did not accept the connection in time.
+    #[error("node {0} did not accept a connection within the pool's connect_timeout")]
+    ConnectTimeout(SocketAddr),
+    /// The HTTP exchange with the node failed.
+    #[error("HTTP/1.1 exchange with node {addr} failed: {source}")]
+    Http {
+        /// The node.
+        addr: SocketAddr,
+        /// What hyper reported.
+        source: hyper::Error,
+    },
+}
+
+impl KeepaliveError {
+    /// Whether the failure happened before any connection to the node existed.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, KeepaliveError::Connect { .. } | KeepaliveError::ConnectTimeout(_))
+    }
+}
+
+struct IdleConn {
+    sender: SendRequest<UpBody>,
+    since: Instant,
+}
+
+/// The idle connections of every worker to every node of a pool.
+pub struct Keepalive {
+    /// `lists[worker * nodes + node]`.
+    lists: Vec<Mutex<VecDeque<IdleConn>>>,
+    nodes: usize,
+    max_idle: usize,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Keepalive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keepalive")
+            .field("nodes", &self.nodes)
+            .field("max_idle", &self.max_idle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keepalive {
+    /// Idle lists for `nodes` nodes and `workers` workers, keeping at most `max_idle`
+    /// connections per worker and node.
+    pub fn new(nodes: usize, workers: usize, max_idle: usize, connect_timeout: Duration) -> Self {
+        let lists = (0..nodes * workers.max(1)).map(|_| Mutex::default()).collect();
+        Keepalive { lists, nodes, max_idle, connect_timeout }
+    }
+
+    fn list(&self, slot: usize) -> std::sync::MutexGuard<'_, VecDeque<IdleConn>> {
+        self.lists[slot % self.lists.len()].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The most recently used idle connection of `slot` still open, if any.
+    fn checkout(&self, slot: usize) -> Option<SendRequest<UpBody>> {
+        let mut list = self.list(slot);
+        let now = Instant::now();
+        // Oldest first: expired ones are at the front.
+        while list.front().is_some_and(|c| now.duration_since(c.since) >= IDLE_TIMEOUT) {
+            list.pop_front();
+        }
+        while let Some(c) = list.pop_back() {
+            if !c.sender.is_closed() {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, slot: usize, sender: SendRequest<UpBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut list = self.list(slot);
+        if list.len() < self.max_idle {
+            list.push_back(IdleConn { sender, since: Instant::now() });
+        }
+    }
+
+    /// Sends `req` (origin-form target, `Host` set) to node `node` at `addr` over a kept-alive
+    /// connection of worker `worker`, or a new one.
+    pub async fn request(
+        self: &Arc<Self>,
+        worker: usize,
+        node: usize,
+        addr: SocketAddr,
+        mut req: Request<UpBody>,
+    ) -> Result<Response<UpResponseBody>, KeepaliveError> {
+        let slot = worker * self.nodes + node;
+        let http = |source| KeepaliveError::Http { addr, source };
+        while let Some(mut sender) = self.checkout(slot) {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.answer(slot, sender, resp)),
+                Err(mut e) => match e.take_message() {
+                    // The connection closed before the request left: try another.
+                    Some(unsent) => req = unsent,
+                    None => return Err(http(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect(addr).await?;
+        sender.ready().await.map_err(http)?;
+        let resp = sender.send_request(req).await.map_err(http)?;
+        Ok(self.answer(slot, sender, resp))
+    }
+
+    fn answer(
+        self: &Arc<Self>,
+        slot: usize,
+        sender: SendRequest<UpBody>,
+        resp: Response<Incoming>,
+    ) -> Response<UpResponseBody> {
+        resp.map(|body| {
+            let mut body = UpResponseBody { body, back: Some((self.clone(), slot, sender)) };
+            if body.body.is_end_stream() {
+                body.release();
+            }
+            body
+        })
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<UpBody>, KeepaliveError> {
+        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err(KeepaliveError::ConnectTimeout(addr)),
+            Ok(Err(source)) => return Err(KeepaliveError::Connect { addr, source }),
+            Ok(Ok(tcp)) => tcp,
+        };
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|source| KeepaliveError::Http { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(node = %addr, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// The body of a node's answer; once read to its end, its connection goes back to the idle
+/// list it came from (dropped earlier, the connection is closed instead).
+pub struct UpResponseBody {
+    body: Incoming,
+    back: Option<(Arc<Keepalive>, usize, SendRequest<UpBody>)>,
+}
+
+impl std::fmt::Debug for UpResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpResponseBody").field("body", &self.body).finish_non_exhaustive()
+    }
+}
+
+impl UpResponseBody {
+    fn release(&mut self) {
+        if let Some((home, slot, sender)) = self.back.take() {
+            home.checkin(slot, sender);
+        }
+    }
+}
+
+impl Body for UpResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        match &frame {
+            None => self.release(),
+            Some(Ok(_)) if self.body.is_end_stream() => self.release(),
+            Some(Ok(_)) => {}
+            Some(Err(_)) => self.back = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
