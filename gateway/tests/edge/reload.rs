@@ -66,6 +66,24 @@ async fn shutdown_drains_requests_in_flight_and_refuses_new_connections() {
     );
 }
 
+/// HTTP/2 connections are served by the gateway's own driver (not hyper's server): at
+/// shutdown a stream in flight still gets its answer, and the connection then closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_http2_streams_in_flight() {
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&policy_text(
+        &[up.addr],
+        &[("path = \"/v1/history/get_actions\"", "path = \"/v1/chain/slow\"")],
+    ))
+    .await;
+    let mut c = Client::connect(gw.tls, true).await;
+    let in_flight = tokio::spawn(async move { c.post("/v1/chain/slow", "{}").await.status });
+    wait_for("request reached the upstream", Duration::from_secs(5), async || up.requests() == 1)
+        .await;
+    gw.stop().await;
+    assert_eq!(in_flight.await.expect("join"), 200, "in-flight HTTP/2 stream was cut");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bp_json_and_chains_json_are_served_from_files_and_reloaded() {
     use bytes::Bytes;
