@@ -293,6 +293,15 @@ impl PendingAppend {
             (Err(AuditError::WriterStopped { path: self.path, what }), Duration::ZERO)
         })
     }
+
+    /// Takes the line back if the writer thread has not taken it yet (`None`: nothing was
+    /// written); otherwise waits for it as [`PendingAppend::wait`] does.
+    pub fn withdraw(self) -> Option<Appended> {
+        if take(&self.event).is_some() {
+            return None;
+        }
+        Some(self.wait())
+    }
 }
 
 fn lock(log: &Mutex<AuditLog>) -> MutexGuard<'_, AuditLog> {

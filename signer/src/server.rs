@@ -552,21 +552,27 @@ impl Signer {
             SignedBlock { block_num, slot, digest, signature: signed.signature },
         );
         timing.guard_commit = guard_started.elapsed();
+        self.metrics.guard_latency.observe(timing.guard_commit);
+        if let Err(e) = committed {
+            // Nothing leaves. The audit line is withdrawn if the writer has not taken it yet;
+            // if it was written, the refusal line after it says the signature stayed here.
+            let mut refusal = guard_err(e);
+            if let Some((audited, took)) = pending.withdraw() {
+                timing.audit += took;
+                if audited.is_ok() {
+                    refusal.message.push_str(
+                        "; the signature in the audit line just before this refusal was NOT \
+                         released (the guard state could not be made durable)",
+                    );
+                }
+            }
+            timing.durable = started.elapsed();
+            return Err(refusal);
+        }
         let (audited, took) = pending.wait();
         timing.durable = started.elapsed();
         timing.audit += took;
-        self.metrics.guard_latency.observe(timing.guard_commit);
         self.metrics.audit_latency.observe(took);
-        if let Err(e) = committed {
-            let mut refusal = guard_err(e);
-            if audited.is_ok() {
-                refusal.message.push_str(
-                    "; the signature in the audit line just before this refusal was NOT \
-                     released (the guard state could not be made durable)",
-                );
-            }
-            return Err(refusal);
-        }
         audited.map_err(|e| Refusal::new(ErrorCode::Internal, "audit", e.to_string()))?;
         self.metrics.signatures.fetch_add(1, Ordering::Relaxed);
         Ok(SignBlockResponse {

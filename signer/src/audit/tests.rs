@@ -96,3 +96,23 @@ fn lines_from_the_writer_thread_and_the_caller_make_one_chain() {
         }
     }
 }
+
+#[test]
+fn a_withdrawn_line_is_written_once_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let writer = AuditWriter::new(AuditLog::open(&path).unwrap());
+    let mut written = 0;
+    for i in 0..20 {
+        match writer.start(stop(&format!("maybe {i}"))).withdraw() {
+            None => {}
+            Some((r, _)) => {
+                r.unwrap();
+                written += 1;
+            }
+        }
+        assert_eq!(verify(&path).unwrap().lines, written);
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.matches("maybe").count(), usize::try_from(written).unwrap());
+}

@@ -334,7 +334,6 @@ fn a_failed_guard_commit_releases_nothing_and_says_so_after_its_audit_line() {
     let req = request(&f, 10, slot, 1);
     let e = sign(&f, &req).unwrap_err();
     assert_eq!(e.code, ErrorCode::Internal);
-    assert!(e.message.contains("NOT released"), "{}", e.message);
     assert_eq!(f.signer.metrics().refusals("guard_io"), 1);
     assert!(f.signer.guard.load(&gkey).unwrap().last.is_none(), "nothing committed");
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&policy.audit_log)
@@ -343,11 +342,15 @@ fn a_failed_guard_commit_releases_nothing_and_says_so_after_its_audit_line() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let n = lines.len();
-    assert!(n >= 2, "{lines:?}");
-    assert_eq!(lines[n - 2]["event"], "signature");
+    assert!(n >= 1, "{lines:?}");
     assert_eq!(lines[n - 1]["event"], "refusal");
     assert_eq!(lines[n - 1]["reason"], "guard_io");
     assert_eq!(lines[n - 1]["block_num"], 10);
+    // The signature line was written by the writer thread before the guard failed (then the
+    // refusal says the signature was not released), or withdrawn unwritten.
+    let audited = n >= 2 && lines[n - 2]["event"] == "signature" && lines[n - 2]["block_num"] == 10;
+    assert_eq!(e.message.contains("NOT released"), audited, "{}", e.message);
+    assert_eq!(lines.iter().filter(|l| l["event"] == "signature").count(), usize::from(audited));
 
     // Once the operator clears the way, the same request is signed and released.
     std::fs::remove_dir(&blocker).unwrap();
