@@ -3,7 +3,10 @@
 //!
 //! Retrying a `SignBlock` is safe by design: the signer answers a repeated request from its
 //! guard state with the very same signature. So on a broken connection the client reconnects
-//! and sends the same request again until the deadline; a refusal is never retried. Every
+//! and sends the same request again until the deadline; so it does after a `Busy` answer (the
+//! signer's own time limit ran out: the request may still be signed behind it, and the caller
+//! must not take it for a refusal and sign another block at that height). Any other refusal is
+//! never retried. Every
 //! signature is checked before it is returned (same digest as the node computed, signature by
 //! the requested key). This module never logs or alters what it is asked to sign.
 //!
@@ -200,6 +203,13 @@ impl Client {
                 read_response(conn, id).await
             };
             match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(Response::Error(e))) if e.code == ErrorCode::Busy => {
+                    tracing::debug!(message = %e.message, endpoint = %self.endpoint, "signer busy");
+                    last = Some(format!("the signer was busy: {}", e.message));
+                    let wake = (Instant::now() + backoff).min(deadline);
+                    tokio::time::sleep_until(wake).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_millis(100));
+                }
                 Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(e)) => {
                     self.conn = None;
