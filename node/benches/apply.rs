@@ -29,6 +29,11 @@ use rempart_node::store::Store;
 mod cpu;
 use cpu::apply_thread_cpu;
 
+/// The allocator the `rempart-node` binary ships with (node/src/main.rs), so the figures are
+/// the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
 
 struct Bench {

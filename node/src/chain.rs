@@ -389,18 +389,23 @@ impl Chain {
 
     /// Applies prepared transactions in the pending block, in order, without waiting for one
     /// answer before sending the next (each waits for a block as [`Chain::push_prepared`]).
+    ///
+    /// The apply thread takes them in order, so this waits for the last answer first: the
+    /// others are in their channels by then, and the apply thread never has to wake this
+    /// thread (a futex call per answer) before the batch is done.
     pub fn push_prepared_many(
         &self,
         trxs: Vec<PreparedTransaction>,
     ) -> Vec<Result<TransactionTrace, TxError>> {
         let queued: Vec<_> = trxs.into_iter().map(|p| self.enqueue(p)).collect();
-        queued
-            .into_iter()
-            .map(|q| match q {
-                Some((rx, state)) => wait_reply(&rx, &state),
-                None => Err(TxError::NotProducing),
-            })
-            .collect()
+        let wait = |q: &Option<(Receiver<PushReply>, Arc<Mutex<PushState>>)>| match q {
+            Some((rx, state)) => wait_reply(rx, state),
+            None => Err(TxError::NotProducing),
+        };
+        let last = queued.last().map(wait);
+        let mut out: Vec<_> = queued[..queued.len().saturating_sub(1)].iter().map(wait).collect();
+        out.extend(last);
+        out
     }
 
     /// [`Chain::push_transaction`] for a transaction already prepared.

@@ -9,6 +9,13 @@ use rempart_node::config::Config;
 use rempart_node::genesis::{Genesis, init_data_dir};
 use rempart_node::{ops, role};
 
+/// mimalloc instead of glibc's allocator: the apply thread allocates and frees many small
+/// buffers per transaction (traces, packed records, store keys), and glibc's malloc, free and
+/// realloc were about a fifth of its CPU; with mimalloc a token transfer costs the apply thread
+/// about 4 µs less (19.6–19.8 against 23.3–24.4 µs in alternating runs of the same build).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Antelope-compatible chain node of the rempart perimeter")]
 struct Cli {
