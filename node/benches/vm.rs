@@ -240,6 +240,12 @@ impl TokenChain {
             .collect()
     }
 
+    /// [`TokenChain::transfers`] with their signatures recovered ([`Chain::prepare`]), as the
+    /// node does on its callers' threads.
+    fn prepared_transfers(&mut self, n: u64) -> Vec<rempart_node::chain::PreparedTransaction> {
+        self.transfers(n).into_iter().map(|p| self.chain.prepare(p).expect("prepares")).collect()
+    }
+
     /// One block holding `trxs`, pushed from as many threads as there are cores; panics on any
     /// refused transaction (a bench that measured failures would measure nothing).
     fn block(&self, trxs: &[PackedTransaction]) {
@@ -285,11 +291,7 @@ fn token_push_transaction(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let trxs: Vec<_> = t
-                    .transfers(BLOCK)
-                    .into_iter()
-                    .map(|p| t.chain.prepare(p).expect("prepares"))
-                    .collect();
+                let trxs = t.prepared_transfers(BLOCK);
                 let started = clock::instant();
                 t.chain.start_block(t.chain.info().head_block_time.next()).expect("start");
                 let results = t.chain.push_prepared_many(trxs);
@@ -320,11 +322,7 @@ fn token_apply_thread_cpu(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut took = Duration::ZERO;
             for _ in 0..iters {
-                let trxs: Vec<_> = t
-                    .transfers(BLOCK)
-                    .into_iter()
-                    .map(|p| t.chain.prepare(p).expect("prepares"))
-                    .collect();
+                let trxs = t.prepared_transfers(BLOCK);
                 t.chain.start_block(t.chain.info().head_block_time.next()).expect("start");
                 let before = apply_thread_cpu();
                 let results = t.chain.push_prepared_many(trxs);

@@ -150,8 +150,8 @@ impl Default for Limits {
             max_block_transactions: 5_000,
             max_signatures: 32,
             max_authority_depth: 6,
-            max_abi_bytes: 512 * 1024,
-            max_code_bytes: 1024 * 1024,
+            max_abi_bytes: 256 * 1024,
+            max_code_bytes: 384 * 1024,
             max_transaction_fuel: 50_000_000,
         }
     }
@@ -284,6 +284,22 @@ impl Config {
         }
         if l.max_transaction_bytes > 16 * 1024 * 1024 {
             return Err(invalid("limits.max_transaction_bytes", "must be at most 16 MiB".into()));
+        }
+        // setcode and setabi carry the code and the ABI inside a transaction: a limit at or
+        // above the transaction's could never be what refuses them.
+        for (field, v) in
+            [("limits.max_code_bytes", l.max_code_bytes), ("limits.max_abi_bytes", l.max_abi_bytes)]
+        {
+            if v >= l.max_transaction_bytes {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "must be below limits.max_transaction_bytes ({}): the setcode or setabi \
+                         transaction carrying that much would be refused for its size first",
+                        l.max_transaction_bytes
+                    ),
+                ));
+            }
         }
         let at = |span: Range<usize>, message: String| {
             let (line, column) = line_column(text, span.start);

@@ -282,12 +282,24 @@ fn hostile_contracts_fail_alone_and_the_block_is_produced_in_its_slot() {
 
     // Bad code never reaches the state: each refusal names the problem.
     let hash_before = chain.store().read().expect("snapshot").get(&key::code_hash(n("evil")));
+    // Past max_code_bytes (384 KiB) but inside max_transaction_bytes (512 KiB): setcode's own
+    // limit refuses it; past the transaction's limit the transaction is refused for its size.
+    let limits = rempart_node::config::Limits::default();
     let mut huge = hostile("trap");
-    huge.extend(std::iter::repeat_n(0u8, 2 * 1024 * 1024));
+    huge.resize(limits.max_code_bytes + 1, 0);
+    let mut oversized = hostile("trap");
+    oversized.resize(limits.max_transaction_bytes + 1, 0);
+    let code_limit = format!(
+        "code of {} bytes exceeds the limit of {} bytes",
+        huge.len(),
+        limits.max_code_bytes
+    );
+    let trx_limit = format!("exceeds the limit of {} bytes", limits.max_transaction_bytes);
     for (code, expected) in [
         (hostile("import"), "get_wall_clock"),
         (b"#include <eosio/eosio.hpp>".to_vec(), "not WebAssembly"),
-        (huge, "exceeds the limit"),
+        (huge, code_limit.as_str()),
+        (oversized, trx_limit.as_str()),
     ] {
         let e = push(&chain, vec![setcode(code)], &[&dev]).expect_err("refused");
         assert!(e.to_string().contains(expected), "expected {expected:?} in: {e}");
