@@ -365,8 +365,13 @@ fn cross_check_addresses(
             }
         }
     }
-    let producers: BTreeSet<SocketAddr> =
-        nodes.iter().map(|n| n.config.producer.private_listen).collect();
+    // An api node follows a producer or another api node that serves blocks (api.private_listen).
+    let producers: BTreeSet<SocketAddr> = nodes
+        .iter()
+        .flat_map(|n| {
+            std::iter::once(n.config.producer.private_listen).chain(n.config.api.private_listen)
+        })
+        .collect();
     for node in nodes.iter().filter(|n| !producers.contains(&n.config.api.producer)) {
         report.errors.push(CheckError::ProducerUnknown {
             file: node.file.clone(),

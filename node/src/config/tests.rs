@@ -227,6 +227,25 @@ fn with_limits(limits: &str) -> String {
 }
 
 #[test]
+fn code_and_abi_limits_sit_below_the_transaction_limit() {
+    let parse =
+        |limits: &str| Config::parse(&with_limits(limits), Path::new("n.toml"), Path::new("."));
+    let c = parse("max_transaction_bytes = 1000\nmax_code_bytes = 999\nmax_abi_bytes = 10")
+        .expect("below");
+    assert_eq!((c.limits.max_code_bytes, c.limits.max_abi_bytes), (999, 10));
+    for (field, other) in [("max_code_bytes", "max_abi_bytes"), ("max_abi_bytes", "max_code_bytes")]
+    {
+        let err = parse(&format!("max_transaction_bytes = 1000\n{other} = 10\n{field} = 1000"))
+            .expect_err("at the transaction limit");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("limits.{field}: must be below limits.max_transaction_bytes")),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
 fn transaction_cpu_budget_is_read_and_bounded() {
     let parse =
         |limits: &str| Config::parse(&with_limits(limits), Path::new("n.toml"), Path::new("."));
