@@ -9,6 +9,11 @@
 //! back unsent (the idle connection had been closed meanwhile); a request that may have left
 //! is never repeated here (retries of idempotent reads on another node are `proxy`'s). Idle
 //! connections are bounded per worker and node, and dropped after [`IDLE_TIMEOUT`].
+//!
+//! A request that finds no idle connection starts opening one and meanwhile queues for the
+//! next connection given back, taking whichever comes first (the other one is kept idle): a
+//! burst of requests to a node slow to accept connections is then served by the connections
+//! already open instead of waiting for (and failing with) new ones.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -24,6 +29,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::upstream::UpBody;
@@ -71,10 +77,21 @@ struct IdleConn {
     since: Instant,
 }
 
+/// What one worker has for one node: its idle connections, and the requests waiting for one.
+#[derive(Default)]
+struct Slot {
+    idle: VecDeque<IdleConn>,
+    waiters: VecDeque<oneshot::Sender<SendRequest<UpBody>>>,
+}
+
+/// Most connections one request goes through before giving up on a node whose connections
+/// all close before taking a request.
+const MAX_CLOSED: usize = 16;
+
 /// The idle connections of every worker to every node of a pool.
 pub struct Keepalive {
     /// `lists[worker * nodes + node]`.
-    lists: Vec<Mutex<VecDeque<IdleConn>>>,
+    lists: Vec<Mutex<Slot>>,
     nodes: usize,
     max_idle: usize,
     connect_timeout: Duration,
@@ -97,13 +114,13 @@ impl Keepalive {
         Keepalive { lists, nodes, max_idle, connect_timeout }
     }
 
-    fn list(&self, slot: usize) -> std::sync::MutexGuard<'_, VecDeque<IdleConn>> {
+    fn list(&self, slot: usize) -> std::sync::MutexGuard<'_, Slot> {
         self.lists[slot % self.lists.len()].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The most recently used idle connection of `slot` still open, if any.
     fn checkout(&self, slot: usize) -> Option<SendRequest<UpBody>> {
-        let mut list = self.list(slot);
+        let list = &mut self.list(slot).idle;
         let now = Instant::now();
         // Oldest first: expired ones are at the front.
         while list.front().is_some_and(|c| now.duration_since(c.since) >= IDLE_TIMEOUT) {
@@ -117,13 +134,61 @@ impl Keepalive {
         None
     }
 
-    fn checkin(&self, slot: usize, sender: SendRequest<UpBody>) {
+    /// Gives a connection to the first request still waiting, else keeps it idle.
+    fn checkin(&self, slot: usize, mut sender: SendRequest<UpBody>) {
         if sender.is_closed() {
             return;
         }
         let mut list = self.list(slot);
-        if list.len() < self.max_idle {
-            list.push_back(IdleConn { sender, since: Instant::now() });
+        while let Some(waiter) = list.waiters.pop_front() {
+            match waiter.send(sender) {
+                Ok(()) => return,
+                Err(back) => sender = back,
+            }
+        }
+        if list.idle.len() < self.max_idle {
+            list.idle.push_back(IdleConn { sender, since: Instant::now() });
+        }
+    }
+
+    /// With no idle connection: opens one, and takes it or a connection given back first,
+    /// whichever comes first. Fails only if the new connection fails before one comes back.
+    async fn wait_or_connect(
+        self: &Arc<Self>,
+        slot: usize,
+        addr: SocketAddr,
+    ) -> Result<SendRequest<UpBody>, KeepaliveError> {
+        let (waiter, mut given) = oneshot::channel();
+        {
+            let mut list = self.list(slot);
+            // Requests that stopped waiting (failed or cancelled) leave their place here.
+            list.waiters.retain(|w| !w.is_closed());
+            list.waiters.push_back(waiter);
+        }
+        let home = self.clone();
+        // A task of its own: if a connection comes back first, this one still ends in the
+        // idle list for the next request.
+        let mut connecting = tokio::spawn(async move {
+            let sender = home.connect(addr).await?;
+            home.checkin(slot, sender);
+            Ok::<(), KeepaliveError>(())
+        });
+        let mut connected = false;
+        loop {
+            tokio::select! {
+                biased;
+                got = &mut given => match got {
+                    Ok(sender) => return Ok(sender),
+                    // The pool was dropped (a reload replaced it): connect directly.
+                    Err(_) => return self.connect(addr).await,
+                },
+                done = &mut connecting, if !connected => match done {
+                    // Given to this request or an earlier one: wait for the next.
+                    Ok(Ok(())) => connected = true,
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return self.connect(addr).await,
+                },
+            }
         }
     }
 
@@ -138,23 +203,31 @@ impl Keepalive {
     ) -> Result<Response<UpResponseBody>, KeepaliveError> {
         let slot = worker * self.nodes + node;
         let http = |source| KeepaliveError::Http { addr, source };
-        while let Some(mut sender) = self.checkout(slot) {
-            if sender.ready().await.is_err() {
+        let mut closed = 0;
+        loop {
+            let mut sender = match self.checkout(slot) {
+                Some(sender) => sender,
+                None => self.wait_or_connect(slot, addr).await?,
+            };
+            if let Err(e) = sender.ready().await {
+                closed += 1;
+                if closed >= MAX_CLOSED {
+                    return Err(http(e));
+                }
                 continue;
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(self.answer(slot, sender, resp)),
                 Err(mut e) => match e.take_message() {
                     // The connection closed before the request left: try another.
-                    Some(unsent) => req = unsent,
-                    None => return Err(http(e.into_error())),
+                    Some(unsent) if closed + 1 < MAX_CLOSED => {
+                        closed += 1;
+                        req = unsent;
+                    }
+                    _ => return Err(http(e.into_error())),
                 },
             }
         }
-        let mut sender = self.connect(addr).await?;
-        sender.ready().await.map_err(http)?;
-        let resp = sender.send_request(req).await.map_err(http)?;
-        Ok(self.answer(slot, sender, resp))
     }
 
     fn answer(

@@ -91,3 +91,53 @@ async fn a_node_that_is_not_listening_is_a_connect_failure() {
     let err = k.request(0, 0, addr, get(addr)).await.expect_err("nobody listens");
     assert!(err.is_connect(), "{err}");
 }
+
+#[tokio::test]
+async fn a_request_with_no_idle_connection_takes_one_given_back_before_its_own_opens() {
+    // A node that serves its first connection only and never accepts another: once its
+    // accept queue is full, a new connection to it cannot complete.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let listener = socket.listen(1).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let served = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let svc = service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), svc)
+            .await;
+        drop(listener);
+    });
+    let k = Arc::new(Keepalive::new(1, 1, 8, Duration::from_secs(30)));
+    let held = k.request(0, 0, addr, get(addr)).await.expect("first answer");
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let connect = TcpStream::connect(addr);
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            fillers.push(s);
+        }
+    }
+    let second = tokio::spawn({
+        let k = k.clone();
+        async move { fetch(&k, 0, addr).await }
+    });
+    wait_until_waiting(&k).await;
+    // Reading the first answer to its end gives its connection to the waiting request.
+    assert_eq!(held.into_body().collect().await.expect("body").to_bytes(), "ok");
+    let got = tokio::time::timeout(Duration::from_secs(10), second).await;
+    assert_eq!(got.expect("served by the connection given back").expect("join"), "ok");
+    served.abort();
+}
+
+/// Returns once a request waits for a connection of worker 0 to node 0.
+async fn wait_until_waiting(k: &Keepalive) {
+    for _ in 0..1000 {
+        if !k.list(0).waiters.is_empty() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("no request started waiting");
+}
