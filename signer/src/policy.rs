@@ -376,7 +376,8 @@ fn default_idle_timeout_ms() -> Spanned<u64> {
     Spanned::new(0..0, 60_000)
 }
 fn default_max_sign_attempts() -> Spanned<u32> {
-    Spanned::new(0..0, 16)
+    // 2^-64 odds of running out with an HSM whose K1 signatures are canonical half the time.
+    Spanned::new(0..0, 64)
 }
 
 #[derive(Deserialize, Default)]
