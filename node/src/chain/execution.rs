@@ -129,6 +129,8 @@ impl Execution<'_> {
         };
         let mut first_ordinal = 0;
         let mut inline: Vec<(Action, Name, u32)> = Vec::new();
+        // The action's digest is the same in every receiver's receipt: hashed once.
+        let act_digest = Checksum256::hash_packed(act);
         let mut i = 0;
         while i < host.notified.len() {
             if self.traces.len() >= MAX_ACTIONS {
@@ -159,7 +161,7 @@ impl Execution<'_> {
                 act: act.clone(),
                 receipt: ActionReceipt {
                     receiver,
-                    act_digest: Checksum256::hash_packed(act),
+                    act_digest,
                     global_sequence: s,
                     recv_sequence: s,
                     auth_sequence: act.authorization.iter().map(|l| (l.actor, s)).collect(),
