@@ -441,8 +441,9 @@ impl Admin {
                             format!("nothing was done: the guard of {producer}'s key {k}: {e}"),
                         )
                     })?;
+                    // The intent counts, released or not: the new key starts above it.
                     let (b, s) = state
-                        .last
+                        .watermark(None)
                         .map_or((state.floor_block, state.floor_slot), |l| (l.block_num, l.slot));
                     floor_block = floor_block.max(b);
                     floor_slot = floor_slot.max(s);

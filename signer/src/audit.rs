@@ -4,17 +4,15 @@
 //!
 //! The log is append-only: this module opens it with `O_APPEND`, never truncates or rewrites it,
 //! and fsyncs every line before the caller goes on (a signature is audited before it is
-//! released). [`AuditWriter`] can append a line on a thread of its own, started at the first such
-//! append (the daemon starts no thread before its sandbox), so that a signature line's fsync
-//! overlaps the guard's durable commit; the caller still waits for it, and writes the line
-//! itself if the thread has not taken it yet. It never records secrets:
-//! no PIN, no private key, no raw request bytes.
+//! released, so a signature missing from the log never left the signer: the guard relies on
+//! this after a restart, see [`AuditLog::open_reading`]). It never records secrets: no PIN, no
+//! private key, no raw request bytes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Read as _, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -50,17 +48,6 @@ pub enum AuditError {
         line: u64,
         /// What is wrong with it.
         reason: String,
-    },
-    /// The thread that appends lines concurrently stopped while writing one.
-    #[error(
-        "audit log {path}: the thread that appends to it {what}; nothing is signed without an \
-         audit line, so restart the signer and verify the log"
-    )]
-    WriterStopped {
-        /// The log.
-        path: PathBuf,
-        /// What happened to the thread.
-        what: String,
     },
     /// The log the daemon was about to append to does not verify.
     #[error(
@@ -189,9 +176,18 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens (or creates, mode 0600) the log; an existing log must verify first.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+        Self::open_reading(path, &mut |_| {})
+    }
+
+    /// Opens the log as [`AuditLog::open`] does, showing `read` every line of an existing log
+    /// as it is verified (before it is known that the whole log verifies).
+    pub fn open_reading(
+        path: &Path,
+        read: &mut dyn FnMut(&ReadLine<'_>),
+    ) -> Result<AuditLog, AuditError> {
         let io = |source| AuditError::Io { path: path.to_path_buf(), source };
         let (prev, seq) = match File::open(path) {
-            Ok(f) => match scan(path, f) {
+            Ok(f) => match scan(path, f, read) {
                 Ok(s) => (s.last_hash, s.lines),
                 Err(AuditError::Broken { path, line, reason }) => {
                     return Err(AuditError::RefuseToAppend { path, line, reason });
@@ -229,6 +225,11 @@ impl AuditLog {
         Ok(())
     }
 
+    /// The number of lines and the sha256 of the last one (the `prev` of the next line).
+    pub fn position(&self) -> (u64, String) {
+        (self.seq, self.prev.clone())
+    }
+
     /// Number of lines in the log.
     pub fn len(&self) -> u64 {
         self.seq
@@ -243,132 +244,45 @@ impl AuditLog {
 /// The result of one append and the time it took (waiting for the log, writing, fsync).
 pub type Appended = (Result<(), AuditError>, Duration);
 
-/// An event waiting to be written: whoever takes it first (the writer thread, or the caller
-/// in [`PendingAppend::wait`]) writes it, so a writer thread that is slow to be scheduled
-/// never makes a signature wait longer than writing the line itself would.
-type Slot = Arc<Mutex<Option<AuditEvent>>>;
-
-fn take(slot: &Slot) -> Option<AuditEvent> {
-    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
-}
-
-/// One line for the writer thread, and where to send how it went.
-struct Job {
-    event: Slot,
-    done: mpsc::SyncSender<Appended>,
-}
-
-/// The audit log shared by every request: appends on the caller's thread
-/// ([`AuditWriter::append`]) or, for a line that may be written while the caller does other
-/// durable work, on a writer thread ([`AuditWriter::start`]). Lines from both paths go through
-/// one lock, so the hash chain stays one sequence.
+/// The audit log shared by every request; lines from every thread go through one lock, so the
+/// hash chain stays one sequence.
 #[derive(Debug)]
 pub struct AuditWriter {
-    log: Arc<Mutex<AuditLog>>,
-    path: PathBuf,
-    /// The writer thread's queue; `None` until the first [`AuditWriter::start`], and again
-    /// after the thread was found gone (the next start makes a new one).
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
-}
-
-/// An append handed to the writer thread: [`PendingAppend::wait`] until it is durable.
-#[derive(Debug)]
-#[must_use = "a line is durable only once `wait` says so"]
-pub struct PendingAppend {
-    log: Arc<Mutex<AuditLog>>,
-    path: PathBuf,
-    event: Slot,
-    done: mpsc::Receiver<Appended>,
-}
-
-impl PendingAppend {
-    /// Blocks until the line is written and fsync'd (or failed). If the writer thread has not
-    /// taken it yet, it is written here and now.
-    pub fn wait(self) -> Appended {
-        if let Some(event) = take(&self.event) {
-            return timed_append(&self.log, &event);
-        }
-        self.done.recv().unwrap_or_else(|_| {
-            let what = "stopped before saying whether the line was written".to_string();
-            (Err(AuditError::WriterStopped { path: self.path, what }), Duration::ZERO)
-        })
-    }
-
-    /// Takes the line back if the writer thread has not taken it yet (`None`: nothing was
-    /// written); otherwise waits for it as [`PendingAppend::wait`] does.
-    pub fn withdraw(self) -> Option<Appended> {
-        if take(&self.event).is_some() {
-            return None;
-        }
-        Some(self.wait())
-    }
+    log: Mutex<AuditLog>,
 }
 
 fn lock(log: &Mutex<AuditLog>) -> MutexGuard<'_, AuditLog> {
     log.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn timed_append(log: &Mutex<AuditLog>, event: &AuditEvent) -> Appended {
-    let started = Instant::now();
-    let r = lock(log).append(event);
-    (r, started.elapsed())
-}
-
 impl AuditWriter {
-    /// Shares `log`. Starts no thread.
+    /// Shares `log`.
     pub fn new(log: AuditLog) -> AuditWriter {
-        let path = log.path.clone();
-        AuditWriter { log: Arc::new(Mutex::new(log)), path, jobs: Mutex::new(None) }
+        AuditWriter { log: Mutex::new(log) }
     }
 
     /// Appends `event` on this thread and fsyncs it.
     pub fn append(&self, event: &AuditEvent) -> Appended {
-        timed_append(&self.log, event)
+        let started = Instant::now();
+        let r = lock(&self.log).append(event);
+        (r, started.elapsed())
     }
 
-    /// Hands `event` to the writer thread (started now if it is not running) and returns at
-    /// once; the line is durable only when [`PendingAppend::wait`] returns `Ok`. When the
-    /// thread cannot be started, `wait` writes the line itself.
-    pub fn start(&self, event: AuditEvent) -> PendingAppend {
-        let slot: Slot = Arc::new(Mutex::new(Some(event)));
-        let (done, rx) = mpsc::sync_channel(1);
-        let pending = PendingAppend {
-            log: self.log.clone(),
-            path: self.path.clone(),
-            event: slot.clone(),
-            done: rx,
-        };
-        let mut job = Job { event: slot, done };
-        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = jobs.as_ref() {
-            match tx.send(job) {
-                Ok(()) => return pending,
-                // The thread is gone (it never panics on its own, but be sure): start another.
-                Err(mpsc::SendError(back)) => job = back,
-            }
-        }
-        let (tx, queue) = mpsc::channel::<Job>();
-        let log = self.log.clone();
-        let spawned = std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
-            for job in queue {
-                if let Some(event) = take(&job.event) {
-                    let _ = job.done.send(timed_append(&log, &event));
-                }
-            }
-        });
-        match spawned {
-            Ok(_) => {
-                // If this fails the line is still in its slot, and `wait` writes it.
-                let _ = tx.send(job);
-                *jobs = Some(tx);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the audit writer thread; audit lines are written one after the guard commit instead");
-                *jobs = None;
-            }
-        }
-        pending
+    /// See [`AuditLog::position`].
+    pub fn position(&self) -> (u64, String) {
+        lock(&self.log).position()
     }
+}
+
+/// One verified line shown to [`AuditLog::open_reading`]'s reader.
+#[derive(Debug)]
+pub struct ReadLine<'a> {
+    /// 1-based line number (its `seq`).
+    pub seq: u64,
+    /// The sha256 of the line.
+    pub hash: &'a str,
+    /// The line's JSON.
+    pub value: &'a serde_json::Value,
 }
 
 /// What `verify` found in a good log.
@@ -385,10 +299,14 @@ pub struct Verified {
 pub fn verify(path: &Path) -> Result<Verified, AuditError> {
     let f =
         File::open(path).map_err(|source| AuditError::Io { path: path.to_path_buf(), source })?;
-    scan(path, f)
+    scan(path, f, &mut |_| {})
 }
 
-fn scan(path: &Path, f: File) -> Result<Verified, AuditError> {
+fn scan(
+    path: &Path,
+    f: File,
+    visit: &mut dyn FnMut(&ReadLine<'_>),
+) -> Result<Verified, AuditError> {
     let mut reader = BufReader::new(f);
     let mut prev = GENESIS_PREV.to_string();
     let mut n: u64 = 0;
@@ -434,5 +352,6 @@ fn scan(path: &Path, f: File) -> Result<Verified, AuditError> {
             return Err(broken("no event"));
         }
         prev = hex::encode(Sha256::digest(body));
+        visit(&ReadLine { seq: n, hash: &prev, value: &v });
     }
 }

@@ -1,13 +1,23 @@
 //! The double-sign guard: per (chain id, producer, key) the last block signed, kept on disk.
 //!
-//! Before a signature leaves the process its (block number, slot, digest, signature) is written
-//! to a temporary file, fsync'd, renamed over the state file and the directory fsync'd, so a
-//! kill -9 at any instant leaves either the old or the new state, never a signature out in the
-//! world that the state does not know. The same request again gets the stored signature back
-//! (never a fresh one); a block number or slot not above the last one with another digest is
-//! refused. A missing or corrupt state file stops signing for that key: this module never
-//! re-creates a state file by itself, only [`Guard::init`] (the operator's `guard init`) does,
-//! and it refuses to overwrite one.
+//! Before the HSM signs a block, an *intent* naming it (block number, slot, digest) is written
+//! to a temporary file, fsync'd, renamed over the state file and the directory fsync'd; the
+//! signer writes it while the HSM signs, and no signature leaves before it is durable. A kill -9
+//! at any instant therefore leaves either the old or the new state, never a signature out in the
+//! world that the state does not know. The next intent moves the previous one, with the
+//! signature that was released for it, into `last`.
+//!
+//! After a restart an intent may or may not have been released. The audit log decides: a
+//! signature is released only after its audit line is durable, and the intent records the audit
+//! log's position (line number and hash) when it was written. A signature line for the intent
+//! means released (and the same request gets that signature back); no such line in a log that
+//! still holds the recorded position means never released (the producer may sign another block
+//! at that height); a log that no longer holds it (replaced) leaves the intent *possibly*
+//! released, which refuses every other block at or below it. The same request always gets the
+//! stored signature back when one is known; a block number or slot not above the last one with
+//! another digest is refused. A missing or corrupt state file stops signing for that key: this
+//! module never re-creates a state file by itself, only [`Guard::init`] (the operator's `guard
+//! init`) does, and it refuses to overwrite one.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -21,8 +31,9 @@ use sha2::{Digest, Sha256};
 #[cfg(test)]
 mod tests;
 
-/// The state file format version.
-const VERSION: u32 = 1;
+/// The state file format version written. Version 1 (read too) had no `intent`, and every
+/// `last` carried its signature.
+const VERSION: u32 = 2;
 
 /// Why the guard refused or could not decide.
 #[derive(Debug, thiserror::Error)]
@@ -139,8 +150,38 @@ pub struct SignedBlock {
     pub slot: BlockTimestamp,
     /// The digest signed.
     pub digest: Checksum256,
-    /// The signature released.
-    pub signature: Signature,
+    /// The signature released; `None` for an intent whose signature is not known (its audit
+    /// log was replaced), which is never released again and never re-signed over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+/// A block about to be signed: durable before its signature can leave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intent {
+    /// Block number.
+    pub block_num: u32,
+    /// Block timestamp slot.
+    pub slot: BlockTimestamp,
+    /// The digest to be signed.
+    pub digest: Checksum256,
+    /// Lines in the audit log when the intent was written: the intent's signature, if it was
+    /// released, is on a later line.
+    pub audit_seq: u64,
+    /// The sha256 of line `audit_seq` (the log's `prev` then): proves after a restart that the
+    /// log read is the one the intent was written beside.
+    pub audit_hash: String,
+}
+
+/// What is known about the intent in a state: released with this signature, or never released.
+/// No outcome at all means unknown (a restart over a replaced audit log): possibly released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The signature left the signer (its audit line is durable).
+    Released(Signature),
+    /// Nothing left the signer for this intent.
+    NotReleased,
 }
 
 /// The persisted state of one key's guard.
@@ -161,6 +202,38 @@ pub struct GuardState {
     pub floor_slot: BlockTimestamp,
     /// The last block signed, if any.
     pub last: Option<SignedBlock>,
+    /// The block being signed, or signed last: see [`Outcome`] for whether it was released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Intent>,
+}
+
+impl GuardState {
+    /// The highest block this key may have released, with its signature when known: the
+    /// intent unless it is known never released, else `last`.
+    pub fn watermark(&self, outcome: Option<&Outcome>) -> Option<SignedBlock> {
+        match (&self.intent, outcome) {
+            (Some(_), Some(Outcome::NotReleased)) | (None, _) => self.last.clone(),
+            (Some(i), outcome) => Some(SignedBlock {
+                block_num: i.block_num,
+                slot: i.slot,
+                digest: i.digest,
+                signature: match outcome {
+                    Some(Outcome::Released(s)) => Some(*s),
+                    _ => None,
+                },
+            }),
+        }
+    }
+
+    /// The state to make durable before signing `intent`: the watermark becomes `last`.
+    pub fn with_intent(&self, outcome: Option<&Outcome>, intent: Intent) -> GuardState {
+        GuardState {
+            version: VERSION,
+            last: self.watermark(outcome),
+            intent: Some(intent),
+            ..self.clone()
+        }
+    }
 }
 
 /// What the guard says about a request.
@@ -168,8 +241,12 @@ pub struct GuardState {
 pub enum Decision {
     /// Exactly this block was signed already: return this signature, do not sign again.
     Replay(Signature),
-    /// The block is above everything signed: sign it, then [`Guard::commit`] before releasing.
+    /// The block is above everything released: make [`GuardState::with_intent`] durable
+    /// ([`Guard::write_state`]) before the signature leaves.
     Sign,
+    /// The state's intent is exactly this block, durable already, and no signature for it is
+    /// known to have left: sign it without writing the state again.
+    SignIntent,
 }
 
 /// The guard's directory of state files.
@@ -216,6 +293,7 @@ impl Guard {
             floor_block,
             floor_slot,
             last: None,
+            intent: None,
         };
         self.write(&path, &state)?;
         Ok(path)
@@ -245,8 +323,11 @@ impl Guard {
         }
         let state: GuardState =
             serde_json::from_str(body).map_err(|e| corrupt(format!("body: {e}")))?;
-        if state.version != VERSION {
-            return Err(corrupt(format!("version {} (expected {VERSION})", state.version)));
+        if state.version != VERSION && !(state.version == 1 && state.intent.is_none()) {
+            return Err(corrupt(format!("version {} (expected 1 or {VERSION})", state.version)));
+        }
+        if state.version == 1 && state.last.as_ref().is_some_and(|l| l.signature.is_none()) {
+            return Err(corrupt("version 1 with a last block but no signature".into()));
         }
         if state.chain_id != key.chain_id || state.producer != key.producer || state.key != key.key
         {
@@ -258,16 +339,23 @@ impl Guard {
         Ok(state)
     }
 
-    /// Decides whether a block (number, slot, digest) may be signed given `state`.
+    /// Decides whether a block (number, slot, digest) may be signed given `state` and what is
+    /// known of its intent (`None`: unknown, possibly released).
     pub fn check(
         state: &GuardState,
+        outcome: Option<&Outcome>,
         block_num: u32,
         slot: BlockTimestamp,
         digest: &Checksum256,
     ) -> Result<Decision, GuardError> {
-        if let Some(last) = &state.last {
+        if let Some(last) = state.watermark(outcome) {
             if last.block_num == block_num && last.digest == *digest {
-                return Ok(Decision::Replay(last.signature));
+                return Ok(match last.signature {
+                    Some(signature) => Decision::Replay(signature),
+                    // The intent of this very block, its signature unknown: signing the same
+                    // digest again cannot make a second block at this height.
+                    None => Decision::SignIntent,
+                });
             }
             if block_num <= last.block_num || slot <= last.slot {
                 return Err(GuardError::DoubleSign {
@@ -288,17 +376,19 @@ impl Guard {
                 floor_slot: state.floor_slot.0,
             });
         }
+        if let Some(i) = &state.intent
+            && outcome == Some(&Outcome::NotReleased)
+            && (i.block_num, i.slot, i.digest) == (block_num, slot, *digest)
+        {
+            return Ok(Decision::SignIntent);
+        }
         Ok(Decision::Sign)
     }
 
-    /// Records `signed` as the last block of `state`'s key, durably, before it is released.
-    pub fn commit(&self, state: &mut GuardState, signed: SignedBlock) -> Result<(), GuardError> {
+    /// Makes `state` the key's durable state (write-temp, fsync, rename, fsync of the directory).
+    pub fn write_state(&self, state: &GuardState) -> Result<(), GuardError> {
         let key = GuardKey { chain_id: state.chain_id, producer: state.producer, key: state.key };
-        let mut next = state.clone();
-        next.last = Some(signed);
-        self.write(&self.path(&key), &next)?;
-        *state = next;
-        Ok(())
+        self.write(&self.path(&key), state)
     }
 
     /// Write-temp, fsync, rename, fsync(dir).

@@ -20,3 +20,4 @@ pub mod policy;
 pub mod sandbox;
 pub mod server;
 pub mod wireguard;
+pub mod worker;

@@ -7,11 +7,15 @@
 //! retired one — then, under a per-producer lock so the guards see one request at a time, the
 //! guard (a repeated request gets the stored signature back), the producer's other keys (none
 //! may have signed this height or slot or a later one: after a switch the old key cannot sign
-//! in the new key's place), the block timestamp against the clock, the HSM, then the durable
-//! guard commit and the audit line, written at the same time (the audit line on the audit
-//! writer's thread) so a signature waits for the slower fsync, not for both; only when both
-//! are durable does the signature leave. If the guard commit fails after its audit line was
-//! written, the refusal line that follows says that signature was not released.
+//! in the new key's place), the block timestamp against the clock; then the guard's intent for
+//! the block is written durably on the guard worker's thread while the HSM signs on this one,
+//! and the signature's audit line is written as soon as the HSM answers. Only when the intent
+//! and the audit line are both durable does the signature leave, so a signature waits for the
+//! HSM plus the audit fsync, or for the guard's fsyncs, whichever is longer, not for all of
+//! them. If the guard write fails after the audit line was written, the refusal line that
+//! follows says that signature was not released. What happened to each key's last intent
+//! (released with which signature, or never released) is kept in memory and, at start, read
+//! back from the audit log (see [`crate::guard`]).
 //! A peer that sends garbage gets an error frame or a closed connection; nothing it sends can
 //! stop the daemon from serving other connections. One accept loop serves both listeners; when
 //! `accept` fails (out of file descriptors, say) it backs off from 10 ms to 1 s and logs once
@@ -22,7 +26,7 @@
 //! it. This module never releases a signature the guard state on disk does not hold, and never
 //! signs a digest it did not compute itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,11 +43,12 @@ use rempart_core::{Checksum256, Name};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-use crate::audit::{AuditError, AuditEvent, AuditLog, AuditWriter};
-use crate::guard::{Decision, Guard, GuardError, GuardKey, SignedBlock};
+use crate::audit::{AuditError, AuditEvent, AuditLog, AuditWriter, ReadLine};
+use crate::guard::{Decision, Guard, GuardError, GuardKey, GuardState, Intent, Outcome};
 use crate::keyring::Keyring;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::worker::{Ticket, Worker};
 
 #[cfg(test)]
 mod tests;
@@ -104,12 +109,35 @@ pub struct Signer {
     policy: Policy,
     keyring: Keyring,
     guard: Guard,
+    /// Writes guard intents while the HSM signs.
+    guard_worker: Worker,
+    /// What happened to each key's last intent, when known.
+    known: Mutex<HashMap<(Name, PublicKey), Known>>,
     audit: AuditWriter,
     metrics: Arc<Metrics>,
     producer_locks: BTreeMap<Name, Mutex<()>>,
     refusals: AtomicU64,
     paused: AtomicBool,
     admin: Option<crate::admin::Admin>,
+}
+
+/// The outcome of one intent, named by its block so it never applies to another intent.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    block: (u32, rempart_core::BlockTimestamp, Checksum256),
+    outcome: Outcome,
+}
+
+impl Known {
+    fn of(intent: &Intent, outcome: Outcome) -> Known {
+        Known { block: (intent.block_num, intent.slot, intent.digest), outcome }
+    }
+
+    /// The outcome, if it is `state`'s intent's.
+    fn outcome_for(known: Option<&Known>, state: &GuardState) -> Option<Outcome> {
+        let i = state.intent.as_ref()?;
+        known.filter(|k| k.block == (i.block_num, i.slot, i.digest)).map(|k| k.outcome)
+    }
 }
 
 /// Where the time of one request went inside the signer, for the timing event and the
@@ -122,13 +150,13 @@ pub struct RequestTiming {
     pub backend: Duration,
     /// Backend calls made (0 for a replay or a refusal before signing).
     pub backend_calls: u32,
-    /// The durable guard commit: write, fsync, rename, fsync of the directory.
+    /// The durable guard intent: write, fsync, rename, fsync of the directory (on the guard
+    /// worker's thread, while the HSM signs).
     pub guard_commit: Duration,
     /// Audit appends (write and fsync) on this request's path.
     pub audit: Duration,
-    /// Wall time of the guard commit and the signature's audit line together: they run at the
-    /// same time, so this is about the larger of the two, not their sum (zero when the request
-    /// did not reach them).
+    /// From the HSM's answer until the audit line and the guard intent are both durable (zero
+    /// when the request did not reach them).
     pub durable: Duration,
 }
 
@@ -142,6 +170,90 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Reads the audit log at start for what happened to each key's last intent: a signature line
+/// for it after its recorded position means released; the position in the log and no such line
+/// means never released; a log without the position (replaced) leaves it unknown.
+struct IntentRecovery {
+    chain_id: String,
+    intents: Vec<RecoveringIntent>,
+}
+
+struct RecoveringIntent {
+    id: (Name, PublicKey),
+    intent: Intent,
+    producer: String,
+    key: String,
+    digest: String,
+    covered: bool,
+    released: Option<rempart_core::key::Signature>,
+}
+
+impl IntentRecovery {
+    fn new(chain_id: Checksum256, intents: &[((Name, PublicKey), Intent)]) -> IntentRecovery {
+        IntentRecovery {
+            chain_id: chain_id.to_string(),
+            intents: intents
+                .iter()
+                .map(|(id, intent)| RecoveringIntent {
+                    id: *id,
+                    intent: intent.clone(),
+                    producer: id.0.to_string(),
+                    key: id.1.to_string(),
+                    digest: intent.digest.to_string(),
+                    covered: false,
+                    released: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn read(&mut self, line: &ReadLine<'_>) {
+        let v = line.value;
+        let text = |field: &str| v.get(field).and_then(|f| f.as_str());
+        let signature =
+            text("event") == Some("signature") && text("chain_id") == Some(&self.chain_id);
+        for r in &mut self.intents {
+            if line.seq == r.intent.audit_seq && line.hash == r.intent.audit_hash {
+                r.covered = true;
+            }
+            if signature
+                && line.seq > r.intent.audit_seq
+                && text("producer") == Some(&r.producer)
+                && text("key") == Some(&r.key)
+                && text("digest") == Some(&r.digest)
+                && v.get("block_num").and_then(|b| b.as_u64())
+                    == Some(u64::from(r.intent.block_num))
+                && let Some(sig) = text("signature").and_then(|s| s.parse().ok())
+            {
+                r.released = Some(sig);
+            }
+        }
+    }
+
+    fn finish(self) -> HashMap<(Name, PublicKey), Known> {
+        let mut known = HashMap::new();
+        for r in self.intents {
+            let outcome = match (r.released, r.covered) {
+                (Some(sig), _) => Outcome::Released(sig),
+                (None, true) => Outcome::NotReleased,
+                (None, false) => {
+                    tracing::warn!(
+                        producer = %r.id.0,
+                        key = %r.id.1,
+                        block_num = r.intent.block_num,
+                        "the audit log does not reach back to this key's last guard intent (was \
+                         it replaced?): that block counts as signed, and no other block at or \
+                         below its height or slot will be"
+                    );
+                    continue;
+                }
+            };
+            known.insert(r.id, Known::of(&r.intent, outcome));
+        }
+        known
+    }
 }
 
 impl Signer {
@@ -171,8 +283,20 @@ impl Signer {
             guard.load(&GuardKey { chain_id: policy.chain_id, producer: p.account, key: p.key })?;
             producer_locks.insert(p.account, Mutex::new(()));
         }
-        let audit = AuditLog::open(&policy.audit_log)?;
         let admin = crate::admin::Admin::open(&policy)?;
+        let mut keys: Vec<(Name, PublicKey)> =
+            policy.producers.iter().map(|p| (p.account, p.key)).collect();
+        keys.extend(admin.as_ref().map(crate::admin::Admin::created_keys).unwrap_or_default());
+        let intents: Vec<((Name, PublicKey), Intent)> = keys
+            .iter()
+            .filter_map(|&(producer, key)| {
+                let gkey = GuardKey { chain_id: policy.chain_id, producer, key };
+                Some(((producer, key), guard.load(&gkey).ok()?.intent?))
+            })
+            .collect();
+        let mut recovery = IntentRecovery::new(policy.chain_id, &intents);
+        let audit = AuditLog::open_reading(&policy.audit_log, &mut |line| recovery.read(line))?;
+        let known = recovery.finish();
         // Keys administrators created since the policy was written sign again after a restart.
         for (producer, key) in
             admin.as_ref().map(crate::admin::Admin::created_keys).unwrap_or_default()
@@ -196,6 +320,8 @@ impl Signer {
             policy,
             keyring,
             guard,
+            guard_worker: Worker::new("guard-writer"),
+            known: Mutex::new(known),
             audit: AuditWriter::new(audit),
             metrics,
             producer_locks,
@@ -332,7 +458,8 @@ impl Signer {
         for (producer, k) in keys {
             let key = GuardKey { chain_id: self.policy.chain_id, producer, key: k };
             if let Ok(state) = self.guard.load(&key)
-                && let Some(last) = state.last
+                && let Some(last) =
+                    state.watermark(self.outcome_for((producer, k), &state).as_ref())
             {
                 last_signed.push(LastSigned {
                     chain_id: key.chain_id,
@@ -451,32 +578,23 @@ impl Signer {
             };
             Refusal::new(code, e.reason(), e.to_string())
         };
-        let mut state = self.guard.load(&gkey).map_err(guard_err)?;
-        match Guard::check(&state, block_num, slot, &digest).map_err(guard_err)? {
-            Decision::Replay(signature) => {
-                let (audited, took) = self.audit_timed(&AuditEvent::Signature {
-                    chain_id: policy.chain_id.to_string(),
-                    producer: producer.to_string(),
-                    key: key.to_string(),
-                    block_num,
-                    slot: slot.0,
-                    digest: digest.to_string(),
-                    signature: signature.to_string(),
-                    replay: true,
-                    attempts: 0,
-                    peer: peer.to_string(),
-                });
-                timing.audit += took;
-                audited.map_err(|e| Refusal::new(ErrorCode::Internal, "audit", e.to_string()))?;
-                self.metrics.replays.fetch_add(1, Ordering::Relaxed);
-                return Ok(SignBlockResponse {
-                    request_id: req.request_id,
-                    block_num,
-                    digest,
-                    signature,
-                });
-            }
-            Decision::Sign => {}
+        let state = self.guard.load(&gkey).map_err(guard_err)?;
+        let id = (producer, *key);
+        let outcome = self.outcome_for(id, &state);
+        let decision =
+            Guard::check(&state, outcome.as_ref(), block_num, slot, &digest).map_err(guard_err)?;
+        if let Decision::Replay(signature) = decision {
+            let event = signature_event(req, &digest, &signature, 0, peer);
+            let (audited, took) = self.audit_timed(&event);
+            timing.audit += took;
+            audited.map_err(|e| Refusal::new(ErrorCode::Internal, "audit", e.to_string()))?;
+            self.metrics.replays.fetch_add(1, Ordering::Relaxed);
+            return Ok(SignBlockResponse {
+                request_id: req.request_id,
+                block_num,
+                digest,
+                signature,
+            });
         }
         // One height, one slot, one key: another key of this producer that signed here or
         // later (the key before a switch, or after one) stops this key from signing it.
@@ -485,7 +603,12 @@ impl Signer {
                 continue;
             }
             let okey = GuardKey { chain_id: policy.chain_id, producer, key: other };
-            let Some(last) = self.guard.load(&okey).map_err(guard_err)?.last else { continue };
+            let ostate = self.guard.load(&okey).map_err(guard_err)?;
+            let Some(last) =
+                ostate.watermark(self.outcome_for((producer, other), &ostate).as_ref())
+            else {
+                continue;
+            };
             if last.block_num >= block_num || last.slot >= slot {
                 return Err(Refusal::new(
                     ErrorCode::DoubleSign,
@@ -524,56 +647,79 @@ impl Signer {
             ));
         }
 
-        let signed = self
-            .keyring
-            .sign(key, &digest)
-            .map_err(|e| Refusal::new(ErrorCode::Backend, e.reason(), e.to_string()))?;
+        // The intent goes to the guard worker, then this thread asks the HSM: the guard's
+        // fsyncs run while the HSM signs, and nothing leaves until the intent is durable.
+        let (audit_seq, audit_hash) = self.audit.position();
+        let intent = Intent { block_num, slot, digest, audit_seq, audit_hash };
+        let writing = (decision == Decision::Sign).then(|| {
+            let next = state.with_intent(outcome.as_ref(), intent.clone());
+            let guard = self.guard.clone();
+            self.guard_worker.run(move || {
+                let started = Instant::now();
+                (guard.write_state(&next), started.elapsed())
+            })
+        });
+        // The intent the state on disk holds once `writing` succeeded (or already held).
+        let intent = match (&writing, &state.intent) {
+            (None, Some(held)) => held.clone(),
+            _ => intent,
+        };
+        // Nothing was ever released for this intent before this request: true for a new one
+        // and for one known never released, not for one whose outcome is unknown.
+        let untouched = writing.is_some() || outcome == Some(Outcome::NotReleased);
+        let signed = match self.keyring.sign(key, &digest) {
+            Ok(signed) => signed,
+            Err(e) => {
+                // Nothing leaves. An intent already written is one never released.
+                let refusal = Refusal::new(ErrorCode::Backend, e.reason(), e.to_string());
+                let durable = match writing.map(Ticket::withdraw) {
+                    // Written now or before: the intent on disk is this one.
+                    None | Some(Some(Ok((Ok(()), _)))) => true,
+                    // Never written (the old state stands), or unknown.
+                    Some(_) => false,
+                };
+                if durable && untouched {
+                    self.set_known(id, &intent, Outcome::NotReleased);
+                }
+                return Err(refusal);
+            }
+        };
         timing.backend = signed.backend_time;
         timing.backend_calls = signed.attempts;
 
-        // The audit line goes to the writer thread first, then this thread commits the guard:
-        // both fsyncs are in flight together, and nothing leaves until both are durable.
         let started = Instant::now();
-        let pending = self.audit.start(AuditEvent::Signature {
-            chain_id: policy.chain_id.to_string(),
-            producer: producer.to_string(),
-            key: key.to_string(),
-            block_num,
-            slot: slot.0,
-            digest: digest.to_string(),
-            signature: signed.signature.to_string(),
-            replay: false,
-            attempts: signed.attempts,
-            peer: peer.to_string(),
-        });
-        let guard_started = Instant::now();
-        let committed = self.guard.commit(
-            &mut state,
-            SignedBlock { block_num, slot, digest, signature: signed.signature },
-        );
-        timing.guard_commit = guard_started.elapsed();
-        self.metrics.guard_latency.observe(timing.guard_commit);
-        if let Err(e) = committed {
-            // Nothing leaves. The audit line is withdrawn if the writer has not taken it yet;
-            // if it was written, the refusal line after it says the signature stayed here.
-            let mut refusal = guard_err(e);
-            if let Some((audited, took)) = pending.withdraw() {
-                timing.audit += took;
-                if audited.is_ok() {
-                    refusal.message.push_str(
-                        "; the signature in the audit line just before this refusal was NOT \
-                         released (the guard state could not be made durable)",
-                    );
-                }
+        let event = signature_event(req, &digest, &signed.signature, signed.attempts, peer);
+        let (audited, took) = self.audit_timed(&event);
+        timing.audit += took;
+        let written = match writing.map(Ticket::wait) {
+            None => Ok(()),
+            Some(Ok((written, took))) => {
+                timing.guard_commit = took;
+                self.metrics.guard_latency.observe(took);
+                written.map_err(guard_err)
             }
-            timing.durable = started.elapsed();
+            Some(Err(gone)) => Err(Refusal::new(ErrorCode::Internal, "guard_io", gone.to_string())),
+        };
+        timing.durable = started.elapsed();
+        if let Err(mut refusal) = written {
+            // The state on disk may hold the old intent or this one: what is known of the old
+            // one stays as it was, and this one is unknown (possibly released), so no other
+            // block is signed at or below it until the guard says otherwise.
+            if audited.is_ok() {
+                refusal.message.push_str(
+                    "; the signature in the audit line just before this refusal was NOT released \
+                     (the guard state could not be made durable)",
+                );
+            }
             return Err(refusal);
         }
-        let (audited, took) = pending.wait();
-        timing.durable = started.elapsed();
-        timing.audit += took;
-        self.metrics.audit_latency.observe(took);
-        audited.map_err(|e| Refusal::new(ErrorCode::Internal, "audit", e.to_string()))?;
+        if let Err(e) = audited {
+            if untouched {
+                self.set_known(id, &intent, Outcome::NotReleased);
+            }
+            return Err(Refusal::new(ErrorCode::Internal, "audit", e.to_string()));
+        }
+        self.set_known(id, &intent, Outcome::Released(signed.signature));
         self.metrics.signatures.fetch_add(1, Ordering::Relaxed);
         Ok(SignBlockResponse {
             request_id: req.request_id,
@@ -581,6 +727,37 @@ impl Signer {
             digest,
             signature: signed.signature,
         })
+    }
+
+    /// What is known of the outcome of `state`'s intent for key `id`.
+    fn outcome_for(&self, id: (Name, PublicKey), state: &GuardState) -> Option<Outcome> {
+        Known::outcome_for(self.known.lock().unwrap_or_else(|e| e.into_inner()).get(&id), state)
+    }
+
+    fn set_known(&self, id: (Name, PublicKey), intent: &Intent, outcome: Outcome) {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Known::of(intent, outcome));
+    }
+}
+
+/// The audit line of a released signature: a replay of a stored one when `attempts` is 0.
+fn signature_event(
+    req: &SignBlockRequest,
+    digest: &Checksum256,
+    signature: &rempart_core::key::Signature,
+    attempts: u32,
+    peer: &str,
+) -> AuditEvent {
+    AuditEvent::Signature {
+        chain_id: req.chain_id.to_string(),
+        producer: req.header.producer.to_string(),
+        key: req.signing_key.to_string(),
+        block_num: req.header.block_num(),
+        slot: req.header.timestamp.0,
+        digest: digest.to_string(),
+        signature: signature.to_string(),
+        replay: attempts == 0,
+        attempts,
+        peer: peer.to_string(),
     }
 }
 

@@ -208,7 +208,7 @@ pub fn header() {
     println!(
         "| backend | transport | requests | p50 ms | p99 ms | req/s | transport p50 / p99 | \
          HSM p50 / p99 (calls/sig) | guard fsync p50 / p99 | audit fsync p50 / p99 | \
-         guard ∥ audit wall p50 / p99 | rest p50 |"
+         after HSM until durable p50 / p99 | rest p50 |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 }

@@ -14,9 +14,26 @@ fn setup() -> (tempfile::TempDir, Guard, GuardKey, PrivateKey) {
     (dir, guard, key, private)
 }
 
-fn signed(private: &PrivateKey, block_num: u32, slot: u32, d: u8) -> SignedBlock {
-    let digest = Checksum256([d; 32]);
-    SignedBlock { block_num, slot: BlockTimestamp(slot), digest, signature: private.sign(&digest) }
+fn intent(block_num: u32, slot: u32, d: u8) -> Intent {
+    Intent {
+        block_num,
+        slot: BlockTimestamp(slot),
+        digest: Checksum256([d; 32]),
+        audit_seq: 4,
+        audit_hash: "ab".repeat(32),
+    }
+}
+
+/// Makes `intent` durable over `state`, as the signer does before signing it.
+fn write_intent(
+    guard: &Guard,
+    state: &GuardState,
+    outcome: Option<&Outcome>,
+    intent: Intent,
+) -> GuardState {
+    let next = state.with_intent(outcome, intent);
+    guard.write_state(&next).unwrap();
+    next
 }
 
 #[test]
@@ -38,26 +55,124 @@ fn init_refuses_to_overwrite() {
 fn replay_double_sign_and_regression() {
     let (_d, guard, key, private) = setup();
     guard.init(&key, 0, BlockTimestamp(0)).unwrap();
-    let mut state = guard.load(&key).unwrap();
-    let first = signed(&private, 10, 100, 1);
+    let state = guard.load(&key).unwrap();
+    let first = intent(10, 100, 1);
     assert_eq!(
-        Guard::check(&state, 10, BlockTimestamp(100), &first.digest).unwrap(),
+        Guard::check(&state, None, 10, BlockTimestamp(100), &first.digest).unwrap(),
         Decision::Sign
     );
-    guard.commit(&mut state, first.clone()).unwrap();
+    write_intent(&guard, &state, None, first.clone());
+    let sig = private.sign(&first.digest);
+    let released = Outcome::Released(sig);
 
-    // From disk, as after a restart.
+    // From disk, as after a restart that found the signature in the audit log.
     let state = guard.load(&key).unwrap();
+    assert_eq!(state.intent.as_ref(), Some(&first));
     assert_eq!(
-        Guard::check(&state, 10, BlockTimestamp(100), &first.digest).unwrap(),
-        Decision::Replay(first.signature)
+        Guard::check(&state, Some(&released), 10, BlockTimestamp(100), &first.digest).unwrap(),
+        Decision::Replay(sig)
     );
     let other = Checksum256([2; 32]);
     for (block, slot) in [(10, 100), (9, 99), (11, 100), (10, 101), (5, 200)] {
-        let err = Guard::check(&state, block, BlockTimestamp(slot), &other).unwrap_err();
-        assert_eq!(err.reason(), "double_sign", "{block}/{slot}");
+        for outcome in [Some(&released), None] {
+            let err = Guard::check(&state, outcome, block, BlockTimestamp(slot), &other);
+            assert_eq!(err.unwrap_err().reason(), "double_sign", "{block}/{slot}");
+        }
     }
-    assert_eq!(Guard::check(&state, 11, BlockTimestamp(101), &other).unwrap(), Decision::Sign);
+    assert_eq!(
+        Guard::check(&state, Some(&released), 11, BlockTimestamp(101), &other).unwrap(),
+        Decision::Sign
+    );
+
+    // The next intent moves the released one, with its signature, into `last`.
+    let next = write_intent(&guard, &state, Some(&released), intent(11, 101, 2));
+    let last = next.last.clone().unwrap();
+    assert_eq!((last.block_num, last.signature), (10, Some(sig)));
+    assert_eq!(guard.load(&key).unwrap(), next);
+    // Block 11 never released: block 10 still replays, and 11 may be signed another way.
+    let never = Outcome::NotReleased;
+    assert_eq!(
+        Guard::check(&next, Some(&never), 10, BlockTimestamp(100), &first.digest).unwrap(),
+        Decision::Replay(sig)
+    );
+    assert_eq!(
+        Guard::check(&next, Some(&never), 11, BlockTimestamp(102), &other).unwrap(),
+        Decision::Sign
+    );
+    assert_eq!(
+        Guard::check(&next, Some(&never), 11, BlockTimestamp(101), &Checksum256([2; 32])).unwrap(),
+        Decision::SignIntent
+    );
+    assert_eq!(
+        Guard::check(&next, Some(&never), 10, BlockTimestamp(102), &other).unwrap_err().reason(),
+        "double_sign"
+    );
+}
+
+#[test]
+fn an_intent_of_unknown_outcome_counts_as_signed() {
+    let (_d, guard, key, _) = setup();
+    guard.init(&key, 0, BlockTimestamp(0)).unwrap();
+    let state = guard.load(&key).unwrap();
+    let state = write_intent(&guard, &state, None, intent(20, 200, 5));
+    // The same block may be signed again (same digest: no second block at this height) ...
+    assert_eq!(
+        Guard::check(&state, None, 20, BlockTimestamp(200), &Checksum256([5; 32])).unwrap(),
+        Decision::SignIntent
+    );
+    // ... any other at or below it never.
+    for (block, slot) in [(20, 201), (19, 199), (21, 200)] {
+        let err = Guard::check(&state, None, block, BlockTimestamp(slot), &Checksum256([6; 32]));
+        assert_eq!(err.unwrap_err().reason(), "double_sign", "{block}/{slot}");
+    }
+    // Moving on, it becomes `last` without a signature, and is still never signed over.
+    let next = state.with_intent(None, intent(21, 201, 7));
+    assert_eq!(next.last.as_ref().map(|l| (l.block_num, l.signature)), Some((20, None)));
+    let err = Guard::check(
+        &next,
+        Some(&Outcome::NotReleased),
+        20,
+        BlockTimestamp(202),
+        &Checksum256([6; 32]),
+    );
+    assert_eq!(err.unwrap_err().reason(), "double_sign");
+}
+
+#[test]
+fn version_1_state_still_loads_and_replays() {
+    let (_d, guard, key, private) = setup();
+    let digest = Checksum256([3; 32]);
+    let sig = private.sign(&digest);
+    let v1 = GuardState {
+        version: 1,
+        chain_id: key.chain_id,
+        producer: key.producer,
+        key: key.key,
+        floor_block: 0,
+        floor_slot: BlockTimestamp(0),
+        last: Some(SignedBlock {
+            block_num: 7,
+            slot: BlockTimestamp(70),
+            digest,
+            signature: Some(sig),
+        }),
+        intent: None,
+    };
+    let body = serde_json::to_string(&v1).unwrap();
+    assert!(!body.contains("intent"), "{body}");
+    let text = format!("{body}\nsha256:{}\n", hex::encode(Sha256::digest(body.as_bytes())));
+    std::fs::write(guard.path(&key), text).unwrap();
+    let state = guard.load(&key).unwrap();
+    assert_eq!(
+        Guard::check(&state, None, 7, BlockTimestamp(70), &digest).unwrap(),
+        Decision::Replay(sig)
+    );
+    assert_eq!(
+        Guard::check(&state, None, 7, BlockTimestamp(71), &Checksum256([4; 32]))
+            .unwrap_err()
+            .reason(),
+        "double_sign"
+    );
 }
 
 #[test]
@@ -67,22 +182,22 @@ fn floor_is_respected() {
     let state = guard.load(&key).unwrap();
     let d = Checksum256([1; 32]);
     assert_eq!(
-        Guard::check(&state, 50, BlockTimestamp(501), &d).unwrap_err().reason(),
+        Guard::check(&state, None, 50, BlockTimestamp(501), &d).unwrap_err().reason(),
         "below_floor"
     );
     assert_eq!(
-        Guard::check(&state, 51, BlockTimestamp(500), &d).unwrap_err().reason(),
+        Guard::check(&state, None, 51, BlockTimestamp(500), &d).unwrap_err().reason(),
         "below_floor"
     );
-    assert_eq!(Guard::check(&state, 51, BlockTimestamp(501), &d).unwrap(), Decision::Sign);
+    assert_eq!(Guard::check(&state, None, 51, BlockTimestamp(501), &d).unwrap(), Decision::Sign);
 }
 
 #[test]
 fn corrupt_state_fails_closed() {
-    let (_d, guard, key, private) = setup();
+    let (_d, guard, key, _) = setup();
     guard.init(&key, 0, BlockTimestamp(0)).unwrap();
-    let mut state = guard.load(&key).unwrap();
-    guard.commit(&mut state, signed(&private, 3, 3, 3)).unwrap();
+    let state = guard.load(&key).unwrap();
+    write_intent(&guard, &state, None, intent(3, 3, 3));
     let path = guard.path(&key);
     let text = std::fs::read_to_string(&path).unwrap();
 

@@ -3,6 +3,7 @@ use rempart_core::key::{KeyType, PrivateKey};
 use rempart_core::{BlockTimestamp, Name, TimePoint};
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use super::*;
 use crate::keyring::soft::SoftBackend;
@@ -247,9 +248,9 @@ fn timing_splits_the_request() {
     assert!(t.backend_calls >= 1);
     assert!(t.backend > Duration::ZERO && t.guard_commit > Duration::ZERO);
     assert!(t.audit > Duration::ZERO);
-    // The guard commit and the audit line overlap: the wall time covers each, not their sum.
-    assert!(t.durable >= t.guard_commit && t.durable >= t.audit, "{t:?}");
-    assert!(t.total >= t.backend + t.durable, "{t:?}");
+    // The guard intent is written while the HSM signs; the audit line after it.
+    assert!(t.durable >= t.audit, "{t:?}");
+    assert!(t.total >= t.backend + t.durable && t.total >= t.guard_commit, "{t:?}");
     // A replay does not touch the backend or the guard file.
     let (_, t) = f.signer.handle_timed(Request::SignBlock(req), "t");
     assert_eq!((t.backend_calls, t.backend, t.guard_commit), (0, Duration::ZERO, Duration::ZERO));
@@ -335,7 +336,8 @@ fn a_failed_guard_commit_releases_nothing_and_says_so_after_its_audit_line() {
     let e = sign(&f, &req).unwrap_err();
     assert_eq!(e.code, ErrorCode::Internal);
     assert_eq!(f.signer.metrics().refusals("guard_io"), 1);
-    assert!(f.signer.guard.load(&gkey).unwrap().last.is_none(), "nothing committed");
+    let on_disk = f.signer.guard.load(&gkey).unwrap();
+    assert!(on_disk.last.is_none() && on_disk.intent.is_none(), "nothing committed");
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&policy.audit_log)
         .unwrap()
         .lines()
@@ -346,16 +348,131 @@ fn a_failed_guard_commit_releases_nothing_and_says_so_after_its_audit_line() {
     assert_eq!(lines[n - 1]["event"], "refusal");
     assert_eq!(lines[n - 1]["reason"], "guard_io");
     assert_eq!(lines[n - 1]["block_num"], 10);
-    // The signature line was written by the writer thread before the guard failed (then the
-    // refusal says the signature was not released), or withdrawn unwritten.
-    let audited = n >= 2 && lines[n - 2]["event"] == "signature" && lines[n - 2]["block_num"] == 10;
-    assert_eq!(e.message.contains("NOT released"), audited, "{}", e.message);
-    assert_eq!(lines.iter().filter(|l| l["event"] == "signature").count(), usize::from(audited));
+    // The signature line was written while the guard failed; the refusal says the signature
+    // was not released.
+    assert_eq!(lines[n - 2]["event"], "signature");
+    assert_eq!(lines[n - 2]["block_num"], 10);
+    assert!(e.message.contains("NOT released"), "{}", e.message);
 
     // Once the operator clears the way, the same request is signed and released.
     std::fs::remove_dir(&blocker).unwrap();
     let signed = sign(&f, &req).unwrap();
     assert!(signed.signature.verify(&req.digest(), &f.key));
-    assert_eq!(f.signer.guard.load(&gkey).unwrap().last.unwrap().block_num, 10);
+    assert_eq!(f.signer.guard.load(&gkey).unwrap().intent.unwrap().block_num, 10);
     assert_eq!(crate::audit::verify(&policy.audit_log).unwrap().lines, n as u64 + 1);
+}
+
+/// A soft backend whose HSM calls fail while `fail` is set.
+struct Flaky {
+    inner: SoftBackend,
+    fail: Arc<AtomicBool>,
+}
+
+impl crate::keyring::Backend for Flaky {
+    fn kind(&self) -> &'static str {
+        "soft"
+    }
+    fn public_keys(&self) -> Vec<PublicKey> {
+        self.inner.public_keys()
+    }
+    fn sign_raw(
+        &self,
+        key: &PublicKey,
+        digest: &[u8; 32],
+    ) -> Result<[u8; 64], crate::keyring::KeyringError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(crate::keyring::KeyringError::Module {
+                path: "flaky".into(),
+                message: "the token went away".into(),
+            });
+        }
+        self.inner.sign_raw(key, digest)
+    }
+}
+
+/// A signer over `dir` (guard initialised by the caller) whose backend fails on demand.
+fn start_flaky(dir: &Path, private: &PrivateKey, fail: &Arc<AtomicBool>) -> Fixture {
+    let key = private.public_key();
+    let metrics = Arc::new(Metrics::default());
+    let backend =
+        Flaky { inner: SoftBackend::from_keys(vec![private.clone()]), fail: fail.clone() };
+    let ring = Keyring::new(Box::new(backend), 8, metrics.clone()).unwrap();
+    let signer = Signer::new(policy_for(dir, &key), ring, metrics).unwrap();
+    Fixture { signer: Arc::new(signer), _dir: tempfile::tempdir().unwrap(), key }
+}
+
+fn last_audit_line(policy: &Policy) -> serde_json::Value {
+    let text = std::fs::read_to_string(&policy.audit_log).unwrap();
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn a_restart_reads_what_happened_to_the_last_intent_from_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let private = PrivateKey::generate(KeyType::K1);
+    let key = private.public_key();
+    let gkey = GuardKey {
+        chain_id: policy_for(dir.path(), &key).chain_id,
+        producer: Name::from_const("eosio"),
+        key,
+    };
+    let guard = Guard::new(dir.path());
+    guard.init(&gkey, 0, BlockTimestamp(0)).unwrap();
+    let fail = Arc::new(AtomicBool::new(false));
+    // Slots from one second ago to two ahead, all within the policy's clock skew.
+    let slot = BlockTimestamp(now_slot().0 - 2);
+
+    // Released, then a restart: the same request is a replay (no HSM call), another block at
+    // that height is a double sign.
+    let f = start_flaky(dir.path(), &private, &fail);
+    let req = request(&f, 10, slot, 1);
+    let first = sign(&f, &req).unwrap();
+    drop(f);
+    let f = start_flaky(dir.path(), &private, &fail);
+    let (resp, t) = f.signer.handle_timed(Request::SignBlock(req.clone()), "t");
+    assert!(matches!(resp, Response::Signature(ref s) if s.signature == first.signature));
+    assert_eq!(t.backend_calls, 0, "the stored signature, not a new one");
+    assert_eq!(last_audit_line(f.signer.policy())["replay"], true);
+    let e = sign(&f, &request(&f, 10, slot.next(), 2)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::DoubleSign, "{}", e.message);
+
+    // The HSM fails on block 11: nothing left, so block 11 may still be signed another way
+    // (a later slot, another digest), by this process and after a restart.
+    fail.store(true, Ordering::SeqCst);
+    let e = sign(&f, &request(&f, 11, slot.next(), 1)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Backend, "{}", e.message);
+    fail.store(false, Ordering::SeqCst);
+    let second = request(&f, 11, BlockTimestamp(slot.0 + 2), 2);
+    sign(&f, &second).unwrap();
+
+    // An intent made durable, then a crash before any signature line: after the restart the
+    // audit log proves it never left, and another block at its height is signed.
+    let state = guard.load(&gkey).unwrap();
+    let (audit_seq, audit_hash) = f.signer.audit.position();
+    drop(f);
+    let crashed = Intent {
+        block_num: 12,
+        slot: BlockTimestamp(slot.0 + 3),
+        digest: Checksum256([9; 32]),
+        audit_seq,
+        audit_hash,
+    };
+    let before_crash = state.with_intent(None, crashed.clone());
+    guard.write_state(&before_crash).unwrap();
+    let f = start_flaky(dir.path(), &private, &fail);
+    sign(&f, &request(&f, 12, BlockTimestamp(slot.0 + 4), 1)).unwrap();
+    drop(f);
+
+    // The same crash, but the audit log was replaced before the restart: the intent may have
+    // left, so no other block is signed at its height.
+    guard.write_state(&before_crash).unwrap();
+    let policy = policy_for(dir.path(), &key);
+    std::fs::rename(&policy.audit_log, dir.path().join("audit.old")).unwrap();
+    let f = start_flaky(dir.path(), &private, &fail);
+    let e = sign(&f, &request(&f, 12, BlockTimestamp(slot.0 + 5), 3)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::DoubleSign, "{}", e.message);
+    assert!(e.message.contains("block 12"), "{}", e.message);
+    let e = sign(&f, &request(&f, 13, BlockTimestamp(slot.0 + 3), 3)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::DoubleSign, "not above its slot: {}", e.message);
+    sign(&f, &request(&f, 13, BlockTimestamp(slot.0 + 6), 3)).unwrap();
 }
