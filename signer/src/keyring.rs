@@ -5,7 +5,11 @@
 //! (`pkcs11`: an HSM, `soft`: development key files; a YubiKey backend plugs in the same way).
 //! [`Keyring`] adds what is common: low-S, recovery id by trial recovery and fc's canonical
 //! rule through `rempart_core`'s `Signature::from_raw_rs`, signing again (bounded, counted) when
-//! a K1 signature is not canonical, and latency accounting. Nothing here decides *whether* to
+//! a K1 signature is not canonical, and latency accounting. A backend with more than one HSM
+//! session ([`Backend::parallel`]) gets two K1 attempts at a time, one on the caller's thread and
+//! one on the keyring's lane thread: about half of K1 signatures are canonical, so pairs cut the
+//! calls in a row from 2 on average (and 7 at the 99th percentile) to 1.3 (and 4). An attempt
+//! no longer needed is abandoned, its signature dropped unseen. Nothing here decides *whether* to
 //! sign — that is the policy and the guard — and no private key material ever leaves a backend.
 //! A key created in the token while the signer runs (an administrator's `rotate`) joins the
 //! ring through [`Keyring::adopt`], so the switch to it needs no restart; keys only ever join,
@@ -18,6 +22,7 @@ use rempart_core::Checksum256;
 use rempart_core::key::{KeyError, KeyType, PublicKey, Signature};
 
 use crate::metrics::Metrics;
+use crate::worker::{Ticket, Worker};
 
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
@@ -179,6 +184,12 @@ pub trait Backend: Send + Sync {
     fn public_keys(&self) -> Vec<PublicKey>;
     /// One raw ECDSA signature r‖s (32 + 32 bytes, big-endian) over `digest` with `key`.
     fn sign_raw(&self, key: &PublicKey, digest: &[u8; 32]) -> Result<[u8; 64], KeyringError>;
+    /// True when two [`Backend::sign_raw`] calls can run at the same time (two HSM sessions)
+    /// and each yields an independent signature (a random nonce; never for a deterministic
+    /// RFC 6979 signer, whose retries differ only by what the caller changes).
+    fn parallel(&self) -> bool {
+        false
+    }
     /// Starts signing with `key`, a key pair created in the backend after it was opened (an
     /// administrator's `rotate` or `add_key`), after the same checks as a configured key.
     /// Backends whose keys are fixed at start refuse.
@@ -204,7 +215,9 @@ pub struct Signed {
 
 /// A backend plus the EOS conversion and re-sign loop.
 pub struct Keyring {
-    backend: Box<dyn Backend>,
+    backend: Arc<dyn Backend>,
+    /// The second K1 attempt's thread, for a [`Backend::parallel`] backend.
+    lane: Worker,
     keys: RwLock<Vec<PublicKey>>,
     max_attempts: u32,
     metrics: Arc<Metrics>,
@@ -232,7 +245,13 @@ impl Keyring {
                 return Err(KeyringError::DuplicateKey(*k));
             }
         }
-        Ok(Keyring { backend, keys: RwLock::new(keys), max_attempts: max_attempts.max(1), metrics })
+        Ok(Keyring {
+            backend: Arc::from(backend),
+            lane: Worker::new("hsm-lane"),
+            keys: RwLock::new(keys),
+            max_attempts: max_attempts.max(1),
+            metrics,
+        })
     }
 
     /// The backend kind.
@@ -267,24 +286,80 @@ impl Keyring {
         if !self.holds(key) {
             return Err(KeyringError::UnknownKey(*key));
         }
+        let pairs = key.key_type() == KeyType::K1 && self.backend.parallel();
         let mut backend_time = Duration::ZERO;
-        for attempt in 1..=self.max_attempts {
-            let started = Instant::now();
-            let raw = self.backend.sign_raw(key, digest.as_bytes());
-            let took = started.elapsed();
-            self.metrics.hsm_latency.observe(took);
+        let mut attempts = 0;
+        let mut spare: Option<Ticket<Timed>> = None;
+        while attempts < self.max_attempts {
+            if pairs && spare.is_none() && attempts + 2 <= self.max_attempts {
+                let (backend, k, d) = (self.backend.clone(), *key, *digest.as_bytes());
+                spare = Some(self.lane.run(move || timed(|| backend.sign_raw(&k, &d))));
+            }
+            attempts += 1;
+            let (raw, took) = timed(|| self.backend.sign_raw(key, digest.as_bytes()));
             backend_time += took;
-            let raw = raw?;
-            match Signature::from_raw_rs(key.key_type(), &raw, digest, key) {
-                Ok(signature) => return Ok(Signed { signature, attempts: attempt, backend_time }),
-                Err(KeyError::NotCanonical) if key.key_type() == KeyType::K1 => {
-                    self.metrics
-                        .canonical_retries
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut found = self.convert(key, digest, raw, took);
+            if matches!(found, Ok(None))
+                && let Some(ticket) = spare.take()
+            {
+                attempts += 1;
+                let waited = Instant::now();
+                let (raw, took) = ticket.wait().unwrap_or_else(|gone| {
+                    (
+                        Err(KeyringError::Module {
+                            path: "hsm-lane".into(),
+                            message: gone.to_string(),
+                        }),
+                        Duration::ZERO,
+                    )
+                });
+                backend_time += waited.elapsed();
+                found = self.convert(key, digest, raw, took);
+            }
+            match found {
+                Ok(None) => {}
+                Ok(Some(signature)) => {
+                    if let Some(ticket) = spare {
+                        ticket.abandon();
+                    }
+                    return Ok(Signed { signature, attempts, backend_time });
                 }
-                Err(source) => return Err(KeyringError::BadSignature { key: *key, source }),
+                Err(e) => {
+                    if let Some(ticket) = spare {
+                        ticket.abandon();
+                    }
+                    return Err(e);
+                }
             }
         }
         Err(KeyringError::NotCanonical { attempts: self.max_attempts })
     }
+
+    /// One backend answer in EOS form: `None` when a K1 signature is not canonical.
+    fn convert(
+        &self,
+        key: &PublicKey,
+        digest: &Checksum256,
+        raw: Result<[u8; 64], KeyringError>,
+        took: Duration,
+    ) -> Result<Option<Signature>, KeyringError> {
+        self.metrics.hsm_latency.observe(took);
+        match Signature::from_raw_rs(key.key_type(), &raw?, digest, key) {
+            Ok(signature) => Ok(Some(signature)),
+            Err(KeyError::NotCanonical) if key.key_type() == KeyType::K1 => {
+                self.metrics.canonical_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(source) => Err(KeyringError::BadSignature { key: *key, source }),
+        }
+    }
+}
+
+/// A backend answer and how long it took.
+type Timed = (Result<[u8; 64], KeyringError>, Duration);
+
+fn timed(f: impl FnOnce() -> Result<[u8; 64], KeyringError>) -> Timed {
+    let started = Instant::now();
+    let r = f();
+    (r, started.elapsed())
 }

@@ -1,5 +1,6 @@
-//! A thread that does one piece of durable work while the caller does another: the signer
-//! writes a block's guard intent here while the HSM signs it on the request's own thread.
+//! A thread that does one piece of work while the caller does another: the signer writes a
+//! block's guard intent here while the HSM signs it on the request's own thread, and a second
+//! HSM session tries a K1 signature here while the first tries one on the request's thread.
 //!
 //! Whoever gets to a job first runs it: the worker thread, or the caller in [`Ticket::wait`]
 //! when the thread has not taken it yet. So a worker that is slow to be scheduled, busy with
@@ -103,6 +104,12 @@ impl<T> Ticket<T> {
             return Ok(f());
         }
         self.done.recv().map_err(|_| WorkerGone(self.name))
+    }
+
+    /// The result is not wanted: the job never runs if it has not started; if it has, it
+    /// finishes on the worker's thread and its result is dropped there.
+    pub fn abandon(self) {
+        drop(take(&self.job));
     }
 
     /// Takes the job back if it has not started (`None`: it never ran); otherwise waits for it

@@ -192,6 +192,12 @@ impl Token {
         }
     }
 
+    /// Another session on the token, logged in with the first (a login is per application).
+    fn open_spare(&self) -> Result<Session, KeyringError> {
+        let slot = Self::find_slot(&self.ctx, &self.label)?;
+        self.ctx.open_rw_session(slot).map_err(ck("C_OpenSession"))
+    }
+
     fn reopen(&mut self) -> Result<(), KeyringError> {
         // Close the old session first: a module may give its handle number to the new one,
         // which dropping the old `Session` afterwards would then close.
@@ -341,9 +347,13 @@ impl Token {
     }
 }
 
-/// Signing keys inside a PKCS#11 token.
+/// Signing keys inside a PKCS#11 token, reached through two sessions so that two signatures
+/// can be made at once (see [`Backend::parallel`]).
 pub struct Pkcs11Backend {
     token: Mutex<Token>,
+    /// The second session: taken when free, else the token's own is used. `None` after it
+    /// was found dead, until the next re-login opens another.
+    spare: Mutex<Option<Session>>,
     /// Only ever appended to, after `handles`: an index into it is an index into `handles`.
     keys: RwLock<Vec<(PublicKey, KeySelector)>>,
     handles: Mutex<Vec<ObjectHandle>>,
@@ -361,7 +371,9 @@ impl Pkcs11Backend {
             keys.push((k, sel.clone()));
             handles.push(h);
         }
+        let spare = token.open_spare()?;
         Ok(Pkcs11Backend {
+            spare: Mutex::new(Some(spare)),
             token: Mutex::new(token),
             keys: RwLock::new(keys),
             handles: Mutex::new(handles),
@@ -369,18 +381,44 @@ impl Pkcs11Backend {
     }
 
     fn sign_once(
-        token: &Token,
+        session: &Session,
         handle: ObjectHandle,
         digest: &[u8; 32],
     ) -> Result<[u8; 64], CkError> {
-        let raw = token.session()?.sign(&Mechanism::Ecdsa, handle, digest)?;
+        let raw = session.sign(&Mechanism::Ecdsa, handle, digest)?;
         raw.as_slice().try_into().map_err(|_| CkError::InvalidValue)
+    }
+
+    /// One signature on the spare session, if it is free and alive (`None`: use the token's).
+    fn sign_on_spare(
+        &self,
+        index: usize,
+        digest: &[u8; 32],
+    ) -> Option<Result<[u8; 64], KeyringError>> {
+        let mut spare = self.spare.try_lock().ok()?;
+        let session = spare.as_ref()?;
+        let handle = self.handles.lock().unwrap_or_else(|e| e.into_inner())[index];
+        match Self::sign_once(session, handle, digest) {
+            Ok(rs) => Some(Ok(rs)),
+            // Dead (token removed, HSM restarted) or its handle stale: the token's session
+            // logs in again and finds the key; a new spare is opened after that.
+            Err(e) if session_lost(&e) => {
+                tracing::warn!(error = %e, "PKCS#11 spare session lost");
+                *spare = None;
+                None
+            }
+            Err(e) => Some(Err(ck("C_Sign")(e))),
+        }
     }
 }
 
 impl Backend for Pkcs11Backend {
     fn kind(&self) -> &'static str {
         "pkcs11"
+    }
+
+    fn parallel(&self) -> bool {
+        true
     }
 
     fn public_keys(&self) -> Vec<PublicKey> {
@@ -417,9 +455,13 @@ impl Backend for Pkcs11Backend {
                 keys.iter().position(|(k, _)| k == key).ok_or(KeyringError::UnknownKey(*key))?;
             (index, keys[index].1.clone())
         };
+        if let Some(signed) = self.sign_on_spare(index, digest) {
+            return signed;
+        }
         let mut token = self.token.lock().unwrap_or_else(|e| e.into_inner());
-        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-        match Self::sign_once(&token, handles[index], digest) {
+        let handle = self.handles.lock().unwrap_or_else(|e| e.into_inner())[index];
+        let signed = token.session().and_then(|session| Self::sign_once(session, handle, digest));
+        match signed {
             Ok(rs) => Ok(rs),
             Err(e) if session_lost(&e) => {
                 // The session or the key handle died (token removed, maybe back, HSM
@@ -434,8 +476,13 @@ impl Backend for Pkcs11Backend {
                         reason: format!("after re-login it is key {k}, no longer {key}"),
                     });
                 }
-                handles[index] = h;
-                Self::sign_once(&token, h, digest).map_err(ck("C_Sign"))
+                self.handles.lock().unwrap_or_else(|e| e.into_inner())[index] = h;
+                // The spare, if free, gets a session of the new login (its old one died with
+                // the old login); if it is busy, its owner finds it dead and drops it.
+                if let Ok(mut spare) = self.spare.try_lock() {
+                    *spare = token.open_spare().ok();
+                }
+                token.session().and_then(|s| Self::sign_once(s, h, digest)).map_err(ck("C_Sign"))
             }
             Err(e) => Err(ck("C_Sign")(e)),
         }

@@ -63,3 +63,24 @@ fn a_job_that_panics_is_reported_and_the_next_job_gets_a_new_thread() {
     assert!(gone.unwrap_err().to_string().contains("test-worker"));
     assert_eq!(worker.run(|| 7).wait(), Ok(7));
 }
+
+#[test]
+fn an_abandoned_job_that_has_not_started_never_runs() {
+    let worker = Worker::new("test-worker");
+    // Keep the thread busy so that the next job is still queued when it is abandoned.
+    let (release_tx, release) = mpsc::channel::<()>();
+    let (started_tx, started) = mpsc::channel();
+    let busy = worker.run(move || {
+        started_tx.send(()).unwrap();
+        release.recv().unwrap();
+    });
+    started.recv().unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+    let r = runs.clone();
+    worker.run(move || r.fetch_add(1, Ordering::SeqCst)).abandon();
+    release_tx.send(()).unwrap();
+    busy.wait().unwrap();
+    // A job queued after the abandoned one has run, so the abandoned one had its turn.
+    assert_eq!(worker.run(|| 1).wait(), Ok(1));
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
