@@ -354,12 +354,14 @@ impl Signature {
                     .map_err(|_| KeyError::InvalidSignature(KeyType::K1))?;
                 sig.normalize_s();
                 let low = sig.serialize_compact();
-                let recid = (0..4u8)
-                    .find(|&id| recover_k1(&low, id, digest).is_ok_and(|k| &k == public))
-                    .ok_or(KeyError::RecoveryMismatch)?;
+                // Canonical first: half of all raw signatures fail it, and the caller signs
+                // again without paying for the recovery.
                 if !fc_canonical(&low) {
                     return Err(KeyError::NotCanonical);
                 }
+                let recid = (0..4u8)
+                    .find(|&id| recover_k1(&low, id, digest).is_ok_and(|k| &k == public))
+                    .ok_or(KeyError::RecoveryMismatch)?;
                 Ok(Signature::from_parts(KeyType::K1, recid, &low))
             }
             KeyType::R1 => {
