@@ -243,6 +243,7 @@ impl IntentRecovery {
                         producer = %r.id.0,
                         key = %r.id.1,
                         block_num = r.intent.block_num,
+                        slot = r.intent.slot.0,
                         "the audit log does not reach back to this key's last guard intent (was \
                          it replaced?): that block counts as signed, and no other block at or \
                          below its height or slot will be"
