@@ -22,6 +22,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rempart_core::key::{PublicKey, Signature};
 use rempart_core::{BlockTimestamp, Checksum256, Name};
@@ -249,16 +250,56 @@ pub enum Decision {
     SignIntent,
 }
 
+/// State files are padded to a multiple of this, so that consecutive states of one key have the
+/// same size and the next one can overwrite a temporary file prepared in advance.
+const PAD: usize = 512;
+
 /// The guard's directory of state files.
 #[derive(Debug, Clone)]
 pub struct Guard {
     dir: PathBuf,
+    /// Held while a temporary file is prepared or written (clones share it).
+    temp: Arc<Mutex<()>>,
 }
 
 impl Guard {
     /// A guard keeping its state in `dir` (which must exist; it is never created here).
     pub fn new(dir: &Path) -> Guard {
-        Guard { dir: dir.to_path_buf() }
+        Guard { dir: dir.to_path_buf(), temp: Arc::default() }
+    }
+
+    fn temp_path(&self, path: &Path) -> PathBuf {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("guard.state");
+        self.dir.join(format!(".{name}.tmp"))
+    }
+
+    /// Creates, durably, the temporary file the next write of `key`'s state overwrites: as big
+    /// as the state file now, so that write changes no file metadata and its flush needs no
+    /// journal commit of its own (on this VM's disk about 0.13 ms of the 0.5 ms a durable
+    /// state costs). Best done between two signatures, off the request's path; a write that
+    /// finds no prepared file of its size creates one as before.
+    pub fn prepare(&self, key: &GuardKey) -> Result<(), GuardError> {
+        let path = self.path(key);
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| GuardError::Io { path: p, source }
+        };
+        let len = fs::metadata(&path).map_err(io(&path))?.len();
+        let tmp = self.temp_path(&path);
+        let _one = self.temp.lock().unwrap_or_else(|e| e.into_inner());
+        if fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_file() && m.len() == len) {
+            return Ok(());
+        }
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode_0600()
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        let blank = vec![b' '; usize::try_from(len).unwrap_or(0)];
+        f.write_all(&blank).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))
     }
 
     /// The state file of `key`: readable names plus a hash of the whole triple.
@@ -391,7 +432,8 @@ impl Guard {
         self.write(&self.path(&key), state)
     }
 
-    /// Write-temp, fsync, rename, fsync(dir).
+    /// Write-temp, fsync, rename, fsync(dir). The temporary file is overwritten in place and
+    /// its data flushed when [`Guard::prepare`] made it at this size, else created and fsync'd.
     fn write(&self, path: &Path, state: &GuardState) -> Result<(), GuardError> {
         let io = |p: &Path| {
             let p = p.to_path_buf();
@@ -399,19 +441,31 @@ impl Guard {
         };
         let body = serde_json::to_string(state)
             .map_err(|e| GuardError::Io { path: path.to_path_buf(), source: e.into() })?;
+        // JSON allows trailing spaces; the checksum covers them.
+        let width = body.len().div_ceil(PAD) * PAD;
+        let body = format!("{body:width$}");
         let text = format!("{body}\nsha256:{}\n", hex::encode(Sha256::digest(body.as_bytes())));
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("guard.state");
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode_0600()
-                .open(&tmp)
-                .map_err(io(&tmp))?;
-            f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
+        let tmp = self.temp_path(path);
+        let _one = self.temp.lock().unwrap_or_else(|e| e.into_inner());
+        let prepared = OpenOptions::new().write(true).open(&tmp).ok().filter(|f| {
+            f.metadata().is_ok_and(|m| m.is_file() && m.len() == text.len() as u64)
+        });
+        match prepared {
+            Some(mut f) => {
+                f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+                f.sync_data().map_err(io(&tmp))?;
+            }
+            None => {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode_0600()
+                    .open(&tmp)
+                    .map_err(io(&tmp))?;
+                f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+                f.sync_all().map_err(io(&tmp))?;
+            }
         }
         fs::rename(&tmp, path).map_err(io(path))?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;

@@ -697,6 +697,11 @@ impl Signer {
             Some(Ok((written, took))) => {
                 timing.guard_commit = took;
                 self.metrics.guard_latency.observe(took);
+                if written.is_ok() {
+                    // The next intent's temporary file, made while this signature travels.
+                    let (guard, gkey) = (self.guard.clone(), gkey.clone());
+                    self.guard_worker.run(move || guard.prepare(&gkey)).detach();
+                }
                 written.map_err(guard_err)
             }
             Some(Err(gone)) => Err(Refusal::new(ErrorCode::Internal, "guard_io", gone.to_string())),

@@ -227,3 +227,42 @@ fn state_file_is_private() {
     let path = guard.init(&key, 0, BlockTimestamp(0)).unwrap();
     assert_eq!(std::fs::metadata(path).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+#[test]
+fn a_prepared_temporary_file_is_overwritten_and_renamed_into_place() {
+    use std::os::unix::fs::MetadataExt;
+    let (_d, guard, key, private) = setup();
+    guard.init(&key, 0, BlockTimestamp(0)).unwrap();
+    let path = guard.path(&key);
+    let tmp = guard.temp_path(&path);
+    let mut state = guard.load(&key).unwrap();
+    for block in 1..5u32 {
+        let released = state.intent.as_ref().map(|i| Outcome::Released(private.sign(&i.digest)));
+        state = state.with_intent(released.as_ref(), intent(block, block * 10, 1));
+        guard.prepare(&key).unwrap();
+        let prepared = std::fs::metadata(&tmp).unwrap();
+        guard.write_state(&state).unwrap();
+        let written = std::fs::metadata(&path).unwrap();
+        assert_eq!(guard.load(&key).unwrap(), state, "block {block}");
+        assert!(!tmp.exists(), "renamed into place");
+        if block > 2 {
+            // From the third intent on (a `last` and an intent) each state is as big as the
+            // one before: the prepared file itself became the state.
+            assert_eq!(written.len(), prepared.len(), "block {block}");
+            assert_eq!(written.ino(), prepared.ino(), "block {block}");
+        }
+        assert_eq!(
+            usize::try_from(written.len()).unwrap() % PAD,
+            73,
+            "a padded body, then the checksum line"
+        );
+    }
+    // A stale temporary file of another size (a crash while preparing) is made anew.
+    std::fs::write(&tmp, b"torn").unwrap();
+    guard.prepare(&key).unwrap();
+    assert_eq!(std::fs::metadata(&tmp).unwrap().len(), std::fs::metadata(&path).unwrap().len());
+    std::fs::write(&tmp, b"torn").unwrap();
+    let next = state.with_intent(None, intent(9, 90, 2));
+    guard.write_state(&next).unwrap();
+    assert_eq!(guard.load(&key).unwrap(), next);
+}
