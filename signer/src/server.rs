@@ -113,6 +113,8 @@ pub struct Signer {
     guard_worker: Worker,
     /// What happened to each key's last intent, when known.
     known: Mutex<HashMap<(Name, PublicKey), Known>>,
+    /// Each key's next guard temporary file, being prepared by the guard worker.
+    preparing: Mutex<HashMap<(Name, PublicKey), Preparing>>,
     audit: AuditWriter,
     metrics: Arc<Metrics>,
     producer_locks: BTreeMap<Name, Mutex<()>>,
@@ -120,6 +122,9 @@ pub struct Signer {
     paused: AtomicBool,
     admin: Option<crate::admin::Admin>,
 }
+
+/// A guard temporary file being prepared (see [`Guard::prepare`]).
+type Preparing = Ticket<Result<(), GuardError>>;
 
 /// The outcome of one intent, named by its block so it never applies to another intent.
 #[derive(Debug, Clone, Copy)]
@@ -323,6 +328,7 @@ impl Signer {
             guard,
             guard_worker: Worker::new("guard-writer"),
             known: Mutex::new(known),
+            preparing: Mutex::default(),
             audit: AuditWriter::new(audit),
             metrics,
             producer_locks,
@@ -652,6 +658,10 @@ impl Signer {
         // fsyncs run while the HSM signs, and nothing leaves until the intent is durable.
         let (audit_seq, audit_hash) = self.audit.position();
         let intent = Intent { block_num, slot, digest, audit_seq, audit_hash };
+        // A temporary file still being prepared is not waited for (see `Guard::prepare`).
+        if let Some(preparing) = self.lock_preparing().remove(&id) {
+            preparing.abandon();
+        }
         let writing = (decision == Decision::Sign).then(|| {
             let next = state.with_intent(outcome.as_ref(), intent.clone());
             let guard = self.guard.clone();
@@ -700,7 +710,8 @@ impl Signer {
                 if written.is_ok() {
                     // The next intent's temporary file, made while this signature travels.
                     let (guard, gkey) = (self.guard.clone(), gkey.clone());
-                    self.guard_worker.run(move || guard.prepare(&gkey)).detach();
+                    let ticket = self.guard_worker.run(move || guard.prepare(&gkey));
+                    self.lock_preparing().insert(id, ticket);
                 }
                 written.map_err(guard_err)
             }
@@ -738,6 +749,10 @@ impl Signer {
     /// What is known of the outcome of `state`'s intent for key `id`.
     fn outcome_for(&self, id: (Name, PublicKey), state: &GuardState) -> Option<Outcome> {
         Known::outcome_for(self.known.lock().unwrap_or_else(|e| e.into_inner()).get(&id), state)
+    }
+
+    fn lock_preparing(&self) -> std::sync::MutexGuard<'_, HashMap<(Name, PublicKey), Preparing>> {
+        self.preparing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn set_known(&self, id: (Name, PublicKey), intent: &Intent, outcome: Outcome) {

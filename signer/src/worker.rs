@@ -106,9 +106,6 @@ impl<T> Ticket<T> {
         self.done.recv().map_err(|_| WorkerGone(self.name))
     }
 
-    /// Nobody waits: the job still runs (on the thread, in order) and its result is dropped.
-    pub fn detach(self) {}
-
     /// The result is not wanted: the job never runs if it has not started; if it has, it
     /// finishes on the worker's thread and its result is dropped there.
     pub fn abandon(self) {

@@ -266,3 +266,20 @@ fn a_prepared_temporary_file_is_overwritten_and_renamed_into_place() {
     guard.write_state(&next).unwrap();
     assert_eq!(guard.load(&key).unwrap(), next);
 }
+
+#[test]
+fn a_write_never_waits_for_a_prepare_in_progress() {
+    let (_d, guard, key, _) = setup();
+    guard.init(&key, 0, BlockTimestamp(0)).unwrap();
+    let state = guard.load(&key).unwrap();
+    guard.prepare(&key).unwrap();
+    let tmp = guard.temp_path(&guard.path(&key));
+    // As if `prepare` held the temporary file right now (the same thread may not lock it
+    // twice, so a write that waited would hang here).
+    let preparing = guard.temp.lock().unwrap();
+    let next = state.with_intent(None, intent(1, 10, 1));
+    guard.write_state(&next).unwrap();
+    drop(preparing);
+    assert_eq!(guard.load(&key).unwrap(), next);
+    assert!(tmp.exists(), "the prepared file is left for the next write");
+}
