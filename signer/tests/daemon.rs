@@ -214,11 +214,28 @@ struct Journal {
 }
 
 /// kill -9 at random points while a client signs increasing heights and replays the last
-/// request: one height never gets two different signatures.
+/// request: one height never gets two different signatures. The soft backend's signatures are
+/// deterministic (RFC 6979), so this proves the guard's refusals; the SoftHSM2 run below proves
+/// that a replay after a crash gets the released signature back, not a fresh one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loop_never_double_signs() {
     let s = setup(None, DEV_PUB, "");
     s.guard_init();
+    kill_9_loop(&s, &[], 200).await;
+}
+
+/// The same with SoftHSM2 R1, whose every signature is new (a random nonce): a replay answered
+/// with anything but the signature already released would show here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loop_with_an_hsm_replays_the_released_signature() {
+    let Some(hsm) = softhsm() else { return };
+    let key = hsm.new_key("r1", "eosio-r1");
+    let s = setup(Some(&pkcs11_backend("T", "eosio-r1", SOFTHSM_MODULE)), &key, "");
+    s.guard_init();
+    kill_9_loop(&s, &hsm.env(), 100).await;
+}
+
+async fn kill_9_loop(s: &Setup, env: &[(&str, &str)], cycles: u32) {
     let mut seen: BTreeMap<u32, Signature> = BTreeMap::new();
     let mut rng = rand_core::OsRng;
     // Slots start 55 s in the past and move at least one per new height, never more than 50 s
@@ -227,10 +244,9 @@ async fn kill_9_loop_never_double_signs() {
     let mut height = 1u32;
     let mut last_req = None;
     let started = Instant::now();
-    let cycles = 200;
     let mut answered_after_kill = 0;
     for cycle in 0..cycles {
-        let d = s.spawn(&[]);
+        let d = s.spawn(env);
         let kill_after = Duration::from_micros(u64::from(rng.next_u32() % 40_000));
         let endpoint = Endpoint::Unix(s.socket.clone());
         let key = s.key;
