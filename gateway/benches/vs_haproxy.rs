@@ -39,7 +39,9 @@
 //! `BENCH_SECONDS` (per measurement, default 8), `BENCH_ROUNDS` (default 3),
 //! `BENCH_CONNECTIONS` (default 64), `BENCH_HANDSHAKE_CONNECTIONS` (connections in flight of the
 //! one-core handshake client, default 32), `BENCH_ONLY_HANDSHAKES=1` (only the one-core handshake
-//! phases, to profile them; the other rows are then NaN).
+//! phases, to profile them; the other rows are then NaN), `BENCH_ONLY=h1`, `h2` or `http` (only
+//! the wrk phase, only the h2load phase, or both, skipping every handshake phase; the rows not
+//! measured are NaN).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -94,6 +96,17 @@ fn main() {
     let conns = env_u64("BENCH_CONNECTIONS", 64);
     let hs_conns = env_u64("BENCH_HANDSHAKE_CONNECTIONS", 32) as usize;
     let only_handshakes = env_u64("BENCH_ONLY_HANDSHAKES", 0) == 1;
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let (skip_h1, skip_h2, skip_handshakes) = match only.as_str() {
+        "" => (only_handshakes, only_handshakes, false),
+        "h1" => (false, true, true),
+        "h2" => (true, false, true),
+        "http" => (false, false, true),
+        other => {
+            eprintln!("vs_haproxy: BENCH_ONLY={other} is not one of h1, h2, http");
+            std::process::exit(2);
+        }
+    };
 
     let dir = tempfile::tempdir().expect("temporary directory");
     let upstream = start_upstream();
@@ -172,14 +185,14 @@ fn main() {
             let before = UPSTREAM_CONNECTIONS.load(Ordering::Relaxed);
             let cpu0 = proxy.cpu_ticks();
             let nan = (f64::NAN, f64::NAN, f64::NAN);
-            let (rps, p50, p99) = if only_handshakes { nan } else { wrk(&url, conns, seconds) };
+            let (rps, p50, p99) = if skip_h1 { nan } else { wrk(&url, conns, seconds) };
             let cpu1 = proxy.cpu_ticks();
             eprintln!(
                 "  upstream connections opened during wrk: {}",
                 UPSTREAM_CONNECTIONS.load(Ordering::Relaxed) - before
             );
             let requests = UPSTREAM_REQUESTS.load(Ordering::Relaxed);
-            let h2 = if only_handshakes { f64::NAN } else { h2load(&url, conns, seconds) };
+            let h2 = if skip_h2 { f64::NAN } else { h2load(&url, conns, seconds) };
             let cpu2 = proxy.cpu_ticks();
             eprintln!(
                 "  upstream requests during h2load: {}",
@@ -190,13 +203,16 @@ fn main() {
             let h1_cpu = per_request(cpu1 - cpu0, rps);
             let h2_cpu = per_request(cpu2 - cpu1, h2);
             eprintln!("  CPU per request: {h1_cpu:.1} µs (HTTP/1.1), {h2_cpu:.1} µs (HTTP/2)");
-            let (full, resumed) = if only_handshakes {
+            let (full, resumed) = if only_handshakes || skip_handshakes {
                 (f64::NAN, f64::NAN)
             } else {
                 (s_time(proxy.port, false, seconds), s_time(proxy.port, true, seconds))
             };
             let rss = proxy.peak_rss_kib() as f64;
             let [pin_full, pin_resumed] = [false, true].map(|resume| {
+                if skip_handshakes {
+                    return HandshakeMeasure::not_measured();
+                }
                 let phase = HandshakePhase { proxy: pinned, seconds, conns: hs_conns, tick };
                 let m = phase.run(&clients[usize::from(resume)], &all_cpus);
                 eprintln!(
@@ -655,6 +671,9 @@ fn h2load(url: &str, conns: u64, seconds: u64) -> f64 {
         .and_then(|n| n.trim().parse::<u64>().ok())
         .unwrap_or(0);
     assert_eq!(failed, 0, "h2load saw failed requests:\n{out}");
+    if let Some(times) = out.lines().find(|l| l.starts_with("time for request:")) {
+        eprintln!("  h2load {times}");
+    }
     line.split(',')
         .find_map(|p| p.trim().strip_suffix(" req/s"))
         .and_then(|v| v.trim().parse().ok())
@@ -855,6 +874,27 @@ struct HandshakeMeasure {
     client_core_busy: f64,
     /// Proxy CPU time per completed connection, ms.
     proxy_ms_per_connection: f64,
+}
+
+impl HandshakeMeasure {
+    /// A phase skipped by `BENCH_ONLY`: every figure NaN.
+    fn not_measured() -> Self {
+        let nan = f64::NAN;
+        HandshakeMeasure {
+            rate: nan,
+            resumed_share: nan,
+            tickets_per_connection: nan,
+            offered_share: nan,
+            none_share: nan,
+            failed: 0,
+            proxy_cpus: nan,
+            client_cpus: nan,
+            upstream_cpus: nan,
+            proxy_core_busy: nan,
+            client_core_busy: nan,
+            proxy_ms_per_connection: nan,
+        }
+    }
 }
 
 /// Counters shared by the client's connection loops.

@@ -7,14 +7,16 @@
 //! On HTTP/2 connections the wrapper also coalesces writes: the `h2` crate flushes after every
 //! few frames, and each flush through TLS is one record and one `writev`. Holding a flush for
 //! one scheduler pass lets the other streams of the connection add their frames, so one
-//! record carries several responses. The buffer is bounded and nothing is ever held longer
-//! than one pass of the runtime.
+//! record carries several responses; while other streams of the connection still wait for
+//! their answer, the flush is held for a few more passes (at most [`MAX_HOLD_PASSES`]), so
+//! a client's burst of requests is answered in one write as HAProxy's event loop does. The
+//! buffer is bounded and nothing is ever held longer than those few passes of the runtime.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -110,8 +112,41 @@ pub type FramingFlag = Arc<OnceLock<Flag>>;
 /// (a TLS record holds 16 KiB of plaintext).
 const COALESCE_MAX: usize = 64 * 1024;
 
+/// Most scheduler passes a flush is held while other streams of the connection still wait
+/// for their answer (the first pass is always taken).
+pub const MAX_HOLD_PASSES: u32 = 4;
+
 /// A flush held back for one scheduler pass.
 type Deferred = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Counts the streams of an HTTP/2 connection whose answer is not ready yet, shared between
+/// the connection's task and its I/O wrapper.
+#[derive(Debug, Clone, Default)]
+pub struct Awaiting(Arc<AtomicUsize>);
+
+impl Awaiting {
+    /// Counts one more stream until the guard is dropped (when its answer is ready).
+    pub fn start(&self) -> AwaitingGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        AwaitingGuard(self.0.clone())
+    }
+
+    /// Streams still waiting for their answer.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One stream waiting for its answer; dropping it says the answer is ready (or the stream
+/// is gone).
+#[derive(Debug)]
+pub struct AwaitingGuard(Arc<AtomicUsize>);
+
+impl Drop for AwaitingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Writes held back until the next flush (HTTP/2 connections only).
 struct Coalesce {
@@ -120,8 +155,12 @@ struct Coalesce {
     sent: usize,
     /// The pending yield of a held flush.
     deferred: Option<Deferred>,
-    /// The held flush has had its pass and is now writing.
-    yielded: bool,
+    /// Passes the current flush has been held for.
+    passes: u32,
+    /// The held flush is done waiting and is now writing.
+    writing: bool,
+    /// Streams whose answers a held flush may wait for.
+    awaiting: Awaiting,
 }
 
 impl std::fmt::Debug for Coalesce {
@@ -129,7 +168,18 @@ impl std::fmt::Debug for Coalesce {
         f.debug_struct("Coalesce")
             .field("buffered", &(self.buf.len() - self.sent))
             .field("deferred", &self.deferred.is_some())
+            .field("passes", &self.passes)
             .finish()
+    }
+}
+
+impl Coalesce {
+    /// Whether a flush should wait for another scheduler pass before writing.
+    fn hold(&self) -> bool {
+        self.passes == 0
+            || (self.passes < MAX_HOLD_PASSES
+                && self.awaiting.count() > 0
+                && self.buf.len() - self.sent < COALESCE_MAX)
     }
 }
 
@@ -167,14 +217,17 @@ impl<T> EdgeIo<T> {
         )
     }
 
-    /// Coalesces writes until a flush, and holds each flush for one scheduler pass (for
-    /// HTTP/2, whose streams answer independently).
-    pub fn coalescing(mut self) -> Self {
+    /// Coalesces writes until a flush, and holds each flush for one scheduler pass, or a few
+    /// while `awaiting` counts streams without their answer yet (for HTTP/2, whose streams
+    /// answer independently).
+    pub fn coalescing(mut self, awaiting: Awaiting) -> Self {
         self.coalesce = Some(Coalesce {
             buf: Vec::with_capacity(16 * 1024),
             sent: 0,
             deferred: None,
-            yielded: false,
+            passes: 0,
+            writing: false,
+            awaiting,
         });
         self
     }
@@ -317,17 +370,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
         if let Some(c) = this.coalesce.as_mut()
             && c.sent < c.buf.len()
         {
-            // Hold the flush for one pass of the scheduler (yield_now puts the task behind
-            // the others that are ready), so other streams can add their frames first.
-            if !c.yielded {
-                let deferred = c.deferred.get_or_insert_with(|| Box::pin(tokio::task::yield_now()));
-                ready!(deferred.as_mut().poll(cx));
-                c.deferred = None;
-                c.yielded = true;
+            // Hold the flush for a pass of the scheduler (yield_now puts the task behind the
+            // others that are ready, and after the next poll of the I/O driver), so other
+            // streams can add their frames first.
+            while !c.writing {
+                if let Some(deferred) = c.deferred.as_mut() {
+                    ready!(deferred.as_mut().poll(cx));
+                    c.deferred = None;
+                    c.passes += 1;
+                }
+                if c.hold() {
+                    c.deferred = Some(Box::pin(tokio::task::yield_now()));
+                } else {
+                    c.writing = true;
+                }
             }
             ready!(this.poll_drain(cx))?;
             if let Some(c) = this.coalesce.as_mut() {
-                c.yielded = false;
+                c.writing = false;
+                c.passes = 0;
             }
         }
         ready!(Pin::new(&mut this.inner).poll_flush(cx))?;

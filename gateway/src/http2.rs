@@ -26,6 +26,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use crate::conn::{Awaiting, AwaitingGuard};
 use crate::policy::Connections;
 use crate::proxy::{self, ConnCtx, RespBody};
 use crate::state::Shared;
@@ -62,6 +63,7 @@ pub async fn serve<T>(
     ctx: Arc<ConnCtx>,
     limits: &Connections,
     mut stop: watch::Receiver<bool>,
+    awaiting: Awaiting,
 ) -> Result<(), Http2Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -96,7 +98,8 @@ where
         };
         match event {
             Some(Ok((req, respond))) => {
-                streams.push(serve_stream(shared.clone(), ctx.clone(), req, respond));
+                let waiting = awaiting.start();
+                streams.push(serve_stream(shared.clone(), ctx.clone(), req, respond, waiting));
             }
             Some(Err(e)) => return Err(e.into()),
             None => return Ok(()),
@@ -126,6 +129,7 @@ async fn serve_stream(
     ctx: Arc<ConnCtx>,
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
+    waiting: AwaitingGuard,
 ) {
     let req = req.map(RecvBody::new);
     let mut handling = pin!(proxy::handle(shared, ctx, req));
@@ -139,6 +143,7 @@ async fn serve_stream(
         }
     })
     .await;
+    drop(waiting);
     let Some(Ok(resp)) = answered else {
         return;
     };

@@ -4,8 +4,11 @@
 //! been read to its end.
 //!
 //! Each worker's lists are only ever touched by that worker, so their locks are never
-//! contended, and a connection is driven by a task of the worker that opened it (no wake-up
-//! across threads). A request is sent again on another connection only when hyper hands it
+//! contended. A connection has no task of its own: the request using it drives it (writes the
+//! request, reads the answer and its body) from the task that serves that request, so an
+//! exchange costs no wake-up of another task and no hand-over between tasks; an idle
+//! connection is polled again when it is next checked out, which is when a close by the node
+//! is noticed. A request is sent again on another connection only when hyper hands it
 //! back unsent (the idle connection had been closed meanwhile); a request that may have left
 //! is never repeated here (retries of idempotent reads on another node are `proxy`'s). Idle
 //! connections are bounded per worker and node, and dropped after [`IDLE_TIMEOUT`].
@@ -16,8 +19,9 @@
 //! already open instead of waiting for (and failing with) new ones.
 
 use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -26,7 +30,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -72,8 +76,45 @@ impl KeepaliveError {
     }
 }
 
-struct IdleConn {
+/// hyper's side of an upstream connection: reads and writes it when polled.
+type Driver = Pin<Box<Connection<TokioIo<TcpStream>, UpBody>>>;
+
+/// An HTTP/1.1 connection to a node, driven by whoever holds it.
+struct UpConn {
     sender: SendRequest<UpBody>,
+    /// `None` once the connection has ended: dropping it hands back, as unsent, a request
+    /// queued that it never took, and fails one it took without answering.
+    conn: Option<Driver>,
+    addr: SocketAddr,
+}
+
+impl UpConn {
+    /// Lets the connection make progress (write a queued request, read an answer, notice a
+    /// close); the waker of `cx` is woken when it can make more.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        let Some(conn) = self.conn.as_mut() else { return };
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            self.conn = None;
+            if let Err(e) = result {
+                tracing::debug!(node = %self.addr, error = %e, "upstream connection ended with an error");
+            }
+        }
+    }
+
+    /// Whether the connection is known to be closed.
+    fn is_closed(&self) -> bool {
+        self.conn.is_none() || self.sender.is_closed()
+    }
+
+    /// Ready for a request, or the connection closed meanwhile.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.drive(cx);
+        self.sender.poll_ready(cx)
+    }
+}
+
+struct IdleConn {
+    conn: UpConn,
     since: Instant,
 }
 
@@ -81,7 +122,7 @@ struct IdleConn {
 #[derive(Default)]
 struct Slot {
     idle: VecDeque<IdleConn>,
-    waiters: VecDeque<oneshot::Sender<SendRequest<UpBody>>>,
+    waiters: VecDeque<oneshot::Sender<UpConn>>,
 }
 
 /// Most connections one request goes through before giving up on a node whose connections
@@ -119,7 +160,7 @@ impl Keepalive {
     }
 
     /// The most recently used idle connection of `slot` still open, if any.
-    fn checkout(&self, slot: usize) -> Option<SendRequest<UpBody>> {
+    fn checkout(&self, slot: usize) -> Option<UpConn> {
         let list = &mut self.list(slot).idle;
         let now = Instant::now();
         // Oldest first: expired ones are at the front.
@@ -127,27 +168,27 @@ impl Keepalive {
             list.pop_front();
         }
         while let Some(c) = list.pop_back() {
-            if !c.sender.is_closed() {
-                return Some(c.sender);
+            if !c.conn.is_closed() {
+                return Some(c.conn);
             }
         }
         None
     }
 
     /// Gives a connection to the first request still waiting, else keeps it idle.
-    fn checkin(&self, slot: usize, mut sender: SendRequest<UpBody>) {
-        if sender.is_closed() {
+    fn checkin(&self, slot: usize, mut conn: UpConn) {
+        if conn.is_closed() {
             return;
         }
         let mut list = self.list(slot);
         while let Some(waiter) = list.waiters.pop_front() {
-            match waiter.send(sender) {
+            match waiter.send(conn) {
                 Ok(()) => return,
-                Err(back) => sender = back,
+                Err(back) => conn = back,
             }
         }
         if list.idle.len() < self.max_idle {
-            list.idle.push_back(IdleConn { sender, since: Instant::now() });
+            list.idle.push_back(IdleConn { conn, since: Instant::now() });
         }
     }
 
@@ -157,7 +198,7 @@ impl Keepalive {
         self: &Arc<Self>,
         slot: usize,
         addr: SocketAddr,
-    ) -> Result<SendRequest<UpBody>, KeepaliveError> {
+    ) -> Result<UpConn, KeepaliveError> {
         let (waiter, mut given) = oneshot::channel();
         {
             let mut list = self.list(slot);
@@ -169,8 +210,8 @@ impl Keepalive {
         // A task of its own: if a connection comes back first, this one still ends in the
         // idle list for the next request.
         let mut connecting = tokio::spawn(async move {
-            let sender = home.connect(addr).await?;
-            home.checkin(slot, sender);
+            let conn = home.connect(addr).await?;
+            home.checkin(slot, conn);
             Ok::<(), KeepaliveError>(())
         });
         let mut connected = false;
@@ -178,7 +219,7 @@ impl Keepalive {
             tokio::select! {
                 biased;
                 got = &mut given => match got {
-                    Ok(sender) => return Ok(sender),
+                    Ok(conn) => return Ok(conn),
                     // The pool was dropped (a reload replaced it): connect directly.
                     Err(_) => return self.connect(addr).await,
                 },
@@ -205,19 +246,26 @@ impl Keepalive {
         let http = |source| KeepaliveError::Http { addr, source };
         let mut closed = 0;
         loop {
-            let mut sender = match self.checkout(slot) {
-                Some(sender) => sender,
+            let mut up = match self.checkout(slot) {
+                Some(up) => up,
                 None => self.wait_or_connect(slot, addr).await?,
             };
-            if let Err(e) = sender.ready().await {
+            if let Err(e) = poll_fn(|cx| up.poll_ready(cx)).await {
                 closed += 1;
                 if closed >= MAX_CLOSED {
                     return Err(http(e));
                 }
                 continue;
             }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.answer(slot, sender, resp)),
+            // The request is queued at once; the first poll below writes it.
+            let mut sent = pin!(up.sender.try_send_request(req));
+            let result = poll_fn(|cx| {
+                up.drive(cx);
+                sent.as_mut().poll(cx)
+            })
+            .await;
+            match result {
+                Ok(resp) => return Ok(self.answer(slot, up, resp)),
                 Err(mut e) => match e.take_message() {
                     // The connection closed before the request left: try another.
                     Some(unsent) if closed + 1 < MAX_CLOSED => {
@@ -233,11 +281,11 @@ impl Keepalive {
     fn answer(
         self: &Arc<Self>,
         slot: usize,
-        sender: SendRequest<UpBody>,
+        up: UpConn,
         resp: Response<Incoming>,
     ) -> Response<UpResponseBody> {
         resp.map(|body| {
-            let mut body = UpResponseBody { body, back: Some((self.clone(), slot, sender)) };
+            let mut body = UpResponseBody { body, back: Some((self.clone(), slot, up)) };
             if body.body.is_end_stream() {
                 body.release();
             }
@@ -245,7 +293,7 @@ impl Keepalive {
         })
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<UpBody>, KeepaliveError> {
+    async fn connect(&self, addr: SocketAddr) -> Result<UpConn, KeepaliveError> {
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err(KeepaliveError::ConnectTimeout(addr)),
             Ok(Err(source)) => return Err(KeepaliveError::Connect { addr, source }),
@@ -256,20 +304,16 @@ impl Keepalive {
             .handshake(TokioIo::new(tcp))
             .await
             .map_err(|source| KeepaliveError::Http { addr, source })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(node = %addr, error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(UpConn { sender, conn: Some(Box::pin(conn)), addr })
     }
 }
 
-/// The body of a node's answer; once read to its end, its connection goes back to the idle
-/// list it came from (dropped earlier, the connection is closed instead).
+/// The body of a node's answer, which drives its connection while it is read; once read to
+/// its end, the connection goes back to the idle list it came from (dropped earlier, the
+/// connection is closed instead).
 pub struct UpResponseBody {
     body: Incoming,
-    back: Option<(Arc<Keepalive>, usize, SendRequest<UpBody>)>,
+    back: Option<(Arc<Keepalive>, usize, UpConn)>,
 }
 
 impl std::fmt::Debug for UpResponseBody {
@@ -280,8 +324,8 @@ impl std::fmt::Debug for UpResponseBody {
 
 impl UpResponseBody {
     fn release(&mut self) {
-        if let Some((home, slot, sender)) = self.back.take() {
-            home.checkin(slot, sender);
+        if let Some((home, slot, up)) = self.back.take() {
+            home.checkin(slot, up);
         }
     }
 }
@@ -294,7 +338,20 @@ impl Body for UpResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        let this = &mut *self;
+        // The connection reads the body into the channel `body` takes it from; a second turn
+        // catches what the first made it read.
+        let mut frame = Poll::Pending;
+        for _ in 0..2 {
+            if let Some((_, _, up)) = this.back.as_mut() {
+                up.drive(cx);
+            }
+            frame = Pin::new(&mut this.body).poll_frame(cx);
+            if frame.is_ready() {
+                break;
+            }
+        }
+        let frame = ready!(frame);
         match &frame {
             None => self.release(),
             Some(Ok(_)) if self.body.is_end_stream() => self.release(),

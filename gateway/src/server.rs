@@ -4,7 +4,10 @@
 //! The TLS listener is served by `Config::workers` threads, each with its own single-thread
 //! runtime accepting on the same listening socket (the calling runtime is worker 0): a
 //! connection, its requests and its upstream connections stay on one thread from accept to
-//! close, as in HAProxy's and nginx's event loops, with no wake-ups across threads.
+//! close, as in HAProxy's and nginx's event loops, with no wake-ups across threads. A worker
+//! holding more open connections than the least busy one plus one stops accepting until that
+//! changes, so a burst of new connections is spread evenly (as HAProxy gives each new
+//! connection to its least loaded thread) instead of going to whichever worker wakes first.
 //!
 //! Connections over a cap are closed before the handshake; HTTP/1 connections pass through the
 //! framing scanner; reloads validate completely before anything is swapped, and a failed
@@ -15,6 +18,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -30,7 +34,7 @@ use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::ban::Bans;
-use crate::conn::{ConnGuard, EdgeIo};
+use crate::conn::{Awaiting, ConnGuard, EdgeIo};
 use crate::document::{DocumentError, Loaded};
 use crate::framing::Scanner;
 use crate::http2;
@@ -164,6 +168,7 @@ pub async fn run(
     let graceful = Arc::new(Graceful::new());
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let balance = Arc::new(Balance::new(workers));
     let mut others = Vec::new();
     let tls_listener = if workers > 1 {
         let addr = listeners
@@ -175,7 +180,8 @@ pub async fn run(
         for index in 1..workers {
             let clone =
                 listener.try_clone().map_err(|source| GatewayError::Bind { addr, source })?;
-            others.push(spawn_worker(index, clone, shared.clone(), stopped.clone(), &config)?);
+            let spread = (balance.clone(), index);
+            others.push(spawn_worker(clone, shared.clone(), spread, stopped.clone(), &config)?);
         }
         TcpListener::from_std(listener).map_err(|source| GatewayError::Bind { addr, source })?
     } else {
@@ -183,7 +189,12 @@ pub async fn run(
     };
 
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(accept_tls(tls_listener, shared.clone(), graceful.clone())));
+    tasks.push(tokio::spawn(accept_tls(
+        tls_listener,
+        shared.clone(),
+        graceful.clone(),
+        (balance, 0),
+    )));
     if let Some(l) = listeners.redirect {
         tasks.push(tokio::spawn(accept_redirect(l, shared.clone(), graceful.clone())));
     }
@@ -216,9 +227,9 @@ pub async fn run(
 /// copy of the listening socket until `stop` turns true, then draining them. The receiver
 /// answers when the worker is done.
 fn spawn_worker(
-    index: usize,
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
+    (balance, index): (Arc<Balance>, usize),
     mut stop: tokio::sync::watch::Receiver<bool>,
     config: &Config,
 ) -> Result<tokio::sync::oneshot::Receiver<()>, GatewayError> {
@@ -235,8 +246,12 @@ fn spawn_worker(
                 let graceful = Arc::new(Graceful::new());
                 match TcpListener::from_std(listener) {
                     Ok(listener) => {
-                        let accepting =
-                            tokio::spawn(accept_tls(listener, shared, graceful.clone()));
+                        let accepting = tokio::spawn(accept_tls(
+                            listener,
+                            shared,
+                            graceful.clone(),
+                            (balance, index),
+                        ));
                         let _ = stop.wait_for(|stopped| *stopped).await;
                         accepting.abort();
                         let _ = accepting.await;
@@ -345,19 +360,97 @@ where
     conn.await
 }
 
-async fn accept_tls(listener: TcpListener, shared: Arc<Shared>, graceful: Arc<Graceful>) {
+/// The open connections of each worker, so that none takes more than its share.
+#[derive(Debug)]
+struct Balance {
+    open: Vec<AtomicUsize>,
+    /// Notified whenever a worker's count goes down or another worker's goes up.
+    changed: Notify,
+}
+
+/// A connection counted for its worker until dropped.
+struct Held {
+    balance: Arc<Balance>,
+    worker: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.balance.open[self.worker].fetch_sub(1, Ordering::Relaxed);
+        if self.balance.open.len() > 1 {
+            self.balance.changed.notify_waiters();
+        }
+    }
+}
+
+impl Balance {
+    fn new(workers: usize) -> Self {
+        Balance {
+            open: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Whether `worker` holds more than one connection beyond the least busy worker.
+    fn ahead(&self, worker: usize) -> bool {
+        let mine = self.open[worker].load(Ordering::Relaxed);
+        let least = self.open.iter().map(|n| n.load(Ordering::Relaxed)).min().unwrap_or(0);
+        mine > least + 1
+    }
+
+    /// Returns once `worker` may accept: at once unless it is ahead of the others.
+    async fn turn(&self, worker: usize) {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if !self.ahead(worker) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Counts a new connection of `worker`.
+    fn hold(self: &Arc<Self>, worker: usize) -> Held {
+        self.open[worker].fetch_add(1, Ordering::Relaxed);
+        if self.open.len() > 1 {
+            self.changed.notify_waiters();
+        }
+        Held { balance: self.clone(), worker }
+    }
+}
+
+async fn accept_tls(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    graceful: Arc<Graceful>,
+    (balance, worker): (Arc<Balance>, usize),
+) {
     loop {
+        if balance.open.len() > 1 {
+            balance.turn(worker).await;
+        }
         let (tcp, peer) = accept(&listener).await;
         let _ = tcp.set_nodelay(true);
+        let held = balance.hold(worker);
         if shared.runtime.load().policy.access().expects_proxy_header(peer.ip()) {
-            tokio::spawn(serve_proxied(tcp, peer, shared.clone(), graceful.watcher()));
+            let serving = serve_proxied(tcp, peer, shared.clone(), graceful.watcher());
+            tokio::spawn(async move {
+                serving.await;
+                drop(held);
+            });
             continue;
         }
         let Some(admitted) = admit(&shared, peer) else {
             drop(tcp);
             continue;
         };
-        tokio::spawn(serve_tls(tcp, peer, admitted, shared.clone(), graceful.watcher()));
+        let serving = serve_tls(tcp, peer, admitted, shared.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            serving.await;
+            drop(held);
+        });
     }
 }
 
@@ -415,10 +508,11 @@ async fn serve_tls(
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let scanner = (!h2).then(|| Scanner::new(conns.max_header_bytes));
     let (io, flag) = EdgeIo::new(tls, conns.idle_timeout, scanner);
-    let io = if h2 { io.coalescing() } else { io };
+    let awaiting = Awaiting::default();
+    let io = if h2 { io.coalescing(awaiting.clone()) } else { io };
     let ctx = Arc::new(ConnCtx::new(peer, key, trusted, (!h2).then_some(flag)));
     if h2 {
-        if let Err(e) = http2::serve(io, shared, ctx, &conns, watcher).await {
+        if let Err(e) = http2::serve(io, shared, ctx, &conns, watcher, awaiting).await {
             tracing::debug!(client = %peer.ip(), error = %e, "connection ended with an error");
         }
     } else {

@@ -55,3 +55,75 @@ async fn scanner_flags_through_the_wrapper() {
     let f = flag.get().expect("flagged");
     assert_eq!(f.request, 0);
 }
+
+/// Counts the writes that reach the stream beneath the wrapper.
+#[derive(Default)]
+struct CountingWriter {
+    writes: usize,
+    bytes: Vec<u8>,
+}
+
+impl AsyncWrite for CountingWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.writes += 1;
+        this.bytes.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Flushes `io`, counting the times the flush returned `Pending` (scheduler passes held).
+async fn flush_counting_passes(io: &mut EdgeIo<CountingWriter>) -> u32 {
+    let mut pending = 0;
+    std::future::poll_fn(|cx| match Pin::new(&mut *io).poll_flush(cx) {
+        Poll::Pending => {
+            pending += 1;
+            Poll::Pending
+        }
+        Poll::Ready(r) => Poll::Ready(r),
+    })
+    .await
+    .expect("flush");
+    pending
+}
+
+#[tokio::test]
+async fn a_flush_waits_longer_for_streams_still_without_answer_but_not_forever() {
+    let awaiting = Awaiting::default();
+    let (io, _flag) = EdgeIo::new(CountingWriter::default(), Duration::from_secs(10), None);
+    let mut io = io.coalescing(awaiting.clone());
+
+    // No stream waits: the flush is held for one pass, then written in one write.
+    io.write_all(b"first").await.expect("write");
+    io.write_all(b" answer").await.expect("write");
+    assert_eq!(flush_counting_passes(&mut io).await, 1);
+    assert_eq!((io.inner.writes, io.inner.bytes.as_slice()), (1, b"first answer".as_slice()));
+
+    // A stream still waits (and never answers): held for the most passes, then written.
+    let waiting = awaiting.start();
+    io.write_all(b", second").await.expect("write");
+    assert_eq!(flush_counting_passes(&mut io).await, MAX_HOLD_PASSES);
+    assert_eq!(
+        (io.inner.writes, io.inner.bytes.as_slice()),
+        (2, b"first answer, second".as_slice())
+    );
+
+    // Its answer ready, the next flush is back to one pass.
+    drop(waiting);
+    assert_eq!(awaiting.count(), 0);
+    io.write_all(b".").await.expect("write");
+    assert_eq!(flush_counting_passes(&mut io).await, 1);
+    assert_eq!(io.inner.writes, 3);
+}

@@ -141,3 +141,38 @@ async fn wait_until_waiting(k: &Keepalive) {
     }
     panic!("no request started waiting");
 }
+
+#[tokio::test]
+async fn an_idle_connection_the_node_closed_silently_is_not_used() {
+    // A node that answers one request per connection without saying it will close, then
+    // closes; it reports each close.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+            drop(tcp);
+            let _ = closed_tx.send(());
+        }
+    });
+    let k = Arc::new(Keepalive::new(1, 1, 8, Duration::from_secs(1)));
+    for round in 1..=3 {
+        assert_eq!(fetch(&k, 0, addr).await, "ok");
+        closed.recv().await.expect("the node closed its connection");
+        assert_eq!(accepted.load(Ordering::SeqCst), round);
+    }
+}

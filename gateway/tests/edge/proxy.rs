@@ -61,7 +61,7 @@ async fn round_robin_spreads_requests_evenly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_upstream_is_ejected_and_reads_are_retried_elsewhere() {
-    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let (mut a, b) = (Upstream::start("a").await, Upstream::start("b").await);
     let gw = Gateway::start(&policy_text(
         &[a.addr, b.addr],
         &[
@@ -75,7 +75,7 @@ async fn killed_upstream_is_ejected_and_reads_are_retried_elsewhere() {
     for _ in 0..4 {
         assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 200);
     }
-    a.kill();
+    a.kill().await;
     let before_b = b.requests();
     for _ in 0..20 {
         let r = c.post("/v1/chain/get_block", "{}").await;
@@ -113,7 +113,7 @@ async fn upstream_503_on_a_read_is_retried_and_writes_are_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_or_lagging_nodes_are_taken_out_by_health_checks() {
-    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let (mut a, mut b) = (Upstream::start("a").await, Upstream::start("b").await);
     let gw = Gateway::start(&policy_text(
         &[a.addr, b.addr],
         &[
@@ -146,8 +146,8 @@ async fn stale_or_lagging_nodes_are_taken_out_by_health_checks() {
         gw.metric(&up(&a)).await == 1.0
     })
     .await;
-    b.kill();
-    a.kill();
+    b.kill().await;
+    a.kill().await;
     wait_for("healthz reports no node", Duration::from_secs(5), async || {
         plain_get(gw.admin, "/healthz").await.0 == 503
     })

@@ -86,9 +86,11 @@ impl Upstream {
         Upstream { addr, seen, head_block, head_age_ms, task }
     }
 
-    /// Stops listening and cuts every open connection.
-    pub(crate) fn kill(&self) {
+    /// Stops listening and cuts every open connection; once it returns no connection of this
+    /// upstream answers again (the task owning them has been dropped, which cancels them).
+    pub(crate) async fn kill(&mut self) {
         self.task.abort();
+        let _ = (&mut self.task).await;
     }
 
     pub(crate) fn requests(&self) -> u64 {
