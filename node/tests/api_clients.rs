@@ -7,9 +7,7 @@
 //! This test must never pass without having run the clients: when node or the npm packages are
 //! missing it fails under `CI=true` and says what to install; elsewhere it says why it returned.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use rempart_core::block::{BlockHeader, SignedBlock, SignedBlockHeader};
@@ -23,30 +21,13 @@ use rempart_node::store::{Head, Store, StoreError, key};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+#[path = "clients/runner.rs"]
+mod runner;
+
 const WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("node/ sits in the repository").into()
-}
-
-fn clients_available(modules: &Path) -> bool {
-    let missing = match Command::new("node").arg("--version").output() {
-        Ok(out) if out.status.success() => {
-            if ["eosjs", "@wharfkit/antelope", "@wharfkit/session"]
-                .iter()
-                .all(|p| modules.join(p).join("package.json").is_file())
-            {
-                return true;
-            }
-            "the npm clients are not installed: run `npm ci` in tests/clients (tests/run.sh does)"
-        }
-        _ => "node is not installed: apt-get install --no-install-recommends nodejs npm",
-    };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("the real-client API test cannot run: {missing}");
-    }
-    eprintln!("skipping the real-client API test: {missing}");
-    false
 }
 
 /// The producer stand-in: accepts a transaction whose signatures recover the dev key on this
@@ -163,16 +144,9 @@ fn build_store(dir: &Path) -> (Arc<Store>, Checksum256) {
     (Arc::new(store), genesis.chain_id())
 }
 
-fn ok<'a>(out: &'a Value, step: &str) -> &'a Value {
-    let v = &out[step];
-    assert!(v.get("error").is_none() && !v["ok"].is_null(), "{step} failed: {v}");
-    &v["ok"]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eosjs_and_wharfkit_read_and_transact_through_the_api() {
-    let modules = repo_root().join("tests/clients/node_modules");
-    if !clients_available(&modules) {
+    if !runner::clients_available("the real-client API test") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("rempart-api-clients-{}", std::process::id()));
@@ -208,56 +182,42 @@ async fn eosjs_and_wharfkit_read_and_transact_through_the_api() {
         let _ = rx2.wait_for(|s| *s).await;
     }));
 
-    let request = json!({"url": url, "wif": WIF, "chain_id": chain_id}).to_string();
-    let script = repo_root().join("node/tests/clients/api_clients.cjs");
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new("node")
-            .arg(script)
-            .env("NODE_PATH", &modules)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run node");
-        child.stdin.take().expect("stdin").write_all(request.as_bytes()).expect("request");
-        child.wait_with_output().expect("node output")
-    })
-    .await
-    .expect("join");
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "node printed no JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    assert!(out.get("fatal").is_none(), "the client script failed: {out}");
+    let request = json!({"url": url, "wif": WIF, "chain_id": chain_id});
+    let out = tokio::task::spawn_blocking(move || runner::run("api_clients.cjs", &request))
+        .await
+        .expect("join");
 
-    let info = ok(&out, "eosjs_get_info");
+    let info = runner::step(&out, "eosjs_get_info");
     assert_eq!(info["head_block_num"], 5);
     assert_eq!(info["chain_id"], chain_id.to_string());
-    assert_eq!(ok(&out, "eosjs_get_block")["block_num"], 2);
-    assert_eq!(ok(&out, "eosjs_get_block_info")["block_num"], 2);
-    assert_eq!(ok(&out, "eosjs_get_block_header_state")["block_num"], 2);
-    assert_eq!(ok(&out, "eosjs_get_abi")["account_name"], "eosio");
-    assert_eq!(ok(&out, "eosjs_get_raw_abi")["accountName"], "eosio");
-    assert_eq!(ok(&out, "eosjs_get_account")["permissions"].as_array().map(Vec::len), Some(2));
-    assert_eq!(ok(&out, "eosjs_get_table_rows")["rows"][0]["balance"], "12.5000 SYS");
-    assert_eq!(ok(&out, "eosjs_get_currency_balance"), &json!(["12.5000 SYS"]));
-    let required = ok(&out, "eosjs_get_required_keys");
+    assert_eq!(runner::step(&out, "eosjs_get_block")["block_num"], 2);
+    assert_eq!(runner::step(&out, "eosjs_get_block_info")["block_num"], 2);
+    assert_eq!(runner::step(&out, "eosjs_get_block_header_state")["block_num"], 2);
+    assert_eq!(runner::step(&out, "eosjs_get_abi")["account_name"], "eosio");
+    assert_eq!(runner::step(&out, "eosjs_get_raw_abi")["accountName"], "eosio");
+    assert_eq!(
+        runner::step(&out, "eosjs_get_account")["permissions"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(runner::step(&out, "eosjs_get_table_rows")["rows"][0]["balance"], "12.5000 SYS");
+    assert_eq!(runner::step(&out, "eosjs_get_currency_balance"), &json!(["12.5000 SYS"]));
+    let required = runner::step(&out, "eosjs_get_required_keys");
     assert_eq!(required.as_array().map(Vec::len), Some(1), "{required}");
-    let tx = ok(&out, "eosjs_transact");
+    let tx = runner::step(&out, "eosjs_transact");
     assert_eq!(tx["processed"]["receipt"]["status"], "executed");
     assert_eq!(tx["transaction_id"], tx["processed"]["id"]);
 
-    let winfo = ok(&out, "wharfkit_get_info");
+    let winfo = runner::step(&out, "wharfkit_get_info");
     assert_eq!(winfo["head_block_num"], 5);
-    assert_eq!(ok(&out, "wharfkit_get_block")["block_num"], 2);
-    assert_eq!(ok(&out, "wharfkit_get_block_info")["block_num"], 2);
-    assert_eq!(ok(&out, "wharfkit_get_account")["account_name"], "eosio");
-    assert_eq!(ok(&out, "wharfkit_get_raw_abi")["account_name"], "eosio");
-    assert_eq!(ok(&out, "wharfkit_get_table_rows")["rows"].as_array().map(Vec::len), Some(1));
-    let session = ok(&out, "wharfkit_session_transact");
+    assert_eq!(runner::step(&out, "wharfkit_get_block")["block_num"], 2);
+    assert_eq!(runner::step(&out, "wharfkit_get_block_info")["block_num"], 2);
+    assert_eq!(runner::step(&out, "wharfkit_get_account")["account_name"], "eosio");
+    assert_eq!(runner::step(&out, "wharfkit_get_raw_abi")["account_name"], "eosio");
+    assert_eq!(
+        runner::step(&out, "wharfkit_get_table_rows")["rows"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let session = runner::step(&out, "wharfkit_session_transact");
     assert_eq!(session["processed"]["receipt"]["status"], "executed", "{session}");
 
     let seen = sink.seen.lock().expect("lock").clone();

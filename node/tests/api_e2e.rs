@@ -27,30 +27,13 @@ use rempart_node::store::Store;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+#[path = "clients/runner.rs"]
+mod runner;
+
 const EOSIO_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("node/ sits in the repository").into()
-}
-
-fn clients_available(modules: &Path) -> bool {
-    let missing = match Command::new("node").arg("--version").output() {
-        Ok(out) if out.status.success() => {
-            if ["eosjs", "@wharfkit/antelope", "@wharfkit/session"]
-                .iter()
-                .all(|p| modules.join(p).join("package.json").is_file())
-            {
-                return true;
-            }
-            "the npm clients are not installed: run `npm ci` in tests/clients (tests/run.sh does)"
-        }
-        _ => "node is not installed: apt-get install --no-install-recommends nodejs npm",
-    };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("the end-to-end client test cannot run: {missing}");
-    }
-    eprintln!("skipping the end-to-end client test: {missing}");
-    false
 }
 
 /// The Python with pyntelope 0.8.6: `$PYNTELOPE_PYTHON`, else `python3`. `None` (after saying
@@ -130,16 +113,9 @@ fn open_chain(dir: &Path, genesis: &Genesis) -> Arc<Chain> {
     Arc::new(Chain::open(store, genesis, Limits::default()).expect("chain"))
 }
 
-fn ok<'a>(out: &'a Value, step: &str) -> &'a Value {
-    let v = &out[step];
-    assert!(v.get("error").is_none() && !v["ok"].is_null(), "{step} failed: {v}");
-    &v["ok"]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_create_accounts_and_use_a_two_of_three_multisig_through_producer_and_api() {
-    let modules = repo_root().join("tests/clients/node_modules");
-    if !clients_available(&modules) {
+    if !runner::clients_available("the end-to-end client test") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("rempart-api-e2e-{}", std::process::id()));
@@ -196,49 +172,28 @@ async fn clients_create_accounts_and_use_a_two_of_three_multisig_through_produce
         .map(|_| PrivateKey::generate(KeyType::K1).to_wif().expect("wif").to_string())
         .collect();
     let url_for_python = url.clone();
-    let request =
-        json!({"url": url, "chain_id": chain_id, "eosio_wif": EOSIO_WIF, "keys": keys}).to_string();
-    let script = repo_root().join("node/tests/clients/api_e2e.cjs");
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new("node")
-            .arg(script)
-            .env("NODE_PATH", &modules)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run node");
-        child.stdin.take().expect("stdin").write_all(request.as_bytes()).expect("request");
-        child.wait_with_output().expect("node output")
-    })
-    .await
-    .expect("join");
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "node printed no JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    assert!(out.get("fatal").is_none(), "the client script failed: {out}");
+    let request = json!({"url": url, "chain_id": chain_id, "eosio_wif": EOSIO_WIF, "keys": keys});
+    let out = tokio::task::spawn_blocking(move || runner::run("api_e2e.cjs", &request))
+        .await
+        .expect("join");
 
-    let created = ok(&out, "eosjs_newaccount");
+    let created = runner::step(&out, "eosjs_newaccount");
     assert_eq!(created["processed"]["receipt"]["status"], "executed");
     assert_eq!(created["processed"]["action_traces"][0]["act"]["data"]["name"], "alice");
-    ok(&out, "eosjs_multisig");
-    ok(&out, "alice_is_multisig_on_the_api_node");
-    let refused = &ok(&out, "eosjs_one_of_three_refused")["refused"];
+    runner::step(&out, "eosjs_multisig");
+    runner::step(&out, "alice_is_multisig_on_the_api_node");
+    let refused = &runner::step(&out, "eosjs_one_of_three_refused")["refused"];
     assert_eq!(refused["error"]["code"], 3_090_003, "one key of three: {refused}");
-    let two = ok(&out, "eosjs_two_of_three");
+    let two = runner::step(&out, "eosjs_two_of_three");
     assert_eq!(two["processed"]["receipt"]["status"], "executed");
-    ok(&out, "trade_exists_on_the_api_node");
-    let history = ok(&out, "history_of_the_multisig_transaction");
+    runner::step(&out, "trade_exists_on_the_api_node");
+    let history = runner::step(&out, "history_of_the_multisig_transaction");
     assert_eq!(history["id"], two["transaction_id"]);
     assert_eq!(history["trx"]["trx"]["signatures"].as_array().map(Vec::len), Some(2));
-    ok(&out, "wharfkit_newaccount");
-    let w2 = ok(&out, "wharfkit_two_of_three");
+    runner::step(&out, "wharfkit_newaccount");
+    let w2 = runner::step(&out, "wharfkit_two_of_three");
     assert_eq!(w2["processed"]["receipt"]["status"], "executed", "{w2}");
-    ok(&out, "bob_link_on_the_api_node");
+    runner::step(&out, "bob_link_on_the_api_node");
 
     // pyntelope: compression false, expiration from its own clock, TaPoS from the LIB.
     if let Some(python) = pyntelope_python() {
