@@ -14,69 +14,23 @@
 //! polls with a deadline. The signer binary is built with `cargo build -p rempart-signer` (a
 //! no-op when fresh) next to this test's own binary.
 
-use std::os::unix::fs::PermissionsExt;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rempart_core::block::SignedBlock;
 use rempart_core::key::{KeyType, PrivateKey};
-use rempart_core::transaction::{Action, PermissionLevel, Transaction};
-use rempart_core::{Bytes, Checksum256, Name, TimePointSec, from_bytes, to_bytes};
-use rempart_node::authority::Authority;
+use rempart_core::{Checksum256, Name, from_bytes};
 use rempart_node::chain::{Chain, sign_transaction};
 use rempart_node::config::Limits;
 use rempart_node::genesis::Genesis;
-use rempart_node::native::NewAccount;
 use rempart_node::peer::PushClient;
 use rempart_node::producer::clock;
 use rempart_node::store::Store;
-
-const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
-const DEV_PUB: &str = "PUB_K1_6MRyAjQq8ud7hVNYcfnVPJqcVpscN5So8BhtHuGYqET5BoDq63";
-
-/// A child process killed (SIGKILL, by PID) and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let end = clock::instant() + timeout;
-    while !cond() {
-        assert!(clock::instant() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The signer binary, built next to this test binary.
-fn signer_bin() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "-p", "rempart-signer", "--bin", "rempart-signer"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "cargo build -p rempart-signer failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
-    let bin = dir.join("rempart-signer");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p rempart-signer`", bin.display());
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+use support::*;
 
 struct Deployment {
     dir: tempfile::TempDir,
@@ -114,38 +68,7 @@ producer = "127.0.0.1:{port}"
         ),
     )
     .expect("node.toml");
-    // The signer: soft key, development chain, guard initialised, no sandbox (test harness).
-    let key = dir.path().join("dev.key");
-    std::fs::write(&key, format!("{DEV_WIF}\n")).expect("key");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    std::fs::create_dir(dir.path().join("signer-state")).expect("state dir");
-    std::fs::write(
-        dir.path().join("signer.toml"),
-        format!(
-            r#"[chain]
-id = "{chain}"
-dangerous_dev_chain = true
-max_clock_skew_ms = 1500
-[[producers]]
-account = "eosio"
-key = "{DEV_PUB}"
-[backend]
-kind = "soft"
-[backend.soft]
-key_files = ["dev.key"]
-[listen]
-unix_socket = "signer.sock"
-allow_own_uid = true
-[state]
-dir = "signer-state"
-audit_log = "signer-state/audit.jsonl"
-[sandbox]
-dangerous_disabled = true
-"#,
-            chain = genesis.chain_id()
-        ),
-    )
-    .expect("signer.toml");
+    write_dev_signer(dir.path(), &genesis.chain_id());
     Deployment {
         metrics: dir.path().join("producer.prom"),
         private: format!("127.0.0.1:{port}").parse().expect("addr"),
@@ -153,29 +76,6 @@ dangerous_disabled = true
         genesis,
         config,
     }
-}
-
-fn start_signer(d: &Deployment, bin: &Path) -> Proc {
-    let policy = d.dir.path().join("signer.toml");
-    let out = Command::new(bin)
-        .args(["guard", "init", "--policy"])
-        .arg(&policy)
-        .output()
-        .expect("guard init");
-    assert!(out.status.success(), "guard init: {}", String::from_utf8_lossy(&out.stderr));
-    let child = Command::new(bin)
-        .args(["run", "--policy"])
-        .arg(&policy)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn signer");
-    let p = Proc(child);
-    let socket = d.dir.path().join("signer.sock");
-    wait_for("the signer socket", Duration::from_secs(30), || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
-    p
 }
 
 fn start_producer(d: &Deployment) -> Proc {
@@ -194,16 +94,6 @@ fn start_producer(d: &Deployment) -> Proc {
     Proc(child)
 }
 
-/// The head the producer last reported in its metrics file (0 before the first block).
-fn metrics_head(d: &Deployment) -> u32 {
-    let text = std::fs::read_to_string(&d.metrics).unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with("rempart_node_head_block_num{"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn producer_log(d: &Deployment) -> String {
     std::fs::read_to_string(d.dir.path().join("producer.log")).unwrap_or_default()
 }
@@ -213,31 +103,6 @@ fn genesis_block_id(genesis: &Genesis) -> Checksum256 {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(Store::open(&dir.path().join("s.redb")).expect("store"));
     Chain::open(store, genesis, Limits::default()).expect("chain").info().head_block_id
-}
-
-fn now_sec() -> u32 {
-    (clock::now().0 / 1_000_000) as u32
-}
-
-fn newaccount_trx(name: Name, ref_block: &Checksum256, key: &PrivateKey) -> Transaction {
-    let auth = Authority::single_key(key.public_key());
-    let eosio = Name::from_const("eosio");
-    let data = NewAccount { creator: eosio, name, owner: auth.clone(), active: auth };
-    let mut t = Transaction {
-        actions: vec![Action {
-            account: eosio,
-            name: Name::from_const("newaccount"),
-            authorization: vec![PermissionLevel {
-                actor: eosio,
-                permission: Name::from_const("active"),
-            }],
-            data: Bytes(to_bytes(&data)),
-        }],
-        ..Default::default()
-    };
-    t.header.expiration = TimePointSec(now_sec() + 300);
-    t.set_reference_block(ref_block);
-    t
 }
 
 /// Account names a1111…, a1112…: base-5 digits in the name alphabet.
@@ -259,7 +124,7 @@ fn producer_signs_through_the_signer_and_survives_kill_9_under_load() {
         .unwrap_or(50);
     let bin = signer_bin();
     let d = deploy();
-    let _signer = start_signer(&d, &bin);
+    let _signer = start_dev_signer(d.dir.path(), &bin);
     let chain_id = d.genesis.chain_id();
     let ref_block = genesis_block_id(&d.genesis);
     let dev: PrivateKey = DEV_WIF.parse().expect("dev key");
@@ -273,7 +138,7 @@ fn producer_signs_through_the_signer_and_survives_kill_9_under_load() {
     for cycle in 0..=cycles {
         let producer = start_producer(&d);
         wait_for("the producer to make blocks", Duration::from_secs(60), || {
-            metrics_head(&d) > last_head
+            metrics_head(&d.metrics) > last_head
         });
         // Load: four clients push concurrently while blocks are made; kill -9 mid-stream.
         let acked = Arc::new(std::sync::Mutex::new(Vec::<(String, u32)>::new()));
@@ -306,9 +171,9 @@ fn producer_signs_through_the_signer_and_survives_kill_9_under_load() {
                 })
             })
             .collect();
-        let target = metrics_head(&d) + 2;
+        let target = metrics_head(&d.metrics) + 2;
         let end = clock::instant() + Duration::from_secs(60);
-        while metrics_head(&d) < target {
+        while metrics_head(&d.metrics) < target {
             if clock::instant() > end {
                 let log = producer_log(&d);
                 let tail: Vec<_> = log.lines().rev().take(40).collect();
@@ -319,7 +184,7 @@ fn producer_signs_through_the_signer_and_survives_kill_9_under_load() {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        last_head = metrics_head(&d);
+        last_head = metrics_head(&d.metrics);
         drop(producer); // SIGKILL, with pushes in flight
         for t in &tasks {
             t.abort();
@@ -387,9 +252,11 @@ fn without_its_signer_the_producer_counts_missed_slots_then_resumes() {
     wait_for("missed slots in the metrics", Duration::from_secs(30), || {
         metric(&d, "rempart_node_missed_slots_total") >= 2
     });
-    assert_eq!(metrics_head(&d), 1, "no block without a signature");
-    let _signer = start_signer(&d, &bin);
-    wait_for("blocks once the signer is up", Duration::from_secs(30), || metrics_head(&d) >= 3);
+    assert_eq!(metrics_head(&d.metrics), 1, "no block without a signature");
+    let _signer = start_dev_signer(d.dir.path(), &bin);
+    wait_for("blocks once the signer is up", Duration::from_secs(30), || {
+        metrics_head(&d.metrics) >= 3
+    });
     drop(producer);
     // Every block was made once: the chain links and heights are contiguous.
     let store = Store::open(&d.dir.path().join("producer/state.redb")).expect("open store");
@@ -476,13 +343,15 @@ fn api_node_survives_kill_9_under_load_and_resumes_from_its_head() {
         std::env::var("REMPART_API_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let bin = signer_bin();
     let d = deploy();
-    let _signer = start_signer(&d, &bin);
+    let _signer = start_dev_signer(d.dir.path(), &bin);
     let producer = start_producer(&d);
     let api = api_addr(&d);
     let chain_id = d.genesis.chain_id();
     let ref_block = genesis_block_id(&d.genesis);
     let dev: PrivateKey = DEV_WIF.parse().expect("dev key");
-    wait_for("the producer to make blocks", Duration::from_secs(60), || metrics_head(&d) >= 2);
+    wait_for("the producer to make blocks", Duration::from_secs(60), || {
+        metrics_head(&d.metrics) >= 2
+    });
 
     // Three clients push through the api node for the whole test; each counts what it saw.
     let stop = Arc::new(AtomicBool::new(false));
@@ -541,7 +410,7 @@ fn api_node_survives_kill_9_under_load_and_resumes_from_its_head() {
         eprintln!("api cycle {cycle}: killed at head {resumed_from}, {n} pushes acknowledged");
     }
     let _node = start_api(&d);
-    let producer_head = metrics_head(&d);
+    let producer_head = metrics_head(&d.metrics);
     wait_for("the api node to catch up", Duration::from_secs(60), || api_head(api) > producer_head);
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -589,7 +458,7 @@ fn api_node_survives_kill_9_under_load_and_resumes_from_its_head() {
 fn run_api_follows_the_producer_and_serves_get_info() {
     let bin = signer_bin();
     let d = deploy();
-    let _signer = start_signer(&d, &bin);
+    let _signer = start_dev_signer(d.dir.path(), &bin);
     let _producer = start_producer(&d);
     let api = api_addr(&d);
     let _api = start_api(&d);

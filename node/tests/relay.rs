@@ -10,46 +10,23 @@
 //! from A. Each wait polls with a deadline; the signer binary is built with `cargo build -p
 //! rempart-signer` (a no-op when fresh) next to this test's own binary.
 
+mod support;
+
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use rempart_core::Checksum256;
 use rempart_core::key::{KeyType, PrivateKey};
-use rempart_core::transaction::{Action, PermissionLevel, Transaction};
-use rempart_core::{Bytes, Checksum256, Name, TimePointSec, to_bytes};
-use rempart_node::authority::Authority;
 use rempart_node::chain::sign_transaction;
 use rempart_node::genesis::Genesis;
-use rempart_node::native::NewAccount;
-use rempart_node::producer::clock;
 use rempart_node::store::Store;
 use serde_json::Value;
+use support::*;
 
-const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
-const DEV_PUB: &str = "PUB_K1_6MRyAjQq8ud7hVNYcfnVPJqcVpscN5So8BhtHuGYqET5BoDq63";
-
-/// A child process, SIGKILLed (by PID) and reaped when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = clock::instant() + Duration::from_secs(secs);
-    while !done() {
-        assert!(clock::instant() < deadline, "timed out after {secs}s waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port()
+fn until(what: &str, secs: u64, done: impl FnMut() -> bool) {
+    wait_for(what, Duration::from_secs(secs), done);
 }
 
 /// The test's directory: genesis, signer policy and key, and the two nodes' configurations
@@ -68,7 +45,8 @@ impl Net {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/genesis.json");
         std::fs::copy(root, d.join("genesis.json")).expect("genesis");
         let chain_id = Genesis::load(&d.join("genesis.json")).expect("genesis").chain_id();
-        let (producer, relay, http_a, http_b) = (port(), port(), port(), port());
+        let (producer, relay, http_a, http_b) =
+            (free_port(), free_port(), free_port(), free_port());
         let node = |api: &str, http: u16, upstream: u16, listen: &str| {
             format!(
                 "genesis = \"genesis.json\"\n[producer]\ndata_dir = \"producer\"\nname = \
@@ -81,18 +59,7 @@ impl Net {
         let listen = format!("private_listen = \"127.0.0.1:{relay}\"\n");
         std::fs::write(d.join("a.toml"), node("a", http_a, producer, &listen)).expect("a.toml");
         std::fs::write(d.join("b.toml"), node("b", http_b, relay, "")).expect("b.toml");
-        std::fs::write(d.join("dev.key"), format!("{DEV_WIF}\n")).expect("key");
-        std::fs::set_permissions(d.join("dev.key"), std::fs::Permissions::from_mode(0o600))
-            .expect("chmod");
-        std::fs::create_dir(d.join("signer-state")).expect("state dir");
-        let signer = format!(
-            "[chain]\nid = \"{chain_id}\"\ndangerous_dev_chain = true\nmax_clock_skew_ms = 1500\n\
-             [[producers]]\naccount = \"eosio\"\nkey = \"{DEV_PUB}\"\n[backend]\nkind = \"soft\"\n\
-             [backend.soft]\nkey_files = [\"dev.key\"]\n[listen]\nunix_socket = \"signer.sock\"\n\
-             allow_own_uid = true\n[state]\ndir = \"signer-state\"\n\
-             audit_log = \"signer-state/audit.jsonl\"\n[sandbox]\ndangerous_disabled = true\n"
-        );
-        std::fs::write(d.join("signer.toml"), signer).expect("signer.toml");
+        write_dev_signer(d, &chain_id);
         let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         Net { dir, chain_id, http_a: at(http_a), http_b: at(http_b) }
     }
@@ -103,25 +70,7 @@ impl Net {
 
     /// The signer, built next to this test binary, with its guard initialised.
     fn signer(&self) -> Proc {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = Command::new(cargo)
-            .args(["build", "-p", "rempart-signer", "--bin", "rempart-signer"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("run cargo");
-        assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-        let exe = std::env::current_exe().expect("test binary");
-        let bin = exe.parent().and_then(Path::parent).expect("profile dir").join("rempart-signer");
-        let policy = self.path("signer.toml");
-        let init = Command::new(&bin).args(["guard", "init", "--policy"]).arg(&policy).output();
-        let init = init.expect("guard init");
-        assert!(init.status.success(), "guard init: {}", String::from_utf8_lossy(&init.stderr));
-        let mut run = Command::new(&bin);
-        run.args(["run", "--policy"]).arg(&policy).stdout(Stdio::null()).stderr(Stdio::null());
-        let p = Proc(run.spawn().expect("signer"));
-        let socket = self.path("signer.sock");
-        until("the signer socket", 30, || std::os::unix::net::UnixStream::connect(&socket).is_ok());
-        p
+        start_dev_signer(self.dir.path(), &signer_bin())
     }
 
     /// `rempart-node run --role <role> --config <config>`, its log in `<log>.log`.
@@ -147,11 +96,7 @@ impl Net {
 
     /// The producer's head from its metrics file (0 before it writes one).
     fn producer_head(&self) -> u32 {
-        let text = std::fs::read_to_string(self.path("producer.prom")).unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix("rempart_node_head_block_num{"))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0)
+        metrics_head(&self.path("producer.prom"))
     }
 }
 
@@ -181,24 +126,8 @@ fn head(addr: SocketAddr) -> u32 {
 
 /// `eosio` creates `name`, TaPoS on block `reference`, signed with the development key.
 fn newaccount(net: &Net, name: &str, reference: &Checksum256) -> String {
-    let eosio = Name::from_const("eosio");
-    let auth = Authority::single_key(PrivateKey::generate(KeyType::K1).public_key());
-    let name = name.parse().expect("name");
-    let data = NewAccount { creator: eosio, name, owner: auth.clone(), active: auth };
-    let mut t = Transaction {
-        actions: vec![Action {
-            account: eosio,
-            name: Name::from_const("newaccount"),
-            authorization: vec![PermissionLevel {
-                actor: eosio,
-                permission: Name::from_const("active"),
-            }],
-            data: Bytes(to_bytes(&data)),
-        }],
-        ..Default::default()
-    };
-    t.header.expiration = TimePointSec((clock::now().0 / 1_000_000) as u32 + 300);
-    t.set_reference_block(reference);
+    let owner = PrivateKey::generate(KeyType::K1);
+    let t = newaccount_trx(name.parse().expect("name"), reference, &owner);
     let dev: PrivateKey = DEV_WIF.parse().expect("dev key");
     serde_json::to_string(&sign_transaction(t, &[&dev], &net.chain_id)).expect("json")
 }
