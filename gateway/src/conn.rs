@@ -114,7 +114,9 @@ const COALESCE_MAX: usize = 64 * 1024;
 
 /// Most scheduler passes a flush is held while other streams of the connection still wait
 /// for their answer (the first pass is always taken).
-pub const MAX_HOLD_PASSES: u32 = 4;
+pub const MAX_HOLD_PASSES: u32 = 12;
+/// Longest a flush is held for other streams' answers, however short the passes.
+pub const MAX_HOLD: Duration = Duration::from_micros(500);
 
 /// A flush held back for one scheduler pass.
 type Deferred = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -157,6 +159,8 @@ struct Coalesce {
     deferred: Option<Deferred>,
     /// Passes the current flush has been held for.
     passes: u32,
+    /// When the current flush was first held.
+    held_since: Option<Instant>,
     /// The held flush is done waiting and is now writing.
     writing: bool,
     /// Streams whose answers a held flush may wait for.
@@ -179,7 +183,8 @@ impl Coalesce {
         self.passes == 0
             || (self.passes < MAX_HOLD_PASSES
                 && self.awaiting.count() > 0
-                && self.buf.len() - self.sent < COALESCE_MAX)
+                && self.buf.len() - self.sent < COALESCE_MAX
+                && self.held_since.is_some_and(|t| t.elapsed() < MAX_HOLD))
     }
 }
 
@@ -226,6 +231,7 @@ impl<T> EdgeIo<T> {
             sent: 0,
             deferred: None,
             passes: 0,
+            held_since: None,
             writing: false,
             awaiting,
         });
@@ -379,6 +385,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
                     c.deferred = None;
                     c.passes += 1;
                 }
+                if c.passes == 0 {
+                    c.held_since = Some(Instant::now());
+                }
                 if c.hold() {
                     c.deferred = Some(Box::pin(tokio::task::yield_now()));
                 } else {
@@ -389,6 +398,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
             if let Some(c) = this.coalesce.as_mut() {
                 c.writing = false;
                 c.passes = 0;
+                c.held_since = None;
             }
         }
         ready!(Pin::new(&mut this.inner).poll_flush(cx))?;

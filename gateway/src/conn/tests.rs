@@ -99,7 +99,8 @@ async fn flush_counting_passes(io: &mut EdgeIo<CountingWriter>) -> u32 {
     pending
 }
 
-#[tokio::test]
+// Paused, the clock stays still: the count of passes, not MAX_HOLD, ends the hold.
+#[tokio::test(start_paused = true)]
 async fn a_flush_waits_longer_for_streams_still_without_answer_but_not_forever() {
     let awaiting = Awaiting::default();
     let (io, _flag) = EdgeIo::new(CountingWriter::default(), Duration::from_secs(10), None);
