@@ -2,22 +2,20 @@
 //! over a configuration file and a data directory holding blocks with transactions; and its logs,
 //! one JSON object per line on stderr with `--log-format json`.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use rempart_core::key::{KeyType, PrivateKey};
-use rempart_core::transaction::{Action, PermissionLevel, Transaction};
-use rempart_core::{Bytes, Name, TimePointSec, to_bytes};
-use rempart_node::authority::Authority;
+use rempart_core::{Name, TimePointSec};
 use rempart_node::chain::{Chain, sign_transaction};
 use rempart_node::config::Limits;
 use rempart_node::genesis::Genesis;
-use rempart_node::native::NewAccount;
 use rempart_node::ops;
 use rempart_node::store::Store;
-
-const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
+use support::{DEV_WIF, newaccount_trx};
 
 fn node(args: &[&str], config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rempart-node"))
@@ -61,27 +59,14 @@ fn make_blocks(data_dir: &Path, genesis: &Genesis) {
     let store = Arc::new(Store::open(&data_dir.join(ops::STATE_FILE)).expect("store"));
     let chain = Chain::open(store, genesis, Limits::default()).expect("chain");
     let dev: PrivateKey = DEV_WIF.parse().expect("key");
-    let eosio = Name::from_const("eosio");
     for i in 0..10u8 {
         let info = chain.info();
-        let auth = Authority::single_key(PrivateKey::generate(KeyType::K1).public_key());
         let name: Name = format!("user{}", (b'a' + i) as char).parse().expect("name");
-        let data = NewAccount { creator: eosio, name, owner: auth.clone(), active: auth };
-        let mut t = Transaction {
-            actions: vec![Action {
-                account: eosio,
-                name: Name::from_const("newaccount"),
-                authorization: vec![PermissionLevel {
-                    actor: eosio,
-                    permission: Name::from_const("active"),
-                }],
-                data: Bytes(to_bytes(&data)),
-            }],
-            ..Default::default()
-        };
+        let owner = PrivateKey::generate(KeyType::K1);
+        let mut t = newaccount_trx(name, &info.head_block_id, &owner);
+        // The chain's clock is its head block, not the wall clock.
         let head_sec = info.head_block_time.to_time_point().0 / 1_000_000;
         t.header.expiration = TimePointSec((head_sec + 600) as u32);
-        t.set_reference_block(&info.head_block_id);
         chain.start_block(info.head_block_time.next()).expect("start");
         chain.push_transaction(sign_transaction(t, &[&dev], &chain.chain_id())).expect("push");
         chain.finish_block(|req| Ok(dev.sign(&req.digest()))).expect("block");
