@@ -160,3 +160,41 @@ async fn token_put_back_resumes_signing_with_the_same_key() {
     assert_eq!(client.status(dl()).await.unwrap().last_signed[0].block_num, 3);
     assert_eq!(d.terminate().code(), Some(0));
 }
+
+/// The daemon as in production: the shipped seccomp policy, landlock and dropped capabilities,
+/// signing K1 with SoftHSM2 on two sessions at once (the second attempt of each pair on the
+/// `hsm-lane` thread, started after the sandbox closed) and writing guard intents on the
+/// `guard-writer` thread. Every signature is canonical and by the key; the daemon stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxed_daemon_signs_k1_on_two_hsm_sessions() {
+    let Some(hsm) = softhsm() else { return };
+    let key = hsm.new_key("k1", "eosio-k1");
+    let sandbox = sandbox_toml(&[hsm.tokens.as_path(), hsm.conf.as_path()]);
+    let backend = pkcs11_backend("T", "eosio-k1", MODULE);
+    let s = setup_in(None, Some(&backend), &key, &sandbox, "");
+    s.guard_init();
+    let mut d = s.spawn(&hsm.env());
+    let mut client = Client::new(Endpoint::Unix(s.socket.clone()));
+    let dl = || tokio::time::Instant::now() + Duration::from_secs(5);
+    let base = now_slot().0 - 50;
+    for n in 2..42u32 {
+        let req = request(&s.key, n, BlockTimestamp(base + n), 1);
+        let r = client.sign_block(req.clone(), dl()).await.unwrap();
+        assert_eq!(r.signature.recover(&req.digest()).unwrap(), s.key);
+        assert!(r.signature.is_canonical());
+    }
+    assert!(d.running(), "the sandbox let every thread do its work");
+    let pid = d.child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("Seccomp:") && l.ends_with('2')), "{status}");
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap())
+        .map(|c| c.trim().to_string())
+        .collect();
+    for name in ["hsm-lane", "guard-writer"] {
+        assert!(threads.iter().any(|t| t == name), "no {name} thread in {threads:?}");
+    }
+    assert_eq!(client.status(dl()).await.unwrap().last_signed[0].block_num, 41);
+    assert_eq!(d.terminate().code(), Some(0));
+}
