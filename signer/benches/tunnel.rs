@@ -5,12 +5,16 @@
 //! Each round starts a fresh release `rempart-signer` (soft backend, sandboxed as in
 //! production, state on disk) for each transport in turn, so that the three see the same
 //! machine at the same time: on this host over its Unix socket and over TCP loopback, then in
-//! a network namespace of its own behind its `[wireguard]` interface (wireguard-go), with the
-//! client in a second namespace, joined by a veth pair, reaching the signer's tunnel address
-//! through its own wireguard-go interface. The measurement is `support/measure.rs`, shared with
-//! `latency.rs`. It touches nothing outside its temp directories and the namespaces it makes
-//! (removed at the end, wireguard-go processes killed by PID) and kills its daemons by PID.
-//! `REMPART_BENCH_ROUNDS` (default 5 rounds of 200 requests per transport) sets the length.
+//! a network namespace of its own behind its `[wireguard]` interface, with the client in a
+//! second namespace, joined by a veth pair, reaching the signer's tunnel address through its own
+//! interface of the same userspace implementation. `REMPART_BENCH_WG` lists the implementations
+//! to compare, one tunnel row each, interleaved round by round (`wireguard-go,boringtun`, the
+//! default when `boringtun-cli` is on `PATH`, else `wireguard-go`); each row names the program
+//! found behind the signer's interface, not the one asked for. The measurement is
+//! `support/measure.rs`, shared with `latency.rs`. It touches nothing outside its temp
+//! directories and the namespaces it makes (removed at the end, WireGuard processes killed by
+//! PID) and kills its daemons by PID. `REMPART_BENCH_ROUNDS` (default 5 rounds of 200 requests
+//! per transport) sets the length.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -40,6 +44,8 @@ const SIGNER_TCP_PORT: u16 = 7010;
 /// WireGuard key (each round's signer brings its interface up again from its policy).
 struct Tunnel {
     _net: netns::Net,
+    /// The `[wireguard] userspace` value: "wireguard-go" or "boringtun".
+    userspace: String,
     signer_ns: String,
     client_ns: String,
     signer_if: String,
@@ -47,7 +53,7 @@ struct Tunnel {
     client_wg: WgKey,
 }
 
-fn tunnel() -> Tunnel {
+fn tunnel(userspace: &str) -> Tunnel {
     let mut net = netns::Net::new("rbt");
     let signer_ns = net.namespace("s");
     let client_ns = net.namespace("c");
@@ -60,7 +66,12 @@ fn tunnel() -> Tunnel {
     let client_wg = generate_key_file(&client_key).unwrap();
     let endpoint = format!("{SIGNER_VETH}:{SIGNER_WG_PORT}");
     let signer_wg = signer_wg.to_string();
-    net.wireguard_go(
+    let program = match userspace {
+        "boringtun" => on_path("boringtun-cli").expect("REMPART_BENCH_WG: boringtun-cli on PATH"),
+        _ => "wireguard-go".into(),
+    };
+    net.userspace(
+        &program,
         &client_ns,
         &client_if,
         &client_key,
@@ -72,18 +83,38 @@ fn tunnel() -> Tunnel {
             endpoint: Some(&endpoint),
         }],
     );
-    Tunnel { _net: net, signer_ns, client_ns, signer_if, keys, client_wg }
+    Tunnel {
+        _net: net,
+        userspace: userspace.into(),
+        signer_ns,
+        client_ns,
+        signer_if,
+        keys,
+        client_wg,
+    }
+}
+
+/// `name` in a directory of `$PATH`.
+fn on_path(name: &str) -> Option<String> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .and_then(|p| p.to_str().map(str::to_string))
 }
 
 /// One round through the tunnel: a fresh sandboxed signer in its namespace, listening on its
 /// tunnel address only.
-fn tunnel_round(t: &Tunnel) -> (Vec<Sample>, Duration) {
+/// Returns the samples, the elapsed time and the implementation found behind the signer's
+/// interface.
+fn tunnel_round(t: &Tunnel) -> (Vec<Sample>, Duration, &'static str) {
     let wireguard = format!(
         "[wireguard]\ninterface = \"{}\"\nprivate_key_file = \"signer-wg.key\"\n\
          listen_port = {SIGNER_WG_PORT}\naddress = \"{SIGNER_TUNNEL}/24\"\n\
+         userspace = \"{}\"\n\
          [[wireguard.peers]]\npublic_key = \"{}\"\naddress = \"{CLIENT_TUNNEL}\"\n\
          endpoint = \"{CLIENT_VETH}:{CLIENT_WG_PORT}\"\n",
-        t.signer_if, t.client_wg
+        t.signer_if, t.userspace, t.client_wg
     );
     let sandbox = common::sandbox_toml(&[]);
     let s = common::setup_in(
@@ -134,7 +165,10 @@ fn tunnel_round(t: &Tunnel) -> (Vec<Sample>, Duration) {
         }
     });
     stream.set_nodelay(true).unwrap();
-    measure::round(&mut d, Stream::Tcp(stream), &s.key)
+    let found = netns::userspace_processes(&t.signer_if);
+    assert_eq!(found.len(), 1, "one userspace WireGuard behind {}: {found:?}", t.signer_if);
+    let (samples, elapsed) = measure::round(&mut d, Stream::Tcp(stream), &s.key);
+    (samples, elapsed, found[0].1)
 }
 
 fn main() {
@@ -146,40 +180,64 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!("load average before: {}", load.trim());
     eprintln!("state directories under {}", measure::state_parent().display());
-    let t = tunnel();
-    let transports = ["Unix socket", "TCP loopback", "WireGuard tunnel (wireguard-go)"];
-    let mut results: Vec<(Vec<Sample>, Duration)> = vec![(Vec::new(), Duration::ZERO); 3];
+    let default =
+        if on_path("boringtun-cli").is_some() { "wireguard-go,boringtun" } else { "wireguard-go" };
+    let wanted = std::env::var("REMPART_BENCH_WG").unwrap_or_else(|_| default.into());
+    let tunnels: Vec<Tunnel> = wanted
+        .split(',')
+        .map(|w| {
+            let w = w.trim();
+            assert!(
+                ["wireguard-go", "boringtun"].contains(&w),
+                "REMPART_BENCH_WG: {w:?} is neither wireguard-go nor boringtun"
+            );
+            tunnel(w)
+        })
+        .collect();
+    let mut names = vec!["Unix socket".to_string(), "TCP loopback".to_string()];
+    let mut results: Vec<(Vec<Sample>, Duration)> =
+        vec![(Vec::new(), Duration::ZERO); 2 + tunnels.len()];
+    let mut found: Vec<Vec<&str>> = vec![Vec::new(); tunnels.len()];
     for _ in 0..rounds {
         for (i, r) in results.iter_mut().enumerate() {
             let (s, e) = match i {
                 0 => measure::local(None, common::DEV_PUB, None, false),
                 1 => measure::local(None, common::DEV_PUB, None, true),
-                _ => tunnel_round(&t),
+                _ => {
+                    let (s, e, program) = tunnel_round(&tunnels[i - 2]);
+                    if !found[i - 2].contains(&program) {
+                        found[i - 2].push(program);
+                    }
+                    (s, e)
+                }
             };
             r.0.extend(s);
             r.1 += e;
         }
     }
+    names.extend(found.iter().map(|f| format!("WireGuard tunnel ({})", f.join(" + "))));
     measure::header();
-    for (name, (samples, elapsed)) in transports.iter().zip(&results) {
+    for (name, (samples, elapsed)) in names.iter().zip(&results) {
         measure::row("soft K1", name, samples, *elapsed);
     }
     println!();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    for (what, f) in [
-        ("round trip", measure::p50_p99 as fn(&[Sample]) -> (Duration, Duration)),
-        ("transport part", measure::transport_p50_p99),
-    ] {
-        let (tcp50, tcp99) = f(&results[1].0);
-        let (wg50, wg99) = f(&results[2].0);
-        println!(
-            "the tunnel adds {:.3} ms at p50 and {:.3} ms at p99 to the {what} over TCP loopback \
-             (target: under 0.5 ms at p99)",
-            ms(wg50) - ms(tcp50),
-            ms(wg99) - ms(tcp99)
-        );
+    for (name, tunnel) in names.iter().zip(&results).skip(2) {
+        for (what, f) in [
+            ("round trip", measure::p50_p99 as fn(&[Sample]) -> (Duration, Duration)),
+            ("transport part", measure::transport_p50_p99),
+        ] {
+            let (tcp50, tcp99) = f(&results[1].0);
+            let (wg50, wg99) = f(&tunnel.0);
+            println!(
+                "{name} adds {:.3} ms at p50 and {:.3} ms at p99 to the {what} over TCP \
+                 loopback (target: under 0.5 ms at p99)",
+                ms(wg50) - ms(tcp50),
+                ms(wg99) - ms(tcp99)
+            );
+        }
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!("load average after: {}", load.trim());
-    drop(t);
+    drop(tunnels);
 }

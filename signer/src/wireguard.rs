@@ -5,9 +5,9 @@
 //! and keepalive). [`config`] parses it for the signer's policy and the node's configuration
 //! alike, and holds the rule every private listener follows; [`WireGuardConfig`] is the section
 //! validated. With the `wireguard` feature, [`Interface::up`] creates or updates the interface
-//! (the kernel backend when the module exists, otherwise wireguard-go), assigns the tunnel
-//! address and brings the link up, and [`health`] reads per-peer handshake age and transfer
-//! counters into metrics and `Status`.
+//! (the kernel backend when the module exists, otherwise boringtun or wireguard-go, see
+//! [`UserspaceChoice`]), assigns the tunnel address and brings the link up, and [`health`] reads
+//! per-peer handshake age and transfer counters into metrics and `Status`.
 //!
 //! Who calls what, and when: the signer calls [`Interface::up`] and [`Interface::stats_reader`]
 //! in `Daemon::prepare`, before its sandbox closes; afterwards it only reads and writes on the
@@ -124,6 +124,28 @@ pub enum WireGuardError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The configured userspace WireGuard program is not on `PATH`.
+    #[error(
+        "no userspace WireGuard found: {wanted} is not on PATH; install it (tests/run.sh shows \
+         how) or choose another with [wireguard] userspace"
+    )]
+    NoUserspace {
+        /// What was looked for.
+        wanted: &'static str,
+    },
+    /// The userspace WireGuard program did not start the interface.
+    #[error(
+        "cannot start {program} for WireGuard interface {interface}: {message}; run as root (or \
+         with CAP_NET_ADMIN), check /dev/net/tun, and that no other process holds the interface"
+    )]
+    StartUserspace {
+        /// The interface.
+        interface: String,
+        /// The program.
+        program: PathBuf,
+        /// Its exit status and stderr, or the spawn error.
+        message: String,
+    },
     /// The userspace statistics socket could not be opened or used.
     #[error("WireGuard statistics of {interface}: {message}")]
     Stats {
@@ -229,14 +251,13 @@ impl fmt::Display for Cidr {
 /// Which WireGuard implementation carries the interface.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum BackendChoice {
-    /// An existing wireguard-go interface is kept; otherwise the kernel module, and wireguard-go
-    /// when the kernel has no WireGuard.
+    /// An existing userspace interface (its UAPI socket answers) is kept; otherwise the kernel
+    /// module, and the userspace program ([`UserspaceChoice`]) when the kernel has no WireGuard.
     #[default]
     Auto,
     /// The kernel module only.
     Kernel,
-    /// A userspace implementation only: `$WG_USERSPACE_IMPLEMENTATION`, else
-    /// `$WG_QUICK_USERSPACE_IMPLEMENTATION`, else `wireguard-go` found on `PATH`.
+    /// A userspace implementation only, chosen by [`UserspaceChoice`].
     Userspace,
 }
 
@@ -249,6 +270,39 @@ impl FromStr for BackendChoice {
             "userspace" => Ok(BackendChoice::Userspace),
             other => Err(format!(
                 "unknown backend {other:?}; expected \"auto\", \"kernel\" or \"userspace\""
+            )),
+        }
+    }
+}
+
+/// Which userspace program carries the interface when the kernel module does not (the
+/// `userspace` key). Both speak the UAPI protocol on `/var/run/wireguard/IFACE.sock`, so the
+/// same code configures and reads them; boringtun's differences are handled where they bite.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum UserspaceChoice {
+    /// `$WG_USERSPACE_IMPLEMENTATION` (else `$WG_QUICK_USERSPACE_IMPLEMENTATION`) when set, as
+    /// wg-quick does; otherwise `wireguard-go` when it is on `PATH`, else `boringtun-cli`.
+    #[default]
+    Auto,
+    /// Cloudflare's `boringtun-cli` on `PATH`: about a fifth of wireguard-go's added latency
+    /// per request here, but under the signer's sandbox its statistics are unavailable (it
+    /// answers one UAPI request per connection), and `rempart wg apply` re-adds every peer
+    /// (it cannot update a live one), so kept peers handshake again.
+    Boringtun,
+    /// `wireguard-go` on `PATH`.
+    WireguardGo,
+}
+
+impl FromStr for UserspaceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(UserspaceChoice::Auto),
+            "boringtun" => Ok(UserspaceChoice::Boringtun),
+            "wireguard-go" => Ok(UserspaceChoice::WireguardGo),
+            other => Err(format!(
+                "unknown userspace implementation {other:?}; expected \"auto\", \"boringtun\" \
+                 or \"wireguard-go\""
             )),
         }
     }
@@ -281,6 +335,8 @@ pub struct WireGuardConfig {
     pub address: Cidr,
     /// Which implementation carries the interface.
     pub backend: BackendChoice,
+    /// Which userspace program, when the interface is userspace.
+    pub userspace: UserspaceChoice,
     /// The peers.
     pub peers: Vec<PeerConfig>,
     /// A peer whose last handshake is older than this is logged as stale.

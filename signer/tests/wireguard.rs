@@ -1,14 +1,15 @@
 //! The private network on real interfaces: two network namespaces joined by a veth pair, a
 //! wireguard-go interface in each, the real `rempart-signer` (sandboxed) in one, bound to its
 //! tunnel address, and a client in the other that signs blocks through the tunnel — also after
-//! the client's WireGuard key is rotated on both live interfaces while the signer runs.
+//! the client's WireGuard key is rotated on both live interfaces while the signer runs; and the
+//! same with boringtun (`userspace = "boringtun"`) on both sides.
 //!
-//! The namespace tests need root, iproute2, wireguard-go and /dev/net/tun: under `CI=true` they
-//! fail when any is missing, elsewhere they are skipped with a line saying why. Interface names
-//! are unique per test (wireguard-go's UAPI sockets in /run/wireguard are shared by every
-//! namespace). Everything a test creates — namespaces, the signer, the wireguard-go processes
-//! (found by their exact command line, killed by PID) — is removed by a guard's `Drop`, even
-//! when the test fails. No sleep synchronises anything: every wait polls with a deadline.
+//! The namespace tests need root, iproute2, wireguard-go and /dev/net/tun (the boringtun test
+//! also `boringtun-cli` on PATH): under `CI=true` they fail when any is missing, elsewhere they
+//! are skipped with a line saying why. Interface names are unique per test (the UAPI sockets in
+//! /run/wireguard are shared by every namespace). Everything a test creates — namespaces, the
+//! signer, the wireguard-go and boringtun processes (found by their exact command line, killed
+//! by PID) — is removed by a guard's `Drop`, even when the test fails. No sleep synchronises anything: every wait polls with a deadline.
 
 #![cfg(feature = "wireguard")]
 
@@ -29,7 +30,8 @@ use rempart_core::BlockTimestamp;
 use rempart_core::key::PublicKey;
 use rempart_signer::client::{Client, ClientError};
 use rempart_signer::wireguard::{
-    BackendChoice, Interface, PeerConfig, WgKey, WireGuardConfig, generate_key_file,
+    BackendChoice, Interface, PeerConfig, UserspaceChoice, WgKey, WireGuardConfig,
+    generate_key_file,
 };
 
 const SIGNER_TUNNEL: &str = "10.98.0.1";
@@ -99,7 +101,8 @@ struct Deployment {
     client_key_file: PathBuf,
 }
 
-fn deployment(signer_if: &str, listen_tcp: &str) -> Deployment {
+/// `userspace`: the signer's `[wireguard] userspace` ("wireguard-go" or "boringtun").
+fn deployment(signer_if: &str, listen_tcp: &str, userspace: &str) -> Deployment {
     let dir = tempfile::tempdir().unwrap();
     let keyfile = dir.path().join("dev.key");
     std::fs::write(&keyfile, format!("{DEV_WIF}\n")).unwrap();
@@ -143,6 +146,7 @@ interface = "{iface}"
 private_key_file = "signer-wg.key"
 listen_port = {SIGNER_WG_PORT}
 address = "{SIGNER_TUNNEL}/24"
+userspace = "{userspace}"
 stats_interval_secs = 1
 [[wireguard.peers]]
 public_key = "{client_wg}"
@@ -205,6 +209,7 @@ impl Deployment {
             listen_port: CLIENT_WG_PORT,
             address: format!("{CLIENT_TUNNEL}/24").parse().unwrap(),
             backend: BackendChoice::Auto,
+            userspace: UserspaceChoice::Auto,
             peers: vec![PeerConfig {
                 public_key: self.signer_wg,
                 address: SIGNER_TUNNEL.parse().unwrap(),
@@ -275,7 +280,13 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
         return;
     }
     let net = Net::new();
-    let d = deployment(&net.signer_if, &format!("tcp = \"{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}\""));
+    // The signer's side runs wireguard-go: what follows proves the UAPI connection it keeps
+    // through the sandbox (boringtun closes it after one answer: see the boringtun test).
+    let d = deployment(
+        &net.signer_if,
+        &format!("tcp = \"{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}\""),
+        "wireguard-go",
+    );
     let mut signer = d.spawn(&net);
     let base = now_slot();
     assert!(d.log_text().contains("WireGuard interface up"), "{}", d.log_text());
@@ -284,6 +295,11 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
     net.inside(&net.client_ns.clone(), || {
         let iface = Interface::up(&client).expect("the client's tunnel comes up");
         assert_eq!(iface.backend(), "userspace", "this machine has no kernel WireGuard");
+        // `userspace = "auto"` takes wireguard-go when it is on PATH (boringtun is opt-in).
+        assert_eq!(iface.implementation(), "wireguard-go");
+        let found: Vec<&str> =
+            netns::userspace_processes(&net.client_if).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(found, ["wireguard-go"], "the process behind {}", net.client_if);
         assert_eq!(iface.public_key(), d.client_wg);
         // Idempotent: a second run changes nothing and fails nothing.
         Interface::up(&client).expect("re-applying the same configuration");
@@ -442,6 +458,78 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
     assert!(text.contains("10.98.0.5/24") && !text.contains(CLIENT_TUNNEL), "{text}");
 }
 
+/// Whether `boringtun-cli` is on `PATH`. Panics under `CI=true` when it is not (tests/run.sh
+/// installs it); elsewhere prints why the test is skipped.
+fn boringtun_or_skip(test: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("boringtun-cli").is_file()));
+    if !found {
+        assert!(!ci(), "{test} needs boringtun-cli on PATH and CI=true: see tests/run.sh");
+        eprintln!("{test}: skipped, boringtun-cli is not on PATH");
+    }
+    found
+}
+
+/// The signer with `userspace = "boringtun"`: it starts boringtun-cli itself, signs through the
+/// tunnel, and — since boringtun closes each UAPI connection after one answer and the sandbox
+/// forbids opening another — its Status names the peer and says why it has no counters; a
+/// reader that may connect per read (the node's) sees boringtun's handshake as a recent time
+/// (boringtun reports an age, not a UNIX time), and re-applying the same configuration on a
+/// live boringtun interface reports no key change (boringtun hides its private key).
+#[test]
+fn a_signer_on_boringtun_signs_through_the_tunnel_and_says_why_status_has_no_counters() {
+    let name = "a_signer_on_boringtun_signs_through_the_tunnel_and_says_why_status_has_no_counters";
+    if !namespaces_or_skip(name) || !boringtun_or_skip(name) {
+        return;
+    }
+    let net = Net::new();
+    let tcp = format!("tcp = \"{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}\"");
+    let d = deployment(&net.signer_if, &tcp, "boringtun");
+    let _signer = d.spawn(&net);
+    let base = now_slot();
+    let behind: Vec<&str> =
+        netns::userspace_processes(&net.signer_if).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(behind, ["boringtun"], "{}", d.log_text());
+
+    let mut client = d.client_config(&net);
+    client.userspace = UserspaceChoice::Boringtun;
+    net.inside(&net.client_ns.clone(), || {
+        let iface = Interface::up(&client).expect("the client's boringtun tunnel comes up");
+        assert_eq!(iface.implementation(), "boringtun");
+        sign_eventually(&d.key, base, 2, Duration::from_secs(30));
+
+        let mut last = None;
+        wait_for("the tunnel peer in Status", Duration::from_secs(20), || {
+            let s = status().expect("Status through the tunnel");
+            let ok = s.tunnel.len() == 1
+                && s.tunnel[0].address == CLIENT_TUNNEL
+                && s.tunnel[0].error.contains("boringtun answers one UAPI request per connection");
+            last = Some(s);
+            ok
+        });
+        assert!(last.is_some_and(|s| s.signatures >= 1));
+
+        let mut reader = iface.stats_reader(false).expect("a per-read statistics reader");
+        for _ in 0..2 {
+            let peers = reader.read().expect("boringtun's statistics on a fresh connection");
+            assert_eq!(peers.len(), 1);
+            let age = peers[0].last_handshake.and_then(|t| t.elapsed().ok());
+            assert!(age.is_some_and(|a| a < Duration::from_secs(180)), "{:?}", peers[0]);
+            assert!(peers[0].rx_bytes > 0 && peers[0].tx_bytes > 0, "{:?}", peers[0]);
+        }
+        // boringtun cannot update a live peer: apply removes and re-adds it, and the device
+        // keeps answering and carrying traffic.
+        let (again, changes) = Interface::apply(&client).expect("re-applying on boringtun");
+        assert_eq!(again.implementation(), "boringtun");
+        assert!(!changes.private_key_changed, "{changes:?}");
+        assert_eq!(changes.kept, [d.signer_wg]);
+        sign_eventually(&d.key, base, 3, Duration::from_secs(30));
+        let (_, changes) = Interface::apply(&client).expect("and again");
+        assert_eq!(changes.kept, [d.signer_wg]);
+        assert_eq!(reader.read().expect("boringtun still answers").len(), 1);
+    });
+}
+
 fn check(policy: &Path) -> (bool, String) {
     let out = Command::new(BIN).arg("check").arg(policy).output().unwrap();
     (
@@ -492,7 +580,7 @@ fn deployment_without_keys(listen_tcp: &str) -> (tempfile::TempDir, PathBuf) {
 /// Needs no root: the key file is read before any interface is touched.
 #[test]
 fn the_signer_refuses_to_start_with_a_private_key_others_can_read() {
-    let d = deployment("rwg-mode", "");
+    let d = deployment("rwg-mode", "", "auto");
     let key = d.dir.path().join("signer-wg.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out =

@@ -70,9 +70,14 @@ pub fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The PIDs of `wireguard-go IFACE` processes (exact command line: interface names are unique
-/// to one [`Net`], so this finds only what the test started).
+/// The PIDs of `wireguard-go IFACE` and `boringtun-cli [FLAGS] IFACE` processes (exact command
+/// line: interface names are unique to one [`Net`], so this finds only what the test started).
 pub fn wireguard_go_pids(iface: &str) -> Vec<i32> {
+    userspace_processes(iface).into_iter().map(|(pid, _)| pid).collect()
+}
+
+/// The userspace WireGuard processes behind `iface`: PID and "wireguard-go" or "boringtun".
+pub fn userspace_processes(iface: &str) -> Vec<(i32, &'static str)> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut pids = Vec::new();
     for entry in dir.flatten() {
@@ -82,7 +87,12 @@ pub fn wireguard_go_pids(iface: &str) -> Vec<i32> {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
         if args.len() == 2 && args[0].ends_with(b"wireguard-go") && args[1] == iface.as_bytes() {
-            pids.push(pid);
+            pids.push((pid, "wireguard-go"));
+        } else if args.len() >= 2
+            && args[0].ends_with(b"boringtun-cli")
+            && args.last() == Some(&iface.as_bytes())
+        {
+            pids.push((pid, "boringtun"));
         }
     }
     pids
@@ -217,8 +227,31 @@ impl Net {
         cidr: &str,
         peers: &[WgPeer<'_>],
     ) {
+        self.userspace("wireguard-go", ns, iface, private_key_file, listen_port, cidr, peers);
+    }
+
+    /// [`Net::wireguard_go`] with another program: `wireguard-go` or a `boringtun-cli` (which
+    /// then keeps root's privileges and logs to /var/run/wireguard/IFACE.log).
+    #[allow(clippy::too_many_arguments, reason = "one call site per suite, all named")]
+    pub fn userspace(
+        &self,
+        program: &str,
+        ns: &str,
+        iface: &str,
+        private_key_file: &Path,
+        listen_port: u16,
+        cidr: &str,
+        peers: &[WgPeer<'_>],
+    ) {
         assert!(self.interfaces.iter().any(|i| i == iface), "{iface} is not from Net::interface");
-        run("ip", &["netns", "exec", ns, "wireguard-go", iface]);
+        let log = format!("/var/run/wireguard/{iface}.log");
+        let mut args = vec!["netns", "exec", ns, program];
+        if program.ends_with("boringtun-cli") {
+            std::fs::create_dir_all("/var/run/wireguard").expect("/var/run/wireguard");
+            args.extend(["--disable-drop-privileges", "--log", &log]);
+        }
+        args.push(iface);
+        run("ip", &args);
         self.wg_set(ns, iface, private_key_file, listen_port, peers);
         run("ip", &["-n", ns, "address", "add", cidr, "dev", iface]);
         run("ip", &["-n", ns, "link", "set", iface, "up"]);
@@ -265,6 +298,7 @@ impl Drop for Net {
             kill_wireguard_go(iface);
             for dir in ["/var/run/wireguard", "/run/wireguard"] {
                 let _ = std::fs::remove_file(Path::new(dir).join(format!("{iface}.sock")));
+                let _ = std::fs::remove_file(Path::new(dir).join(format!("{iface}.log")));
             }
         }
         for ns in &self.namespaces {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{BackendChoice, Cidr, PeerConfig, WgKey, WireGuardConfig};
+use super::{BackendChoice, Cidr, PeerConfig, UserspaceChoice, WgKey, WireGuardConfig};
 
 /// A refused value: where it is (a byte span of the file) and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub struct WireGuardSection {
     address: Spanned<String>,
     #[serde(default = "default_backend")]
     backend: Spanned<String>,
+    #[serde(default = "default_backend")]
+    userspace: Spanned<String>,
     #[serde(default = "default_stale_handshake_secs")]
     stale_handshake_secs: Spanned<u64>,
     #[serde(default = "default_stats_interval_secs")]
@@ -113,6 +115,11 @@ impl WireGuardSection {
             .get_ref()
             .parse()
             .map_err(|e: String| ConfigError::new(self.backend.span(), e))?;
+        let userspace: UserspaceChoice = self
+            .userspace
+            .get_ref()
+            .parse()
+            .map_err(|e: String| ConfigError::new(self.userspace.span(), e))?;
         let stale = *self.stale_handshake_secs.get_ref();
         if !(10..=86_400).contains(&stale) {
             return Err(ConfigError::new(
@@ -184,6 +191,7 @@ impl WireGuardSection {
             listen_port: *self.listen_port.get_ref(),
             address,
             backend,
+            userspace,
             peers,
             stale_handshake: Duration::from_secs(stale),
             stats_interval: Duration::from_secs(every),

@@ -2,14 +2,15 @@
 //! periodically from the interface, kept in a [`TunnelHealth`] that metrics render, with a log
 //! line when a peer's handshake goes stale and when it recovers.
 //!
-//! The sandboxed signer reads through [`StatsReader::Uapi`]: one connection to wireguard-go's
-//! UAPI socket, opened before the sandbox and kept; each read is a `write` of `get=1` and `read`s
-//! of the answer, calls the seccomp policy already allows. Should that connection break (the
-//! wireguard-go process went away), the reader reports it and the metrics say the statistics are
-//! down; the signer cannot reconnect and the operator restarts it after restoring the interface.
-//! A kernel interface under the sandbox has no reader ([`StatsReader::Unavailable`]). Parsing
-//! never trusts the peer process: answers are bounded in size and malformed lines are errors.
-//! Nothing here reads or keeps a private key (the UAPI answer's `private_key` line is skipped).
+//! The sandboxed signer reads through [`StatsReader::Uapi`]: one connection to the UAPI socket of
+//! the userspace implementation (boringtun or wireguard-go), opened before the sandbox and kept;
+//! each read is a `write` of `get=1` and `read`s of the answer, calls the seccomp policy already
+//! allows. Should that connection break (the userspace process went away), the reader reports it
+//! and the metrics say the statistics are down; the signer cannot reconnect and the operator
+//! restarts it after restoring the interface. A kernel interface under the sandbox has no reader
+//! ([`StatsReader::Unavailable`]). Parsing never trusts the peer process: answers are bounded in
+//! size and malformed lines are errors. Nothing here reads or keeps a private key (the UAPI
+//! answer's `private_key` line is skipped; boringtun sends `own_public_key` instead).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -51,17 +52,27 @@ fn current<'a>(
     peers.last_mut().ok_or_else(|| format!("line {}: {key} before any public_key", n + 1))
 }
 
-/// Parses the answer to a UAPI `get=1` request (without its final empty line).
-pub fn parse_uapi(answer: &str) -> Result<Vec<PeerStats>, String> {
+/// Parses the answer to a UAPI `get=1` request (without its final empty line), read at `now`.
+///
+/// wireguard-go (like the kernel) reports `last_handshake_time_sec` as UNIX time, 0 for never;
+/// boringtun reports the time elapsed since the handshake and leaves the line out for never
+/// (cloudflare/boringtun issue 447). boringtun's answer is recognised by its `own_public_key`
+/// line (wireguard-go sends `private_key` instead), and its age is turned into a time before
+/// `now`.
+pub fn parse_uapi(answer: &str, now: SystemTime) -> Result<Vec<PeerStats>, String> {
     let mut peers: Vec<PeerStats> = Vec::new();
     let mut secs: Option<u64> = None;
     let mut nanos: u32 = 0;
     let mut errno = None;
+    let elapsed = answer.lines().any(|l| l.starts_with("own_public_key="));
     let finish = |peers: &mut Vec<PeerStats>, secs: &mut Option<u64>, nanos: &mut u32| {
-        if let (Some(p), Some(s)) = (peers.last_mut(), secs.take())
-            && s > 0
-        {
-            p.last_handshake = Some(UNIX_EPOCH + Duration::new(s, (*nanos).min(999_999_999)));
+        if let (Some(p), Some(s)) = (peers.last_mut(), secs.take()) {
+            let at = Duration::new(s, (*nanos).min(999_999_999));
+            p.last_handshake = match elapsed {
+                true => now.checked_sub(at),
+                false if s > 0 => Some(UNIX_EPOCH + at),
+                false => None,
+            };
         }
         *nanos = 0;
     };
@@ -122,7 +133,8 @@ pub fn parse_uapi(answer: &str) -> Result<Vec<PeerStats>, String> {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum StatsReader {
-    /// A UAPI connection to wireguard-go, opened once and kept (the sandboxed signer).
+    /// A UAPI connection to the userspace implementation, opened once and kept (the sandboxed
+    /// signer).
     Uapi {
         /// The interface.
         interface: String,
@@ -163,23 +175,12 @@ impl StatsReader {
         let interface = self.interface().to_string();
         let err = |message: String| WireGuardError::Stats { interface: interface.clone(), message };
         match self {
-            StatsReader::Uapi { stream, .. } => {
-                stream.write_all(b"get=1\n\n").map_err(|e| err(format!("UAPI write: {e}")))?;
-                let mut reader = BufReader::new((&*stream).take(MAX_ANSWER));
-                let mut answer = String::new();
-                loop {
-                    let before = answer.len();
-                    let n = reader
-                        .read_line(&mut answer)
-                        .map_err(|e| err(format!("UAPI read: {e}")))?;
-                    if n == 0 {
-                        return Err(err("wireguard-go closed the UAPI connection".into()));
-                    }
-                    if &answer[before..] == "\n" {
-                        break;
-                    }
-                }
-                parse_uapi(&answer).map_err(err)
+            StatsReader::Uapi { stream, .. } => uapi_get(stream).map_err(err),
+            // Our own UAPI query rather than wireguard-control's: its parser prints a line on
+            // stdout for every key it does not know, and boringtun answers `own_public_key`.
+            #[cfg(feature = "wireguard")]
+            StatsReader::Query { interface, backend: wireguard_control::Backend::Userspace } => {
+                uapi_get(&super::interface::connect_uapi(interface).map_err(err)?).map_err(err)
             }
             #[cfg(feature = "wireguard")]
             StatsReader::Query { interface, backend } => {
@@ -201,6 +202,30 @@ impl StatsReader {
                     .collect())
             }
             StatsReader::Unavailable { reason, .. } => Err(err((*reason).to_string())),
+        }
+    }
+}
+
+/// One `get=1` exchange on a UAPI connection: the answer up to its blank line, parsed.
+fn uapi_get(stream: &UnixStream) -> Result<Vec<PeerStats>, String> {
+    parse_uapi(&uapi_answer(stream)?, SystemTime::now())
+}
+
+/// One `get=1` exchange on a UAPI connection: the answer up to its blank line (at most
+/// `MAX_ANSWER` bytes).
+pub(super) fn uapi_answer(stream: &UnixStream) -> Result<String, String> {
+    let mut writer = stream;
+    writer.write_all(b"get=1\n\n").map_err(|e| format!("UAPI write: {e}"))?;
+    let mut reader = BufReader::new(stream.take(MAX_ANSWER));
+    let mut answer = String::new();
+    loop {
+        let before = answer.len();
+        let n = reader.read_line(&mut answer).map_err(|e| format!("UAPI read: {e}"))?;
+        if n == 0 {
+            return Err("the userspace WireGuard closed the UAPI connection".into());
+        }
+        if &answer[before..] == "\n" {
+            return Ok(answer);
         }
     }
 }

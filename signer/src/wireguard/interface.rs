@@ -1,6 +1,6 @@
 //! Creating or updating the WireGuard interface: keys and peers through `wireguard-control`
-//! (kernel netlink, or wireguard-go's UAPI socket), then the tunnel address and the link state
-//! through `ip`.
+//! (kernel netlink, or the userspace implementation's UAPI socket), then the tunnel address and
+//! the link state through `ip`.
 //!
 //! Why `ip` rather than a netlink crate for the address and the link: the calls are idempotent
 //! (`address replace`, `link set up`; addresses of an earlier configuration are removed), iproute2 is on every Linux host that runs
@@ -8,26 +8,30 @@
 //! know, and the netlink route crates change their API at every 0.x release. It runs before the
 //! signer's sandbox closes, which forbids new programs afterwards.
 //!
-//! The backend: an interface whose wireguard-go UAPI socket answers is userspace; otherwise
-//! `auto` tries the kernel module and falls back to userspace, which wireguard-control starts
-//! itself when the interface does not exist (`$WG_USERSPACE_IMPLEMENTATION`, else
-//! `$WG_QUICK_USERSPACE_IMPLEMENTATION`, else `wireguard-go` on `PATH`; it daemonizes and
-//! outlives this process, like a kernel interface would). This file must never leave a
-//! configured interface down without an error, and never print a private key.
+//! The backend: an interface whose UAPI socket answers is userspace; otherwise `auto` tries the
+//! kernel module and falls back to userspace. The userspace program is started here, not by
+//! wireguard-control, so that the choice is explicit ([`UserspaceChoice`]: `boringtun-cli` or
+//! `wireguard-go` on `PATH`, or `$WG_USERSPACE_IMPLEMENTATION` /
+//! `$WG_QUICK_USERSPACE_IMPLEMENTATION`) and each program gets the flags it needs; it daemonizes,
+//! answers on `/var/run/wireguard/IFACE.sock` once its parent exits, and outlives this process,
+//! like a kernel interface would. This file must never leave a configured interface down without
+//! an error, and never print a private key.
 
+use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use wireguard_control::{Backend, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder};
 
 use super::health::StatsReader;
 use super::key::read_private_key;
-use super::{BackendChoice, PeerConfig, WgKey, WireGuardConfig, WireGuardError};
+use super::{BackendChoice, PeerConfig, UserspaceChoice, WgKey, WireGuardConfig, WireGuardError};
 
-/// Where wireguard-go puts its UAPI sockets (wireguard-control looks in the same two places).
+/// Where wireguard-go and boringtun put their UAPI sockets (wireguard-control looks in the same
+/// two places).
 const UAPI_DIRS: [&str; 2] = ["/var/run/wireguard", "/run/wireguard"];
 
 /// A configured, up WireGuard interface.
@@ -35,6 +39,7 @@ const UAPI_DIRS: [&str; 2] = ["/var/run/wireguard", "/run/wireguard"];
 pub struct Interface {
     name: String,
     backend: Backend,
+    implementation: &'static str,
     public_key: WgKey,
 }
 
@@ -54,8 +59,139 @@ pub fn bind_to_interface(listener: &impl AsFd, interface: &str) -> Result<(), Wi
     })
 }
 
-fn uapi_socket(name: &str) -> Option<PathBuf> {
+pub(super) fn uapi_socket(name: &str) -> Option<PathBuf> {
     UAPI_DIRS.iter().map(|d| PathBuf::from(d).join(format!("{name}.sock"))).find(|p| p.exists())
+}
+
+/// Whether a userspace interface named `name` answers on its UAPI socket.
+fn userspace_running(name: &str) -> bool {
+    uapi_socket(name).is_some_and(|p| UnixStream::connect(p).is_ok())
+}
+
+/// A userspace WireGuard program, resolved.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(super) struct Userspace {
+    /// What to execute.
+    pub(super) program: PathBuf,
+    /// What it is: "boringtun", "wireguard-go", or "custom" for an environment variable's program.
+    pub(super) kind: &'static str,
+}
+
+/// The first `name` in the directories of `path` (a `$PATH` value).
+fn find_on_path(name: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    std::env::split_paths(path?).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Resolves `choice`: `env` is `$WG_USERSPACE_IMPLEMENTATION` else
+/// `$WG_QUICK_USERSPACE_IMPLEMENTATION` (honoured by `auto` only), `path` is `$PATH`.
+pub(super) fn resolve_userspace(
+    choice: UserspaceChoice,
+    env: Option<OsString>,
+    path: Option<&std::ffi::OsStr>,
+) -> Result<Userspace, WireGuardError> {
+    let found = |kind: &'static str, name: &str| {
+        find_on_path(name, path).map(|program| Userspace { program, kind })
+    };
+    let missing = |wanted: &'static str| WireGuardError::NoUserspace { wanted };
+    match choice {
+        UserspaceChoice::Boringtun => {
+            found("boringtun", "boringtun-cli").ok_or(missing("boringtun-cli"))
+        }
+        UserspaceChoice::WireguardGo => {
+            found("wireguard-go", "wireguard-go").ok_or(missing("wireguard-go"))
+        }
+        UserspaceChoice::Auto => {
+            if let Some(program) = env.filter(|p| !p.is_empty()) {
+                let program = PathBuf::from(program);
+                let name = program.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let kind = match name {
+                    "boringtun-cli" | "boringtun" => "boringtun",
+                    "wireguard-go" => "wireguard-go",
+                    _ => "custom",
+                };
+                return Ok(Userspace { program, kind });
+            }
+            found("wireguard-go", "wireguard-go")
+                .or_else(|| found("boringtun", "boringtun-cli"))
+                .ok_or(missing("wireguard-go or boringtun-cli"))
+        }
+    }
+}
+
+/// A connection to the UAPI socket of userspace interface `name`, with 2 s read and write
+/// timeouts (set now: a sandboxed caller cannot call setsockopt later).
+pub(super) fn connect_uapi(name: &str) -> Result<UnixStream, String> {
+    let path = uapi_socket(name).ok_or("the UAPI socket is missing")?;
+    let stream = UnixStream::connect(&path)
+        .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(2))))
+        .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
+    Ok(stream)
+}
+
+/// The `own_public_key` a userspace interface reports (boringtun does; wireguard-go reports its
+/// private key instead), or `None`.
+fn own_public_key(name: &str) -> Option<WgKey> {
+    let answer = super::health::uapi_answer(&connect_uapi(name).ok()?).ok()?;
+    answer.lines().find_map(|l| l.strip_prefix("own_public_key=")).and_then(WgKey::from_hex)
+}
+
+/// Starts `userspace` for interface `name` and waits for its parent to exit (both programs
+/// daemonize and exit once the interface and its UAPI socket exist). boringtun gets
+/// `--disable-drop-privileges` (it otherwise switches to the login user, which fails for a
+/// service started as root) and a log of its own next to its socket.
+fn start_userspace(name: &str, userspace: &Userspace) -> Result<(), WireGuardError> {
+    let failed = |message: String| WireGuardError::StartUserspace {
+        interface: name.to_string(),
+        program: userspace.program.clone(),
+        message,
+    };
+    let mut command = Command::new(&userspace.program);
+    if userspace.kind == "boringtun" {
+        let dir = Path::new(UAPI_DIRS[0]);
+        std::fs::create_dir_all(dir)
+            .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+        command.arg("--disable-drop-privileges").arg("--log").arg(dir.join(format!("{name}.log")));
+    }
+    let out = command
+        .arg(name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| failed(e.to_string()))?;
+    if !out.status.success() {
+        return Err(failed(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    if !userspace_running(name) {
+        return Err(failed("it exited without a UAPI socket in /var/run/wireguard".into()));
+    }
+    tracing::info!(
+        interface = name,
+        implementation = userspace.kind,
+        program = %userspace.program.display(),
+        "userspace WireGuard started"
+    );
+    Ok(())
+}
+
+/// Starts the configured userspace program unless the interface already answers; returns what
+/// carries the interface ("userspace" when it was already running: the program is not known).
+fn ensure_userspace(config: &WireGuardConfig) -> Result<&'static str, WireGuardError> {
+    if userspace_running(&config.interface) {
+        return Ok("userspace");
+    }
+    let env = std::env::var_os("WG_USERSPACE_IMPLEMENTATION")
+        .or_else(|| std::env::var_os("WG_QUICK_USERSPACE_IMPLEMENTATION"));
+    let userspace = resolve_userspace(config.userspace, env, std::env::var_os("PATH").as_deref())?;
+    start_userspace(&config.interface, &userspace)?;
+    Ok(userspace.kind)
 }
 
 fn backend_name(b: Backend) -> &'static str {
@@ -69,12 +205,11 @@ fn hint(b: Backend) -> &'static str {
     match b {
         Backend::Kernel => {
             "The kernel needs the wireguard module (modprobe wireguard), or set backend = \
-             \"userspace\" and install wireguard-go"
+             \"userspace\" and install boringtun-cli or wireguard-go"
         }
         Backend::Userspace => {
-            "Install wireguard-go (or point WG_USERSPACE_IMPLEMENTATION at a userspace \
-             implementation), run as root (or with CAP_NET_ADMIN) and check that /dev/net/tun \
-             exists"
+            "Install boringtun-cli or wireguard-go (see [wireguard] userspace), run as root (or \
+             with CAP_NET_ADMIN) and check that /dev/net/tun exists"
         }
     }
 }
@@ -188,7 +323,7 @@ impl Interface {
             BackendChoice::Kernel => Backend::Kernel,
             BackendChoice::Userspace => Backend::Userspace,
             BackendChoice::Auto => {
-                if uapi_socket(&config.interface).is_some_and(|p| UnixStream::connect(p).is_ok()) {
+                if userspace_running(&config.interface) {
                     Backend::Userspace
                 } else {
                     Backend::Kernel
@@ -207,8 +342,16 @@ impl Interface {
         })?;
         let private = read_private_key(&config.private_key_file)?;
         let public_key = private.public();
+        // boringtun answers `own_public_key` instead of `private_key`, which wireguard-control
+        // does not read: ask the socket directly (only boringtun answers it).
+        let boringtun_public = match (&device.public_key, backend) {
+            (None, Backend::Userspace) => own_public_key(&config.interface),
+            _ => None,
+        };
+        let boringtun = boringtun_public.is_some();
+        let live_public = device.public_key.as_ref().map(|k| WgKey(k.0)).or(boringtun_public);
         let mut changes = PeerChanges {
-            private_key_changed: device.public_key.as_ref().map(|k| k.0) != Some(public_key.0),
+            private_key_changed: live_public != Some(public_key),
             listen_port_changed: config.listen_port != 0
                 && device.listen_port != Some(config.listen_port),
             ..PeerChanges::default()
@@ -224,24 +367,42 @@ impl Interface {
         let wanted: Vec<WgKey> = config.peers.iter().map(|p| p.public_key).collect();
         let live: Vec<WgKey> = device.peers.iter().map(|p| WgKey(p.config.public_key.0)).collect();
         // Removals first: a new peer then takes over the tunnel address of the peer it replaces.
-        for key in live.iter().filter(|k| !wanted.contains(k)) {
+        for key in live.iter().filter(|k| !wanted.contains(k) || boringtun) {
             update = update.remove_peer_by_key(&Key(key.0));
-            changes.removed.push(*key);
+            if !wanted.contains(key) {
+                changes.removed.push(*key);
+            }
         }
+        // boringtun 0.7 cannot update a live peer (setting one stops the whole device from
+        // answering, even SIGTERM: cloudflare/boringtun issue 40), and after a `remove` in a
+        // request every later peer of that request is removed too. So on boringtun every live
+        // peer is removed by one request and the configured ones added by a second: kept
+        // peers handshake again (one round trip) instead of keeping their sessions.
+        let mut adds = DeviceUpdate::new();
         for peer in &config.peers {
-            update = update.add_peer(peer_builder(peer));
+            if boringtun {
+                adds = adds.add_peer(peer_builder(peer));
+            } else {
+                update = update.add_peer(peer_builder(peer));
+            }
             if live.contains(&peer.public_key) {
                 changes.kept.push(peer.public_key);
             } else {
                 changes.added.push(peer.public_key);
             }
         }
-        update.apply(&name, backend).map_err(|source| WireGuardError::Configure {
-            interface: config.interface.clone(),
-            backend: backend_name(backend),
-            source,
-            hint: hint(backend),
-        })?;
+        let configure = |update: DeviceUpdate| {
+            update.apply(&name, backend).map_err(|source| WireGuardError::Configure {
+                interface: config.interface.clone(),
+                backend: backend_name(backend),
+                source,
+                hint: hint(backend),
+            })
+        };
+        configure(update)?;
+        if boringtun {
+            configure(adds)?;
+        }
         address_and_link(config)?;
         tracing::info!(
             interface = %config.interface,
@@ -252,7 +413,11 @@ impl Interface {
             private_key_changed = changes.private_key_changed,
             "WireGuard interface synced to its configuration"
         );
-        Ok((Interface { name: config.interface.clone(), backend, public_key }, changes))
+        let implementation = if boringtun { "boringtun" } else { backend_name(backend) };
+        Ok((
+            Interface { name: config.interface.clone(), backend, implementation, public_key },
+            changes,
+        ))
     }
 }
 
@@ -290,30 +455,26 @@ impl Interface {
                 hint: hint(backend),
             })
         };
-        let existing_userspace =
-            uapi_socket(&config.interface).is_some_and(|p| UnixStream::connect(p).is_ok());
-        let backend = match config.backend {
+        let userspace = || {
+            let implementation = ensure_userspace(config)?;
+            configure(Backend::Userspace)?;
+            Ok::<_, WireGuardError>((Backend::Userspace, implementation))
+        };
+        let (backend, implementation) = match config.backend {
             BackendChoice::Kernel => {
                 configure(Backend::Kernel)?;
-                Backend::Kernel
+                (Backend::Kernel, "kernel")
             }
-            BackendChoice::Userspace => {
-                configure(Backend::Userspace)?;
-                Backend::Userspace
-            }
-            BackendChoice::Auto if existing_userspace => {
-                configure(Backend::Userspace)?;
-                Backend::Userspace
-            }
+            BackendChoice::Userspace => userspace()?,
+            BackendChoice::Auto if userspace_running(&config.interface) => userspace()?,
             BackendChoice::Auto => match configure(Backend::Kernel) {
-                Ok(()) => Backend::Kernel,
+                Ok(()) => (Backend::Kernel, "kernel"),
                 Err(kernel) => {
                     tracing::info!(
                         interface = %config.interface,
-                        "kernel WireGuard unavailable ({kernel}); using the userspace implementation"
+                        "kernel WireGuard unavailable ({kernel}); using a userspace implementation"
                     );
-                    configure(Backend::Userspace)?;
-                    Backend::Userspace
+                    userspace()?
                 }
             },
         };
@@ -322,12 +483,13 @@ impl Interface {
         tracing::info!(
             interface = %config.interface,
             backend = backend_name(backend),
+            implementation,
             address = %config.address,
             public_key = %public_key,
             peers = config.peers.len(),
             "WireGuard interface up"
         );
-        Ok(Interface { name: config.interface.clone(), backend, public_key })
+        Ok(Interface { name: config.interface.clone(), backend, implementation, public_key })
     }
 
     /// The interface name.
@@ -340,34 +502,47 @@ impl Interface {
         backend_name(self.backend)
     }
 
+    /// What carries the interface: "kernel", "boringtun", "wireguard-go", "custom" (a program
+    /// named by `$WG_USERSPACE_IMPLEMENTATION`), or "userspace" when this process found it
+    /// already running and did not start it.
+    pub fn implementation(&self) -> &'static str {
+        self.implementation
+    }
+
     /// This side's public key (what the peers configure).
     pub fn public_key(&self) -> WgKey {
         self.public_key
     }
 
     /// A statistics reader. `long_lived`: the caller will lose the right to open sockets (the
-    /// signer's sandbox), so a userspace interface gets one UAPI connection opened now and kept;
-    /// a kernel interface then has no reader ([`StatsReader::Unavailable`]: its statistics come
-    /// from a netlink socket per query). Otherwise every read queries afresh.
+    /// signer's sandbox), so a wireguard-go interface gets one UAPI connection opened now and
+    /// kept; a kernel or boringtun interface then has no reader ([`StatsReader::Unavailable`]:
+    /// the kernel's statistics come from a netlink socket per query, and boringtun answers one
+    /// request per UAPI connection, then closes it). Otherwise every read queries afresh.
     pub fn stats_reader(&self, long_lived: bool) -> Result<StatsReader, WireGuardError> {
         if !long_lived {
             return Ok(StatsReader::Query { interface: self.name.clone(), backend: self.backend });
         }
         match self.backend {
+            // boringtun is recognised by what it answers (`own_public_key`), also when this
+            // process found it running; asking costs one connection, which boringtun closes.
+            Backend::Userspace
+                if self.implementation == "boringtun" || own_public_key(&self.name).is_some() =>
+            {
+                Ok(StatsReader::Unavailable {
+                    interface: self.name.clone(),
+                    reason: "boringtun answers one UAPI request per connection and the sandbox \
+                             forbids opening another: read the statistics with `wg show` or \
+                             from the node, or run this interface on wireguard-go \
+                             ([wireguard] userspace = \"wireguard-go\") to have them here",
+                })
+            }
             Backend::Userspace => {
                 let err = |message: String| WireGuardError::Stats {
                     interface: self.name.clone(),
                     message,
                 };
-                let path = uapi_socket(&self.name)
-                    .ok_or_else(|| err("wireguard-go's UAPI socket is missing".into()))?;
-                let stream = UnixStream::connect(&path)
-                    .map_err(|e| err(format!("cannot connect to {}: {e}", path.display())))?;
-                // Timeouts and non-blocking mode are set now: setsockopt is closed afterwards.
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(2)))
-                    .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(2))))
-                    .map_err(|e| err(format!("cannot set socket timeouts: {e}")))?;
+                let stream = connect_uapi(&self.name).map_err(err)?;
                 Ok(StatsReader::Uapi { interface: self.name.clone(), stream })
             }
             Backend::Kernel => Ok(StatsReader::Unavailable {

@@ -77,6 +77,7 @@ fn a_tunnel_section_is_validated_and_its_peers_join_the_tcp_allowlist() {
     assert_eq!(w.private_key_file, Path::new("/etc/rempart/wg.key"));
     assert_eq!(w.address.to_string(), "10.98.0.1/24");
     assert_eq!(w.backend, BackendChoice::Userspace);
+    assert_eq!(w.userspace, UserspaceChoice::Auto, "the default");
     assert_eq!(w.stale_handshake, Duration::from_secs(60));
     assert_eq!(w.peers[0].public_key.to_string(), PEER);
     assert_eq!(w.peers[0].endpoint, Some("192.0.2.7:51820".parse().unwrap()));
@@ -132,6 +133,7 @@ fn bad_tunnel_values_are_refused_with_their_position() {
         (wg("", &good_peer).replace("10.98.0.1/24", "10.98.0.1/33"), "prefix length"),
         (wg("", &good_peer).replace("10.98.0.1/24", "0.0.0.0/0"), "unicast"),
         (wg("backend = \"boringtun\"", &good_peer), "unknown backend"),
+        (wg("userspace = \"boringtun-cli\"", &good_peer), "unknown userspace implementation"),
         (wg("stale_handshake_secs = 1", &good_peer), "stale_handshake_secs"),
         (wg("stats_interval_secs = 0", &good_peer), "stats_interval_secs"),
         (wg("", ""), "no [[wireguard.peers]]"),
@@ -198,7 +200,7 @@ errno=0
 
 #[test]
 fn the_uapi_answer_gives_each_peers_counters() {
-    let peers = parse_uapi(ANSWER).unwrap();
+    let peers = parse_uapi(ANSWER, SystemTime::now()).unwrap();
     assert_eq!(peers.len(), 2);
     assert_eq!(peers[0].public_key.to_string(), PEER);
     assert_eq!(peers[0].endpoint.as_deref(), Some("10.99.0.2:51821"));
@@ -209,7 +211,43 @@ fn the_uapi_answer_gives_each_peers_counters() {
     assert_eq!(peers[0].allowed_ips, ["10.98.0.2".parse::<std::net::IpAddr>().unwrap()]);
     assert!(peers[1].allowed_ips.is_empty());
     let bad = ANSWER.replace("allowed_ip=10.98.0.2/32", "allowed_ip=10.98.0.2");
-    assert!(parse_uapi(&bad).unwrap_err().contains("bad allowed_ip"));
+    assert!(parse_uapi(&bad, SystemTime::now()).unwrap_err().contains("bad allowed_ip"));
+}
+
+/// boringtun's answer: `own_public_key` instead of `private_key`, and the handshake's age
+/// instead of its UNIX time (absent when there was none).
+const BORINGTUN_ANSWER: &str =
+    "own_public_key=1111111111111111111111111111111111111111111111111111111111111111
+listen_port=51820
+public_key=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
+persistent_keepalive_interval=5
+endpoint=10.99.0.2:51821
+allowed_ip=10.98.0.2/32
+last_handshake_time_sec=3
+last_handshake_time_nsec=250000000
+rx_bytes=5678
+tx_bytes=1234
+public_key=0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20
+rx_bytes=0
+tx_bytes=0
+errno=0
+";
+
+#[test]
+fn boringtuns_handshake_age_becomes_a_time_before_now() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let peers = parse_uapi(BORINGTUN_ANSWER, now).unwrap();
+    assert_eq!(peers.len(), 2);
+    assert_eq!(peers[0].last_handshake, Some(now - Duration::from_millis(3_250)));
+    assert_eq!((peers[0].rx_bytes, peers[0].tx_bytes), (5678, 1234));
+    assert_eq!(peers[1].last_handshake, None, "no line: no handshake yet");
+    // The same age read as UNIX time would be 1970: stale forever.
+    let as_go = BORINGTUN_ANSWER.replace("own_public_key", "private_key");
+    let go = parse_uapi(&as_go, now).unwrap();
+    assert_eq!(go[0].last_handshake, Some(UNIX_EPOCH + Duration::from_millis(3_250)));
+    // An age beyond the clock's start is no time at all, not a panic.
+    let ancient = BORINGTUN_ANSWER.replace("time_sec=3\n", &format!("time_sec={}\n", u64::MAX));
+    assert_eq!(parse_uapi(&ancient, UNIX_EPOCH).unwrap()[0].last_handshake, None);
 }
 
 #[test]
@@ -259,7 +297,7 @@ fn a_bad_uapi_answer_is_an_error_never_a_panic() {
         ),
         ("no equals sign\n", "no '='"),
     ] {
-        match parse_uapi(answer) {
+        match parse_uapi(answer, SystemTime::now()) {
             Ok(p) => assert!(needle.is_empty() && p.is_empty(), "{answer:?}"),
             Err(e) => assert!(!needle.is_empty() && e.contains(needle), "{answer:?}: {e}"),
         }
@@ -408,4 +446,70 @@ fn one_uapi_connection_serves_every_read_and_its_loss_is_reported() {
     peer.join().unwrap();
     let e = reader.read().unwrap_err().to_string();
     assert!(e.contains("wg0") && (e.contains("closed") || e.contains("UAPI")), "{e}");
+}
+
+#[test]
+fn the_userspace_key_names_the_program() {
+    for (value, choice) in [
+        ("auto", UserspaceChoice::Auto),
+        ("boringtun", UserspaceChoice::Boringtun),
+        ("wireguard-go", UserspaceChoice::WireguardGo),
+    ] {
+        let text = policy(
+            "tcp = \"10.98.0.1:7010\"",
+            &wg(&format!("userspace = \"{value}\""), &peer(PEER, "10.98.0.2", "")),
+        );
+        assert_eq!(parse(&text).unwrap().wireguard.unwrap().userspace, choice, "{value}");
+    }
+}
+
+#[cfg(feature = "wireguard")]
+#[test]
+fn auto_prefers_wireguard_go_then_boringtun_and_honours_the_wg_quick_variable() {
+    use super::interface::resolve_userspace;
+    let both = tempfile::tempdir().unwrap();
+    let go_only = tempfile::tempdir().unwrap();
+    let bt_only = tempfile::tempdir().unwrap();
+    for (dir, names) in [
+        (&both, &["boringtun-cli", "wireguard-go"][..]),
+        (&go_only, &["wireguard-go"][..]),
+        (&bt_only, &["boringtun-cli"][..]),
+    ] {
+        for name in names {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+    }
+    let path =
+        |dirs: &[&tempfile::TempDir]| std::env::join_paths(dirs.iter().map(|d| d.path())).unwrap();
+    let kind = |choice, env: Option<&str>, dirs: &[&tempfile::TempDir]| {
+        resolve_userspace(choice, env.map(Into::into), Some(&path(dirs))).map(|u| u.kind)
+    };
+    // The first directory of PATH that has the wanted program.
+    let u = resolve_userspace(UserspaceChoice::Auto, None, Some(&path(&[&bt_only, &both])));
+    let u = u.unwrap();
+    assert_eq!((u.kind, u.program), ("wireguard-go", both.path().join("wireguard-go")));
+    let u = resolve_userspace(UserspaceChoice::Boringtun, None, Some(&path(&[&go_only, &both])));
+    let u = u.unwrap();
+    assert_eq!((u.kind, u.program), ("boringtun", both.path().join("boringtun-cli")));
+    assert_eq!(kind(UserspaceChoice::Auto, None, &[&bt_only]).unwrap(), "boringtun");
+    assert_eq!(kind(UserspaceChoice::WireguardGo, None, &[&both]).unwrap(), "wireguard-go");
+    // The wg-quick variable wins in auto only; an unknown program is "custom".
+    assert_eq!(
+        kind(UserspaceChoice::Auto, Some("/opt/x/boringtun-cli"), &[&both]).ok(),
+        Some("boringtun")
+    );
+    assert_eq!(kind(UserspaceChoice::Auto, Some("/usr/bin/my-wg"), &[&both]).unwrap(), "custom");
+    assert_eq!(
+        kind(UserspaceChoice::WireguardGo, Some("/usr/bin/my-wg"), &[&both]).ok(),
+        Some("wireguard-go")
+    );
+    assert_eq!(kind(UserspaceChoice::Auto, Some(""), &[&bt_only]).unwrap(), "boringtun");
+    // Missing programs are named in the error.
+    let err = kind(UserspaceChoice::Boringtun, None, &[&go_only]).unwrap_err();
+    assert!(matches!(err, WireGuardError::NoUserspace { wanted: "boringtun-cli" }), "{err}");
+    assert!(err.to_string().contains("boringtun-cli is not on PATH"), "{err}");
+    let empty = tempfile::tempdir().unwrap();
+    let err = kind(UserspaceChoice::Auto, None, &[&empty]).unwrap_err();
+    assert!(err.to_string().contains("wireguard-go or boringtun-cli"), "{err}");
+    assert!(resolve_userspace(UserspaceChoice::WireguardGo, None, None).is_err(), "no PATH at all");
 }
