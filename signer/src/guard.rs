@@ -13,9 +13,9 @@
 //! means released (and the same request gets that signature back); no such line in a log that
 //! still holds the recorded position means never released (the producer may sign another block
 //! at that height); a log that no longer holds it (replaced) leaves the intent *possibly*
-//! released, which refuses every other block at or below it. The same request always gets the
-//! stored signature back when one is known; a block number or slot not above the last one with
-//! another digest is refused. A missing or corrupt state file stops signing for that key: this
+//! released, which refuses every block at or below it, itself included (its signature is not
+//! known, and a new one would be a second). The same request gets the stored signature back; a
+//! block number or slot not above the last one with another digest is refused. A missing or corrupt state file stops signing for that key: this
 //! module never re-creates a state file by itself, only [`Guard::init`] (the operator's `guard
 //! init`) does, and it refuses to overwrite one.
 
@@ -106,6 +106,23 @@ pub enum GuardError {
         /// The floor slot.
         floor_slot: u32,
     },
+    /// The same block again, but whether its signature left (and which) cannot be known: the
+    /// audit log beside the guard no longer reaches back to its intent.
+    #[error(
+        "refused: block {block_num} slot {slot} may already have been signed, and the audit log \
+         no longer shows with which signature (was it replaced?), so it is neither signed again \
+         nor answered. Put back the audit log that was in use, or move this key's guard file \
+         aside and run `rempart-signer guard init --policy <signer.toml> --min-block {below} \
+         --min-slot {slot}` to sign this height at a later slot"
+    )]
+    Unconfirmed {
+        /// The requested block number.
+        block_num: u32,
+        /// The slot of the intent.
+        slot: u32,
+        /// The block below it.
+        below: u32,
+    },
     /// Reading or writing the state failed.
     #[error("double-sign guard state {path}: {source}; signing is stopped until this is fixed")]
     Io {
@@ -125,6 +142,7 @@ impl GuardError {
             GuardError::AlreadyExists(_) => "guard_exists",
             GuardError::DoubleSign { .. } => "double_sign",
             GuardError::BelowFloor { .. } => "below_floor",
+            GuardError::Unconfirmed { .. } => "guard_unconfirmed",
             GuardError::Io { .. } => "guard_io",
         }
     }
@@ -391,12 +409,16 @@ impl Guard {
     ) -> Result<Decision, GuardError> {
         if let Some(last) = state.watermark(outcome) {
             if last.block_num == block_num && last.digest == *digest {
-                return Ok(match last.signature {
-                    Some(signature) => Decision::Replay(signature),
-                    // The intent of this very block, its signature unknown: signing the same
-                    // digest again cannot make a second block at this height.
-                    None => Decision::SignIntent,
-                });
+                return match last.signature {
+                    Some(signature) => Ok(Decision::Replay(signature)),
+                    // Its signature may be out there: a new one would be a second signature
+                    // for this height (of the same block, but still not the one released).
+                    None => Err(GuardError::Unconfirmed {
+                        block_num,
+                        slot: last.slot.0,
+                        below: block_num.saturating_sub(1),
+                    }),
+                };
             }
             if block_num <= last.block_num || slot <= last.slot {
                 return Err(GuardError::DoubleSign {

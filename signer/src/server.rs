@@ -578,9 +578,9 @@ impl Signer {
 
         let guard_err = |e: GuardError| {
             let code = match e {
-                GuardError::DoubleSign { .. } | GuardError::BelowFloor { .. } => {
-                    ErrorCode::DoubleSign
-                }
+                GuardError::DoubleSign { .. }
+                | GuardError::BelowFloor { .. }
+                | GuardError::Unconfirmed { .. } => ErrorCode::DoubleSign,
                 _ => ErrorCode::Internal,
             };
             Refusal::new(code, e.reason(), e.to_string())

@@ -115,12 +115,12 @@ fn an_intent_of_unknown_outcome_counts_as_signed() {
     guard.init(&key, 0, BlockTimestamp(0)).unwrap();
     let state = guard.load(&key).unwrap();
     let state = write_intent(&guard, &state, None, intent(20, 200, 5));
-    // The same block may be signed again (same digest: no second block at this height) ...
-    assert_eq!(
-        Guard::check(&state, None, 20, BlockTimestamp(200), &Checksum256([5; 32])).unwrap(),
-        Decision::SignIntent
-    );
-    // ... any other at or below it never.
+    // Not even the same block again: its signature may be out there, and is not known.
+    let err = Guard::check(&state, None, 20, BlockTimestamp(200), &Checksum256([5; 32]));
+    let err = err.unwrap_err();
+    assert_eq!(err.reason(), "guard_unconfirmed");
+    assert!(err.to_string().contains("--min-block 19 --min-slot 200"), "{err}");
+    // Nor any other at or below it.
     for (block, slot) in [(20, 201), (19, 199), (21, 200)] {
         let err = Guard::check(&state, None, block, BlockTimestamp(slot), &Checksum256([6; 32]));
         assert_eq!(err.unwrap_err().reason(), "double_sign", "{block}/{slot}");

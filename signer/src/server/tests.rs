@@ -449,11 +449,12 @@ fn a_restart_reads_what_happened_to_the_last_intent_from_the_audit_log() {
     // audit log proves it never left, and another block at its height is signed.
     let state = guard.load(&gkey).unwrap();
     let (audit_seq, audit_hash) = f.signer.audit.position();
+    let crashed_req = request(&f, 12, BlockTimestamp(slot.0 + 3), 9);
     drop(f);
     let crashed = Intent {
         block_num: 12,
-        slot: BlockTimestamp(slot.0 + 3),
-        digest: Checksum256([9; 32]),
+        slot: crashed_req.header.timestamp,
+        digest: crashed_req.digest(),
         audit_seq,
         audit_hash,
     };
@@ -472,6 +473,10 @@ fn a_restart_reads_what_happened_to_the_last_intent_from_the_audit_log() {
     let e = sign(&f, &request(&f, 12, BlockTimestamp(slot.0 + 5), 3)).unwrap_err();
     assert_eq!(e.code, ErrorCode::DoubleSign, "{}", e.message);
     assert!(e.message.contains("block 12"), "{}", e.message);
+    // Nor the crashed intent's own block: whether (and with which signature) it left is lost.
+    let e = sign(&f, &crashed_req).unwrap_err();
+    assert_eq!(e.code, ErrorCode::DoubleSign, "{}", e.message);
+    assert!(e.message.contains("may already have been signed"), "{}", e.message);
     let e = sign(&f, &request(&f, 13, BlockTimestamp(slot.0 + 3), 3)).unwrap_err();
     assert_eq!(e.code, ErrorCode::DoubleSign, "not above its slot: {}", e.message);
     sign(&f, &request(&f, 13, BlockTimestamp(slot.0 + 6), 3)).unwrap();
