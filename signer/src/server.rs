@@ -111,8 +111,9 @@ pub struct Signer {
     guard: Guard,
     /// Writes guard intents while the HSM signs.
     guard_worker: Worker,
-    /// What happened to each key's last intent, when known.
-    known: Mutex<HashMap<(Name, PublicKey), Known>>,
+    /// What happened to each key's last two intents, when known: the newest first (its write
+    /// may have failed, leaving the one before on disk).
+    known: Mutex<HashMap<(Name, PublicKey), LastTwo>>,
     /// Each key's next guard temporary file, being prepared by the guard worker.
     preparing: Mutex<HashMap<(Name, PublicKey), Preparing>>,
     audit: AuditWriter,
@@ -126,6 +127,9 @@ pub struct Signer {
 /// A guard temporary file being prepared (see [`Guard::prepare`]).
 type Preparing = Ticket<Result<(), GuardError>>;
 
+/// What is known of a key's last two intents, the newest first.
+type LastTwo = [Option<Known>; 2];
+
 /// The outcome of one intent, named by its block so it never applies to another intent.
 #[derive(Debug, Clone, Copy)]
 struct Known {
@@ -138,10 +142,14 @@ impl Known {
         Known { block: (intent.block_num, intent.slot, intent.digest), outcome }
     }
 
-    /// The outcome, if it is `state`'s intent's.
-    fn outcome_for(known: Option<&Known>, state: &GuardState) -> Option<Outcome> {
+    /// The outcome of `state`'s intent, if one of `known` is about it.
+    fn outcome_for(known: Option<&LastTwo>, state: &GuardState) -> Option<Outcome> {
         let i = state.intent.as_ref()?;
-        known.filter(|k| k.block == (i.block_num, i.slot, i.digest)).map(|k| k.outcome)
+        known?
+            .iter()
+            .flatten()
+            .find(|k| k.block == (i.block_num, i.slot, i.digest))
+            .map(|k| k.outcome)
     }
 }
 
@@ -237,7 +245,7 @@ impl IntentRecovery {
         }
     }
 
-    fn finish(self) -> HashMap<(Name, PublicKey), Known> {
+    fn finish(self) -> HashMap<(Name, PublicKey), LastTwo> {
         let mut known = HashMap::new();
         for r in self.intents {
             let outcome = match (r.released, r.covered) {
@@ -256,7 +264,7 @@ impl IntentRecovery {
                     continue;
                 }
             };
-            known.insert(r.id, Known::of(&r.intent, outcome));
+            known.insert(r.id, [Some(Known::of(&r.intent, outcome)), None]);
         }
         known
     }
@@ -675,24 +683,18 @@ impl Signer {
             (None, Some(held)) => held.clone(),
             _ => intent,
         };
-        // Nothing was ever released for this intent before this request: true for a new one
-        // and for one known never released, not for one whose outcome is unknown.
-        let untouched = writing.is_some() || outcome == Some(Outcome::NotReleased);
+        // From here to the release, every way out releases nothing: this intent is then known
+        // never released, whether or not it reached the disk (what is known applies only to a
+        // state that holds this very intent).
         let signed = match self.keyring.sign(key, &digest) {
             Ok(signed) => signed,
             Err(e) => {
-                // Nothing leaves. An intent already written is one never released.
-                let refusal = Refusal::new(ErrorCode::Backend, e.reason(), e.to_string());
-                let durable = match writing.map(Ticket::withdraw) {
-                    // Written now or before: the intent on disk is this one.
-                    None | Some(Some(Ok((Ok(()), _)))) => true,
-                    // Never written (the old state stands), or unknown.
-                    Some(_) => false,
-                };
-                if durable && untouched {
-                    self.set_known(id, &intent, Outcome::NotReleased);
+                // Not written if the worker has not started it; else finished before going on.
+                if let Some(ticket) = writing {
+                    let _ = ticket.withdraw();
                 }
-                return Err(refusal);
+                self.set_known(id, &intent, Outcome::NotReleased);
+                return Err(Refusal::new(ErrorCode::Backend, e.reason(), e.to_string()));
             }
         };
         timing.backend = signed.backend_time;
@@ -719,9 +721,9 @@ impl Signer {
         };
         timing.durable = started.elapsed();
         if let Err(mut refusal) = written {
-            // The state on disk may hold the old intent or this one: what is known of the old
-            // one stays as it was, and this one is unknown (possibly released), so no other
-            // block is signed at or below it until the guard says otherwise.
+            // The state on disk may hold the old intent or this one; this one never left. (After
+            // a restart its audit line counts it as released: the safe side.)
+            self.set_known(id, &intent, Outcome::NotReleased);
             if audited.is_ok() {
                 refusal.message.push_str(
                     "; the signature in the audit line just before this refusal was NOT released \
@@ -731,9 +733,7 @@ impl Signer {
             return Err(refusal);
         }
         if let Err(e) = audited {
-            if untouched {
-                self.set_known(id, &intent, Outcome::NotReleased);
-            }
+            self.set_known(id, &intent, Outcome::NotReleased);
             return Err(Refusal::new(ErrorCode::Internal, "audit", e.to_string()));
         }
         self.set_known(id, &intent, Outcome::Released(signed.signature));
@@ -756,7 +756,13 @@ impl Signer {
     }
 
     fn set_known(&self, id: (Name, PublicKey), intent: &Intent, outcome: Outcome) {
-        self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Known::of(intent, outcome));
+        let new = Known::of(intent, outcome);
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = known.entry(id).or_default();
+        if entry[0].is_some_and(|k| k.block != new.block) {
+            entry[1] = entry[0];
+        }
+        entry[0] = Some(new);
     }
 }
 

@@ -441,6 +441,10 @@ fn a_restart_reads_what_happened_to_the_last_intent_from_the_audit_log() {
     fail.store(true, Ordering::SeqCst);
     let e = sign(&f, &request(&f, 11, slot.next(), 1)).unwrap_err();
     assert_eq!(e.code, ErrorCode::Backend, "{}", e.message);
+    // Whether block 11's intent reached the disk or not, block 10 still replays.
+    let (resp, t) = f.signer.handle_timed(Request::SignBlock(req.clone()), "t");
+    assert!(matches!(resp, Response::Signature(ref s) if s.signature == first.signature));
+    assert_eq!(t.backend_calls, 0);
     fail.store(false, Ordering::SeqCst);
     let second = request(&f, 11, BlockTimestamp(slot.0 + 2), 2);
     sign(&f, &second).unwrap();
