@@ -1,13 +1,14 @@
 //! Network namespaces for the tests and benchmarks that need a real private network: named
-//! namespaces joined by veth pairs, wireguard-go interfaces inside them, code run on a thread
-//! that lives in a namespace ([`inside`]), and TCP connections from a chosen source address
-//! with a bounded connect time. Included by path (`#[path = "../../tests/support/netns.rs"]
-//! mod netns;`) from the signer's and the node's namespace tests and from the end-to-end suite;
-//! it depends on `std` and `rustix` only (plus `wg`, `ip` and `wireguard-go` on `PATH`).
+//! namespaces joined by veth pairs, userspace WireGuard interfaces (wireguard-go, or boringtun
+//! where asked) inside them, code run on a thread that lives in a namespace ([`inside`]), and
+//! TCP connections from a chosen source address with a bounded connect time. Included by path
+//! (`#[path = "../../tests/support/netns.rs"] mod netns;`) from the signer's and the node's
+//! namespace tests and from the end-to-end suite; it depends on `std` and `rustix` only (plus
+//! `wg`, `ip` and `wireguard-go` on `PATH`).
 //!
-//! Everything a [`Net`] creates — namespaces, veth links, the wireguard-go processes behind its
-//! interfaces (found by their exact command line, killed by PID) and their UAPI sockets — is
-//! removed by its `Drop`, even when the test fails. Names are unique per process and per `Net`
+//! Everything a [`Net`] creates — namespaces, veth links, the wireguard-go and boringtun-cli
+//! processes behind its interfaces (found by their exact command line, killed by PID), their
+//! UAPI sockets and boringtun's logs — is removed by its `Drop`, even when the test fails. Names are unique per process and per `Net`
 //! (wireguard-go's UAPI sockets in /run/wireguard are shared by every namespace). This module
 //! must never touch a namespace, interface or process it did not create, and never sends
 //! traffic anywhere but into the namespaces it made.
