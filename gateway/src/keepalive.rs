@@ -248,7 +248,9 @@ impl Keepalive {
         loop {
             let mut up = match self.checkout(slot) {
                 Some(up) => up,
-                None => self.wait_or_connect(slot, addr).await?,
+                // Boxed: the rare path's future (a connect and a hyper handshake) would
+                // otherwise make every request's future larger, and it is moved on creation.
+                None => Box::pin(self.wait_or_connect(slot, addr)).await?,
             };
             if let Err(e) = poll_fn(|cx| up.poll_ready(cx)).await {
                 closed += 1;

@@ -323,6 +323,10 @@ async fn read_body<B: RequestBody>(
     cap: u64,
     timeout: std::time::Duration,
 ) -> Result<Bytes, RequestError> {
+    // No body (a GET): nothing to wait for, bound or gather.
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
     let limit = usize::try_from(cap).unwrap_or(usize::MAX);
     match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
         Err(_) => Err(RequestError::BodyTimeout),
@@ -336,31 +340,48 @@ async fn read_body<B: RequestBody>(
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and anything the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    // The usual message has none: one pass over its names instead of a lookup per name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    let named = connection_named(headers);
+    let mut drop: Vec<HeaderName> = headers.keys().filter(|k| is_hop_by_hop(k)).cloned().collect();
+    drop.extend(named);
+    for n in drop {
+        headers.remove(n);
+    }
+}
+
+/// Whether `name` is hop-by-hop whatever the `Connection` header says: `Connection` itself,
+/// `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade` and any `Proxy-*`.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str().starts_with("proxy-")
+}
+
+/// The header names listed in `headers`' `Connection` values (hop-by-hop for that message).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for n in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(n);
-    }
-    let proxy: Vec<HeaderName> =
-        headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
-    for n in proxy {
-        headers.remove(n);
-    }
+        .collect()
+}
+
+/// Forwarding headers a client may have sent: the gateway sets its own and trusts none.
+fn is_forwarding(name: &HeaderName) -> bool {
+    name == header::FORWARDED
+        || matches!(
+            name.as_str(),
+            "x-forwarded-for" | "x-real-ip" | "x-forwarded-proto" | "x-forwarded-host"
+        )
 }
 
 fn upstream_request(
@@ -372,13 +393,20 @@ fn upstream_request(
     // Origin form: the connection already goes to the node.
     let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let uri = Uri::from(pq);
-    let mut headers = parts.headers.clone();
-    strip_hop_by_hop(&mut headers);
-    for n in ["x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-proto", "x-forwarded-host"]
-    {
-        headers.remove(n);
+    // One pass copies what goes upstream: hop-by-hop, forwarding and length headers stay
+    // behind (hyper sets the length of the body it sends).
+    let named = connection_named(&parts.headers);
+    let mut headers = HeaderMap::with_capacity(parts.headers.keys_len() + 3);
+    for (name, value) in &parts.headers {
+        if is_hop_by_hop(name)
+            || is_forwarding(name)
+            || name == header::CONTENT_LENGTH
+            || named.contains(name)
+        {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
     }
-    headers.remove(header::CONTENT_LENGTH);
     if !headers.contains_key(header::HOST)
         && let Some(host) =
             parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())

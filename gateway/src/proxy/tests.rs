@@ -63,3 +63,31 @@ fn upstream_request_without_a_host_names_the_node() {
     let up = upstream_request(&parts, &node, &ctx.forwarded_for, Bytes::new()).expect("up");
     assert_eq!(up.headers()["host"], "10.0.0.5:8888");
 }
+
+#[test]
+fn upstream_request_drops_hop_by_hop_and_keeps_repeated_headers_in_order() {
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri("/v1/chain/get_info")
+        .header("connection", "x-secret")
+        .header("x-secret", "1")
+        .header("transfer-encoding", "chunked")
+        .header("proxy-authorization", "Basic x")
+        .header("x-forwarded-host", "evil.example")
+        .header("accept", "application/json")
+        .header("accept", "text/plain")
+        .header("host", "api.example")
+        .body(())
+        .expect("req");
+    let (parts, ()) = req.into_parts();
+    let peer: SocketAddr = "198.51.100.1:1".parse().expect("peer");
+    let ctx = ConnCtx::new(peer, ClientKey::of(peer.ip(), 32, 64), false, None);
+    let node = "10.0.0.5:8888".parse().expect("authority");
+    let up = upstream_request(&parts, &node, &ctx.forwarded_for, Bytes::new()).expect("up");
+    let mut left: Vec<&str> = up.headers().keys().map(HeaderName::as_str).collect();
+    left.sort_unstable();
+    assert_eq!(left, ["accept", "host", "x-forwarded-for", "x-forwarded-proto"]);
+    let accept: Vec<_> = up.headers().get_all("accept").iter().collect();
+    assert_eq!(accept, ["application/json", "text/plain"]);
+    assert_eq!(up.headers()["x-forwarded-proto"], "https");
+}
