@@ -128,6 +128,14 @@ python3 -m venv target/pyntelope-venv
 target/pyntelope-venv/bin/pip install --quiet --disable-pip-version-check pyntelope==0.8.6
 export PYNTELOPE_PYTHON="$ROOT/target/pyntelope-venv/bin/python"
 
+step "boringtun-cli 0.7.1 (the WireGuard tests' second userspace implementation)"
+# Built from crates.io (BSD-3-Clause; no Debian package): about 1.5 min once per target dir.
+export PATH="$ROOT/target/boringtun/bin:$PATH"
+if ! command -v boringtun-cli >/dev/null 2>&1; then
+    cargo install boringtun-cli --version 0.7.1 --locked --root "$ROOT/target/boringtun"
+fi
+boringtun-cli --version
+
 step "cargo fmt --all --check"
 cargo fmt --all --check
 
