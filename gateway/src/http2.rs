@@ -85,41 +85,47 @@ where
     if stopping {
         conn.graceful_shutdown();
     }
+    // One wait for the stop signal for the whole connection (not one per stream accepted).
+    let mut stop_signal = pin!(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
     let mut streams = FuturesUnordered::new();
-    loop {
-        let event = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s), if !stopping => {
-                stopping = true;
-                conn.graceful_shutdown();
-                continue;
-            }
-            e = poll_fn(|cx| poll_connection(cx, &mut conn, &mut streams)) => e,
-        };
-        match event {
-            Some(Ok((req, respond))) => {
-                let waiting = awaiting.start();
-                streams.push(serve_stream(shared.clone(), ctx.clone(), req, respond, waiting));
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None => return Ok(()),
+    let accept = |(req, respond): Accepted| {
+        serve_stream(shared.clone(), ctx.clone(), req, respond, awaiting.start())
+    };
+    let ended = poll_fn(|cx| {
+        if !stopping && stop_signal.as_mut().poll(cx).is_ready() {
+            stopping = true;
+            conn.graceful_shutdown();
         }
-    }
+        poll_connection(cx, &mut conn, &mut streams, &accept)
+    })
+    .await;
+    ended.map_err(Http2Error::from)
 }
 
-/// The next stream of the connection, after running every stream future that can progress
-/// (their frames are then written by the same poll of the connection).
+/// Runs every stream future that can progress (their frames are then written by the same
+/// poll of the connection) and starts one for each stream the client opens, until the
+/// connection ends.
 fn poll_connection<T, F>(
     cx: &mut Context<'_>,
     conn: &mut h2::server::Connection<T, Bytes>,
     streams: &mut FuturesUnordered<F>,
-) -> Poll<Option<Result<Accepted, h2::Error>>>
+    accept: &impl Fn(Accepted) -> F,
+) -> Poll<Result<(), h2::Error>>
 where
     T: AsyncRead + AsyncWrite + Unpin,
     F: Future<Output = ()>,
 {
-    while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
-    conn.poll_accept(cx)
+    loop {
+        while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+        match ready!(conn.poll_accept(cx)) {
+            // Polled by the next turn of the loop, before the next accept.
+            Some(Ok(stream)) => streams.push(accept(stream)),
+            Some(Err(e)) => return Poll::Ready(Err(e)),
+            None => return Poll::Ready(Ok(())),
+        }
+    }
 }
 
 /// One request: through the shared request path, then its answer down the stream. A reset

@@ -341,17 +341,19 @@ impl Body for UpResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        // The connection reads the body into the channel `body` takes it from; a second turn
-        // catches what the first made it read.
-        let mut frame = Poll::Pending;
+        // The connection reads the body into the channel `body` takes it from, usually in the
+        // same turn that read the answer's head: the channel is tried first, and the
+        // connection driven only when it is empty (twice: a second turn catches what the
+        // first made it read).
+        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
         for _ in 0..2 {
+            if frame.is_ready() {
+                break;
+            }
             if let Some((_, _, up)) = this.back.as_mut() {
                 up.drive(cx);
             }
             frame = Pin::new(&mut this.body).poll_frame(cx);
-            if frame.is_ready() {
-                break;
-            }
         }
         let frame = ready!(frame);
         match &frame {
