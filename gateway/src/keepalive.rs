@@ -107,7 +107,17 @@ impl UpConn {
     }
 
     /// Ready for a request, or the connection closed meanwhile.
+    ///
+    /// A connection that already asked for its next request is not driven here: the poll
+    /// that sends the request reads first, so a close by the node that arrived meanwhile
+    /// still hands the request back unsent (hyper writes no request on a connection whose
+    /// reading side has closed).
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        if self.conn.is_some()
+            && let Poll::Ready(Ok(())) = self.sender.poll_ready(cx)
+        {
+            return Poll::Ready(Ok(()));
+        }
         self.drive(cx);
         self.sender.poll_ready(cx)
     }
