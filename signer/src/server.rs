@@ -111,6 +111,9 @@ pub struct Signer {
     guard: Guard,
     /// Writes guard intents while the HSM signs.
     guard_worker: Worker,
+    /// Prepares the next guard temporary files between signatures (a thread of its own, so
+    /// that an intent never queues behind a preparation).
+    prepare_worker: Worker,
     /// What happened to each key's last two intents, when known: the newest first (its write
     /// may have failed, leaving the one before on disk).
     known: Mutex<HashMap<(Name, PublicKey), LastTwo>>,
@@ -335,6 +338,7 @@ impl Signer {
             keyring,
             guard,
             guard_worker: Worker::new("guard-writer"),
+            prepare_worker: Worker::new("guard-prepare"),
             known: Mutex::new(known),
             preparing: Mutex::default(),
             audit: AuditWriter::new(audit),
@@ -712,7 +716,7 @@ impl Signer {
                 if written.is_ok() {
                     // The next intent's temporary file, made while this signature travels.
                     let (guard, gkey) = (self.guard.clone(), gkey.clone());
-                    let ticket = self.guard_worker.run(move || guard.prepare(&gkey));
+                    let ticket = self.prepare_worker.run(move || guard.prepare(&gkey));
                     self.lock_preparing().insert(id, ticket);
                 }
                 written.map_err(guard_err)
