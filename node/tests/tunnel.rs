@@ -25,6 +25,7 @@
 
 #[path = "../../tests/support/netns.rs"]
 mod netns;
+mod support;
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
@@ -39,6 +40,7 @@ use rempart_node::genesis::Genesis;
 use rempart_node::producer::clock;
 use rempart_signer::client::{Client, Endpoint};
 use rempart_signer::wireguard::{Interface, WgKey, WireGuardConfig, generate_key_file};
+use support::signer_bin;
 
 const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
 const DEV_PUB: &str = "PUB_K1_6MRyAjQq8ud7hVNYcfnVPJqcVpscN5So8BhtHuGYqET5BoDq63";
@@ -131,24 +133,6 @@ impl Net {
             net,
         }
     }
-}
-
-/// The signer binary, built next to this test binary.
-fn signer_bin() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "-p", "rempart-signer", "--bin", "rempart-signer"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "cargo build -p rempart-signer: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
-    dir.join("rempart-signer")
 }
 
 /// One `[[wireguard.peers]]` table.

@@ -308,16 +308,8 @@ impl Guard {
         if fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_file() && m.len() == len) {
             return Ok(());
         }
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode_0600()
-            .open(&tmp)
-            .map_err(io(&tmp))?;
         let blank = vec![b' '; usize::try_from(len).unwrap_or(0)];
-        f.write_all(&blank).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))
+        create_synced(&tmp, &blank).map_err(io(&tmp))
     }
 
     /// The state file of `key`: readable names plus a hash of the whole triple.
@@ -487,22 +479,20 @@ impl Guard {
                 f.write_all(text.as_bytes()).map_err(io(&tmp))?;
                 f.sync_data().map_err(io(&tmp))?;
             }
-            None => {
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode_0600()
-                    .open(&tmp)
-                    .map_err(io(&tmp))?;
-                f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-                f.sync_all().map_err(io(&tmp))?;
-            }
+            None => create_synced(&tmp, text.as_bytes()).map_err(io(&tmp))?,
         }
         fs::rename(&tmp, path).map_err(io(path))?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
         Ok(())
     }
+}
+
+/// Creates (or truncates) `path` with mode 0600, writes `bytes` and fsyncs it, metadata too.
+fn create_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f =
+        OpenOptions::new().write(true).create(true).truncate(true).mode_0600().open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// Files the signer writes are private to its user.
