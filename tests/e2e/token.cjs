@@ -45,6 +45,14 @@ async function main() {
   const auth = { threshold: 1, keys: [{ key, weight: 1 }], accounts: [], waits: [] };
   const act = (account, name, actor, data) =>
     ({ account, name, authorization: [{ actor, permission: 'active' }], data });
+  // The gateway spreads reads over two api nodes, one of which may be a block behind: four
+  // get_info in a row past `block` (round-robin sends them to both nodes) mean every node has it.
+  const everyApiNodePast = (block) => until(`every api node past block ${block}`, async () => {
+    for (let i = 0; i < 4; i += 1) {
+      if ((await rpc.get_info()).head_block_num <= block) return null;
+    }
+    return block;
+  });
 
   try {
     // eosjs takes the expiration from a block 3 behind the head: past the genesis block, whose
@@ -57,9 +65,7 @@ async function main() {
       (name) => act('eosio', 'newaccount', 'eosio',
         { creator: 'eosio', name, owner: auth, active: auth })) }, opts));
     await step('accounts_seen', () => until('bob', () => rpc.get_account('bob')));
-    // The gateway spreads reads over two api nodes, one of which may be a block behind: before
-    // eosjs fetches the token's raw ABI for `create`, every node must have the deploy's block
-    // (four get_info in a row past it, which round-robin sends to both nodes).
+    // Before eosjs fetches the token's raw ABI for `create`, every node must have the deploy.
     let deployBlock = 0;
     await step('deploy', async () => {
       const r = await api.transact({ actions: [
@@ -70,12 +76,7 @@ async function main() {
       deployBlock = r.processed.block_num;
       return r;
     });
-    await step('deploy_on_every_api_node', () => until('both api nodes past the deploy', async () => {
-      for (let i = 0; i < 4; i += 1) {
-        if ((await rpc.get_info()).head_block_num <= deployBlock) return null;
-      }
-      return deployBlock;
-    }));
+    await step('deploy_on_every_api_node', () => everyApiNodePast(deployBlock));
     await step('abi_seen', () => until('the token ABI', async () => {
       const r = await rpc.get_abi('eosio.token');
       return r.abi && r.abi.actions.some((a) => a.name === 'transfer') ? r.abi.version : null;
@@ -87,13 +88,21 @@ async function main() {
     await step('transfer_to_alice', () => api.transact({ actions: [act('eosio.token',
       'transfer', 'eosio.token',
       { from: 'eosio.token', to: 'alice', quantity: '100.0000 SYS', memo: 'to alice' })] }, opts));
-    await step('transfer_to_bob', () => api.transact({ actions: [act('eosio.token', 'transfer',
-      'alice', { from: 'alice', to: 'bob', quantity: '25.0000 SYS', memo: 'to bob' })] }, opts));
-    await step('balances', () => until('the balances', async () => {
+    let lastBlock = 0;
+    await step('transfer_to_bob', async () => {
+      const r = await api.transact({ actions: [act('eosio.token', 'transfer', 'alice',
+        { from: 'alice', to: 'bob', quantity: '25.0000 SYS', memo: 'to bob' })] }, opts);
+      lastBlock = r.processed.block_num;
+      return r;
+    });
+    // The three reads run at once and may land on different api nodes: every node must have
+    // the last transfer first, or one balance could come from before it.
+    await step('transfers_on_every_api_node', () => everyApiNodePast(lastBlock));
+    await step('balances', async () => {
       const [alice, bob, issuer] = await Promise.all(['alice', 'bob', 'eosio.token'].map(
         (a) => rpc.get_currency_balance('eosio.token', a, 'SYS')));
-      return bob.length ? { alice, bob, issuer } : null;
-    }));
+      return { alice, bob, issuer };
+    });
   } catch (e) {
     out.failed = errorText(e);
   }
