@@ -12,7 +12,7 @@
 //! touches a file outside its temp directories and kills the daemons it starts by PID.
 //! Set `REMPART_BENCH_ROUNDS` (default 10 rounds of 200 requests) to change the run length and
 //! `REMPART_BENCH_DIR` to put the state directories elsewhere than `target/tmp` (the
-//! filesystem decides what an fsync costs).
+//! filesystem decides what an fsync costs); `REMPART_BENCH_ONLY=soft|k1|r1` runs one backend.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -37,6 +37,13 @@ fn main() {
             let backend = common::pkcs11_backend("T", &label, common::SOFTHSM_MODULE);
             configs.push((format!("SoftHSM2 {}", kt.to_uppercase()), Some(backend), key));
         }
+    }
+    if let Ok(only) = std::env::var("REMPART_BENCH_ONLY") {
+        let only = only.to_lowercase();
+        configs.retain(|(name, _, _)| match only.as_str() {
+            "soft" => name.starts_with("soft"),
+            kt => name.starts_with("SoftHSM2") && name.to_lowercase().ends_with(kt),
+        });
     }
     measure::header();
     for (name, backend, key) in &configs {
