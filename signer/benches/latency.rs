@@ -46,6 +46,7 @@ fn main() {
         });
     }
     measure::header();
+    let mut single_calls = Vec::new();
     for (name, backend, key) in &configs {
         let uses_hsm = backend.as_ref().map(|_| hsm.as_ref().unwrap());
         for tcp in [false, true] {
@@ -58,7 +59,18 @@ fn main() {
             }
             let transport = if tcp { "TCP loopback" } else { "Unix socket" };
             measure::row(name, transport, &samples, elapsed);
+            if let Some((p50, p99)) = measure::single_call_p50_p99(&samples) {
+                single_calls.push(format!(
+                    "{name} over the {transport}: p50 {} / p99 {} ms",
+                    measure::ms(p50),
+                    measure::ms(p99)
+                ));
+            }
         }
+    }
+    println!("\nOne backend call (requests that the first call answered):");
+    for line in single_calls {
+        println!("- {line}");
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!("load average after: {}", load.trim());

@@ -181,7 +181,8 @@ fn quantile(values: &mut [Duration], q: f64) -> Duration {
     values[i]
 }
 
-fn ms(d: Duration) -> String {
+/// A duration in milliseconds, three decimals (the unit of every table).
+pub fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
 }
 
@@ -201,6 +202,14 @@ pub fn p50_p99(samples: &[Sample]) -> (Duration, Duration) {
 pub fn transport_p50_p99(samples: &[Sample]) -> (Duration, Duration) {
     let mut v: Vec<Duration> = samples.iter().map(|s| s.rtt.saturating_sub(s.total)).collect();
     (quantile(&mut v, 0.5), quantile(&mut v, 0.99))
+}
+
+/// The p50 and p99 of one backend call, from the requests that the first call answered (for
+/// K1, the ones whose first signature was canonical): what the key store costs per signature,
+/// before re-signing multiplies it. `None` when no request took a single call.
+pub fn single_call_p50_p99(samples: &[Sample]) -> Option<(Duration, Duration)> {
+    let mut v: Vec<Duration> = samples.iter().filter(|s| s.calls == 1).map(|s| s.backend).collect();
+    (!v.is_empty()).then(|| (quantile(&mut v, 0.5), quantile(&mut v, 0.99)))
 }
 
 /// The table header that [`row`] fills.
