@@ -123,7 +123,21 @@ fn tunnel_up(policy: &Policy) -> Result<Option<Tunnel>, DaemonError> {
     #[cfg(feature = "wireguard")]
     {
         let iface = crate::wireguard::Interface::up(wg)?;
-        let reader = iface.stats_reader(!policy.sandbox.dangerous_disabled)?;
+        let s = &policy.sandbox;
+        let reader = if s.dangerous_disabled {
+            iface.stats_reader(false)?
+        } else {
+            let process = crate::wireguard::reader::ReaderProcess::current(
+                &s.seccomp_policy,
+                s.memory_lock,
+                s.dangerous_allow_no_landlock,
+            )
+            .map_err(|message| crate::wireguard::WireGuardError::Stats {
+                interface: wg.interface.clone(),
+                message,
+            })?;
+            iface.sandboxed_stats_reader(&process)?
+        };
         let expected = crate::wireguard::health::Expected::from_config(wg);
         Ok(Some(Tunnel { reader, expected, interval: wg.stats_interval }))
     }
@@ -174,6 +188,9 @@ impl Daemon {
             );
         }
         let metrics = Arc::new(Metrics::default());
+        // The tunnel first: its statistics reader may be a child process, which should inherit
+        // no descriptor a key backend opened (a PKCS#11 module may open without O_CLOEXEC).
+        let tunnel = tunnel_up(&policy)?;
         let backend = open_backend(&policy)?;
         let keyring = Keyring::new(backend, policy.limits.max_sign_attempts, metrics.clone())?;
         let chain_id = policy.chain_id;
@@ -186,7 +203,6 @@ impl Daemon {
             })
             .map_err(ServerError::from)?;
         let policy = signer.policy();
-        let tunnel = tunnel_up(policy)?;
         let unix = match &policy.listen.unix_socket {
             Some(p) => Some((bind_unix(p)?, p.clone())),
             None => None,

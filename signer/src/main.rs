@@ -136,6 +136,10 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == "sandbox-probe") {
         return rempart_signer::sandbox::probe::main(args[2..].to_vec());
     }
+    #[cfg(feature = "wireguard")]
+    if args.get(1).is_some_and(|a| a == rempart_signer::wireguard::reader::SUBCOMMAND) {
+        return rempart_signer::wireguard::reader::main(args[2..].to_vec());
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {

@@ -52,8 +52,9 @@ mod tests;
 pub struct SandboxConfig {
     /// The state directory (double-sign guard, audit log): the only tree the process may read
     /// and write after the sandbox is on (create, write, rename and remove files and
-    /// directories; never execute, make devices, fifos, sockets or symlinks).
-    pub state_dir: PathBuf,
+    /// directories; never execute, make devices, fifos, sockets or symlinks). `None` for a
+    /// process that writes no file at all (the signer's WireGuard statistics reader).
+    pub state_dir: Option<PathBuf>,
     /// The seccomp policy (seccompiler JSON, see [`SeccompPolicy`]), read before anything else.
     pub seccomp_policy: PathBuf,
     /// Trees the process may still read (files and directory listings). SoftHSM2 re-reads its
@@ -78,13 +79,22 @@ impl SandboxConfig {
     /// ([`MemoryLock::All`]), landlock required.
     pub fn new(state_dir: impl Into<PathBuf>, seccomp_policy: impl Into<PathBuf>) -> Self {
         Self {
-            state_dir: state_dir.into(),
+            state_dir: Some(state_dir.into()),
             seccomp_policy: seccomp_policy.into(),
             read_only_paths: Vec::new(),
             read_write_paths: Vec::new(),
             memory_lock: MemoryLock::All,
             dangerous_allow_no_landlock: false,
         }
+    }
+}
+
+impl SandboxConfig {
+    /// The strict configuration for a process that writes no file: no state directory, so
+    /// landlock grants nothing but the `read_only_paths` set afterwards; every page locked,
+    /// landlock required. The signer's WireGuard statistics reader confines itself with it.
+    pub fn without_state_dir(seccomp_policy: impl Into<PathBuf>) -> Self {
+        Self { state_dir: None, ..Self::new(PathBuf::new(), seccomp_policy) }
     }
 }
 
@@ -371,8 +381,8 @@ fn landlock_rules(cfg: &SandboxConfig) -> Result<Vec<PathBeneath<PathFd>>, Sandb
             .map(|fd| PathBeneath::new(fd, access))
             .map_err(|source| SandboxError::LandlockPath { path: path.to_path_buf(), source })
     };
-    let mut rules = vec![open(&cfg.state_dir, read_write_access())?];
-    for path in &cfg.read_write_paths {
+    let mut rules = Vec::new();
+    for path in cfg.state_dir.iter().chain(&cfg.read_write_paths) {
         rules.push(open(path, read_write_access())?);
     }
     for path in &cfg.read_only_paths {

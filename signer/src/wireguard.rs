@@ -10,8 +10,10 @@
 //! per-peer handshake age and transfer counters into metrics and `Status`.
 //!
 //! Who calls what, and when: the signer calls [`Interface::up`] and [`Interface::stats_reader`]
-//! in `Daemon::prepare`, before its sandbox closes; afterwards it only reads and writes on the
-//! UAPI connection opened then (no new socket, so the seccomp policy does not grow). The node
+//! (or [`Interface::sandboxed_stats_reader`]) in `Daemon::prepare`, before its sandbox closes;
+//! afterwards it only reads and writes on the UAPI connection opened then, or on the pipes of
+//! the confined child that reads boringtun for it ([`reader`]): no new socket in the signer, so
+//! its seccomp policy does not grow. The node
 //! calls the same functions at start (parsing its own `[wireguard]` with
 //! [`config::WireGuardSection`], checking its listeners with [`config::check_private_listener`])
 //! and may poll with `health::StatsReader::Query`.
@@ -35,6 +37,8 @@ pub mod health;
 mod interface;
 #[cfg(feature = "wireguard")]
 mod key;
+#[cfg(feature = "wireguard")]
+pub mod reader;
 
 #[cfg(feature = "wireguard")]
 pub use interface::{Interface, PeerChanges, bind_to_interface};
@@ -285,9 +289,9 @@ pub enum UserspaceChoice {
     #[default]
     Auto,
     /// Cloudflare's `boringtun-cli` on `PATH`: about a fifth of wireguard-go's added latency
-    /// per request here, but under the signer's sandbox its statistics are unavailable (it
-    /// answers one UAPI request per connection), and `rempart wg apply` re-adds every peer
-    /// (it cannot update a live one), so kept peers handshake again.
+    /// per request here. It answers one UAPI request per connection, so the sandboxed signer
+    /// reads its statistics through a confined child process ([`reader`]); and `rempart wg
+    /// apply` re-adds every peer (it cannot update a live one), so kept peers handshake again.
     Boringtun,
     /// `wireguard-go` on `PATH`.
     WireguardGo,

@@ -757,3 +757,194 @@ fn a_softhsm2_sandbox_still_kills_violations() {
     let out = probe(&d, "write-outside", &args);
     assert_eq!(out.status.code(), Some(i32::from(EXIT_REFUSED)), "{}", describe(&out));
 }
+
+/// The shipped seccomp policy of the signer's WireGuard statistics reader
+/// (`rempart-signer wg-stats-reader`, the child that reads boringtun for the sandboxed signer).
+#[cfg(feature = "wireguard")]
+fn reader_policy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/seccomp/wg-stats-reader.x86_64.json")
+}
+
+/// A UAPI answer as wireguard-go gives it: the device's private key and a peer's preshared key
+/// in it, neither of which may reach the signer.
+#[cfg(feature = "wireguard")]
+const UAPI_ANSWER: &str = "private_key=e84b5a6d2717c1003a13b431570353dbaca9146cf150c5f8575680feba52027a\n\
+listen_port=51820\n\
+public_key=b85996fecc9c7f1fc6d2572a76eda11d59bcd20be8e543b15ce4bd85a8e75a33\n\
+preshared_key=188515093e952f5f22e865cef3012e72f8b5f0b598ac0309d5dacce3b70fcf52\n\
+endpoint=10.99.0.2:51821\n\
+last_handshake_time_sec=1700000000\n\
+last_handshake_time_nsec=0\n\
+rx_bytes=2224\n\
+tx_bytes=38333\n\
+allowed_ip=10.98.0.2/32\n\
+errno=0\n\
+\n";
+
+/// A fake UAPI socket at `dir/wgtest.sock` that answers every connection's `get=1` with
+/// [`UAPI_ANSWER`] (one request per connection, as boringtun does).
+#[cfg(feature = "wireguard")]
+fn fake_uapi(dir: &Path) -> PathBuf {
+    let path = dir.join("wgtest.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\n\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                request.push(byte[0]);
+            }
+            assert_eq!(request, b"get=1\n\n");
+            let _ = conn.write_all(UAPI_ANSWER.as_bytes());
+        }
+    });
+    path
+}
+
+/// `rempart-signer wg-stats-reader` for the UAPI socket `socket` with the shipped policy.
+#[cfg(feature = "wireguard")]
+fn reader_command(socket: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rempart-signer"));
+    cmd.arg("wg-stats-reader")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--seccomp")
+        .arg(reader_policy())
+        .args(["--memory-lock", memory_lock()]);
+    cmd
+}
+
+/// The child that reads WireGuard statistics for the sandboxed signer confines itself: landlock
+/// fully enforced with its own one-filter seccomp allowlist, and once confined it is killed
+/// by SIGSYS (no core) when it tries to run a program, create a TCP socket or open a file.
+#[cfg(feature = "wireguard")]
+#[test]
+fn the_wireguard_statistics_reader_is_confined() {
+    let d = dirs();
+    let socket = d.state.join("wgtest.sock");
+    for action in ["execve", "socket", "open-outside"] {
+        let out = reader_command(&socket)
+            .args(["--try", action, "--target"])
+            .arg(&d.outside)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert!(err.contains("wg-stats-reader: sandbox on: landlock ABI"), "{}", describe(&out));
+        assert!(err.contains("fully enforced; 1 seccomp filter(s)"), "{}", describe(&out));
+        assert_killed_by_sigsys(out.status, &out);
+        assert!(!err.contains("not for the signer"), "{action}");
+    }
+    // A policy it cannot read: it says so and exits, confined to nothing and serving nothing.
+    let out = Command::new(env!("CARGO_BIN_EXE_rempart-signer"))
+        .args(["wg-stats-reader", "--socket"])
+        .arg(&socket)
+        .args(["--seccomp", "/nonexistent/wg-stats-reader.json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(i32::from(EXIT_SANDBOX)), "{}", describe(&out));
+    assert!(text(&out.stderr).contains("cannot confine itself"), "{}", describe(&out));
+}
+
+/// The reader's shipped policy: Unix stream sockets only, and none of the calls that would let
+/// it run a program, open a file, debug or signal another process, or start one.
+#[cfg(feature = "wireguard")]
+#[test]
+fn the_reader_policy_allows_unix_stream_sockets_and_little_else() {
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reader_policy()).unwrap()).unwrap();
+    assert_eq!(doc.as_object().unwrap().len(), 1, "one filter: the allowlist");
+    let rules = doc["allowlist"]["filter"].as_array().unwrap();
+    let allowed: Vec<&str> = rules.iter().map(|r| r["syscall"].as_str().unwrap()).collect();
+    for forbidden in [
+        "execve",
+        "execveat",
+        "open",
+        "openat",
+        "openat2",
+        "ptrace",
+        "fork",
+        "vfork",
+        "clone",
+        "clone3",
+        "kill",
+        "tkill",
+        "tgkill",
+        "bind",
+        "listen",
+        "accept4",
+        "socketpair",
+        "mprotect",
+        "prctl",
+        "seccomp",
+    ] {
+        assert!(!allowed.contains(&forbidden), "{forbidden} is allowed: {allowed:?}");
+    }
+    let sockets: Vec<&serde_json::Value> =
+        rules.iter().filter(|r| r["syscall"] == "socket").collect();
+    assert_eq!(sockets.len(), 1);
+    let args = &sockets[0]["args"];
+    assert!(args[0]["index"] == 0 && args[0]["op"] == "eq" && args[0]["val"] == 1, "AF_UNIX");
+    assert!(args[1]["index"] == 1 && args[1]["op"]["masked_eq"] == 15 && args[1]["val"] == 1);
+    assert!(rules.iter().all(|r| r["comment"].as_str().is_some_and(|c| !c.is_empty())));
+}
+
+/// What crosses the pipe from the reader to the signer never holds the private key or a
+/// preshared key, though the UAPI answer does: checked on the raw bytes of the pipe, then
+/// through the signer's end ([`StatsChild`]). Killing the reader gives a clear, lasting error.
+#[cfg(feature = "wireguard")]
+#[test]
+fn the_wireguard_statistics_reader_never_passes_a_key_and_its_death_is_clear() {
+    use rempart_signer::wireguard::health::parse_uapi;
+    use rempart_signer::wireguard::reader::{ReaderProcess, StatsChild};
+    let d = dirs();
+    let socket = fake_uapi(&d.state);
+    let mut child = reader_command(&socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut running = Running(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = stdout.read_to_end(&mut all);
+        let _ = tx.send(all);
+    });
+    stdin.write_all(&[1, 2]).unwrap();
+    drop(stdin);
+    let piped = rx.recv_timeout(DEADLINE).expect("the reader answered and exited");
+    let status = running.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "it exits at the end of its stdin");
+    let seen = String::from_utf8_lossy(&piped);
+    assert!(!seen.contains("e84b5a6d2717c1003a13b4"), "the private key crossed: {seen}");
+    assert!(!seen.contains("188515093e952f5f22e865"), "the preshared key crossed: {seen}");
+    assert!(!seen.contains("private_key") && !seen.contains("preshared_key"), "{seen}");
+    assert_eq!(seen.matches("rx_bytes=2224").count(), 2, "two requests, two answers: {seen}");
+
+    let mut process = ReaderProcess::new(env!("CARGO_BIN_EXE_rempart-signer"), reader_policy());
+    process.memory_lock = memory_lock().parse().unwrap();
+    let mut reader = StatsChild::spawn(&process, &socket).expect("the reader starts confined");
+    for _ in 0..3 {
+        let answer = reader.answer().expect("an answer through the reader");
+        assert!(!answer.contains("e84b5a6d") && !answer.contains("188515093e"), "{answer}");
+        let peers = parse_uapi(&answer, std::time::SystemTime::now()).unwrap();
+        assert_eq!((peers.len(), peers[0].rx_bytes, peers[0].tx_bytes), (1, 2224, 38333));
+    }
+    let pid = rustix::process::Pid::from_raw(i32::try_from(reader.pid()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    let first = reader.answer().unwrap_err();
+    assert!(first.contains("statistics reader process"), "{first}");
+    assert!(first.contains("is gone") && first.contains("restart the signer"), "{first}");
+    assert_eq!(reader.answer().unwrap_err(), first, "the error lasts: no new child is started");
+
+    // A reader that cannot confine itself is an error at start, not a reader.
+    let broken = ReaderProcess::new(env!("CARGO_BIN_EXE_rempart-signer"), "/nonexistent.json");
+    let e = StatsChild::spawn(&broken, &socket).unwrap_err();
+    assert!(e.contains("did not start") && e.contains("cannot read seccomp policy"), "{e}");
+}

@@ -2,7 +2,8 @@
 //! wireguard-go interface in each, the real `rempart-signer` (sandboxed) in one, bound to its
 //! tunnel address, and a client in the other that signs blocks through the tunnel — also after
 //! the client's WireGuard key is rotated on both live interfaces while the signer runs; and the
-//! same with boringtun (`userspace = "boringtun"`) on both sides.
+//! same with boringtun (`userspace = "boringtun"`) on both sides, where the signer's per-peer
+//! counters come through its confined statistics reader child.
 //!
 //! The namespace tests need root, iproute2, wireguard-go and /dev/net/tun (the boringtun test
 //! also `boringtun-cli` on PATH): under `CI=true` they fail when any is missing, elsewhere they
@@ -260,6 +261,26 @@ fn status() -> Result<rempart_core::protocol::StatusResponse, ClientError> {
     })
 }
 
+/// Polls the signer's `Status` over the tunnel until its one peer is the deployment's client
+/// with a handshake, bytes both ways, not stale and no error; returns that `Status`.
+fn status_with_counters(d: &Deployment) -> rempart_core::protocol::StatusResponse {
+    let mut last = None;
+    wait_for("the peer's handshake and counters in Status", Duration::from_secs(20), || {
+        let s = status().expect("Status through the tunnel");
+        let ok = s.tunnel.len() == 1
+            && s.tunnel[0].address == CLIENT_TUNNEL
+            && s.tunnel[0].public_key == d.client_wg.to_string()
+            && s.tunnel[0].last_handshake > 0
+            && s.tunnel[0].rx_bytes > 0
+            && s.tunnel[0].tx_bytes > 0
+            && !s.tunnel[0].stale
+            && s.tunnel[0].error.is_empty();
+        last = Some(s);
+        ok
+    });
+    last.expect("at least one Status")
+}
+
 /// Polls `sign` until it succeeds, with a deadline (the first packets after a handshake or a
 /// link change can be lost).
 fn sign_eventually(key: &PublicKey, base: BlockTimestamp, n: u32, within: Duration) {
@@ -327,21 +348,7 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
         sign_eventually(&d.key, base, 4, Duration::from_secs(30));
 
         // 5. Status reports the peer's handshake and counters, read after the sandbox closed.
-        let mut last = None;
-        wait_for("the tunnel peer in Status", Duration::from_secs(20), || {
-            let s = status().expect("Status through the tunnel");
-            let ok = s.tunnel.len() == 1
-                && s.tunnel[0].address == CLIENT_TUNNEL
-                && s.tunnel[0].public_key == d.client_wg.to_string()
-                && s.tunnel[0].last_handshake > 0
-                && s.tunnel[0].rx_bytes > 0
-                && s.tunnel[0].tx_bytes > 0
-                && !s.tunnel[0].stale
-                && s.tunnel[0].error.is_empty();
-            last = Some(s);
-            ok
-        });
-        assert!(last.is_some_and(|s| s.signatures >= 3));
+        assert!(status_with_counters(&d).signatures >= 3);
     });
 
     // 6. A non-peer address: from inside the signer's namespace the source is the signer's own
@@ -470,44 +477,79 @@ fn boringtun_or_skip(test: &str) -> bool {
     found
 }
 
-/// The signer with `userspace = "boringtun"`: it starts boringtun-cli itself, signs through the
-/// tunnel, and — since boringtun closes each UAPI connection after one answer and the sandbox
-/// forbids opening another — its Status names the peer and says why it has no counters; a
-/// reader that may connect per read (the node's) sees boringtun's handshake as a recent time
-/// (boringtun reports an age, not a UNIX time), and re-applying the same configuration on a
-/// live boringtun interface reports no key change (boringtun hides its private key).
+/// The child processes of the signer (PID `signer`) started by its main thread: its
+/// WireGuard statistics reader (boringtun daemonizes, so it is no child).
+fn children(signer: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{signer}/task/{signer}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The value of the metrics line that starts with `name{labels}`, if present.
+fn metric(text: &str, name_and_labels: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+/// The signer with `userspace = "boringtun"`: it starts boringtun-cli itself and signs through
+/// the tunnel; under the production sandbox its Status and metrics carry the peer's handshake
+/// age and byte counters, which grow after a signature — read by its confined child
+/// (`wg-stats-reader`), since boringtun closes each UAPI connection after one answer and the
+/// signer may not open another. Killing that child gives a clear, lasting Status and metrics
+/// error while signing goes on. A reader that may connect per read (the node's) sees
+/// boringtun's handshake as a recent time (boringtun reports an age, not a UNIX time), and
+/// re-applying the same configuration on a live boringtun interface reports no key change
+/// (boringtun hides its private key).
 #[test]
-fn a_signer_on_boringtun_signs_through_the_tunnel_and_says_why_status_has_no_counters() {
-    let name = "a_signer_on_boringtun_signs_through_the_tunnel_and_says_why_status_has_no_counters";
+fn a_signer_on_boringtun_reports_per_peer_counters_through_its_confined_reader() {
+    let name = "a_signer_on_boringtun_reports_per_peer_counters_through_its_confined_reader";
     if !namespaces_or_skip(name) || !boringtun_or_skip(name) {
         return;
     }
     let net = Net::new();
     let tcp = format!("tcp = \"{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}\"");
     let d = deployment(&net.signer_if, &tcp, "boringtun");
-    let _signer = d.spawn(&net);
+    let mut signer = d.spawn(&net);
     let base = now_slot();
     let behind: Vec<&str> =
         netns::userspace_processes(&net.signer_if).into_iter().map(|(_, p)| p).collect();
     assert_eq!(behind, ["boringtun"], "{}", d.log_text());
+    let log = d.log_text();
+    assert!(log.contains("read by a confined child process"), "{log}");
+    assert!(log.contains("wg-stats-reader: sandbox on: landlock ABI"), "{log}");
+    // The socket is bound before the signer's own sandbox closes.
+    wait_for("the signer's own sandbox", Duration::from_secs(10), || {
+        d.log_text().contains("sandbox on: landlock ABI 7 fully enforced; 3 seccomp")
+    });
+    let readers = children(signer.child.id());
+    assert_eq!(readers.len(), 1, "one reader child: {readers:?}");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", readers[0])).unwrap();
+    assert!(cmdline.split(|b| *b == 0).nth(1) == Some(b"wg-stats-reader"), "{cmdline:?}");
 
     let mut client = d.client_config(&net);
     client.userspace = UserspaceChoice::Boringtun;
+    let peer = format!("peer=\"{CLIENT_TUNNEL}\",public_key=\"{}\"", d.client_wg);
+    let labels = format!("{{interface=\"{}\",{peer}}}", net.signer_if);
     net.inside(&net.client_ns.clone(), || {
         let iface = Interface::up(&client).expect("the client's boringtun tunnel comes up");
         assert_eq!(iface.implementation(), "boringtun");
         sign_eventually(&d.key, base, 2, Duration::from_secs(30));
 
-        let mut last = None;
-        wait_for("the tunnel peer in Status", Duration::from_secs(20), || {
+        // Status over the tunnel: a recent handshake and both counters, no error.
+        let before = status_with_counters(&d).tunnel.remove(0);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert!(now.as_secs().abs_diff(before.last_handshake) < 180, "{before:?}");
+
+        // A signature later, both counters have grown.
+        sign_eventually(&d.key, base, 3, Duration::from_secs(30));
+        wait_for("counters that grow after a signature", Duration::from_secs(20), || {
             let s = status().expect("Status through the tunnel");
-            let ok = s.tunnel.len() == 1
-                && s.tunnel[0].address == CLIENT_TUNNEL
-                && s.tunnel[0].error.contains("boringtun answers one UAPI request per connection");
-            last = Some(s);
-            ok
+            s.tunnel.len() == 1
+                && s.tunnel[0].rx_bytes > before.rx_bytes
+                && s.tunnel[0].tx_bytes > before.tx_bytes
+                && s.tunnel[0].error.is_empty()
         });
-        assert!(last.is_some_and(|s| s.signatures >= 1));
 
         let mut reader = iface.stats_reader(false).expect("a per-read statistics reader");
         for _ in 0..2 {
@@ -523,11 +565,48 @@ fn a_signer_on_boringtun_signs_through_the_tunnel_and_says_why_status_has_no_cou
         assert_eq!(again.implementation(), "boringtun");
         assert!(!changes.private_key_changed, "{changes:?}");
         assert_eq!(changes.kept, [d.signer_wg]);
-        sign_eventually(&d.key, base, 3, Duration::from_secs(30));
+        sign_eventually(&d.key, base, 4, Duration::from_secs(30));
         let (_, changes) = Interface::apply(&client).expect("and again");
         assert_eq!(changes.kept, [d.signer_wg]);
         assert_eq!(reader.read().expect("boringtun still answers").len(), 1);
     });
+
+    // The metrics file, written by the sandboxed signer: statistics up, the handshake age and
+    // traffic both ways for the peer.
+    wait_for("WireGuard metrics with traffic", Duration::from_secs(20), || {
+        let m = d.metrics();
+        m.contains(&format!("rempart_wireguard_stats_up{{interface=\"{}\"}} 1", net.signer_if))
+            && metric(&m, &format!("rempart_wireguard_peer_handshake_age_seconds{labels}"))
+                .is_some_and(|age| age < 180)
+            && metric(&m, &format!("rempart_wireguard_peer_receive_bytes_total{labels}"))
+                .is_some_and(|b| b > 0)
+            && metric(&m, &format!("rempart_wireguard_peer_transmit_bytes_total{labels}"))
+                .is_some_and(|b| b > 0)
+    });
+
+    // The reader child dies: Status and the metrics say so and why, the log too; the signer
+    // keeps signing through the tunnel.
+    for pid in readers {
+        let pid = rustix::process::Pid::from_raw(pid).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    }
+    net.inside(&net.client_ns.clone(), || {
+        wait_for("the reader's death in Status", Duration::from_secs(20), || {
+            let s = status().expect("Status through the tunnel");
+            s.tunnel.len() == 1
+                && s.tunnel[0].error.contains("statistics reader process")
+                && s.tunnel[0].error.contains("restart the signer")
+                && s.tunnel[0].rx_bytes > 0
+        });
+        sign_eventually(&d.key, base, 5, Duration::from_secs(30));
+    });
+    wait_for("stats down in the metrics", Duration::from_secs(20), || {
+        d.metrics()
+            .contains(&format!("rempart_wireguard_stats_up{{interface=\"{}\"}} 0", net.signer_if))
+    });
+    let log = d.log_text();
+    assert!(log.contains("cannot read WireGuard statistics") && log.contains("is gone"), "{log}");
+    assert!(signer.child.try_wait().unwrap().is_none(), "the signer still runs");
 }
 
 fn check(policy: &Path) -> (bool, String) {

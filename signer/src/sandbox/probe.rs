@@ -87,6 +87,8 @@ impl Action {
 
 struct Args {
     config: SandboxConfig,
+    /// The state directory (also in `config`).
+    state_dir: PathBuf,
     action: Action,
     target: PathBuf,
     /// Start a thread before applying, to prove [`super::apply`] refuses a threaded process.
@@ -142,12 +144,12 @@ fn parse(args: Vec<OsString>) -> Result<Args, ProbeError> {
     let state_dir = state_dir.ok_or_else(|| usage("--state-dir is required".to_owned()))?;
     let seccomp = seccomp.ok_or_else(|| usage("--seccomp is required".to_owned()))?;
     let action = action.ok_or_else(|| usage("--try is required".to_owned()))?;
-    let mut config = SandboxConfig::new(state_dir, seccomp);
+    let mut config = SandboxConfig::new(&state_dir, seccomp);
     config.memory_lock = memory_lock;
     config.read_only_paths = read_only;
     config.read_write_paths = read_write;
     config.dangerous_allow_no_landlock = allow_no_landlock;
-    Ok(Args { config, action, target, thread_first })
+    Ok(Args { config, state_dir, action, target, thread_first })
 }
 
 /// Runs the probe with the arguments that follow `sandbox-probe`. Call it from `main` before
@@ -162,7 +164,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     };
     // The echo listeners are bound before the sandbox, as the daemon binds its own.
     let listeners = match args.action {
-        Action::Echo => match bind_echo(&args.config.state_dir) {
+        Action::Echo => match bind_echo(&args.state_dir) {
             Ok(l) => Some(l),
             Err(e) => {
                 eprintln!("{e}");
@@ -181,8 +183,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         }
     }
     let result = match (args.action, listeners) {
-        (Action::Echo, Some(listeners)) => echo(listeners, &args.config.state_dir),
-        (action, _) => attempt(action, &args.config.state_dir, &args.target),
+        (Action::Echo, Some(listeners)) => echo(listeners, &args.state_dir),
+        (action, _) => attempt(action, &args.state_dir, &args.target),
     };
     match result {
         Ok(what) => {

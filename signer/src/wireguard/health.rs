@@ -7,7 +7,10 @@
 //! each read is a `write` of `get=1` and `read`s of the answer, calls the seccomp policy already
 //! allows. Should that connection break (the userspace process went away), the reader reports it
 //! and the metrics say the statistics are down; the signer cannot reconnect and the operator
-//! restarts it after restoring the interface. A kernel interface under the sandbox has no reader
+//! restarts it after restoring the interface. boringtun answers one request per connection, so
+//! on boringtun the sandboxed signer reads through [`StatsReader::Child`]: a confined child
+//! process, started before the sandbox, that may open Unix sockets and nothing else (see
+//! `reader.rs`). A kernel interface under the sandbox has no reader
 //! ([`StatsReader::Unavailable`]). Parsing never trusts the peer process: answers are bounded in
 //! size and malformed lines are errors. Nothing here reads or keeps a private key (the UAPI
 //! answer's `private_key` line is skipped; boringtun sends `own_public_key` instead).
@@ -23,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::{WgKey, WireGuardError};
 
 /// The largest UAPI answer accepted (bytes); a device with hundreds of peers stays far below.
-const MAX_ANSWER: u64 = 1 << 20;
+pub(super) const MAX_ANSWER: u64 = 1 << 20;
 
 /// One peer's counters as the interface reports them.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -141,6 +144,15 @@ pub enum StatsReader {
         /// The connection.
         stream: UnixStream,
     },
+    /// A confined child process that opens a UAPI connection per read (the sandboxed signer
+    /// on boringtun, which answers one request per connection): see [`super::reader`].
+    #[cfg(feature = "wireguard")]
+    Child {
+        /// The interface.
+        interface: String,
+        /// The child.
+        child: super::reader::StatsChild,
+    },
     /// A fresh query per read through wireguard-control (processes that may open sockets).
     #[cfg(feature = "wireguard")]
     Query {
@@ -166,7 +178,9 @@ impl StatsReader {
                 interface
             }
             #[cfg(feature = "wireguard")]
-            StatsReader::Query { interface, .. } => interface,
+            StatsReader::Query { interface, .. } | StatsReader::Child { interface, .. } => {
+                interface
+            }
         }
     }
 
@@ -176,6 +190,10 @@ impl StatsReader {
         let err = |message: String| WireGuardError::Stats { interface: interface.clone(), message };
         match self {
             StatsReader::Uapi { stream, .. } => uapi_get(stream).map_err(err),
+            #[cfg(feature = "wireguard")]
+            StatsReader::Child { child, .. } => {
+                child.answer().and_then(|a| parse_uapi(&a, SystemTime::now())).map_err(err)
+            }
             // Our own UAPI query rather than wireguard-control's: its parser prints a line on
             // stdout for every key it does not know, and boringtun answers `own_public_key`.
             #[cfg(feature = "wireguard")]

@@ -121,8 +121,12 @@ pub(super) fn resolve_userspace(
 /// A connection to the UAPI socket of userspace interface `name`, with 2 s read and write
 /// timeouts (set now: a sandboxed caller cannot call setsockopt later).
 pub(super) fn connect_uapi(name: &str) -> Result<UnixStream, String> {
-    let path = uapi_socket(name).ok_or("the UAPI socket is missing")?;
-    let stream = UnixStream::connect(&path)
+    connect_uapi_at(&uapi_socket(name).ok_or("the UAPI socket is missing")?)
+}
+
+/// A connection to the UAPI socket at `path`, with 2 s read and write timeouts.
+pub(super) fn connect_uapi_at(path: &Path) -> Result<UnixStream, String> {
+    let stream = UnixStream::connect(path)
         .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
@@ -518,7 +522,8 @@ impl Interface {
     /// signer's sandbox), so a wireguard-go interface gets one UAPI connection opened now and
     /// kept; a kernel or boringtun interface then has no reader ([`StatsReader::Unavailable`]:
     /// the kernel's statistics come from a netlink socket per query, and boringtun answers one
-    /// request per UAPI connection, then closes it). Otherwise every read queries afresh.
+    /// request per UAPI connection, then closes it; [`Interface::sandboxed_stats_reader`]
+    /// reads boringtun through a confined child instead). Otherwise every read queries afresh.
     pub fn stats_reader(&self, long_lived: bool) -> Result<StatsReader, WireGuardError> {
         if !long_lived {
             return Ok(StatsReader::Query { interface: self.name.clone(), backend: self.backend });
@@ -551,5 +556,32 @@ impl Interface {
                          needs; read the statistics with `wg show` or from the node",
             }),
         }
+    }
+
+    /// The statistics reader of a process whose sandbox is about to close (the signer): on
+    /// boringtun, a confined child process started now from `process`, which opens a UAPI
+    /// connection per read ([`super::reader`]); otherwise [`Interface::stats_reader`]`(true)`
+    /// (wireguard-go: one UAPI connection opened now and kept; kernel: none). Call it before
+    /// the sandbox and from the process's main thread.
+    pub fn sandboxed_stats_reader(
+        &self,
+        process: &super::reader::ReaderProcess,
+    ) -> Result<StatsReader, WireGuardError> {
+        let err = |message: String| WireGuardError::Stats { interface: self.name.clone(), message };
+        let boringtun = self.backend == Backend::Userspace
+            && (self.implementation == "boringtun" || own_public_key(&self.name).is_some());
+        if !boringtun {
+            return self.stats_reader(true);
+        }
+        let socket =
+            uapi_socket(&self.name).ok_or_else(|| err("the UAPI socket is missing".into()))?;
+        let child = super::reader::StatsChild::spawn(process, &socket).map_err(err)?;
+        tracing::info!(
+            interface = %self.name,
+            pid = child.pid(),
+            "WireGuard statistics are read by a confined child process (boringtun answers one \
+             UAPI request per connection)"
+        );
+        Ok(StatsReader::Child { interface: self.name.clone(), child })
     }
 }
