@@ -943,6 +943,16 @@ fn the_wireguard_statistics_reader_never_passes_a_key_and_its_death_is_clear() {
     assert!(first.contains("is gone") && first.contains("restart the signer"), "{first}");
     assert_eq!(reader.answer().unwrap_err(), first, "the error lasts: no new child is started");
 
+    // Dropped (the signer stops), the reader sees the end of its stdin and exits: it is left a
+    // zombie for its parent (here the harness; init once the signer has exited) to reap.
+    let dropped = StatsChild::spawn(&process, &socket).expect("another reader");
+    let stat = format!("/proc/{}/stat", dropped.pid());
+    drop(dropped);
+    common::wait_for("the dropped reader to exit", Duration::from_secs(10), || {
+        std::fs::read_to_string(&stat)
+            .is_ok_and(|s| s.rsplit(')').next().unwrap().trim_start().starts_with('Z'))
+    });
+
     // A reader that cannot confine itself is an error at start, not a reader.
     let broken = ReaderProcess::new(env!("CARGO_BIN_EXE_rempart-signer"), "/nonexistent.json");
     let e = StatsChild::spawn(&broken, &socket).unwrap_err();

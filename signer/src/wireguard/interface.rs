@@ -537,9 +537,9 @@ impl Interface {
                 Ok(StatsReader::Unavailable {
                     interface: self.name.clone(),
                     reason: "boringtun answers one UAPI request per connection and the sandbox \
-                             forbids opening another: read the statistics with `wg show` or \
-                             from the node, or run this interface on wireguard-go \
-                             ([wireguard] userspace = \"wireguard-go\") to have them here",
+                             forbids opening another: this process has no reader child \
+                             (Interface::sandboxed_stats_reader starts one); read the \
+                             statistics with `wg show` or from the node",
                 })
             }
             Backend::Userspace => {
