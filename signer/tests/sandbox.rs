@@ -953,6 +953,24 @@ fn the_wireguard_statistics_reader_never_passes_a_key_and_its_death_is_clear() {
             .is_ok_and(|s| s.rsplit(')').next().unwrap().trim_start().starts_with('Z'))
     });
 
+    // A userspace WireGuard that accepts and never answers: each read is an error within the
+    // reader's socket timeout (2 s), not a hang, and the reader stays usable.
+    let silent = d.state.join("silent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&silent).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let mut stuck = StatsChild::spawn(&process, &silent).expect("a reader of the silent socket");
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let e = stuck.answer().unwrap_err();
+        assert!(e.contains("UAPI read"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+
     // A reader that cannot confine itself is an error at start, not a reader.
     let broken = ReaderProcess::new(env!("CARGO_BIN_EXE_rempart-signer"), "/nonexistent.json");
     let e = StatsChild::spawn(&broken, &socket).unwrap_err();
