@@ -14,13 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use rempart_core::key::{KeyType, PrivateKey, Signature};
-use rempart_core::protocol::SignBlockRequest;
-use rempart_core::transaction::{Action, PermissionLevel, Transaction};
-use rempart_core::{Bytes, Checksum256, Name, TimePointSec, to_bytes};
+use rempart_core::key::{KeyType, PrivateKey};
+use rempart_core::transaction::Action;
+use rempart_core::{Bytes, Checksum256, to_bytes};
 use rempart_node::api::{ApiContext, ApiError, route};
 use rempart_node::authority::Authority;
-use rempart_node::chain::{Chain, SignFailure, sign_transaction};
+use rempart_node::chain::Chain;
 use rempart_node::config::Limits;
 use rempart_node::genesis::Genesis;
 use rempart_node::native::{NewAccount, SetAbi, SetCode};
@@ -32,43 +31,13 @@ use tokio::net::TcpListener;
 #[path = "clients/runner.rs"]
 mod runner;
 
-const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
+mod support;
 
-fn n(s: &str) -> Name {
-    s.parse().expect("name")
-}
-
-fn sign_dev(req: &SignBlockRequest) -> Result<Signature, SignFailure> {
-    let dev: PrivateKey = DEV_WIF.parse().expect("key");
-    Ok(dev.sign(&req.digest()))
-}
-
-fn act(account: &str, name: &str, actor: &str, data: Vec<u8>) -> Action {
-    Action {
-        account: n(account),
-        name: n(name),
-        authorization: vec![PermissionLevel { actor: n(actor), permission: n("active") }],
-        data: Bytes(data),
-    }
-}
-
-fn token(name: &str, actor: &str, args: Value) -> Action {
-    let abi = rempart_core::abi::eosio_token_abi();
-    act("eosio.token", name, actor, abi.action_json_to_bin(n(name), &args).expect("pack"))
-}
+use support::{DEV_WIF, act, n, sign_dev, token};
 
 /// Pushes `actions` in a block of their own; the transaction id.
 fn push(chain: &Chain, actions: Vec<Action>, keys: &[&PrivateKey]) -> Checksum256 {
-    let info = chain.info();
-    let mut t = Transaction { actions, ..Default::default() };
-    t.header.expiration =
-        TimePointSec((info.head_block_time.to_time_point().0 / 1_000_000) as u32 + 60);
-    t.set_reference_block(&info.head_block_id);
-    let id = t.id();
-    chain.start_block(info.head_block_time.next()).expect("start");
-    chain.push_transaction(sign_transaction(t, keys, &chain.chain_id())).expect("pushed");
-    chain.finish_block(sign_dev).expect("block");
-    id
+    support::push(chain, actions, keys).expect("pushed").id
 }
 
 async fn call(ctx: &Arc<ApiContext>, path: &str, body: Value) -> Result<Value, ApiError> {

@@ -2,7 +2,6 @@
 //! nodeos-shaped error that leaves the state as it was, blocks re-applied by a follower, bad
 //! blocks refused, and a restart at the same head.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use rempart_core::block::SignedBlock;
@@ -16,20 +15,12 @@ use rempart_node::chain::{
     BlockError, Chain, ChainOptions, SignFailure, TxError, sign_transaction,
 };
 use rempart_node::config::Limits;
-use rempart_node::genesis::Genesis;
 use rempart_node::native::{NewAccount, UpdateAuth};
 use rempart_node::store::{Store, key};
 
-const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
+mod support;
 
-fn n(s: &str) -> Name {
-    s.parse().expect("name")
-}
-
-fn genesis() -> Genesis {
-    Genesis::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/genesis.json"))
-        .expect("genesis")
-}
+use support::{DEV_WIF, genesis, n};
 
 fn dev_key() -> PrivateKey {
     DEV_WIF.parse().expect("dev key")

@@ -17,28 +17,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rempart_core::block::SignedBlock;
-use rempart_core::key::{KeyType, PrivateKey, Signature};
-use rempart_core::protocol::SignBlockRequest;
+use rempart_core::key::{KeyType, PrivateKey};
 use rempart_core::transaction::{Action, PermissionLevel, Transaction};
 use rempart_core::{Bytes, Name, TimePointSec, from_bytes, to_bytes};
 use rempart_node::authority::{Authority, PermissionLevelWeight};
-use rempart_node::chain::{Chain, SignFailure, TransactionTrace, TxError, sign_transaction};
+use rempart_node::chain::{Chain, sign_transaction};
 use rempart_node::config::Limits;
-use rempart_node::genesis::Genesis;
 use rempart_node::native::{NewAccount, SetAbi, SetCode, UpdateAuth};
 use rempart_node::store::{Store, key};
 use serde_json::json;
 
-const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
+mod support;
 
-fn n(s: &str) -> Name {
-    s.parse().expect("name")
-}
-
-fn genesis() -> Genesis {
-    Genesis::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/genesis.json"))
-        .expect("genesis")
-}
+use support::{DEV_WIF, act, genesis, n, push, sign_dev, token};
 
 fn open() -> (tempfile::TempDir, Chain) {
     open_with(Limits::default())
@@ -60,42 +51,6 @@ fn setcode_action(account: &str, code: Vec<u8>) -> Action {
 fn hostile_wasm(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("contracts/hostile/{name}.wat"));
     wat::parse_str(std::fs::read_to_string(path).expect("wat file")).expect("wat")
-}
-
-fn sign_dev(req: &SignBlockRequest) -> Result<Signature, SignFailure> {
-    let dev: PrivateKey = DEV_WIF.parse().expect("key");
-    Ok(dev.sign(&req.digest()))
-}
-
-fn act(account: &str, name: &str, actor: &str, data: Vec<u8>) -> Action {
-    Action {
-        account: n(account),
-        name: n(name),
-        authorization: vec![PermissionLevel { actor: n(actor), permission: n("active") }],
-        data: Bytes(data),
-    }
-}
-
-fn token(name: &str, actor: &str, args: serde_json::Value) -> Action {
-    let abi = rempart_core::abi::eosio_token_abi();
-    act("eosio.token", name, actor, abi.action_json_to_bin(n(name), &args).expect("pack"))
-}
-
-/// Pushes `actions` signed by `keys` in a block of their own.
-fn push(
-    chain: &Chain,
-    actions: Vec<Action>,
-    keys: &[&PrivateKey],
-) -> Result<TransactionTrace, TxError> {
-    let info = chain.info();
-    let mut t = Transaction { actions, ..Default::default() };
-    t.header.expiration =
-        TimePointSec((info.head_block_time.to_time_point().0 / 1_000_000) as u32 + 60);
-    t.set_reference_block(&info.head_block_id);
-    chain.start_block(info.head_block_time.next()).expect("start");
-    let r = chain.push_transaction(sign_transaction(t, keys, &chain.chain_id()));
-    chain.finish_block(sign_dev).expect("block");
-    r
 }
 
 /// Creates `name`, owned by the dev key, in a block of its own; the dev key.

@@ -9,15 +9,13 @@ use rempart_core::BlockTimestamp;
 use rempart_core::key::PrivateKey;
 use rempart_node::chain::{BlockError, Chain, ChainOptions, SignFailure};
 use rempart_node::config::Limits;
-use rempart_node::genesis::Genesis;
 use rempart_node::store::Store;
 
-const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
+mod support;
 
-fn genesis() -> Genesis {
-    Genesis::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/genesis.json"))
-        .expect("genesis")
-}
+use support::genesis;
+
+const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
 
 /// The answer a node killed mid-request never got.
 fn killed() -> SignFailure {

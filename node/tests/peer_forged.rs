@@ -13,7 +13,6 @@ use rempart_core::{from_bytes, to_bytes};
 use rempart_node::api::ApiError;
 use rempart_node::chain::Chain;
 use rempart_node::config::Limits;
-use rempart_node::genesis::Genesis;
 use rempart_node::peer::{
     self, FollowConfig, FollowStatus, FollowerState, HeadNotifier, PeerError, ProducerService,
     TransactionSink, wire,
@@ -21,6 +20,10 @@ use rempart_node::peer::{
 use rempart_node::store::{Head, Store, StoreError};
 use serde_json::Value;
 use tokio::net::TcpListener;
+
+mod support;
+
+use support::genesis;
 
 const EOSIO_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
 
@@ -30,11 +33,6 @@ impl TransactionSink for NoPush {
     fn push(&self, _: rempart_core::transaction::PackedTransaction) -> Result<Value, ApiError> {
         Err(ApiError::unavailable("not a producer"))
     }
-}
-
-fn genesis() -> Genesis {
-    Genesis::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/genesis.json"))
-        .expect("genesis")
 }
 
 fn open_chain(dir: &Path) -> Arc<Chain> {

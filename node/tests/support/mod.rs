@@ -1,8 +1,9 @@
 //! What the process-level node tests share: a child process that is SIGKILLed and reaped when
 //! dropped, polling with a deadline, free ports, the `rempart-signer` binary built next to the
 //! test binary, a development signer (soft key, sandbox off) written into a test directory and
-//! started with its guard initialised, and the `newaccount` transaction the tests push. Include
-//! with `mod support;`. It never chooses what a test asserts.
+//! started with its guard initialised, the `newaccount` transaction the tests push, and the
+//! action builders and block-of-its-own push that the in-process chain tests use. Include with
+//! `mod support;`. It never chooses what a test asserts.
 
 #![allow(dead_code)] // Each test binary uses its own part of this module.
 
@@ -11,10 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rempart_core::key::PrivateKey;
+use rempart_core::key::{PrivateKey, Signature};
+use rempart_core::protocol::SignBlockRequest;
 use rempart_core::transaction::{Action, PermissionLevel, Transaction};
 use rempart_core::{Bytes, Checksum256, Name, TimePointSec, to_bytes};
 use rempart_node::authority::Authority;
+use rempart_node::chain::{Chain, SignFailure, TransactionTrace, TxError, sign_transaction};
+use rempart_node::genesis::Genesis;
 use rempart_node::native::NewAccount;
 use rempart_node::producer::clock;
 
@@ -122,18 +126,61 @@ pub(crate) fn newaccount_trx(name: Name, ref_block: &Checksum256, key: &PrivateK
     let eosio = Name::from_const("eosio");
     let data = NewAccount { creator: eosio, name, owner: auth.clone(), active: auth };
     let mut t = Transaction {
-        actions: vec![Action {
-            account: eosio,
-            name: Name::from_const("newaccount"),
-            authorization: vec![PermissionLevel {
-                actor: eosio,
-                permission: Name::from_const("active"),
-            }],
-            data: Bytes(to_bytes(&data)),
-        }],
+        actions: vec![act("eosio", "newaccount", "eosio", to_bytes(&data))],
         ..Default::default()
     };
     t.header.expiration = TimePointSec(now_sec() + 300);
     t.set_reference_block(ref_block);
     t
+}
+
+/// `policies/genesis.json`: the development chain, `eosio` on the development key.
+pub(crate) fn genesis() -> Genesis {
+    Genesis::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/genesis.json"))
+        .expect("genesis")
+}
+
+/// A name the test spells correctly.
+pub(crate) fn n(s: &str) -> Name {
+    s.parse().expect("name")
+}
+
+/// Signs a block with the development key (the genesis producer's).
+pub(crate) fn sign_dev(req: &SignBlockRequest) -> Result<Signature, SignFailure> {
+    let dev: PrivateKey = DEV_WIF.parse().expect("key");
+    Ok(dev.sign(&req.digest()))
+}
+
+/// `account::name` authorised by `actor@active`, with packed `data`.
+pub(crate) fn act(account: &str, name: &str, actor: &str, data: Vec<u8>) -> Action {
+    Action {
+        account: n(account),
+        name: n(name),
+        authorization: vec![PermissionLevel { actor: n(actor), permission: n("active") }],
+        data: Bytes(data),
+    }
+}
+
+/// An `eosio.token` action from its JSON arguments, authorised by `actor@active`.
+pub(crate) fn token(name: &str, actor: &str, args: serde_json::Value) -> Action {
+    let abi = rempart_core::abi::eosio_token_abi();
+    act("eosio.token", name, actor, abi.action_json_to_bin(n(name), &args).expect("pack"))
+}
+
+/// Pushes `actions` signed by `keys` in a block of its own (signed with the development key),
+/// TaPoS on the head, expiring 60 s after it.
+pub(crate) fn push(
+    chain: &Chain,
+    actions: Vec<Action>,
+    keys: &[&PrivateKey],
+) -> Result<TransactionTrace, TxError> {
+    let info = chain.info();
+    let mut t = Transaction { actions, ..Default::default() };
+    t.header.expiration =
+        TimePointSec((info.head_block_time.to_time_point().0 / 1_000_000) as u32 + 60);
+    t.set_reference_block(&info.head_block_id);
+    chain.start_block(info.head_block_time.next()).expect("start");
+    let r = chain.push_transaction(sign_transaction(t, keys, &chain.chain_id()));
+    chain.finish_block(sign_dev).expect("block");
+    r
 }
