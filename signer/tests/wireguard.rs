@@ -609,6 +609,49 @@ fn a_signer_on_boringtun_reports_per_peer_counters_through_its_confined_reader()
     assert!(signer.child.try_wait().unwrap().is_none(), "the signer still runs");
 }
 
+/// A signer on boringtun whose reader child cannot confine itself (its seccomp policy is not
+/// beside the signer's) still starts and signs through the tunnel; its Status, metrics and log
+/// say why it has no counters.
+#[test]
+fn a_signer_on_boringtun_without_the_reader_policy_signs_and_says_why() {
+    let name = "a_signer_on_boringtun_without_the_reader_policy_signs_and_says_why";
+    if !namespaces_or_skip(name) || !boringtun_or_skip(name) {
+        return;
+    }
+    let net = Net::new();
+    let tcp = format!("tcp = \"{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}\"");
+    let d = deployment(&net.signer_if, &tcp, "boringtun");
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/seccomp/signer.x86_64.json");
+    let lone = d.dir.path().join("seccomp");
+    std::fs::create_dir(&lone).unwrap();
+    std::fs::copy(&shipped, lone.join("signer.x86_64.json")).unwrap();
+    let text = std::fs::read_to_string(&d.policy).unwrap();
+    let moved = text.replace(
+        &shipped.display().to_string(),
+        &lone.join("signer.x86_64.json").display().to_string(),
+    );
+    assert_ne!(moved, text);
+    std::fs::write(&d.policy, moved).unwrap();
+    let _signer = d.spawn(&net);
+    let base = now_slot();
+    let mut client = d.client_config(&net);
+    client.userspace = UserspaceChoice::Boringtun;
+    net.inside(&net.client_ns.clone(), || {
+        Interface::up(&client).expect("the client's boringtun tunnel comes up");
+        sign_eventually(&d.key, base, 2, Duration::from_secs(30));
+        let s = status().expect("Status through the tunnel");
+        assert_eq!(s.tunnel.len(), 1);
+        let e = &s.tunnel[0].error;
+        assert!(e.contains("did not start") && e.contains("wg-stats-reader.x86_64.json"), "{e}");
+    });
+    wait_for("stats down in the metrics", Duration::from_secs(20), || {
+        d.metrics()
+            .contains(&format!("rempart_wireguard_stats_up{{interface=\"{}\"}} 0", net.signer_if))
+    });
+    assert!(d.log_text().contains("runs without tunnel statistics"), "{}", d.log_text());
+}
+
 fn check(policy: &Path) -> (bool, String) {
     let out = Command::new(BIN).arg("check").arg(policy).output().unwrap();
     (

@@ -166,7 +166,7 @@ pub enum StatsReader {
         /// The interface.
         interface: String,
         /// Why (logged once).
-        reason: &'static str,
+        reason: String,
     },
 }
 
@@ -219,7 +219,7 @@ impl StatsReader {
                     })
                     .collect())
             }
-            StatsReader::Unavailable { reason, .. } => Err(err((*reason).to_string())),
+            StatsReader::Unavailable { reason, .. } => Err(err(reason.clone())),
         }
     }
 }
@@ -497,7 +497,7 @@ pub async fn monitor(
         health.store(Snapshot {
             interface,
             read_at: SystemTime::now(),
-            error: Some((*reason).to_string()),
+            error: Some(reason.clone()),
             peers,
         });
         return;

@@ -539,7 +539,8 @@ impl Interface {
                     reason: "boringtun answers one UAPI request per connection and the sandbox \
                              forbids opening another: this process has no reader child \
                              (Interface::sandboxed_stats_reader starts one); read the \
-                             statistics with `wg show` or from the node",
+                             statistics with `wg show` or from the node"
+                        .into(),
                 })
             }
             Backend::Userspace => {
@@ -553,7 +554,8 @@ impl Interface {
             Backend::Kernel => Ok(StatsReader::Unavailable {
                 interface: self.name.clone(),
                 reason: "a sandboxed process cannot open the netlink socket the kernel backend \
-                         needs; read the statistics with `wg show` or from the node",
+                         needs; read the statistics with `wg show` or from the node"
+                    .into(),
             }),
         }
     }
@@ -562,26 +564,42 @@ impl Interface {
     /// boringtun, a confined child process started now from `process`, which opens a UAPI
     /// connection per read ([`super::reader`]); otherwise [`Interface::stats_reader`]`(true)`
     /// (wireguard-go: one UAPI connection opened now and kept; kernel: none). Call it before
-    /// the sandbox and from the process's main thread.
+    /// the sandbox and from the process's main thread. A child that cannot start or confine
+    /// itself (its seccomp policy missing, say) is logged as an error and leaves the process
+    /// without statistics ([`StatsReader::Unavailable`], saying why in `Status` and the
+    /// metrics) rather than without its service: signing does not depend on them.
     pub fn sandboxed_stats_reader(
         &self,
         process: &super::reader::ReaderProcess,
     ) -> Result<StatsReader, WireGuardError> {
-        let err = |message: String| WireGuardError::Stats { interface: self.name.clone(), message };
         let boringtun = self.backend == Backend::Userspace
             && (self.implementation == "boringtun" || own_public_key(&self.name).is_some());
         if !boringtun {
             return self.stats_reader(true);
         }
-        let socket =
-            uapi_socket(&self.name).ok_or_else(|| err("the UAPI socket is missing".into()))?;
-        let child = super::reader::StatsChild::spawn(process, &socket).map_err(err)?;
-        tracing::info!(
-            interface = %self.name,
-            pid = child.pid(),
-            "WireGuard statistics are read by a confined child process (boringtun answers one \
-             UAPI request per connection)"
-        );
-        Ok(StatsReader::Child { interface: self.name.clone(), child })
+        let started = uapi_socket(&self.name)
+            .ok_or_else(|| "the UAPI socket is missing".to_string())
+            .and_then(|socket| super::reader::StatsChild::spawn(process, &socket));
+        match started {
+            Ok(child) => {
+                tracing::info!(
+                    interface = %self.name,
+                    pid = child.pid(),
+                    "WireGuard statistics are read by a confined child process (boringtun \
+                     answers one UAPI request per connection)"
+                );
+                Ok(StatsReader::Child { interface: self.name.clone(), child })
+            }
+            Err(e) => {
+                let reason = format!(
+                    "{e}; this signer runs without tunnel statistics until that is fixed and it \
+                     is restarted (the reader's seccomp policy: {}, shipped in \
+                     policies/seccomp/)",
+                    process.seccomp_policy.display()
+                );
+                tracing::error!(interface = %self.name, "{reason}");
+                Ok(StatsReader::Unavailable { interface: self.name.clone(), reason })
+            }
+        }
     }
 }
