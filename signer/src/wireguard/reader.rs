@@ -9,7 +9,8 @@
 //! directory, every capability dropped, and its own seccomp allowlist
 //! (`policies/seccomp/wg-stats-reader.x86_64.json`, beside the signer's: [`policy_beside`]),
 //! which allows Unix stream sockets and `connect` and little else. It then says whether it is
-//! confined in a first frame, which the signer waits for before its own sandbox closes.
+//! confined in a first frame, which the signer waits for before its own sandbox closes (a child
+//! that cannot confine itself exits; the signer then runs without statistics and says why).
 //!
 //! The protocol on the pipes: the signer writes one request byte (a sequence number, never 0);
 //! the child connects to the UAPI socket, sends `get=1`, reads the answer up to its blank line
