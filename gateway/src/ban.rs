@@ -6,7 +6,7 @@
 //! tracked offenders: past it, new offenders are not tracked (their requests are still rate
 //! limited). This module keys clients by [`ClientKey`] and never reads a request.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use dashmap::DashMap;
@@ -30,12 +30,21 @@ pub struct Bans {
     map: DashMap<ClientKey, Offender>,
     cap: AtomicUsize,
     epoch: Instant,
+    /// The latest end of any ban given (ms since `epoch`): before it, nobody is banned and
+    /// [`Bans::is_banned`] answers without locking a shard of `map`, a lock every worker
+    /// would otherwise take on every request.
+    bans_end_ms: AtomicU64,
 }
 
 impl Bans {
     /// Tracks at most `cap` offenders.
     pub fn new(cap: usize) -> Self {
-        Bans { map: DashMap::new(), cap: AtomicUsize::new(cap), epoch: Instant::now() }
+        Bans {
+            map: DashMap::new(),
+            cap: AtomicUsize::new(cap),
+            epoch: Instant::now(),
+            bans_end_ms: AtomicU64::new(0),
+        }
     }
 
     /// Changes the cap (on reload).
@@ -53,6 +62,9 @@ impl Bans {
     }
 
     fn is_banned_at(&self, key: ClientKey, now: u64) -> bool {
+        if self.bans_end_ms.load(Ordering::Relaxed) <= now {
+            return false;
+        }
         self.map.get(&key).is_some_and(|o| o.banned_until_ms > now)
     }
 
@@ -72,6 +84,7 @@ impl Bans {
             o.count = o.count.saturating_add(1);
             if o.count >= access.ban_after && o.banned_until_ms <= now {
                 o.banned_until_ms = now.saturating_add(ban);
+                self.bans_end_ms.fetch_max(o.banned_until_ms, Ordering::Relaxed);
                 o.count = 0;
                 o.window_start_ms = now;
                 return true;

@@ -28,8 +28,7 @@ use tokio::sync::watch;
 
 use crate::conn::{Awaiting, AwaitingGuard};
 use crate::policy::Connections;
-use crate::proxy::{self, ConnCtx, RespBody};
-use crate::state::Shared;
+use crate::proxy::{self, Downstream, RespBody};
 use crate::upstream::BoxError;
 
 #[cfg(test)]
@@ -59,8 +58,7 @@ pub enum Http2Error {
 /// turns true (then it finishes the streams it has with a GOAWAY and closes).
 pub async fn serve<T>(
     io: T,
-    shared: Arc<Shared>,
-    ctx: Arc<ConnCtx>,
+    downstream: Arc<Downstream>,
     limits: &Connections,
     mut stop: watch::Receiver<bool>,
     awaiting: Awaiting,
@@ -90,9 +88,8 @@ where
         let _ = stop.wait_for(|s| *s).await;
     });
     let mut streams = FuturesUnordered::new();
-    let accept = |(req, respond): Accepted| {
-        serve_stream(shared.clone(), ctx.clone(), req, respond, awaiting.start())
-    };
+    let accept =
+        |(req, respond): Accepted| serve_stream(downstream.clone(), req, respond, awaiting.start());
     let ended = poll_fn(|cx| {
         if !stopping && stop_signal.as_mut().poll(cx).is_ready() {
             stopping = true;
@@ -131,14 +128,13 @@ where
 /// One request: through the shared request path, then its answer down the stream. A reset
 /// from the client cancels the request wherever it is, upstream included.
 async fn serve_stream(
-    shared: Arc<Shared>,
-    ctx: Arc<ConnCtx>,
+    downstream: Arc<Downstream>,
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     waiting: AwaitingGuard,
 ) {
     let req = req.map(RecvBody::new);
-    let mut handling = pin!(proxy::handle(shared, ctx, req));
+    let mut handling = pin!(proxy::handle(downstream, req));
     let answered = poll_fn(|cx| {
         if let Poll::Ready(r) = handling.as_mut().poll(cx) {
             return Poll::Ready(Some(r));

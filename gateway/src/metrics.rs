@@ -3,6 +3,11 @@
 //!
 //! Labels come only from the policy (route class, pool, node) and from fixed sets (status,
 //! fault, reason), never from request data, so a client cannot grow the label space.
+//!
+//! What every request counts is kept per worker thread and merged when the page is rendered:
+//! one lock shared by the workers would move its cache lines between their cores on every
+//! request, and a worker descheduled while holding it would stall the others. Counts of
+//! refusals and reloads, rarer, share one lock.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -11,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::Fault;
+use crate::upstream::{self, Padded};
 
 #[cfg(test)]
 mod tests;
@@ -19,7 +25,7 @@ mod tests;
 const BUCKETS: [f64; 12] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 struct Histogram {
     counts: [u64; BUCKETS.len()],
     sum: f64,
@@ -57,19 +63,36 @@ pub struct Gauges {
 }
 
 /// Requests answered in one route class.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 struct ClassStats {
     /// By status and fault.
     answered: BTreeMap<(u16, &'static str), u64>,
     latency: Histogram,
 }
 
+impl ClassStats {
+    fn add(&mut self, other: &ClassStats) {
+        for (k, v) in &other.answered {
+            *self.answered.entry(*k).or_default() += v;
+        }
+        let (h, o) = (&mut self.latency, &other.latency);
+        for (c, oc) in h.counts.iter_mut().zip(o.counts) {
+            *c += oc;
+        }
+        h.sum += o.sum;
+        h.total += o.total;
+    }
+}
+
+/// Answered requests by route class, of one worker: looked up by `&str`, so counting a
+/// request allocates nothing once its class has been seen.
+type Answered = Padded<Mutex<BTreeMap<String, ClassStats>>>;
+
 /// The gateway's metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    /// By route class: looked up by `&str`, so counting a request allocates nothing once its
-    /// class has been seen.
-    requests: Mutex<BTreeMap<String, ClassStats>>,
+    /// Per worker thread ([`upstream::worker`]), merged when rendered.
+    requests: Box<[Answered]>,
     limited: Mutex<BTreeMap<(String, &'static str), u64>>,
     filtered: Mutex<BTreeMap<(String, &'static str), u64>>,
     clamped: Mutex<BTreeMap<String, u64>>,
@@ -81,6 +104,12 @@ pub struct Metrics {
     bans: AtomicU64,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new(1)
+    }
+}
+
 fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
     if let Ok(mut m) = m.lock() {
         *m.entry(k).or_default() += 1;
@@ -88,9 +117,26 @@ fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
 }
 
 impl Metrics {
-    /// Counts a finished request.
+    /// Metrics of a gateway with `workers` worker threads.
+    pub fn new(workers: usize) -> Self {
+        Metrics {
+            requests: (0..workers.max(1)).map(|_| Padded::default()).collect(),
+            limited: Mutex::default(),
+            filtered: Mutex::default(),
+            clamped: Mutex::default(),
+            refused: Mutex::default(),
+            reloads: Mutex::default(),
+            retries: AtomicU64::default(),
+            ejections: AtomicU64::default(),
+            tls_failures: AtomicU64::default(),
+            bans: AtomicU64::default(),
+        }
+    }
+
+    /// Counts a finished request (in the current worker's share).
     pub fn request(&self, class: &str, status: u16, fault: Fault, latency: Duration) {
-        if let Ok(mut m) = self.requests.lock() {
+        let shard = &self.requests[upstream::worker() % self.requests.len()].0;
+        if let Ok(mut m) = shard.lock() {
             if !m.contains_key(class) {
                 m.insert(class.to_owned(), ClassStats::default());
             }
@@ -165,21 +211,37 @@ impl Metrics {
         o
     }
 
+    /// Every worker's answered requests, merged.
+    fn answered(&self) -> BTreeMap<String, ClassStats> {
+        let mut all: BTreeMap<String, ClassStats> = BTreeMap::new();
+        for shard in &self.requests {
+            let Ok(m) = shard.0.lock() else { continue };
+            for (class, stats) in m.iter() {
+                match all.get_mut(class.as_str()) {
+                    Some(sum) => sum.add(stats),
+                    None => {
+                        all.insert(class.clone(), stats.clone());
+                    }
+                }
+            }
+        }
+        all
+    }
+
     fn render_into(&self, o: &mut String, g: &Gauges) -> std::fmt::Result {
+        let answered = self.answered();
         writeln!(
             o,
             "# HELP rempart_gateway_requests_total Requests answered, by route class, status and fault."
         )?;
         writeln!(o, "# TYPE rempart_gateway_requests_total counter")?;
-        if let Ok(m) = self.requests.lock() {
-            for (class, (status, fault), v) in
-                m.iter().flat_map(|(c, s)| s.answered.iter().map(move |(k, v)| (c, k, v)))
-            {
-                writeln!(
-                    o,
-                    "rempart_gateway_requests_total{{class=\"{class}\",status=\"{status}\",fault=\"{fault}\"}} {v}"
-                )?;
-            }
+        for (class, (status, fault), v) in
+            answered.iter().flat_map(|(c, s)| s.answered.iter().map(move |(k, v)| (c, k, v)))
+        {
+            writeln!(
+                o,
+                "rempart_gateway_requests_total{{class=\"{class}\",status=\"{status}\",fault=\"{fault}\"}} {v}"
+            )?;
         }
         writeln!(o, "# HELP rempart_gateway_limited_total Requests refused by a rate limit.")?;
         writeln!(o, "# TYPE rempart_gateway_limited_total counter")?;
@@ -219,31 +281,29 @@ impl Metrics {
             "# HELP rempart_gateway_request_duration_seconds Time from request head to response head."
         )?;
         writeln!(o, "# TYPE rempart_gateway_request_duration_seconds histogram")?;
-        if let Ok(m) = self.requests.lock() {
-            for (class, h) in m.iter().map(|(c, s)| (c, &s.latency)) {
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    writeln!(
-                        o,
-                        "rempart_gateway_request_duration_seconds_bucket{{class=\"{class}\",le=\"{b}\"}} {}",
-                        h.counts[i]
-                    )?;
-                }
+        for (class, h) in answered.iter().map(|(c, s)| (c, &s.latency)) {
+            for (i, b) in BUCKETS.iter().enumerate() {
                 writeln!(
                     o,
-                    "rempart_gateway_request_duration_seconds_bucket{{class=\"{class}\",le=\"+Inf\"}} {}",
-                    h.total
-                )?;
-                writeln!(
-                    o,
-                    "rempart_gateway_request_duration_seconds_sum{{class=\"{class}\"}} {}",
-                    h.sum
-                )?;
-                writeln!(
-                    o,
-                    "rempart_gateway_request_duration_seconds_count{{class=\"{class}\"}} {}",
-                    h.total
+                    "rempart_gateway_request_duration_seconds_bucket{{class=\"{class}\",le=\"{b}\"}} {}",
+                    h.counts[i]
                 )?;
             }
+            writeln!(
+                o,
+                "rempart_gateway_request_duration_seconds_bucket{{class=\"{class}\",le=\"+Inf\"}} {}",
+                h.total
+            )?;
+            writeln!(
+                o,
+                "rempart_gateway_request_duration_seconds_sum{{class=\"{class}\"}} {}",
+                h.sum
+            )?;
+            writeln!(
+                o,
+                "rempart_gateway_request_duration_seconds_count{{class=\"{class}\"}} {}",
+                h.total
+            )?;
         }
         writeln!(o, "# HELP rempart_gateway_connections_open Downstream connections open.")?;
         writeln!(o, "# TYPE rempart_gateway_connections_open gauge")?;

@@ -68,6 +68,18 @@ impl ConnCtx {
     }
 }
 
+/// A downstream connection as its requests see it: the gateway's state and the connection's
+/// context. Each request holds a clone of the connection's `Arc`, whose count only the
+/// connection's worker touches, instead of a clone of the gateway-wide `Arc<Shared>`, whose
+/// count every worker would move between their cores on every request.
+#[derive(Debug)]
+pub struct Downstream {
+    /// The gateway's state.
+    pub shared: Arc<Shared>,
+    /// The connection.
+    pub ctx: ConnCtx,
+}
+
 /// What one request did, for the access log and metrics.
 #[derive(Debug, Default)]
 struct Trace {
@@ -87,13 +99,13 @@ impl<B> RequestBody for B where B: Body<Data = Bytes, Error: Into<BoxError>> + S
 
 /// Serves one downstream request, over HTTP/1 or HTTP/2 alike.
 pub async fn handle<B: RequestBody>(
-    shared: Arc<Shared>,
-    ctx: Arc<ConnCtx>,
+    conn: Arc<Downstream>,
     req: Request<B>,
 ) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
+    let (shared, ctx) = (&*conn.shared, &conn.ctx);
     let index = ctx.requests.fetch_add(1, Ordering::Relaxed);
-    let rt = shared.runtime.load_full();
+    let rt = shared.current();
     let mut trace = Trace { limit: "none", filter: "none", ..Trace::default() };
     if req.method() == Method::GET
         && let Some(doc) = rt.documents.get(req.uri().path())
@@ -104,7 +116,7 @@ pub async fn handle<B: RequestBody>(
     }
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
-    let result = proxy(&shared, &rt, &ctx, index, &parts, &mut body, &mut trace).await;
+    let result = proxy(shared, &rt, ctx, index, &parts, &mut body, &mut trace).await;
     // A refused HTTP/2 request's body is drained in the background so its stream ends cleanly
     // and the answer is not delayed; HTTP/1 leaves an unread body to hyper, which closes the
     // connection rather than parse what follows (it may be a smuggling attempt).

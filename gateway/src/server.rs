@@ -41,7 +41,7 @@ use crate::http2;
 use crate::limit::ClientKey;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
-use crate::proxy::{self, ConnCtx};
+use crate::proxy::{self, ConnCtx, Downstream};
 use crate::proxy_header;
 use crate::state::{Runtime, Shared};
 use crate::tls::{self, CertResolver, CertStore, FileStamps, TlsError};
@@ -157,7 +157,7 @@ pub async fn run(
     let runtime = Runtime::build(policy, documents, None, workers);
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(runtime),
-        metrics: Metrics::default(),
+        metrics: Metrics::new(workers),
         conns: Arc::default(),
         bans,
         resolver,
@@ -510,14 +510,14 @@ async fn serve_tls(
     let (io, flag) = EdgeIo::new(tls, conns.idle_timeout, scanner);
     let awaiting = Awaiting::default();
     let io = if h2 { io.coalescing(awaiting.clone()) } else { io };
-    let ctx = Arc::new(ConnCtx::new(peer, key, trusted, (!h2).then_some(flag)));
+    let ctx = ConnCtx::new(peer, key, trusted, (!h2).then_some(flag));
+    let conn = Arc::new(Downstream { shared, ctx });
     if h2 {
-        if let Err(e) = http2::serve(io, shared, ctx, &conns, watcher, awaiting).await {
+        if let Err(e) = http2::serve(io, conn, &conns, watcher, awaiting).await {
             tracing::debug!(client = %peer.ip(), error = %e, "connection ended with an error");
         }
     } else {
-        let svc_shared = shared.clone();
-        let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), ctx.clone(), req));
+        let svc = service_fn(move |req| proxy::handle(conn.clone(), req));
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
             .header_read_timeout(conns.header_read_timeout)

@@ -5,7 +5,8 @@
 //! A new [`Runtime`] is built completely before it is stored, so a request always sees one
 //! consistent policy. Limiter and node state carry over wherever the policy did not change them.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -66,6 +67,11 @@ impl Runtime {
     }
 }
 
+thread_local! {
+    /// The runtime in force as this thread's requests hold it (see [`Shared::current`]).
+    static CURRENT: RefCell<Weak<Arc<Runtime>>> = const { RefCell::new(Weak::new()) };
+}
+
 /// State shared by every task of the gateway.
 #[derive(Debug)]
 pub struct Shared {
@@ -88,6 +94,27 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The runtime in force, for one request to hold until it ends.
+    ///
+    /// Requests of one thread share one handle on it, so that taking and dropping it touch a
+    /// count no other worker uses (a clone of the `Arc` in `runtime` would move its count
+    /// between the workers' cores on every request). The thread keeps only a weak reference:
+    /// once its requests have ended nothing holds a runtime that a reload replaced.
+    pub fn current(&self) -> Arc<Arc<Runtime>> {
+        let now = self.runtime.load();
+        CURRENT.with(|held| {
+            let mut held = held.borrow_mut();
+            if let Some(rt) = held.upgrade()
+                && Arc::ptr_eq(&*rt, &*now)
+            {
+                return rt;
+            }
+            let rt = Arc::new(arc_swap::Guard::into_inner(now));
+            *held = Arc::downgrade(&rt);
+            rt
+        })
+    }
+
     /// Live values for the metrics page.
     pub fn gauges(&self) -> Gauges {
         let rt = self.runtime.load();

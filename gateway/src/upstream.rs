@@ -46,6 +46,18 @@ pub fn set_worker(index: usize) {
     WORKER.with(|w| w.set(index));
 }
 
+/// The index of the gateway worker running on this thread (0 outside the workers): state
+/// kept per worker (idle connections, round-robin positions, metrics) is indexed by it.
+pub fn worker() -> usize {
+    WORKER.with(Cell::get)
+}
+
+/// A value on a cache line of its own, so that workers updating neighbouring values do not
+/// take the line from each other.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Padded<T>(pub T);
+
 /// One api node and what the gateway knows about it.
 #[derive(Debug)]
 pub struct Node {
@@ -53,7 +65,9 @@ pub struct Node {
     pub addr: SocketAddr,
     /// Its address as the authority of upstream request URIs.
     authority: http::uri::Authority,
-    in_flight: AtomicUsize,
+    /// Requests in flight, counted per worker: each worker changes only its own count (on a
+    /// line of its own), so the fields read on every request stay on clean lines.
+    in_flight: Box<[Padded<AtomicUsize>]>,
     checked_ok: AtomicBool,
     head_block: AtomicU64,
     failures: AtomicU32,
@@ -61,7 +75,7 @@ pub struct Node {
 }
 
 impl Node {
-    fn new(addr: SocketAddr) -> Self {
+    fn new(addr: SocketAddr, workers: usize) -> Self {
         // A socket address in text is always a valid authority.
         let authority = addr
             .to_string()
@@ -70,7 +84,7 @@ impl Node {
         Node {
             addr,
             authority,
-            in_flight: AtomicUsize::new(0),
+            in_flight: (0..workers.max(1)).map(|_| Padded::default()).collect(),
             // Optimistic until the first health check says otherwise, so a restart does not
             // refuse traffic for a whole interval.
             checked_ok: AtomicBool::new(true),
@@ -87,7 +101,7 @@ impl Node {
 
     /// Requests in flight to this node.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.iter().map(|n| n.0.load(Ordering::Relaxed)).sum()
     }
 
     /// The last head block number it reported.
@@ -98,11 +112,11 @@ impl Node {
 
 /// Counts a request in flight to a node until dropped.
 #[derive(Debug)]
-pub struct InFlight(Arc<Node>);
+pub struct InFlight<'a>(&'a AtomicUsize);
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -118,7 +132,9 @@ pub struct Pool {
     /// The pool's policy.
     pub config: policy::Pool,
     nodes: Vec<Arc<Node>>,
-    next: AtomicUsize,
+    /// Round-robin position of each worker: a counter shared by the workers would move its
+    /// cache line between their cores on every request.
+    next: Box<[Padded<AtomicUsize>]>,
     /// Idle connections to the nodes, per worker thread.
     keepalive: Arc<Keepalive>,
 }
@@ -132,7 +148,7 @@ impl Pool {
             .iter()
             .map(|addr| {
                 old.and_then(|o| o.nodes.iter().find(|n| n.addr == *addr).cloned())
-                    .unwrap_or_else(|| Arc::new(Node::new(*addr)))
+                    .unwrap_or_else(|| Arc::new(Node::new(*addr, workers)))
             })
             .collect();
         let keepalive = Arc::new(Keepalive::new(
@@ -141,7 +157,9 @@ impl Pool {
             config.max_idle_per_node,
             config.connect_timeout,
         ));
-        Pool { config: config.clone(), nodes, next: AtomicUsize::new(0), keepalive }
+        // Workers start at different nodes, so together they still go round the pool.
+        let next = (0..workers.max(1)).map(|w| Padded(AtomicUsize::new(w))).collect();
+        Pool { config: config.clone(), nodes, next, keepalive }
     }
 
     /// The nodes.
@@ -156,7 +174,7 @@ impl Pool {
         i: usize,
         req: Request<UpBody>,
     ) -> Result<Response<UpResponseBody>, KeepaliveError> {
-        let worker = WORKER.with(Cell::get);
+        let worker = worker();
         let addr = self.nodes[i].addr;
         self.keepalive.request(worker, i, addr, req).await
     }
@@ -170,20 +188,22 @@ impl Pool {
     }
 
     /// Chooses a node not in `tried`, and counts a request in flight to it.
-    pub fn pick(&self, tried: &[usize]) -> Option<(usize, InFlight)> {
+    pub fn pick(&self, tried: &[usize]) -> Option<(usize, InFlight<'_>)> {
         let n = self.nodes.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let next = &self.next[worker() % self.next.len()].0;
+        // Only this worker moves its position: a load and a store, no locked instruction.
+        let start = next.load(Ordering::Relaxed);
+        next.store(start.wrapping_add(1), Ordering::Relaxed);
         let candidates =
             (0..n).map(|k| (start + k) % n).filter(|i| !tried.contains(i) && self.is_up(*i));
         let chosen = match self.config.balancing {
             Balancing::RoundRobin => candidates.into_iter().next(),
-            Balancing::LeastConnections => {
-                candidates.min_by_key(|i| self.nodes[*i].in_flight.load(Ordering::Relaxed))
-            }
+            Balancing::LeastConnections => candidates.min_by_key(|i| self.nodes[*i].in_flight()),
         }?;
-        let node = self.nodes[chosen].clone();
-        node.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some((chosen, InFlight(node)))
+        let node = &self.nodes[chosen];
+        let mine = &node.in_flight[worker() % node.in_flight.len()].0;
+        mine.fetch_add(1, Ordering::Relaxed);
+        Some((chosen, InFlight(mine)))
     }
 
     /// Records a failed request to node `i`: ejects it for `eject_base × 2^(failures−1)`, at

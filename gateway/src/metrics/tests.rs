@@ -37,3 +37,28 @@ fn renders_counters_histogram_and_gauges() {
     }
     assert_eq!(m.reloads("policy", "rejected"), 1);
 }
+
+#[test]
+fn counts_of_every_worker_are_merged() {
+    let m = Metrics::new(2);
+    std::thread::scope(|s| {
+        for worker in 0..2 {
+            let m = &m;
+            s.spawn(move || {
+                upstream::set_worker(worker);
+                m.request("read", 200, Fault::None, Duration::from_millis(3));
+                m.request("write", 429, Fault::Downstream, Duration::from_millis(30));
+            });
+        }
+    });
+    let text = m.render(&Gauges::default());
+    for want in [
+        "rempart_gateway_requests_total{class=\"read\",status=\"200\",fault=\"none\"} 2",
+        "rempart_gateway_requests_total{class=\"write\",status=\"429\",fault=\"downstream\"} 2",
+        "rempart_gateway_request_duration_seconds_bucket{class=\"read\",le=\"0.005\"} 2",
+        "rempart_gateway_request_duration_seconds_bucket{class=\"write\",le=\"0.025\"} 0",
+        "rempart_gateway_request_duration_seconds_count{class=\"write\"} 2",
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+}
