@@ -208,7 +208,8 @@ impl Token {
             Ok(s) => self.session = Some(s),
             Err(KeyringError::TokenAbsent { .. }) => {
                 // Some modules (SoftHSM2) see a token that came back only after the library is
-                // finalized and initialized again. No session of ours is open at this point.
+                // finalized and initialized again. No session of ours is open at this point
+                // (the caller closed the spare and holds it).
                 tracing::warn!(label = %self.label, "token absent; re-initialising the module");
                 let _ = self.ctx.clone().finalize();
                 match self.ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
@@ -468,6 +469,12 @@ impl Backend for Pkcs11Backend {
                 // restarted): log in again, find the same key (handles may change) and check it
                 // is still the same key. A token still absent is a TokenAbsent error.
                 tracing::warn!(error = %e, "PKCS#11 session lost; logging in again");
+                // The spare goes first, waiting for a signature in progress on it: a re-login
+                // may finalize the module, which no other session may be inside of (nor open).
+                let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(old) = spare.take() {
+                    let _ = old.close();
+                }
                 token.reopen()?;
                 let (h, k) = token.open_key(&sel)?;
                 if k != *key {
@@ -477,11 +484,9 @@ impl Backend for Pkcs11Backend {
                     });
                 }
                 self.handles.lock().unwrap_or_else(|e| e.into_inner())[index] = h;
-                // The spare, if free, gets a session of the new login (its old one died with
-                // the old login); if it is busy, its owner finds it dead and drops it.
-                if let Ok(mut spare) = self.spare.try_lock() {
-                    *spare = token.open_spare().ok();
-                }
+                // The spare gets a session of the new login.
+                *spare = token.open_spare().ok();
+                drop(spare);
                 token.session().and_then(|s| Self::sign_once(s, h, digest)).map_err(ck("C_Sign"))
             }
             Err(e) => Err(ck("C_Sign")(e)),
