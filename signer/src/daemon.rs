@@ -187,6 +187,10 @@ impl Daemon {
                  process's memory. Development chains only; production keys belong in an HSM"
             );
         }
+        // Before anything changes outside this process: a second signer on this state stops
+        // here, not after reconfiguring the tunnel or logging in to the HSM.
+        let state_lock =
+            crate::guard::Guard::new(&policy.state_dir).lock().map_err(ServerError::from)?;
         let metrics = Arc::new(Metrics::default());
         // The tunnel first: its statistics reader may be a child process, which should inherit
         // no descriptor a key backend opened (a PKCS#11 module may open without O_CLOEXEC).
@@ -194,7 +198,7 @@ impl Daemon {
         let backend = open_backend(&policy)?;
         let keyring = Keyring::new(backend, policy.limits.max_sign_attempts, metrics.clone())?;
         let chain_id = policy.chain_id;
-        let signer = Signer::new(policy, keyring, metrics)?;
+        let signer = Signer::with_lock(policy, keyring, metrics, state_lock)?;
         signer
             .audit(&AuditEvent::PolicyLoad {
                 path: policy_path.display().to_string(),

@@ -123,6 +123,19 @@ pub enum GuardError {
         /// The block below it.
         below: u32,
     },
+    /// Another process holds the state directory's lock: two signers on one state could each
+    /// sign a different block at one height, since each trusts its own watermark.
+    #[error(
+        "the double-sign guard state in {dir} is in use by another process (it holds the lock \
+         on {lock}): stop the other rempart-signer first; two signers on one state can each \
+         sign a different block at the same height"
+    )]
+    InUse {
+        /// The state directory.
+        dir: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+    },
     /// Reading or writing the state failed.
     #[error("double-sign guard state {path}: {source}; signing is stopped until this is fixed")]
     Io {
@@ -143,6 +156,7 @@ impl GuardError {
             GuardError::DoubleSign { .. } => "double_sign",
             GuardError::BelowFloor { .. } => "below_floor",
             GuardError::Unconfirmed { .. } => "guard_unconfirmed",
+            GuardError::InUse { .. } => "guard_in_use",
             GuardError::Io { .. } => "guard_io",
         }
     }
@@ -272,6 +286,10 @@ pub enum Decision {
 /// same size and the next one can overwrite a temporary file prepared in advance.
 const PAD: usize = 512;
 
+/// The state directory's lock, from [`Guard::lock`]: released when dropped.
+#[derive(Debug)]
+pub struct StateLock(#[allow(dead_code, reason = "held for its lock")] File);
+
 /// The guard's directory of state files.
 #[derive(Debug, Clone)]
 pub struct Guard {
@@ -284,6 +302,38 @@ impl Guard {
     /// A guard keeping its state in `dir` (which must exist; it is never created here).
     pub fn new(dir: &Path) -> Guard {
         Guard { dir: dir.to_path_buf(), temp: Arc::default() }
+    }
+
+    /// Takes the state directory's lock (`.lock` in it, created mode 0600), held until the
+    /// returned value is dropped or the process ends, whichever comes first: one signing
+    /// process per state. Refuses at once, never waits, when another holds it.
+    pub fn lock(&self) -> Result<StateLock, GuardError> {
+        if !self.dir.is_dir() {
+            return Err(GuardError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::new(
+                    ErrorKind::NotFound,
+                    "the state directory does not exist: create it (mode 0700, owned by the \
+                     signer's user) and run `rempart-signer guard init --policy <signer.toml>`",
+                ),
+            });
+        }
+        let lock = self.dir.join(".lock");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode_0600()
+            .open(&lock)
+            .map_err(|source| GuardError::Io { path: lock.clone(), source })?;
+        match file.try_lock() {
+            Ok(()) => Ok(StateLock(file)),
+            Err(fs::TryLockError::WouldBlock) => {
+                Err(GuardError::InUse { dir: self.dir.clone(), lock })
+            }
+            Err(fs::TryLockError::Error(source)) => Err(GuardError::Io { path: lock, source }),
+        }
     }
 
     fn temp_path(&self, path: &Path) -> PathBuf {

@@ -279,6 +279,11 @@ fn guard_init(
         Err(e) => return fail(EXIT_CONFIG, &e),
     };
     let guard = Guard::new(&policy.state_dir);
+    // A running signer keeps its watermarks in memory and would write over what this creates.
+    let _lock = match guard.lock() {
+        Ok(lock) => lock,
+        Err(e) => return fail(EXIT_DATA, &e),
+    };
     let mut failed = false;
     let mut matched = false;
     for p in &policy.producers {

@@ -44,12 +44,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use crate::audit::{AuditError, AuditEvent, AuditLog, AuditWriter, ReadLine};
-use crate::guard::{Decision, Guard, GuardError, GuardKey, GuardState, Intent, Outcome};
+use crate::guard::{Decision, Guard, GuardError, GuardKey, GuardState, Intent, Outcome, StateLock};
 use crate::keyring::Keyring;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::worker::{Ticket, Worker};
 
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
@@ -125,6 +127,9 @@ pub struct Signer {
     refusals: AtomicU64,
     paused: AtomicBool,
     admin: Option<crate::admin::Admin>,
+    /// One signing process per state directory; declared last, so released only after the
+    /// workers above have finished what they were given.
+    _state_lock: StateLock,
 }
 
 /// A guard temporary file being prepared (see [`Guard::prepare`]).
@@ -274,12 +279,25 @@ impl IntentRecovery {
 }
 
 impl Signer {
-    /// Checks that every producer's key is held and its guard state readable, and opens the
-    /// audit log. Refuses to start otherwise (fail closed).
+    /// Takes the state directory's lock (one signer per state), checks that every producer's
+    /// key is held and its guard state readable, and opens the audit log. Refuses to start
+    /// otherwise (fail closed).
     pub fn new(
         policy: Policy,
         keyring: Keyring,
         metrics: Arc<Metrics>,
+    ) -> Result<Signer, ServerError> {
+        let state_lock = Guard::new(&policy.state_dir).lock()?;
+        Signer::with_lock(policy, keyring, metrics, state_lock)
+    }
+
+    /// [`Signer::new`] with the state directory's lock already taken (by a caller that wanted
+    /// it before anything else, such as bringing up a tunnel or logging in to an HSM).
+    pub fn with_lock(
+        policy: Policy,
+        keyring: Keyring,
+        metrics: Arc<Metrics>,
+        state_lock: StateLock,
     ) -> Result<Signer, ServerError> {
         let guard = Guard::new(&policy.state_dir);
         let mut producer_locks = BTreeMap::new();
@@ -347,6 +365,7 @@ impl Signer {
             refusals: 0.into(),
             paused: paused.into(),
             admin,
+            _state_lock: state_lock,
         })
     }
 

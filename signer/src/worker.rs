@@ -30,11 +30,14 @@ fn take<T>(slot: &Slot<T>) -> Option<Job<T>> {
     slot.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
-/// One named thread, started at the first [`Worker::run`], running jobs in order.
+/// One named thread, started at the first [`Worker::run`], running jobs in order. Dropping the
+/// worker waits for the job in progress (and those queued) to finish: nothing it was given
+/// outlives it.
 #[derive(Debug)]
 pub struct Worker {
     name: &'static str,
     jobs: Mutex<Option<mpsc::Sender<Task>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// A job handed to a [`Worker`]: [`Ticket::wait`] for its result.
@@ -54,7 +57,7 @@ impl<T> std::fmt::Debug for Ticket<T> {
 impl Worker {
     /// A worker whose thread, once started, is called `name`. Starts no thread.
     pub fn new(name: &'static str) -> Worker {
-        Worker { name, jobs: Mutex::new(None) }
+        Worker { name, jobs: Mutex::new(None), thread: Mutex::new(None) }
     }
 
     /// Hands `f` to the thread (started now if it is not running) and returns at once.
@@ -83,10 +86,12 @@ impl Worker {
             }
         });
         match spawned {
-            Ok(_) => {
+            Ok(handle) => {
                 // If this fails the job is still in its slot, and `wait` runs it.
                 let _ = queue.send(job);
                 *jobs = Some(queue);
+                // A thread replaced here has stopped (its job panicked): nothing to wait for.
+                *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
             }
             Err(e) => {
                 tracing::warn!(worker = self.name, error = %e, "cannot start a worker thread; its jobs run on the caller's thread");
@@ -94,6 +99,19 @@ impl Worker {
             }
         }
         ticket
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread's loop once the jobs already given are done.
+        drop(self.jobs.get_mut().unwrap_or_else(|e| e.into_inner()).take());
+        let thread = self.thread.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = thread
+            && handle.thread().id() != std::thread::current().id()
+        {
+            let _ = handle.join();
+        }
     }
 }
 

@@ -33,6 +33,31 @@ fn start_without_guard_state_fails_closed() {
 }
 
 #[test]
+fn a_second_signer_on_the_same_state_is_refused_and_the_first_keeps_serving() {
+    let s = setup(None, DEV_PUB, "");
+    s.guard_init();
+    let mut first = s.spawn(&[]);
+    // Each signer trusts its own watermark: two on one state could sign two blocks at a height.
+    let out = Command::new(BIN).args(["run", "--policy"]).arg(&s.policy).output().unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process") && err.contains(".lock"), "{err}");
+    // Nor may `guard init` write beside a running signer.
+    let out =
+        Command::new(BIN).args(["guard", "init", "--policy"]).arg(&s.policy).output().unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another process"));
+    // The refused start touched nothing: the first still answers on its socket.
+    let mut raw = std::os::unix::net::UnixStream::connect(&s.socket).unwrap();
+    raw.write_all(&encode_frame(&Request::PublicKeys { request_id: 1 }).unwrap()).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(raw.read(&mut buf).unwrap() > 0);
+    // Once it stops, the lock is free again.
+    assert_eq!(first.terminate().code(), Some(0));
+    drop(s.spawn(&[]));
+}
+
+#[test]
 fn check_reports_line_and_column_with_exit_64() {
     let s = setup(None, DEV_PUB, "");
     let out = Command::new(BIN).arg("check").arg(&s.policy).output().unwrap();

@@ -15,38 +15,13 @@ use crate::guard::{Guard, GuardKey};
 use crate::keyring::Keyring;
 use crate::keyring::soft::SoftBackend;
 use crate::metrics::Metrics;
-
-const CHAIN: &str = "0101010101010101010101010101010101010101010101010101010101010101";
-
-const POLICY: &str = r#"
-[chain]
-id = "0101010101010101010101010101010101010101010101010101010101010101"
-dangerous_dev_chain = true
-max_clock_skew_ms = 2000
-[[producers]]
-account = "eosio"
-key = "KEY"
-[backend]
-kind = "soft"
-[backend.soft]
-key_files = ["/unused"]
-[listen]
-unix_socket = "/unused.sock"
-allow_own_uid = true
-[state]
-dir = "DIR"
-audit_log = "DIR/audit.jsonl"
-"#;
+use crate::server::testing::{CHAIN, policy_text, ring};
 
 struct Fixture {
     dir: tempfile::TempDir,
     producer_key: PrivateKey,
     admins: Vec<PrivateKey>,
     signer: Arc<Signer>,
-}
-
-fn policy_text(dir: &Path, key: &PublicKey, admin: &str) -> String {
-    POLICY.replace("KEY", &key.to_string()).replace("DIR", dir.to_str().unwrap()) + admin
 }
 
 fn admin_section(admins: &[PrivateKey], threshold: usize) -> String {
@@ -71,10 +46,7 @@ fn start(
         guard.init(&gkey, 0, BlockTimestamp(0)).unwrap();
     }
     let metrics = Arc::new(Metrics::default());
-    let ring =
-        Keyring::new(Box::new(SoftBackend::from_keys(vec![producer.clone()])), 8, metrics.clone())
-            .unwrap();
-    Signer::new(policy, ring, metrics)
+    Signer::new(policy, ring(vec![producer.clone()], &metrics), metrics)
 }
 
 fn fixture() -> Fixture {
@@ -311,9 +283,13 @@ fn the_admin_section_is_validated() {
 
 #[test]
 fn a_corrupt_state_file_stops_the_start() {
-    let f = fixture();
-    std::fs::write(f.dir.path().join(STATE_FILE), "{not json").unwrap();
-    let err = start(f.dir.path(), &f.producer_key, &admin_section(&f.admins, 2)).unwrap_err();
+    let Fixture { dir, producer_key, admins, signer } = fixture();
+    // While it runs, no second signer starts on its state.
+    let err = start(dir.path(), &producer_key, &admin_section(&admins, 2)).unwrap_err();
+    assert!(err.to_string().contains("in use by another process"), "{err}");
+    drop(signer);
+    std::fs::write(dir.path().join(STATE_FILE), "{not json").unwrap();
+    let err = start(dir.path(), &producer_key, &admin_section(&admins, 2)).unwrap_err();
     assert!(err.to_string().contains("corrupt"), "{err}");
 }
 

@@ -7,26 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::*;
 use crate::keyring::soft::SoftBackend;
-
-const POLICY: &str = r#"
-[chain]
-id = "0101010101010101010101010101010101010101010101010101010101010101"
-dangerous_dev_chain = true
-max_clock_skew_ms = 2000
-[[producers]]
-account = "eosio"
-key = "KEY"
-[backend]
-kind = "soft"
-[backend.soft]
-key_files = ["/unused"]
-[listen]
-unix_socket = "/unused.sock"
-allow_own_uid = true
-[state]
-dir = "DIR"
-audit_log = "DIR/audit.jsonl"
-"#;
+use crate::server::testing::{policy, ring};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -34,20 +15,11 @@ struct Fixture {
     key: PublicKey,
 }
 
-fn policy_for(dir: &Path, key: &PublicKey) -> Policy {
-    let text = POLICY.replace("KEY", &key.to_string()).replace("DIR", dir.to_str().unwrap());
-    Policy::from_toml(Path::new("/t/signer.toml"), &text).unwrap()
-}
-
-fn ring(keys: Vec<PrivateKey>, metrics: &Arc<Metrics>) -> Keyring {
-    Keyring::new(Box::new(SoftBackend::from_keys(keys)), 8, metrics.clone()).unwrap()
-}
-
 fn fixture_with_key() -> Fixture {
     let private = PrivateKey::generate(KeyType::K1);
     let dir = tempfile::tempdir().unwrap();
     let key = private.public_key();
-    let policy = policy_for(dir.path(), &key);
+    let policy = policy(dir.path(), &key);
     Guard::new(dir.path())
         .init(
             &GuardKey { chain_id: policy.chain_id, producer: Name::from_const("eosio"), key },
@@ -64,7 +36,7 @@ fn fixture_with_key() -> Fixture {
 fn start_refuses_without_guard_state_or_key() {
     let private = PrivateKey::generate(KeyType::K1);
     let dir = tempfile::tempdir().unwrap();
-    let policy = policy_for(dir.path(), &private.public_key());
+    let policy = policy(dir.path(), &private.public_key());
     let metrics = Arc::new(Metrics::default());
     let err =
         Signer::new(policy.clone(), ring(vec![private], &metrics), metrics.clone()).unwrap_err();
@@ -397,7 +369,7 @@ fn start_flaky(dir: &Path, private: &PrivateKey, fail: &Arc<AtomicBool>) -> Fixt
     let backend =
         Flaky { inner: SoftBackend::from_keys(vec![private.clone()]), fail: fail.clone() };
     let ring = Keyring::new(Box::new(backend), 8, metrics.clone()).unwrap();
-    let signer = Signer::new(policy_for(dir, &key), ring, metrics).unwrap();
+    let signer = Signer::new(policy(dir, &key), ring, metrics).unwrap();
     Fixture { signer: Arc::new(signer), _dir: tempfile::tempdir().unwrap(), key }
 }
 
@@ -412,7 +384,7 @@ fn a_restart_reads_what_happened_to_the_last_intent_from_the_audit_log() {
     let private = PrivateKey::generate(KeyType::K1);
     let key = private.public_key();
     let gkey = GuardKey {
-        chain_id: policy_for(dir.path(), &key).chain_id,
+        chain_id: policy(dir.path(), &key).chain_id,
         producer: Name::from_const("eosio"),
         key,
     };
@@ -471,7 +443,7 @@ fn a_restart_reads_what_happened_to_the_last_intent_from_the_audit_log() {
     // The same crash, but the audit log was replaced before the restart: the intent may have
     // left, so no other block is signed at its height.
     guard.write_state(&before_crash).unwrap();
-    let policy = policy_for(dir.path(), &key);
+    let policy = policy(dir.path(), &key);
     std::fs::rename(&policy.audit_log, dir.path().join("audit.old")).unwrap();
     let f = start_flaky(dir.path(), &private, &fail);
     let e = sign(&f, &request(&f, 12, BlockTimestamp(slot.0 + 5), 3)).unwrap_err();
