@@ -58,6 +58,10 @@ impl Bans {
 
     /// Whether `key` is banned now.
     pub fn is_banned(&self, key: ClientKey) -> bool {
+        // Until a first ban, not even the clock needs reading.
+        if self.bans_end_ms.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
         self.is_banned_at(key, self.now_ms())
     }
 

@@ -56,3 +56,14 @@ fn tracking_is_bounded_and_retained() {
     b.retain_at(&a, 6000);
     assert_eq!(b.tracked(), 0);
 }
+
+#[test]
+fn a_ban_is_seen_past_the_check_that_skips_the_map() {
+    let a = access(1);
+    let b = Bans::new(100);
+    let k = ClientKey::V4(7);
+    assert!(!b.is_banned(k));
+    assert!(b.violation(k, &a));
+    assert!(b.is_banned(k));
+    assert!(!b.is_banned(ClientKey::V4(8)));
+}
