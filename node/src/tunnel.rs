@@ -70,8 +70,9 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    /// Creates or updates the interface (blocking: it runs `ip` and talks to the kernel or
-    /// wireguard-go), off the async workers.
+    /// Creates or updates the interface (blocking: it runs `ip` and talks to the kernel or the
+    /// userspace program, boringtun or wireguard-go as the signer's rule picks), off the async
+    /// workers.
     pub async fn up(config: &WireGuardConfig) -> Result<Tunnel, TunnelError> {
         let cfg = config.clone();
         let interface = tokio::task::spawn_blocking(move || Interface::up(&cfg))
@@ -80,6 +81,7 @@ impl Tunnel {
         tracing::info!(
             interface = interface.name(),
             backend = interface.backend(),
+            implementation = interface.implementation(),
             address = %config.address,
             public_key = %interface.public_key(),
             "private network up"

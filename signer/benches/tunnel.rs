@@ -7,10 +7,11 @@
 //! machine at the same time: on this host over its Unix socket and over TCP loopback, then in
 //! a network namespace of its own behind its `[wireguard]` interface, with the client in a
 //! second namespace, joined by a veth pair, reaching the signer's tunnel address through its own
-//! interface of the same userspace implementation. `REMPART_BENCH_WG` lists the implementations
-//! to compare, one tunnel row each, interleaved round by round (`wireguard-go,boringtun`, the
-//! default when `boringtun-cli` is on `PATH`, else `wireguard-go`); each row names the program
-//! found behind the signer's interface, not the one asked for. The measurement is
+//! interface of the same userspace implementation. `REMPART_BENCH_WG` lists the `[wireguard]
+//! userspace` values to compare, one tunnel row each, interleaved round by round (default
+//! `auto`, what a deployment gets: boringtun when `boringtun-cli` is on `PATH`, else
+//! wireguard-go; `wireguard-go,boringtun` compares both); each row names the program found
+//! behind the signer's interface, not the one asked for. The measurement is
 //! `support/measure.rs`, shared with `latency.rs`. It touches nothing outside its temp
 //! directories and the namespaces it makes (removed at the end, WireGuard processes killed by
 //! PID) and kills its daemons by PID. `REMPART_BENCH_ROUNDS` (default 5 rounds of 200 requests
@@ -44,7 +45,7 @@ const SIGNER_TCP_PORT: u16 = 7010;
 /// WireGuard key (each round's signer brings its interface up again from its policy).
 struct Tunnel {
     _net: netns::Net,
-    /// The `[wireguard] userspace` value: "wireguard-go" or "boringtun".
+    /// The `[wireguard] userspace` value: "auto", "wireguard-go" or "boringtun".
     userspace: String,
     signer_ns: String,
     client_ns: String,
@@ -66,8 +67,10 @@ fn tunnel(userspace: &str) -> Tunnel {
     let client_wg = generate_key_file(&client_key).unwrap();
     let endpoint = format!("{SIGNER_VETH}:{SIGNER_WG_PORT}");
     let signer_wg = signer_wg.to_string();
+    // The client runs what the signer's side gets (`auto`: boringtun-cli when on PATH).
     let program = match userspace {
         "boringtun" => on_path("boringtun-cli").expect("REMPART_BENCH_WG: boringtun-cli on PATH"),
+        "auto" => on_path("boringtun-cli").unwrap_or_else(|| "wireguard-go".into()),
         _ => "wireguard-go".into(),
     };
     net.userspace(
@@ -180,16 +183,14 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!("load average before: {}", load.trim());
     eprintln!("state directories under {}", measure::state_parent().display());
-    let default =
-        if on_path("boringtun-cli").is_some() { "wireguard-go,boringtun" } else { "wireguard-go" };
-    let wanted = std::env::var("REMPART_BENCH_WG").unwrap_or_else(|_| default.into());
+    let wanted = std::env::var("REMPART_BENCH_WG").unwrap_or_else(|_| "auto".into());
     let tunnels: Vec<Tunnel> = wanted
         .split(',')
         .map(|w| {
             let w = w.trim();
             assert!(
-                ["wireguard-go", "boringtun"].contains(&w),
-                "REMPART_BENCH_WG: {w:?} is neither wireguard-go nor boringtun"
+                ["auto", "wireguard-go", "boringtun"].contains(&w),
+                "REMPART_BENCH_WG: {w:?} is none of auto, wireguard-go, boringtun"
             );
             tunnel(w)
         })

@@ -158,6 +158,10 @@ fn main() -> ExitCode {
                         _ => "other",
                     }
                 );
+                #[cfg(feature = "wireguard")]
+                if let Some(w) = rempart_signer::wireguard::reader::missing_policy_warning(&p) {
+                    eprintln!("rempart-signer: warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => fail(EXIT_CONFIG, &e),

@@ -1,9 +1,11 @@
 //! The private network on real interfaces: two network namespaces joined by a veth pair, a
-//! wireguard-go interface in each, the real `rempart-signer` (sandboxed) in one, bound to its
-//! tunnel address, and a client in the other that signs blocks through the tunnel — also after
-//! the client's WireGuard key is rotated on both live interfaces while the signer runs; and the
-//! same with boringtun (`userspace = "boringtun"`) on both sides, where the signer's per-peer
-//! counters come through its confined statistics reader child.
+//! wireguard-go interface in each (named explicitly: `userspace = "wireguard-go"`), the real
+//! `rempart-signer` (sandboxed) in one, bound to its tunnel address, and a client in the other
+//! that signs blocks through the tunnel — also after the client's WireGuard key is rotated on
+//! both live interfaces while the signer runs; and the same with boringtun, what
+//! `userspace = "auto"` picks when `boringtun-cli` is on PATH, on both sides, where the
+//! signer's per-peer counters come through its confined statistics reader child, and a key
+//! rotation goes through boringtun's remove-then-add workaround.
 //!
 //! The namespace tests need root, iproute2, wireguard-go and /dev/net/tun (the boringtun test
 //! also `boringtun-cli` on PATH): under `CI=true` they fail when any is missing, elsewhere they
@@ -295,6 +297,53 @@ fn sign_eventually(key: &PublicKey, base: BlockTimestamp, n: u32, within: Durati
     }
 }
 
+/// Rotates the client's WireGuard key while the sandboxed signer runs, as an operator does: a
+/// new key, the signer's policy names it, and `Interface::apply` (what `rempart wg apply` runs)
+/// syncs both live interfaces. Blocks `first` and `first + 1` are signed through the new key,
+/// the signer keeps its PID, its Status names the new key with counters and no error (read
+/// after its sandbox closed), and the old key gets nothing through.
+fn rotate_client_key(
+    d: &Deployment,
+    net: &Net,
+    signer: &mut Daemon,
+    client: &WireGuardConfig,
+    base: BlockTimestamp,
+    first: u32,
+) {
+    let pid = signer.child.id();
+    let new_key_file = d.dir.path().join("client-wg-2.key");
+    let new_wg = generate_key_file(&new_key_file).unwrap();
+    let text = std::fs::read_to_string(&d.policy).unwrap();
+    std::fs::write(&d.policy, text.replace(&d.client_wg.to_string(), &new_wg.to_string())).unwrap();
+    let signer_side = rempart_signer::policy::Policy::load(&d.policy).unwrap().wireguard.unwrap();
+    let (_, changes) = net.inside(&net.signer_ns, || Interface::apply(&signer_side)).unwrap();
+    assert!(!changes.private_key_changed, "{changes:?}");
+    assert_eq!((changes.added, changes.removed), (vec![new_wg], vec![d.client_wg]));
+    let mut rotated = client.clone();
+    rotated.private_key_file = new_key_file;
+    net.inside(&net.client_ns.clone(), || {
+        let (iface, changes) = Interface::apply(&rotated).expect("the client's new key");
+        assert!(changes.private_key_changed && iface.public_key() == new_wg, "{changes:?}");
+        assert_eq!(changes.kept, [d.signer_wg], "the signer stays the client's peer");
+        sign_eventually(&d.key, base, first, Duration::from_secs(30));
+        wait_for("the new key in Status", Duration::from_secs(20), || {
+            let s = status().expect("Status through the tunnel");
+            s.tunnel.len() == 1
+                && s.tunnel[0].public_key == new_wg.to_string()
+                && s.tunnel[0].rx_bytes > 0
+                && s.tunnel[0].error.is_empty()
+        });
+        // The old key no longer gets through; the new one again does.
+        Interface::apply(client).expect("back to the old key");
+        let e = sign(&d.key, base, first + 1, Duration::from_secs(3)).unwrap_err();
+        assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
+        Interface::apply(&rotated).expect("the new key again");
+        sign_eventually(&d.key, base, first + 1, Duration::from_secs(30));
+    });
+    assert!(signer.child.try_wait().unwrap().is_none(), "the signer still runs");
+    assert_eq!(signer.child.id(), pid);
+}
+
 #[test]
 fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
     if !namespaces_or_skip("a_block_is_signed_through_the_tunnel_and_only_through_it") {
@@ -312,11 +361,12 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
     let base = now_slot();
     assert!(d.log_text().contains("WireGuard interface up"), "{}", d.log_text());
 
-    let client = d.client_config(&net);
+    let mut client = d.client_config(&net);
+    client.userspace = UserspaceChoice::WireguardGo;
     net.inside(&net.client_ns.clone(), || {
         let iface = Interface::up(&client).expect("the client's tunnel comes up");
         assert_eq!(iface.backend(), "userspace", "this machine has no kernel WireGuard");
-        // `userspace = "auto"` takes wireguard-go when it is on PATH (boringtun is opt-in).
+        // Named explicitly: `auto` would take boringtun where it is on PATH.
         assert_eq!(iface.implementation(), "wireguard-go");
         let found: Vec<&str> =
             netns::userspace_processes(&net.client_if).into_iter().map(|(_, p)| p).collect();
@@ -399,35 +449,7 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
     // client gets a new key, the policy names it, and `rempart wg apply`'s `Interface::apply`
     // syncs both live interfaces. The signer keeps its PID, signs through the new key, and its
     // Status names the new key (read through the UAPI connection it opened before the sandbox).
-    let pid = signer.child.id();
-    let new_key_file = d.dir.path().join("client-wg-2.key");
-    let new_wg = generate_key_file(&new_key_file).unwrap();
-    let text = std::fs::read_to_string(&d.policy).unwrap();
-    std::fs::write(&d.policy, text.replace(&d.client_wg.to_string(), &new_wg.to_string())).unwrap();
-    let signer_side = rempart_signer::policy::Policy::load(&d.policy).unwrap().wireguard.unwrap();
-    let (_, changes) = net.inside(&net.signer_ns, || Interface::apply(&signer_side)).unwrap();
-    assert_eq!((changes.added, changes.removed), (vec![new_wg], vec![d.client_wg]));
-    assert!(!changes.private_key_changed);
-    let mut rotated = d.client_config(&net);
-    rotated.private_key_file = new_key_file;
-    let old = d.client_config(&net);
-    net.inside(&net.client_ns.clone(), || {
-        let (iface, changes) = Interface::apply(&rotated).expect("the client's new key");
-        assert!(changes.private_key_changed && iface.public_key() == new_wg, "{changes:?}");
-        sign_eventually(&d.key, base, 6, Duration::from_secs(30));
-        wait_for("the new key in Status", Duration::from_secs(20), || {
-            let s = status().expect("Status through the tunnel");
-            s.tunnel.len() == 1 && s.tunnel[0].public_key == new_wg.to_string()
-        });
-        // The old key no longer gets through.
-        Interface::apply(&old).expect("back to the old key");
-        let e = sign(&d.key, base, 7, Duration::from_secs(3)).unwrap_err();
-        assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
-        Interface::apply(&rotated).expect("the new key again");
-        sign_eventually(&d.key, base, 7, Duration::from_secs(30));
-    });
-    assert!(signer.child.try_wait().unwrap().is_none(), "the signer still runs");
-    assert_eq!(signer.child.id(), pid);
+    rotate_client_key(&d, &net, &mut signer, &client, base, 6);
 
     // 8. The wireguard-go process behind the signer's interface dies: the sandboxed signer
     //    cannot reconnect, says so in its log, metrics and Status, and keeps serving its
@@ -454,7 +476,7 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
 
     // 9. Updating an interface to another address removes the old one (it would keep
     //    answering otherwise).
-    let mut moved = d.client_config(&net);
+    let mut moved = client.clone();
     moved.address = "10.98.0.5/24".parse().unwrap();
     net.inside(&net.client_ns.clone(), || Interface::up(&moved).expect("the moved tunnel"));
     let out = Command::new("ip")
@@ -492,15 +514,18 @@ fn metric(text: &str, name_and_labels: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
 }
 
-/// The signer with `userspace = "boringtun"`: it starts boringtun-cli itself and signs through
-/// the tunnel; under the production sandbox its Status and metrics carry the peer's handshake
+/// The signer with `userspace = "auto"` and boringtun-cli on PATH (the default deployment): it
+/// starts boringtun-cli itself and signs through the tunnel; under the production sandbox its Status and metrics carry the peer's handshake
 /// age and byte counters, which grow after a signature — read by its confined child
 /// (`wg-stats-reader`), since boringtun closes each UAPI connection after one answer and the
 /// signer may not open another. Killing that child gives a clear, lasting Status and metrics
 /// error while signing goes on. A reader that may connect per read (the node's) sees
 /// boringtun's handshake as a recent time (boringtun reports an age, not a UNIX time), and
 /// re-applying the same configuration on a live boringtun interface reports no key change
-/// (boringtun hides its private key).
+/// (boringtun hides its private key). Rotating the client's key on both live boringtun
+/// interfaces (`rempart wg apply`: boringtun cannot update a live peer, so every peer is
+/// removed and the configured ones added again) keeps the signer running, and its reader
+/// child reports the new key.
 #[test]
 fn a_signer_on_boringtun_reports_per_peer_counters_through_its_confined_reader() {
     let name = "a_signer_on_boringtun_reports_per_peer_counters_through_its_confined_reader";
@@ -509,9 +534,10 @@ fn a_signer_on_boringtun_reports_per_peer_counters_through_its_confined_reader()
     }
     let net = Net::new();
     let tcp = format!("tcp = \"{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}\"");
-    let d = deployment(&net.signer_if, &tcp, "boringtun");
+    let d = deployment(&net.signer_if, &tcp, "auto");
     let mut signer = d.spawn(&net);
     let base = now_slot();
+    // `auto` picked boringtun (it is on PATH; wireguard-go may be too).
     let behind: Vec<&str> =
         netns::userspace_processes(&net.signer_if).into_iter().map(|(_, p)| p).collect();
     assert_eq!(behind, ["boringtun"], "{}", d.log_text());
@@ -527,13 +553,12 @@ fn a_signer_on_boringtun_reports_per_peer_counters_through_its_confined_reader()
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", readers[0])).unwrap();
     assert!(cmdline.split(|b| *b == 0).nth(1) == Some(b"wg-stats-reader"), "{cmdline:?}");
 
-    let mut client = d.client_config(&net);
-    client.userspace = UserspaceChoice::Boringtun;
+    let client = d.client_config(&net);
     let peer = format!("peer=\"{CLIENT_TUNNEL}\",public_key=\"{}\"", d.client_wg);
     let labels = format!("{{interface=\"{}\",{peer}}}", net.signer_if);
     net.inside(&net.client_ns.clone(), || {
         let iface = Interface::up(&client).expect("the client's boringtun tunnel comes up");
-        assert_eq!(iface.implementation(), "boringtun");
+        assert_eq!(iface.implementation(), "boringtun", "what `auto` picks with boringtun-cli");
         sign_eventually(&d.key, base, 2, Duration::from_secs(30));
 
         // Status over the tunnel: a recent handshake and both counters, no error.
@@ -584,6 +609,10 @@ fn a_signer_on_boringtun_reports_per_peer_counters_through_its_confined_reader()
                 .is_some_and(|b| b > 0)
     });
 
+    // Key rotation on boringtun (every peer removed, the configured ones added again) while
+    // the sandboxed signer runs: its reader child reports the new key.
+    rotate_client_key(&d, &net, &mut signer, &client, base, 5);
+
     // The reader child dies: Status and the metrics say so and why, the log too; the signer
     // keeps signing through the tunnel.
     for pid in readers {
@@ -598,7 +627,7 @@ fn a_signer_on_boringtun_reports_per_peer_counters_through_its_confined_reader()
                 && s.tunnel[0].error.contains("restart the signer")
                 && s.tunnel[0].rx_bytes > 0
         });
-        sign_eventually(&d.key, base, 5, Duration::from_secs(30));
+        sign_eventually(&d.key, base, 7, Duration::from_secs(30));
     });
     wait_for("stats down in the metrics", Duration::from_secs(20), || {
         d.metrics()
@@ -633,6 +662,10 @@ fn a_signer_on_boringtun_without_the_reader_policy_signs_and_says_why() {
     );
     assert_ne!(moved, text);
     std::fs::write(&d.policy, moved).unwrap();
+    // `check` warns, naming the missing file, and passes: the signer runs without it.
+    let (ok, stderr) = check(&d.policy);
+    let reader = lone.join("wg-stats-reader.x86_64.json");
+    assert!(ok && stderr.contains("warning") && stderr.contains(&reader.display().to_string()));
     let _signer = d.spawn(&net);
     let base = now_slot();
     let mut client = d.client_config(&net);
@@ -676,6 +709,31 @@ fn check_refuses_a_private_listener_off_the_tunnel_address() {
     let d = deployment_without_keys(&format!("tcp = \"{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}\""));
     let (ok, stderr) = check(&d.1);
     assert!(ok, "{stderr}");
+}
+
+/// Needs no root: a sandboxed signer with `[wireguard]` whose statistics reader's seccomp
+/// policy is not beside its own passes `check` with a warning naming that file and what is
+/// lost; installed, no warning.
+#[test]
+fn check_warns_when_the_reader_policy_is_not_beside_the_signers() {
+    let (dir, policy) =
+        deployment_without_keys(&format!("tcp = \"{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}\""));
+    let installed = dir.path().join("seccomp");
+    std::fs::create_dir(&installed).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/seccomp");
+    std::fs::copy(shipped.join("signer.x86_64.json"), installed.join("signer.x86_64.json"))
+        .unwrap();
+    let (ok, stderr) = check(&policy);
+    let reader = installed.join("wg-stats-reader.x86_64.json");
+    assert!(ok, "a warning, not a refusal: {stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains(&reader.display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("per-peer") && stderr.contains("boringtun"), "{stderr}");
+    std::fs::copy(shipped.join("wg-stats-reader.x86_64.json"), &reader).unwrap();
+    let (ok, stderr) = check(&policy);
+    assert!(ok && !stderr.contains("warning"), "{stderr}");
 }
 
 /// The policy of [`deployment`] without generating anything but the file (for `check`).

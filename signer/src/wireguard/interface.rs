@@ -111,9 +111,11 @@ pub(super) fn resolve_userspace(
                 };
                 return Ok(Userspace { program, kind });
             }
-            found("wireguard-go", "wireguard-go")
-                .or_else(|| found("boringtun", "boringtun-cli"))
-                .ok_or(missing("wireguard-go or boringtun-cli"))
+            // boringtun first: it meets the tunnel latency target (BENCHMARKS.md, "Signer:
+            // sign-request latency over the WireGuard tunnel"), wireguard-go does not.
+            found("boringtun", "boringtun-cli")
+                .or_else(|| found("wireguard-go", "wireguard-go"))
+                .ok_or(missing("boringtun-cli or wireguard-go"))
         }
     }
 }

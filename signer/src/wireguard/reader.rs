@@ -62,6 +62,35 @@ pub fn policy_beside(signer_policy: &Path) -> PathBuf {
     signer_policy.with_file_name(format!("wg-stats-reader.{}.json", std::env::consts::ARCH))
 }
 
+/// The warning `check` gives for a signer `policy` whose tunnel would have no per-peer
+/// counters on boringtun because the child's seccomp policy ([`policy_beside`] the signer's) is
+/// not installed; `None` when nothing is lost (no `[wireguard]`, the sandbox disabled, or the
+/// file there). A warning, never an error: the signer runs without it, and on wireguard-go or
+/// the kernel it does not need it.
+pub fn missing_policy_warning(policy: &crate::policy::Policy) -> Option<String> {
+    let needed = policy.wireguard.is_some() && !policy.sandbox.dangerous_disabled;
+    missing_policy(needed, &policy.sandbox.seccomp_policy)
+}
+
+/// [`missing_policy_warning`] for a signer whose seccomp policy is `signer_policy`; `needed`:
+/// it has `[wireguard]` and a sandbox.
+fn missing_policy(needed: bool, signer_policy: &Path) -> Option<String> {
+    let reader = policy_beside(signer_policy);
+    if !needed || reader.is_file() {
+        return None;
+    }
+    Some(format!(
+        "[wireguard] is configured but {} is missing: on boringtun (what userspace = \"auto\" \
+         picks when boringtun-cli is on PATH) this signer cannot start the child that reads the \
+         tunnel's per-peer handshake age and byte counters, so Status and the metrics lose \
+         them (it still signs; wireguard-go and the kernel do not need the file); install \
+         policies/seccomp/wg-stats-reader.{}.json there, beside {}",
+        reader.display(),
+        std::env::consts::ARCH,
+        signer_policy.display()
+    ))
+}
+
 /// How to start and confine the child: the program (the signer itself) and the signer's
 /// sandbox settings that the child applies to itself too.
 #[derive(Clone, Debug, PartialEq, Eq)]

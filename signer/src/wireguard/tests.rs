@@ -465,7 +465,7 @@ fn the_userspace_key_names_the_program() {
 
 #[cfg(feature = "wireguard")]
 #[test]
-fn auto_prefers_wireguard_go_then_boringtun_and_honours_the_wg_quick_variable() {
+fn auto_prefers_boringtun_then_wireguard_go_and_honours_the_wg_quick_variable() {
     use super::interface::resolve_userspace;
     let both = tempfile::tempdir().unwrap();
     let go_only = tempfile::tempdir().unwrap();
@@ -484,19 +484,33 @@ fn auto_prefers_wireguard_go_then_boringtun_and_honours_the_wg_quick_variable() 
     let kind = |choice, env: Option<&str>, dirs: &[&tempfile::TempDir]| {
         resolve_userspace(choice, env.map(Into::into), Some(&path(dirs))).map(|u| u.kind)
     };
+    // auto prefers boringtun wherever it is on PATH, even after a directory with wireguard-go
+    // (boringtun meets the tunnel latency target), and takes wireguard-go only without it.
+    let u = resolve_userspace(UserspaceChoice::Auto, None, Some(&path(&[&go_only, &both])));
+    let u = u.unwrap();
+    assert_eq!((u.kind, u.program), ("boringtun", both.path().join("boringtun-cli")));
+    let u = resolve_userspace(UserspaceChoice::Auto, None, Some(&path(&[&go_only])));
+    let u = u.unwrap();
+    assert_eq!((u.kind, u.program), ("wireguard-go", go_only.path().join("wireguard-go")));
     // The first directory of PATH that has the wanted program.
     let u = resolve_userspace(UserspaceChoice::Auto, None, Some(&path(&[&bt_only, &both])));
     let u = u.unwrap();
-    assert_eq!((u.kind, u.program), ("wireguard-go", both.path().join("wireguard-go")));
-    let u = resolve_userspace(UserspaceChoice::Boringtun, None, Some(&path(&[&go_only, &both])));
+    assert_eq!((u.kind, u.program), ("boringtun", bt_only.path().join("boringtun-cli")));
+    let u = resolve_userspace(UserspaceChoice::WireguardGo, None, Some(&path(&[&go_only, &both])));
     let u = u.unwrap();
-    assert_eq!((u.kind, u.program), ("boringtun", both.path().join("boringtun-cli")));
+    assert_eq!((u.kind, u.program), ("wireguard-go", go_only.path().join("wireguard-go")));
     assert_eq!(kind(UserspaceChoice::Auto, None, &[&bt_only]).unwrap(), "boringtun");
+    assert_eq!(kind(UserspaceChoice::Auto, None, &[&both]).unwrap(), "boringtun");
     assert_eq!(kind(UserspaceChoice::WireguardGo, None, &[&both]).unwrap(), "wireguard-go");
+    assert_eq!(kind(UserspaceChoice::Boringtun, None, &[&both]).unwrap(), "boringtun");
     // The wg-quick variable wins in auto only; an unknown program is "custom".
     assert_eq!(
         kind(UserspaceChoice::Auto, Some("/opt/x/boringtun-cli"), &[&both]).ok(),
         Some("boringtun")
+    );
+    assert_eq!(
+        kind(UserspaceChoice::Auto, Some("/usr/bin/wireguard-go"), &[&both]).ok(),
+        Some("wireguard-go")
     );
     assert_eq!(kind(UserspaceChoice::Auto, Some("/usr/bin/my-wg"), &[&both]).unwrap(), "custom");
     assert_eq!(
@@ -510,6 +524,6 @@ fn auto_prefers_wireguard_go_then_boringtun_and_honours_the_wg_quick_variable() 
     assert!(err.to_string().contains("boringtun-cli is not on PATH"), "{err}");
     let empty = tempfile::tempdir().unwrap();
     let err = kind(UserspaceChoice::Auto, None, &[&empty]).unwrap_err();
-    assert!(err.to_string().contains("wireguard-go or boringtun-cli"), "{err}");
+    assert!(err.to_string().contains("boringtun-cli or wireguard-go"), "{err}");
     assert!(resolve_userspace(UserspaceChoice::WireguardGo, None, None).is_err(), "no PATH at all");
 }

@@ -73,3 +73,17 @@ fn arguments_are_checked() {
         Path::new(&format!("/etc/rempart/seccomp/wg-stats-reader.{}.json", std::env::consts::ARCH))
     );
 }
+
+#[test]
+fn a_missing_reader_policy_is_a_warning_naming_the_file_and_what_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = dir.path().join("signer.x86_64.json");
+    let reader = policy_beside(&signer);
+    let warning = missing_policy(true, &signer).expect("a warning when the file is missing");
+    assert!(warning.contains(&reader.display().to_string()), "{warning}");
+    assert!(warning.contains("per-peer") && warning.contains("still signs"), "{warning}");
+    assert!(!warning.contains("error"), "a warning, worded as one: {warning}");
+    assert_eq!(missing_policy(false, &signer), None, "no [wireguard] or no sandbox: no child");
+    std::fs::write(&reader, "{}").unwrap();
+    assert_eq!(missing_policy(true, &signer), None, "installed");
+}
