@@ -1,27 +1,31 @@
 //! The node's private network on real interfaces, in four network namespaces joined by veth
 //! pairs: the signer, the producer and the api node, each bringing up its own `[wireguard]`
-//! interface (wireguard-go) from its file, with tunnels producer⇄signer and api⇄producer (the
-//! signer's TCP listener on its tunnel address), and a stranger with a WireGuard key that no
-//! one configured. Blocks are produced and signed through the tunnel, the api node follows them,
-//! and eosjs pushes a transaction to the api node and finds it in a block. The signer's port is
-//! unreachable from the api namespace on every address and from its own veth link; the
-//! stranger gets nothing through; the producer's private listener is reachable neither on its
-//! veth address nor from a tunnel address that is not a configured peer, and a non-peer source
-//! on its own host is closed unserved. `rempart-node check` accepts the configuration and
-//! refuses a wildcard private listener.
+//! interface from its file (here named explicitly: `userspace = "wireguard-go"`), with tunnels
+//! producer⇄signer and api⇄producer (the signer's TCP listener on its tunnel address), and a
+//! stranger with a WireGuard key that no one configured. Blocks are produced and signed through
+//! the tunnel, the api node follows them, and eosjs pushes a transaction to the api node and
+//! finds it in a block. The signer's port is unreachable from the api namespace on every
+//! address and from its own veth link; the stranger gets nothing through; the producer's
+//! private listener is reachable neither on its veth address nor from a tunnel address that is
+//! not a configured peer, and a non-peer source on its own host is closed unserved.
+//! `rempart-node check` accepts the configuration and refuses a wildcard private listener.
 //!
-//! The second test takes the signer's side of the tunnel down (slots are missed and counted,
-//! the producer logs the stale handshake naming the signer's peer, production resumes, the signer refuses nothing: retries are legitimate), then rotates the
-//! producer's WireGuard key on every side with what `rempart wg apply` runs
-//! (`Interface::apply` on each live interface) while the signer keeps running (same PID), and
-//! shows that blocks are signed through the new key, that Status and metrics name it, and that
-//! the old key no longer gets through.
+//! The second test runs on what `userspace = "auto"` picks: boringtun where `boringtun-cli` is
+//! on PATH (tests/run.sh puts it there; under `CI=true` it must be), else wireguard-go. It takes
+//! the signer's side of the tunnel down (slots are missed and counted, the producer logs the
+//! stale handshake naming the signer's peer, production resumes, the signer refuses nothing:
+//! retries are legitimate), then rotates the producer's WireGuard key on every side with what
+//! `rempart wg apply` runs (`Interface::apply` on each live interface; on boringtun, which
+//! cannot update a live peer, every peer is removed and the configured ones added again) while
+//! the signer keeps running (same PID), and shows that blocks are signed through the new key,
+//! that Status and metrics name it, and that the old key no longer gets through.
 //!
-//! Needs root, iproute2, wireguard-go, wireguard-tools and /dev/net/tun: under `CI=true` the
-//! tests fail when any is missing (and when node or the npm clients are), elsewhere they are
-//! skipped with a line saying why. Everything they create — namespaces, nodes, the signer, the
-//! wireguard-go processes (killed by PID) — is removed by guards' `Drop` (tests/support/netns.rs),
-//! even when a test fails. No sleep synchronises anything: every wait polls with a deadline.
+//! Needs root, iproute2, wireguard-go, wireguard-tools, /dev/net/tun and (for the second test)
+//! boringtun-cli on PATH: under `CI=true` the tests fail when any is missing (and when node or
+//! the npm clients are), elsewhere they are skipped with a line saying why. Everything they
+//! create — namespaces, nodes, the signer, the wireguard-go and boringtun processes (killed by
+//! PID) — is removed by guards' `Drop` (tests/support/netns.rs), even when a test fails. No
+//! sleep synchronises anything: every wait polls with a deadline.
 
 #[path = "../../tests/support/netns.rs"]
 mod netns;
@@ -229,8 +233,12 @@ struct Deployment {
 }
 
 impl Deployment {
-    /// Writes every file and checks nothing yet; starts nothing yet.
-    fn write(net: &Net) -> Deployment {
+    /// Writes every file and checks nothing yet; starts nothing yet. `userspace`: every side's
+    /// `[wireguard] userspace` ("auto", "wireguard-go" or "boringtun").
+    fn write(net: &Net, userspace: &str) -> Deployment {
+        let userspace = |text: String| {
+            text.replace("[wireguard]\n", &format!("[wireguard]\nuserspace = \"{userspace}\"\n"))
+        };
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -241,7 +249,7 @@ impl Deployment {
         let signer_wg = generate_key_file(&d.join("signer-wg.key")).expect("signer key");
         let producer_peers = peer_toml(api_wg, API_TUNNEL, &format!("{API_VETH}:{API_WG_PORT}"))
             + &peer_toml(signer_wg, SIGNER_TUNNEL, &format!("{SIGNER_VETH}:{SIGNER_WG_PORT}"));
-        let producer_text = node_toml(
+        let producer_text = userspace(node_toml(
             &format!("{PRODUCER_TUNNEL}:{PRIVATE_PORT}"),
             &format!("{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}"),
             &net.producer_if,
@@ -249,9 +257,9 @@ impl Deployment {
             PRODUCER_WG_PORT,
             PRODUCER_TUNNEL,
             &producer_peers,
-        );
+        ));
         std::fs::write(d.join("producer.toml"), &producer_text).expect("producer.toml");
-        let api_text = node_toml(
+        let api_text = userspace(node_toml(
             &format!("{API_TUNNEL}:{PRIVATE_PORT}"),
             "unix:unused.sock",
             &net.api_if,
@@ -263,15 +271,15 @@ impl Deployment {
                 PRODUCER_TUNNEL,
                 &format!("{PRODUCER_VETH}:{PRODUCER_WG_PORT}"),
             ),
-        );
+        ));
         std::fs::write(d.join("api.toml"), api_text).expect("api.toml");
         std::fs::write(d.join("dev.key"), format!("{DEV_WIF}\n")).expect("key");
         std::fs::set_permissions(d.join("dev.key"), std::fs::Permissions::from_mode(0o600))
             .expect("chmod");
         std::fs::create_dir(d.join("signer-state")).expect("state");
         let chain = genesis.chain_id().to_string();
-        std::fs::write(d.join("signer.toml"), signer_toml(&chain, &net.signer_if, producer_wg))
-            .expect("signer.toml");
+        let signer_text = userspace(signer_toml(&chain, &net.signer_if, producer_wg));
+        std::fs::write(d.join("signer.toml"), signer_text).expect("signer.toml");
         Deployment { producer_text, producer_wg, signer_wg, procs: Vec::new(), dir }
     }
 
@@ -422,6 +430,15 @@ const { JsSignatureProvider } = require('eosjs/dist/eosjs-jssig');
 });
 "#;
 
+/// Whether `boringtun-cli` is on `PATH`; under `CI=true` it must be (tests/run.sh installs it),
+/// so that the default (`userspace = "auto"`) is tested on what it picks in production.
+fn boringtun_on_path() -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("boringtun-cli").is_file()));
+    assert!(found || !netns::ci(), "boringtun-cli is not on PATH: tests/run.sh installs it");
+    found
+}
+
 /// The `[wireguard]` section of a signer policy or a node configuration, as `rempart wg apply`
 /// reads it.
 fn wireguard_of(file: &Path, signer: bool) -> WireGuardConfig {
@@ -441,7 +458,9 @@ fn blocks_are_signed_through_the_tunnel_the_api_node_follows_and_nothing_else_ge
     }
     let modules = eosjs_modules();
     let net = Net::new(true);
-    let mut d = Deployment::write(&net);
+    // wireguard-go named explicitly (`auto` takes boringtun where it is on PATH; the second
+    // test runs on that), so that both implementations stay covered.
+    let mut d = Deployment::write(&net, "wireguard-go");
     let producer_listen = format!("{PRODUCER_TUNNEL}:{PRIVATE_PORT}");
 
     // `check` accepts the file and names this side's public key; a wildcard is refused.
@@ -650,7 +669,7 @@ fn slots_missed_while_the_tunnel_is_down_resume_and_a_key_rotation_needs_no_sign
         return;
     }
     let net = Net::new(false);
-    let mut d = Deployment::write(&net);
+    let mut d = Deployment::write(&net, "auto");
     // The producer calls a handshake older than 10 s stale (the least a policy accepts), so that
     // its warning comes while the tunnel is down, within this test's time. (WireGuard rekeys
     // only every 120 s while traffic flows: a live peer's handshake ages past 10 s too.)
@@ -672,6 +691,13 @@ fn slots_missed_while_the_tunnel_is_down_resume_and_a_key_rotation_needs_no_sign
         || d.logs(),
     );
     assert!(d.log("signer.log").contains("WireGuard interface up"), "{}", d.logs());
+    // `auto` picked boringtun on every side where it is on PATH (it must be under CI=true).
+    let expected = if boringtun_on_path() { "boringtun" } else { "wireguard-go" };
+    for iface in [&net.signer_if, &net.producer_if, &net.api_if] {
+        let behind: Vec<&str> =
+            netns::userspace_processes(iface).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(behind, [expected], "the program behind {iface}");
+    }
     let (pid, running) = d.signer_pid();
     assert!(running, "{}", d.logs());
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("the signer's exe");
