@@ -8,7 +8,9 @@
 //! Files are recognised by name: `signer*.toml`, `node*.toml`, `gateway*.toml` (the genesis is
 //! the one each node configuration names). A `node-api*.toml` configures an api node only (as on
 //! an edge host): its `[producer]` section is unused, so its signer address is not
-//! cross-checked. It never writes, never connects anywhere and never prints a secret (a soft key
+//! cross-checked. A signer with `[wireguard]` and a sandbox whose tunnel-statistics reader's
+//! seccomp policy is not installed beside its own gets a warning (it would run, without per-peer
+//! counters on boringtun), not an error. It never writes, never connects anywhere and never prints a secret (a soft key
 //! file is read only to derive its public key).
 
 use std::collections::BTreeSet;
@@ -160,6 +162,8 @@ pub struct Report {
     pub ok: Vec<String>,
     /// What could not be confirmed (e.g. a key file not created yet), not an error.
     pub notes: Vec<String>,
+    /// What would run, but with something lost (e.g. a signer's tunnel counters), not an error.
+    pub warnings: Vec<String>,
     /// The problems.
     pub errors: Vec<CheckError>,
 }
@@ -204,6 +208,11 @@ pub fn check_dir(dir: &Path) -> Report {
                         file.display(),
                         policy.chain_id
                     ));
+                    if let Some(w) =
+                        rempart_signer::wireguard::reader::missing_policy_warning(&policy)
+                    {
+                        report.warnings.push(format!("{}: {w}", file.display()));
+                    }
                     signers.push(Signer { file, policy });
                 }
                 Err(e) => report.errors.push(invalid(e.to_string())),
@@ -423,6 +432,9 @@ pub fn run(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<u
     }
     for note in &report.notes {
         writeln!(err, "note  {note}")?;
+    }
+    for warning in &report.warnings {
+        writeln!(err, "warn  {warning}")?;
     }
     for e in &report.errors {
         writeln!(err, "error {e}")?;

@@ -478,7 +478,7 @@ fn prepare(
 ) -> Result<(), UpError> {
     let state = layout.signer_state();
     std::fs::create_dir_all(&state).map_err(|e| UpError::io(&state, e))?;
-    layout::write(&layout.policies().join("seccomp/signer.x86_64.json"), layout::SECCOMP_JSON)?;
+    layout::write_seccomp(layout)?;
     for i in 0..=2 {
         layout::write(&layout.node_toml(i), &layout::node_config(i)?)?;
     }

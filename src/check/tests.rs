@@ -93,3 +93,38 @@ fn an_invalid_file_is_reported_with_its_own_programs_explanation() {
         report.errors
     );
 }
+
+#[test]
+fn a_tunnel_signer_without_the_reader_policy_beside_its_own_gets_a_warning_not_an_error() {
+    let production = shipped().join("production");
+    let reader = format!("wg-stats-reader.{}.json", std::env::consts::ARCH);
+    // The example as shipped: its seccomp/ directory is installed on the host, not here.
+    let report = check_dir(&production);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(
+        report.warnings.iter().any(|w| w.contains("signer.toml")
+            && w.contains(&production.join("seccomp").join(&reader).display().to_string())
+            && w.contains("per-peer")),
+        "{:?}",
+        report.warnings
+    );
+    // Installed as the README says: both seccomp policies side by side, no warning.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("seccomp")).unwrap();
+    std::fs::copy(production.join("signer.toml"), dir.path().join("signer.toml")).unwrap();
+    for f in ["signer.x86_64.json", reader.as_str()] {
+        std::fs::copy(shipped().join("seccomp").join(f), dir.path().join("seccomp").join(f))
+            .unwrap();
+    }
+    let report = check_dir(dir.path());
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert!(report.ok.iter().any(|l| l.contains("signer policy")), "{:?}", report.ok);
+    // Without the reader's file: the warning names it.
+    std::fs::remove_file(dir.path().join("seccomp").join(&reader)).unwrap();
+    let report = check_dir(dir.path());
+    assert!(
+        matches!(report.warnings.as_slice(), [w] if w.contains(&reader)),
+        "{:?}",
+        report.warnings
+    );
+}

@@ -23,6 +23,11 @@ pub const GATEWAY_TOML: &str = include_str!("../../policies/gateway.toml");
 pub const GENESIS_JSON: &str = include_str!("../../policies/genesis.json");
 /// The signer's seccomp allowlist.
 pub const SECCOMP_JSON: &str = include_str!("../../policies/seccomp/signer.x86_64.json");
+/// The seccomp allowlist of the signer's WireGuard statistics reader child: a sandboxed signer
+/// with `[wireguard]` on boringtun finds it beside its own and has no per-peer tunnel counters
+/// without it.
+pub const READER_SECCOMP_JSON: &str =
+    include_str!("../../policies/seccomp/wg-stats-reader.x86_64.json");
 
 /// The well-known development private key of `eosio` (public knowledge; development only).
 pub const DEV_PRIVATE_KEY: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79zkvFD3";
@@ -181,6 +186,15 @@ pub fn write(path: &Path, text: &str) -> Result<(), UpError> {
         fs::create_dir_all(dir).map_err(|e| UpError::io(dir, e))?;
     }
     fs::write(path, text).map_err(|e| UpError::io(path, e))
+}
+
+/// Writes the signer's seccomp allowlist and, beside it, its statistics reader's (whatever the
+/// signer policy says: one that gains a `[wireguard]` section later needs both), into
+/// `policies/seccomp/`.
+pub fn write_seccomp(layout: &Layout) -> Result<(), UpError> {
+    let dir = layout.policies().join("seccomp");
+    write(&dir.join("signer.x86_64.json"), SECCOMP_JSON)?;
+    write(&dir.join("wg-stats-reader.x86_64.json"), READER_SECCOMP_JSON)
 }
 
 /// Writes a secret (key, PIN) with mode 0600 from the start.

@@ -34,8 +34,7 @@ fn the_derived_configurations_are_valid_and_consistent() {
     let layout = Layout::new(dir.path().to_path_buf());
     layout::write(&layout.genesis(), layout::GENESIS_JSON).unwrap();
     layout::write(&layout.signer_toml(), layout::SIGNER_TOML).unwrap();
-    layout::write(&layout.policies().join("seccomp/signer.x86_64.json"), layout::SECCOMP_JSON)
-        .unwrap();
+    layout::write_seccomp(&layout).unwrap();
     layout::write_secret(&layout.signer_state().join("dev.key"), DEV_PRIVATE_KEY).unwrap();
     for i in 0..=2 {
         layout::write(&layout.node_toml(i), &layout::node_config(i).unwrap()).unwrap();
@@ -55,6 +54,11 @@ fn the_derived_configurations_are_valid_and_consistent() {
     let report = crate::check::check_dir(&layout.policies());
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(report.notes.is_empty(), "{:?}", report.notes);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    // The reader child's allowlist lies where a signer given a [wireguard] section looks for it.
+    let signer = rempart_signer::policy::Policy::load(&layout.signer_toml()).unwrap();
+    let reader = rempart_signer::wireguard::reader::policy_beside(&signer.sandbox.seccomp_policy);
+    assert_eq!(std::fs::read_to_string(reader).unwrap(), layout::READER_SECCOMP_JSON);
 }
 
 #[test]

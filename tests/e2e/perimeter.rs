@@ -148,8 +148,9 @@ impl Perimeter {
         let p = |f: &str| layout.root.join(f);
         std::fs::create_dir_all(p("logs")).expect("logs");
         std::fs::create_dir_all(layout.signer_state()).expect("signer state");
-        layout::write(&layout.policies().join("seccomp/signer.x86_64.json"), layout::SECCOMP_JSON)
-            .expect("seccomp");
+        // Both allowlists: the signer runs on boringtun where it is on PATH, and its tunnel
+        // counters come from the reader child confined by the second.
+        layout::write_seccomp(&layout).expect("seccomp");
         layout::write_certs(&layout).expect("certificates");
 
         // WireGuard keys: producer ⇄ signer and producer ⇄ api (one interface per namespace).
@@ -465,6 +466,28 @@ read_only_paths = [{readable}]
             Duration::from_secs(60),
             || head(&producer) >= 3,
             || self.logs(),
+        );
+        // The sandboxed signer reads its tunnel's per-peer counters: on boringtun (what `auto`
+        // picks where it is on PATH, as tests/run.sh puts it) through its reader child,
+        // confined by the allowlist installed beside its own.
+        let boringtun = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("boringtun-cli").is_file()));
+        let signer_log = self.log(Part::Signer);
+        let up = signer_log.lines().find(|l| l.contains("WireGuard interface up"));
+        let expected = if boringtun { "boringtun" } else { "wireguard-go" };
+        assert!(up.is_some_and(|l| l.contains(expected)), "{expected} expected:\n{signer_log}");
+        let signer_metrics = self.path("var/signer/metrics.prom");
+        wait_for(
+            "the signer's tunnel statistics",
+            Duration::from_secs(20),
+            || metric(&signer_metrics, "rempart_wireguard_stats_up{") == Some(1.0),
+            || {
+                format!(
+                    "{}\n{}",
+                    std::fs::read_to_string(&signer_metrics).unwrap_or_default(),
+                    self.logs()
+                )
+            },
         );
         for i in 1..=2 {
             self.spawn(Part::Api(i));
