@@ -13,9 +13,9 @@
 //! - one client floods: it is rate limited (429) then banned, another client is unaffected.
 //!
 //! One test function with phases: the phases share the perimeter, which takes the longest to
-//! start. Needs root, iproute2, wireguard-go, /dev/net/tun, SoftHSM2, curl, node and the npm
-//! clients (`npm ci` in tests/clients): under `CI=true` a missing one fails the test, elsewhere
-//! it is skipped with a line saying why. Namespaces, interfaces and processes carry this run's
+//! start. Needs root, iproute2, boringtun-cli (or wireguard-go), /dev/net/tun, SoftHSM2, curl,
+//! node and the npm clients (`npm ci` in tests/clients): under `CI=true` a missing one fails the
+//! test, elsewhere it is skipped with a line saying why. Namespaces, interfaces and processes carry this run's
 //! PID and are removed by guards on drop; every wait polls with a deadline.
 
 use std::collections::HashMap;

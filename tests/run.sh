@@ -128,7 +128,7 @@ python3 -m venv target/pyntelope-venv
 target/pyntelope-venv/bin/pip install --quiet --disable-pip-version-check pyntelope==0.8.6
 export PYNTELOPE_PYTHON="$ROOT/target/pyntelope-venv/bin/python"
 
-step "boringtun-cli 0.7.1 (the WireGuard tests' second userspace implementation)"
+step "boringtun-cli 0.7.1 (the userspace WireGuard that [wireguard] userspace = \"auto\" prefers)"
 # Built from crates.io (BSD-3-Clause; no Debian package): about 1.5 min once per target dir.
 export PATH="$ROOT/target/boringtun/bin:$PATH"
 if ! command -v boringtun-cli >/dev/null 2>&1; then
