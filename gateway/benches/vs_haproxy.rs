@@ -629,6 +629,10 @@ fn wrk(url: &str, conns: u64, seconds: u64) -> (f64, f64, f64) {
             .unwrap_or_else(|| panic!("wrk printed no {p} latency:\n{out}"))
     };
     assert!(!out.contains("Non-2xx"), "wrk saw non-2xx answers:\n{out}");
+    // The whole distribution, to see where a p99 gap starts.
+    let spread: Vec<String> =
+        ["50%", "75%", "90%", "99%"].iter().map(|p| format!("{p} {:.2}", pct(p))).collect();
+    eprintln!("  wrk latency (ms): {}", spread.join(", "));
     (rps, pct("50%"), pct("99%"))
 }
 
