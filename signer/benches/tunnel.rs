@@ -156,6 +156,7 @@ fn tunnel_round(t: &Tunnel) -> (Vec<Sample>, Duration, &'static str) {
         assert!(d.running(), "the signer exited:\n{}", d.lines().join("\n"));
         std::os::unix::net::UnixStream::connect(&s.socket).is_ok()
     });
+    measure::wait_for_tunnel_stats(&s.socket);
     let to = format!("{SIGNER_TUNNEL}:{SIGNER_TCP_PORT}").parse().unwrap();
     // The first SYN can wait for a handshake: retry with a deadline.
     let stream = netns::inside(&t.client_ns, || {
