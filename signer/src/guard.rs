@@ -15,9 +15,10 @@
 //! at that height); a log that no longer holds it (replaced) leaves the intent *possibly*
 //! released, which refuses every block at or below it, itself included (its signature is not
 //! known, and a new one would be a second). The same request gets the stored signature back; a
-//! block number or slot not above the last one with another digest is refused. A missing or corrupt state file stops signing for that key: this
-//! module never re-creates a state file by itself, only [`Guard::init`] (the operator's `guard
-//! init`) does, and it refuses to overwrite one.
+//! block number or slot not above the last one with another digest is refused. A missing or
+//! corrupt state file stops signing for that key: this module never re-creates a state file by
+//! itself, only [`Guard::init`] (the operator's `guard init`) does, and it refuses to overwrite
+//! one. One process at a time signs from a state directory ([`Guard::lock`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
