@@ -42,8 +42,10 @@ fn main() {
         let only = only.to_lowercase();
         configs.retain(|(name, _, _)| match only.as_str() {
             "soft" => name.starts_with("soft"),
-            kt => name.starts_with("SoftHSM2") && name.to_lowercase().ends_with(kt),
+            "k1" | "r1" => name.starts_with("SoftHSM2") && name.to_lowercase().ends_with(&only),
+            other => panic!("REMPART_BENCH_ONLY={other}: expected soft, k1 or r1"),
         });
+        assert!(!configs.is_empty(), "REMPART_BENCH_ONLY={only}: that backend is not available");
     }
     measure::header();
     let mut single_calls = Vec::new();
