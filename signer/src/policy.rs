@@ -206,7 +206,8 @@ pub struct ListenConfig {
 pub struct Limits {
     /// Connections served at once; more wait in the kernel backlog.
     pub max_connections: usize,
-    /// Time allowed for one request, from its first byte to the reply.
+    /// Time allowed for one request to arrive whole, from its first byte. A request being
+    /// signed is answered when the HSM answers (the client's own deadline bounds its wait).
     pub request_timeout: Duration,
     /// Time a connection may stay idle between requests.
     pub idle_timeout: Duration,
