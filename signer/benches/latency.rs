@@ -12,7 +12,9 @@
 //! touches a file outside its temp directories and kills the daemons it starts by PID.
 //! Set `REMPART_BENCH_ROUNDS` (default 10 rounds of 200 requests) to change the run length and
 //! `REMPART_BENCH_DIR` to put the state directories elsewhere than `target/tmp` (the
-//! filesystem decides what an fsync costs); `REMPART_BENCH_ONLY=soft|k1|r1` runs one backend.
+//! filesystem decides what an fsync costs); `REMPART_BENCH_ONLY=soft|k1|r1` runs one backend;
+//! `REMPART_BENCH_GAP_MS=N` waits N ms before each request (requests are back to back by
+//! default, the machine's best case: a producer asks every 500 ms, to a signer that idles).
 
 #[path = "../tests/common/mod.rs"]
 mod common;

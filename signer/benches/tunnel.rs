@@ -15,7 +15,7 @@
 //! `support/measure.rs`, shared with `latency.rs`. It touches nothing outside its temp
 //! directories and the namespaces it makes (removed at the end, WireGuard processes killed by
 //! PID) and kills its daemons by PID. `REMPART_BENCH_ROUNDS` (default 5 rounds of 200 requests
-//! per transport) sets the length.
+//! per transport) sets the length; `REMPART_BENCH_GAP_MS` paces requests as in `latency.rs`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

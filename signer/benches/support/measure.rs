@@ -112,7 +112,16 @@ pub fn round(
     let base = common::now_slot().0 - 100;
     let mut rtts = BTreeMap::new();
     let mut measured = Duration::ZERO;
+    // Pacing, not synchronisation: a producer asks once per 500 ms, and an idle machine
+    // wakes more slowly than one kept busy by back-to-back requests.
+    let gap = std::env::var("REMPART_BENCH_GAP_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis);
     for n in 2..2 + WARM_UP + PER_ROUND {
+        if let Some(gap) = gap {
+            std::thread::sleep(gap);
+        }
         let mut req = common::request(key, n, BlockTimestamp(base + n), 1);
         req.request_id = u64::from(n);
         let frame = encode_frame(&Request::SignBlock(req)).unwrap();
