@@ -859,7 +859,7 @@ pub async fn serve_connection<S>(
                 };
                 let mut timing = None;
                 let frame = match run_handler(&signer, request, &peer, handle_deadline).await {
-                    Ok(Ok((resp, t))) => {
+                    Handled::Answered(resp, t) => {
                         timing = Some((t, !matches!(resp, Response::Error(_))));
                         encode_frame(&resp).unwrap_or_else(|e| {
                             error_frame(
@@ -869,11 +869,11 @@ pub async fn serve_connection<S>(
                             )
                         })
                     }
-                    Ok(Err(join)) => {
-                        tracing::error!(error = %join, "request handler failed");
+                    Handled::Failed(why) => {
+                        tracing::error!(error = %why, "request handler failed");
                         error_frame(id, ErrorCode::Internal, "request handler failed".into())
                     }
-                    Err(_) => error_frame(
+                    Handled::TimedOut => error_frame(
                         id,
                         ErrorCode::Busy,
                         "request timed out inside the signer; retry the same request (it is \
@@ -970,6 +970,16 @@ pub async fn serve_connection<S>(
     }
 }
 
+/// How the handler of one request ended.
+enum Handled {
+    /// Its answer, and where its time went.
+    Answered(Response, RequestTiming),
+    /// It panicked: a bug, answered with an internal error; the daemon keeps serving.
+    Failed(String),
+    /// Still running at the deadline (current-thread runtimes only, see [`run_handler`]).
+    TimedOut,
+}
+
 /// Runs the blocking handler for one request. On a multi-thread runtime (the daemon's) it runs
 /// on this task's own thread (`block_in_place`): a handoff to a blocking-pool thread and back
 /// cost 0.1–0.2 ms per signature on the benchmark VM, more than a SoftHSM2 R1 signature. The
@@ -977,21 +987,33 @@ pub async fn serve_connection<S>(
 /// this connection only, and a request that overruns its deadline inside the signer is
 /// answered late with its real answer. On a current-thread runtime (where `block_in_place` is
 /// not allowed) it goes to the blocking pool, and a handler still running at the deadline is
-/// answered `Busy` (it still finishes).
+/// answered `Busy` (it still finishes). Either way a panicking handler is answered, not fatal
+/// to the connection.
 async fn run_handler(
     signer: &Arc<Signer>,
     request: Request,
     peer: &str,
     deadline: tokio::time::Instant,
-) -> Result<Result<(Response, RequestTiming), tokio::task::JoinError>, tokio::time::error::Elapsed>
-{
+) -> Handled {
     use tokio::runtime::{Handle, RuntimeFlavor};
     if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-        return Ok(Ok(tokio::task::block_in_place(|| signer.handle_timed(request, peer))));
+        let handled = tokio::task::block_in_place(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                signer.handle_timed(request, peer)
+            }))
+        });
+        return match handled {
+            Ok((resp, timing)) => Handled::Answered(resp, timing),
+            Err(_) => Handled::Failed("the handler panicked".into()),
+        };
     }
     let (s, p) = (signer.clone(), peer.to_owned());
     let task = tokio::task::spawn_blocking(move || s.handle_timed(request, &p));
-    tokio::time::timeout_at(deadline, task).await
+    match tokio::time::timeout_at(deadline, task).await {
+        Ok(Ok((resp, timing))) => Handled::Answered(resp, timing),
+        Ok(Err(join)) => Handled::Failed(join.to_string()),
+        Err(_) => Handled::TimedOut,
+    }
 }
 
 fn micros(d: Duration) -> u64 {

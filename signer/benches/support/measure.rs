@@ -114,10 +114,12 @@ pub fn round(
     let mut measured = Duration::ZERO;
     // Pacing, not synchronisation: a producer asks once per 500 ms, and an idle machine
     // wakes more slowly than one kept busy by back-to-back requests.
-    let gap = std::env::var("REMPART_BENCH_GAP_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis);
+    let gap = std::env::var("REMPART_BENCH_GAP_MS").ok().map(|v| {
+        let ms = v.parse().unwrap_or_else(|_| {
+            panic!("REMPART_BENCH_GAP_MS={v}: expected a whole number of milliseconds")
+        });
+        Duration::from_millis(ms)
+    });
     for n in 2..2 + WARM_UP + PER_ROUND {
         if let Some(gap) = gap {
             std::thread::sleep(gap);

@@ -457,3 +457,18 @@ fn a_restart_reads_what_happened_to_the_last_intent_from_the_audit_log() {
     assert_eq!(e.code, ErrorCode::DoubleSign, "not above its slot: {}", e.message);
     sign(&f, &request(&f, 13, BlockTimestamp(slot.0 + 6), 3)).unwrap();
 }
+
+/// Outside the daemon's multi-thread runtime the handler goes to the blocking pool instead of
+/// `block_in_place` (which a current-thread runtime does not allow): requests are still
+/// answered, a signature included.
+#[tokio::test]
+async fn a_current_thread_runtime_answers_through_the_blocking_pool() {
+    let f = fixture_with_key();
+    let signed = request(&f, 10, now_slot(), 1);
+    let mut bytes = encode_frame(&Request::Status { request_id: 1 }).unwrap();
+    bytes.extend(encode_frame(&Request::SignBlock(signed)).unwrap());
+    let resps = roundtrip(&f, &bytes).await;
+    assert_eq!(resps.len(), 2, "{resps:?}");
+    assert!(matches!(&resps[0], Response::Status(s) if s.request_id == 1), "{resps:?}");
+    assert!(matches!(&resps[1], Response::Signature(s) if s.block_num == 10), "{resps:?}");
+}
