@@ -308,6 +308,24 @@ fn main() {
             if k == 6 { (med[0][k] / 1024.0, med[1][k] / 1024.0) } else { (med[0][k], med[1][k]) };
         let _ = writeln!(out, "| {label} | {g:.2} | {h:.2} | {:.2}× |", g / h);
     }
+    // The machine's speed drifts from minute to minute (HAProxy's own CPU per request moved
+    // by half between runs of one hour): each round's pair, measured back to back, shows how
+    // far a median ratio can be trusted.
+    let _ = writeln!(out, "\nRound by round, gateway / HAProxy (each pair measured back to back):");
+    for (label, k) in rows.iter().take(4).chain(rows.iter().skip(22)) {
+        let ratios: Vec<f64> = results[0].1[*k]
+            .iter()
+            .zip(&results[1].1[*k])
+            .map(|(g, h)| g / h)
+            .filter(|r| r.is_finite())
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(l, h), &r| (l.min(r), h.max(r)));
+        let _ = writeln!(out, "- {label}: {} (range {lo:.2}–{hi:.2})", shown.join(", "));
+    }
     let _ = writeln!(
         out,
         "\nOne core each: proxy on core {PROXY_CORE}, rust client ({hs_conns} connections in \
