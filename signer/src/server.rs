@@ -712,11 +712,15 @@ impl Signer {
         let signed = match self.keyring.sign(key, &digest) {
             Ok(signed) => signed,
             Err(e) => {
-                // Not written if the worker has not started it; else finished before going on.
-                if let Some(ticket) = writing {
-                    let _ = ticket.withdraw();
+                // A write the worker had not started never happens: the state on disk, and what
+                // is known of the intent it holds, stay as they were. Recording this intent
+                // would push that knowledge out of `known` after two such failures in a row,
+                // and the intent on disk would then count as possibly released. A write already
+                // started is finished before going on, and this intent may be the one on disk.
+                let may_be_on_disk = writing.is_none_or(|ticket| ticket.withdraw().is_some());
+                if may_be_on_disk {
+                    self.set_known(id, &intent, Outcome::NotReleased);
                 }
-                self.set_known(id, &intent, Outcome::NotReleased);
                 return Err(Refusal::new(ErrorCode::Backend, e.reason(), e.to_string()));
             }
         };

@@ -378,8 +378,18 @@ fn last_audit_line(policy: &Policy) -> serde_json::Value {
     serde_json::from_str(text.lines().last().unwrap()).unwrap()
 }
 
-#[test]
-fn a_restart_reads_what_happened_to_the_last_intent_from_the_audit_log() {
+/// A state directory with an initialised guard for a new K1 key, and the switch of a
+/// [`Flaky`] backend (off).
+struct FlakySetup {
+    dir: tempfile::TempDir,
+    private: PrivateKey,
+    key: PublicKey,
+    gkey: GuardKey,
+    guard: Guard,
+    fail: Arc<AtomicBool>,
+}
+
+fn flaky_setup() -> FlakySetup {
     let dir = tempfile::tempdir().unwrap();
     let private = PrivateKey::generate(KeyType::K1);
     let key = private.public_key();
@@ -390,7 +400,12 @@ fn a_restart_reads_what_happened_to_the_last_intent_from_the_audit_log() {
     };
     let guard = Guard::new(dir.path());
     guard.init(&gkey, 0, BlockTimestamp(0)).unwrap();
-    let fail = Arc::new(AtomicBool::new(false));
+    FlakySetup { dir, private, key, gkey, guard, fail: Arc::new(AtomicBool::new(false)) }
+}
+
+#[test]
+fn a_restart_reads_what_happened_to_the_last_intent_from_the_audit_log() {
+    let FlakySetup { dir, private, key, gkey, guard, fail } = flaky_setup();
     // Slots from one second ago to two ahead, all within the policy's clock skew.
     let slot = BlockTimestamp(now_slot().0 - 2);
 
@@ -456,6 +471,76 @@ fn a_restart_reads_what_happened_to_the_last_intent_from_the_audit_log() {
     let e = sign(&f, &request(&f, 13, BlockTimestamp(slot.0 + 3), 3)).unwrap_err();
     assert_eq!(e.code, ErrorCode::DoubleSign, "not above its slot: {}", e.message);
     sign(&f, &request(&f, 13, BlockTimestamp(slot.0 + 6), 3)).unwrap();
+}
+
+/// Holds the guard worker until the returned sender is dropped: a guard write asked for
+/// meanwhile waits behind it, so an HSM failure always withdraws that write before it starts.
+fn hold_guard_worker(f: &Fixture) -> (std::sync::mpsc::Sender<()>, crate::worker::Ticket<()>) {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let ticket = f.signer.guard_worker.run(move || {
+        let _ = held.recv();
+    });
+    (release, ticket)
+}
+
+/// HSM failures in a row whose guard writes never started (the token gone, as in the SoftHSM2
+/// test that once caught this) leave the disk as it was, and the signer keeps knowing what the
+/// intent on disk is: a released block still replays, an unreleased one is not counted as
+/// signed, and its height may be signed with another digest.
+#[test]
+fn failures_whose_intent_never_reached_the_disk_forget_nothing_about_the_one_there() {
+    let FlakySetup { dir, private, key, gkey, guard, fail } = flaky_setup();
+    let slot = BlockTimestamp(now_slot().0 - 2);
+    let fails_unwritten = |f: &Fixture, block_num: u32, slot: BlockTimestamp| {
+        let (release, held) = hold_guard_worker(f);
+        let e = sign(f, &request(f, block_num, slot, 1)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Backend, "{}", e.message);
+        drop(release);
+        held.wait().unwrap();
+    };
+
+    // Block 10 released, then two failures: the disk still holds block 10's intent, which
+    // still replays without the HSM.
+    let f = start_flaky(dir.path(), &private, &fail);
+    let released = request(&f, 10, slot, 1);
+    let first = sign(&f, &released).unwrap();
+    fail.store(true, Ordering::SeqCst);
+    fails_unwritten(&f, 11, slot.next());
+    fails_unwritten(&f, 12, BlockTimestamp(slot.0 + 2));
+    assert_eq!(guard.load(&gkey).unwrap().intent.unwrap().block_num, 10, "nothing written");
+    let (resp, t) = f.signer.handle_timed(Request::SignBlock(released.clone()), "t");
+    assert!(
+        matches!(resp, Response::Signature(ref s) if s.signature == first.signature),
+        "{resp:?}"
+    );
+    assert_eq!(t.backend_calls, 0);
+    drop(f);
+
+    // An intent on disk that the audit log proves unreleased (a crash before its signature
+    // line), then two failures after the restart: it is still known unreleased.
+    let state = guard.load(&gkey).unwrap();
+    let f = start_flaky(dir.path(), &private, &fail);
+    let (audit_seq, audit_hash) = f.signer.audit.position();
+    let crashed = request(&f, 11, slot.next(), 9);
+    drop(f);
+    let intent = Intent {
+        block_num: 11,
+        slot: crashed.header.timestamp,
+        digest: crashed.digest(),
+        audit_seq,
+        audit_hash,
+    };
+    guard.write_state(&state.with_intent(None, intent)).unwrap();
+    let f = start_flaky(dir.path(), &private, &fail);
+    fails_unwritten(&f, 12, BlockTimestamp(slot.0 + 2));
+    fails_unwritten(&f, 13, BlockTimestamp(slot.0 + 3));
+    assert_eq!(guard.load(&gkey).unwrap().intent.unwrap().block_num, 11, "nothing written");
+    let status = f.signer.status(1);
+    assert_eq!(status.last_signed[0].block_num, 10, "block 11 never left: {status:?}");
+    fail.store(false, Ordering::SeqCst);
+    let other = request(&f, 11, BlockTimestamp(slot.0 + 4), 2);
+    let signed = sign(&f, &other).unwrap();
+    assert!(signed.signature.verify(&other.digest(), &key));
 }
 
 /// Outside the daemon's multi-thread runtime the handler goes to the blocking pool instead of
