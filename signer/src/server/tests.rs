@@ -403,6 +403,19 @@ fn flaky_setup() -> FlakySetup {
     FlakySetup { dir, private, key, gkey, guard, fail: Arc::new(AtomicBool::new(false)) }
 }
 
+/// The intent a crash would leave for `req` if it came right after `f`'s last audit line: the
+/// audit log then proves it was never released.
+fn unreleased_intent(f: &Fixture, req: &SignBlockRequest) -> Intent {
+    let (audit_seq, audit_hash) = f.signer.audit.position();
+    Intent {
+        block_num: req.header.block_num(),
+        slot: req.header.timestamp,
+        digest: req.digest(),
+        audit_seq,
+        audit_hash,
+    }
+}
+
 #[test]
 fn a_restart_reads_what_happened_to_the_last_intent_from_the_audit_log() {
     let FlakySetup { dir, private, key, gkey, guard, fail } = flaky_setup();
@@ -439,16 +452,9 @@ fn a_restart_reads_what_happened_to_the_last_intent_from_the_audit_log() {
     // An intent made durable, then a crash before any signature line: after the restart the
     // audit log proves it never left, and another block at its height is signed.
     let state = guard.load(&gkey).unwrap();
-    let (audit_seq, audit_hash) = f.signer.audit.position();
     let crashed_req = request(&f, 12, BlockTimestamp(slot.0 + 3), 9);
+    let crashed = unreleased_intent(&f, &crashed_req);
     drop(f);
-    let crashed = Intent {
-        block_num: 12,
-        slot: crashed_req.header.timestamp,
-        digest: crashed_req.digest(),
-        audit_seq,
-        audit_hash,
-    };
     let before_crash = state.with_intent(None, crashed.clone());
     guard.write_state(&before_crash).unwrap();
     let f = start_flaky(dir.path(), &private, &fail);
@@ -520,16 +526,8 @@ fn failures_whose_intent_never_reached_the_disk_forget_nothing_about_the_one_the
     // line), then two failures after the restart: it is still known unreleased.
     let state = guard.load(&gkey).unwrap();
     let f = start_flaky(dir.path(), &private, &fail);
-    let (audit_seq, audit_hash) = f.signer.audit.position();
-    let crashed = request(&f, 11, slot.next(), 9);
+    let intent = unreleased_intent(&f, &request(&f, 11, slot.next(), 9));
     drop(f);
-    let intent = Intent {
-        block_num: 11,
-        slot: crashed.header.timestamp,
-        digest: crashed.digest(),
-        audit_seq,
-        audit_hash,
-    };
     guard.write_state(&state.with_intent(None, intent)).unwrap();
     let f = start_flaky(dir.path(), &private, &fail);
     fails_unwritten(&f, 12, BlockTimestamp(slot.0 + 2));
