@@ -167,6 +167,9 @@ impl Known {
 pub struct RequestTiming {
     /// From the decoded request to the response, inside the blocking handler.
     pub total: Duration,
+    /// From the decoded request to the first backend call: the checks, the guard state read
+    /// from disk, the intent handed to the guard worker.
+    pub before_backend: Duration,
     /// Inside the key backend (every attempt of the canonical-signature loop).
     pub backend: Duration,
     /// Backend calls made (0 for a replay or a refusal before signing).
@@ -446,7 +449,7 @@ impl Signer {
         let response = match request {
             Request::SignBlock(req) => {
                 let started = Instant::now();
-                let r = self.sign_block(&req, peer, &mut timing);
+                let r = self.sign_block(&req, peer, started, &mut timing);
                 let resp = match r {
                     Ok(resp) => Response::Signature(resp),
                     Err(refusal) => self.refuse(id, refusal, peer, Some(&req), &mut timing),
@@ -551,6 +554,7 @@ impl Signer {
         &self,
         req: &SignBlockRequest,
         peer: &str,
+        started: Instant,
         timing: &mut RequestTiming,
     ) -> Result<SignBlockResponse, Refusal> {
         let policy = &self.policy;
@@ -709,6 +713,7 @@ impl Signer {
         // From here to the release, every way out releases nothing: this intent is then known
         // never released, whether or not it reached the disk (what is known applies only to a
         // state that holds this very intent).
+        timing.before_backend = started.elapsed();
         let signed = match self.keyring.sign(key, &digest) {
             Ok(signed) => signed,
             Err(e) => {
@@ -896,6 +901,7 @@ pub async fn serve_connection<S>(
                         block_num,
                         ok,
                         total_us = micros(t.total),
+                        before_backend_us = micros(t.before_backend),
                         backend_us = micros(t.backend),
                         backend_calls = t.backend_calls,
                         guard_commit_us = micros(t.guard_commit),
