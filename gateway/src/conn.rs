@@ -259,6 +259,28 @@ impl<T> EdgeIo<T> {
             }
         }
     }
+
+    /// What a write to the inner stream gave: bytes written count as progress, and a write
+    /// that has to wait is when an idle connection is noticed.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.progress();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                self.check_idle(cx)?;
+                Poll::Pending
+            }
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for EdgeIo<T> {
@@ -356,19 +378,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
         if let Some(p) = this.poll_buffer(cx, &[io::IoSlice::new(data)]) {
             return p;
         }
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.progress();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                this.check_idle(cx)?;
-                Poll::Pending
-            }
-        }
+        let written = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.wrote(cx, written)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -420,19 +431,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
         if let Some(p) = this.poll_buffer(cx, bufs) {
             return p;
         }
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.progress();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                this.check_idle(cx)?;
-                Poll::Pending
-            }
-        }
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
