@@ -319,43 +319,26 @@ impl Admin {
                 s.nonces.insert(nonce.clone(), expires);
             }
         });
+        let refuse = |r: Refused| self.refuse(signer, id, peer, Some(&cmd), &approvers, r);
         if replayed {
-            return self.refuse(
-                signer,
-                id,
-                peer,
-                Some(&cmd),
-                &approvers,
-                Refused::new(
-                    ErrorCode::Unauthorized,
-                    format!(
-                        "nonce {nonce} was already used: a command runs once; propose it again \
-                         for a new nonce"
-                    ),
+            return refuse(Refused::new(
+                ErrorCode::Unauthorized,
+                format!(
+                    "nonce {nonce} was already used: a command runs once; propose it again for \
+                     a new nonce"
                 ),
-            );
+            ));
         }
-        if let Err(e) = recorded {
-            return self.refuse(
-                signer,
-                id,
-                peer,
-                Some(&cmd),
-                &approvers,
-                Refused::new(ErrorCode::Internal, format!("nothing was done: {e}")),
-            );
+        // The nonce is spent and the approval audited before anything is done.
+        let approved = recorded.map_err(|e| e.to_string()).and_then(|()| {
+            signer
+                .audit(&self.event("approved", Some(&cmd), &approvers, "", peer))
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = approved {
+            return refuse(Refused::new(ErrorCode::Internal, format!("nothing was done: {e}")));
         }
         let digest = command.digest();
-        if let Err(e) = signer.audit(&self.event("approved", Some(&cmd), &approvers, "", peer)) {
-            return self.refuse(
-                signer,
-                id,
-                peer,
-                Some(&cmd),
-                &approvers,
-                Refused::new(ErrorCode::Internal, format!("nothing was done: {e}")),
-            );
-        }
         let result = self.execute(signer, &command.action, &digest);
         match result {
             Ok((summary, new_key)) => {
