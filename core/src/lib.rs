@@ -3,7 +3,9 @@
 //! The binary codec ([`codec`]), names, symbols and assets, time types, digests, K1 and R1 keys
 //! and signatures with their string forms ([`key`]), transactions ([`transaction`]), blocks and
 //! producer schedules ([`block`]), ABI definitions and the ABI-driven JSON⇄binary codec
-//! ([`abi`]), and the signer's wire protocol ([`protocol`]).
+//! ([`abi`]), and the signer's wire protocol ([`protocol`]). Beside the language, one piece of
+//! arithmetic every program's accept loops share: the pause after a failed `accept`
+//! ([`backoff`]).
 //!
 //! This crate does no I/O and has no async code. Every decoder here sees hostile bytes: it is
 //! bounded by its input, never panics, and reports what it rejected and where.
@@ -11,6 +13,7 @@
 pub mod abi;
 pub mod admin;
 pub mod asset;
+pub mod backoff;
 pub mod block;
 pub mod checksum;
 pub mod codec;

@@ -29,6 +29,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rempart_core::backoff::AcceptBackoff;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
@@ -302,15 +303,29 @@ fn admit(shared: &Shared, peer: SocketAddr) -> Option<Admitted> {
     }
 }
 
-async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+/// The next connection. Out of file descriptors or on a transient error, `accept` is retried
+/// after a pause of 10 ms doubling to 1 s (logged once per burst) instead of spinning, and the
+/// connections already open keep being served.
+async fn accept(listener: &TcpListener, backoff: &mut AcceptBackoff) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
-            Ok(x) => return x,
+            Ok(x) => {
+                let failures = backoff.succeeded();
+                if failures > 0 {
+                    tracing::info!(failures, "accept works again");
+                }
+                return x;
+            }
             Err(e) => {
-                // Out of file descriptors or a transient error: back off a little instead of
-                // spinning, and keep serving the connections already open.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                let (wait, log) = backoff.failed();
+                if log {
+                    tracing::warn!(
+                        error = %e,
+                        "accept failed; retrying with a growing pause, further failures of this \
+                         burst are not logged"
+                    );
+                }
+                tokio::time::sleep(wait).await;
             }
         }
     }
@@ -427,11 +442,12 @@ async fn accept_tls(
     graceful: Arc<Graceful>,
     (balance, worker): (Arc<Balance>, usize),
 ) {
+    let mut backoff = AcceptBackoff::new();
     loop {
         if balance.open.len() > 1 {
             balance.turn(worker).await;
         }
-        let (tcp, peer) = accept(&listener).await;
+        let (tcp, peer) = accept(&listener, &mut backoff).await;
         let _ = tcp.set_nodelay(true);
         let held = balance.hold(worker);
         if shared.runtime.load().policy.access().expects_proxy_header(peer.ip()) {
@@ -531,8 +547,9 @@ async fn serve_tls(
 }
 
 async fn accept_redirect(listener: TcpListener, shared: Arc<Shared>, graceful: Arc<Graceful>) {
+    let mut backoff = AcceptBackoff::new();
     loop {
-        let (tcp, peer) = accept(&listener).await;
+        let (tcp, peer) = accept(&listener, &mut backoff).await;
         let Some(Admitted { guard, .. }) = admit(&shared, peer) else {
             continue;
         };
@@ -588,8 +605,9 @@ fn host_for_url(host: &str) -> String {
 }
 
 async fn accept_admin(listener: TcpListener, shared: Arc<Shared>) {
+    let mut backoff = AcceptBackoff::new();
     loop {
-        let (tcp, _) = accept(&listener).await;
+        let (tcp, _) = accept(&listener, &mut backoff).await;
         let shared = shared.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {

@@ -26,6 +26,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rempart_core::backoff::AcceptBackoff;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 pub use error::ApiError;
 
 use crate::config::Limits;
+use crate::listen;
 use crate::peer::PushClient;
 use crate::store::{Snapshot, Store};
 
@@ -77,17 +79,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
+    let mut backoff = AcceptBackoff::new();
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: keep serving the connections we have.
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
+            accepted = listen::next_connection(&listener, &mut backoff, "chain API") => accepted,
         };
         let ctx = ctx.clone();
         tokio::spawn(async move {

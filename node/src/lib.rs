@@ -11,6 +11,7 @@ pub mod authority;
 pub mod chain;
 pub mod config;
 pub mod genesis;
+pub mod listen;
 pub mod metrics;
 pub mod native;
 pub mod ops;

@@ -26,6 +26,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rempart_core::backoff::AcceptBackoff;
 use rempart_core::block::SignedBlock;
 use rempart_core::transaction::PackedTransaction;
 use rempart_core::{Bytes, Checksum256, from_bytes};
@@ -34,6 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::api::ApiError;
+use crate::listen;
 use crate::store::Store;
 use wire::{FromProducer, ToProducer, WireError};
 
@@ -192,16 +194,11 @@ pub async fn serve_producer_from(
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PRODUCER_CONNECTIONS));
+    let mut backoff = AcceptBackoff::new();
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "private listener accept failed");
-                    continue;
-                }
-            },
+            accepted = listen::next_connection(&listener, &mut backoff, "producer link") => accepted,
         };
         if !allow(peer) {
             tracing::warn!(%peer, "connection refused: not a configured WireGuard peer");

@@ -11,6 +11,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rempart_core::backoff::AcceptBackoff;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
@@ -354,8 +355,23 @@ fn start_keys(signer: &Signer) -> Vec<String> {
 /// Serves `GET /metrics` (anything else: 404) on the loopback admin listener.
 async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut backoff = AcceptBackoff::new();
     loop {
-        let Ok((mut s, _)) = listener.accept().await else { continue };
+        let mut s = match listener.accept().await {
+            Ok((s, _)) => {
+                backoff.succeeded();
+                s
+            }
+            Err(e) => {
+                // Out of file descriptors, say: pause instead of spinning.
+                let (wait, log) = backoff.failed();
+                if log {
+                    tracing::warn!(error = %e, "metrics listener: accept failed; retrying with a growing pause");
+                }
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
         let m = metrics.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rempart_core::backoff::AcceptBackoff;
 use rempart_core::block::ProducerKey;
 use rempart_core::key::PublicKey;
 use rempart_core::protocol::{
@@ -1088,37 +1089,6 @@ impl Listener for tokio::net::TcpListener {
         }
         let _ = stream.set_nodelay(true);
         Ok(Admission::Admit(stream, format!("tcp:{addr}")))
-    }
-}
-
-/// The wait after a failed `accept`: 10 ms doubling to 1 s, back to 10 ms after a success.
-/// Only the first failure of a burst is logged (and the recovery, with the count).
-#[derive(Debug)]
-struct AcceptBackoff {
-    next: Duration,
-    failures: u64,
-}
-
-impl AcceptBackoff {
-    const FIRST: Duration = Duration::from_millis(10);
-    const MAX: Duration = Duration::from_secs(1);
-
-    fn new() -> AcceptBackoff {
-        AcceptBackoff { next: Self::FIRST, failures: 0 }
-    }
-
-    /// Records a failure; returns how long to wait and whether this one is to be logged.
-    fn failed(&mut self) -> (Duration, bool) {
-        let wait = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        self.failures += 1;
-        (wait, self.failures == 1)
-    }
-
-    /// Records a success; returns how many failures the burst it ends had.
-    fn succeeded(&mut self) -> u64 {
-        self.next = Self::FIRST;
-        std::mem::take(&mut self.failures)
     }
 }
 
