@@ -192,11 +192,13 @@ fn main() {
                 UPSTREAM_CONNECTIONS.load(Ordering::Relaxed) - before
             );
             let requests = UPSTREAM_REQUESTS.load(Ordering::Relaxed);
+            let opened = UPSTREAM_CONNECTIONS.load(Ordering::Relaxed);
             let h2 = if skip_h2 { f64::NAN } else { h2load(&url, conns, seconds) };
             let cpu2 = proxy.cpu_ticks();
             eprintln!(
-                "  upstream requests during h2load: {}",
-                UPSTREAM_REQUESTS.load(Ordering::Relaxed) - requests
+                "  upstream requests during h2load: {}, on {} new upstream connections",
+                UPSTREAM_REQUESTS.load(Ordering::Relaxed) - requests,
+                UPSTREAM_CONNECTIONS.load(Ordering::Relaxed) - opened
             );
             // µs of CPU per request: ticks × µs per tick / requests.
             let per_request = |ticks: u64, rate: f64| ticks as f64 * tick / (rate * seconds as f64);
