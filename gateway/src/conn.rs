@@ -111,6 +111,8 @@ pub type FramingFlag = Arc<OnceLock<Flag>>;
 /// Above this many buffered bytes a coalescing wrapper writes through before taking more
 /// (a TLS record holds 16 KiB of plaintext).
 const COALESCE_MAX: usize = 64 * 1024;
+/// The coalescing buffer's first allocation (it grows to [`COALESCE_MAX`] when needed).
+const COALESCE_START: usize = 16 * 1024;
 
 /// Most scheduler passes a flush is held while other streams of the connection still wait
 /// for their answer (the first pass is always taken).
@@ -227,7 +229,9 @@ impl<T> EdgeIo<T> {
     /// answer independently).
     pub fn coalescing(mut self, awaiting: Awaiting) -> Self {
         self.coalesce = Some(Coalesce {
-            buf: Vec::with_capacity(16 * 1024),
+            // Allocated by the first write, given back when drained with no stream waiting:
+            // an idle HTTP/2 connection holds no buffer here.
+            buf: Vec::new(),
             sent: 0,
             deferred: None,
             passes: 0,
@@ -322,7 +326,11 @@ impl<T: AsyncWrite + Unpin> EdgeIo<T> {
                 return Poll::Ready(Ok(()));
             };
             if c.sent == c.buf.len() {
-                c.buf.clear();
+                if c.awaiting.count() == 0 {
+                    c.buf = Vec::new();
+                } else {
+                    c.buf.clear();
+                }
                 c.sent = 0;
                 return Poll::Ready(Ok(()));
             }
@@ -359,6 +367,9 @@ impl<T: AsyncWrite + Unpin> EdgeIo<T> {
             }
         }
         let c = self.coalesce.as_mut()?;
+        if c.buf.capacity() == 0 {
+            c.buf.reserve(COALESCE_START);
+        }
         let mut n = 0;
         for b in bufs {
             c.buf.extend_from_slice(b);

@@ -129,12 +129,6 @@ async fn bp_json_and_chains_json_are_served_from_files_and_reloaded() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// A free port on 127.0.0.1 for the binary to bind (the test cannot hand it a socket).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// The value of the metric line starting with `prefix` on `admin` (0 if absent).
 async fn admin_metric(admin: std::net::SocketAddr, prefix: &str) -> f64 {
     let (status, body) = plain_get(admin, "/metrics").await;
@@ -161,34 +155,10 @@ fn rewrite_unnoticed(file: &std::path::Path, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_running_binary_and_open_connections_survive() {
     let up = Upstream::start("a").await;
-    let (tls_port, admin_port) = (free_port(), free_port());
-    let text = policy_text(
-        &[up.addr],
-        &[
-            ("tls = \"127.0.0.1:8443\"", &format!("tls = \"127.0.0.1:{tls_port}\"")),
-            ("redirect = \"127.0.0.1:8080\"", "# no redirect listener"),
-            ("admin = \"127.0.0.1:9100\"", &format!("admin = \"127.0.0.1:{admin_port}\"")),
-        ],
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("gateway.toml");
-    std::fs::write(&file, &text).expect("write policy");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rempart-gateway"))
-        .arg("serve")
-        .arg("--policy")
-        .arg(&file)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start rempart-gateway");
-    let pid = rustix::process::Pid::from_raw(child.id().expect("pid") as i32).expect("pid");
-    let tls: std::net::SocketAddr = ([127, 0, 0, 1], tls_port).into();
-    let admin: std::net::SocketAddr = ([127, 0, 0, 1], admin_port).into();
-    wait_for("the binary's admin listener", Duration::from_secs(20), async || {
-        tokio::net::TcpStream::connect(admin).await.is_ok()
-    })
-    .await;
+    let served = ServedBinary::start(&[up.addr], &[]).await;
+    let (text, file, pid, tls, admin) =
+        (served.text.clone(), served.policy_file.clone(), served.pid, served.tls, served.admin);
+    let mut child = served.child;
     let mut c = Client::connect(tls, false).await;
     wait_for("the upstream admitted by health checks", Duration::from_secs(10), async || {
         c.post("/v1/chain/get_block", "{}").await.status == 200

@@ -296,6 +296,76 @@ impl Drop for Gateway {
     }
 }
 
+/// A free port on 127.0.0.1 for the binary to bind (the test cannot hand it a socket).
+pub(crate) fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// `rempart-gateway serve` in its own process (killed when dropped), on free loopback ports,
+/// with the test policy for `nodes` plus `edit`, once its admin listener answers.
+pub(crate) struct ServedBinary {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) pid: rustix::process::Pid,
+    pub(crate) tls: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) text: String,
+    pub(crate) policy_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ServedBinary {
+    pub(crate) async fn start(nodes: &[SocketAddr], edit: &[(&str, &str)]) -> ServedBinary {
+        let (tls_port, admin_port) = (free_port(), free_port());
+        let (tls_line, admin_line) = (
+            format!("tls = \"127.0.0.1:{tls_port}\""),
+            format!("admin = \"127.0.0.1:{admin_port}\""),
+        );
+        let mut all = vec![
+            ("tls = \"127.0.0.1:8443\"", tls_line.as_str()),
+            ("redirect = \"127.0.0.1:8080\"", "# no redirect listener"),
+            ("admin = \"127.0.0.1:9100\"", admin_line.as_str()),
+        ];
+        all.extend_from_slice(edit);
+        let text = policy_text(nodes, &all);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy_file = dir.path().join("gateway.toml");
+        std::fs::write(&policy_file, &text).expect("write policy");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rempart-gateway"))
+            .arg("serve")
+            .arg("--policy")
+            .arg(&policy_file)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start rempart-gateway");
+        let pid = rustix::process::Pid::from_raw(child.id().expect("pid") as i32).expect("pid");
+        let tls: SocketAddr = ([127, 0, 0, 1], tls_port).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+        wait_for("the binary's admin listener", Duration::from_secs(20), async || {
+            if let Some(status) = child.try_wait().expect("wait") {
+                panic!("rempart-gateway exited ({status}) before listening; policy:\n{text}");
+            }
+            TcpStream::connect(admin).await.is_ok()
+        })
+        .await;
+        ServedBinary { child, pid, tls, admin, text, policy_file, _dir: dir }
+    }
+
+    /// The process's resident memory, in bytes.
+    pub(crate) fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid.as_raw_nonzero()))
+            .expect("read /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+}
+
 /// GET over plain HTTP/1.1 (admin and redirect listeners).
 pub(crate) async fn plain_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let tcp = TcpStream::connect(addr).await.expect("connect");
