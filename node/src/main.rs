@@ -1,5 +1,6 @@
 //! `rempart-node` binary: parses arguments, loads the configuration and hands over to the
-//! library; it maps failures to exit codes (configuration errors → 64) and holds no logic.
+//! library; it maps failures to exit codes (configuration errors → 64, no signal handlers → 71)
+//! and holds no logic.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -121,18 +122,21 @@ fn load(config: &std::path::Path) -> Result<(Config, Genesis), ExitCode> {
 }
 
 async fn run(role: Role, config: Config, genesis: Genesis, exit_with_stdin: bool) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
     let (stop, shutdown) = tokio::sync::watch::channel(false);
+    // Installed here, before anything is served: a SIGTERM as soon as the node answers stops it
+    // cleanly, never by the default action.
+    let (mut term, mut int) =
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("rempart-node: cannot install signal handlers: {e}");
+                return ExitCode::from(71);
+            }
+        };
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot watch SIGTERM");
-                    return;
-                }
-            };
         let why = tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",
             () = rempart_signer::daemon::stdin_closed(exit_with_stdin) => "stdin closed",
         };

@@ -205,19 +205,26 @@ fn run(policy: &std::path::Path, exit_with_stdin: bool) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(EXIT_SOFTWARE, &e),
     };
-    let result = runtime.block_on(daemon.serve(async {
+    // The handlers are installed before serving starts: a SIGTERM right after the daemon says
+    // it serves stops it cleanly (a stop line in the audit log), never by the default action.
+    let result = runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-        else {
-            return "cannot install signal handlers".to_string();
-        };
-        tokio::select! {
-            _ = term.recv() => "SIGTERM".to_string(),
-            _ = int.recv() => "SIGINT".to_string(),
-            () = rempart_signer::daemon::stdin_closed(exit_with_stdin) => "stdin closed".to_string(),
-        }
-    }));
+        let (term, int) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+        daemon
+            .serve(async move {
+                let (Ok(mut term), Ok(mut int)) = (term, int) else {
+                    return "cannot install signal handlers".to_string();
+                };
+                tokio::select! {
+                    _ = term.recv() => "SIGTERM".to_string(),
+                    _ = int.recv() => "SIGINT".to_string(),
+                    () = rempart_signer::daemon::stdin_closed(exit_with_stdin) => {
+                        "stdin closed".to_string()
+                    }
+                }
+            })
+            .await
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e.exit_code(), &e),
