@@ -151,7 +151,7 @@ fn tunnel_round(t: &Tunnel) -> (Vec<Sample>, Duration, &'static str) {
     let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || stderr.lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
-    let mut d = common::Daemon { child, log: Some(rx) };
+    let mut d = common::Daemon { child, log: rx };
     common::wait_for("the signer's Unix socket", Duration::from_secs(20), || {
         assert!(d.running(), "the signer exited:\n{}", d.lines().join("\n"));
         std::os::unix::net::UnixStream::connect(&s.socket).is_ok()

@@ -2,14 +2,22 @@
 //! carrying the sha256 of the previous line, so that removing, reordering or editing a line
 //! breaks the chain at that point and `rempart-signer audit verify` names it.
 //!
-//! The log is append-only: this module opens it with `O_APPEND`, never truncates or rewrites it,
+//! The log is append-only: this module opens it with `O_APPEND`, never rewrites a complete line,
 //! and fsyncs every line before the caller goes on (a signature is audited before it is
 //! released, so a signature missing from the log never left the signer: the guard relies on
 //! this after a restart, see [`AuditLog::open_reading`]). It never records secrets: no PIN, no
 //! private key, no raw request bytes.
+//!
+//! One crash leaves a mark it must survive: a line cut short. A kill -9 during the write can
+//! stop it at a page boundary (the kernel checks for a fatal signal between pages), and a power
+//! loss can keep part of an unsynced line. Such a last line without its newline was never
+//! acknowledged (its append had not returned, so nothing it records was released). Opening the
+//! log to append copies it, byte for byte, to a file beside the log, cuts it off, and records
+//! that as the next line ([`AuditEvent::TornTail`]); `verify` still reports it as it stands.
+//! Anything else that does not verify stops the daemon.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, ErrorKind, Read as _, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read as _, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -135,6 +143,18 @@ pub enum AuditEvent {
         /// Digest computed, if any.
         digest: Option<String>,
     },
+    /// The log ended with a line cut short by a crash (see the module documentation); it was
+    /// moved aside before this line was written.
+    TornTail {
+        /// The number the cut line had (this line's `seq`).
+        line: u64,
+        /// Its length in bytes.
+        bytes: u64,
+        /// sha256 of its bytes.
+        sha256: String,
+        /// The file now holding them.
+        saved_to: String,
+    },
     /// An administrative command: `refused`, `approved` (verified, nonce recorded), `executed`
     /// or `failed`.
     Admin {
@@ -186,24 +206,29 @@ impl AuditLog {
         read: &mut dyn FnMut(&ReadLine<'_>),
     ) -> Result<AuditLog, AuditError> {
         let io = |source| AuditError::Io { path: path.to_path_buf(), source };
-        let (prev, seq) = match File::open(path) {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let (prev, seq, torn) = match File::open(path) {
             Ok(f) => match scan(path, f, read) {
-                Ok(s) => (s.last_hash, s.lines),
+                Ok(s) => (s.last_hash, s.lines, s.torn_tail),
                 Err(AuditError::Broken { path, line, reason }) => {
                     return Err(AuditError::RefuseToAppend { path, line, reason });
                 }
                 Err(e) => return Err(e),
             },
-            Err(e) if e.kind() == ErrorKind::NotFound => (GENESIS_PREV.to_string(), 0),
+            Err(e) if e.kind() == ErrorKind::NotFound => (GENESIS_PREV.to_string(), 0, None),
             Err(e) => return Err(io(e)),
         };
+        let torn = torn.map(|end| set_torn_tail_aside(path, dir, end, seq + 1)).transpose()?;
         let file =
             OpenOptions::new().append(true).create(true).mode(0o600).open(path).map_err(io)?;
         if seq == 0 {
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
             File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         }
-        Ok(AuditLog { path: path.to_path_buf(), file, prev, seq })
+        let mut log = AuditLog { path: path.to_path_buf(), file, prev, seq };
+        if let Some(event) = torn {
+            log.append(&event)?;
+        }
+        Ok(log)
     }
 
     /// Appends one event and fsyncs it.
@@ -217,7 +242,7 @@ impl AuditLog {
         let hash = hex::encode(Sha256::digest(text.as_bytes()));
         text.push('\n');
         let io = |source| AuditError::Io { path: self.path.clone(), source };
-        // One write call: a kill -9 cannot tear a line written by a single write(2).
+        // One write call; a kill -9 can still cut it at a page boundary, see the module docs.
         self.file.write_all(text.as_bytes()).map_err(io)?;
         self.file.sync_data().map_err(io)?;
         self.prev = hash;
@@ -292,6 +317,55 @@ pub struct Verified {
     pub lines: u64,
     /// sha256 of the last line (the `prev` the next line will carry).
     pub last_hash: String,
+    /// Where a last line without its newline starts (a write cut by a crash); `None` when the
+    /// log ends with a complete line. Only [`AuditLog::open`] accepts one, after setting it
+    /// aside; [`verify`] reports it as a broken line.
+    torn_tail: Option<u64>,
+}
+
+/// Copies the bytes of the log from `end` (its torn last line, number `line`) to a new file
+/// beside it, syncs that, then cuts the log at `end`: the bytes are kept whatever the next
+/// crash interrupts. Returns the event recording it.
+fn set_torn_tail_aside(
+    path: &Path,
+    dir: &Path,
+    end: u64,
+    line: u64,
+) -> Result<AuditEvent, AuditError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| AuditError::Io { path: p, source }
+    };
+    let mut log = OpenOptions::new().read(true).write(true).open(path).map_err(io(path))?;
+    log.seek(SeekFrom::Start(end)).map_err(io(path))?;
+    let mut torn = Vec::new();
+    (&mut log).take(MAX_LINE as u64 + 1).read_to_end(&mut torn).map_err(io(path))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("audit.jsonl");
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let saved = dir.join(format!("{name}.torn-line-{line}-{millis}"));
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&saved)
+        .map_err(io(&saved))?;
+    out.write_all(&torn).and_then(|()| out.sync_all()).map_err(io(&saved))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    log.set_len(end).and_then(|()| log.sync_all()).map_err(io(path))?;
+    tracing::warn!(
+        log = %path.display(),
+        line,
+        bytes = torn.len(),
+        saved_to = %saved.display(),
+        "the audit log's last line was cut short by a crash (its write never completed, so \
+         nothing it records was released); its bytes were moved aside and the cut is audited"
+    );
+    Ok(AuditEvent::TornTail {
+        line,
+        bytes: torn.len() as u64,
+        sha256: hex::encode(Sha256::digest(&torn)),
+        saved_to: saved.display().to_string(),
+    })
 }
 
 /// Checks every line of the log: valid JSON, `seq` counting from 1, `prev` equal to the sha256
@@ -299,7 +373,17 @@ pub struct Verified {
 pub fn verify(path: &Path) -> Result<Verified, AuditError> {
     let f =
         File::open(path).map_err(|source| AuditError::Io { path: path.to_path_buf(), source })?;
-    scan(path, f, &mut |_| {})
+    let verified = scan(path, f, &mut |_| {})?;
+    if verified.torn_tail.is_some() {
+        return Err(AuditError::Broken {
+            path: path.to_path_buf(),
+            line: verified.lines + 1,
+            reason: "the last line is incomplete (no newline): a write cut by a crash, which the \
+                     signer moves aside at its next start"
+                .to_string(),
+        });
+    }
+    Ok(verified)
 }
 
 fn scan(
@@ -310,6 +394,7 @@ fn scan(
     let mut reader = BufReader::new(f);
     let mut prev = GENESIS_PREV.to_string();
     let mut n: u64 = 0;
+    let mut end: u64 = 0;
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -318,8 +403,13 @@ fn scan(
             .read_until(b'\n', &mut buf)
             .map_err(|source| AuditError::Io { path: path.to_path_buf(), source })?;
         if read == 0 {
-            return Ok(Verified { lines: n, last_hash: prev });
+            return Ok(Verified { lines: n, last_hash: prev, torn_tail: None });
         }
+        if !buf.ends_with(b"\n") && buf.len() <= MAX_LINE {
+            // The end of the file without a newline: a torn write (see the module docs).
+            return Ok(Verified { lines: n, last_hash: prev, torn_tail: Some(end) });
+        }
+        end += read as u64;
         n += 1;
         let broken = |reason: &str| AuditError::Broken {
             path: path.to_path_buf(),
@@ -327,11 +417,7 @@ fn scan(
             reason: reason.to_string(),
         };
         let Some(body) = buf.strip_suffix(b"\n") else {
-            return Err(if buf.len() > MAX_LINE {
-                broken("longer than any line the signer writes")
-            } else {
-                broken("the last line is incomplete (no newline): the log was cut")
-            });
+            return Err(broken("longer than any line the signer writes"));
         };
         let v: serde_json::Value =
             serde_json::from_slice(body).map_err(|e| broken(&format!("not JSON: {e}")))?;

@@ -658,7 +658,7 @@ fn the_daemon_signs_sandboxed_with_soft_and_softhsm2() {
         let sandbox = common::sandbox_toml(&[&hsm.tokens, &conf, module]);
         let s = common::setup_in(None, backend.as_deref(), &key, &sandbox, "");
         s.guard_init();
-        let mut d = s.spawn_with(&hsm.env(), &[], true);
+        let mut d = s.spawn_with(&hsm.env(), &[]);
         let log = d.wait_line("serving chain", DEADLINE);
         let on = log.iter().any(|l| l.contains("sandbox on: landlock ABI") && l.contains("fully"));
         assert!(on, "{}", log.join("\n"));
@@ -682,7 +682,7 @@ fn a_token_removed_under_the_sandbox_is_an_error_not_a_crash() {
     let backend = common::pkcs11_backend("T", "eosio-k1", common::SOFTHSM_MODULE);
     let s = common::setup_in(None, Some(&backend), &key, &sandbox, "");
     s.guard_init();
-    let mut d = s.spawn_with(&hsm.env(), &[], true);
+    let mut d = s.spawn_with(&hsm.env(), &[]);
     d.wait_line("serving chain", DEADLINE);
     assert_eq!(sign_through(&s, 2, 2).unwrap(), 3);
     let token = std::fs::read_dir(&hsm.tokens).unwrap().next().unwrap().unwrap().path();
@@ -714,7 +714,7 @@ fn a_token_directory_outside_the_sandbox_is_refused_not_signed() {
     let backend = common::pkcs11_backend("T", "eosio-k1", common::SOFTHSM_MODULE);
     let s = common::setup_in(None, Some(&backend), &key, &sandbox, "");
     s.guard_init();
-    let mut d = s.spawn_with(&hsm.env(), &[], true);
+    let mut d = s.spawn_with(&hsm.env(), &[]);
     d.wait_line("serving chain", DEADLINE);
     let err = sign_through(&s, 2, 1).unwrap_err();
     assert_eq!(err.code(), Some(rempart_core::protocol::ErrorCode::Backend), "{err}");

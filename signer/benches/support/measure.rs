@@ -144,7 +144,7 @@ pub fn round(
     let status = d.terminate();
     assert_eq!(status.code(), Some(0), "{status:?}");
     // The log ends when the daemon's stderr closes.
-    let rx = d.log.take().unwrap();
+    let rx = &d.log;
     let mut samples = Vec::new();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
@@ -187,7 +187,7 @@ pub fn local(
     if let Some(h) = hsm {
         env.extend(h.env());
     }
-    let mut d = s.spawn_with(&env, &["--log-format", "json"], true);
+    let mut d = s.spawn_with(&env, &["--log-format", "json"]);
     let stream = if tcp {
         let s = std::net::TcpStream::connect(("127.0.0.1", s.tcp_port)).unwrap();
         s.set_nodelay(true).unwrap();

@@ -116,3 +116,55 @@ fn open_reading_shows_every_line_with_its_hash() {
     assert_eq!(seen[2], (3, last, "s2".to_string()));
     assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2, 3]);
 }
+
+/// A last line cut short by a crash (kill -9 between two pages of its write, or a power loss)
+/// was never acknowledged: opening the log keeps its bytes in a file beside it, cuts it off and
+/// records that, so the daemon starts again and the chain verifies. `verify` still reports it
+/// while it is there, and a log whose last line is complete but bad still refuses.
+#[test]
+fn a_torn_last_line_is_moved_aside_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut log = AuditLog::open(&path).unwrap();
+    for r in ["a", "b", "c"] {
+        log.append(&stop(r)).unwrap();
+    }
+    drop(log);
+    let whole = std::fs::read(&path).unwrap();
+    // A fourth line cut after its first 30 bytes, then one cut just before its newline.
+    for cut in [30usize, 0] {
+        let good = std::fs::read(&path).unwrap();
+        let n = verify(&path).unwrap().lines;
+        let line =
+            format!(r#"{{"seq":{},"time_ms":1,"event":"stop","reason":"d","prev":"x"}}"#, n + 1);
+        let torn = if cut == 0 { line.as_bytes() } else { &line.as_bytes()[..cut] };
+        std::fs::write(&path, [&good[..], torn].concat()).unwrap();
+        assert_eq!(broken_line(&path), n + 1);
+
+        let mut log = AuditLog::open(&path).unwrap();
+        assert_eq!(log.len(), n + 1, "the cut is recorded as the next line");
+        log.append(&stop("after")).unwrap();
+        drop(log);
+        assert_eq!(verify(&path).unwrap().lines, n + 2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(std::str::from_utf8(&good).unwrap()), "no complete line changes");
+        let event: serde_json::Value =
+            serde_json::from_str(text.lines().nth(n as usize).unwrap()).unwrap();
+        assert_eq!(event["event"], "torn_tail");
+        assert_eq!(event["line"], n + 1);
+        assert_eq!(event["bytes"], torn.len());
+        assert_eq!(event["sha256"], hex::encode(Sha256::digest(torn)));
+        let saved = std::fs::read(event["saved_to"].as_str().unwrap()).unwrap();
+        assert_eq!(saved, torn, "the torn bytes are kept as they were");
+    }
+    assert!(std::fs::read(&path).unwrap().starts_with(&whole));
+
+    // A complete last line that does not chain is not a torn write.
+    let good = std::fs::read(&path).unwrap();
+    std::fs::write(&path, [&good[..], b"{\"seq\":99}\n"].concat()).unwrap();
+    assert!(matches!(AuditLog::open(&path), Err(AuditError::RefuseToAppend { .. })));
+    // Nor is an unterminated tail longer than any line the signer writes.
+    std::fs::write(&path, [&good[..], &vec![b'x'; MAX_LINE + 1][..]].concat()).unwrap();
+    assert!(matches!(AuditLog::open(&path), Err(AuditError::RefuseToAppend { .. })));
+    assert_eq!(std::fs::read(&path).unwrap().len(), good.len() + MAX_LINE + 1, "left as found");
+}

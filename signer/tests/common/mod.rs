@@ -26,7 +26,7 @@ pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// A child process killed (SIGKILL, by PID) and reaped on drop; with `log`, its stderr lines.
 pub struct Daemon {
     pub child: Child,
-    pub log: Option<mpsc::Receiver<String>>,
+    pub log: mpsc::Receiver<String>,
 }
 
 impl Daemon {
@@ -52,15 +52,25 @@ impl Daemon {
         self.child.try_wait().unwrap().is_none()
     }
 
-    /// Every stderr line received so far (only with a piped log).
+    /// Every stderr line received so far.
     pub fn lines(&self) -> Vec<String> {
-        self.log.as_ref().map(|rx| rx.try_iter().collect()).unwrap_or_default()
+        self.log.try_iter().collect()
+    }
+
+    /// Every stderr line up to the end of the log, for a process that has exited (its reader
+    /// may still be passing the last lines on).
+    pub fn rest(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.log.recv_timeout(Duration::from_secs(5)) {
+            lines.push(line);
+        }
+        lines
     }
 
     /// Stderr lines up to and including the first one containing `needle`; fails the test
     /// with what was logged when the deadline passes or the log ends first.
     pub fn wait_line(&self, needle: &str, timeout: Duration) -> Vec<String> {
-        let rx = self.log.as_ref().expect("spawned with a piped log");
+        let rx = &self.log;
         let end = Instant::now() + timeout;
         let mut seen = Vec::new();
         loop {
@@ -194,42 +204,49 @@ impl Setup {
     }
 
     pub fn spawn(&self, envs: &[(&str, &str)]) -> Daemon {
-        self.spawn_with(envs, &[], false)
+        self.spawn_with(envs, &[])
     }
 
-    /// Spawns `run` with extra global arguments (e.g. `--log-format json`); with `log`, its
-    /// stderr lines are collected (see [`Daemon::lines`]). Waits until the Unix socket and the
+    /// Spawns `run` with extra global arguments (e.g. `--log-format json`); its stderr lines
+    /// are collected (see [`Daemon::lines`]). Waits until the Unix socket and the
     /// TCP port both accept; a daemon that exits first fails the test with its status and log.
-    pub fn spawn_with(&self, envs: &[(&str, &str)], args: &[&str], log: bool) -> Daemon {
+    pub fn spawn_with(&self, envs: &[(&str, &str)], args: &[&str]) -> Daemon {
         let _ = std::fs::remove_file(&self.socket);
         let mut cmd = Command::new(BIN);
         cmd.args(args).args(["run", "--policy"]).arg(&self.policy).stdout(Stdio::null());
-        cmd.stdin(Stdio::null()).stderr(if log { Stdio::piped() } else { Stdio::null() });
+        // Always piped: a daemon that exits before serving fails the test with what it said.
+        cmd.stdin(Stdio::null()).stderr(Stdio::piped());
         for (k, v) in envs {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
-        let log = child.stderr.take().map(|stderr| {
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
                 }
-            });
-            rx
+            }
         });
         let mut d = Daemon { child, log };
         wait_for("the signer socket", Duration::from_secs(20), || {
             if let Some(status) = d.child.try_wait().unwrap() {
-                panic!("the signer exited before serving: {status:?}\n{}", d.lines().join("\n"));
+                panic!("the signer exited before serving: {status:?}\n{}", d.rest().join("\n"));
             }
             std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
                 && std::net::TcpStream::connect(("127.0.0.1", self.tcp_port)).is_ok()
         });
         d
+    }
+
+    /// Starts the signer, waits until it says it serves (its SIGTERM handler is then in place),
+    /// and stops it with SIGTERM: the exit status.
+    pub fn start_and_stop(&self, envs: &[(&str, &str)]) -> std::process::ExitStatus {
+        let mut d = self.spawn(envs);
+        d.wait_line("serving chain", Duration::from_secs(20));
+        d.terminate()
     }
 
     pub fn state_dir(&self) -> PathBuf {
