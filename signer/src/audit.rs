@@ -379,7 +379,8 @@ pub fn verify(path: &Path) -> Result<Verified, AuditError> {
             path: path.to_path_buf(),
             line: verified.lines + 1,
             reason: "the last line is incomplete (no newline): a write cut by a crash, which the \
-                     signer moves aside at its next start"
+                     next writer (the signer at its start, `rempart admin` at its next step) \
+                     moves aside"
                 .to_string(),
         });
     }

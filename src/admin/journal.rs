@@ -4,7 +4,8 @@
 //! that `rempart-signer audit verify FILE` checks it like the signer's log.
 //!
 //! The journal is opened, locked and verified before the step runs: a journal that cannot be
-//! written or does not verify stops the step before the card or the signer is touched. It never
+//! written or does not verify stops the step before the card or the signer is touched (a last
+//! line cut by a crash is set aside and recorded, as the signer does with its log). It never
 //! records a PIN, a management key or anything read from a secret file.
 
 use std::fs::{DirBuilder, File, OpenOptions};

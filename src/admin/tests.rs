@@ -188,6 +188,33 @@ fn steps_and_refusals_go_to_a_journal_the_signer_verifies() {
     assert!(!other.exists());
 }
 
+/// A step killed in the middle of its journal write leaves a last line without its newline:
+/// the next step sets it aside, records that, and runs.
+#[test]
+fn a_journal_line_cut_by_a_crash_does_not_stop_the_next_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("admin-audit.jsonl");
+    let j = journal.to_str().unwrap();
+    let propose = ["--signer-id", "bp1.signer", "--chain-id", CHAIN, "--action", "pause"];
+    let step = |out: &str| {
+        let o = dir.path().join(out);
+        let args = admin_args(
+            &[&["propose", "--audit", j, "--out", o.to_str().unwrap()][..], &propose].concat(),
+        );
+        run(&args, &mut Vec::new())
+    };
+    assert_eq!(step("p.json").unwrap(), 0);
+    let mut text = std::fs::read(&journal).unwrap();
+    text.extend_from_slice(br#"{"seq":2,"time_ms":1,"event":"admin","st"#);
+    std::fs::write(&journal, &text).unwrap();
+    assert_eq!(step("q.json").unwrap(), 0);
+    assert!(dir.path().join("q.json").exists());
+    let lines = journal_lines(&journal);
+    let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["admin", "torn_tail", "admin"]);
+    assert_eq!(rempart_signer::audit::verify(&journal).unwrap().lines, 3);
+}
+
 #[test]
 fn help_names_the_audit_journal_and_its_default() {
     use clap::CommandFactory as _;
