@@ -191,6 +191,10 @@ pub struct AuditLog {
     file: File,
     prev: String,
     seq: u64,
+    /// Bytes up to the end of the last acknowledged line.
+    acked_bytes: u64,
+    /// The last append failed: the file may hold bytes past `acked_bytes`.
+    failed: bool,
 }
 
 impl AuditLog {
@@ -224,7 +228,9 @@ impl AuditLog {
         if seq == 0 {
             File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         }
-        let mut log = AuditLog { path: path.to_path_buf(), file, prev, seq };
+        let acked_bytes = file.metadata().map_err(io)?.len();
+        let mut log =
+            AuditLog { path: path.to_path_buf(), file, prev, seq, acked_bytes, failed: false };
         if let Some(event) = torn {
             log.append(&event)?;
         }
@@ -242,9 +248,21 @@ impl AuditLog {
         let hash = hex::encode(Sha256::digest(text.as_bytes()));
         text.push('\n');
         let io = |source| AuditError::Io { path: self.path.clone(), source };
+        if self.failed {
+            // What a failed append left (part of a line, or a whole line whose sync failed) was
+            // never acknowledged: the log goes back to its last acknowledged line, or this
+            // append fails too. Without this, the next line would follow the leftover, and its
+            // `prev` (the last acknowledged line's hash) would break the chain there.
+            self.file.set_len(self.acked_bytes).and_then(|()| self.file.sync_data()).map_err(io)?;
+            self.failed = false;
+        }
         // One write call; a kill -9 can still cut it at a page boundary, see the module docs.
-        self.file.write_all(text.as_bytes()).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        let written = self.file.write_all(text.as_bytes()).and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            self.failed = true;
+            return Err(io(e));
+        }
+        self.acked_bytes += text.len() as u64;
         self.prev = hash;
         self.seq += 1;
         Ok(())

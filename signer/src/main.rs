@@ -207,19 +207,30 @@ fn run(policy: &std::path::Path, exit_with_stdin: bool) -> ExitCode {
     };
     // The handlers are installed before serving starts: a SIGTERM right after the daemon says
     // it serves stops it cleanly (a stop line in the audit log), never by the default action.
+    // SIGXFSZ is caught too: a write past the file-size limit then fails with EFBIG, which the
+    // audit log and the guard handle (nothing released), instead of ending the process.
     let result = runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
-        let (term, int) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+        let xfsz = SignalKind::from_raw(rustix::process::Signal::XFSZ.as_raw());
+        let handlers =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(xfsz));
         daemon
             .serve(async move {
-                let (Ok(mut term), Ok(mut int)) = (term, int) else {
+                let (Ok(mut term), Ok(mut int), Ok(mut xfsz)) = handlers else {
                     return "cannot install signal handlers".to_string();
                 };
-                tokio::select! {
-                    _ = term.recv() => "SIGTERM".to_string(),
-                    _ = int.recv() => "SIGINT".to_string(),
-                    () = rempart_signer::daemon::stdin_closed(exit_with_stdin) => {
-                        "stdin closed".to_string()
+                let closed = rempart_signer::daemon::stdin_closed(exit_with_stdin);
+                tokio::pin!(closed);
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => return "SIGTERM".to_string(),
+                        _ = int.recv() => return "SIGINT".to_string(),
+                        () = &mut closed => return "stdin closed".to_string(),
+                        Some(()) = xfsz.recv() => tracing::error!(
+                            "a write reached the file-size limit (SIGXFSZ, RLIMIT_FSIZE) and \
+                             failed; nothing it was for was released. Raise the limit (systemd \
+                             LimitFSIZE=) for the signer"
+                        ),
                     }
                 }
             })

@@ -406,3 +406,55 @@ fn a_signer_starts_again_after_a_crash_cut_its_last_audit_line() {
     let saved = std::fs::read(event["saved_to"].as_str().unwrap()).unwrap();
     assert_eq!(saved, torn.as_bytes());
 }
+
+/// A write to the audit log that fails half-way (here the file-size limit, set on the running
+/// signer with prlimit, cuts a signature's line short) releases nothing and ends nothing: the
+/// signer catches SIGXFSZ, refuses the block, and once the disk takes writes again its next
+/// line goes where the cut one began, so the chain stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_audit_write_releases_nothing_and_leaves_the_chain_whole() {
+    let s = setup(None, DEV_PUB, "");
+    s.guard_init();
+    let mut d = s.spawn(&[]);
+    d.wait_line("serving chain", Duration::from_secs(20));
+    let mut c = Client::new(Endpoint::Unix(s.socket.clone()));
+    let slot = BlockTimestamp(now_slot().0 - 10);
+    c.sign_block(request(&s.key, 2, slot, 1), deadline()).await.unwrap();
+    let len = std::fs::metadata(s.audit_log()).unwrap().len();
+    let pid = d.child.id().to_string();
+    let prlimit = |limit: String| {
+        let out = Command::new("prlimit")
+            // The soft limit only: raising a hard limit needs CAP_SYS_RESOURCE.
+            .args(["--pid", &pid, &format!("--fsize={limit}:unlimited")])
+            .output()
+            .expect("prlimit (util-linux) runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    prlimit(format!("{}", len + 40));
+
+    let e = c.sign_block(request(&s.key, 3, BlockTimestamp(slot.0 + 1), 1), deadline()).await;
+    let e = e.expect_err("nothing is released when its audit line cannot be written");
+    assert_eq!(e.code(), Some(ErrorCode::Internal), "{e}");
+    assert!(e.to_string().contains("File too large"), "{e}");
+    assert!(d.running(), "SIGXFSZ does not end the signer");
+    assert_eq!(std::fs::metadata(s.audit_log()).unwrap().len(), len + 40, "a line was cut");
+    let log = d.wait_line("file-size limit", Duration::from_secs(10)).join("\n");
+    assert!(log.contains("SIGXFSZ"), "{log}");
+
+    prlimit("unlimited".into());
+    let r = c.sign_block(request(&s.key, 4, BlockTimestamp(slot.0 + 2), 1), deadline()).await;
+    assert_eq!(r.unwrap().block_num, 4);
+    assert_eq!(d.terminate().code(), Some(0));
+    let out = Command::new(BIN).args(["audit", "verify"]).arg(s.audit_log()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(s.audit_log()).unwrap();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let signed: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["event"] == "signature")
+        .map(|l| l["block_num"].as_u64().unwrap())
+        .collect();
+    assert_eq!(signed, [2, 4], "block 3 was never released, so never recorded as signed");
+    assert!(!text.contains("torn_tail"), "the running signer undid the cut itself");
+}
