@@ -110,9 +110,24 @@ async fn stdin_closed(enabled: bool) {
     std::future::pending::<()>().await
 }
 
+/// Log lines held for a reader that falls behind (about 400 bytes each); past them, lines are
+/// dropped and counted.
+const LOG_BUFFER_LINES: usize = 16_384;
+
 fn serve(file: PathBuf, exit_with_stdin: bool, workers: Option<usize>) -> ExitCode {
+    // The log is written by its own thread: a stdout pipe whose reader stalls (a log shipper
+    // down, a terminal paused) costs log lines, counted in the metrics, never the serving.
+    // Written in place, one full pipe would block every worker at its next access-log line.
+    let (log, _flushed_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("rempart-gateway-log")
+        .finish(std::io::stdout());
+    let dropped = log.error_counter();
+    rempart_gateway::metrics::count_dropped_log_lines(move || dropped.dropped_lines() as u64);
     tracing_subscriber::fmt()
         .json()
+        .with_writer(log)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

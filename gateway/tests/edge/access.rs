@@ -2,6 +2,7 @@
 //! addresses.
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -101,4 +102,29 @@ async fn proxy_protocol_v2_is_believed_only_from_configured_balancers() {
     assert!(Client::connect_from(balancer, gw.tls, false).await.is_err());
     assert_eq!(up.requests(), 2);
     gw.stop().await;
+}
+
+/// The log never holds up serving: with the gateway's stdout a pipe nobody reads (a log
+/// shipper that stopped), thousands of requests, each with its access-log line, are all
+/// answered, and the metrics count the lines the log dropped. Written in place, the first full
+/// pipe (64 KiB, about 200 lines) blocked every worker at its next line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_log_reader_costs_log_lines_never_requests() {
+    let up = Upstream::start("a").await;
+    let gw = ServedBinary::start_with(&[up.addr], &[], true).await;
+    let mut c = Client::connect(gw.tls, false).await;
+    wait_for("the upstream admitted by health checks", Duration::from_secs(10), async || {
+        c.post("/v1/chain/get_block", "{}").await.status == 200
+    })
+    .await;
+    let answered = tokio::time::timeout(Duration::from_secs(120), async {
+        for _ in 0..3_000 {
+            assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 200);
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "requests stalled behind the unread log");
+    let (status, metrics) = plain_get(gw.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("rempart_gateway_log_lines_dropped_total "), "{metrics}");
 }

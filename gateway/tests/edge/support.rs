@@ -316,6 +316,17 @@ pub(crate) struct ServedBinary {
 
 impl ServedBinary {
     pub(crate) async fn start(nodes: &[SocketAddr], edit: &[(&str, &str)]) -> ServedBinary {
+        Self::start_with(nodes, edit, false).await
+    }
+
+    /// As [`ServedBinary::start`]; with `logging`, the process logs at `info` (an access-log
+    /// line per request) into a pipe kept in `child.stdout`, which nothing reads unless the
+    /// test does.
+    pub(crate) async fn start_with(
+        nodes: &[SocketAddr],
+        edit: &[(&str, &str)],
+        logging: bool,
+    ) -> ServedBinary {
         let (tls_port, admin_port) = (free_port(), free_port());
         let (tls_line, admin_line) = (
             format!("tls = \"127.0.0.1:{tls_port}\""),
@@ -335,8 +346,12 @@ impl ServedBinary {
             .arg("serve")
             .arg("--policy")
             .arg(&policy_file)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
+            .env("RUST_LOG", if logging { "info" } else { "warn" })
+            .stdout(if logging {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
             .kill_on_drop(true)
             .spawn()
             .expect("start rempart-gateway");
