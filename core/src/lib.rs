@@ -18,6 +18,8 @@ pub mod block;
 pub mod checksum;
 pub mod codec;
 pub mod key;
+#[cfg(feature = "log")]
+pub mod log;
 pub mod name;
 pub mod protocol;
 pub mod time;

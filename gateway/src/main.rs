@@ -110,21 +110,10 @@ async fn stdin_closed(enabled: bool) {
     std::future::pending::<()>().await
 }
 
-/// Log lines held for a reader that falls behind (about 400 bytes each); past them, lines are
-/// dropped and counted.
-const LOG_BUFFER_LINES: usize = 16_384;
-
 fn serve(file: PathBuf, exit_with_stdin: bool, workers: Option<usize>) -> ExitCode {
-    // The log is written by its own thread: a stdout pipe whose reader stalls (a log shipper
-    // down, a terminal paused) costs log lines, counted in the metrics, never the serving.
-    // Written in place, one full pipe would block every worker at its next access-log line.
-    let (log, _flushed_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_BUFFER_LINES)
-        .thread_name("rempart-gateway-log")
-        .finish(std::io::stdout());
-    let dropped = log.error_counter();
-    rempart_gateway::metrics::count_dropped_log_lines(move || dropped.dropped_lines() as u64);
+    // Its own thread writes the log: a stalled reader of stdout costs log lines, counted in the
+    // metrics, never the serving (see `rempart_core::log`).
+    let (log, _flushed_at_exit) = rempart_core::log::background(std::io::stdout(), "gateway-log");
     tracing_subscriber::fmt()
         .json()
         .with_writer(log)

@@ -11,8 +11,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::error::Fault;
@@ -20,16 +20,6 @@ use crate::upstream::{self, Padded};
 
 #[cfg(test)]
 mod tests;
-
-/// How many log lines were dropped because the log's reader fell behind, as the binary's
-/// logger counts them (the log is process-wide, as tracing's subscriber is).
-type DroppedLines = Box<dyn Fn() -> u64 + Send + Sync>;
-static LOG_DROPPED: OnceLock<DroppedLines> = OnceLock::new();
-
-/// Makes `rempart_gateway_log_lines_dropped_total` report `count` (the first call wins).
-pub fn count_dropped_log_lines(count: impl Fn() -> u64 + Send + Sync + 'static) {
-    let _ = LOG_DROPPED.set(Box::new(count));
-}
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 12] =
@@ -433,7 +423,7 @@ impl Metrics {
              reader fell behind (serving never waits for the log)."
         )?;
         writeln!(o, "# TYPE rempart_gateway_log_lines_dropped_total counter")?;
-        let dropped = LOG_DROPPED.get().map_or(0, |count| count());
+        let dropped = rempart_core::log::dropped_lines();
         writeln!(o, "rempart_gateway_log_lines_dropped_total {dropped}")?;
         Ok(())
     }

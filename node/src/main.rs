@@ -161,7 +161,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Its own thread writes the log: a stalled reader of stderr costs log lines, counted in
+    // the metrics, never a block (see `rempart_core::log`).
+    let (log, _flushed_at_exit) = rempart_core::log::background(std::io::stderr(), "node-log");
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(log);
     match cli.log_format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),

@@ -87,7 +87,7 @@ impl Metrics {
     /// [`Metrics::render`] with the transactions-per-second window ending at `now`.
     fn render_at(&self, now: Instant, role: &str) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 8] = [
+        let rows: [(&str, &str, &str, u64); 9] = [
             ("rempart_node_head_block_num", "gauge", "Head block number.", g(&self.head)),
             (
                 "rempart_node_lib_block_num",
@@ -131,6 +131,13 @@ impl Metrics {
                 "counter",
                 "Total time spent on blocks.",
                 g(&self.block_us_total),
+            ),
+            (
+                "rempart_node_log_lines_dropped_total",
+                "counter",
+                "Log lines dropped because the log's reader fell behind (blocks never wait for \
+                 the log).",
+                rempart_core::log::dropped_lines(),
             ),
         ];
         let mut out = String::new();
