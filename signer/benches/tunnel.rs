@@ -24,7 +24,6 @@ mod measure;
 #[path = "../../tests/support/netns.rs"]
 mod netns;
 
-use std::io::BufRead as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -148,10 +147,8 @@ fn tunnel_round(t: &Tunnel) -> (Vec<Sample>, Duration, &'static str) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || stderr.lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
-    let mut d = common::Daemon { child, log: rx };
+    let log = common::line_channel(child.stderr.take().unwrap());
+    let mut d = common::Daemon { child, log };
     common::wait_for("the signer's Unix socket", Duration::from_secs(20), || {
         assert!(d.running(), "the signer exited:\n{}", d.lines().join("\n"));
         std::os::unix::net::UnixStream::connect(&s.socket).is_ok()

@@ -7,7 +7,7 @@
 //! CAP_IPC_LOCK) fail when `CI=true` and the user is not root, and are skipped with a printed
 //! reason elsewhere; the others run as any user.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -17,6 +17,7 @@ use std::time::Duration;
 use rempart_signer::sandbox::probe::{EXIT_REFUSED, EXIT_SANDBOX};
 
 mod common;
+use common::line_channel;
 
 const SIGSYS: i32 = 31;
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -342,15 +343,7 @@ fn a_sandboxed_runtime_still_serves_unix_and_tcp() {
     let mut running = Running(child);
     let pid = running.0.id();
     let stdout = running.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = line_channel(stdout);
     let Ok(ready) = rx.recv_timeout(DEADLINE) else {
         let _ = running.0.kill();
         let status = running.0.wait().unwrap();
@@ -538,15 +531,7 @@ fn the_daemon_signs_under_the_shipped_sandbox() {
         .unwrap();
     let mut daemon = Running(child);
     let stderr = daemon.0.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = line_channel(stderr);
     let mut log = Vec::new();
     while !log.last().is_some_and(|l: &String| l.contains("serving chain")) {
         match rx.recv_timeout(DEADLINE) {

@@ -220,16 +220,7 @@ impl Setup {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let log = line_channel(child.stderr.take().expect("stderr is piped"));
         let mut d = Daemon { child, log };
         wait_for("the signer socket", Duration::from_secs(20), || {
             if let Some(status) = d.child.try_wait().unwrap() {
@@ -256,6 +247,16 @@ impl Setup {
     pub fn audit_log(&self) -> PathBuf {
         self.dir.path().join("state/audit.jsonl")
     }
+}
+
+/// The lines `out` (a child's stdout or stderr) gives, passed on by a thread as they come; the
+/// channel disconnects when `out` ends.
+pub fn line_channel(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        BufReader::new(out).lines().map_while(Result::ok).try_for_each(|line| tx.send(line))
+    });
+    rx
 }
 
 pub fn now_slot() -> BlockTimestamp {
