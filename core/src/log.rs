@@ -5,9 +5,10 @@
 //! report): a full pipe costs log lines, never a request, a block or a signature. Written in
 //! place, one full pipe (64 KiB, a few hundred lines) blocks every thread at its next line.
 //!
-//! The durable records (the signer's audit log, the chain) never go through here. The signer
-//! does not use it: its sandbox must be applied while the process has one thread, and it logs a
-//! few lines per start and per refusal, not one per signature.
+//! The durable records (the signer's audit log, the chain) never go through here. The signer's
+//! sandbox must be applied while the process has one thread, so it logs through
+//! [`deferred_stderr`]: in place until [`start_deferred`], called once the sandbox is on,
+//! starts the thread (which the sandbox then confines like every other).
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -36,4 +37,60 @@ pub fn background<W: Write + Send + 'static>(out: W, thread: &str) -> (NonBlocki
 /// Log lines dropped so far because the log's reader fell behind.
 pub fn dropped_lines() -> u64 {
     DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// The background writer [`deferred_stderr`] hands lines to once [`start_deferred`] ran.
+static DEFERRED: OnceLock<NonBlocking> = OnceLock::new();
+
+/// Where a line from [`deferred_stderr`] goes: stderr in place, or the background thread.
+#[derive(Debug)]
+pub enum DeferredWriter {
+    /// Written by the thread that logs, before the background thread exists.
+    InPlace(std::io::Stderr),
+    /// Queued for the background thread.
+    Queued(NonBlocking),
+}
+
+impl Write for DeferredWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            DeferredWriter::InPlace(w) => w.write(buf),
+            DeferredWriter::Queued(w) => w.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            DeferredWriter::InPlace(w) => w.write_all(buf),
+            DeferredWriter::Queued(w) => w.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            DeferredWriter::InPlace(w) => w.flush(),
+            DeferredWriter::Queued(w) => w.flush(),
+        }
+    }
+}
+
+/// A writer for `tracing_subscriber::fmt().with_writer(deferred_stderr)` in a program that
+/// must not start a thread before some point (the signer's sandbox): stderr written in place
+/// until [`start_deferred`], the background thread after.
+pub fn deferred_stderr() -> DeferredWriter {
+    match DEFERRED.get() {
+        Some(w) => DeferredWriter::Queued(w.clone()),
+        None => DeferredWriter::InPlace(std::io::stderr()),
+    }
+}
+
+/// Starts the thread named `thread` that writes [`deferred_stderr`]'s lines from now on. Keep
+/// the guard until the program ends (dropping it writes what is queued, waiting a second at
+/// most for a stalled reader). `None` when it already runs.
+pub fn start_deferred(thread: &str) -> Option<WorkerGuard> {
+    if DEFERRED.get().is_some() {
+        return None;
+    }
+    let (writer, guard) = background(std::io::stderr(), thread);
+    DEFERRED.set(writer).ok().map(|()| guard)
 }

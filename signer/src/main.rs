@@ -124,7 +124,10 @@ enum GuardCommand {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REMPART_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // In place until `run` has sandboxed the process, from a thread of its own after that.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(rempart_core::log::deferred_stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -196,6 +199,10 @@ fn run(policy: &std::path::Path, exit_with_stdin: bool) -> ExitCode {
     if let Err(e) = daemon.sandbox() {
         return fail(e.exit_code(), &e);
     }
+    // Only now may a thread start. From here a stalled reader of stderr costs log lines
+    // (counted in the metrics), never a signature: a full pipe no longer blocks the thread
+    // that logs.
+    let log = rempart_core::log::start_deferred("signer-log");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(16)
@@ -236,6 +243,8 @@ fn run(policy: &std::path::Path, exit_with_stdin: bool) -> ExitCode {
             })
             .await
     });
+    // Queued lines first (a second at most for a stalled reader), then the last word.
+    drop(log);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e.exit_code(), &e),

@@ -170,6 +170,14 @@ impl Metrics {
             "rempart_signer_request_seconds",
             "Latency of a SignBlock request inside the signer.",
         );
+        let _ = writeln!(
+            out,
+            "# HELP rempart_signer_log_lines_dropped_total Log lines dropped because the \
+             reader of stderr fell behind.\n\
+             # TYPE rempart_signer_log_lines_dropped_total counter\n\
+             rempart_signer_log_lines_dropped_total {}",
+            rempart_core::log::dropped_lines()
+        );
         self.wireguard.render(&mut out);
         out
     }

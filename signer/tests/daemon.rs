@@ -458,3 +458,60 @@ async fn a_failed_audit_write_releases_nothing_and_leaves_the_chain_whole() {
     assert_eq!(signed, [2, 4], "block 3 was never released, so never recorded as signed");
     assert!(!text.contains("torn_tail"), "the running signer undid the cut itself");
 }
+
+/// A log reader that stalls (a log shipper down, a container runtime's blocking log driver)
+/// costs log lines, never signatures: with its stderr a pipe nothing reads, the sandboxed
+/// signer logs a warning for each of 20 000 bad frames (a full pipe after a few hundred, its
+/// log queue after 16 384), keeps answering them, signs a block in time, counts the lines it
+/// dropped in its metrics, and still stops cleanly. Written in place, the first full pipe
+/// blocked every thread at its next line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_log_reader_never_holds_up_signing() {
+    const BAD_FRAMES: usize = 20_000;
+    const PER_CONNECTION: usize = 8;
+    let s = setup_in(
+        None,
+        None,
+        DEV_PUB,
+        &sandbox_toml(&[]),
+        "[metrics]\nfile = \"state/metrics.prom\"",
+    );
+    s.guard_init();
+    let (mut d, _unread) = s.spawn_with_stalled_log();
+    let socket = s.socket.clone();
+    let flood = tokio::task::spawn_blocking(move || {
+        let bad = [5u8, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff].repeat(PER_CONNECTION);
+        for _ in 0..BAD_FRAMES / PER_CONNECTION {
+            let mut raw = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+            raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            raw.write_all(&bad).unwrap();
+            // Each bad frame is answered with an error frame, then the connection is closed.
+            let mut answers = Vec::new();
+            raw.read_to_end(&mut answers)
+                .expect("the signer stopped answering while nothing read its log");
+            assert!(answers.len() >= PER_CONNECTION * 5, "{} bytes answered", answers.len());
+        }
+    });
+    flood.await.unwrap();
+
+    let mut c = Client::new(Endpoint::Unix(s.socket.clone()));
+    let req = request(&s.key, 2, BlockTimestamp(now_slot().0 - 100), 1);
+    let signed = c.sign_block(req.clone(), deadline()).await.unwrap();
+    assert!(signed.signature.verify(&req.digest(), &s.key));
+
+    let metrics = s.dir.path().join("state/metrics.prom");
+    let mut dropped = 0;
+    wait_for("dropped log lines in the metrics", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&metrics).unwrap_or_default();
+        dropped = text
+            .lines()
+            .find_map(|l| l.strip_prefix("rempart_signer_log_lines_dropped_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        dropped > 0
+    });
+    assert!(dropped < BAD_FRAMES as u64, "{dropped} lines dropped");
+    assert_eq!(d.terminate().code(), Some(0));
+    let out = Command::new(BIN).args(["audit", "verify"]).arg(s.audit_log()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

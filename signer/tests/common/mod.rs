@@ -211,6 +211,22 @@ impl Setup {
     /// are collected (see [`Daemon::lines`]). Waits until the Unix socket and the
     /// TCP port both accept; a daemon that exits first fails the test with its status and log.
     pub fn spawn_with(&self, envs: &[(&str, &str)], args: &[&str]) -> Daemon {
+        let mut child = self.command(envs, args).spawn().unwrap();
+        let log = line_channel(child.stderr.take().expect("stderr is piped"));
+        self.until_serving(Daemon { child, log })
+    }
+
+    /// Spawns `run` with its stderr a pipe that nothing reads (a log shipper that stalled):
+    /// the daemon and the pipe's read end, which must be kept open for as long as the pipe is
+    /// to stay full. [`Daemon::lines`] of this daemon is always empty.
+    pub fn spawn_with_stalled_log(&self) -> (Daemon, std::process::ChildStderr) {
+        let mut child = self.command(&[], &[]).spawn().unwrap();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (_, log) = mpsc::channel();
+        (self.until_serving(Daemon { child, log }), stderr)
+    }
+
+    fn command(&self, envs: &[(&str, &str)], args: &[&str]) -> Command {
         let _ = std::fs::remove_file(&self.socket);
         let mut cmd = Command::new(BIN);
         cmd.args(args).args(["run", "--policy"]).arg(&self.policy).stdout(Stdio::null());
@@ -219,9 +235,11 @@ impl Setup {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap();
-        let log = line_channel(child.stderr.take().expect("stderr is piped"));
-        let mut d = Daemon { child, log };
+        cmd
+    }
+
+    /// `d` once its Unix socket and TCP port both accept.
+    fn until_serving(&self, mut d: Daemon) -> Daemon {
         wait_for("the signer socket", Duration::from_secs(20), || {
             if let Some(status) = d.child.try_wait().unwrap() {
                 panic!("the signer exited before serving: {status:?}\n{}", d.rest().join("\n"));
