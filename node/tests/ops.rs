@@ -1,6 +1,7 @@
 //! `rempart-node snapshot`, `restore` and `replay` as an operator runs them: the real binary
 //! over a configuration file and a data directory holding blocks with transactions; and its logs,
-//! one JSON object per line on stderr with `--log-format json`.
+//! one JSON object per line on stderr with `--log-format json`, which a stalled reader of
+//! stderr never lets hold up the API.
 
 mod support;
 
@@ -201,4 +202,64 @@ fn json_logs_are_one_object_per_line_from_replay_and_a_running_node() {
     assert_eq!(ended["level"], "WARN", "{ended}");
     let stop = message("stopping").expect("stop logged");
     assert_eq!(stop["fields"]["reason"], "stdin closed", "{stop}");
+}
+
+/// A log reader that stalls (a log shipper down, a container runtime's blocking log driver)
+/// costs log lines, never service: an api node whose stderr is a pipe nothing reads logs a
+/// line (at `debug`) for each of 3 000 connections that send garbage, far more than the pipe
+/// holds, and keeps answering them and then `get_info`. Written in place, the first full pipe
+/// blocked every thread at its next line.
+#[test]
+fn a_stalled_log_reader_never_holds_up_the_api() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    deploy(dir.path());
+    let port = support::free_port();
+    let run_config = dir.path().join("run.toml");
+    std::fs::write(&run_config, node_toml(&format!("127.0.0.1:{port}"))).expect("run.toml");
+    let mut node = support::Proc(
+        Command::new(env!("CARGO_BIN_EXE_rempart-node"))
+            .args(["run", "--role", "api", "--exit-with-stdin", "--config"])
+            .arg(&run_config)
+            .env("RUST_LOG", "debug")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run rempart-node"),
+    );
+    // Held open and never read: the pipe fills and stays full.
+    let _unread = node.0.stderr.take().expect("stderr");
+    let exchange = |request: &[u8]| -> std::io::Result<Vec<u8>> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(request)?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)?;
+        Ok(answer)
+    };
+    let get_info = b"POST /v1/chain/get_info HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\
+                     Content-Length: 0\r\n\r\n";
+    support::wait_for("the api node to answer get_info", Duration::from_secs(30), || {
+        assert!(node.0.try_wait().expect("wait").is_none(), "the node exited before serving");
+        exchange(get_info).is_ok()
+    });
+    for n in 0..3_000 {
+        let answer = exchange(b"NOT HTTP AT ALL\r\n\r\n").unwrap_or_else(|e| {
+            panic!("connection {n}: the node stopped answering while nothing read its log: {e}")
+        });
+        assert!(answer.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
+    }
+    let answer = exchange(get_info).expect("get_info after the flood");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    drop(node.0.stdin.take());
+    let mut status = None;
+    support::wait_for("the node to stop when stdin closed", Duration::from_secs(20), || {
+        status = node.0.try_wait().expect("wait");
+        status.is_some()
+    });
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
