@@ -15,6 +15,18 @@
 //! log to append copies it, byte for byte, to a file beside the log, cuts it off, and records
 //! that as the next line ([`AuditEvent::TornTail`]); `verify` still reports it as it stands.
 //! Anything else that does not verify stops the daemon.
+//!
+//! The log does not grow without bound, and a start does not read years of it: the daemon
+//! opens it with a segment size ([`AuditLog::open_segmented`]). Once the log holds that many
+//! bytes, the next append first seals it: the file is renamed `<log>.<last seq, 12 digits>`
+//! (so a sorted listing is the chain's order), and a new log begins with an
+//! [`AuditEvent::Continued`] line whose `seq` and `prev` carry on from the sealed file's last
+//! line. A start verifies only the live log (and, after a crash that left a guard intent, the
+//! sealed file before it, where that signature may be); `verify` checks several files in
+//! order, each continuing the one before. Sealed files are never written again: archive them
+//! or delete them. The new log is written complete under `<log>.next` before it is renamed into
+//! place, so a crash between the steps leaves either the old log, or the sealed file and no
+//! log (the next open continues from the newest sealed file).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Read as _, Seek, SeekFrom, Write};
@@ -155,6 +167,12 @@ pub enum AuditEvent {
         /// The file now holding them.
         saved_to: String,
     },
+    /// The first line of a log that carries on from a sealed one (see the module
+    /// documentation): its `seq` and `prev` follow that file's last line.
+    Continued {
+        /// The sealed file's name, beside this one.
+        from: String,
+    },
     /// An administrative command: `refused`, `approved` (verified, nonce recorded), `executed`
     /// or `failed`.
     Admin {
@@ -195,6 +213,12 @@ pub struct AuditLog {
     acked_bytes: u64,
     /// The last append failed: the file may hold bytes past `acked_bytes`.
     failed: bool,
+    /// Seal the log before an append once it holds this many bytes (`None`: never).
+    seal_at: Option<u64>,
+    /// After a failed seal, the size at which to try again.
+    seal_retry_at: u64,
+    /// A seal failed half-way and the log is not under its name: nothing more is appended.
+    lost: bool,
 }
 
 impl AuditLog {
@@ -209,17 +233,78 @@ impl AuditLog {
         path: &Path,
         read: &mut dyn FnMut(&ReadLine<'_>),
     ) -> Result<AuditLog, AuditError> {
+        Self::open_segmented(path, None, false, read)
+    }
+
+    /// Opens the log as [`AuditLog::open_reading`] does, sealing it before an append once it
+    /// holds `seal_at` bytes (see the module documentation). With `history`, a log that
+    /// continues a sealed file shows `read` that file's lines first, when it is still there.
+    /// A missing log beside sealed files carries on from the newest of them.
+    pub fn open_segmented(
+        path: &Path,
+        seal_at: Option<u64>,
+        history: bool,
+        read: &mut dyn FnMut(&ReadLine<'_>),
+    ) -> Result<AuditLog, AuditError> {
         let io = |source| AuditError::Io { path: path.to_path_buf(), source };
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = parent(path);
+        let next = sibling(path, "next");
+        match std::fs::remove_file(&next) {
+            Ok(()) => tracing::warn!(
+                file = %next.display(),
+                "removed a new audit log that a crash left before it took over (its only line \
+                 is written again)"
+            ),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(AuditError::Io { path: next, source: e }),
+        }
+        let refuse = |e| match e {
+            AuditError::Broken { path, line, reason } => {
+                AuditError::RefuseToAppend { path, line, reason }
+            }
+            e => e,
+        };
         let (prev, seq, torn) = match File::open(path) {
-            Ok(f) => match scan(path, f, read) {
-                Ok(s) => (s.last_hash, s.lines, s.torn_tail),
-                Err(AuditError::Broken { path, line, reason }) => {
-                    return Err(AuditError::RefuseToAppend { path, line, reason });
+            Ok(f) => {
+                if history && let Some(first) = continues(path)? {
+                    read_sealed_before(dir, &first, read);
                 }
-                Err(e) => return Err(e),
+                let s = scan(path, f, read).map_err(refuse)?;
+                (s.last_hash, s.first_seq + s.lines - 1, s.torn_tail)
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => match sealed_logs(path)?.pop() {
+                Some(sealed) => {
+                    let f = File::open(&sealed)
+                        .map_err(|source| AuditError::Io { path: sealed.clone(), source })?;
+                    let s = scan(&sealed, f, read).map_err(refuse)?;
+                    if s.torn_tail.is_some() {
+                        return Err(AuditError::RefuseToAppend {
+                            path: sealed,
+                            line: s.lines + 1,
+                            reason: "a sealed log ends with an incomplete line".into(),
+                        });
+                    }
+                    tracing::warn!(
+                        sealed = %sealed.display(),
+                        "no audit log beside sealed ones (a crash while sealing, or it was moved \
+                         away): a new one carries on from the newest sealed log"
+                    );
+                    let seq = s.first_seq + s.lines - 1;
+                    let (file, prev, bytes) = begin_continued(path, &sealed, seq, &s.last_hash)?;
+                    return Ok(AuditLog {
+                        path: path.to_path_buf(),
+                        file,
+                        prev,
+                        seq: seq + 1,
+                        acked_bytes: bytes,
+                        failed: false,
+                        seal_at,
+                        seal_retry_at: 0,
+                        lost: false,
+                    });
+                }
+                None => (GENESIS_PREV.to_string(), 0, None),
             },
-            Err(e) if e.kind() == ErrorKind::NotFound => (GENESIS_PREV.to_string(), 0, None),
             Err(e) => return Err(io(e)),
         };
         let torn = torn.map(|end| set_torn_tail_aside(path, dir, end, seq + 1)).transpose()?;
@@ -229,16 +314,99 @@ impl AuditLog {
             File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         }
         let acked_bytes = file.metadata().map_err(io)?.len();
-        let mut log =
-            AuditLog { path: path.to_path_buf(), file, prev, seq, acked_bytes, failed: false };
+        let mut log = AuditLog {
+            path: path.to_path_buf(),
+            file,
+            prev,
+            seq,
+            acked_bytes,
+            failed: false,
+            seal_at,
+            seal_retry_at: 0,
+            lost: false,
+        };
         if let Some(event) = torn {
             log.append(&event)?;
         }
         Ok(log)
     }
 
+    fn lost_error(&self) -> AuditError {
+        AuditError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(
+                "sealing the audit log failed half-way and it is no longer under its name; \
+                 restart the signer, which carries on from the newest sealed log",
+            ),
+        }
+    }
+
+    /// Seals the log: a new log holding one [`AuditEvent::Continued`] line is written and
+    /// synced as `<log>.next`, the log is renamed `<log>.<last seq>`, and `<log>.next` renamed
+    /// into its place. An error before the second rename leaves the log as it was.
+    fn seal(&mut self) -> Result<(), AuditError> {
+        let sealed = sibling(&self.path, &format!("{:012}", self.seq));
+        if sealed.exists() {
+            return Err(AuditError::Io {
+                path: sealed,
+                source: std::io::Error::new(
+                    ErrorKind::AlreadyExists,
+                    "a sealed audit log of that name already exists; it is never overwritten",
+                ),
+            });
+        }
+        let next = sibling(&self.path, "next");
+        let (file, prev, bytes) = write_continued(&next, &sealed, self.seq, &self.prev)?;
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| AuditError::Io { path: p, source }
+        };
+        if let Err(e) = std::fs::rename(&self.path, &sealed) {
+            let _ = std::fs::remove_file(&next);
+            return Err(io(&self.path)(e));
+        }
+        if let Err(e) = std::fs::rename(&next, &self.path) {
+            // No log under its name now. Until a rename back succeeds nothing more is
+            // appended (the next open would carry on from the sealed file on its own).
+            if std::fs::rename(&sealed, &self.path).is_err() {
+                self.lost = true;
+            }
+            return Err(io(&self.path)(e));
+        }
+        // The new log is in place: every line from now on goes to it.
+        self.file = file;
+        self.acked_bytes = bytes;
+        self.prev = prev;
+        self.seq += 1;
+        if let Err(e) = sync_dir(parent(&self.path)) {
+            tracing::warn!(error = %e, "cannot sync the audit log's directory after sealing");
+        }
+        tracing::info!(sealed = %sealed.display(), lines = self.seq - 1, "audit log sealed");
+        Ok(())
+    }
+
     /// Appends one event and fsyncs it.
     pub fn append(&mut self, event: &AuditEvent) -> Result<(), AuditError> {
+        if self.lost {
+            return Err(self.lost_error());
+        }
+        if let Some(at) = self.seal_at
+            && self.acked_bytes >= at.max(self.seal_retry_at)
+            && !self.failed
+        {
+            // A log that cannot be sealed stays in use: sealing keeps the log small, the line
+            // is what must not be lost. Tried again after another sixteenth of the size.
+            match self.seal() {
+                Ok(()) => self.seal_retry_at = 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot seal the audit log; appending to it still");
+                    self.seal_retry_at = self.acked_bytes + at.div_ceil(16);
+                }
+            }
+            if self.lost {
+                return Err(self.lost_error());
+            }
+        }
         let time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -333,6 +501,13 @@ pub struct ReadLine<'a> {
 pub struct Verified {
     /// Number of lines.
     pub lines: u64,
+    /// The `seq` of the first line: 1, or more in a log that continues a sealed one.
+    pub first_seq: u64,
+    /// The `prev` of the first line: [`GENESIS_PREV`], or the hash of the sealed log's last
+    /// line.
+    pub first_prev: String,
+    /// The sealed log this one continues, named by its first line.
+    pub continues: Option<String>,
     /// sha256 of the last line (the `prev` the next line will carry).
     pub last_hash: String,
     /// Where a last line without its newline starts (a write cut by a crash); `None` when the
@@ -386,8 +561,178 @@ fn set_torn_tail_aside(
     })
 }
 
-/// Checks every line of the log: valid JSON, `seq` counting from 1, `prev` equal to the sha256
-/// of the line before. Reports the first broken line.
+fn parent(path: &Path) -> &Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// `<log>.<suffix>` beside the log.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("audit.jsonl");
+    parent(path).join(format!("{name}.{suffix}"))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// The first line of a log that continues a sealed one.
+struct ContinuedLine {
+    from: String,
+    seq: u64,
+    prev: String,
+}
+
+/// Shows `read` the lines of the sealed log that `first` continues, when that file is still
+/// there, verifies, and ends where `first` begins; otherwise says why it is left out.
+fn read_sealed_before(dir: &Path, first: &ContinuedLine, read: &mut dyn FnMut(&ReadLine<'_>)) {
+    let sealed = dir.join(&first.from);
+    let leave_out = |why: &str| {
+        tracing::warn!(
+            file = %sealed.display(),
+            "the sealed audit log before this one is not read ({why}); a guard intent left by a \
+             crash may need it"
+        );
+    };
+    let linked = match File::open(&sealed).map(|f| scan(&sealed, f, &mut |_| {})) {
+        Ok(Ok(v)) => v.last_hash == first.prev && v.first_seq + v.lines == first.seq,
+        Ok(Err(e)) => return leave_out(&e.to_string()),
+        Err(e) => return leave_out(&e.to_string()),
+    };
+    if !linked {
+        return leave_out("it does not end where the live log begins");
+    }
+    if let Err(e) = File::open(&sealed).map(|f| scan(&sealed, f, read)) {
+        leave_out(&e.to_string());
+    }
+}
+
+/// The first line of the log at `path`, when it continues a sealed log.
+fn continues(path: &Path) -> Result<Option<ContinuedLine>, AuditError> {
+    let f =
+        File::open(path).map_err(|source| AuditError::Io { path: path.to_path_buf(), source })?;
+    let mut first = Vec::new();
+    BufReader::new(f)
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', &mut first)
+        .map_err(|source| AuditError::Io { path: path.to_path_buf(), source })?;
+    let v: Option<serde_json::Value> = serde_json::from_slice(&first).ok();
+    Ok(v.filter(|v| v.get("event").and_then(|e| e.as_str()) == Some("continued")).and_then(|v| {
+        Some(ContinuedLine {
+            from: v.get("from")?.as_str()?.to_string(),
+            seq: v.get("seq")?.as_u64()?,
+            prev: v.get("prev")?.as_str()?.to_string(),
+        })
+    }))
+}
+
+/// The sealed logs beside the log at `path` (`<log>.<12 digits>`), oldest first.
+pub fn sealed_logs(path: &Path) -> Result<Vec<PathBuf>, AuditError> {
+    let dir = parent(path);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("audit.jsonl");
+    let io = |source| AuditError::Io { path: dir.into(), source };
+    let mut sealed = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let Some(file) = entry.map_err(io)?.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if file
+            .strip_prefix(name)
+            .and_then(|r| r.strip_prefix('.'))
+            .is_some_and(|d| d.len() == 12 && d.bytes().all(|b| b.is_ascii_digit()))
+        {
+            sealed.push(file);
+        }
+    }
+    sealed.sort();
+    Ok(sealed.into_iter().map(|n| dir.join(n)).collect())
+}
+
+/// Creates `file` (it must not exist) holding the [`AuditEvent::Continued`] line that follows
+/// line `seq` (hash `prev`) of `sealed`, synced: the open file, the new line's hash and its
+/// length.
+fn write_continued(
+    file: &Path,
+    sealed: &Path,
+    seq: u64,
+    prev: &str,
+) -> Result<(File, String, u64), AuditError> {
+    let io = |source| AuditError::Io { path: file.to_path_buf(), source };
+    let from = sealed.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let time_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let event = AuditEvent::Continued { from };
+    let line = Line { seq: seq + 1, time_ms, event: &event, prev };
+    let mut text = serde_json::to_string(&line).map_err(|e| io(e.into()))?;
+    let hash = hex::encode(Sha256::digest(text.as_bytes()));
+    text.push('\n');
+    let mut f =
+        OpenOptions::new().append(true).create_new(true).mode(0o600).open(file).map_err(io)?;
+    f.write_all(text.as_bytes()).and_then(|()| f.sync_data()).map_err(io)?;
+    Ok((f, hash, text.len() as u64))
+}
+
+/// Begins a log at `path` (absent) continuing `sealed`, whose last line is `seq` with hash
+/// `prev`: written under `<log>.next`, then renamed into place. The file, the new line's hash
+/// and its length.
+fn begin_continued(
+    path: &Path,
+    sealed: &Path,
+    seq: u64,
+    prev: &str,
+) -> Result<(File, String, u64), AuditError> {
+    let next = sibling(path, "next");
+    let (file, hash, bytes) = write_continued(&next, sealed, seq, prev)?;
+    let io = |source| AuditError::Io { path: path.to_path_buf(), source };
+    std::fs::rename(&next, path).map_err(io)?;
+    sync_dir(parent(path)).map_err(io)?;
+    Ok((file, hash, bytes))
+}
+
+/// Checks `paths` in order as one chain: each file verifies (see [`verify`]), and each after
+/// the first continues the one before (its first line is the `continued` line that follows
+/// that file's last). The whole chain: where its first file starts, every line counted, and
+/// the hash its last file ends with.
+pub fn verify_chain(paths: &[PathBuf]) -> Result<Verified, AuditError> {
+    let mut before: Option<(&Path, Verified)> = None;
+    let mut start: Option<Verified> = None;
+    let mut lines = 0;
+    for path in paths {
+        let v = verify(path)?;
+        if let Some((p, b)) = &before {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let follows = v.first_prev == b.last_hash && v.first_seq == b.first_seq + b.lines;
+            if !follows {
+                return Err(AuditError::Broken {
+                    path: path.clone(),
+                    line: 1,
+                    reason: format!(
+                        "it does not continue {name} (its first line must be a `continued` line \
+                         with seq {} and the sha256 of that file's last line as prev)",
+                        b.first_seq + b.lines
+                    ),
+                });
+            }
+            if v.continues.as_deref() != Some(name) {
+                tracing::warn!(file = %path.display(), continues = ?v.continues, "it names another sealed file than {name}, though the chain holds");
+            }
+        }
+        lines += v.lines;
+        start.get_or_insert_with(|| v.clone());
+        before = Some((path, v));
+    }
+    match (start, before) {
+        (Some(s), Some((_, v))) => Ok(Verified { lines, last_hash: v.last_hash, ..s }),
+        _ => Err(AuditError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::new(ErrorKind::InvalidInput, "no audit log named"),
+        }),
+    }
+}
+
+/// Checks every line of the log: valid JSON, `seq` counting from 1 (or from a first line that
+/// continues a sealed log), `prev` equal to the sha256 of the line before. Reports the first
+/// broken line, numbered from the file's first line.
 pub fn verify(path: &Path) -> Result<Verified, AuditError> {
     let f =
         File::open(path).map_err(|source| AuditError::Io { path: path.to_path_buf(), source })?;
@@ -412,6 +757,9 @@ fn scan(
 ) -> Result<Verified, AuditError> {
     let mut reader = BufReader::new(f);
     let mut prev = GENESIS_PREV.to_string();
+    let mut first_prev = prev.clone();
+    let mut first_seq: u64 = 1;
+    let mut continues = None;
     let mut n: u64 = 0;
     let mut end: u64 = 0;
     let mut buf = Vec::new();
@@ -421,12 +769,20 @@ fn scan(
             .take(MAX_LINE as u64 + 1)
             .read_until(b'\n', &mut buf)
             .map_err(|source| AuditError::Io { path: path.to_path_buf(), source })?;
+        let verified = |torn_tail, last_hash: String, first_prev: String, continues| Verified {
+            lines: n,
+            first_seq,
+            first_prev,
+            continues,
+            last_hash,
+            torn_tail,
+        };
         if read == 0 {
-            return Ok(Verified { lines: n, last_hash: prev, torn_tail: None });
+            return Ok(verified(None, prev, first_prev, continues));
         }
         if !buf.ends_with(b"\n") && buf.len() <= MAX_LINE {
             // The end of the file without a newline: a torn write (see the module docs).
-            return Ok(Verified { lines: n, last_hash: prev, torn_tail: Some(end) });
+            return Ok(verified(Some(end), prev, first_prev, continues));
         }
         end += read as u64;
         n += 1;
@@ -440,6 +796,25 @@ fn scan(
         };
         let v: serde_json::Value =
             serde_json::from_slice(body).map_err(|e| broken(&format!("not JSON: {e}")))?;
+        let event = v.get("event").and_then(|e| e.as_str());
+        if n == 1 && event == Some("continued") {
+            // The first line of a log that carries on from a sealed one: the chain starts
+            // from what it says the sealed log ended with (`verify_chain` checks that).
+            let Some(p) = v.get("prev").and_then(|p| p.as_str()).filter(|p| is_sha256_hex(p))
+            else {
+                return Err(broken("a continued line needs the sealed log's last hash as prev"));
+            };
+            let Some(seq) = v.get("seq").and_then(|s| s.as_u64()).filter(|&s| s >= 2) else {
+                return Err(broken("a continued line needs a seq of 2 or more"));
+            };
+            if v.get("from").and_then(|f| f.as_str()).is_none() {
+                return Err(broken("a continued line names the sealed log it follows (from)"));
+            }
+            prev = p.to_string();
+            first_prev = prev.clone();
+            first_seq = seq;
+            continues = v.get("from").and_then(|f| f.as_str()).map(str::to_string);
+        }
         match v.get("prev").and_then(|p| p.as_str()) {
             Some(p) if p == prev => {}
             Some(_) => {
@@ -450,13 +825,18 @@ fn scan(
             }
             None => return Err(broken("no prev hash")),
         }
-        if v.get("seq").and_then(|s| s.as_u64()) != Some(n) {
-            return Err(broken(&format!("seq is not {n}")));
+        let seq = first_seq + n - 1;
+        if v.get("seq").and_then(|s| s.as_u64()) != Some(seq) {
+            return Err(broken(&format!("seq is not {seq}")));
         }
-        if v.get("event").and_then(|e| e.as_str()).is_none() {
+        if event.is_none() {
             return Err(broken("no event"));
         }
         prev = hex::encode(Sha256::digest(body));
-        visit(&ReadLine { seq: n, hash: &prev, value: &v });
+        visit(&ReadLine { seq, hash: &prev, value: &v });
     }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

@@ -95,10 +95,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain; report the first broken line.
+    /// Check the hash chain; report the first broken line. Several files are checked in order
+    /// as one chain, each continuing the one before (`audit.jsonl.[0-9]* audit.jsonl`).
     Verify {
-        /// The audit log.
-        file: PathBuf,
+        /// The audit logs, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -172,14 +174,25 @@ fn main() -> ExitCode {
         Command::Keygen { policy, module, token_label, pin_file, pin_env, key_type, label } => {
             keygen(policy, module, token_label, pin_file, pin_env, &key_type, &label)
         }
-        Command::Audit { command: AuditCommand::Verify { file } } => match audit::verify(&file) {
-            Ok(v) => {
-                println!("{}: {} line(s), chain intact", file.display(), v.lines);
-                ExitCode::SUCCESS
+        Command::Audit { command: AuditCommand::Verify { files } } => {
+            match audit::verify_chain(&files) {
+                Ok(v) => {
+                    let (first, last) = (v.first_seq, v.first_seq + v.lines.saturating_sub(1));
+                    let named = match files.as_slice() {
+                        [one] => one.display().to_string(),
+                        all => format!("{} files", all.len()),
+                    };
+                    let from = v.continues.map(|c| format!(", continuing {c}")).unwrap_or_default();
+                    println!(
+                        "{named}: {} line(s) (seq {first}..={last}{from}), chain intact",
+                        v.lines
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e @ audit::AuditError::Broken { .. }) => fail(EXIT_DATA, &e),
+                Err(e) => fail(EXIT_CONFIG, &e),
             }
-            Err(e @ audit::AuditError::Broken { .. }) => fail(EXIT_DATA, &e),
-            Err(e) => fail(EXIT_CONFIG, &e),
-        },
+        }
         Command::Guard {
             command: GuardCommand::Init { policy, producer, min_block, min_slot },
         } => guard_init(&policy, producer.as_deref(), min_block, min_slot),

@@ -334,7 +334,14 @@ impl Signer {
             })
             .collect();
         let mut recovery = IntentRecovery::new(policy.chain_id, &intents);
-        let audit = AuditLog::open_reading(&policy.audit_log, &mut |line| recovery.read(line))?;
+        // After a crash that left an intent, its signature line may be in the sealed log before
+        // this one: that log is read too.
+        let audit = AuditLog::open_segmented(
+            &policy.audit_log,
+            Some(policy.audit_segment_bytes),
+            !intents.is_empty(),
+            &mut |line| recovery.read(line),
+        )?;
         let known = recovery.finish();
         // Keys administrators created since the policy was written sign again after a restart.
         for (producer, key) in

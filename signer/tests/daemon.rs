@@ -515,3 +515,83 @@ async fn a_stalled_log_reader_never_holds_up_signing() {
     let out = Command::new(BIN).args(["audit", "verify"]).arg(s.audit_log()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The audit log is sealed at its configured size while the sandboxed signer signs, and the
+/// chain carries on in a new log: every file verifies as one chain from seq 1, a restart
+/// after kill -9 carries on from the live log alone, and a crash between sealing and the new
+/// log taking over loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_is_sealed_at_its_size_and_the_chain_carries_on() {
+    let s = setup_in(None, None, DEV_PUB, &sandbox_toml(&[]), "");
+    let policy = std::fs::read_to_string(&s.policy).unwrap();
+    let policy = policy.replace(
+        "audit_log = \"state/audit.jsonl\"",
+        "audit_log = \"state/audit.jsonl\"\naudit_segment_mib = 1",
+    );
+    std::fs::write(&s.policy, policy).unwrap();
+    s.guard_init();
+    let sealed = || rempart_signer::audit::sealed_logs(&s.audit_log()).unwrap();
+    let verify_all = || {
+        let mut files = sealed();
+        files.push(s.audit_log());
+        Command::new(BIN).args(["audit", "verify"]).args(&files).output().unwrap()
+    };
+
+    let mut d = s.spawn(&[]);
+    let mut c = Client::new(Endpoint::Unix(s.socket.clone()));
+    // Signatures, and refusals (audited too) of blocks an hour ahead, until the log is sealed.
+    let mut n = 2u32;
+    // One slot per signature, from 50 s back: well inside the allowed skew.
+    let slot = |n: u32| BlockTimestamp(now_slot().0 - 100 + n);
+    let mut refused = 0;
+    while sealed().is_empty() {
+        assert!(refused < 10_000, "no sealed audit log after {refused} refusals");
+        let ahead = request(&s.key, 1_000_000, BlockTimestamp(now_slot().0 + 7200), 1);
+        c.sign_block(ahead, deadline()).await.unwrap_err();
+        refused += 1;
+        if refused % 100 == 0 {
+            let req = request(&s.key, n, slot(n), 1);
+            c.sign_block(req, deadline()).await.unwrap();
+            n += 1;
+        }
+    }
+    let first = sealed();
+    assert_eq!(first.len(), 1);
+    let size = std::fs::metadata(&first[0]).unwrap().len();
+    assert!((1 << 20..(1 << 20) + 4096).contains(&size), "sealed at {size} bytes");
+    let out = verify_all();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("(seq 1..="), "{said}");
+
+    // kill -9, then a start that reads the live log only, and signs on.
+    drop(d);
+    d = s.spawn(&[]);
+    let log = d.wait_line("serving chain", Duration::from_secs(20)).join("\n");
+    assert!(!log.contains("does not reach back"), "{log}");
+    let req = request(&s.key, n, slot(n), 1);
+    c.sign_block(req, deadline()).await.unwrap();
+    n += 1;
+    assert_eq!(d.terminate().code(), Some(0));
+
+    // A crash after the live log was renamed sealed, before the new one took over.
+    let live = verify_all();
+    assert!(live.status.success());
+    let last_seq = {
+        let text = std::fs::read_to_string(s.audit_log()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        v["seq"].as_u64().unwrap()
+    };
+    let moved = s.state_dir().join(format!("audit.jsonl.{last_seq:012}"));
+    std::fs::rename(s.audit_log(), &moved).unwrap();
+    let mut d = s.spawn(&[]);
+    let log = d.wait_line("serving chain", Duration::from_secs(20)).join("\n");
+    assert!(log.contains("carries on from the newest sealed log"), "{log}");
+    let req = request(&s.key, n, slot(n), 1);
+    c.sign_block(req, deadline()).await.unwrap();
+    assert_eq!(d.terminate().code(), Some(0));
+    assert_eq!(sealed().len(), 2);
+    let out = verify_all();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 files"));
+}

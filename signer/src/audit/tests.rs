@@ -168,3 +168,160 @@ fn a_torn_last_line_is_moved_aside_and_audited() {
     assert!(matches!(AuditLog::open(&path), Err(AuditError::RefuseToAppend { .. })));
     assert_eq!(std::fs::read(&path).unwrap().len(), good.len() + MAX_LINE + 1, "left as found");
 }
+
+fn sealed_files(path: &Path) -> Vec<PathBuf> {
+    sealed_logs(path).unwrap()
+}
+
+#[test]
+fn a_full_log_is_sealed_and_the_chain_carries_on_across_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut log = AuditLog::open_segmented(&path, Some(300), false, &mut |_| {}).unwrap();
+    for i in 0..20 {
+        log.append(&stop(&format!("reason {i}"))).unwrap();
+    }
+    let (seq, last) = log.position();
+    drop(log);
+    let sealed = sealed_files(&path);
+    assert!(sealed.len() >= 5, "{sealed:?}");
+    // Each sealed file is named by its last seq and holds about the size asked for.
+    for f in &sealed {
+        let v = verify(f).unwrap();
+        let name = f.file_name().unwrap().to_str().unwrap();
+        assert_eq!(name, format!("audit.jsonl.{:012}", v.first_seq + v.lines - 1));
+        assert!(std::fs::metadata(f).unwrap().len() < 300 + 200, "{name}");
+    }
+    // The live log starts with a continued line naming the newest sealed file.
+    let live = verify(&path).unwrap();
+    assert_eq!(live.continues.as_deref(), sealed.last().unwrap().file_name().unwrap().to_str());
+    assert_eq!(live.last_hash, last);
+    // All of them verify as one chain from seq 1, and every event is in it once.
+    let mut all = sealed.clone();
+    all.push(path.clone());
+    let chain = verify_chain(&all).unwrap();
+    assert_eq!((chain.first_seq, chain.first_seq + chain.lines - 1), (1, seq));
+    assert_eq!(chain.first_prev, GENESIS_PREV);
+    let text: String = all.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    for i in 0..20 {
+        assert_eq!(text.matches(&format!("\"reason {i}\"")).count(), 1);
+    }
+    // A file left out, or two out of order, breaks the chain at the file that follows.
+    let skipped = [&all[..1], &all[2..]].concat();
+    match verify_chain(&skipped) {
+        Err(AuditError::Broken { path: p, line: 1, reason }) => {
+            assert_eq!(p, all[2]);
+            assert!(reason.contains("does not continue"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Reopened, the log starts where it ended, reading only the live file.
+    let mut seen = Vec::new();
+    let mut log =
+        AuditLog::open_segmented(&path, Some(300), false, &mut |l| seen.push(l.seq)).unwrap();
+    assert_eq!(seen.first().copied(), Some(live.first_seq));
+    assert_eq!(log.position(), (seq, last));
+    log.append(&stop("after")).unwrap();
+    drop(log);
+    let mut all = sealed_files(&path);
+    all.push(path.clone());
+    assert_eq!(verify_chain(&all).unwrap().first_seq, 1);
+}
+
+#[test]
+fn history_shows_the_sealed_file_before_the_live_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut log = AuditLog::open_segmented(&path, Some(400), false, &mut |_| {}).unwrap();
+    for i in 0..12 {
+        log.append(&stop(&format!("{i}"))).unwrap();
+    }
+    drop(log);
+    let sealed = sealed_files(&path);
+    let before = verify(sealed.last().unwrap()).unwrap();
+    let mut seen = Vec::new();
+    AuditLog::open_segmented(&path, Some(400), true, &mut |l| seen.push(l.seq)).unwrap();
+    // The sealed file's lines, then the live log's, in order, each once.
+    assert_eq!(seen.first().copied(), Some(before.first_seq));
+    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
+    assert_eq!(seen.last().copied(), Some(12 + sealed.len() as u64));
+
+    // Another file under the sealed log's name (it does not end where the live log begins)
+    // is left out: only the live log's lines are shown, and the log still opens.
+    let other = dir.path().join("other.jsonl");
+    let mut log = AuditLog::open(&other).unwrap();
+    log.append(&stop("elsewhere")).unwrap();
+    drop(log);
+    std::fs::rename(&other, sealed.last().unwrap()).unwrap();
+    let mut seen = Vec::new();
+    AuditLog::open_segmented(&path, Some(400), true, &mut |l| seen.push(l.seq)).unwrap();
+    assert_eq!(seen.first().copied(), Some(verify(&path).unwrap().first_seq));
+}
+
+#[test]
+fn a_crash_while_sealing_loses_no_line_and_the_chain_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut log = AuditLog::open_segmented(&path, None, false, &mut |_| {}).unwrap();
+    for i in 0..5 {
+        log.append(&stop(&format!("{i}"))).unwrap();
+    }
+    let (seq, last) = log.position();
+    drop(log);
+    // Crash after the new log was written but before it took over: the leftover goes, and the
+    // log goes on as it was.
+    let next = dir.path().join("audit.jsonl.next");
+    std::fs::write(&next, "{\"half\":").unwrap();
+    let log = AuditLog::open_segmented(&path, None, false, &mut |_| {}).unwrap();
+    assert!(!next.exists());
+    assert_eq!(log.position(), (seq, last.clone()));
+    drop(log);
+    // Crash after the log was renamed sealed but before the new one took over: the next open
+    // carries on from the sealed file.
+    let sealed = dir.path().join(format!("audit.jsonl.{seq:012}"));
+    std::fs::rename(&path, &sealed).unwrap();
+    let mut seen = 0;
+    let mut log = AuditLog::open_segmented(&path, None, false, &mut |_| seen += 1).unwrap();
+    assert_eq!(seen, 5, "the sealed file is read to find where the chain ends");
+    assert_eq!(log.position().0, seq + 1);
+    log.append(&stop("after")).unwrap();
+    drop(log);
+    let live = verify(&path).unwrap();
+    assert_eq!(live.continues.as_deref(), sealed.file_name().unwrap().to_str());
+    assert_eq!(live.first_prev, last);
+    assert_eq!(verify_chain(&[sealed, path]).unwrap().lines, 7);
+}
+
+#[test]
+fn a_seal_that_cannot_rename_keeps_appending_to_the_same_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut log = AuditLog::open_segmented(&path, Some(200), false, &mut |_| {}).unwrap();
+    log.append(&stop("a")).unwrap();
+    log.append(&stop("b")).unwrap();
+    // A file already holds the name the seal would take: sealed files are never overwritten.
+    let taken = dir.path().join(format!("audit.jsonl.{:012}", log.position().0));
+    std::fs::write(&taken, "not ours").unwrap();
+    log.append(&stop("c")).unwrap();
+    drop(log);
+    assert_eq!(std::fs::read_to_string(&taken).unwrap(), "not ours");
+    assert!(!dir.path().join("audit.jsonl.next").exists());
+    let v = verify(&path).unwrap();
+    assert_eq!((v.first_seq, v.lines), (1, 3));
+}
+
+#[test]
+fn a_continued_line_anywhere_but_first_breaks_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut log = AuditLog::open(&path).unwrap();
+    log.append(&stop("a")).unwrap();
+    log.append(&AuditEvent::Continued { from: "audit.jsonl.000000000009".into() }).unwrap();
+    drop(log);
+    // In place it chains like any other line; what it cannot do is restart the chain there.
+    assert_eq!(verify(&path).unwrap().first_seq, 1);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let second = text.lines().nth(1).unwrap().replace("\"seq\":2", "\"seq\":10");
+    std::fs::write(&path, format!("{}\n{second}\n", text.lines().next().unwrap())).unwrap();
+    assert_eq!(broken_line(&path), 2);
+}

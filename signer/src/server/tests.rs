@@ -450,6 +450,38 @@ fn a_restart_reads_what_happened_to_the_last_intent_from_the_audit_log() {
     sign(&f, &request(&f, 13, BlockTimestamp(slot.0 + 6), 3)).unwrap();
 }
 
+/// A crash right after the audit log was sealed: the signature line of the intent left on
+/// disk is in the sealed log, not the live one. The restart reads that sealed log too, so the
+/// same request replays the released signature instead of the block counting as lost.
+#[test]
+fn a_restart_finds_a_released_signature_in_the_log_sealed_just_before() {
+    let FlakySetup { dir, private, key, gkey, guard, fail } = flaky_setup();
+    let slot = BlockTimestamp(now_slot().0 - 2);
+    let f = start_flaky(dir.path(), &private, &fail);
+    let req = request(&f, 10, slot, 1);
+    let before = guard.load(&gkey).unwrap();
+    let intent = unreleased_intent(&f, &req);
+    let first = sign(&f, &req).unwrap();
+    drop(f);
+    // The guard commit of block 10 never reached the disk; its audit line did, and then the
+    // log was sealed (another request's append) before the crash.
+    guard.write_state(&before.with_intent(None, intent)).unwrap();
+    let path = policy(dir.path(), &key).audit_log;
+    let mut log = AuditLog::open_segmented(&path, Some(1), false, &mut |_| {}).unwrap();
+    log.append(&AuditEvent::Stop { reason: "crash".into() }).unwrap();
+    drop(log);
+    let live = std::fs::read_to_string(&path).unwrap();
+    assert!(live.lines().next().unwrap().contains("\"continued\""), "{live}");
+    assert!(!live.contains("\"signature\":\"SIG_"), "the signature line is in the sealed log");
+
+    let f = start_flaky(dir.path(), &private, &fail);
+    let (resp, t) = f.signer.handle_timed(Request::SignBlock(req.clone()), "t");
+    assert!(matches!(resp, Response::Signature(ref s) if s.signature == first.signature));
+    assert_eq!(t.backend_calls, 0, "the stored signature, not a new one");
+    let e = sign(&f, &request(&f, 10, slot.next(), 2)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::DoubleSign, "{}", e.message);
+}
+
 /// Holds the guard worker until the returned sender is dropped: a guard write asked for
 /// meanwhile waits behind it, so an HSM failure always withdraws that write before it starts.
 fn hold_guard_worker(f: &Fixture) -> (std::sync::mpsc::Sender<()>, crate::worker::Ticket<()>) {
