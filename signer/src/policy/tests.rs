@@ -59,6 +59,7 @@ fn good_policy_parses_with_defaults() {
     assert!(!p.dangerous_dev_chain);
     assert_eq!(p.max_clock_skew, Duration::from_millis(1000));
     assert_eq!(p.limits.max_connections, 16);
+    assert_eq!(p.audit_segment_bytes, 64 << 20);
     let BackendConfig::Pkcs11(c) = &p.backend else { panic!("pkcs11 expected") };
     assert_eq!(c.pin, PinSource::Env("PIN".into()));
     assert_eq!(c.keys, vec![KeySelector::Label("k1".into()), KeySelector::Id(vec![10, 11])]);
@@ -122,6 +123,7 @@ fn bad_values_are_refused() {
         ("keys = [{ label = \"k1\" }, { id = \"0a0b\" }]", "keys = []", "keys is empty"),
         ("{ id = \"0a0b\" }", "{ id = \"zz\" }", "not hex"),
         ("kind = \"pkcs11\"", "kind = \"tpm\"", "unknown backend"),
+        ("audit.jsonl\"", "audit.jsonl\"\naudit_segment_mib = 0", "audit_segment_mib"),
     ] {
         assert!(GOOD.contains(from), "{from}");
         let (_, _, message) = invalid_at(&GOOD.replace(from, to));
