@@ -32,7 +32,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Read as _, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -202,6 +203,31 @@ struct Line<'a> {
     prev: &'a str,
 }
 
+/// What the metrics report about the audit log: its live size and its seals.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    live_bytes: AtomicU64,
+    seals: AtomicU64,
+    seal_failures: AtomicU64,
+}
+
+impl AuditStats {
+    /// Bytes in the live log (acknowledged lines).
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Logs sealed since the start.
+    pub fn seals(&self) -> u64 {
+        self.seals.load(Ordering::Relaxed)
+    }
+
+    /// Seals that failed since the start (the log then stays in use, growing past its size).
+    pub fn seal_failures(&self) -> u64 {
+        self.seal_failures.load(Ordering::Relaxed)
+    }
+}
+
 /// An open audit log, ready to append.
 #[derive(Debug)]
 pub struct AuditLog {
@@ -219,6 +245,7 @@ pub struct AuditLog {
     seal_retry_at: u64,
     /// A seal failed half-way and the log is not under its name: nothing more is appended.
     lost: bool,
+    stats: Arc<AuditStats>,
 }
 
 impl AuditLog {
@@ -301,6 +328,10 @@ impl AuditLog {
                         seal_at,
                         seal_retry_at: 0,
                         lost: false,
+                        stats: Arc::new(AuditStats {
+                            live_bytes: AtomicU64::new(bytes),
+                            ..AuditStats::default()
+                        }),
                     });
                 }
                 None => (GENESIS_PREV.to_string(), 0, None),
@@ -324,6 +355,10 @@ impl AuditLog {
             seal_at,
             seal_retry_at: 0,
             lost: false,
+            stats: Arc::new(AuditStats {
+                live_bytes: AtomicU64::new(acked_bytes),
+                ..AuditStats::default()
+            }),
         };
         if let Some(event) = torn {
             log.append(&event)?;
@@ -397,12 +432,17 @@ impl AuditLog {
             // A log that cannot be sealed stays in use: sealing keeps the log small, the line
             // is what must not be lost. Tried again after another sixteenth of the size.
             match self.seal() {
-                Ok(()) => self.seal_retry_at = 0,
+                Ok(()) => {
+                    self.seal_retry_at = 0;
+                    self.stats.seals.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot seal the audit log; appending to it still");
                     self.seal_retry_at = self.acked_bytes + at.div_ceil(16);
+                    self.stats.seal_failures.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            self.stats.live_bytes.store(self.acked_bytes, Ordering::Relaxed);
             if self.lost {
                 return Err(self.lost_error());
             }
@@ -431,9 +471,15 @@ impl AuditLog {
             return Err(io(e));
         }
         self.acked_bytes += text.len() as u64;
+        self.stats.live_bytes.store(self.acked_bytes, Ordering::Relaxed);
         self.prev = hash;
         self.seq += 1;
         Ok(())
+    }
+
+    /// Its live size and seals, shared with the metrics.
+    pub fn stats(&self) -> Arc<AuditStats> {
+        self.stats.clone()
     }
 
     /// The number of lines and the sha256 of the last one (the `prev` of the next line).

@@ -88,6 +88,8 @@ pub struct Metrics {
     pub request_latency: Histogram,
     /// WireGuard peer health (handshake age, transfer counters), when a tunnel is configured.
     pub wireguard: std::sync::Arc<crate::wireguard::health::TunnelHealth>,
+    /// The audit log's live size and seals, once it is open.
+    pub audit: std::sync::OnceLock<std::sync::Arc<crate::audit::AuditStats>>,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -170,6 +172,25 @@ impl Metrics {
             "rempart_signer_request_seconds",
             "Latency of a SignBlock request inside the signer.",
         );
+        if let Some(a) = self.audit.get() {
+            let _ = writeln!(
+                out,
+                "# HELP rempart_signer_audit_log_bytes Bytes in the live audit log (sealed at \
+                 [state] audit_segment_mib).\n\
+                 # TYPE rempart_signer_audit_log_bytes gauge\n\
+                 rempart_signer_audit_log_bytes {}\n\
+                 # HELP rempart_signer_audit_seals_total Audit logs sealed since the start.\n\
+                 # TYPE rempart_signer_audit_seals_total counter\n\
+                 rempart_signer_audit_seals_total {}\n\
+                 # HELP rempart_signer_audit_seal_failures_total Seals that failed (the log stays \
+                 in use and grows).\n\
+                 # TYPE rempart_signer_audit_seal_failures_total counter\n\
+                 rempart_signer_audit_seal_failures_total {}",
+                a.live_bytes(),
+                a.seals(),
+                a.seal_failures()
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP rempart_signer_log_lines_dropped_total Log lines dropped because the \

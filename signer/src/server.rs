@@ -342,6 +342,7 @@ impl Signer {
             !intents.is_empty(),
             &mut |line| recovery.read(line),
         )?;
+        let _ = metrics.audit.set(audit.stats());
         let known = recovery.finish();
         // Keys administrators created since the policy was written sign again after a restart.
         for (producer, key) in

@@ -522,7 +522,13 @@ async fn a_stalled_log_reader_never_holds_up_signing() {
 /// log taking over loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_log_is_sealed_at_its_size_and_the_chain_carries_on() {
-    let s = setup_in(None, None, DEV_PUB, &sandbox_toml(&[]), "");
+    let s = setup_in(
+        None,
+        None,
+        DEV_PUB,
+        &sandbox_toml(&[]),
+        "[metrics]\nfile = \"state/metrics.prom\"",
+    );
     let policy = std::fs::read_to_string(&s.policy).unwrap();
     let policy = policy.replace(
         "audit_log = \"state/audit.jsonl\"",
@@ -563,6 +569,18 @@ async fn the_audit_log_is_sealed_at_its_size_and_the_chain_carries_on() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("(seq 1..="), "{said}");
+    // The metrics say so: one seal, none failed, and the live log's size.
+    let metrics = s.state_dir().join("metrics.prom");
+    wait_for("the seal in the metrics", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&metrics).unwrap_or_default();
+        text.contains("rempart_signer_audit_seals_total 1\n")
+            && text.contains("rempart_signer_audit_seal_failures_total 0\n")
+            && text.lines().any(|l| {
+                l.strip_prefix("rempart_signer_audit_log_bytes ")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|b| b > 0 && b < 1 << 20)
+            })
+    });
 
     // kill -9, then a start that reads the live log only, and signs on.
     drop(d);

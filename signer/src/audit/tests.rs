@@ -182,9 +182,13 @@ fn a_full_log_is_sealed_and_the_chain_carries_on_across_files() {
         log.append(&stop(&format!("reason {i}"))).unwrap();
     }
     let (seq, last) = log.position();
+    let stats = log.stats();
     drop(log);
     let sealed = sealed_files(&path);
     assert!(sealed.len() >= 5, "{sealed:?}");
+    assert_eq!(stats.seals(), sealed.len() as u64);
+    assert_eq!(stats.seal_failures(), 0);
+    assert_eq!(stats.live_bytes(), std::fs::metadata(&path).unwrap().len());
     // Each sealed file is named by its last seq and holds about the size asked for.
     for f in &sealed {
         let v = verify(f).unwrap();
@@ -303,6 +307,7 @@ fn a_seal_that_cannot_rename_keeps_appending_to_the_same_log() {
     let taken = dir.path().join(format!("audit.jsonl.{:012}", log.position().0));
     std::fs::write(&taken, "not ours").unwrap();
     log.append(&stop("c")).unwrap();
+    assert_eq!((log.stats().seals(), log.stats().seal_failures()), (0, 1));
     drop(log);
     assert_eq!(std::fs::read_to_string(&taken).unwrap(), "not ours");
     assert!(!dir.path().join("audit.jsonl.next").exists());
