@@ -469,13 +469,7 @@ async fn a_failed_audit_write_releases_nothing_and_leaves_the_chain_whole() {
 async fn a_stalled_log_reader_never_holds_up_signing() {
     const BAD_FRAMES: usize = 20_000;
     const PER_CONNECTION: usize = 8;
-    let s = setup_in(
-        None,
-        None,
-        DEV_PUB,
-        &sandbox_toml(&[]),
-        "[metrics]\nfile = \"state/metrics.prom\"",
-    );
+    let s = sandboxed_with_metrics();
     s.guard_init();
     let (mut d, _unread) = s.spawn_with_stalled_log();
     let socket = s.socket.clone();
@@ -499,15 +493,9 @@ async fn a_stalled_log_reader_never_holds_up_signing() {
     let signed = c.sign_block(req.clone(), deadline()).await.unwrap();
     assert!(signed.signature.verify(&req.digest(), &s.key));
 
-    let metrics = s.dir.path().join("state/metrics.prom");
     let mut dropped = 0;
     wait_for("dropped log lines in the metrics", Duration::from_secs(20), || {
-        let text = std::fs::read_to_string(&metrics).unwrap_or_default();
-        dropped = text
-            .lines()
-            .find_map(|l| l.strip_prefix("rempart_signer_log_lines_dropped_total "))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+        dropped = s.metric("rempart_signer_log_lines_dropped_total").unwrap_or(0);
         dropped > 0
     });
     assert!(dropped < BAD_FRAMES as u64, "{dropped} lines dropped");
@@ -522,13 +510,7 @@ async fn a_stalled_log_reader_never_holds_up_signing() {
 /// log taking over loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_log_is_sealed_at_its_size_and_the_chain_carries_on() {
-    let s = setup_in(
-        None,
-        None,
-        DEV_PUB,
-        &sandbox_toml(&[]),
-        "[metrics]\nfile = \"state/metrics.prom\"",
-    );
+    let s = sandboxed_with_metrics();
     let policy = std::fs::read_to_string(&s.policy).unwrap();
     let policy = policy.replace(
         "audit_log = \"state/audit.jsonl\"",
@@ -570,16 +552,10 @@ async fn the_audit_log_is_sealed_at_its_size_and_the_chain_carries_on() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("(seq 1..="), "{said}");
     // The metrics say so: one seal, none failed, and the live log's size.
-    let metrics = s.state_dir().join("metrics.prom");
     wait_for("the seal in the metrics", Duration::from_secs(20), || {
-        let text = std::fs::read_to_string(&metrics).unwrap_or_default();
-        text.contains("rempart_signer_audit_seals_total 1\n")
-            && text.contains("rempart_signer_audit_seal_failures_total 0\n")
-            && text.lines().any(|l| {
-                l.strip_prefix("rempart_signer_audit_log_bytes ")
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .is_some_and(|b| b > 0 && b < 1 << 20)
-            })
+        s.metric("rempart_signer_audit_seals_total") == Some(1)
+            && s.metric("rempart_signer_audit_seal_failures_total") == Some(0)
+            && s.metric("rempart_signer_audit_log_bytes").is_some_and(|b| b > 0 && b < 1 << 20)
     });
 
     // kill -9, then a start that reads the live log only, and signs on.

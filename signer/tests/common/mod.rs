@@ -139,6 +139,12 @@ pub fn sandbox_toml(read_only: &[&Path]) -> String {
     )
 }
 
+/// A deployment sandboxed with the shipped seccomp policy, writing its metrics to
+/// `state/metrics.prom` (see [`Setup::metric`]).
+pub fn sandboxed_with_metrics() -> Setup {
+    setup_in(None, None, DEV_PUB, &sandbox_toml(&[]), "[metrics]\nfile = \"state/metrics.prom\"")
+}
+
 /// A deployment in a new temp dir under `parent` (the system's temp dir when `None`), with
 /// `sandbox` as the body of its `[sandbox]` table.
 pub fn setup_in(
@@ -256,6 +262,12 @@ impl Setup {
         let mut d = self.spawn(envs);
         d.wait_line("serving chain", Duration::from_secs(20));
         d.terminate()
+    }
+
+    /// The value of an unlabelled metric in the metrics file of [`sandboxed_with_metrics`].
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(self.state_dir().join("metrics.prom")).ok()?;
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
 
     pub fn state_dir(&self) -> PathBuf {
