@@ -1,5 +1,5 @@
-//! The log writer of the gateway and the node: lines go through a bounded queue to a thread of
-//! their own, which writes them to stdout or stderr. When the reader of that stream stalls (a
+//! The log writer of the gateway, the node and the signer: lines go through a bounded queue to
+//! a thread of their own, which writes them to stdout or stderr. When the reader of that stream stalls (a
 //! log shipper down, a container runtime's blocking log driver, a paused terminal), lines past
 //! [`BUFFER_LINES`] are dropped and counted ([`dropped_lines`], which each program's metrics
 //! report): a full pipe costs log lines, never a request, a block or a signature. Written in
