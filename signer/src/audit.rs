@@ -316,23 +316,10 @@ impl AuditLog {
                         "no audit log beside sealed ones (a crash while sealing, or it was moved \
                          away): a new one carries on from the newest sealed log"
                     );
+                    // The new log holds its `continued` line; it is opened below like any log.
                     let seq = s.first_seq + s.lines - 1;
-                    let (file, prev, bytes) = begin_continued(path, &sealed, seq, &s.last_hash)?;
-                    return Ok(AuditLog {
-                        path: path.to_path_buf(),
-                        file,
-                        prev,
-                        seq: seq + 1,
-                        acked_bytes: bytes,
-                        failed: false,
-                        seal_at,
-                        seal_retry_at: 0,
-                        lost: false,
-                        stats: Arc::new(AuditStats {
-                            live_bytes: AtomicU64::new(bytes),
-                            ..AuditStats::default()
-                        }),
-                    });
+                    let prev = begin_continued(path, &sealed, seq, &s.last_hash)?;
+                    (prev, seq + 1, None)
                 }
                 None => (GENESIS_PREV.to_string(), 0, None),
             },
@@ -391,6 +378,12 @@ impl AuditLog {
             });
         }
         let next = sibling(&self.path, "next");
+        // What an earlier seal that failed half-way left (it was never linked in).
+        if let Err(e) = std::fs::remove_file(&next)
+            && e.kind() != ErrorKind::NotFound
+        {
+            return Err(AuditError::Io { path: next, source: e });
+        }
         let (file, prev, bytes) = write_continued(&next, &sealed, self.seq, &self.prev)?;
         let io = |p: &Path| {
             let p = p.to_path_buf();
@@ -719,20 +712,14 @@ fn write_continued(
 }
 
 /// Begins a log at `path` (absent) continuing `sealed`, whose last line is `seq` with hash
-/// `prev`: written under `<log>.next`, then renamed into place. The file, the new line's hash
-/// and its length.
-fn begin_continued(
-    path: &Path,
-    sealed: &Path,
-    seq: u64,
-    prev: &str,
-) -> Result<(File, String, u64), AuditError> {
+/// `prev`: written under `<log>.next`, then renamed into place. The new line's hash.
+fn begin_continued(path: &Path, sealed: &Path, seq: u64, prev: &str) -> Result<String, AuditError> {
     let next = sibling(path, "next");
-    let (file, hash, bytes) = write_continued(&next, sealed, seq, prev)?;
+    let (_, hash, _) = write_continued(&next, sealed, seq, prev)?;
     let io = |source| AuditError::Io { path: path.to_path_buf(), source };
     std::fs::rename(&next, path).map_err(io)?;
     sync_dir(parent(path)).map_err(io)?;
-    Ok((file, hash, bytes))
+    Ok(hash)
 }
 
 /// Checks `paths` in order as one chain: each file verifies (see [`verify`]), and each after

@@ -297,7 +297,7 @@ fn a_crash_while_sealing_loses_no_line_and_the_chain_carries_on() {
 }
 
 #[test]
-fn a_seal_that_cannot_rename_keeps_appending_to_the_same_log() {
+fn a_seal_that_fails_keeps_appending_to_the_same_log_and_is_tried_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let mut log = AuditLog::open_segmented(&path, Some(200), false, &mut |_| {}).unwrap();
@@ -308,11 +308,20 @@ fn a_seal_that_cannot_rename_keeps_appending_to_the_same_log() {
     std::fs::write(&taken, "not ours").unwrap();
     log.append(&stop("c")).unwrap();
     assert_eq!((log.stats().seals(), log.stats().seal_failures()), (0, 1));
-    drop(log);
     assert_eq!(std::fs::read_to_string(&taken).unwrap(), "not ours");
     assert!(!dir.path().join("audit.jsonl.next").exists());
+    // The seal is tried again a sixteenth of the size later (under the next seq's name), and
+    // a new log half-written by an earlier failed seal does not stand in its way.
+    std::fs::write(dir.path().join("audit.jsonl.next"), "{\"half\":").unwrap();
+    log.append(&stop("d")).unwrap();
+    assert_eq!((log.stats().seals(), log.stats().seal_failures()), (1, 1));
+    drop(log);
+    assert_eq!(std::fs::read_to_string(&taken).unwrap(), "not ours");
+    let sealed = dir.path().join("audit.jsonl.000000000003");
+    assert_eq!(verify(&sealed).unwrap().lines, 3);
     let v = verify(&path).unwrap();
-    assert_eq!((v.first_seq, v.lines), (1, 3));
+    assert_eq!((v.first_seq, v.continues.as_deref()), (4, Some("audit.jsonl.000000000003")));
+    assert_eq!(verify_chain(&[sealed, path]).unwrap().lines, 5);
 }
 
 #[test]
