@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -49,11 +49,21 @@ impl Refusal {
     }
 }
 
-/// Counts open connections, in total and per client key.
+/// Counts open connections, in total and per client key, and the bytes of HTTP/2 answers held
+/// for clients that keep their flow-control window closed.
 #[derive(Debug, Default)]
 pub struct ConnTracker {
     total: AtomicU32,
-    per_client: Mutex<HashMap<ClientKey, u32>>,
+    per_client: Mutex<HashMap<ClientKey, ClientConns>>,
+    /// Answer bytes waiting on clients, all clients together.
+    waiting: AtomicUsize,
+}
+
+/// One client's open connections and the answer bytes waiting on it.
+#[derive(Debug)]
+struct ClientConns {
+    open: u32,
+    waiting: Arc<AtomicUsize>,
 }
 
 /// Holds a connection's place; dropping it frees the place.
@@ -61,6 +71,7 @@ pub struct ConnTracker {
 pub struct ConnGuard {
     tracker: Arc<ConnTracker>,
     key: ClientKey,
+    waiting: Arc<AtomicUsize>,
 }
 
 impl ConnTracker {
@@ -75,18 +86,36 @@ impl ConnTracker {
         if self.total.load(Ordering::Relaxed) >= total {
             return Err(Refusal::Total);
         }
-        let n = map.entry(key).or_insert(0);
-        if *n >= per_client {
+        let c = map.entry(key).or_insert_with(|| ClientConns { open: 0, waiting: Arc::default() });
+        if c.open >= per_client {
             return Err(Refusal::Client);
         }
-        *n += 1;
+        c.open += 1;
         self.total.fetch_add(1, Ordering::Relaxed);
-        Ok(ConnGuard { tracker: self.clone(), key })
+        Ok(ConnGuard { tracker: self.clone(), key, waiting: c.waiting.clone() })
     }
 
     /// Connections open now.
     pub fn open(&self) -> u32 {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// Answer bytes waiting on clients now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+impl ConnGuard {
+    /// The account of the answers this connection holds for its client: at most `per_client`
+    /// bytes for the client (all its connections together) and `total` for all clients.
+    pub fn send_account(&self, per_client: usize, total: usize) -> SendAccount {
+        SendAccount(Arc::new(AccountInner {
+            tracker: self.tracker.clone(),
+            client: self.waiting.clone(),
+            per_client,
+            total,
+        }))
     }
 }
 
@@ -94,13 +123,79 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         let mut map =
             self.tracker.per_client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(n) = map.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(c) = map.get_mut(&self.key) {
+            c.open -= 1;
+            if c.open == 0 {
                 map.remove(&self.key);
             }
         }
         self.tracker.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Which bound an answer waiting on its client would have gone past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverBudget {
+    /// `send_wait_bytes_per_client`.
+    Client,
+    /// `send_wait_bytes_total`.
+    Total,
+}
+
+/// Where one connection counts the answers it holds for its client (HTTP/2): the client's
+/// share, shared by all its connections, and the gateway's total. Cloning it is cheap: the
+/// connection's streams, all on one worker, share one allocation.
+#[derive(Debug, Clone)]
+pub struct SendAccount(Arc<AccountInner>);
+
+#[derive(Debug)]
+struct AccountInner {
+    tracker: Arc<ConnTracker>,
+    client: Arc<AtomicUsize>,
+    per_client: usize,
+    total: usize,
+}
+
+impl SendAccount {
+    /// Counts `bytes` as held for the client until the returned charge is dropped, unless
+    /// that would take the client past its share or everyone past the total.
+    pub fn charge(&self, bytes: usize) -> Result<SendCharge, OverBudget> {
+        let a = &*self.0;
+        let take = |counter: &AtomicUsize, cap: usize| {
+            counter
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                    now.checked_add(bytes).filter(|after| *after <= cap)
+                })
+                .is_ok()
+        };
+        if !take(&a.client, a.per_client) {
+            return Err(OverBudget::Client);
+        }
+        if !take(&a.tracker.waiting, a.total) {
+            a.client.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(OverBudget::Total);
+        }
+        Ok(SendCharge { account: self.clone(), bytes })
+    }
+
+    /// Whether the client's share has no room left for `room` more bytes.
+    pub fn client_full(&self, room: usize) -> bool {
+        self.0.client.load(Ordering::Relaxed).saturating_add(room) > self.0.per_client
+    }
+}
+
+/// Bytes counted as held for a client; dropping it gives them back.
+#[derive(Debug)]
+pub struct SendCharge {
+    account: SendAccount,
+    bytes: usize,
+}
+
+impl Drop for SendCharge {
+    fn drop(&mut self) {
+        let a = &*self.account.0;
+        a.client.fetch_sub(self.bytes, Ordering::Relaxed);
+        a.tracker.waiting.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -190,17 +285,26 @@ impl Coalesce {
     }
 }
 
-/// Wraps a downstream stream: closes it after `idle` without progress either way, and feeds
-/// what the client sends to the HTTP/1 framing scanner.
+/// Set when a connection was closed because its client did not take what it was sent.
+pub type SendTimedOut = Arc<AtomicBool>;
+
+/// Wraps a downstream stream: closes it after `idle` without progress either way, or when
+/// its writes stay undrained for `send_timeout` (a client that does not read what it asked
+/// for), and feeds what the client sends to the HTTP/1 framing scanner.
 #[derive(Debug)]
 pub struct EdgeIo<T> {
     inner: T,
     idle: Duration,
-    /// Fires at the earliest time the connection could be idle for too long; when it fires
-    /// early because of progress since, it is moved to `last_progress + idle` then (moving a
-    /// timer on every read and write costs more than checking it once per idle period).
+    send_timeout: Duration,
+    /// Fires at the earliest time the connection could be idle, or blocked on the client,
+    /// for too long; when it fires early because of progress since, it is moved to the next
+    /// such time then (moving a timer on every read and write costs more than checking it
+    /// once per period).
     deadline: Pin<Box<Sleep>>,
     last_progress: Instant,
+    /// Since when a write or flush has waited on the client without draining everything.
+    blocked_since: Option<Instant>,
+    send_timed_out: SendTimedOut,
     scanner: Option<Scanner>,
     flag: FramingFlag,
     coalesce: Option<Coalesce>,
@@ -208,14 +312,22 @@ pub struct EdgeIo<T> {
 
 impl<T> EdgeIo<T> {
     /// Wraps `inner`; `scanner` is `Some` for HTTP/1 connections.
-    pub fn new(inner: T, idle: Duration, scanner: Option<Scanner>) -> (Self, FramingFlag) {
+    pub fn new(
+        inner: T,
+        idle: Duration,
+        send_timeout: Duration,
+        scanner: Option<Scanner>,
+    ) -> (Self, FramingFlag) {
         let flag: FramingFlag = Arc::default();
         (
             EdgeIo {
                 inner,
                 idle,
+                send_timeout,
                 deadline: Box::pin(tokio::time::sleep(idle)),
                 last_progress: Instant::now(),
+                blocked_since: None,
+                send_timed_out: Arc::default(),
                 scanner,
                 flag: flag.clone(),
                 coalesce: None,
@@ -242,8 +354,32 @@ impl<T> EdgeIo<T> {
         self
     }
 
+    /// Turns true if the connection is closed because the client did not take what it was
+    /// sent within the send timeout.
+    pub fn send_timed_out(&self) -> SendTimedOut {
+        self.send_timed_out.clone()
+    }
+
     fn progress(&mut self) {
         self.last_progress = Instant::now();
+    }
+
+    /// A write or flush has to wait on the client: starts the send timeout's clock unless it
+    /// runs already.
+    fn blocked(&mut self) {
+        if self.blocked_since.is_none() {
+            let now = Instant::now();
+            self.blocked_since = Some(now);
+            let due = now + self.send_timeout;
+            if self.deadline.deadline() > due {
+                self.deadline.as_mut().reset(due);
+            }
+        }
+    }
+
+    /// Everything written has been handed to the inner stream.
+    fn drained(&mut self) {
+        self.blocked_since = None;
     }
 
     fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
@@ -251,13 +387,23 @@ impl<T> EdgeIo<T> {
             match self.deadline.as_mut().poll(cx) {
                 Poll::Pending => return Ok(()),
                 Poll::Ready(()) => {
-                    let due = self.last_progress + self.idle;
-                    if due <= Instant::now() {
+                    let now = Instant::now();
+                    let send_due = self.blocked_since.map(|t| t + self.send_timeout);
+                    if send_due.is_some_and(|due| due <= now) {
+                        self.send_timed_out.store(true, Ordering::Relaxed);
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the client did not take its answer within the send timeout",
+                        ));
+                    }
+                    let idle_due = self.last_progress + self.idle;
+                    if idle_due <= now {
                         return Err(io::Error::new(
                             io::ErrorKind::TimedOut,
                             "connection idle for too long",
                         ));
                     }
+                    let due = send_due.map_or(idle_due, |d| d.min(idle_due));
                     self.deadline.as_mut().reset(due);
                 }
             }
@@ -280,6 +426,7 @@ impl<T> EdgeIo<T> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
+                self.blocked();
                 self.check_idle(cx)?;
                 Poll::Pending
             }
@@ -344,6 +491,7 @@ impl<T: AsyncWrite + Unpin> EdgeIo<T> {
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
+                    self.blocked();
                     self.check_idle(cx)?;
                     return Poll::Pending;
                 }
@@ -423,8 +571,18 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
                 c.held_since = None;
             }
         }
-        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
-        Poll::Ready(Ok(()))
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                this.drained();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                this.blocked();
+                this.check_idle(cx)?;
+                Poll::Pending
+            }
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

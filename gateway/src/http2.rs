@@ -9,13 +9,22 @@
 //! rapid-reset limits (resets before accept, resets caused locally), the header list size
 //! (which also bounds CONTINUATION frames), plus the idle timeout of the I/O wrapper beneath.
 //! This module never spawns a task per stream, never judges a request itself (that is
-//! `proxy`), and never buffers a response body more than one frame ahead of the client's
-//! flow-control window.
+//! `proxy`), and never hands the `h2` crate response data beyond the client's flow-control
+//! window.
+//!
+//! A client that asks for answers and keeps its window shut (slow read) makes the gateway
+//! hold them. That is bounded. Every answer held for the client is counted against its share
+//! and the gateway's total (`send_wait_bytes_*`): an answer read whole from the moment it is
+//! read (`proxy`), the rest of a chunk while it waits for window (here). What finds no room is
+//! reset; a stream whose waits add up to the send timeout is reset; while the client's share
+//! is full its new streams are refused before they reach a node. Each counts towards a ban,
+//! as a refused request does.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -26,8 +35,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use crate::conn::{Awaiting, AwaitingGuard};
-use crate::policy::Connections;
+use crate::conn::{Awaiting, AwaitingGuard, OverBudget, SendAccount};
+use crate::policy::{Connections, SEND_WAIT_MIN};
 use crate::proxy::{self, Downstream, RespBody};
 use crate::upstream::BoxError;
 
@@ -37,13 +46,70 @@ mod tests;
 /// Flow-control window offered to the client per stream and per connection (as hyper's
 /// server offers): a request body up to this size arrives without waiting for the gateway.
 const WINDOW: u32 = 1024 * 1024;
-/// Most bytes of response data queued on a connection beyond what the client may receive.
+/// Most bytes of response data the `h2` crate may queue per stream (only data within the
+/// client's window is handed to it, so this bounds one stream's burst).
 const MAX_SEND_BUFFER: usize = 400 * 1024;
+/// Least a waiting stream is charged: a streamed answer holds an upstream connection and
+/// what its socket buffers, beyond the chunk in hand.
+const MIN_WAIT_CHARGE: usize = 16 * 1024;
 
 /// A stream the client opened: its request and the handle to answer it.
 type Accepted = (Request<RecvStream>, SendResponse<Bytes>);
 /// A frame of a response body, `None` at its end.
 type BodyFrame = Option<Result<Frame<Bytes>, BoxError>>;
+
+/// Why an answer was given up because its client did not take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowReader {
+    /// The stream's waits for window added up to the send timeout.
+    Timeout,
+    /// No room left in the client's share (`send_wait_bytes_per_client`).
+    ClientBudget,
+    /// No room left in the total for all clients (`send_wait_bytes_total`).
+    TotalBudget,
+}
+
+impl SlowReader {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SlowReader::Timeout => "stream_timeout",
+            SlowReader::ClientBudget => "client_budget",
+            SlowReader::TotalBudget => "total_budget",
+        }
+    }
+}
+
+impl From<OverBudget> for SlowReader {
+    fn from(over: OverBudget) -> Self {
+        match over {
+            OverBudget::Client => SlowReader::ClientBudget,
+            OverBudget::Total => SlowReader::TotalBudget,
+        }
+    }
+}
+
+/// How the answers of one connection may wait on its client.
+#[derive(Debug)]
+struct Sending {
+    account: SendAccount,
+    timeout: Duration,
+}
+
+/// Why an answer was not delivered.
+#[derive(Debug)]
+enum SendFailure {
+    /// The stream or connection failed (or the client reset the stream).
+    H2(h2::Error),
+    /// The client did not take it; the stream has been reset.
+    Slow(SlowReader),
+}
+
+impl From<h2::Error> for SendFailure {
+    fn from(e: h2::Error) -> Self {
+        SendFailure::H2(e)
+    }
+}
 
 /// Why an HTTP/2 connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -55,13 +121,14 @@ pub enum Http2Error {
 }
 
 /// Serves an HTTP/2 connection over `io` until the client closes it, it fails, or `stop`
-/// turns true (then it finishes the streams it has with a GOAWAY and closes).
+/// turns true (then it finishes the streams it has with a GOAWAY and closes). Answers that
+/// wait on the client's window are counted in `account`.
 pub async fn serve<T>(
     io: T,
     downstream: Arc<Downstream>,
     limits: &Connections,
     mut stop: watch::Receiver<bool>,
-    awaiting: Awaiting,
+    (awaiting, account): (Awaiting, SendAccount),
 ) -> Result<(), Http2Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -87,9 +154,12 @@ where
     let mut stop_signal = pin!(async move {
         let _ = stop.wait_for(|s| *s).await;
     });
+    let sending = Sending { account, timeout: limits.send_timeout };
+    let sending = &sending;
     let mut streams = FuturesUnordered::new();
-    let accept =
-        |(req, respond): Accepted| serve_stream(downstream.clone(), req, respond, awaiting.start());
+    let accept = |(req, respond): Accepted| {
+        serve_stream(downstream.clone(), req, respond, awaiting.start(), sending)
+    };
     let ended = poll_fn(|cx| {
         if !stopping && stop_signal.as_mut().poll(cx).is_ready() {
             stopping = true;
@@ -132,9 +202,20 @@ async fn serve_stream(
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     waiting: AwaitingGuard,
+    sending: &Sending,
 ) {
+    // While the client's share of held answers has no room for one more answer read whole,
+    // its new streams are refused before they cost an upstream request: REFUSED_STREAM tells
+    // it they were not processed and may be retried. (The gateway's total is not checked
+    // here: other clients, whose answers do not wait, must not be refused because slow
+    // readers filled it.)
+    if sending.account.client_full(SEND_WAIT_MIN) {
+        respond.send_reset(Reason::REFUSED_STREAM);
+        slow_reader(&downstream, SlowReader::ClientBudget);
+        return;
+    }
     let req = req.map(RecvBody::new);
-    let mut handling = pin!(proxy::handle(downstream, req));
+    let mut handling = pin!(proxy::handle(downstream.clone(), req));
     let answered = poll_fn(|cx| {
         if let Poll::Ready(r) = handling.as_mut().poll(cx) {
             return Poll::Ready(Some(r));
@@ -149,8 +230,22 @@ async fn serve_stream(
     let Some(Ok(resp)) = answered else {
         return;
     };
-    if let Err(e) = send_response(&mut respond, resp).await {
-        tracing::debug!(error = %e, "HTTP/2 response not delivered");
+    match send_response(&mut respond, resp, sending).await {
+        Ok(()) => {}
+        Err(SendFailure::H2(e)) => tracing::debug!(error = %e, "HTTP/2 response not delivered"),
+        Err(SendFailure::Slow(why)) => slow_reader(&downstream, why),
+    }
+}
+
+/// Counts a stream given up because its client does not take its answers, towards a ban too.
+fn slow_reader(downstream: &Downstream, why: SlowReader) {
+    let ctx = &downstream.ctx;
+    let shared = &downstream.shared;
+    shared.metrics.slow_reader(why.label());
+    tracing::debug!(client = %ctx.peer.ip(), reason = why.label(), "HTTP/2 stream given up: the client does not take its answers");
+    if !ctx.trusted && shared.bans.violation(ctx.key, shared.runtime.load().policy.access()) {
+        shared.metrics.ban();
+        tracing::warn!(client = %ctx.peer.ip(), "client banned after repeated refusals");
     }
 }
 
@@ -159,7 +254,8 @@ async fn serve_stream(
 async fn send_response(
     respond: &mut SendResponse<Bytes>,
     resp: Response<RespBody>,
-) -> Result<(), h2::Error> {
+    sending: &Sending,
+) -> Result<(), SendFailure> {
     let (mut parts, mut body) = resp.into_parts();
     // Connection-specific headers are forbidden in HTTP/2 (RFC 9113 §8.2.2).
     proxy::strip_hop_by_hop(&mut parts.headers);
@@ -178,6 +274,7 @@ async fn send_response(
     })
     .await;
     let mut tx = respond.send_response(Response::from_parts(parts, ()), false)?;
+    let mut waited = Duration::ZERO;
     let mut next = first;
     loop {
         let frame = match next.take() {
@@ -200,7 +297,14 @@ async fn send_response(
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     let end = body.is_end_stream();
-                    send_data(&mut tx, data, end).await?;
+                    match send_data(&mut tx, data, end, &mut waited, sending).await {
+                        Ok(()) => {}
+                        Err(SendFailure::Slow(why)) => {
+                            tx.send_reset(Reason::CANCEL);
+                            return Err(SendFailure::Slow(why));
+                        }
+                        Err(e) => return Err(e),
+                    }
                     if end {
                         return Ok(());
                     }
@@ -234,21 +338,56 @@ async fn next_frame(
     .await
 }
 
-/// Sends one data chunk once the client's window has room for at least a byte of it (the
-/// `h2` crate holds the rest until the window opens): at most one chunk waits per stream.
-async fn send_data(tx: &mut SendStream<Bytes>, data: Bytes, end: bool) -> Result<(), h2::Error> {
+/// Sends one data chunk, each part as the client's window makes room for it: the `h2`
+/// crate is never handed more than the window, and the rest of the chunk waits here,
+/// counted against the client (see [`wait_for_window`]).
+async fn send_data(
+    tx: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+    waited: &mut Duration,
+    sending: &Sending,
+) -> Result<(), SendFailure> {
     if data.is_empty() {
-        return tx.send_data(data, end);
+        return Ok(tx.send_data(data, end)?);
     }
-    tx.reserve_capacity(1);
-    while tx.capacity() == 0 {
-        match poll_fn(|cx| tx.poll_capacity(cx)).await {
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e),
-            None => return Err(h2::Error::from(Reason::CANCEL)),
+    loop {
+        tx.reserve_capacity(data.len());
+        let room = tx.capacity();
+        if room == 0 {
+            wait_for_window(tx, data.len(), waited, sending).await?;
+            continue;
         }
+        if room >= data.len() {
+            return Ok(tx.send_data(data, end)?);
+        }
+        tx.send_data(data.split_to(room), false)?;
     }
-    tx.send_data(data, end)
+}
+
+/// Waits until the client's window gives the stream room, with `held` bytes counted as
+/// waiting on the client meanwhile. Refused at once if that would go past the client's or
+/// the gateway's bound; given up when the stream's waits add up to the send timeout.
+async fn wait_for_window(
+    tx: &mut SendStream<Bytes>,
+    held: usize,
+    waited: &mut Duration,
+    sending: &Sending,
+) -> Result<(), SendFailure> {
+    let _charge = sending
+        .account
+        .charge(held.max(MIN_WAIT_CHARGE))
+        .map_err(|over| SendFailure::Slow(SlowReader::from(over)))?;
+    let left = sending.timeout.saturating_sub(*waited);
+    let start = tokio::time::Instant::now();
+    let capacity = tokio::time::timeout(left, poll_fn(|cx| tx.poll_capacity(cx))).await;
+    *waited += start.elapsed();
+    match capacity {
+        Err(_) => Err(SendFailure::Slow(SlowReader::Timeout)),
+        Ok(Some(Ok(_))) => Ok(()),
+        Ok(Some(Err(e))) => Err(e.into()),
+        Ok(None) => Err(h2::Error::from(Reason::CANCEL).into()),
+    }
 }
 
 /// A request body read from an HTTP/2 stream; every chunk read gives its bytes back to the

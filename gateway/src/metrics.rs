@@ -58,6 +58,8 @@ pub struct Gauges {
     pub limiter_overflowed: u64,
     /// Clients banned now.
     pub banned: u64,
+    /// Bytes of HTTP/2 answers waiting on clients that keep their window closed.
+    pub send_waiting_bytes: u64,
     /// Upstream nodes.
     pub nodes: Vec<NodeGauge>,
 }
@@ -97,6 +99,7 @@ pub struct Metrics {
     filtered: Mutex<BTreeMap<(String, &'static str), u64>>,
     clamped: Mutex<BTreeMap<String, u64>>,
     refused: Mutex<BTreeMap<&'static str, u64>>,
+    slow_readers: Mutex<BTreeMap<&'static str, u64>>,
     reloads: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     retries: AtomicU64,
     ejections: AtomicU64,
@@ -125,6 +128,7 @@ impl Metrics {
             filtered: Mutex::default(),
             clamped: Mutex::default(),
             refused: Mutex::default(),
+            slow_readers: Mutex::default(),
             reloads: Mutex::default(),
             retries: AtomicU64::default(),
             ejections: AtomicU64::default(),
@@ -172,6 +176,11 @@ impl Metrics {
     /// Counts a connection closed at once (`total_cap`, `client_cap`, `tls_timeout`, …).
     pub fn refused(&self, reason: &'static str) {
         bump(&self.refused, reason);
+    }
+
+    /// Counts an answer (or a connection) given up because its client did not take it.
+    pub fn slow_reader(&self, reason: &'static str) {
+        bump(&self.slow_readers, reason);
     }
 
     /// Counts a reload attempt of `what` (`policy`, `certificates`) with `result`.
@@ -321,6 +330,22 @@ impl Metrics {
                 )?;
             }
         }
+        writeln!(
+            o,
+            "# HELP rempart_gateway_slow_readers_total Answers reset, or connections closed, because the client did not take them (slow-read defence), by reason."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_slow_readers_total counter")?;
+        if let Ok(m) = self.slow_readers.lock() {
+            for (reason, v) in m.iter() {
+                writeln!(o, "rempart_gateway_slow_readers_total{{reason=\"{reason}\"}} {v}")?;
+            }
+        }
+        writeln!(
+            o,
+            "# HELP rempart_gateway_send_waiting_bytes Bytes of HTTP/2 answers held for clients whose flow-control window is closed."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_send_waiting_bytes gauge")?;
+        writeln!(o, "rempart_gateway_send_waiting_bytes {}", g.send_waiting_bytes)?;
         writeln!(
             o,
             "# HELP rempart_gateway_tls_handshake_failures_total TLS handshakes that failed or timed out."

@@ -36,6 +36,10 @@ pub const FORBIDDEN_PREFIXES: &[&str] = &[
     "/v1/txn_test_gen/",
 ];
 
+/// Smallest `send_wait_bytes_per_client`: one answer the gateway reads whole from the
+/// upstream must fit.
+pub const SEND_WAIT_MIN: usize = crate::proxy::BUFFERED_RESPONSE_MAX as usize;
+
 /// Why a policy file was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -202,6 +206,9 @@ struct RawConnections {
     header_read_timeout_ms: Spanned<u64>,
     body_read_timeout_ms: Spanned<u64>,
     idle_timeout_ms: Spanned<u64>,
+    send_timeout_ms: Spanned<u64>,
+    send_wait_bytes_per_client: Spanned<usize>,
+    send_wait_bytes_total: Spanned<usize>,
     max_header_bytes: Spanned<usize>,
     max_uri_bytes: Spanned<usize>,
     h2_max_concurrent_streams: Spanned<u32>,
@@ -335,6 +342,14 @@ pub struct Connections {
     pub body_read_timeout: Duration,
     /// A connection with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
+    /// Longest the gateway waits on a client to take one answer: an HTTP/2 stream's total
+    /// wait for the client's flow-control window, or a connection's writes not draining.
+    pub send_timeout: Duration,
+    /// Most bytes of HTTP/2 answers held at once for one client while it keeps its window
+    /// closed (trusted clients are not held to it).
+    pub send_wait_bytes_per_client: usize,
+    /// Most bytes of HTTP/2 answers held at once for all such clients together.
+    pub send_wait_bytes_total: usize,
     /// Largest request head (HTTP/1) or header list (HTTP/2).
     pub max_header_bytes: usize,
     /// Longest request target.
@@ -973,6 +988,18 @@ impl Validator<'_> {
         if raw.total.get_ref() < raw.per_client.get_ref() {
             return Err(self.err(&raw.total, "total must be at least per_client"));
         }
+        if *raw.send_wait_bytes_per_client.get_ref() < SEND_WAIT_MIN {
+            return Err(self.err(
+                &raw.send_wait_bytes_per_client,
+                format!("send_wait_bytes_per_client must be at least {SEND_WAIT_MIN}"),
+            ));
+        }
+        if raw.send_wait_bytes_total.get_ref() < raw.send_wait_bytes_per_client.get_ref() {
+            return Err(self.err(
+                &raw.send_wait_bytes_total,
+                "send_wait_bytes_total must be at least send_wait_bytes_per_client",
+            ));
+        }
         if *raw.max_header_bytes.get_ref() < 1024 {
             return Err(self.err(&raw.max_header_bytes, "max_header_bytes must be at least 1024"));
         }
@@ -995,6 +1022,9 @@ impl Validator<'_> {
             body_read_timeout: self
                 .positive_ms(&raw.body_read_timeout_ms, "body_read_timeout_ms")?,
             idle_timeout: self.positive_ms(&raw.idle_timeout_ms, "idle_timeout_ms")?,
+            send_timeout: self.positive_ms(&raw.send_timeout_ms, "send_timeout_ms")?,
+            send_wait_bytes_per_client: *raw.send_wait_bytes_per_client.get_ref(),
+            send_wait_bytes_total: *raw.send_wait_bytes_total.get_ref(),
             max_header_bytes: *raw.max_header_bytes.get_ref(),
             max_uri_bytes: *raw.max_uri_bytes.get_ref(),
             h2_max_concurrent_streams: *raw.h2_max_concurrent_streams.get_ref(),

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body;
 use rempart_core::time::TimePointSec;
 
-use crate::conn::FramingFlag;
+use crate::conn::{FramingFlag, SendAccount, SendCharge};
 use crate::error::{Fault, RequestError};
 use crate::keepalive::UpResponseBody;
 use crate::limit::{ClientKey, Decision};
@@ -51,6 +51,9 @@ pub struct ConnCtx {
     /// The `X-Forwarded-For` value sent upstream: the peer's address, made once per
     /// connection.
     pub forwarded_for: HeaderValue,
+    /// Where answers read whole are counted until they leave (HTTP/2 connections, whose
+    /// client may keep its window shut on them); `None` for HTTP/1.
+    pub holds: Option<SendAccount>,
 }
 
 impl ConnCtx {
@@ -64,7 +67,15 @@ impl ConnCtx {
         // An IP address in text is always a valid header value.
         let forwarded_for = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        ConnCtx { peer, key, trusted, framing, requests: AtomicU64::new(0), forwarded_for }
+        ConnCtx {
+            peer,
+            key,
+            trusted,
+            framing,
+            requests: AtomicU64::new(0),
+            forwarded_for,
+            holds: None,
+        }
     }
 }
 
@@ -301,12 +312,12 @@ async fn proxy<B: RequestBody>(
                     continue;
                 }
                 pool.success(i);
-                return downstream_response(resp, class.timeout).await;
+                return downstream_response(resp, class.timeout, ctx.holds.as_ref()).await;
             }
         }
     }
     match last_resp {
-        Some(resp) => downstream_response(resp, class.timeout).await,
+        Some(resp) => downstream_response(resp, class.timeout, ctx.holds.as_ref()).await,
         None => Err(last_err),
     }
 }
@@ -442,7 +453,7 @@ fn upstream_request(
 
 /// Upstream answers up to this size (by their `Content-Length`) are read whole before the
 /// answer goes downstream; larger or unsized ones are streamed.
-const BUFFERED_RESPONSE_MAX: u64 = 64 * 1024;
+pub(crate) const BUFFERED_RESPONSE_MAX: u64 = 64 * 1024;
 
 /// The upstream answer as sent downstream, hop-by-hop headers removed.
 ///
@@ -450,9 +461,15 @@ const BUFFERED_RESPONSE_MAX: u64 = 64 * 1024;
 /// write (one TLS record, one HTTP/2 flush, instead of one for the head and one for the body
 /// as it trickles in from the upstream connection's task), and the upstream connection goes
 /// back to the pool at once.
+///
+/// With `holds` (HTTP/2), the answer is counted against the client's share and the total
+/// before it is read, until its bytes are taken to be sent: a client that keeps its window
+/// shut cannot make the gateway read and hold more than that. When there is no room, the
+/// answer is streamed instead, and the wait for the client's window decides.
 async fn downstream_response(
     resp: Response<UpResponseBody>,
     timeout: std::time::Duration,
+    holds: Option<&SendAccount>,
 ) -> Result<Response<RespBody>, RequestError> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -460,18 +477,67 @@ async fn downstream_response(
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n <= BUFFERED_RESPONSE_MAX);
-    if !small {
-        return Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()));
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n as u64 <= BUFFERED_RESPONSE_MAX);
+    // An empty answer holds nothing.
+    let holds = holds.filter(|_| small.is_some_and(|n| n > 0));
+    let charge = match (small, holds) {
+        (Some(len), Some(holds)) => match holds.charge(len) {
+            Ok(charge) => Some(charge),
+            Err(_) => {
+                return Ok(Response::from_parts(parts, streamed(body)));
+            }
+        },
+        _ => None,
+    };
+    if small.is_none() {
+        return Ok(Response::from_parts(parts, streamed(body)));
     }
     let limit = usize::try_from(BUFFERED_RESPONSE_MAX).unwrap_or(usize::MAX);
     match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
         Ok(Ok(collected)) => Ok(Response::from_parts(
             parts,
-            Full::new(collected.to_bytes()).map_err(|never| match never {}).boxed(),
+            match charge {
+                Some(charge) => HeldBody { data: Some(collected.to_bytes()), charge: Some(charge) }
+                    .map_err(|never| match never {})
+                    .boxed(),
+                None => Full::new(collected.to_bytes()).map_err(|never| match never {}).boxed(),
+            },
         )),
         Ok(Err(_)) => Err(RequestError::Upstream),
         Err(_) => Err(RequestError::UpstreamTimeout),
+    }
+}
+
+/// The upstream body passed on as it comes.
+fn streamed(body: UpResponseBody) -> RespBody {
+    body.map_err(|e| Box::new(e) as BoxError).boxed()
+}
+
+/// An answer read whole, counted as held for its client until its bytes are taken.
+struct HeldBody {
+    data: Option<Bytes>,
+    charge: Option<SendCharge>,
+}
+
+impl Body for HeldBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        // Taken to be sent: from here the sender counts what still waits for the window.
+        self.charge = None;
+        std::task::Poll::Ready(self.data.take().map(|d| Ok(hyper::body::Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
     }
 }

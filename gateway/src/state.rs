@@ -135,6 +135,7 @@ impl Shared {
             tracked_clients: rt.limiters.tracked() as u64,
             limiter_overflowed: rt.limiters.overflowed(),
             banned: self.bans.banned() as u64,
+            send_waiting_bytes: self.conns.waiting() as u64,
             nodes,
         }
     }

@@ -21,7 +21,8 @@ fn caps_per_client_and_total() {
 #[tokio::test(start_paused = true)]
 async fn idle_connection_times_out_and_active_one_does_not() {
     let (client, server) = tokio::io::duplex(1024);
-    let (mut io, _flag) = EdgeIo::new(server, Duration::from_secs(10), None);
+    let (mut io, _flag) =
+        EdgeIo::new(server, Duration::from_secs(10), Duration::from_secs(10), None);
     let mut client = client;
     let writer = tokio::spawn(async move {
         for _ in 0..5 {
@@ -41,10 +42,68 @@ async fn idle_connection_times_out_and_active_one_does_not() {
     assert_eq!(start.elapsed(), Duration::from_secs(10));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_client_that_dribbles_its_reads_is_cut_at_the_send_timeout_one_that_reads_is_not() {
+    // The client reads one byte every 5 s: progress well within the idle timeout, but the
+    // answer never drains.
+    let (mut client, server) = tokio::io::duplex(1024);
+    let (io, _flag) = EdgeIo::new(server, Duration::from_secs(60), Duration::from_secs(30), None);
+    let timed_out = io.send_timed_out();
+    let mut io = io;
+    let reader = tokio::spawn(async move {
+        let mut b = [0u8; 1];
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if client.read(&mut b).await.unwrap_or(0) == 0 {
+                return;
+            }
+        }
+    });
+    let start = Instant::now();
+    let err = io.write_all(&[b'x'; 64 * 1024]).await.expect_err("cut");
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(start.elapsed(), Duration::from_secs(30));
+    assert!(timed_out.load(Ordering::Relaxed));
+    drop(io);
+    reader.await.expect("reader");
+
+    // A client that reads everything, however long the connection lives, is never cut: the
+    // clock restarts whenever the writes have drained.
+    let (mut client, server) = tokio::io::duplex(1024);
+    let (io, _flag) = EdgeIo::new(server, Duration::from_secs(60), Duration::from_secs(30), None);
+    let timed_out = io.send_timed_out();
+    let mut io = io;
+    let reader = tokio::spawn(async move {
+        let mut all = Vec::new();
+        let mut b = [0u8; 1024];
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match client.read(&mut b).await {
+                Ok(0) | Err(_) => return all.len(),
+                Ok(n) => all.extend_from_slice(&b[..n]),
+            }
+        }
+    });
+    for _ in 0..20 {
+        // 2 KiB each time: two seconds of the client's pace, 40 s in all.
+        io.write_all(&[b'y'; 2048]).await.expect("write");
+        io.flush().await.expect("flush");
+    }
+    io.shutdown().await.expect("shutdown");
+    drop(io);
+    assert_eq!(reader.await.expect("reader"), 20 * 2048);
+    assert!(!timed_out.load(Ordering::Relaxed));
+}
+
 #[tokio::test]
 async fn scanner_flags_through_the_wrapper() {
     let (mut client, server) = tokio::io::duplex(1024);
-    let (mut io, flag) = EdgeIo::new(server, Duration::from_secs(10), Some(Scanner::new(8192)));
+    let (mut io, flag) = EdgeIo::new(
+        server,
+        Duration::from_secs(10),
+        Duration::from_secs(10),
+        Some(Scanner::new(8192)),
+    );
     client
         .write_all(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
         .await
@@ -103,7 +162,12 @@ async fn flush_counting_passes(io: &mut EdgeIo<CountingWriter>) -> u32 {
 #[tokio::test(start_paused = true)]
 async fn a_flush_waits_longer_for_streams_still_without_answer_but_not_forever() {
     let awaiting = Awaiting::default();
-    let (io, _flag) = EdgeIo::new(CountingWriter::default(), Duration::from_secs(10), None);
+    let (io, _flag) = EdgeIo::new(
+        CountingWriter::default(),
+        Duration::from_secs(10),
+        Duration::from_secs(10),
+        None,
+    );
     let mut io = io.coalescing(awaiting.clone());
 
     // No stream waits: the flush is held for one pass, then written in one write.

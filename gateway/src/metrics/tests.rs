@@ -8,12 +8,14 @@ fn renders_counters_histogram_and_gauges() {
     m.request("read", 502, Fault::Upstream, Duration::from_millis(1));
     m.limited("read", "client");
     m.refused("client_cap");
+    m.slow_reader("stream_timeout");
     m.reload("policy", "rejected");
     let text = m.render(&Gauges {
         connections_open: 3,
         tracked_clients: 7,
         limiter_overflowed: 0,
         banned: 0,
+        send_waiting_bytes: 65536,
         nodes: vec![NodeGauge {
             pool: "api".into(),
             node: "127.0.0.1:1".into(),
@@ -26,6 +28,8 @@ fn renders_counters_histogram_and_gauges() {
         "rempart_gateway_requests_total{class=\"read\",status=\"200\",fault=\"none\"} 2",
         "rempart_gateway_requests_total{class=\"read\",status=\"502\",fault=\"upstream\"} 1",
         "rempart_gateway_limited_total{class=\"read\",scope=\"client\"} 1",
+        "rempart_gateway_slow_readers_total{reason=\"stream_timeout\"} 1",
+        "rempart_gateway_send_waiting_bytes 65536",
         "rempart_gateway_request_duration_seconds_bucket{class=\"read\",le=\"0.005\"} 2",
         "rempart_gateway_request_duration_seconds_bucket{class=\"read\",le=\"+Inf\"} 3",
         "rempart_gateway_connections_open 3",

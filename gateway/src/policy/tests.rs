@@ -145,6 +145,9 @@ fn bad_values_are_refused() {
         ("balancing = \"least_connections\"", "balancing = \"random\""),
         ("server_names = [\"localhost\", \"127.0.0.1\"]", "server_names = [\"bad name\"]"),
         ("total = 20000", "total = 1"),
+        ("send_timeout_ms = 30000", "send_timeout_ms = 0"),
+        ("send_wait_bytes_per_client = 4194304", "send_wait_bytes_per_client = 1000"),
+        ("send_wait_bytes_total = 268435456", "send_wait_bytes_total = 4194303"),
     ] {
         let text = SHIPPED.replacen(from, to, 1);
         assert_ne!(text, SHIPPED, "{from} not found");
