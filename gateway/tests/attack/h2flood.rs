@@ -33,14 +33,7 @@ async fn flood(mode: &str, extra: &[&str]) -> Option<Vec<Value>> {
         .output();
     let run = async { tokio::time::timeout(Duration::from_secs(60), run).await };
     let (out, answers) = probe_while(&curl, gw.tls, LEGIT, Duration::from_millis(200), run).await;
-    let out = out.expect("the attack script must end").expect("run the attack script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the script failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let report = tools::script_report(out.ok());
     let runs = report["runs"].as_array().cloned().expect("runs");
     eprintln!(
         "{mode}: {} connections, first {}; legitimate client: {} answers",

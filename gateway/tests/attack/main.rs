@@ -16,5 +16,6 @@ mod support;
 mod h2flood;
 mod rate;
 mod slow;
+mod slow_read;
 mod tls_audit;
 mod tools;

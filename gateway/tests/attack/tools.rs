@@ -139,3 +139,17 @@ pub(crate) async fn probe_while<F: std::future::Future>(
         }
     }
 }
+
+/// The one JSON line an attack script printed, after checking it ran to its end.
+pub(crate) fn script_report(
+    out: Option<std::io::Result<std::process::Output>>,
+) -> serde_json::Value {
+    let out = out.expect("the attack script must end").expect("run the attack script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the script failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
+}

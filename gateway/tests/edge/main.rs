@@ -8,6 +8,7 @@ mod memory;
 mod protection;
 mod proxy;
 mod reload;
+mod slow_read;
 mod smuggling;
 mod support;
 mod tls;

@@ -138,6 +138,16 @@ async fn answer(
     if parts.uri.path() == "/v1/chain/slow" {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    if parts.uri.path() == "/v1/chain/big" {
+        // An answer of the size the request's `x-answer-bytes` asks for.
+        let n = parts
+            .headers
+            .get("x-answer-bytes")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; n]))));
+    }
     if parts.uri.path() == "/v1/chain/fail" {
         let mut r = Response::new(Full::new(Bytes::from_static(b"{}")));
         *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
