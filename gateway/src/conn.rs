@@ -110,12 +110,12 @@ impl ConnGuard {
     /// The account of the answers this connection holds for its client: at most `per_client`
     /// bytes for the client (all its connections together) and `total` for all clients.
     pub fn send_account(&self, per_client: usize, total: usize) -> SendAccount {
-        SendAccount(Arc::new(AccountInner {
+        SendAccount {
             tracker: self.tracker.clone(),
             client: self.waiting.clone(),
             per_client,
             total,
-        }))
+        }
     }
 }
 
@@ -143,13 +143,10 @@ pub enum OverBudget {
 }
 
 /// Where one connection counts the answers it holds for its client (HTTP/2): the client's
-/// share, shared by all its connections, and the gateway's total. Cloning it is cheap: the
-/// connection's streams, all on one worker, share one allocation.
+/// share, shared by all its connections, and the gateway's total. It lives inside the
+/// connection's context (no allocation of its own); a charge keeps alive whatever owns it.
 #[derive(Debug, Clone)]
-pub struct SendAccount(Arc<AccountInner>);
-
-#[derive(Debug)]
-struct AccountInner {
+pub struct SendAccount {
     tracker: Arc<ConnTracker>,
     client: Arc<AtomicUsize>,
     per_client: usize,
@@ -157,10 +154,9 @@ struct AccountInner {
 }
 
 impl SendAccount {
-    /// Counts `bytes` as held for the client until the returned charge is dropped, unless
-    /// that would take the client past its share or everyone past the total.
-    pub fn charge(&self, bytes: usize) -> Result<SendCharge, OverBudget> {
-        let a = &*self.0;
+    /// Counts `bytes` as held for the client, unless that would take the client past its
+    /// share or everyone past the total.
+    fn take(&self, bytes: usize) -> Result<(), OverBudget> {
         let take = |counter: &AtomicUsize, cap: usize| {
             counter
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
@@ -168,34 +164,63 @@ impl SendAccount {
                 })
                 .is_ok()
         };
-        if !take(&a.client, a.per_client) {
+        if !take(&self.client, self.per_client) {
             return Err(OverBudget::Client);
         }
-        if !take(&a.tracker.waiting, a.total) {
-            a.client.fetch_sub(bytes, Ordering::Relaxed);
+        if !take(&self.tracker.waiting, self.total) {
+            self.client.fetch_sub(bytes, Ordering::Relaxed);
             return Err(OverBudget::Total);
         }
-        Ok(SendCharge { account: self.clone(), bytes })
+        Ok(())
+    }
+
+    fn give(&self, bytes: usize) {
+        self.client.fetch_sub(bytes, Ordering::Relaxed);
+        self.tracker.waiting.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Whether the client's share has no room left for `room` more bytes.
     pub fn client_full(&self, room: usize) -> bool {
-        self.0.client.load(Ordering::Relaxed).saturating_add(room) > self.0.per_client
+        self.client.load(Ordering::Relaxed).saturating_add(room) > self.per_client
+    }
+}
+
+/// What holds an account while a charge on it lasts: a borrow of it, or the connection that
+/// contains it.
+pub trait AccountOwner {
+    /// The account, if the owner has one.
+    fn account(&self) -> Option<&SendAccount>;
+}
+
+impl AccountOwner for &SendAccount {
+    fn account(&self) -> Option<&SendAccount> {
+        Some(self)
     }
 }
 
 /// Bytes counted as held for a client; dropping it gives them back.
 #[derive(Debug)]
-pub struct SendCharge {
-    account: SendAccount,
+pub struct SendCharge<O: AccountOwner> {
+    owner: O,
     bytes: usize,
 }
 
-impl Drop for SendCharge {
+impl<O: AccountOwner> SendCharge<O> {
+    /// Counts `bytes` against the account `owner` holds (nothing if it holds none), unless
+    /// that would go past the client's share or the total.
+    pub fn new(owner: O, bytes: usize) -> Result<Self, OverBudget> {
+        if let Some(a) = owner.account() {
+            a.take(bytes)?;
+        }
+        Ok(SendCharge { owner, bytes })
+    }
+}
+
+impl<O: AccountOwner> Drop for SendCharge<O> {
     fn drop(&mut self) {
-        let a = &*self.account.0;
-        a.client.fetch_sub(self.bytes, Ordering::Relaxed);
-        a.tracker.waiting.fetch_sub(self.bytes, Ordering::Relaxed);
+        if let Some(a) = self.owner.account() {
+            a.give(self.bytes);
+        }
     }
 }
 
@@ -311,14 +336,19 @@ pub struct EdgeIo<T> {
 }
 
 impl<T> EdgeIo<T> {
-    /// Wraps `inner`; `scanner` is `Some` for HTTP/1 connections.
+    /// Wraps `inner`; `scanner` is `Some` for HTTP/1 connections. Also gives the flag of
+    /// its first framing violation and the one set if the send timeout closes it (handed
+    /// out here, not by a method: a borrow of the wrapper before it moves into the
+    /// connection's future made the connection's task keep room for a second wrapper,
+    /// 1.4 KiB per connection).
     pub fn new(
         inner: T,
         idle: Duration,
         send_timeout: Duration,
         scanner: Option<Scanner>,
-    ) -> (Self, FramingFlag) {
+    ) -> (Self, FramingFlag, SendTimedOut) {
         let flag: FramingFlag = Arc::default();
+        let send_timed_out: SendTimedOut = Arc::default();
         (
             EdgeIo {
                 inner,
@@ -327,12 +357,13 @@ impl<T> EdgeIo<T> {
                 deadline: Box::pin(tokio::time::sleep(idle)),
                 last_progress: Instant::now(),
                 blocked_since: None,
-                send_timed_out: Arc::default(),
+                send_timed_out: send_timed_out.clone(),
                 scanner,
                 flag: flag.clone(),
                 coalesce: None,
             },
             flag,
+            send_timed_out,
         )
     }
 
@@ -352,12 +383,6 @@ impl<T> EdgeIo<T> {
             awaiting,
         });
         self
-    }
-
-    /// Turns true if the connection is closed because the client did not take what it was
-    /// sent within the send timeout.
-    pub fn send_timed_out(&self) -> SendTimedOut {
-        self.send_timed_out.clone()
     }
 
     fn progress(&mut self) {

@@ -35,7 +35,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use crate::conn::{Awaiting, AwaitingGuard, OverBudget, SendAccount};
+use crate::conn::{Awaiting, AwaitingGuard, OverBudget, SendAccount, SendCharge};
 use crate::policy::{Connections, SEND_WAIT_MIN};
 use crate::proxy::{self, Downstream, RespBody};
 use crate::upstream::BoxError;
@@ -89,10 +89,11 @@ impl From<OverBudget> for SlowReader {
     }
 }
 
-/// How the answers of one connection may wait on its client.
+/// How the answers of one connection may wait on its client: counted in `account` (always
+/// there on the gateway's connections), for at most `timeout` each.
 #[derive(Debug)]
 struct Sending {
-    account: SendAccount,
+    account: Option<SendAccount>,
     timeout: Duration,
 }
 
@@ -122,13 +123,13 @@ pub enum Http2Error {
 
 /// Serves an HTTP/2 connection over `io` until the client closes it, it fails, or `stop`
 /// turns true (then it finishes the streams it has with a GOAWAY and closes). Answers that
-/// wait on the client's window are counted in `account`.
+/// wait on the client's window are counted in the connection's account (`holds`).
 pub async fn serve<T>(
     io: T,
     downstream: Arc<Downstream>,
     limits: &Connections,
     mut stop: watch::Receiver<bool>,
-    (awaiting, account): (Awaiting, SendAccount),
+    awaiting: Awaiting,
 ) -> Result<(), Http2Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -154,7 +155,7 @@ where
     let mut stop_signal = pin!(async move {
         let _ = stop.wait_for(|s| *s).await;
     });
-    let sending = Sending { account, timeout: limits.send_timeout };
+    let sending = Sending { account: downstream.ctx.holds.clone(), timeout: limits.send_timeout };
     let sending = &sending;
     let mut streams = FuturesUnordered::new();
     let accept = |(req, respond): Accepted| {
@@ -209,7 +210,7 @@ async fn serve_stream(
     // it they were not processed and may be retried. (The gateway's total is not checked
     // here: other clients, whose answers do not wait, must not be refused because slow
     // readers filled it.)
-    if sending.account.client_full(SEND_WAIT_MIN) {
+    if sending.account.as_ref().is_some_and(|a| a.client_full(SEND_WAIT_MIN)) {
         respond.send_reset(Reason::REFUSED_STREAM);
         slow_reader(&downstream, SlowReader::ClientBudget);
         return;
@@ -355,7 +356,9 @@ async fn send_data(
         tx.reserve_capacity(data.len());
         let room = tx.capacity();
         if room == 0 {
-            wait_for_window(tx, data.len(), waited, sending).await?;
+            // Boxed: only a stream that waits pays for its timer, and every stream's future
+            // (also the size of each connection's idle stream queue) stays as small as before.
+            Box::pin(wait_for_window(tx, data.len(), waited, sending)).await?;
             continue;
         }
         if room >= data.len() {
@@ -374,10 +377,13 @@ async fn wait_for_window(
     waited: &mut Duration,
     sending: &Sending,
 ) -> Result<(), SendFailure> {
-    let _charge = sending
-        .account
-        .charge(held.max(MIN_WAIT_CHARGE))
-        .map_err(|over| SendFailure::Slow(SlowReader::from(over)))?;
+    let _charge = match &sending.account {
+        Some(account) => Some(
+            SendCharge::new(account, held.max(MIN_WAIT_CHARGE))
+                .map_err(|over| SendFailure::Slow(SlowReader::from(over)))?,
+        ),
+        None => None,
+    };
     let left = sending.timeout.saturating_sub(*waited);
     let start = tokio::time::Instant::now();
     let capacity = tokio::time::timeout(left, poll_fn(|cx| tx.poll_capacity(cx))).await;

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body;
 use rempart_core::time::TimePointSec;
 
-use crate::conn::{FramingFlag, SendAccount, SendCharge};
+use crate::conn::{AccountOwner, FramingFlag, SendAccount, SendCharge};
 use crate::error::{Fault, RequestError};
 use crate::keepalive::UpResponseBody;
 use crate::limit::{ClientKey, Decision};
@@ -127,7 +127,7 @@ pub async fn handle<B: RequestBody>(
     }
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
-    let result = proxy(shared, &rt, ctx, index, &parts, &mut body, &mut trace).await;
+    let result = proxy(&conn, &rt, index, &parts, &mut body, &mut trace).await;
     // A refused HTTP/2 request's body is drained in the background so its stream ends cleanly
     // and the answer is not delayed; HTTP/1 leaves an unread body to hyper, which closes the
     // connection rather than parse what follows (it may be a smuggling attempt).
@@ -204,14 +204,14 @@ fn class_name(rt: &Runtime, class: Option<usize>) -> &str {
 }
 
 async fn proxy<B: RequestBody>(
-    shared: &Shared,
+    conn: &Arc<Downstream>,
     rt: &Runtime,
-    ctx: &ConnCtx,
     index: u64,
     parts: &http::request::Parts,
     body: &mut Option<B>,
     trace: &mut Trace,
 ) -> Result<Response<RespBody>, RequestError> {
+    let (shared, ctx) = (&*conn.shared, &conn.ctx);
     if let Some(flag) = ctx.framing.as_ref().and_then(|f| f.get().copied())
         && index >= flag.request
     {
@@ -312,12 +312,12 @@ async fn proxy<B: RequestBody>(
                     continue;
                 }
                 pool.success(i);
-                return downstream_response(resp, class.timeout, ctx.holds.as_ref()).await;
+                return downstream_response(resp, class.timeout, conn).await;
             }
         }
     }
     match last_resp {
-        Some(resp) => downstream_response(resp, class.timeout, ctx.holds.as_ref()).await,
+        Some(resp) => downstream_response(resp, class.timeout, conn).await,
         None => Err(last_err),
     }
 }
@@ -462,14 +462,15 @@ pub(crate) const BUFFERED_RESPONSE_MAX: u64 = 64 * 1024;
 /// as it trickles in from the upstream connection's task), and the upstream connection goes
 /// back to the pool at once.
 ///
-/// With `holds` (HTTP/2), the answer is counted against the client's share and the total
-/// before it is read, until its bytes are taken to be sent: a client that keeps its window
-/// shut cannot make the gateway read and hold more than that. When there is no room, the
-/// answer is streamed instead, and the wait for the client's window decides.
+/// On a connection with an account (HTTP/2), the answer is counted against the client's
+/// share and the total before it is read, until its bytes are taken to be sent: a client
+/// that keeps its window shut cannot make the gateway read and hold more than that. When
+/// there is no room, the answer is streamed instead, and the wait for the client's window
+/// decides.
 async fn downstream_response(
     resp: Response<UpResponseBody>,
     timeout: std::time::Duration,
-    holds: Option<&SendAccount>,
+    conn: &Arc<Downstream>,
 ) -> Result<Response<RespBody>, RequestError> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -480,9 +481,9 @@ async fn downstream_response(
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n as u64 <= BUFFERED_RESPONSE_MAX);
     // An empty answer holds nothing.
-    let holds = holds.filter(|_| small.is_some_and(|n| n > 0));
-    let charge = match (small, holds) {
-        (Some(len), Some(holds)) => match holds.charge(len) {
+    let counted = conn.ctx.holds.is_some() && small.is_some_and(|n| n > 0);
+    let charge = match small {
+        Some(len) if counted => match SendCharge::new(Held(conn.clone()), len) {
             Ok(charge) => Some(charge),
             Err(_) => {
                 return Ok(Response::from_parts(parts, streamed(body)));
@@ -514,10 +515,20 @@ fn streamed(body: UpResponseBody) -> RespBody {
     body.map_err(|e| Box::new(e) as BoxError).boxed()
 }
 
+/// The connection whose account an answer read whole is counted in.
+#[derive(Debug)]
+struct Held(Arc<Downstream>);
+
+impl AccountOwner for Held {
+    fn account(&self) -> Option<&SendAccount> {
+        self.0.ctx.holds.as_ref()
+    }
+}
+
 /// An answer read whole, counted as held for its client until its bytes are taken.
 struct HeldBody {
     data: Option<Bytes>,
-    charge: Option<SendCharge>,
+    charge: Option<SendCharge<Held>>,
 }
 
 impl Body for HeldBody {

@@ -527,19 +527,20 @@ async fn serve_tls(
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let scanner = (!h2).then(|| Scanner::new(conns.max_header_bytes));
-    let (io, flag) = EdgeIo::new(tls, conns.idle_timeout, conns.send_timeout, scanner);
-    let send_timed_out = io.send_timed_out();
+    let (io, flag, send_timed_out) =
+        EdgeIo::new(tls, conns.idle_timeout, conns.send_timeout, scanner);
     let awaiting = Awaiting::default();
     let io = if h2 { io.coalescing(awaiting.clone()) } else { io };
     let mut ctx = ConnCtx::new(peer, key, trusted, (!h2).then_some(flag));
-    // Trusted clients (a partner's backend behind one address) are held only to the total.
-    let per_client = if trusted { usize::MAX } else { conns.send_wait_bytes_per_client };
-    let account = h2.then(|| guard.send_account(per_client, conns.send_wait_bytes_total));
-    ctx.holds = account.clone();
+    if h2 {
+        // Trusted clients (a partner's backend behind one address) are held only to the
+        // total.
+        let per_client = if trusted { usize::MAX } else { conns.send_wait_bytes_per_client };
+        ctx.holds = Some(guard.send_account(per_client, conns.send_wait_bytes_total));
+    }
     let conn = Arc::new(Downstream { shared: shared.clone(), ctx });
-    if let Some(account) = account {
-        if let Err(e) = Box::pin(http2::serve(io, conn, &conns, watcher, (awaiting, account))).await
-        {
+    if h2 {
+        if let Err(e) = Box::pin(http2::serve(io, conn, &conns, watcher, awaiting)).await {
             tracing::debug!(client = %peer.ip(), error = %e, "connection ended with an error");
         }
     } else {
@@ -555,13 +556,19 @@ async fn serve_tls(
         }
     }
     if send_timed_out.load(Ordering::Relaxed) {
-        shared.metrics.slow_reader("connection_timeout");
-        if !trusted && shared.bans.violation(key, shared.runtime.load().policy.access()) {
-            shared.metrics.ban();
-            tracing::warn!(client = %peer.ip(), "client banned after repeated refusals");
-        }
+        slow_connection(&shared, peer, key, trusted);
     }
     drop(guard);
+}
+
+/// Counts a connection closed because its client did not take what it was sent, towards a
+/// ban too.
+fn slow_connection(shared: &Shared, peer: SocketAddr, key: ClientKey, trusted: bool) {
+    shared.metrics.slow_reader("connection_timeout");
+    if !trusted && shared.bans.violation(key, shared.runtime.load().policy.access()) {
+        shared.metrics.ban();
+        tracing::warn!(client = %peer.ip(), "client banned after repeated refusals");
+    }
 }
 
 async fn accept_redirect(listener: TcpListener, shared: Arc<Shared>, graceful: Arc<Graceful>) {

@@ -21,7 +21,7 @@ fn caps_per_client_and_total() {
 #[tokio::test(start_paused = true)]
 async fn idle_connection_times_out_and_active_one_does_not() {
     let (client, server) = tokio::io::duplex(1024);
-    let (mut io, _flag) =
+    let (mut io, _flag, _) =
         EdgeIo::new(server, Duration::from_secs(10), Duration::from_secs(10), None);
     let mut client = client;
     let writer = tokio::spawn(async move {
@@ -47,9 +47,8 @@ async fn a_client_that_dribbles_its_reads_is_cut_at_the_send_timeout_one_that_re
     // The client reads one byte every 5 s: progress well within the idle timeout, but the
     // answer never drains.
     let (mut client, server) = tokio::io::duplex(1024);
-    let (io, _flag) = EdgeIo::new(server, Duration::from_secs(60), Duration::from_secs(30), None);
-    let timed_out = io.send_timed_out();
-    let mut io = io;
+    let (mut io, _flag, timed_out) =
+        EdgeIo::new(server, Duration::from_secs(60), Duration::from_secs(30), None);
     let reader = tokio::spawn(async move {
         let mut b = [0u8; 1];
         loop {
@@ -70,9 +69,8 @@ async fn a_client_that_dribbles_its_reads_is_cut_at_the_send_timeout_one_that_re
     // A client that reads everything, however long the connection lives, is never cut: the
     // clock restarts whenever the writes have drained.
     let (mut client, server) = tokio::io::duplex(1024);
-    let (io, _flag) = EdgeIo::new(server, Duration::from_secs(60), Duration::from_secs(30), None);
-    let timed_out = io.send_timed_out();
-    let mut io = io;
+    let (mut io, _flag, timed_out) =
+        EdgeIo::new(server, Duration::from_secs(60), Duration::from_secs(30), None);
     let reader = tokio::spawn(async move {
         let mut all = Vec::new();
         let mut b = [0u8; 1024];
@@ -98,7 +96,7 @@ async fn a_client_that_dribbles_its_reads_is_cut_at_the_send_timeout_one_that_re
 #[tokio::test]
 async fn scanner_flags_through_the_wrapper() {
     let (mut client, server) = tokio::io::duplex(1024);
-    let (mut io, flag) = EdgeIo::new(
+    let (mut io, flag, _) = EdgeIo::new(
         server,
         Duration::from_secs(10),
         Duration::from_secs(10),
@@ -162,7 +160,7 @@ async fn flush_counting_passes(io: &mut EdgeIo<CountingWriter>) -> u32 {
 #[tokio::test(start_paused = true)]
 async fn a_flush_waits_longer_for_streams_still_without_answer_but_not_forever() {
     let awaiting = Awaiting::default();
-    let (io, _flag) = EdgeIo::new(
+    let (io, _flag, _) = EdgeIo::new(
         CountingWriter::default(),
         Duration::from_secs(10),
         Duration::from_secs(10),

@@ -19,7 +19,7 @@ fn admitted() -> (ConnGuard, Arc<ConnTracker>) {
 /// How answers may wait in these tests, and the tracker counting what waits.
 fn sending(per_client: usize, total: usize, timeout: Duration) -> (Sending, Arc<ConnTracker>) {
     let (guard, tracker) = admitted();
-    let s = Sending { account: guard.send_account(per_client, total), timeout };
+    let s = Sending { account: Some(guard.send_account(per_client, total)), timeout };
     (s, tracker)
 }
 
@@ -191,7 +191,7 @@ async fn a_client_past_its_share_of_held_answers_is_refused_at_once() {
     let (mut client, mut streams) = pair_with_window(0).await;
     let (guard, tracker) = admitted();
     let timeout = Duration::from_secs(30);
-    let s = Arc::new(Sending { account: guard.send_account(100_000, 1 << 20), timeout });
+    let s = Arc::new(Sending { account: Some(guard.send_account(100_000, 1 << 20)), timeout });
     let mut answers = Vec::new();
     let mut servers = Vec::new();
     for _ in 0..2 {
@@ -213,7 +213,7 @@ async fn a_client_past_its_share_of_held_answers_is_refused_at_once() {
     assert!(matches!(r, Err(SendFailure::Slow(SlowReader::ClientBudget))), "{r:?}");
     assert_eq!(tracker.waiting(), 60_000, "only the first stream's bytes wait");
     // Another connection of the same client, under a total the first answer nearly fills.
-    let s2 = Sending { account: guard.send_account(1 << 20, 100_000), timeout };
+    let s2 = Sending { account: Some(guard.send_account(1 << 20, 100_000)), timeout };
     let req = Request::get("https://localhost/v1/chain/get_block").body(()).expect("req");
     let (_resp, _) = client.send_request(req, true).expect("send");
     let (_req, mut respond) = streams.recv().await.expect("a stream");
