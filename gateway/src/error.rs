@@ -77,6 +77,9 @@ pub enum RequestError {
     /// No healthy node in the pool.
     #[error("no upstream node is available")]
     NoUpstream,
+    /// Every healthy node had `max_in_flight_per_node` requests for `queue_timeout_ms`.
+    #[error("every upstream node is busy; retry after 1 s")]
+    UpstreamBusy,
     /// Connecting to, or talking to, the upstream failed.
     #[error("upstream node failed")]
     Upstream,
@@ -106,7 +109,9 @@ impl RequestError {
             RequestError::UriTooLong => StatusCode::URI_TOO_LONG,
             RequestError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             RequestError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
-            RequestError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::NoUpstream | RequestError::UpstreamBusy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             RequestError::Upstream => StatusCode::BAD_GATEWAY,
             RequestError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             RequestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -116,9 +121,10 @@ impl RequestError {
     /// Who is at fault.
     pub fn fault(&self) -> Fault {
         match self {
-            RequestError::NoUpstream | RequestError::Upstream | RequestError::UpstreamTimeout => {
-                Fault::Upstream
-            }
+            RequestError::NoUpstream
+            | RequestError::UpstreamBusy
+            | RequestError::Upstream
+            | RequestError::UpstreamTimeout => Fault::Upstream,
             RequestError::Internal => Fault::Internal,
             _ => Fault::Downstream,
         }
@@ -139,6 +145,7 @@ impl RequestError {
             RequestError::Filtered(r) => r.reason(),
             RequestError::Limited(_) => "rate_limited",
             RequestError::NoUpstream => "no_upstream",
+            RequestError::UpstreamBusy => "upstream_busy",
             RequestError::Upstream => "upstream_failed",
             RequestError::UpstreamTimeout => "upstream_timeout",
             RequestError::Internal => "internal",
@@ -173,6 +180,9 @@ impl RequestError {
         if let RequestError::Limited(wait) = self {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(*wait)));
+        }
+        if matches!(self, RequestError::UpstreamBusy) {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1u64));
         }
         // A refused transaction or query was read whole: the connection stays usable.
         if matches!(self, RequestError::Banned)

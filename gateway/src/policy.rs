@@ -184,6 +184,8 @@ struct RawPool {
     eject_base_ms: Spanned<u64>,
     eject_max_ms: Spanned<u64>,
     max_idle_per_node: usize,
+    max_in_flight_per_node: Spanned<usize>,
+    queue_timeout_ms: Spanned<u64>,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +310,10 @@ pub struct Pool {
     pub eject_max: Duration,
     /// Idle keep-alive connections kept per node.
     pub max_idle_per_node: usize,
+    /// Most requests one node is sent at once (awaiting its answer's head).
+    pub max_in_flight_per_node: usize,
+    /// Longest a request waits for a node below its cap before 503.
+    pub queue_timeout: Duration,
 }
 
 /// Client keys, tracked-client bounds and the global limit.
@@ -937,6 +943,11 @@ impl Validator<'_> {
                 "health_timeout_ms must not exceed health_interval_ms",
             ));
         }
+        if *raw.max_in_flight_per_node.get_ref() == 0 {
+            return Err(
+                self.err(&raw.max_in_flight_per_node, "max_in_flight_per_node must be at least 1")
+            );
+        }
         Ok(Pool {
             name,
             nodes,
@@ -950,6 +961,8 @@ impl Validator<'_> {
             eject_base,
             eject_max,
             max_idle_per_node: raw.max_idle_per_node,
+            max_in_flight_per_node: *raw.max_in_flight_per_node.get_ref(),
+            queue_timeout: self.positive_ms(&raw.queue_timeout_ms, "queue_timeout_ms")?,
         })
     }
 

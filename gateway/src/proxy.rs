@@ -27,7 +27,7 @@ use crate::keepalive::UpResponseBody;
 use crate::limit::{ClientKey, Decision};
 use crate::policy::is_canonical_path;
 use crate::state::{Runtime, Shared};
-use crate::upstream::{BoxError, UpBody};
+use crate::upstream::{BoxError, Pick, UpBody};
 
 #[cfg(test)]
 mod tests;
@@ -273,8 +273,17 @@ async fn proxy<B: RequestBody>(
     let mut last_err = RequestError::NoUpstream;
     let mut last_resp: Option<Response<UpResponseBody>> = None;
     while (tried.len() as u32) < attempts {
-        let Some((i, in_flight)) = pool.pick(&tried) else {
-            break;
+        let (i, in_flight) = match pool.pick_queued(&tried).await {
+            Pick::Node(i, in_flight) => (i, in_flight),
+            Pick::Busy => {
+                // Every node left is at its cap: what was already tried failing decides the
+                // answer if there was a try, else the pool is busy.
+                if tried.is_empty() {
+                    last_err = RequestError::UpstreamBusy;
+                }
+                break;
+            }
+            Pick::NoNode => break,
         };
         if !tried.is_empty() {
             shared.metrics.retry();

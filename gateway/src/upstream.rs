@@ -23,6 +23,7 @@ use http::{Method, Request, Response, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use rempart_core::time::TimePoint;
+use tokio::sync::Notify;
 
 use crate::keepalive::{Keepalive, KeepaliveError, UpResponseBody};
 use crate::policy::{self, Balancing};
@@ -110,14 +111,50 @@ impl Node {
     }
 }
 
-/// Counts a request in flight to a node until dropped.
+/// Counts a request in flight to a node until dropped; then wakes a request queued for a
+/// place, if any.
 #[derive(Debug)]
-pub struct InFlight<'a>(&'a AtomicUsize);
+pub struct InFlight<'a> {
+    count: &'a AtomicUsize,
+    queue: &'a Queue,
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        // One load on the usual path: the lock-free count of waiters is only written while
+        // requests queue.
+        if self.queue.waiting.load(Ordering::Relaxed) > 0 {
+            self.queue.freed.notify_one();
+        }
+    }
+}
+
+/// Requests waiting for a node of the pool to fall below its in-flight cap.
+#[derive(Debug, Default)]
+struct Queue {
+    waiting: AtomicUsize,
+    freed: Notify,
+}
+
+/// Counts a queued request until dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// What [`Pool::pick`] found.
+#[derive(Debug)]
+pub enum Pick<'a> {
+    /// Node `.0`, with the request counted in flight to it.
+    Node(usize, InFlight<'a>),
+    /// Every eligible node is at `max_in_flight_per_node`.
+    Busy,
+    /// No node is up (or every one was tried).
+    NoNode,
 }
 
 /// Milliseconds since the Unix epoch, by the wall clock (ejections and head ages are judged
@@ -137,6 +174,8 @@ pub struct Pool {
     next: Box<[Padded<AtomicUsize>]>,
     /// Idle connections to the nodes, per worker thread.
     keepalive: Arc<Keepalive>,
+    /// Requests waiting for a place below the nodes' in-flight cap.
+    queue: Queue,
 }
 
 impl Pool {
@@ -159,7 +198,7 @@ impl Pool {
         ));
         // Workers start at different nodes, so together they still go round the pool.
         let next = (0..workers.max(1)).map(|w| Padded(AtomicUsize::new(w))).collect();
-        Pool { config: config.clone(), nodes, next, keepalive }
+        Pool { config: config.clone(), nodes, next, keepalive, queue: Queue::default() }
     }
 
     /// The nodes.
@@ -187,23 +226,63 @@ impl Pool {
         })
     }
 
-    /// Chooses a node not in `tried`, and counts a request in flight to it.
-    pub fn pick(&self, tried: &[usize]) -> Option<(usize, InFlight<'_>)> {
+    /// Chooses a node not in `tried` and below its in-flight cap, and counts a request in
+    /// flight to it. The cap is checked, then the count raised: workers choosing at the same
+    /// moment may pass it by one request each.
+    pub fn pick(&self, tried: &[usize]) -> Pick<'_> {
         let n = self.nodes.len();
         let next = &self.next[worker() % self.next.len()].0;
         // Only this worker moves its position: a load and a store, no locked instruction.
         let start = next.load(Ordering::Relaxed);
         next.store(start.wrapping_add(1), Ordering::Relaxed);
-        let candidates =
-            (0..n).map(|k| (start + k) % n).filter(|i| !tried.contains(i) && self.is_up(*i));
+        let cap = self.config.max_in_flight_per_node;
+        let mut busy = false;
+        let candidates = (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|i| !tried.contains(i) && self.is_up(*i))
+            .map(|i| (i, self.nodes[i].in_flight()))
+            .filter(|(_, load)| {
+                busy |= *load >= cap;
+                *load < cap
+            });
         let chosen = match self.config.balancing {
             Balancing::RoundRobin => candidates.into_iter().next(),
-            Balancing::LeastConnections => candidates.min_by_key(|i| self.nodes[*i].in_flight()),
-        }?;
+            Balancing::LeastConnections => candidates.min_by_key(|(_, load)| *load),
+        };
+        let Some((chosen, _)) = chosen else {
+            return if busy { Pick::Busy } else { Pick::NoNode };
+        };
         let node = &self.nodes[chosen];
         let mine = &node.in_flight[worker() % node.in_flight.len()].0;
         mine.fetch_add(1, Ordering::Relaxed);
-        Some((chosen, InFlight(mine)))
+        Pick::Node(chosen, InFlight { count: mine, queue: &self.queue })
+    }
+
+    /// As [`Pool::pick`], but while every eligible node is at its cap, waits up to the
+    /// pool's `queue_timeout` for one to take the request.
+    pub async fn pick_queued(&self, tried: &[usize]) -> Pick<'_> {
+        match self.pick(tried) {
+            Pick::Busy => {}
+            found => return found,
+        }
+        let deadline = tokio::time::Instant::now() + self.config.queue_timeout;
+        self.queue.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.queue.waiting);
+        loop {
+            // Registered before looking, so a place freed meanwhile is not missed.
+            let freed = self.queue.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            match self.pick(tried) {
+                Pick::Busy => {}
+                // A wake-up this request received and did not need is passed on by tokio
+                // when `freed` is dropped.
+                found => return found,
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Pick::Busy;
+            }
+        }
     }
 
     /// Records a failed request to node `i`: ejects it for `eject_base × 2^(failures−1)`, at

@@ -146,6 +146,8 @@ fn bad_values_are_refused() {
         ("server_names = [\"localhost\", \"127.0.0.1\"]", "server_names = [\"bad name\"]"),
         ("total = 20000", "total = 1"),
         ("send_timeout_ms = 30000", "send_timeout_ms = 0"),
+        ("max_in_flight_per_node = 1000", "max_in_flight_per_node = 0"),
+        ("queue_timeout_ms = 1000", "queue_timeout_ms = 0"),
         ("send_wait_bytes_per_client = 4194304", "send_wait_bytes_per_client = 1000"),
         ("send_wait_bytes_total = 268435456", "send_wait_bytes_total = 4194303"),
     ] {

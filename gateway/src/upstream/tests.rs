@@ -3,6 +3,11 @@ use std::time::Duration;
 use super::*;
 
 fn pool(balancing: Balancing, n: u16) -> Pool {
+    capped(balancing, n, 1000)
+}
+
+/// A pool whose nodes each take at most `cap` requests at once.
+fn capped(balancing: Balancing, n: u16, cap: usize) -> Pool {
     let cfg = policy::Pool {
         name: "api".into(),
         nodes: (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 10_000 + i))).collect(),
@@ -16,8 +21,20 @@ fn pool(balancing: Balancing, n: u16) -> Pool {
         eject_base: Duration::from_secs(1),
         eject_max: Duration::from_secs(8),
         max_idle_per_node: 4,
+        max_in_flight_per_node: cap,
+        queue_timeout: Duration::from_millis(200),
     };
     Pool::new(&cfg, None, 1)
+}
+
+impl<'a> Pick<'a> {
+    /// The node chosen and its count, or a panic naming what was found instead.
+    fn expect(self, what: &str) -> (usize, InFlight<'a>) {
+        match self {
+            Pick::Node(i, g) => (i, g),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -33,7 +50,7 @@ fn round_robin_spreads_evenly_and_skips_tried() {
         let (i, _g) = p.pick(&[0, 2]).expect("node");
         assert_eq!(i, 1);
     }
-    assert!(p.pick(&[0, 1, 2]).is_none());
+    assert!(matches!(p.pick(&[0, 1, 2]), Pick::NoNode));
 }
 
 #[test]
@@ -95,4 +112,48 @@ fn head_info_parses_nodeos_times() {
     assert!(parse_block_time_ms("2024-13-01T00:00:00").is_none());
     assert!(parse_block_time_ms("yesterday").is_none());
     assert!(parse_head_info(br#"{"head_block_num":"x"}"#).is_err());
+}
+
+#[test]
+fn nodes_at_their_cap_are_passed_over_then_the_pool_is_busy() {
+    for balancing in [Balancing::RoundRobin, Balancing::LeastConnections] {
+        let p = capped(balancing, 2, 2);
+        let mut held: Vec<_> = (0..4).map(|_| p.pick(&[]).expect("below the cap")).collect();
+        assert_eq!(p.nodes[0].in_flight() + p.nodes[1].in_flight(), 4);
+        assert!(matches!(p.pick(&[]), Pick::Busy), "{balancing:?}");
+        // A node out of the pool does not make it busy: only nodes that could serve count.
+        p.failure(0);
+        p.failure(1);
+        assert!(matches!(p.pick(&[]), Pick::NoNode));
+        p.nodes[0].ejected_until_ms.store(0, Ordering::Relaxed);
+        p.nodes[1].ejected_until_ms.store(0, Ordering::Relaxed);
+        let on_1 = held.iter().position(|(i, _)| *i == 1).expect("one on node 1");
+        drop(held.remove(on_1));
+        assert_eq!(p.pick(&[]).expect("a place freed").0, 1);
+        drop(held);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_request_takes_the_first_place_freed_or_gives_up_at_the_queue_timeout() {
+    let p = std::sync::Arc::new(capped(Balancing::LeastConnections, 1, 1));
+    let (_, held) = p.pick(&[]).expect("the only place");
+    // Nothing frees: busy after exactly the queue timeout.
+    let start = tokio::time::Instant::now();
+    assert!(matches!(p.pick_queued(&[]).await, Pick::Busy));
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    // Freed after 50 ms: the queued request gets the place then.
+    let q = p.clone();
+    let waiter = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let got = matches!(q.pick_queued(&[]).await, Pick::Node(0, _));
+        (got, start.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(held);
+    let (got, waited) = waiter.await.expect("task");
+    assert!(got);
+    assert_eq!(waited, Duration::from_millis(50));
+    assert_eq!(p.nodes[0].in_flight(), 0, "the waiter's place was released with it");
+    assert_eq!(p.queue.waiting.load(Ordering::Relaxed), 0);
 }

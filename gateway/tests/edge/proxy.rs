@@ -180,3 +180,67 @@ async fn several_worker_threads_serve_http1_and_h2_and_stop_cleanly() {
         .await
         .expect("every worker stops and drains within the drain timeout");
 }
+
+/// Starts `n` slow requests at once, each on its own connection from its own address, and
+/// returns each one's status, `Retry-After` and error name, with the time it took.
+async fn slow_burst(gw: &Gateway, n: u8) -> Vec<(u16, Option<String>, String, Duration)> {
+    let mut tasks = Vec::new();
+    for k in 0..n {
+        let mut c = Client::connect_from(std::net::Ipv4Addr::new(127, 0, 1, k + 1), gw.tls, false)
+            .await
+            .expect("tls");
+        tasks.push(tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            let a = c.post("/v1/chain/slow", "{}").await;
+            let retry = a.headers.get("retry-after").map(|v| v.to_str().unwrap_or("").to_owned());
+            let name = a.json()["error"]["name"].as_str().unwrap_or("").to_owned();
+            (a.status, retry, name, start.elapsed())
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("task"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_at_its_in_flight_cap_gets_no_more_and_the_excess_queues_then_gets_503() {
+    let up = Upstream::start("a").await;
+    let edit = |queue: &'static str| {
+        policy_text(
+            &[up.addr],
+            &[
+                ("path = \"/v1/history/get_actions\"", "path = \"/v1/chain/slow\""),
+                ("per_second = 5\n", "per_second = 100000\n"),
+                ("burst = 10\n", "burst = 100000\n"),
+                ("max_in_flight_per_node = 1000", "max_in_flight_per_node = 2"),
+                ("queue_timeout_ms = 1000", queue),
+            ],
+        )
+    };
+    // A short queue: two requests reach the node (300 ms each), the other four wait 100 ms
+    // for a place, then are answered 503 upstream_busy with Retry-After.
+    let gw = Gateway::start(&edit("queue_timeout_ms = 100")).await;
+    let answers = slow_burst(&gw, 6).await;
+    let ok: Vec<_> = answers.iter().filter(|a| a.0 == 200).collect();
+    let busy: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    assert_eq!((ok.len(), busy.len()), (2, 4), "{answers:?}");
+    for b in &busy {
+        assert_eq!((b.1.as_deref(), b.2.as_str()), (Some("1"), "upstream_busy"), "{b:?}");
+        assert!(b.3 >= Duration::from_millis(100), "it waited in the queue first: {b:?}");
+    }
+    assert_eq!(up.seen.most_busy.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(up.requests(), 2);
+    gw.stop().await;
+
+    // A queue longer than one request: all six are served, two at a time, in three waves.
+    up.seen.most_busy.store(0, std::sync::atomic::Ordering::SeqCst);
+    let gw = Gateway::start(&edit("queue_timeout_ms = 5000")).await;
+    let answers = slow_burst(&gw, 6).await;
+    assert!(answers.iter().all(|a| a.0 == 200), "{answers:?}");
+    let slowest = answers.iter().map(|a| a.3).max().expect("answers");
+    assert!(slowest >= Duration::from_millis(900), "three waves of 300 ms: {slowest:?}");
+    assert_eq!(up.seen.most_busy.load(std::sync::atomic::Ordering::SeqCst), 2);
+    gw.stop().await;
+}

@@ -51,6 +51,26 @@ pub(crate) struct Seen {
     pub(crate) get_info: AtomicU64,
     /// The last request's headers (name → values).
     pub(crate) last_headers: Mutex<BTreeMap<String, Vec<String>>>,
+    /// Requests other than get_info being answered now, and the most at once.
+    pub(crate) busy: AtomicU64,
+    pub(crate) most_busy: AtomicU64,
+}
+
+/// Counts a request being answered until dropped.
+struct Busy<'a>(&'a Seen);
+
+impl<'a> Busy<'a> {
+    fn start(seen: &'a Seen) -> Self {
+        let now = seen.busy.fetch_add(1, Ordering::SeqCst) + 1;
+        seen.most_busy.fetch_max(now, Ordering::SeqCst);
+        Busy(seen)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub(crate) struct Upstream {
@@ -127,6 +147,7 @@ async fn answer(
         return Ok(Response::new(Full::new(Bytes::from(json.to_string()))));
     }
     seen.requests.fetch_add(1, Ordering::SeqCst);
+    let _busy = Busy::start(&seen);
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, v) in &parts.headers {
         headers
