@@ -174,8 +174,10 @@ pub struct Pool {
     next: Box<[Padded<AtomicUsize>]>,
     /// Idle connections to the nodes, per worker thread.
     keepalive: Arc<Keepalive>,
-    /// Requests waiting for a place below the nodes' in-flight cap.
-    queue: Queue,
+    /// Requests waiting for a place below the nodes' in-flight cap; kept across reloads
+    /// with the nodes, so a place freed by a request of the replaced pool wakes the new
+    /// pool's waiters.
+    queue: Arc<Queue>,
 }
 
 impl Pool {
@@ -198,7 +200,8 @@ impl Pool {
         ));
         // Workers start at different nodes, so together they still go round the pool.
         let next = (0..workers.max(1)).map(|w| Padded(AtomicUsize::new(w))).collect();
-        Pool { config: config.clone(), nodes, next, keepalive, queue: Queue::default() }
+        let queue = old.map(|o| o.queue.clone()).unwrap_or_default();
+        Pool { config: config.clone(), nodes, next, keepalive, queue }
     }
 
     /// The nodes.

@@ -97,6 +97,8 @@ fn reload_keeps_node_state() {
     let q = Pool::new(&p.config, Some(&p), 2);
     assert!(!q.is_up(1));
     assert!(Arc::ptr_eq(&p.nodes[1], &q.nodes[1]));
+    // A place freed by a request of the replaced pool wakes requests queued in the new one.
+    assert!(Arc::ptr_eq(&p.queue, &q.queue));
 }
 
 #[test]
