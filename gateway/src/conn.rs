@@ -185,16 +185,16 @@ impl SendAccount {
     }
 }
 
-/// What holds an account while a charge on it lasts: a borrow of it, or the connection that
-/// contains it.
+/// What holds an account while a charge on it lasts: a borrow of it (if any), or the
+/// connection that contains it.
 pub trait AccountOwner {
     /// The account, if the owner has one.
     fn account(&self) -> Option<&SendAccount>;
 }
 
-impl AccountOwner for &SendAccount {
+impl AccountOwner for Option<&SendAccount> {
     fn account(&self) -> Option<&SendAccount> {
-        Some(self)
+        *self
     }
 }
 

@@ -244,10 +244,7 @@ fn slow_reader(downstream: &Downstream, why: SlowReader) {
     let shared = &downstream.shared;
     shared.metrics.slow_reader(why.label());
     tracing::debug!(client = %ctx.peer.ip(), reason = why.label(), "HTTP/2 stream given up: the client does not take its answers");
-    if !ctx.trusted && shared.bans.violation(ctx.key, shared.runtime.load().policy.access()) {
-        shared.metrics.ban();
-        tracing::warn!(client = %ctx.peer.ip(), "client banned after repeated refusals");
-    }
+    shared.violation(ctx.peer.ip(), ctx.key, ctx.trusted, shared.runtime.load().policy.access());
 }
 
 /// Sends `resp` on the stream: headers (with `Content-Length` when the body's size is known),
@@ -377,13 +374,8 @@ async fn wait_for_window(
     waited: &mut Duration,
     sending: &Sending,
 ) -> Result<(), SendFailure> {
-    let _charge = match &sending.account {
-        Some(account) => Some(
-            SendCharge::new(account, held.max(MIN_WAIT_CHARGE))
-                .map_err(|over| SendFailure::Slow(SlowReader::from(over)))?,
-        ),
-        None => None,
-    };
+    let _charge = SendCharge::new(sending.account.as_ref(), held.max(MIN_WAIT_CHARGE))
+        .map_err(|over| SendFailure::Slow(SlowReader::from(over)))?;
     let left = sending.timeout.saturating_sub(*waited);
     let start = tokio::time::Instant::now();
     let capacity = tokio::time::timeout(left, poll_fn(|cx| tx.poll_capacity(cx))).await;

@@ -156,12 +156,8 @@ pub async fn handle<B: RequestBody>(
             )
         }
     };
-    if fault == Fault::Downstream
-        && !ctx.trusted
-        && shared.bans.violation(ctx.key, rt.policy.access())
-    {
-        shared.metrics.ban();
-        tracing::warn!(client = %ctx.peer.ip(), "client banned after repeated refusals");
+    if fault == Fault::Downstream {
+        shared.violation(ctx.peer.ip(), ctx.key, ctx.trusted, rt.policy.access());
     }
     let latency = start.elapsed();
     let class = class_name(&rt, trace.class);
@@ -489,20 +485,18 @@ async fn downstream_response(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n as u64 <= BUFFERED_RESPONSE_MAX);
-    // An empty answer holds nothing.
-    let counted = conn.ctx.holds.is_some() && small.is_some_and(|n| n > 0);
-    let charge = match small {
-        Some(len) if counted => match SendCharge::new(Held(conn.clone()), len) {
-            Ok(charge) => Some(charge),
-            Err(_) => {
-                return Ok(Response::from_parts(parts, streamed(body)));
-            }
-        },
-        _ => None,
-    };
-    if small.is_none() {
+    let Some(len) = small else {
         return Ok(Response::from_parts(parts, streamed(body)));
-    }
+    };
+    // An empty answer holds nothing; HTTP/1 connections have no account.
+    let charge = if len > 0 && conn.ctx.holds.is_some() {
+        match SendCharge::new(Held(conn.clone()), len) {
+            Ok(charge) => Some(charge),
+            Err(_) => return Ok(Response::from_parts(parts, streamed(body))),
+        }
+    } else {
+        None
+    };
     let limit = usize::try_from(BUFFERED_RESPONSE_MAX).unwrap_or(usize::MAX);
     match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
         Ok(Ok(collected)) => Ok(Response::from_parts(

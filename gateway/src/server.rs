@@ -556,19 +556,10 @@ async fn serve_tls(
         }
     }
     if send_timed_out.load(Ordering::Relaxed) {
-        slow_connection(&shared, peer, key, trusted);
+        shared.metrics.slow_reader("connection_timeout");
+        shared.violation(peer.ip(), key, trusted, shared.runtime.load().policy.access());
     }
     drop(guard);
-}
-
-/// Counts a connection closed because its client did not take what it was sent, towards a
-/// ban too.
-fn slow_connection(shared: &Shared, peer: SocketAddr, key: ClientKey, trusted: bool) {
-    shared.metrics.slow_reader("connection_timeout");
-    if !trusted && shared.bans.violation(key, shared.runtime.load().policy.access()) {
-        shared.metrics.ban();
-        tracing::warn!(client = %peer.ip(), "client banned after repeated refusals");
-    }
 }
 
 async fn accept_redirect(listener: TcpListener, shared: Arc<Shared>, graceful: Arc<Graceful>) {

@@ -6,6 +6,7 @@
 //! consistent policy. Limiter and node state carry over wherever the policy did not change them.
 
 use std::cell::RefCell;
+use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
@@ -15,9 +16,9 @@ use rustls::crypto::CryptoProvider;
 use crate::ban::Bans;
 use crate::conn::ConnTracker;
 use crate::document::Loaded;
-use crate::limit::Limiters;
+use crate::limit::{ClientKey, Limiters};
 use crate::metrics::{Gauges, Metrics, NodeGauge};
-use crate::policy::Policy;
+use crate::policy::{Access, Policy};
 use crate::tls::CertResolver;
 use crate::upstream::{self, Pool};
 
@@ -94,6 +95,16 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Counts a refusal decided against a client (a request refused with the client at
+    /// fault, an answer it would not take) towards a ban under `access`. Trusted clients are
+    /// never banned.
+    pub fn violation(&self, client: IpAddr, key: ClientKey, trusted: bool, access: &Access) {
+        if !trusted && self.bans.violation(key, access) {
+            self.metrics.ban();
+            tracing::warn!(client = %client, "client banned after repeated refusals");
+        }
+    }
+
     /// The runtime in force, for one request to hold until it ends.
     ///
     /// Requests of one thread share one handle on it, so that taking and dropping it touch a
