@@ -143,18 +143,19 @@ where
         .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
         .max_local_error_reset_streams(Some(limits.h2_max_local_error_reset_streams))
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    // A stop during the handshake does not drop the connection: its client has most likely
+    // sent a request along with its preface (a connection accepted as the gateway stopped
+    // accepting, in a handover). The GOAWAY below lets that stream finish. The idle timeout,
+    // and the drain's, bound a client that sends nothing.
+    let mut conn = builder.handshake::<T, Bytes>(io).await?;
     let mut stopping = *stop.borrow();
-    let mut conn = tokio::select! {
-        c = builder.handshake::<T, Bytes>(io) => c?,
-        _ = stop.wait_for(|s| *s), if !stopping => return Ok(()),
-    };
     if stopping {
         conn.graceful_shutdown();
     }
     // One wait for the stop signal for the whole connection (not one per stream accepted).
-    let mut stop_signal = pin!(async move {
-        let _ = stop.wait_for(|s| *s).await;
-    });
+    // It borrows the receiver: the drain waits until every receiver is dropped, so this one
+    // must live as long as the connection, not end with the wait.
+    let mut stop_signal = pin!(stop.wait_for(|s| *s));
     let sending = Sending { account: downstream.ctx.holds.clone(), timeout: limits.send_timeout };
     let sending = &sending;
     let mut streams = FuturesUnordered::new();

@@ -54,6 +54,9 @@ pub struct ConnCtx {
     /// Where answers read whole are counted until they leave (HTTP/2 connections, whose
     /// client may keep its window shut on them); `None` for HTTP/1.
     pub holds: Option<SendAccount>,
+    /// Turns true when the gateway stops (HTTP/1 connections): each answer then carries
+    /// `Connection: close`. `None` for HTTP/2, which closes with a GOAWAY.
+    pub stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl ConnCtx {
@@ -75,6 +78,7 @@ impl ConnCtx {
             requests: AtomicU64::new(0),
             forwarded_for,
             holds: None,
+            stopping: None,
         }
     }
 }
@@ -121,8 +125,9 @@ pub async fn handle<B: RequestBody>(
     if req.method() == Method::GET
         && let Some(doc) = rt.documents.get(req.uri().path())
     {
-        let resp = document_response(doc.clone());
+        let mut resp = document_response(doc.clone());
         shared.metrics.request("documents", 200, Fault::None, start.elapsed());
+        closing_if_stopped(ctx, &mut resp);
         return Ok(resp);
     }
     let (parts, body) = req.into_parts();
@@ -178,7 +183,16 @@ pub async fn handle<B: RequestBody>(
         limit = trace.limit,
         filter = trace.filter,
     );
+    let mut resp = resp;
+    closing_if_stopped(ctx, &mut resp);
     Ok(resp)
+}
+
+/// Marks `resp` to close its HTTP/1 connection once the gateway is stopping.
+fn closing_if_stopped(ctx: &ConnCtx, resp: &mut Response<RespBody>) {
+    if ctx.stopping.as_ref().is_some_and(|s| *s.borrow()) {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 }
 
 /// `s` cut to at most `chars` characters (for the access log).

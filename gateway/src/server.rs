@@ -356,9 +356,15 @@ impl Graceful {
 
 /// Runs a hyper HTTP/1 connection until it ends, or until `stop` turns true: then it finishes
 /// the request in flight and closes.
+///
+/// A connection that has brought no request yet (`untouched`) when `stop` turns was most
+/// likely accepted as the gateway stopped accepting (a handover), its first request on the
+/// way: it is left to bring that request, which its service answers with `Connection: close`,
+/// instead of being closed unanswered. The header read timeout bounds the wait.
 async fn watched<I, S>(
     conn: http1::Connection<I, S>,
     mut stop: watch::Receiver<bool>,
+    untouched: impl Fn() -> bool,
 ) -> Result<(), hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
@@ -371,7 +377,9 @@ where
         r = conn.as_mut() => return r,
         _ = stop.wait_for(|s| *s) => {}
     }
-    conn.as_mut().graceful_shutdown();
+    if !untouched() {
+        conn.as_mut().graceful_shutdown();
+    }
     conn.await
 }
 
@@ -537,6 +545,9 @@ async fn serve_tls(
         // total.
         let per_client = if trusted { usize::MAX } else { conns.send_wait_bytes_per_client };
         ctx.holds = Some(guard.send_account(per_client, conns.send_wait_bytes_total));
+    } else {
+        // Once the gateway stops, every HTTP/1 answer closes its connection (see `watched`).
+        ctx.stopping = Some(watcher.clone());
     }
     let conn = Arc::new(Downstream { shared: shared.clone(), ctx });
     if h2 {
@@ -544,14 +555,16 @@ async fn serve_tls(
             tracing::debug!(client = %peer.ip(), error = %e, "connection ended with an error");
         }
     } else {
+        let seen = conn.clone();
+        let untouched = move || seen.ctx.requests.load(Ordering::Relaxed) == 0;
         let svc = service_fn(move |req| proxy::handle(conn.clone(), req));
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
             .header_read_timeout(conns.header_read_timeout)
             .max_header_size(conns.max_header_bytes)
             .keep_alive(true);
-        if let Err(e) = Box::pin(watched(b.serve_connection(TokioIo::new(io), svc), watcher)).await
-        {
+        let serving = watched(b.serve_connection(TokioIo::new(io), svc), watcher, untouched);
+        if let Err(e) = Box::pin(serving).await {
             tracing::debug!(client = %peer.ip(), error = %e, "connection ended with an error");
         }
     }
@@ -579,7 +592,7 @@ async fn accept_redirect(listener: TcpListener, shared: Arc<Shared>, graceful: A
             });
             let mut b = http1::Builder::new();
             b.timer(TokioTimer::new()).header_read_timeout(timeout).keep_alive(false);
-            let _ = watched(b.serve_connection(TokioIo::new(tcp), svc), watcher).await;
+            let _ = watched(b.serve_connection(TokioIo::new(tcp), svc), watcher, || false).await;
             drop(guard);
         });
     }

@@ -59,11 +59,53 @@ async fn shutdown_drains_requests_in_flight_and_refuses_new_connections() {
     wait_for("request reached the upstream", Duration::from_secs(5), async || up.requests() == 1)
         .await;
     gw.stop().await;
+    assert_eq!(
+        up.seen.busy.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the drain ended before the request in flight was answered"
+    );
     assert_eq!(in_flight.await.expect("join"), 200, "in-flight request was cut");
     assert!(
         tls_connect(tls, client_config(&[b"http/1.1"])).await.is_err(),
         "a new connection was accepted after shutdown"
     );
+}
+
+/// A connection with no request yet when the gateway stops was most likely accepted just
+/// before (in a handover, say), its request on the way: it is answered, with
+/// `Connection: close`, instead of being closed unanswered. An idle keep-alive connection that
+/// has been served is closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_a_fresh_connection_still_gets_its_first_request_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&policy_text(&[up.addr], &[])).await;
+    let cfg = client_config(&[b"http/1.1"]);
+    let request =
+        b"POST /v1/chain/get_info HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}";
+    let mut used = tls_connect(gw.tls, cfg.clone()).await.expect("tls");
+    used.write_all(request).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = used.read(&mut buf).await.expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let mut fresh = tls_connect(gw.tls, cfg).await.expect("tls");
+
+    let stopping = tokio::spawn(gw.stop());
+    // The used connection's close shows that the stop has reached the connections.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), used.read_to_end(&mut rest))
+        .await
+        .expect("the idle used connection is closed at once");
+    fresh.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = fresh.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("the drain ends with the fresh connection")
+        .expect("join");
 }
 
 /// HTTP/2 connections are served by the gateway's own driver (not hyper's server): at
@@ -81,6 +123,13 @@ async fn shutdown_drains_http2_streams_in_flight() {
     wait_for("request reached the upstream", Duration::from_secs(5), async || up.requests() == 1)
         .await;
     gw.stop().await;
+    // `run` returns once the drain is over: by then the stream must have had its answer. A
+    // binary exits at that point, cutting whatever is still open.
+    assert_eq!(
+        up.seen.busy.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the drain ended before the stream in flight was answered"
+    );
     assert_eq!(in_flight.await.expect("join"), 200, "in-flight HTTP/2 stream was cut");
 }
 
