@@ -7,7 +7,7 @@
 //! limited). This module keys clients by [`ClientKey`] and never reads a request.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
@@ -119,6 +119,43 @@ impl Bans {
         self.map.retain(|_, o| {
             o.banned_until_ms > now || now.saturating_sub(o.window_start_ms) <= window
         });
+    }
+
+    /// The clients banned now, with the time each ban has left (to carry them over a
+    /// handover).
+    pub fn active(&self) -> Vec<(ClientKey, Duration)> {
+        let now = self.now_ms();
+        if self.bans_end_ms.load(Ordering::Relaxed) <= now {
+            return Vec::new();
+        }
+        self.map
+            .iter()
+            .filter(|o| o.banned_until_ms > now)
+            .map(|o| (*o.key(), Duration::from_millis(o.banned_until_ms - now)))
+            .collect()
+    }
+
+    /// Bans each client of `bans` for the time given (carried over a handover), within the cap
+    /// on tracked offenders; a longer ban already given stays. Returns how many were taken.
+    pub fn restore(&self, bans: impl IntoIterator<Item = (ClientKey, Duration)>) -> usize {
+        let now = self.now_ms();
+        let mut taken = 0;
+        for (key, left) in bans {
+            let until = now.saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+            if let Some(mut o) = self.map.get_mut(&key) {
+                o.banned_until_ms = o.banned_until_ms.max(until);
+            } else if self.map.len() < self.cap.load(Ordering::Relaxed) {
+                self.map.insert(
+                    key,
+                    Offender { window_start_ms: now, count: 0, banned_until_ms: until },
+                );
+            } else {
+                continue;
+            }
+            self.bans_end_ms.fetch_max(until, Ordering::Relaxed);
+            taken += 1;
+        }
+        taken
     }
 
     /// Offenders tracked.

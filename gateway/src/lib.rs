@@ -13,6 +13,7 @@ pub mod document;
 pub mod error;
 pub mod filter;
 pub mod framing;
+pub mod handover;
 pub mod http2;
 pub mod keepalive;
 pub mod limit;

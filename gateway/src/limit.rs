@@ -28,7 +28,7 @@ use crate::policy::Policy;
 mod tests;
 
 /// A client as the limiter sees it: the peer address cut to the configured prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ClientKey {
     /// IPv4 prefix (host bits zeroed).
     V4(u32),

@@ -3,8 +3,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use rempart_gateway::ban::Bans;
+use rempart_gateway::handover::{HandoverError, HandoverSocket, Predecessor, Sockets};
 use rempart_gateway::{Config, GatewayError, Listeners, Policy, run};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -47,6 +50,15 @@ enum Command {
         /// CPU core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Unix socket (created mode 0600) on which a successor started with `--take-over` may
+        /// take the listening sockets, for an upgrade or a restart that refuses no connection.
+        #[arg(long, value_name = "PATH")]
+        handover: Option<PathBuf>,
+        /// Take the listening sockets of the gateway answering on `--handover` instead of
+        /// binding them; it then stops accepting, drains its connections and exits. With none
+        /// answering there (the first start), bind them.
+        #[arg(long, requires = "handover")]
+        take_over: bool,
     },
     /// Write a development CA and a localhost server certificate (never for production).
     DevCert {
@@ -69,8 +81,9 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Serve { policy, exit_with_stdin, workers } => {
-            serve(policy, exit_with_stdin, workers)
+        Command::Serve { policy, exit_with_stdin, workers, handover, take_over } => {
+            let handover = handover.map(|path| Handover { path, take_over });
+            serve(policy, exit_with_stdin, workers, handover)
         }
         Command::DevCert { out } => match rempart_gateway::dev_cert::write_dev_certs(&out) {
             Ok(files) => {
@@ -88,6 +101,53 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// The listeners: bound, or taken from a running gateway (with its [`Predecessor`] to complete).
+/// With `--handover`, also copies of them to hand over in turn, and the handover socket, which
+/// a successor binds only after its predecessor has released the path.
+async fn start_listening(
+    policy: &Policy,
+    handover: Option<Handover>,
+) -> Result<(Listeners, Option<Predecessor>, Option<(Option<HandoverSocket>, Sockets)>), GatewayError>
+{
+    let Some(h) = handover else {
+        return Ok((Listeners::bind(policy).await?, None, None));
+    };
+    let taken = if h.take_over {
+        match Listeners::take_over(policy, &h.path).await {
+            Ok(taken) => Some(taken),
+            // Nobody to take over from (the first start, or after a crash): bind. A gateway
+            // that still holds the ports without answering makes the bind fail, as it should.
+            Err(GatewayError::Handover(HandoverError::Connect { source, .. }))
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                tracing::info!(
+                    path = %h.path.display(),
+                    "no gateway answers on the handover socket: binding the listeners"
+                );
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let (listeners, predecessor, socket) = match taken {
+        Some((listeners, predecessor)) => (listeners, Some(predecessor), None),
+        None => {
+            let listeners = Listeners::bind(policy).await?;
+            (listeners, None, Some(HandoverSocket::bind(&h.path)?))
+        }
+    };
+    let sockets = Sockets::of(&listeners).map_err(|e| HandoverError::Bind {
+        path: h.path.clone(),
+        reason: format!("cannot keep copies of the listening sockets to hand over: {e}"),
+    })?;
+    Ok((listeners, predecessor, Some((socket, sockets))))
 }
 
 /// With `enabled` (`--exit-with-stdin`), resolves once stdin, a pipe from `rempart up`, reaches
@@ -110,7 +170,18 @@ async fn stdin_closed(enabled: bool) {
     std::future::pending::<()>().await
 }
 
-fn serve(file: PathBuf, exit_with_stdin: bool, workers: Option<usize>) -> ExitCode {
+/// `--handover PATH` and `--take-over`.
+struct Handover {
+    path: PathBuf,
+    take_over: bool,
+}
+
+fn serve(
+    file: PathBuf,
+    exit_with_stdin: bool,
+    workers: Option<usize>,
+    handover: Option<Handover>,
+) -> ExitCode {
     // Its own thread writes the log: a stalled reader of stdout costs log lines, counted in the
     // metrics, never the serving (see `rempart_core::log`).
     let (log, _flushed_at_exit) = rempart_core::log::background(std::io::stdout(), "gateway-log");
@@ -144,14 +215,29 @@ fn serve(file: PathBuf, exit_with_stdin: bool, workers: Option<usize>) -> ExitCo
         }
     };
     rt.block_on(async move {
-        let listeners = match Listeners::bind(&policy).await {
-            Ok(l) => l,
+        let (listeners, mut predecessor, handover) = match start_listening(&policy, handover).await
+        {
+            Ok(started) => started,
             Err(e) => {
                 eprintln!("{e}");
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
-        let config = Config { policy_file: Some(file), workers, ..Config::default() };
+        // Shared with the handover socket, which carries the bans to a successor; a successor
+        // starts with its predecessor's.
+        let bans = Arc::new(Bans::new(policy.access().max_tracked_offenders));
+        if let Some(p) = predecessor.as_mut() {
+            let carried = p.take_bans();
+            let offered = carried.len();
+            let taken = bans.restore(carried);
+            tracing::info!(predecessor = p.pid(), offered, taken, "bans carried over");
+        }
+        let config = Config {
+            policy_file: Some(file),
+            workers,
+            bans: Some(bans.clone()),
+            ..Config::default()
+        };
         let reload = config.reload.clone();
         // Installed before anything is served: SIGHUP's default action ends the process, so a
         // reload asked for as soon as the listeners answer must already find the handler.
@@ -163,9 +249,31 @@ fn serve(file: PathBuf, exit_with_stdin: bool, workers: Option<usize>) -> ExitCo
             eprintln!("cannot install signal handlers");
             return ExitCode::from(EXIT_RUNTIME);
         };
+        // `run` polls this only once it serves: the moment to tell a predecessor to stop.
         let shutdown = async move {
+            let mut handover = handover;
+            if let Some(p) = predecessor {
+                let pid = p.pid();
+                match p.complete().await {
+                    Ok(socket) => {
+                        tracing::info!(predecessor = pid, "took over its listeners; it drains");
+                        handover = handover.map(|(_, sockets)| (Some(socket), sockets));
+                    }
+                    Err(e) => tracing::warn!(
+                        predecessor = pid,
+                        error = %e,
+                        "serving, but this gateway cannot be taken over in turn until restarted"
+                    ),
+                }
+            }
+            let taken = async move {
+                match handover {
+                    Some((Some(socket), sockets)) => socket.serve(sockets, bans).await,
+                    _ => std::future::pending().await,
+                }
+            };
             let closed = stdin_closed(exit_with_stdin);
-            tokio::pin!(closed);
+            tokio::pin!(closed, taken);
             loop {
                 tokio::select! {
                     _ = hup.recv() => reload.notify_one(),
@@ -173,6 +281,10 @@ fn serve(file: PathBuf, exit_with_stdin: bool, workers: Option<usize>) -> ExitCo
                     _ = int.recv() => return,
                     _ = &mut closed => {
                         tracing::info!("stdin closed: stopping");
+                        return;
+                    }
+                    successor = &mut taken => {
+                        tracing::info!(successor, "listeners handed over: draining, then exiting");
                         return;
                     }
                 }

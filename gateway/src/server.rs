@@ -38,6 +38,7 @@ use crate::ban::Bans;
 use crate::conn::{Awaiting, ConnGuard, EdgeIo};
 use crate::document::{DocumentError, Loaded};
 use crate::framing::Scanner;
+use crate::handover::{self, HandoverError, Predecessor, Received, Role};
 use crate::http2;
 use crate::limit::ClientKey;
 use crate::metrics::Metrics;
@@ -71,6 +72,9 @@ pub enum GatewayError {
         /// The I/O error.
         source: io::Error,
     },
+    /// The listeners could not be taken over from the running gateway.
+    #[error(transparent)]
+    Handover(#[from] HandoverError),
     /// A worker thread could not be started.
     #[error("cannot start gateway worker thread {index}: {source}; lower --workers")]
     Worker {
@@ -108,6 +112,55 @@ impl Listeners {
             admin: bind(l.admin).await?,
         })
     }
+
+    /// Takes the listening sockets of the gateway answering on `path` (see [`handover`]):
+    /// each one on the address `policy` names is kept, any other is closed, and an address of
+    /// `policy` that came with no socket is bound afresh. The returned [`Predecessor`] must be
+    /// completed once the gateway serves.
+    ///
+    /// [`handover`]: crate::handover
+    pub async fn take_over(
+        policy: &Policy,
+        path: &std::path::Path,
+    ) -> Result<(Listeners, Predecessor), GatewayError> {
+        let (received, predecessor) = handover::receive(path)?;
+        let l = policy.listeners();
+        let mut received: Vec<Option<Received>> = received.into_iter().map(Some).collect();
+        let mut listener = async |role: Role, addr: SocketAddr| {
+            let kept = received
+                .iter_mut()
+                .find(|r| r.as_ref().is_some_and(|r| r.role == role && r.addr == addr))
+                .and_then(Option::take);
+            match kept {
+                Some(r) => {
+                    let from_std = |l: std::net::TcpListener| {
+                        l.set_nonblocking(true)?;
+                        TcpListener::from_std(l)
+                    };
+                    from_std(r.listener).map_err(|source| GatewayError::Bind { addr, source })
+                }
+                None => {
+                    tracing::info!(?role, %addr, "no socket handed over for this address: binding");
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| GatewayError::Bind { addr, source })
+                }
+            }
+        };
+        let listeners = Listeners {
+            tls: listener(Role::Tls, l.tls).await?,
+            redirect: match l.redirect {
+                Some(a) => Some(listener(Role::Redirect, a).await?),
+                None => None,
+            },
+            admin: listener(Role::Admin, l.admin).await?,
+        };
+        for r in received.into_iter().flatten() {
+            let (role, addr) = (r.role, r.addr);
+            tracing::info!(?role, %addr, "the policy no longer listens here: closing the socket");
+        }
+        Ok((listeners, predecessor))
+    }
 }
 
 /// How the gateway runs, beyond the policy itself.
@@ -123,6 +176,9 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Threads serving the TLS listener, the calling runtime's thread included (at least 1).
     pub workers: usize,
+    /// The offenders and bans to start with and share (with a handover socket, which carries
+    /// them to a successor); `None` starts from none.
+    pub bans: Option<Arc<Bans>>,
 }
 
 impl Default for Config {
@@ -133,6 +189,7 @@ impl Default for Config {
             watch_interval: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
             workers: 1,
+            bans: None,
         }
     }
 }
@@ -152,7 +209,8 @@ pub async fn run(
     let store = CertStore::load(&provider, policy.tls())?;
     let resolver = Arc::new(CertResolver::new(store));
     let tls_config = tls::server_config(provider.clone(), resolver.clone(), policy.tls())?;
-    let bans = Bans::new(policy.access().max_tracked_offenders);
+    let bans = config.bans.clone().unwrap_or_else(|| Arc::new(Bans::new(0)));
+    bans.set_cap(policy.access().max_tracked_offenders);
     let documents = Loaded::load(policy.documents())?;
     let workers = config.workers.max(1);
     let runtime = Runtime::build(policy, documents, None, workers);

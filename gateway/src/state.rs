@@ -83,7 +83,7 @@ pub struct Shared {
     /// Open connections.
     pub conns: Arc<ConnTracker>,
     /// Offenders and bans.
-    pub bans: Bans,
+    pub bans: Arc<Bans>,
     /// Certificates by server name.
     pub resolver: Arc<CertResolver>,
     /// The TLS configuration new connections use.

@@ -67,3 +67,31 @@ fn a_ban_is_seen_past_the_check_that_skips_the_map() {
     assert!(b.is_banned(k));
     assert!(!b.is_banned(ClientKey::V4(8)));
 }
+
+/// Bans carried over a handover: what `active` reports, `restore` gives back, within the cap,
+/// never shortening a longer ban.
+#[test]
+fn active_bans_are_carried_and_restored_within_the_cap() {
+    let a = access(1);
+    let old = Bans::new(100);
+    assert!(old.active().is_empty());
+    let (k1, k2) = (ClientKey::V4(1), ClientKey::V6(2));
+    assert!(old.violation(k1, &a));
+    assert!(old.violation(k2, &a));
+    let mut carried = old.active();
+    carried.sort_by_key(|(k, _)| matches!(k, ClientKey::V6(_)));
+    assert_eq!(carried.iter().map(|c| c.0).collect::<Vec<_>>(), [k1, k2]);
+    assert!(carried.iter().all(|(_, left)| *left <= a.ban && *left > a.ban / 2));
+
+    let new = Bans::new(1);
+    assert!(!new.is_banned(k1));
+    assert_eq!(new.restore(carried), 1, "one offender fits under the cap");
+    assert!(new.is_banned(k1) || new.is_banned(k2));
+    assert_eq!(new.banned(), 1);
+
+    // A ban already longer than the one carried stays.
+    let b = Bans::new(10);
+    b.restore([(k1, Duration::from_secs(600))]);
+    b.restore([(k1, Duration::from_secs(1))]);
+    assert!(b.active()[0].1 > Duration::from_secs(590));
+}

@@ -4,6 +4,7 @@
 mod access;
 mod certs;
 mod filter;
+mod handover;
 mod memory;
 mod protection;
 mod proxy;

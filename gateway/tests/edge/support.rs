@@ -358,6 +358,24 @@ impl ServedBinary {
         edit: &[(&str, &str)],
         logging: bool,
     ) -> ServedBinary {
+        Self::launch(nodes, edit, logging, &[]).await
+    }
+
+    /// As [`ServedBinary::start`], with `args` added to `serve`'s.
+    pub(crate) async fn start_args(
+        nodes: &[SocketAddr],
+        edit: &[(&str, &str)],
+        args: &[&std::ffi::OsStr],
+    ) -> ServedBinary {
+        Self::launch(nodes, edit, false, args).await
+    }
+
+    async fn launch(
+        nodes: &[SocketAddr],
+        edit: &[(&str, &str)],
+        logging: bool,
+        args: &[&std::ffi::OsStr],
+    ) -> ServedBinary {
         let (tls_port, admin_port) = (free_port(), free_port());
         let (tls_line, admin_line) = (
             format!("tls = \"127.0.0.1:{tls_port}\""),
@@ -377,6 +395,7 @@ impl ServedBinary {
             .arg("serve")
             .arg("--policy")
             .arg(&policy_file)
+            .args(args)
             .env("RUST_LOG", if logging { "info" } else { "warn" })
             .stdout(if logging {
                 std::process::Stdio::piped()
@@ -397,6 +416,21 @@ impl ServedBinary {
         })
         .await;
         ServedBinary { child, pid, tls, admin, text, policy_file, _dir: dir }
+    }
+
+    /// Another `rempart-gateway serve` on this one's policy file with `args` added (a
+    /// successor taking over, say), killed when dropped. Waits for nothing.
+    pub(crate) fn successor(&self, args: &[&std::ffi::OsStr]) -> tokio::process::Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_rempart-gateway"))
+            .arg("serve")
+            .arg("--policy")
+            .arg(&self.policy_file)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the successor")
     }
 
     /// The process's resident memory, in bytes.

@@ -1,0 +1,218 @@
+//! Seamless restarts with the binary: a successor started with `--take-over` takes the running
+//! gateway's listeners. No connection is refused or failed on the way, a request in flight at
+//! the old process is answered, the old process exits, and the successor can be taken over in
+//! turn.
+
+use std::ffi::OsStr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::support::{Client, ServedBinary, Upstream, client_config, tls_connect, wait_for};
+
+/// One request on a new TLS connection, HTTP/2 or HTTP/1.1: its status, or the failure.
+async fn one_request(addr: SocketAddr, h2: bool) -> Result<u16, String> {
+    let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+    let tls = tls_connect(addr, client_config(alpn)).await.map_err(|e| e.to_string())?;
+    let io = TokioIo::new(tls);
+    let resp = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = Request::post("https://localhost/v1/chain/get_info")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .expect("req");
+        send.send_request(req).await.map_err(|e| format!("{e:?}"))?
+    } else {
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = Request::post("/v1/chain/get_info")
+            .header("host", "localhost")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .expect("req");
+        send.send_request(req).await.map_err(|e| format!("{e:?}"))?
+    };
+    let status = resp.status().as_u16();
+    resp.into_body().collect().await.map_err(|e| e.to_string())?;
+    Ok(status)
+}
+
+/// Clients opening a connection per request, back to back, until stopped; every other one
+/// speaks HTTP/2.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks = (0..clients)
+            .map(|i| {
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                let h2 = i % 2 == 1;
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        match one_request(addr, h2).await {
+                            Ok(200) => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(s) => failures.lock().unwrap().push(format!("h2 {h2}: status {s}")),
+                            Err(e) => failures.lock().unwrap().push(format!("h2 {h2}: {e}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, ok, failures, tasks }
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// Stops the clients and returns every failure they saw.
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.expect("client task");
+        }
+        std::mem::take(&mut *self.failures.lock().unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_takes_the_listeners_without_failing_a_connection() {
+    let up = Upstream::start("a").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("handover.sock");
+    let handover = [OsStr::new("--handover"), path.as_os_str()];
+    let take_over = [OsStr::new("--handover"), path.as_os_str(), OsStr::new("--take-over")];
+    let slow_route = [("path = \"/v1/history/get_actions\"", "path = \"/v1/chain/slow\"")];
+    let mut old = ServedBinary::start_args(&[up.addr], &slow_route, &handover).await;
+    let tls = old.tls;
+
+    let load = Load::start(tls, 4);
+    wait_for("requests served by the first gateway", Duration::from_secs(10), async || {
+        load.ok() >= 50
+    })
+    .await;
+    // A request the first gateway is still answering when it hands over.
+    let mut slow = Client::connect(tls, false).await;
+    let in_flight = tokio::spawn(async move { slow.post("/v1/chain/slow", "{}").await.status });
+    wait_for("the slow request at the upstream", Duration::from_secs(5), async || {
+        up.seen.busy.load(Ordering::SeqCst) > 0
+    })
+    .await;
+
+    let mut successor = old.successor(&take_over);
+    let exited = tokio::time::timeout(Duration::from_secs(20), old.child.wait())
+        .await
+        .expect("the first gateway exits after handing over")
+        .expect("wait");
+    assert!(exited.success(), "the first gateway exits cleanly: {exited}");
+    assert_eq!(in_flight.await.expect("join"), 200, "the request in flight is answered");
+
+    // Everything from here on is the successor's.
+    let before = load.ok();
+    wait_for("requests served by the successor", Duration::from_secs(10), async || {
+        load.ok() >= before + 50
+    })
+    .await;
+    let failures = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..5.min(failures.len())]
+    );
+    assert!(successor.try_wait().expect("wait").is_none(), "the successor serves");
+    let mode = std::fs::metadata(&path).expect("the successor's handover socket").permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+
+    // The successor can be replaced in turn.
+    let mut third = old.successor(&take_over);
+    let exited = tokio::time::timeout(Duration::from_secs(20), successor.wait())
+        .await
+        .expect("the successor exits after handing over in turn")
+        .expect("wait");
+    assert!(exited.success(), "{exited}");
+    assert_eq!(one_request(tls, true).await, Ok(200));
+    assert!(third.try_wait().expect("wait").is_none(), "the third gateway serves");
+}
+
+/// With nobody answering on the handover socket, `--take-over` binds the listeners (the first
+/// start of units that take turns); a process holding the ports without answering there makes
+/// that fail, and is left alone.
+#[tokio::test]
+async fn take_over_with_nobody_to_take_from_binds() {
+    let up = Upstream::start("a").await;
+    let mut old = ServedBinary::start(&[up.addr], &[]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nobody.sock");
+    let take_over = [OsStr::new("--handover"), path.as_os_str(), OsStr::new("--take-over")];
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rempart-gateway"))
+        .args([OsStr::new("serve"), OsStr::new("--policy"), old.policy_file.as_os_str()])
+        .args(take_over)
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(out.status.code(), Some(70), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on") && err.contains("another process"), "{err}");
+    assert_eq!(one_request(old.tls, false).await, Ok(200), "the running gateway is untouched");
+
+    old.child.kill().await.expect("kill");
+    let mut first = old.successor(&take_over);
+    wait_for("the gateway bound by --take-over", Duration::from_secs(20), async || {
+        one_request(old.tls, false).await == Ok(200)
+    })
+    .await;
+    assert!(first.try_wait().expect("wait").is_none());
+    assert!(path.exists(), "it answers handovers in turn");
+}
+
+/// An upgrade is no amnesty: the clients banned by the first gateway stay banned by its
+/// successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_outlive_a_handover() {
+    let up = Upstream::start("a").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("handover.sock");
+    let handover = [OsStr::new("--handover"), path.as_os_str()];
+    let take_over = [OsStr::new("--handover"), path.as_os_str(), OsStr::new("--take-over")];
+    let ban_soon = [("ban_after = 1000000", "ban_after = 5")];
+    let mut old = ServedBinary::start_args(&[up.addr], &ban_soon, &handover).await;
+    let tls = old.tls;
+    let bad = Ipv4Addr::new(127, 0, 0, 3);
+    let mut c = Client::connect_from(bad, tls, false).await.expect("tls");
+    for _ in 0..5 {
+        assert_eq!(c.post("/v1/producer/pause", "{}").await.status, 403);
+    }
+    drop(c);
+    assert!(Client::connect_from(bad, tls, false).await.is_err(), "banned by the first gateway");
+
+    let mut successor = old.successor(&take_over);
+    let exited = tokio::time::timeout(Duration::from_secs(20), old.child.wait())
+        .await
+        .expect("the first gateway exits after handing over")
+        .expect("wait");
+    assert!(exited.success(), "{exited}");
+    assert!(Client::connect_from(bad, tls, false).await.is_err(), "the ban outlived the handover");
+    let mut good =
+        Client::connect_from(Ipv4Addr::new(127, 0, 0, 2), tls, false).await.expect("tls");
+    assert_eq!(good.post("/v1/chain/get_info", "{}").await.status, 200);
+    assert!(successor.try_wait().expect("wait").is_none(), "the successor serves");
+}
