@@ -111,11 +111,20 @@ async fn an_http2_client_that_keeps_its_window_shut_is_reset_refused_and_others_
     served(&gw, false, SMALL).await;
 
     let mut reset_at = Vec::new();
+    let mut cancelled = 0;
     for o in outcomes {
         let (r, at) = o.await.expect("task");
-        assert_eq!(r, Err(Some(Reason::CANCEL)), "no byte is sent past a shut window");
+        // A stream refused for want of room is reset once its answer comes (CANCEL), or
+        // before it reaches a node when the held answers came first (REFUSED_STREAM, on a
+        // loaded machine where the four streams arrive in more than one read).
+        match r {
+            Err(Some(Reason::CANCEL)) => cancelled += 1,
+            Err(Some(Reason::REFUSED_STREAM)) => {}
+            other => panic!("no byte is sent past a shut window: {other:?}"),
+        }
         reset_at.push(at);
     }
+    assert!(cancelled >= 2, "the two held answers are cancelled");
     reset_at.sort();
     // The two held answers are reset at the send timeout, not before.
     assert!(reset_at[2] >= Duration::from_millis(1000), "{reset_at:?}");
