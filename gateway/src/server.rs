@@ -176,6 +176,11 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Threads serving the TLS listener, the calling runtime's thread included (at least 1).
     pub workers: usize,
+    /// At a stop, how long a used HTTP/1 connection keeps waiting for one more request (its
+    /// answer then closes it) before it is closed when idle. Closing an idle keep-alive
+    /// connection races with a request its client may be sending; after this long unused, the
+    /// client was most likely done with it.
+    pub close_idle_after: Duration,
     /// The offenders and bans to start with and share (with a handover socket, which carries
     /// them to a successor); `None` starts from none.
     pub bans: Option<Arc<Bans>>,
@@ -189,6 +194,7 @@ impl Default for Config {
             watch_interval: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
             workers: 1,
+            close_idle_after: Duration::from_secs(1),
             bans: None,
         }
     }
@@ -223,6 +229,7 @@ pub async fn run(
         tls_config: ArcSwap::new(tls_config),
         provider,
         workers,
+        close_idle_after: config.close_idle_after,
     });
     let graceful = Arc::new(Graceful::new());
 
@@ -412,17 +419,22 @@ impl Graceful {
     }
 }
 
-/// Runs a hyper HTTP/1 connection until it ends, or until `stop` turns true: then it finishes
-/// the request in flight and closes.
+/// Runs a hyper HTTP/1 connection until it ends, or until `stop` turns true: then every answer
+/// closes the connection (`Connection: close`, see `ConnCtx::stopping`), and the connection
+/// is closed when idle, so that the drain ends.
 ///
-/// A connection that has brought no request yet (`untouched`) when `stop` turns was most
-/// likely accepted as the gateway stopped accepting (a handover), its first request on the
-/// way: it is left to bring that request, which its service answers with `Connection: close`,
-/// instead of being closed unanswered. The header read timeout bounds the wait.
+/// Closing an idle keep-alive connection races with a request its client may be sending at
+/// that moment, which would be lost (a `push_transaction` is not retried). So an idle
+/// connection is closed only once unused for `idle_grace` after the stop: a client still using
+/// it sends its next request within that time and gets the answer that closes it. A connection
+/// that has brought no request yet (`untouched`) was most likely accepted just as the gateway
+/// stopped accepting (a handover), its first request on the way: it is waited for, within the
+/// header read timeout.
 async fn watched<I, S>(
     conn: http1::Connection<I, S>,
     mut stop: watch::Receiver<bool>,
     untouched: impl Fn() -> bool,
+    idle_grace: Duration,
 ) -> Result<(), hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
@@ -435,9 +447,16 @@ where
         r = conn.as_mut() => return r,
         _ = stop.wait_for(|s| *s) => {}
     }
-    if !untouched() {
-        conn.as_mut().graceful_shutdown();
+    if untouched() {
+        return conn.await;
     }
+    if !idle_grace.is_zero() {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            _ = tokio::time::sleep(idle_grace) => {}
+        }
+    }
+    conn.as_mut().graceful_shutdown();
     conn.await
 }
 
@@ -621,7 +640,8 @@ async fn serve_tls(
             .header_read_timeout(conns.header_read_timeout)
             .max_header_size(conns.max_header_bytes)
             .keep_alive(true);
-        let serving = watched(b.serve_connection(TokioIo::new(io), svc), watcher, untouched);
+        let grace = shared.close_idle_after;
+        let serving = watched(b.serve_connection(TokioIo::new(io), svc), watcher, untouched, grace);
         if let Err(e) = Box::pin(serving).await {
             tracing::debug!(client = %peer.ip(), error = %e, "connection ended with an error");
         }
@@ -650,7 +670,10 @@ async fn accept_redirect(listener: TcpListener, shared: Arc<Shared>, graceful: A
             });
             let mut b = http1::Builder::new();
             b.timer(TokioTimer::new()).header_read_timeout(timeout).keep_alive(false);
-            let _ = watched(b.serve_connection(TokioIo::new(tcp), svc), watcher, || false).await;
+            // One request per connection (no keep-alive): until it has come, the connection
+            // is as good as new, and its request is waited for.
+            let conn = b.serve_connection(TokioIo::new(tcp), svc);
+            let _ = watched(conn, watcher, || true, Duration::ZERO).await;
             drop(guard);
         });
     }

@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -92,6 +93,9 @@ pub struct Shared {
     pub provider: Arc<CryptoProvider>,
     /// Worker threads serving the TLS listener.
     pub workers: usize,
+    /// At a stop, how long a used HTTP/1 connection keeps waiting for one more request
+    /// before it is closed when idle (see `Config::close_idle_after`).
+    pub close_idle_after: Duration,
 }
 
 impl Shared {

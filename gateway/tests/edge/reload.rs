@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,40 +75,57 @@ async fn shutdown_drains_requests_in_flight_and_refuses_new_connections() {
     );
 }
 
-/// A connection with no request yet when the gateway stops was most likely accepted just
-/// before (in a handover, say), its request on the way: it is answered, with
-/// `Connection: close`, instead of being closed unanswered. An idle keep-alive connection that
-/// has been served is closed at once.
+/// Requests that reach a stopping gateway on connections it has already accepted are answered,
+/// not lost. A connection with no request yet was most likely accepted just before the stop (in
+/// a handover, say), its request on the way: it is answered with `Connection: close`. A used
+/// keep-alive connection is not closed under a request its client may be sending: it is left
+/// `close_idle_after` (here 200 ms) to bring one, then closed when idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_shutdown_a_fresh_connection_still_gets_its_first_request_answered() {
+async fn at_shutdown_requests_on_open_connections_are_still_answered() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = Upstream::start("a").await;
     let gw = Gateway::start(&policy_text(&[up.addr], &[])).await;
+    let tls = gw.tls;
     let cfg = client_config(&[b"http/1.1"]);
     let request =
         b"POST /v1/chain/get_info HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}";
-    let mut used = tls_connect(gw.tls, cfg.clone()).await.expect("tls");
+    let mut used = tls_connect(tls, cfg.clone()).await.expect("tls");
     used.write_all(request).await.expect("write");
     let mut buf = vec![0u8; 4096];
     let n = used.read(&mut buf).await.expect("read");
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
-    let mut fresh = tls_connect(gw.tls, cfg).await.expect("tls");
+    let mut fresh = tls_connect(tls, cfg).await.expect("tls");
+    // An idle HTTP/2 connection: it is closed with a GOAWAY as soon as the stop reaches the
+    // connections, which tells the test that the HTTP/1 ones have it too.
+    let h2 = tls_connect(tls, client_config(&[b"h2"])).await.expect("tls");
+    let (_send, h2_conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(h2),
+    )
+    .await
+    .expect("h2 handshake");
+    let h2_closed = tokio::spawn(h2_conn);
 
     let stopping = tokio::spawn(gw.stop());
-    // The used connection's close shows that the stop has reached the connections.
-    let mut rest = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), used.read_to_end(&mut rest))
+    let _ = tokio::time::timeout(Duration::from_secs(5), h2_closed)
         .await
-        .expect("the idle used connection is closed at once");
-    fresh.write_all(request).await.expect("write");
-    let mut answer = Vec::new();
-    let _ = fresh.read_to_end(&mut answer).await;
-    let answer = String::from_utf8_lossy(&answer).to_lowercase();
-    assert!(answer.starts_with("http/1.1 200"), "{answer}");
-    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+        .expect("the idle HTTP/2 connection is closed at the stop");
+    // Well within the 200 ms left to used HTTP/1 connections.
+    for (name, conn) in [("used", &mut used), ("fresh", &mut fresh)] {
+        conn.write_all(request).await.expect("write");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer))
+            .await
+            .expect("the connection closes after its answer");
+        let answer = String::from_utf8_lossy(&answer).to_lowercase();
+        assert!(answer.starts_with("http/1.1 200"), "{name}: {answer}");
+        if name == "fresh" {
+            assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+        }
+    }
     tokio::time::timeout(Duration::from_secs(5), stopping)
         .await
-        .expect("the drain ends with the fresh connection")
+        .expect("the drain ends with the connections")
         .expect("join");
 }
 

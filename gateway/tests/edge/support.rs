@@ -276,6 +276,9 @@ impl Gateway {
             policy_file: Some(policy_file.clone()),
             watch_interval: Duration::from_millis(50),
             drain_timeout: Duration::from_secs(2),
+            // Short, so that tests stopping with idle clients open do not wait long; the
+            // behaviour is the same as with the binary's 1 s.
+            close_idle_after: Duration::from_millis(200),
             workers,
             ..Config::default()
         };
