@@ -216,3 +216,42 @@ async fn bans_outlive_a_handover() {
     assert_eq!(good.post("/v1/chain/get_info", "{}").await.status, 200);
     assert!(successor.try_wait().expect("wait").is_none(), "the successor serves");
 }
+
+/// A successor whose policy moves a listener binds the new address and closes the old one
+/// once its predecessor is gone; the listeners it keeps are taken over as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_that_moves_a_listener_binds_it_afresh() {
+    let up = Upstream::start("a").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("handover.sock");
+    let handover = [OsStr::new("--handover"), path.as_os_str()];
+    let mut old = ServedBinary::start_args(&[up.addr], &[], &handover).await;
+    let moved_port = crate::support::free_port();
+    let moved: SocketAddr = ([127, 0, 0, 1], moved_port).into();
+    let old_line = format!("tls = \"127.0.0.1:{}\"", old.tls.port());
+    assert!(old.text.contains(&old_line));
+    let text = old.text.replace(&old_line, &format!("tls = \"{moved}\""));
+    let policy = dir.path().join("moved.toml");
+    std::fs::write(&policy, text).expect("write policy");
+
+    let mut successor = tokio::process::Command::new(env!("CARGO_BIN_EXE_rempart-gateway"))
+        .args([OsStr::new("serve"), OsStr::new("--policy"), policy.as_os_str()])
+        .args([OsStr::new("--handover"), path.as_os_str(), OsStr::new("--take-over")])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the successor");
+    let exited = tokio::time::timeout(Duration::from_secs(20), old.child.wait())
+        .await
+        .expect("the first gateway exits after handing over")
+        .expect("wait");
+    assert!(exited.success(), "{exited}");
+    assert_eq!(one_request(moved, false).await, Ok(200), "the moved listener serves");
+    assert!(
+        tokio::net::TcpStream::connect(old.tls).await.is_err(),
+        "the old address no longer accepts"
+    );
+    // The admin listener was taken over, not bound again.
+    assert_eq!(crate::support::plain_get(old.admin, "/healthz").await.0, 200);
+    assert!(successor.try_wait().expect("wait").is_none());
+}
