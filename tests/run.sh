@@ -44,6 +44,7 @@ DEBIAN_PACKAGES=(
     "iproute2:ip"                                        # private network: namespaces, veth, addresses
     "slowhttptest:slowhttptest"                          # gateway: slowloris / slow body attack tests
     "testssl.sh:testssl"                                 # gateway: TLS audit test
+    "pebble:pebble"                                      # gateway: ACME test CA (certificates over HTTP-01)
     "python3-h2:/usr/lib/python3/dist-packages/h2/__init__.py" # gateway: rapid-reset, CONTINUATION flood
     "python3-venv:/usr/lib/python3.11/ensurepip/__init__.py" # node: pyntelope's own virtualenv
 )

@@ -6,6 +6,7 @@
 //! errors to exit codes. Nothing here exits the process or trusts a client-supplied header for
 //! a security decision.
 
+pub mod acme;
 pub mod ban;
 pub mod conn;
 pub mod dev_cert;

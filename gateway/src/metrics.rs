@@ -105,6 +105,8 @@ pub struct Metrics {
     ejections: AtomicU64,
     tls_failures: AtomicU64,
     bans: AtomicU64,
+    acme_issued: AtomicU64,
+    acme_failed: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -134,6 +136,8 @@ impl Metrics {
             ejections: AtomicU64::default(),
             tls_failures: AtomicU64::default(),
             bans: AtomicU64::default(),
+            acme_issued: AtomicU64::default(),
+            acme_failed: AtomicU64::default(),
         }
     }
 
@@ -196,6 +200,12 @@ impl Metrics {
     /// Counts a passive ejection.
     pub fn ejection(&self) {
         self.ejections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an ACME order that ended with `result`: `issued` or `failed`.
+    pub fn acme(&self, result: &str) {
+        let c = if result == "issued" { &self.acme_issued } else { &self.acme_failed };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a new ban.
@@ -371,6 +381,18 @@ impl Metrics {
         writeln!(o, "# HELP rempart_gateway_bans_total Clients banned after repeated refusals.")?;
         writeln!(o, "# TYPE rempart_gateway_bans_total counter")?;
         writeln!(o, "rempart_gateway_bans_total {}", self.bans.load(Ordering::Relaxed))?;
+        writeln!(
+            o,
+            "# HELP rempart_gateway_acme_orders_total ACME certificate orders, by how they ended."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_acme_orders_total counter")?;
+        for (result, c) in [("issued", &self.acme_issued), ("failed", &self.acme_failed)] {
+            writeln!(
+                o,
+                "rempart_gateway_acme_orders_total{{result=\"{result}\"}} {}",
+                c.load(Ordering::Relaxed)
+            )?;
+        }
         writeln!(o, "# HELP rempart_gateway_banned_clients Clients banned now.")?;
         writeln!(o, "# TYPE rempart_gateway_banned_clients gauge")?;
         writeln!(o, "rempart_gateway_banned_clients {}", g.banned)?;

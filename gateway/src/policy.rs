@@ -167,6 +167,18 @@ struct RawCertificate {
     server_names: Spanned<Vec<Spanned<String>>>,
     cert: Spanned<String>,
     key: Spanned<String>,
+    acme: Option<Spanned<RawAcme>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcme {
+    directory: Spanned<String>,
+    contact: Spanned<Vec<Spanned<String>>>,
+    account: Spanned<String>,
+    renew_days_before: Spanned<u64>,
+    #[serde(default)]
+    directory_ca: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -270,6 +282,26 @@ pub struct Certificate {
     pub cert: PathBuf,
     /// PEM file with the private key.
     pub key: PathBuf,
+    /// Obtain and renew `cert` and `key` from an ACME CA; `None`: the files are managed
+    /// outside (certbot, say) and only re-read when they change.
+    pub acme: Option<Acme>,
+}
+
+/// Where and how a certificate is obtained by ACME (RFC 8555), with HTTP-01 challenges
+/// answered on the redirect listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acme {
+    /// The CA's directory URL (https).
+    pub directory: String,
+    /// Contact URIs given to the CA (`mailto:`).
+    pub contact: Vec<String>,
+    /// File holding the ACME account's credentials (created mode 0600 on first use).
+    pub account: PathBuf,
+    /// Renew when the certificate has less than this left.
+    pub renew_before: Duration,
+    /// PEM of the CA that signs the directory's own HTTPS certificate, for a private or test
+    /// ACME CA; `None`: the system's roots.
+    pub directory_ca: Option<PathBuf>,
 }
 
 /// TLS settings.
@@ -670,6 +702,14 @@ impl Validator<'_> {
     fn policy(&self, raw: RawPolicy) -> Result<Policy, PolicyError> {
         let listeners = self.listeners(&raw.listeners)?;
         let tls = self.tls(&raw.tls)?;
+        if listeners.redirect.is_none()
+            && let Some(c) = raw.tls.certificates.get_ref().iter().find_map(|c| c.acme.as_ref())
+        {
+            return Err(self.err(
+                c,
+                "acme needs listeners.redirect: the CA checks HTTP-01 challenges on port 80",
+            ));
+        }
         let mut pools: Vec<Pool> = Vec::new();
         for p in &raw.pools {
             let pool = self.pool(p)?;
@@ -898,16 +938,55 @@ impl Validator<'_> {
                 seen.push(name.clone());
                 names.push(name);
             }
+            let acme = c.acme.as_ref().map(|a| self.acme(a, &names)).transpose()?;
             certificates.push(Certificate {
                 server_names: names,
                 cert: self.path(&c.cert)?,
                 key: self.path(&c.key)?,
+                acme,
             });
         }
         Ok(Tls {
             reload_interval,
             session_cache_entries: *raw.session_cache_entries.get_ref(),
             certificates,
+        })
+    }
+
+    fn acme(&self, raw: &Spanned<RawAcme>, names: &[String]) -> Result<Acme, PolicyError> {
+        let a = raw.get_ref();
+        if !a.directory.get_ref().starts_with("https://") {
+            return Err(self.err(&a.directory, "acme.directory must be an https:// URL"));
+        }
+        if let Some(n) = names.iter().find(|n| n.starts_with("*.") || n.parse::<IpAddr>().is_ok()) {
+            return Err(self.err(
+                raw,
+                format!(
+                    "server name {n:?} cannot be validated over HTTP-01 (wildcards and IP \
+                     addresses need another challenge): get this certificate outside the \
+                     gateway, or drop the name"
+                ),
+            ));
+        }
+        let mut contact = Vec::new();
+        for c in a.contact.get_ref() {
+            if !c.get_ref().starts_with("mailto:") {
+                return Err(self.err(c, "acme.contact entries must be mailto: URIs"));
+            }
+            contact.push(c.get_ref().clone());
+        }
+        let days = *a.renew_days_before.get_ref();
+        if days == 0 || days > 60 {
+            return Err(
+                self.err(&a.renew_days_before, "acme.renew_days_before must be between 1 and 60")
+            );
+        }
+        Ok(Acme {
+            directory: a.directory.get_ref().clone(),
+            contact,
+            account: self.path(&a.account)?,
+            renew_before: Duration::from_secs(days * 86_400),
+            directory_ca: a.directory_ca.as_ref().map(|p| self.path(p)).transpose()?,
         })
     }
 

@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::acme;
 use crate::ban::Bans;
 use crate::conn::{Awaiting, ConnGuard, EdgeIo};
 use crate::document::{DocumentError, Loaded};
@@ -212,6 +213,7 @@ pub async fn run(
     let cert_stamps = FileStamps::of(policy.tls());
     let policy_stamp = config.policy_file.as_deref().and_then(file_stamp);
     let provider = tls::provider();
+    acme::placeholders(policy.tls()).map_err(|e| TlsError::Acme(e.to_string()))?;
     let store = CertStore::load(&provider, policy.tls())?;
     let resolver = Arc::new(CertResolver::new(store));
     let tls_config = tls::server_config(provider.clone(), resolver.clone(), policy.tls())?;
@@ -225,6 +227,8 @@ pub async fn run(
         metrics: Metrics::new(workers),
         conns: Arc::default(),
         bans,
+        challenges: Default::default(),
+        acme_wake: Default::default(),
         resolver,
         tls_config: ArcSwap::new(tls_config),
         provider,
@@ -268,6 +272,7 @@ pub async fn run(
     tasks.push(tokio::spawn(watch_policy(shared.clone(), config.clone(), policy_stamp)));
     tasks.push(tokio::spawn(watch_certificates(shared.clone(), cert_stamps)));
     tasks.push(tokio::spawn(housekeeping(shared.clone())));
+    tasks.push(tokio::spawn(acme::maintain(shared.clone())));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining open ones");
@@ -664,9 +669,14 @@ async fn accept_redirect(listener: TcpListener, shared: Arc<Shared>, graceful: A
         let port = rt.policy.listeners().tls.port();
         let timeout = rt.policy.connections().header_read_timeout;
         let watcher = graceful.watcher();
+        let shared = shared.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| async move {
-                Ok::<_, std::convert::Infallible>(redirect(&req, port))
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let answer = match acme_challenge(&shared, &req) {
+                    Some(answer) => answer,
+                    None => redirect(&req, port),
+                };
+                async move { Ok::<_, std::convert::Infallible>(answer) }
             });
             let mut b = http1::Builder::new();
             b.timer(TokioTimer::new()).header_read_timeout(timeout).keep_alive(false);
@@ -677,6 +687,25 @@ async fn accept_redirect(listener: TcpListener, shared: Arc<Shared>, graceful: A
             drop(guard);
         });
     }
+}
+
+/// The answer to an ACME HTTP-01 challenge (`GET /.well-known/acme-challenge/TOKEN`): the key
+/// authorization of a challenge in progress, or 404. `None` for any other request.
+fn acme_challenge(shared: &Shared, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    let token = req.uri().path().strip_prefix(acme::CHALLENGE_PATH)?;
+    if req.method() != http::Method::GET {
+        return None;
+    }
+    let mut resp = match shared.challenges.answer(token) {
+        Some(key_authorization) => Response::new(Full::new(Bytes::from(key_authorization))),
+        None => {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"no such challenge\n")));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
+    };
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Some(resp)
 }
 
 /// The answer of the plain listener: 308 to the same host and path over HTTPS.
@@ -762,6 +791,7 @@ pub fn reload(shared: &Shared, file: &std::path::Path) -> Result<(), String> {
     let mut certificates = None;
     let mut tls_config = None;
     if policy.tls() != old.policy.tls() {
+        acme::placeholders(policy.tls()).map_err(|e| e.to_string())?;
         certificates =
             Some(CertStore::load(&shared.provider, policy.tls()).map_err(|e| e.to_string())?);
         if policy.tls().session_cache_entries != old.policy.tls().session_cache_entries {
@@ -772,6 +802,7 @@ pub fn reload(shared: &Shared, file: &std::path::Path) -> Result<(), String> {
         }
     }
     let documents = Loaded::load(policy.documents()).map_err(|e| e.to_string())?;
+    let certificates_changed = certificates.is_some();
     if let Some(store) = certificates {
         shared.resolver.replace(store);
     }
@@ -781,6 +812,9 @@ pub fn reload(shared: &Shared, file: &std::path::Path) -> Result<(), String> {
     let runtime = Runtime::build(policy, documents, Some(&old), shared.workers);
     shared.bans.set_cap(runtime.policy.access().max_tracked_offenders);
     shared.runtime.store(Arc::new(runtime));
+    if certificates_changed {
+        shared.acme_wake.notify_one();
+    }
     Ok(())
 }
 

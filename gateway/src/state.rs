@@ -85,6 +85,10 @@ pub struct Shared {
     pub conns: Arc<ConnTracker>,
     /// Offenders and bans.
     pub bans: Arc<Bans>,
+    /// HTTP-01 challenges in progress, answered on the redirect listener.
+    pub challenges: crate::acme::Challenges,
+    /// Wakes the ACME task when a reload changed the certificates.
+    pub acme_wake: tokio::sync::Notify,
     /// Certificates by server name.
     pub resolver: Arc<CertResolver>,
     /// The TLS configuration new connections use.

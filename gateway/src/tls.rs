@@ -59,6 +59,9 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("TLS configuration refused: {0}")]
     Config(#[from] rustls::Error),
+    /// The placeholder of an ACME certificate could not be written.
+    #[error("ACME certificate placeholder: {0}")]
+    Acme(String),
 }
 
 /// The crypto provider: aws-lc-rs restricted to forward-secret AEAD suites.

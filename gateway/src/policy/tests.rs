@@ -262,3 +262,48 @@ fn the_filter_section_is_validated_with_positions() {
     let (_, _, message) = invalid_at(&text);
     assert!(message.contains("over_limit"), "a missing key is named: {message}");
 }
+
+/// A second certificate, from ACME.
+const ACME_ENTRY: &str = "\n[[tls.certificates]]\nserver_names = [\"api.example.com\"]\n\
+cert = \"tls/api.pem\"\nkey = \"tls/api.key\"\n[tls.certificates.acme]\n\
+directory = \"https://acme-v02.api.letsencrypt.org/directory\"\n\
+contact = [\"mailto:ops@example.com\"]\naccount = \"tls/acme-account.json\"\n\
+renew_days_before = 30\n";
+
+/// The shipped policy with [`ACME_ENTRY`], `edit` made in the entry if it is there, else in
+/// the rest (the shipped file's comments show the same keys).
+fn with_acme(edit: (&str, &str)) -> String {
+    let (entry, rest) = if ACME_ENTRY.contains(edit.0) {
+        (ACME_ENTRY.replacen(edit.0, edit.1, 1), SHIPPED.to_owned())
+    } else {
+        let rest = SHIPPED.replacen(edit.0, edit.1, 1);
+        assert_ne!(rest, SHIPPED, "{} not found", edit.0);
+        (ACME_ENTRY.to_owned(), rest)
+    };
+    rest.replacen("\n[[pools]]", &format!("{entry}\n[[pools]]"), 1)
+}
+
+#[test]
+fn an_acme_certificate_is_read_and_checked() {
+    let p = parse(&with_acme(("", ""))).expect("valid");
+    let c = &p.tls().certificates[1];
+    let acme = c.acme.as_ref().expect("acme");
+    assert_eq!(acme.account, Path::new("/etc/rempart/tls/acme-account.json"));
+    assert_eq!(acme.renew_before, Duration::from_secs(30 * 86_400));
+    assert_eq!(acme.contact, ["mailto:ops@example.com"]);
+    assert!(p.tls().certificates[0].acme.is_none());
+
+    for (edit, why) in [
+        (("directory = \"https://", "directory = \"http://"), "https://"),
+        (("server_names = [\"api.example.com\"]", "server_names = [\"*.example.com\"]"), "HTTP-01"),
+        (("contact = [\"mailto:ops@example.com\"]", "contact = [\"ops@example.com\"]"), "mailto:"),
+        (("renew_days_before = 30", "renew_days_before = 0"), "between 1 and 60"),
+        (("renew_days_before = 30", "renew_days_before = 61"), "between 1 and 60"),
+        (("redirect = \"127.0.0.1:8080\"", "# no redirect"), "listeners.redirect"),
+        (("renew_days_before = 30", "renew_days_before = 30\nstaging = true"), "staging"),
+    ] {
+        let (line, _, message) = invalid_at(&with_acme(edit));
+        assert!(message.contains(why), "{edit:?}: {message}");
+        assert!(line > 1, "{edit:?}: positioned");
+    }
+}

@@ -27,11 +27,13 @@ fn sni_picks_the_named_certificate_and_falls_back_to_the_first() {
                 server_names: vec!["a.example".into()],
                 cert: write(&dir, "a.pem", &a_cert),
                 key: write(&dir, "a.key", &a_key),
+                acme: None,
             },
             Certificate {
                 server_names: vec!["b.example".into(), "*.c.example".into()],
                 cert: write(&dir, "b.pem", &b_cert),
                 key: write(&dir, "b.key", &b_key),
+                acme: None,
             },
         ],
     };

@@ -13,6 +13,7 @@
 #[path = "../edge/support.rs"]
 mod support;
 
+mod acme;
 mod h2flood;
 mod rate;
 mod slow;

@@ -48,3 +48,32 @@ async fn changed_certificates_are_served_and_broken_ones_refused() {
     gw.stop().await;
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// An ACME CA that cannot be reached: the gateway starts on a placeholder for the ACME names,
+/// counts the failed order, and serves everything else as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_acme_ca_leaves_the_gateway_serving_on_a_placeholder() {
+    let up = Upstream::start("a").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let closed = free_port();
+    let entry = format!(
+        "[[tls.certificates]]\nserver_names = [\"acme.test\"]\n\
+         cert = \"{cert}\"\nkey = \"{key}\"\n[tls.certificates.acme]\n\
+         directory = \"https://127.0.0.1:{closed}/dir\"\ncontact = []\n\
+         account = \"{account}\"\nrenew_days_before = 30\n\n[[pools]]",
+        cert = dir.path().join("acme.pem").display(),
+        key = dir.path().join("acme.key").display(),
+        account = dir.path().join("account.json").display(),
+    );
+    let gw = Gateway::start(&policy_text(&[up.addr], &[("[[pools]]", &entry)])).await;
+    wait_for("the failed order", Duration::from_secs(20), async || {
+        gw.metric("rempart_gateway_acme_orders_total{result=\"failed\"}").await >= 1.0
+    })
+    .await;
+    assert_eq!(gw.metric("rempart_gateway_acme_orders_total{result=\"issued\"}").await, 0.0);
+    assert!(dir.path().join("acme.pem").exists(), "the placeholder is in place");
+    assert!(!dir.path().join("account.json").exists(), "no account without a CA");
+    let mut c = Client::connect(gw.tls, true).await;
+    assert_eq!(c.post("/v1/chain/get_info", "{}").await.status, 200);
+    gw.stop().await;
+}
