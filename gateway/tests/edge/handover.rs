@@ -255,3 +255,41 @@ async fn a_successor_that_moves_a_listener_binds_it_afresh() {
     assert_eq!(crate::support::plain_get(old.admin, "/healthz").await.0, 200);
     assert!(successor.try_wait().expect("wait").is_none());
 }
+
+/// A successor that fails before it serves (here its certificate file is missing, which only
+/// loading finds) exits with the reason; its predecessor keeps serving and can still be taken
+/// over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_that_fails_leaves_its_predecessor_serving() {
+    let up = Upstream::start("a").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("handover.sock");
+    let handover = [OsStr::new("--handover"), path.as_os_str()];
+    let take_over = [OsStr::new("--handover"), path.as_os_str(), OsStr::new("--take-over")];
+    let mut old = ServedBinary::start_args(&[up.addr], &[], &handover).await;
+    let cert = crate::support::repo().join("certs/server.pem").display().to_string();
+    assert!(old.text.contains(&cert));
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, old.text.replace(&cert, "/nonexistent/server.pem")).expect("write");
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rempart-gateway"))
+        .args([OsStr::new("serve"), OsStr::new("--policy"), broken.as_os_str()])
+        .args(take_over)
+        .output()
+        .await
+        .expect("run the broken successor");
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/server.pem"), "{err}");
+
+    assert!(old.child.try_wait().expect("wait").is_none(), "the predecessor still runs");
+    assert_eq!(one_request(old.tls, true).await, Ok(200), "and still serves");
+    let mut successor = old.successor(&take_over);
+    let exited = tokio::time::timeout(Duration::from_secs(20), old.child.wait())
+        .await
+        .expect("a good successor still takes over")
+        .expect("wait");
+    assert!(exited.success(), "{exited}");
+    assert_eq!(one_request(old.tls, false).await, Ok(200));
+    assert!(successor.try_wait().expect("wait").is_none());
+}
