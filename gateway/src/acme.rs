@@ -38,6 +38,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(6 * 3600);
 const RETRY_FIRST: Duration = Duration::from_secs(60);
 /// How long the CA may take to validate, and to issue.
 const CA_PATIENCE: Duration = Duration::from_secs(180);
+/// Longest a whole order may take, account and both waits included.
+const ORDER_DEADLINE: Duration = Duration::from_secs(600);
 /// Validity of the placeholder: past at once for any `renew_days_before`.
 const PLACEHOLDER_DAYS: i64 = 1;
 
@@ -126,7 +128,15 @@ pub async fn maintain(shared: Arc<Shared>) {
                     next = next.min(left - acme.renew_before);
                     continue;
                 }
-                Ok(_) | Err(_) => obtain(c, acme, &shared.challenges).await,
+                // The whole order has a deadline: a CA that stops answering mid-order (a
+                // black-holed connection has no timeout of its own) must not stall renewals.
+                Ok(_) | Err(_) => {
+                    tokio::time::timeout(ORDER_DEADLINE, obtain(c, acme, &shared.challenges))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(fail(format!("no answer within {} s", ORDER_DEADLINE.as_secs())))
+                        })
+                }
             };
             // How long until the next attempt, and whether to hold it off until then even if
             // the files say otherwise (the files alone decide after a normal issuance, so that
