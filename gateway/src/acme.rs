@@ -323,7 +323,7 @@ fn unix_now() -> Duration {
 
 /// The end of the validity of the DER certificate `der`: Certificate → TBSCertificate →
 /// (version) serial, signature, issuer → Validity → notAfter.
-fn not_after(der: &[u8]) -> Option<SystemTime> {
+pub(crate) fn not_after(der: &[u8]) -> Option<SystemTime> {
     let (cert, _) = expect(der, 0x30)?;
     let (tbs, _) = expect(cert, 0x30)?;
     let mut rest = tbs;

@@ -62,6 +62,9 @@ pub struct Gauges {
     pub send_waiting_bytes: u64,
     /// Upstream nodes.
     pub nodes: Vec<NodeGauge>,
+    /// Certificates in service: first server name, seconds until the end of validity
+    /// (negative once expired; `None` when the certificate shows no end).
+    pub certificates: Vec<(String, Option<f64>)>,
 }
 
 /// Requests answered in one route class.
@@ -356,6 +359,20 @@ impl Metrics {
         )?;
         writeln!(o, "# TYPE rempart_gateway_send_waiting_bytes gauge")?;
         writeln!(o, "rempart_gateway_send_waiting_bytes {}", g.send_waiting_bytes)?;
+        writeln!(
+            o,
+            "# HELP rempart_gateway_certificate_expiry_seconds Seconds until each certificate in service expires, by its first server name."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_certificate_expiry_seconds gauge")?;
+        for (name, left) in &g.certificates {
+            if let Some(left) = left {
+                let name = name.replace('\\', "\\\\").replace('"', "\\\"");
+                writeln!(
+                    o,
+                    "rempart_gateway_certificate_expiry_seconds{{name=\"{name}\"}} {left}"
+                )?;
+            }
+        }
         writeln!(
             o,
             "# HELP rempart_gateway_tls_handshake_failures_total TLS handshakes that failed or timed out."

@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -156,6 +156,18 @@ impl Shared {
             banned: self.bans.banned() as u64,
             send_waiting_bytes: self.conns.waiting() as u64,
             nodes,
+            certificates: self
+                .resolver
+                .expiries()
+                .into_iter()
+                .map(|(name, end)| {
+                    let left = end.map(|end| match end.duration_since(SystemTime::now()) {
+                        Ok(left) => left.as_secs_f64().floor(),
+                        Err(past) => -past.duration().as_secs_f64().floor(),
+                    });
+                    (name, left)
+                })
+                .collect(),
         }
     }
 

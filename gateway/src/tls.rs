@@ -121,6 +121,9 @@ pub struct CertStore {
     default: Arc<CertifiedKey>,
     exact: HashMap<String, Arc<CertifiedKey>>,
     wildcard: HashMap<String, Arc<CertifiedKey>>,
+    /// Each certificate's first server name and the end of its leaf's validity (`None`: not
+    /// found in the certificate).
+    expiries: Vec<(String, Option<SystemTime>)>,
 }
 
 impl CertStore {
@@ -129,8 +132,11 @@ impl CertStore {
         let mut default = None;
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
+        let mut expiries = Vec::new();
         for c in &tls.certificates {
             let ck = load_certified_key(provider, &c.cert, &c.key)?;
+            let name = c.server_names.first().cloned().unwrap_or_default();
+            expiries.push((name, ck.cert.first().and_then(|leaf| crate::acme::not_after(leaf))));
             default.get_or_insert_with(|| ck.clone());
             for name in &c.server_names {
                 match name.strip_prefix("*.") {
@@ -143,7 +149,12 @@ impl CertStore {
             file: PathBuf::new(),
             reason: "no certificate configured".into(),
         })?;
-        Ok(CertStore { default, exact, wildcard })
+        Ok(CertStore { default, exact, wildcard, expiries })
+    }
+
+    /// Each certificate's first server name and the end of its validity.
+    pub fn expiries(&self) -> &[(String, Option<SystemTime>)] {
+        &self.expiries
     }
 
     /// The certificate for a server name (SNI), or the default one.
@@ -183,6 +194,11 @@ impl CertResolver {
     /// The certificate that a client naming `server_name` would get.
     pub fn pick(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
         self.store.load().pick(server_name)
+    }
+
+    /// The certificates in service: each one's first server name and the end of its validity.
+    pub fn expiries(&self) -> Vec<(String, Option<SystemTime>)> {
+        self.store.load().expiries().to_vec()
     }
 }
 

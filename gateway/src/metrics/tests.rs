@@ -23,6 +23,11 @@ fn renders_counters_histogram_and_gauges() {
             in_flight: 2,
             head_block: 9,
         }],
+        certificates: vec![
+            ("api.example".into(), Some(86_400.0)),
+            ("odd\"name".into(), Some(-5.0)),
+            ("no.end".into(), None),
+        ],
     });
     for want in [
         "rempart_gateway_requests_total{class=\"read\",status=\"200\",fault=\"none\"} 2",
@@ -36,9 +41,12 @@ fn renders_counters_histogram_and_gauges() {
         "rempart_gateway_connections_refused_total{reason=\"client_cap\"} 1",
         "rempart_gateway_upstream_up{pool=\"api\",node=\"127.0.0.1:1\"} 1",
         "rempart_gateway_reloads_total{what=\"policy\",result=\"rejected\"} 1",
+        "rempart_gateway_certificate_expiry_seconds{name=\"api.example\"} 86400",
+        "rempart_gateway_certificate_expiry_seconds{name=\"odd\\\"name\"} -5",
     ] {
         assert!(text.contains(want), "missing {want} in\n{text}");
     }
+    assert!(!text.contains("no.end"), "a certificate without an end is not reported");
     assert_eq!(m.reloads("policy", "rejected"), 1);
 }
 

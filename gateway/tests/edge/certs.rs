@@ -77,3 +77,19 @@ async fn an_unreachable_acme_ca_leaves_the_gateway_serving_on_a_placeholder() {
     assert_eq!(c.post("/v1/chain/get_info", "{}").await.status, 200);
     gw.stop().await;
 }
+
+/// Each certificate in service reports the seconds it has left, so that an alert fires before
+/// a renewal that keeps failing (certbot's or the gateway's own) lets it expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_certificate_reports_the_time_it_has_left() {
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&policy_text(&[up.addr], &[])).await;
+    let left = rempart_gateway::acme::expires_in(&repo().join("certs/server.pem"))
+        .expect("the development certificate's end")
+        .as_secs_f64();
+    assert!(left > 0.0, "the development certificate has expired: run `rempart-gateway dev-cert`");
+    let reported =
+        gw.metric("rempart_gateway_certificate_expiry_seconds{name=\"localhost\"}").await;
+    assert!((reported - left).abs() < 60.0, "reported {reported}, the file says {left}");
+    gw.stop().await;
+}
