@@ -41,7 +41,7 @@ const CA_PATIENCE: Duration = Duration::from_secs(180);
 /// Longest a whole order may take, account and both waits included.
 const ORDER_DEADLINE: Duration = Duration::from_secs(600);
 /// Validity of the placeholder: past at once for any `renew_days_before`.
-const PLACEHOLDER_DAYS: i64 = 1;
+const PLACEHOLDER_DAYS: u64 = 1;
 
 /// Why an ACME step failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +91,7 @@ pub fn placeholders(tls: &Tls) -> Result<usize, AcmeError> {
         let now = rcgen::date_time_ymd(1970, 1, 1)
             + Duration::from_secs(unix_now().as_secs().saturating_sub(3600));
         params.not_before = now;
-        params.not_after = now + Duration::from_secs(PLACEHOLDER_DAYS as u64 * 86_400);
+        params.not_after = now + Duration::from_secs(PLACEHOLDER_DAYS * 86_400);
         let key = rcgen::KeyPair::generate().map_err(fail)?;
         let cert = params.self_signed(&key).map_err(fail)?;
         write_file(&c.key, key.serialize_pem().as_bytes(), 0o600)?;

@@ -45,6 +45,16 @@ async fn one_request(addr: SocketAddr, h2: bool) -> Result<u16, String> {
     Ok(status)
 }
 
+/// Waits (20 s at most) for `child`, a gateway that has been taken over, to exit, and checks
+/// that it exited cleanly.
+async fn exits_cleanly(child: &mut tokio::process::Child, what: &str) {
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what} exits after handing over"))
+        .expect("wait");
+    assert!(status.success(), "{what} exits cleanly: {status}");
+}
+
 /// Clients opening a connection per request, back to back, until stopped; every other one
 /// speaks HTTP/2.
 struct Load {
@@ -118,11 +128,7 @@ async fn a_successor_takes_the_listeners_without_failing_a_connection() {
     .await;
 
     let mut successor = old.successor(&take_over);
-    let exited = tokio::time::timeout(Duration::from_secs(20), old.child.wait())
-        .await
-        .expect("the first gateway exits after handing over")
-        .expect("wait");
-    assert!(exited.success(), "the first gateway exits cleanly: {exited}");
+    exits_cleanly(&mut old.child, "the first gateway").await;
     assert_eq!(in_flight.await.expect("join"), 200, "the request in flight is answered");
 
     // Everything from here on is the successor's.
@@ -144,11 +150,7 @@ async fn a_successor_takes_the_listeners_without_failing_a_connection() {
 
     // The successor can be replaced in turn.
     let mut third = old.successor(&take_over);
-    let exited = tokio::time::timeout(Duration::from_secs(20), successor.wait())
-        .await
-        .expect("the successor exits after handing over in turn")
-        .expect("wait");
-    assert!(exited.success(), "{exited}");
+    exits_cleanly(&mut successor, "the successor").await;
     assert_eq!(one_request(tls, true).await, Ok(200));
     assert!(third.try_wait().expect("wait").is_none(), "the third gateway serves");
 }
@@ -205,11 +207,7 @@ async fn bans_outlive_a_handover() {
     assert!(Client::connect_from(bad, tls, false).await.is_err(), "banned by the first gateway");
 
     let mut successor = old.successor(&take_over);
-    let exited = tokio::time::timeout(Duration::from_secs(20), old.child.wait())
-        .await
-        .expect("the first gateway exits after handing over")
-        .expect("wait");
-    assert!(exited.success(), "{exited}");
+    exits_cleanly(&mut old.child, "the first gateway").await;
     assert!(Client::connect_from(bad, tls, false).await.is_err(), "the ban outlived the handover");
     let mut good =
         Client::connect_from(Ipv4Addr::new(127, 0, 0, 2), tls, false).await.expect("tls");
@@ -241,11 +239,7 @@ async fn a_successor_that_moves_a_listener_binds_it_afresh() {
         .kill_on_drop(true)
         .spawn()
         .expect("start the successor");
-    let exited = tokio::time::timeout(Duration::from_secs(20), old.child.wait())
-        .await
-        .expect("the first gateway exits after handing over")
-        .expect("wait");
-    assert!(exited.success(), "{exited}");
+    exits_cleanly(&mut old.child, "the first gateway").await;
     assert_eq!(one_request(moved, false).await, Ok(200), "the moved listener serves");
     assert!(
         tokio::net::TcpStream::connect(old.tls).await.is_err(),
@@ -285,11 +279,7 @@ async fn a_successor_that_fails_leaves_its_predecessor_serving() {
     assert!(old.child.try_wait().expect("wait").is_none(), "the predecessor still runs");
     assert_eq!(one_request(old.tls, true).await, Ok(200), "and still serves");
     let mut successor = old.successor(&take_over);
-    let exited = tokio::time::timeout(Duration::from_secs(20), old.child.wait())
-        .await
-        .expect("a good successor still takes over")
-        .expect("wait");
-    assert!(exited.success(), "{exited}");
+    exits_cleanly(&mut old.child, "the predecessor, to a good successor,").await;
     assert_eq!(one_request(old.tls, false).await, Ok(200));
     assert!(successor.try_wait().expect("wait").is_none());
 }
