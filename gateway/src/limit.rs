@@ -5,17 +5,22 @@
 //! keys; once full, new clients share a single overflow bucket until idle keys are forgotten by
 //! [`Limiters::retain_recent`]. This module never blocks and never takes a client header into
 //! account: the key comes from the TCP peer address only.
+//!
+//! With limits shared between gateways (`[limits.shared]`, see [`crate::fleet`]), each class
+//! also counts the requests it lets through per client until the next exchange
+//! ([`Limiters::drain_shared`]), and takes in the fleet's view of each client
+//! ([`SharedBatch::absorb`]); the checks themselves stay local and never wait on the network.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::ShrinkableKeyedStateStore;
@@ -76,6 +81,12 @@ pub struct CappedStore {
     overflow: InMemoryState,
     cap: usize,
     overflowed: AtomicU64,
+    /// Whether requests let through are counted for the fleet.
+    counting: AtomicBool,
+    /// Requests let through per client since the last exchange with the fleet (at most `cap`
+    /// clients; the overflow bucket's clients are not counted).
+    pending: DashMap<ClientKey, u32>,
+    pending_len: AtomicUsize,
 }
 
 impl CappedStore {
@@ -85,7 +96,37 @@ impl CappedStore {
             overflow: InMemoryState::default(),
             cap,
             overflowed: AtomicU64::new(0),
+            counting: AtomicBool::new(false),
+            pending: DashMap::new(),
+            pending_len: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts one request of `key` let through, for the next exchange.
+    fn count(&self, key: &ClientKey) {
+        if let Some(mut n) = self.pending.get_mut(key) {
+            *n = n.saturating_add(1);
+            return;
+        }
+        if self.pending_len.load(Ordering::Relaxed) >= self.cap {
+            return;
+        }
+        let mut n = self.pending.entry(*key).or_insert_with(|| {
+            self.pending_len.fetch_add(1, Ordering::Relaxed);
+            0
+        });
+        *n = n.saturating_add(1);
+    }
+
+    /// Takes the counts gathered since the last call.
+    fn drain(&self) -> Vec<(ClientKey, u32)> {
+        let mut out = Vec::new();
+        self.pending.retain(|k, n| {
+            out.push((*k, *n));
+            false
+        });
+        self.pending_len.fetch_sub(out.len(), Ordering::Relaxed);
+        out
     }
 }
 
@@ -101,15 +142,19 @@ impl StateStore for SharedStore {
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         let this = &self.0;
-        if let Some(state) = this.map.get(key) {
-            return state.measure_and_replace(&NotKeyed::NonKey, f);
-        }
-        if this.map.len() >= this.cap {
+        let result = if let Some(state) = this.map.get(key) {
+            state.measure_and_replace(&NotKeyed::NonKey, f)
+        } else if this.map.len() >= this.cap {
             this.overflowed.fetch_add(1, Ordering::Relaxed);
             return this.overflow.measure_and_replace(&NotKeyed::NonKey, f);
+        } else {
+            let state = this.map.entry(*key).or_default();
+            state.measure_and_replace(&NotKeyed::NonKey, f)
+        };
+        if result.is_ok() && this.counting.load(Ordering::Relaxed) {
+            this.count(key);
         }
-        let state = this.map.entry(*key).or_default();
-        state.measure_and_replace(&NotKeyed::NonKey, f)
+        result
     }
 }
 
@@ -141,6 +186,45 @@ impl ShrinkableKeyedStateStore<ClientKey> for SharedStore {
 type Instant = <DefaultClock as Clock>::Instant;
 type KeyedLimiter = RateLimiter<ClientKey, SharedStore, DefaultClock, NoOpMiddleware<Instant>>;
 type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, NoOpMiddleware<Instant>>;
+
+/// The requests one class let through per client since the last exchange with the fleet.
+#[derive(Debug)]
+pub struct SharedBatch {
+    /// The route class.
+    pub class: String,
+    /// Whether these are the trusted clients' buckets.
+    pub trusted: bool,
+    /// Requests let through, per client.
+    pub counts: Vec<(ClientKey, u32)>,
+    clock: DefaultClock,
+    limiter: Arc<ClassLimiter>,
+}
+
+impl SharedBatch {
+    /// The time one request takes from the class's rate, in microseconds.
+    pub fn step_micros(&self) -> f64 {
+        1e6 / f64::from(self.limiter.spec.per_second.get())
+    }
+
+    /// Takes in the fleet's view of a client: its bucket here is made no emptier than one
+    /// whose theoretical arrival time is `ahead` from now (the fleet counted requests this
+    /// gateway did not see). A client forgotten meanwhile is tracked again if there is room.
+    pub fn absorb(&self, key: ClientKey, ahead: Duration) {
+        if ahead.is_zero() {
+            return;
+        }
+        let store = &self.limiter.store;
+        let target = self.clock.now().duration_since(self.limiter.origin) + ahead;
+        let raise = |cur: Option<Nanos>| -> Result<((), Nanos), ()> {
+            Ok(((), cur.map_or(target, |c| c.max(target))))
+        };
+        if let Some(state) = store.map.get(&key) {
+            let _ = state.measure_and_replace(&NotKeyed::NonKey, raise);
+        } else if store.map.len() < store.cap {
+            let _ = store.map.entry(key).or_default().measure_and_replace(&NotKeyed::NonKey, raise);
+        }
+    }
+}
 
 /// Which limit refused a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +265,9 @@ struct ClassLimiter {
     spec: QuotaSpec,
     store: Arc<CappedStore>,
     limiter: KeyedLimiter,
+    /// Read just before the limiter was made, so at most a few nanoseconds before the origin
+    /// of the times its states hold.
+    origin: Instant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,9 +317,10 @@ impl Limiters {
             Some(l) if l.spec == spec => l.clone(),
             _ => {
                 let store = Arc::new(CappedStore::new(spec.cap));
+                let origin = clock.now();
                 let limiter =
                     RateLimiter::new(spec.quota(), SharedStore(store.clone()), clock.clone());
-                Arc::new(ClassLimiter { spec, store, limiter })
+                Arc::new(ClassLimiter { spec, store, limiter, origin })
             }
         };
         let factor = policy.access().trusted_factor;
@@ -252,7 +340,36 @@ impl Limiters {
             classes.insert(c.name.clone(), make(spec, old.and_then(|o| o.classes.get(&c.name))));
             trusted.insert(c.name.clone(), make(tspec, old.and_then(|o| o.trusted.get(&c.name))));
         }
+        let sharing = limits.shared.is_some();
+        for l in classes.values().chain(trusted.values()) {
+            l.store.counting.store(sharing, Ordering::Relaxed);
+            if !sharing {
+                l.store.drain();
+            }
+        }
         Limiters { clock, global, classes, trusted }
+    }
+
+    /// Takes, for every class, the requests let through per client since the last call, to
+    /// send to the fleet. Empty unless the policy shares limits.
+    pub fn drain_shared(&self) -> Vec<SharedBatch> {
+        let tables = [(false, &self.classes), (true, &self.trusted)];
+        let mut out = Vec::new();
+        for (trusted, table) in tables {
+            for (name, l) in table {
+                let counts = l.store.drain();
+                if !counts.is_empty() {
+                    out.push(SharedBatch {
+                        class: name.clone(),
+                        trusted,
+                        clock: self.clock.clone(),
+                        limiter: l.clone(),
+                        counts,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// Counts one request of `key` in `class` (with the trusted quota when `trusted`), then in

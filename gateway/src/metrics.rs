@@ -110,6 +110,9 @@ pub struct Metrics {
     bans: AtomicU64,
     acme_issued: AtomicU64,
     acme_failed: AtomicU64,
+    fleet_ok: AtomicU64,
+    fleet_failed: AtomicU64,
+    fleet_clients: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -141,6 +144,9 @@ impl Metrics {
             bans: AtomicU64::default(),
             acme_issued: AtomicU64::default(),
             acme_failed: AtomicU64::default(),
+            fleet_ok: AtomicU64::default(),
+            fleet_failed: AtomicU64::default(),
+            fleet_clients: AtomicU64::default(),
         }
     }
 
@@ -209,6 +215,13 @@ impl Metrics {
     pub fn acme(&self, result: &str) {
         let c = if result == "issued" { &self.acme_issued } else { &self.acme_failed };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an exchange of shared limits with Redis, and the clients it carried.
+    pub fn fleet_exchange(&self, ok: bool, clients: u64) {
+        let c = if ok { &self.fleet_ok } else { &self.fleet_failed };
+        c.fetch_add(1, Ordering::Relaxed);
+        self.fleet_clients.fetch_add(clients, Ordering::Relaxed);
     }
 
     /// Counts a new ban.
@@ -410,6 +423,28 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             )?;
         }
+        writeln!(
+            o,
+            "# HELP rempart_gateway_shared_limit_exchanges_total Exchanges of per-client counts with the Redis shared by the gateways ([limits.shared]), by outcome."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_shared_limit_exchanges_total counter")?;
+        for (result, c) in [("ok", &self.fleet_ok), ("failed", &self.fleet_failed)] {
+            writeln!(
+                o,
+                "rempart_gateway_shared_limit_exchanges_total{{result=\"{result}\"}} {}",
+                c.load(Ordering::Relaxed)
+            )?;
+        }
+        writeln!(
+            o,
+            "# HELP rempart_gateway_shared_limit_clients_total Client buckets sent to and updated from the shared Redis."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_shared_limit_clients_total counter")?;
+        writeln!(
+            o,
+            "rempart_gateway_shared_limit_clients_total {}",
+            self.fleet_clients.load(Ordering::Relaxed)
+        )?;
         writeln!(o, "# HELP rempart_gateway_banned_clients Clients banned now.")?;
         writeln!(o, "# TYPE rempart_gateway_banned_clients gauge")?;
         writeln!(o, "rempart_gateway_banned_clients {}", g.banned)?;

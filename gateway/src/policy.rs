@@ -209,6 +209,21 @@ struct RawLimits {
     retain_interval_ms: Spanned<u64>,
     global_per_second: Spanned<u32>,
     global_burst: Spanned<u32>,
+    #[serde(default)]
+    shared: Option<Spanned<RawShared>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShared {
+    redis: Spanned<String>,
+    #[serde(default)]
+    username: Option<Spanned<String>>,
+    #[serde(default)]
+    password_file: Option<Spanned<String>>,
+    key_prefix: Spanned<String>,
+    sync_interval_ms: Spanned<u64>,
+    timeout_ms: Spanned<u64>,
 }
 
 #[derive(Deserialize)]
@@ -363,6 +378,26 @@ pub struct Limits {
     pub global_per_second: NonZeroU32,
     /// Burst across all clients.
     pub global_burst: NonZeroU32,
+    /// Per-client limits counted across every gateway sharing this Redis, if any.
+    pub shared: Option<SharedLimits>,
+}
+
+/// Where and how often the per-client limits are shared with other gateways (see
+/// [`crate::fleet`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedLimits {
+    /// The Redis server, `host:port`.
+    pub redis: String,
+    /// The Redis ACL user, if not the default one.
+    pub username: Option<String>,
+    /// A file whose first line is the Redis password (read at each connection, never logged).
+    pub password_file: Option<PathBuf>,
+    /// Prefix of every key the gateway writes, so several fleets can share one server.
+    pub key_prefix: String,
+    /// How often counts are exchanged.
+    pub sync_interval: Duration,
+    /// Deadline of one exchange (and of connecting).
+    pub timeout: Duration,
 }
 
 /// Connection caps, timeouts and protocol bounds.
@@ -1070,6 +1105,57 @@ impl Validator<'_> {
             retain_interval: self.positive_ms(&raw.retain_interval_ms, "retain_interval_ms")?,
             global_per_second: self.nonzero(&raw.global_per_second, "global_per_second")?,
             global_burst: self.nonzero(&raw.global_burst, "global_burst")?,
+            shared: raw.shared.as_ref().map(|s| self.shared(s)).transpose()?,
+        })
+    }
+
+    fn shared(&self, raw: &Spanned<RawShared>) -> Result<SharedLimits, PolicyError> {
+        let s = raw.get_ref();
+        let redis = s.redis.get_ref();
+        let port_ok = redis.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !port_ok || redis.contains('/') {
+            return Err(self.err(
+                &s.redis,
+                format!("limits.shared.redis {redis:?} must be host:port, like 10.98.0.10:6379"),
+            ));
+        }
+        let prefix = s.key_prefix.get_ref();
+        if prefix.is_empty() || prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace()) {
+            return Err(self.err(
+                &s.key_prefix,
+                "limits.shared.key_prefix must be 1 to 64 characters without spaces",
+            ));
+        }
+        let sync_interval =
+            self.positive_ms(&s.sync_interval_ms, "limits.shared.sync_interval_ms")?;
+        if !(10..=10_000).contains(s.sync_interval_ms.get_ref()) {
+            return Err(self.err(
+                &s.sync_interval_ms,
+                "limits.shared.sync_interval_ms must be between 10 and 10000",
+            ));
+        }
+        let timeout = self.positive_ms(&s.timeout_ms, "limits.shared.timeout_ms")?;
+        if timeout > sync_interval * 10 {
+            return Err(self
+                .err(&s.timeout_ms, "limits.shared.timeout_ms must be at most 10 sync intervals"));
+        }
+        if let Some(u) = &s.username
+            && u.get_ref().is_empty()
+        {
+            return Err(self.err(u, "limits.shared.username must not be empty"));
+        }
+        if s.username.is_some() && s.password_file.is_none() {
+            return Err(self.err(raw, "limits.shared.username needs a password_file"));
+        }
+        Ok(SharedLimits {
+            redis: redis.clone(),
+            username: s.username.as_ref().map(|u| u.get_ref().clone()),
+            password_file: s.password_file.as_ref().map(|p| self.path(p)).transpose()?,
+            key_prefix: prefix.clone(),
+            sync_interval,
+            timeout,
         })
     }
 

@@ -273,6 +273,7 @@ pub async fn run(
     tasks.push(tokio::spawn(watch_certificates(shared.clone(), cert_stamps)));
     tasks.push(tokio::spawn(housekeeping(shared.clone())));
     tasks.push(tokio::spawn(acme::maintain(shared.clone())));
+    tasks.push(tokio::spawn(crate::fleet::share(shared.clone())));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining open ones");

@@ -105,3 +105,75 @@ fn trusted_clients_get_the_multiplied_quota() {
     }
     assert!(matches!(l.check("read", key, false), Decision::Limited { .. }));
 }
+
+fn shared_policy(per_second: u32, burst: u32) -> Policy {
+    let text = SHIPPED
+        .replacen("per_second = 50", &format!("per_second = {per_second}"), 1)
+        .replacen("burst = 100", &format!("burst = {burst}"), 1)
+        .replace(
+            "global_burst = 5000\n",
+            "global_burst = 5000\n[limits.shared]\nredis = \"127.0.0.1:6379\"\n\
+             key_prefix = \"t:\"\nsync_interval_ms = 100\ntimeout_ms = 200\n",
+        );
+    Policy::parse(&text, Path::new("gateway.toml")).expect("policy")
+}
+
+#[test]
+fn with_shared_limits_requests_let_through_are_counted_and_drained_once() {
+    let l = Limiters::new(&shared_policy(10, 5));
+    let (a, b) = (ClientKey::V4(1), ClientKey::V4(2));
+    for _ in 0..3 {
+        assert_eq!(l.check("read", a, false), Decision::Allowed);
+    }
+    assert_eq!(l.check("read", b, false), Decision::Allowed);
+    // Refused requests are not counted: a's burst is 5.
+    for _ in 0..4 {
+        l.check("read", a, false);
+    }
+    let batches = l.drain_shared();
+    assert_eq!(batches.len(), 1, "only the read class saw requests");
+    let mut counts = batches[0].counts.clone();
+    counts.sort_by_key(|(k, _)| format!("{k:?}"));
+    assert_eq!(counts, vec![(a, 5), (b, 1)]);
+    assert_eq!(batches[0].class, "read");
+    assert!(!batches[0].trusted);
+    assert!((batches[0].step_micros() - 100_000.0).abs() < 1e-6);
+    assert!(l.drain_shared().is_empty(), "counts are taken once");
+
+    // Without [limits.shared] nothing is counted, and a reload that drops it forgets counts.
+    l.check("read", b, false);
+    let plain = l.rebuilt(&policy(200000, 10, 5));
+    plain.check("read", b, false);
+    assert!(plain.drain_shared().is_empty());
+}
+
+#[test]
+fn the_fleets_view_holds_a_client_back_here() {
+    let l = Limiters::new(&shared_policy(10, 5));
+    let (a, fresh) = (ClientKey::V4(1), ClientKey::V4(3));
+    assert_eq!(l.check("read", a, false), Decision::Allowed);
+    let batches = l.drain_shared();
+    // The fleet saw 2 s of this client's rate elsewhere: past its 5-request burst (0.4 s of
+    // tolerance), so it must wait about 1.6 s here.
+    batches[0].absorb(a, Duration::from_secs(2));
+    match l.check("read", a, false) {
+        Decision::Limited { wait, scope: Scope::Client } => {
+            assert!(
+                wait > Duration::from_millis(1500) && wait <= Duration::from_millis(1600),
+                "{wait:?}"
+            );
+        }
+        d => panic!("expected limited, got {d:?}"),
+    }
+    // A client this gateway had not seen yet is tracked with the fleet's view.
+    batches[0].absorb(fresh, Duration::from_secs(2));
+    assert!(matches!(l.check("read", fresh, false), Decision::Limited { .. }));
+    // A view behind the local one changes nothing.
+    let b = ClientKey::V4(2);
+    for _ in 0..5 {
+        assert_eq!(l.check("read", b, false), Decision::Allowed);
+    }
+    batches[0].absorb(b, Duration::from_millis(1));
+    let Decision::Limited { wait, .. } = l.check("read", b, false) else { panic!("b is over") };
+    assert!(wait > Duration::from_millis(50), "{wait:?}");
+}

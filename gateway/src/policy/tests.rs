@@ -307,3 +307,52 @@ fn an_acme_certificate_is_read_and_checked() {
         assert!(line > 1, "{edit:?}: positioned");
     }
 }
+
+const SHARED: &str = "[limits.shared]\nredis = \"10.98.0.10:6379\"\nusername = \"gw\"\n\
+    password_file = \"redis.pass\"\nkey_prefix = \"rempart:\"\nsync_interval_ms = 100\n\
+    timeout_ms = 250\n";
+
+fn with_shared(shared: &str) -> String {
+    SHIPPED.replace("global_burst = 5000\n", &format!("global_burst = 5000\n{shared}"))
+}
+
+#[test]
+fn shared_limits_are_read() {
+    let p = parse(&with_shared(SHARED)).expect("valid");
+    let s = p.limits().shared.as_ref().expect("shared");
+    assert_eq!(s.redis, "10.98.0.10:6379");
+    assert_eq!(s.username.as_deref(), Some("gw"));
+    assert_eq!(s.password_file.as_deref(), Some(Path::new("/etc/rempart/redis.pass")));
+    assert_eq!(s.key_prefix, "rempart:");
+    assert_eq!(
+        (s.sync_interval, s.timeout),
+        (Duration::from_millis(100), Duration::from_millis(250))
+    );
+    assert!(parse(SHIPPED).expect("shipped").limits().shared.is_none());
+}
+
+#[test]
+fn bad_shared_limits_are_refused_where_they_are() {
+    let cases = [
+        ("redis = \"10.98.0.10:6379\"", "redis = \"10.98.0.10\"", "must be host:port"),
+        ("redis = \"10.98.0.10:6379\"", "redis = \"redis://x:6379/0\"", "must be host:port"),
+        ("redis = \"10.98.0.10:6379\"", "redis = \":6379\"", "must be host:port"),
+        ("key_prefix = \"rempart:\"", "key_prefix = \"\"", "1 to 64 characters"),
+        ("key_prefix = \"rempart:\"", "key_prefix = \"a b\"", "1 to 64 characters"),
+        ("sync_interval_ms = 100", "sync_interval_ms = 5", "between 10 and 10000"),
+        ("sync_interval_ms = 100", "sync_interval_ms = 20000", "between 10 and 10000"),
+        ("timeout_ms = 250", "timeout_ms = 5000", "at most 10 sync intervals"),
+        ("timeout_ms = 250", "timeout_ms = 0", "more than 0 ms"),
+        ("username = \"gw\"", "username = \"\"", "must not be empty"),
+        ("timeout_ms = 250", "timeout_ms = 250\nmaster = \"x\"", "unknown field"),
+    ];
+    for (from, to, want) in cases {
+        let text = with_shared(&SHARED.replace(from, to));
+        let (line, _, message) = invalid_at(&text);
+        assert!(message.contains(want), "{to}: {message}");
+        assert_eq!(line, line_of(&text, to.lines().last().expect("line")), "{to}: {message}");
+    }
+    let text = with_shared(&SHARED.replace("password_file = \"redis.pass\"\n", ""));
+    let (_, _, message) = invalid_at(&text);
+    assert!(message.contains("username needs a password_file"), "{message}");
+}
