@@ -7,8 +7,9 @@
 //!   it (which adds counting the request for the next exchange), over 1 000 clients, one
 //!   thread, with an exchange's draining every 500 000 checks;
 //! - Redis' time per client in an exchange: the gateway's script run in pipelined calls of
-//!   1 000 clients, for 1 000, 10 000 and 100 000 clients, against a `redis-server` this bench
-//!   starts on a free loopback port (in memory only), and the memory Redis holds per client.
+//!   1 000 clients (each its bucket and its ban), for 1 000, 10 000 and 100 000 clients,
+//!   against a `redis-server` this bench starts on a free loopback port (in memory only), and
+//!   the memory Redis holds per client.
 //!
 //! Needs `redis-server` (Debian package redis-server) for the second part; without it, that part
 //! is skipped and says so. A benchmark, not a test: it asserts nothing about speed.
@@ -54,15 +55,21 @@ async fn exchange_cost(conn: &mut Connection, sha: &[u8], clients: usize, round:
     let mut calls = 0;
     let ids: Vec<usize> = (0..clients).collect();
     for chunk in ids.chunks(1000) {
-        let keys: Vec<String> =
-            chunk.iter().map(|i| format!("bench:read:c:4:{:08x}", 0x0a00_0000 + i)).collect();
+        // A client's bucket, then its ban (as the gateway sends them).
+        let keys: Vec<String> = chunk
+            .iter()
+            .flat_map(|i| {
+                let a = 0x0a00_0000 + i;
+                [format!("bench:read:c:4:{a:08x}"), format!("bench:ban:4:{a:08x}")]
+            })
+            .collect();
         let count = (1 + round % 3).to_string();
         let numkeys = keys.len().to_string();
         let mut args: Vec<&[u8]> = vec![b"EVALSHA", sha, numkeys.as_bytes()];
         args.extend(keys.iter().map(|k| k.as_bytes()));
         args.push(b"20000.000");
         args.push(b"100000");
-        args.extend(std::iter::repeat_n(count.as_bytes(), keys.len()));
+        args.extend(std::iter::repeat_n(count.as_bytes(), chunk.len()));
         resp::encode(&args, &mut wire);
         calls += 1;
     }

@@ -72,6 +72,13 @@ impl Bans {
         self.map.get(&key).is_some_and(|o| o.banned_until_ms > now)
     }
 
+    /// How long `key` stays banned, if it is.
+    pub fn left(&self, key: ClientKey) -> Option<Duration> {
+        let now = self.now_ms();
+        let until = self.map.get(&key)?.banned_until_ms;
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
     /// Counts one refusal of `key`; returns true when this refusal bans it.
     pub fn violation(&self, key: ClientKey, access: &Access) -> bool {
         self.violation_at(key, access, self.now_ms())

@@ -21,6 +21,11 @@
 //!   at most one limit per gateway), says so once in the log, and counts failed exchanges.
 //!   Limits never stop applying; a Redis outage is not a reason to refuse clients.
 //!
+//! Bans are shared the same way: a gateway that bans a client records the ban in Redis (for the
+//! ban's length), and every exchange answers, for each client it carries, whether the fleet
+//! bans it. A client banned by one gateway is thus banned by each other one at the first
+//! exchange that carries it, that is within one interval of its first request there.
+//!
 //! The global limit (all clients together) stays per gateway: it protects this gateway's
 //! nodes.
 
@@ -28,6 +33,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::ban::Bans;
 use crate::limit::{ClientKey, SharedBatch};
 use crate::policy::SharedLimits;
 use crate::resp::{self, Connection, Reply, RespError};
@@ -45,30 +54,86 @@ const MAX_AHEAD: Duration = Duration::from_secs(600);
 /// How often the task looks again for a `[limits.shared]` when the policy has none.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-/// Adds each client's count to its fleet-wide TAT and returns how far ahead of now it is.
+/// Adds each client's count to its fleet-wide TAT and returns how far ahead of now it is, and
+/// how long the fleet still bans the client.
 ///
-/// KEYS: one per client. ARGV[1]: microseconds one request takes from the rate; ARGV[2]:
-/// microseconds the counts were gathered over; ARGV[3…]: the count of each key. The TAT starts
-/// no earlier than the gathering's start, is kept in microseconds on Redis' clock, and expires
-/// a second after it has passed.
+/// KEYS: two per client, its bucket and its ban. ARGV[1]: microseconds one request takes from
+/// the rate; ARGV[2]: microseconds the counts were gathered over; ARGV[3…]: the count of each
+/// client. The TAT starts no earlier than the gathering's start, is kept in microseconds on
+/// Redis' clock, and expires a second after it has passed. The answer is flat: for each
+/// client, microseconds ahead, then milliseconds of ban left (0 for none).
 pub const SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local step = tonumber(ARGV[1])
 local floor = now - tonumber(ARGV[2])
 local out = {}
-for i = 1, #KEYS do
-  local tat = tonumber(redis.call('GET', KEYS[i])) or floor
+for i = 1, #KEYS / 2 do
+  local bucket = KEYS[2 * i - 1]
+  local tat = tonumber(redis.call('GET', bucket)) or floor
   if tat < floor then tat = floor end
   tat = tat + tonumber(ARGV[i + 2]) * step
   local ahead = tat - now
   local keep = 1000
   if ahead > 0 then keep = keep + math.ceil(ahead / 1000) end
-  redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', keep)
-  if ahead > 0 then out[i] = math.floor(ahead) else out[i] = 0 end
+  redis.call('SET', bucket, string.format('%.0f', tat), 'PX', keep)
+  if ahead > 0 then out[2 * i - 1] = math.floor(ahead) else out[2 * i - 1] = 0 end
+  local ban = redis.call('PTTL', KEYS[2 * i])
+  if ban > 0 then out[2 * i] = ban else out[2 * i] = 0 end
 end
 return out
 "#;
+
+/// Records bans: KEYS are ban keys, ARGV[i] the milliseconds of ban KEYS[i]; a longer ban
+/// already recorded stays.
+pub const BAN_SCRIPT: &str = r#"
+for i = 1, #KEYS do
+  local ms = tonumber(ARGV[i])
+  if redis.call('PTTL', KEYS[i]) < ms then
+    redis.call('SET', KEYS[i], '1', 'PX', ms)
+  end
+end
+return #KEYS
+"#;
+
+/// Most bans waiting for the next exchange; past it, new ones stay local.
+const MAX_NEW_BANS: usize = 10_000;
+
+/// Bans this gateway gave since the last exchange, to record in the fleet.
+#[derive(Debug, Default)]
+pub struct NewBans {
+    enabled: AtomicBool,
+    bans: Mutex<Vec<(ClientKey, Duration)>>,
+}
+
+impl NewBans {
+    /// Bans are noted from the start when `enabled`.
+    pub fn new(enabled: bool) -> NewBans {
+        NewBans { enabled: AtomicBool::new(enabled), bans: Mutex::default() }
+    }
+
+    /// Notes a ban of `key` for `length`, if limits are shared.
+    pub fn push(&self, key: ClientKey, length: Duration) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut bans = self.bans.lock().unwrap_or_else(|e| e.into_inner());
+        if bans.len() < MAX_NEW_BANS {
+            bans.push((key, length));
+        }
+    }
+
+    fn enable(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+        if !on {
+            self.take();
+        }
+    }
+
+    fn take(&self) -> Vec<(ClientKey, Duration)> {
+        std::mem::take(&mut *self.bans.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +157,7 @@ struct Link {
     config: SharedLimits,
     conn: Connection,
     sha: Vec<u8>,
+    ban_sha: Vec<u8>,
 }
 
 impl Link {
@@ -102,11 +168,14 @@ impl Link {
         };
         let auth = password.as_deref().map(|p| (config.username.as_deref(), p));
         let mut conn = Connection::connect(&config.redis, auth, config.timeout).await?;
-        let sha = match conn.call(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]).await? {
-            Reply::Bulk(Some(sha)) => sha,
-            other => return Err(conn.unexpected("SCRIPT LOAD", &other).into()),
-        };
-        Ok(Link { config: config.clone(), conn, sha })
+        let mut load =
+            async |script: &str| match conn.call(&[b"SCRIPT", b"LOAD", script.as_bytes()]).await? {
+                Reply::Bulk(Some(sha)) => Ok::<_, FleetError>(sha),
+                other => Err(conn.unexpected("SCRIPT LOAD", &other).into()),
+            };
+        let sha = load(SCRIPT).await?;
+        let ban_sha = load(BAN_SCRIPT).await?;
+        Ok(Link { config: config.clone(), conn, sha, ban_sha })
     }
 }
 
@@ -137,22 +206,57 @@ pub fn key_name(prefix: &str, class: &str, trusted: bool, key: &ClientKey) -> St
     }
 }
 
-/// Sends `batches` (gathered over `window`) and absorbs the answers. Returns the number of
-/// clients exchanged.
+/// The Redis key of one client's fleet-wide ban.
+pub fn ban_key_name(prefix: &str, key: &ClientKey) -> String {
+    match key {
+        ClientKey::V4(a) => format!("{prefix}ban:4:{a:08x}"),
+        ClientKey::V6(a) => format!("{prefix}ban:6:{a:016x}"),
+    }
+}
+
+/// What one exchange did.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Exchanged {
+    /// Client buckets sent and updated.
+    clients: usize,
+    /// Bans of this gateway recorded in the fleet.
+    bans_sent: usize,
+    /// Clients banned here because the fleet bans them.
+    bans_received: usize,
+}
+
+/// Records `new_bans`, sends `batches` (gathered over `window`) and absorbs the answers: the
+/// buckets, and the fleet's bans into `bans`.
 async fn exchange(
     link: &mut Link,
+    new_bans: &[(ClientKey, Duration)],
     batches: &[SharedBatch],
     window: Duration,
-) -> Result<usize, FleetError> {
+    bans: &Bans,
+) -> Result<Exchanged, FleetError> {
+    let prefix = link.config.key_prefix.clone();
     let window_us = window.as_micros().to_string();
     let mut wire = Vec::new();
+    let mut ban_calls = 0;
+    for chunk in new_bans.chunks(CHUNK) {
+        let keys: Vec<String> = chunk.iter().map(|(k, _)| ban_key_name(&prefix, k)).collect();
+        let ms: Vec<String> = chunk.iter().map(|(_, d)| d.as_millis().max(1).to_string()).collect();
+        let numkeys = keys.len().to_string();
+        let mut args: Vec<&[u8]> = vec![b"EVALSHA", &link.ban_sha, numkeys.as_bytes()];
+        args.extend(keys.iter().map(|k| k.as_bytes()));
+        args.extend(ms.iter().map(|m| m.as_bytes()));
+        resp::encode(&args, &mut wire);
+        ban_calls += 1;
+    }
     let mut plan = Vec::new();
     for (b, batch) in batches.iter().enumerate() {
         let step = format!("{:.3}", batch.step_micros());
         for (c, chunk) in batch.counts.chunks(CHUNK).enumerate() {
             let keys: Vec<String> = chunk
                 .iter()
-                .map(|(k, _)| key_name(&link.config.key_prefix, &batch.class, batch.trusted, k))
+                .flat_map(|(k, _)| {
+                    [key_name(&prefix, &batch.class, batch.trusted, k), ban_key_name(&prefix, k)]
+                })
                 .collect();
             let counts: Vec<String> = chunk.iter().map(|(_, n)| n.to_string()).collect();
             let numkeys = keys.len().to_string();
@@ -165,24 +269,34 @@ async fn exchange(
             plan.push((b, c * CHUNK, chunk.len()));
         }
     }
-    let replies = link.conn.pipeline(&wire, plan.len()).await?;
-    let mut clients = 0;
+    let mut replies = link.conn.pipeline(&wire, ban_calls + plan.len()).await?.into_iter();
+    let mut done = Exchanged { bans_sent: new_bans.len(), ..Exchanged::default() };
+    for reply in replies.by_ref().take(ban_calls) {
+        if !matches!(reply, Reply::Int(_)) {
+            return Err(link.conn.unexpected("EVALSHA (bans)", &reply).into());
+        }
+    }
+    let number = |reply: &Reply| match reply {
+        Reply::Int(n) => Ok(u64::try_from(*n).unwrap_or(0)),
+        other => Err(link.conn.unexpected("EVALSHA", other)),
+    };
     for ((b, start, len), reply) in plan.into_iter().zip(replies) {
         let batch = &batches[b];
-        let aheads = match reply {
-            Reply::Array(Some(items)) if items.len() == len => items,
+        let answers = match reply {
+            Reply::Array(Some(items)) if items.len() == 2 * len => items,
             other => return Err(link.conn.unexpected("EVALSHA", &other).into()),
         };
-        for ((key, _), ahead) in batch.counts[start..start + len].iter().zip(aheads) {
-            let Reply::Int(us) = ahead else {
-                return Err(link.conn.unexpected("EVALSHA", &ahead).into());
-            };
-            let ahead = Duration::from_micros(u64::try_from(us).unwrap_or(0)).min(MAX_AHEAD);
+        for ((key, _), answer) in batch.counts[start..start + len].iter().zip(answers.chunks(2)) {
+            let ahead = Duration::from_micros(number(&answer[0])?).min(MAX_AHEAD);
             batch.absorb(*key, ahead);
+            let ban = Duration::from_millis(number(&answer[1])?);
+            if !ban.is_zero() && !bans.is_banned(*key) {
+                done.bans_received += bans.restore([(*key, ban)]);
+            }
         }
-        clients += len;
+        done.clients += len;
     }
-    Ok(clients)
+    Ok(done)
 }
 
 /// Runs the exchanges for as long as the gateway runs, following the policy in force.
@@ -192,6 +306,7 @@ pub async fn share(shared: Arc<Shared>) {
     let mut gathered_since = Instant::now();
     loop {
         let config = shared.runtime.load().policy.limits().shared.clone();
+        shared.new_bans.enable(config.is_some());
         let Some(config) = config else {
             link = None;
             failing = false;
@@ -201,9 +316,17 @@ pub async fn share(shared: Arc<Shared>) {
         };
         tokio::time::sleep(config.sync_interval).await;
         let batches = shared.runtime.load().limiters.drain_shared();
+        // Each ban with the time it has left here (one given long ago, offered again after a
+        // failed exchange, must not be recorded for its whole length).
+        let new_bans: Vec<(ClientKey, Duration)> = shared
+            .new_bans
+            .take()
+            .into_iter()
+            .filter_map(|(key, _)| shared.bans.left(key).map(|left| (key, left)))
+            .collect();
         let window = gathered_since.elapsed();
         gathered_since = Instant::now();
-        if batches.is_empty() {
+        if batches.is_empty() && new_bans.is_empty() {
             continue;
         }
         let result = async {
@@ -212,18 +335,29 @@ pub async fn share(shared: Arc<Shared>) {
                 link = Some(Link::open(&config).await?);
             }
             let l = link.as_mut().expect("link just opened");
-            exchange(l, &batches, window).await
+            exchange(l, &new_bans, &batches, window, &shared.bans).await
         }
         .await;
         match result {
-            Ok(clients) => {
-                shared.metrics.fleet_exchange(true, clients as u64);
+            Ok(done) => {
+                shared.metrics.fleet_exchange(true, done.clients as u64);
+                shared.metrics.fleet_bans(done.bans_sent as u64, done.bans_received as u64);
+                if done.bans_received > 0 {
+                    tracing::warn!(
+                        clients = done.bans_received,
+                        "clients banned by another gateway of the fleet are banned here too"
+                    );
+                }
                 if failing {
                     tracing::info!(redis = %config.redis, "shared limits: exchanging with Redis again");
                     failing = false;
                 }
             }
             Err(e) => {
+                // The bans are not lost: they stay in force here, and are offered again.
+                for (key, length) in new_bans {
+                    shared.new_bans.push(key, length);
+                }
                 link = None;
                 shared.metrics.fleet_exchange(false, 0);
                 if !failing {

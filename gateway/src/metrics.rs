@@ -113,6 +113,8 @@ pub struct Metrics {
     fleet_ok: AtomicU64,
     fleet_failed: AtomicU64,
     fleet_clients: AtomicU64,
+    fleet_bans_sent: AtomicU64,
+    fleet_bans_received: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -147,6 +149,8 @@ impl Metrics {
             fleet_ok: AtomicU64::default(),
             fleet_failed: AtomicU64::default(),
             fleet_clients: AtomicU64::default(),
+            fleet_bans_sent: AtomicU64::default(),
+            fleet_bans_received: AtomicU64::default(),
         }
     }
 
@@ -222,6 +226,12 @@ impl Metrics {
         let c = if ok { &self.fleet_ok } else { &self.fleet_failed };
         c.fetch_add(1, Ordering::Relaxed);
         self.fleet_clients.fetch_add(clients, Ordering::Relaxed);
+    }
+
+    /// Counts bans recorded in the fleet, and bans taken from it.
+    pub fn fleet_bans(&self, sent: u64, received: u64) {
+        self.fleet_bans_sent.fetch_add(sent, Ordering::Relaxed);
+        self.fleet_bans_received.fetch_add(received, Ordering::Relaxed);
     }
 
     /// Counts a new ban.
@@ -445,6 +455,20 @@ impl Metrics {
             "rempart_gateway_shared_limit_clients_total {}",
             self.fleet_clients.load(Ordering::Relaxed)
         )?;
+        writeln!(
+            o,
+            "# HELP rempart_gateway_shared_bans_total Bans this gateway recorded in the shared Redis (sent), and clients it banned because another gateway had (received)."
+        )?;
+        writeln!(o, "# TYPE rempart_gateway_shared_bans_total counter")?;
+        for (direction, c) in
+            [("sent", &self.fleet_bans_sent), ("received", &self.fleet_bans_received)]
+        {
+            writeln!(
+                o,
+                "rempart_gateway_shared_bans_total{{direction=\"{direction}\"}} {}",
+                c.load(Ordering::Relaxed)
+            )?;
+        }
         writeln!(o, "# HELP rempart_gateway_banned_clients Clients banned now.")?;
         writeln!(o, "# TYPE rempart_gateway_banned_clients gauge")?;
         writeln!(o, "rempart_gateway_banned_clients {}", g.banned)?;

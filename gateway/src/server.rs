@@ -222,10 +222,12 @@ pub async fn run(
     let documents = Loaded::load(policy.documents())?;
     let workers = config.workers.max(1);
     let runtime = Runtime::build(policy, documents, None, workers);
+    let sharing = runtime.policy.limits().shared.is_some();
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(runtime),
         metrics: Metrics::new(workers),
         conns: Arc::default(),
+        new_bans: crate::fleet::NewBans::new(sharing),
         bans,
         challenges: Default::default(),
         acme_wake: Default::default(),

@@ -85,6 +85,8 @@ pub struct Shared {
     pub conns: Arc<ConnTracker>,
     /// Offenders and bans.
     pub bans: Arc<Bans>,
+    /// Bans given since the last exchange with the fleet (`[limits.shared]`).
+    pub new_bans: crate::fleet::NewBans,
     /// HTTP-01 challenges in progress, answered on the redirect listener.
     pub challenges: crate::acme::Challenges,
     /// Wakes the ACME task when a reload changed the certificates.
@@ -109,6 +111,7 @@ impl Shared {
     pub fn violation(&self, client: IpAddr, key: ClientKey, trusted: bool, access: &Access) {
         if !trusted && self.bans.violation(key, access) {
             self.metrics.ban();
+            self.new_bans.push(key, access.ban);
             tracing::warn!(client = %client, "client banned after repeated refusals");
         }
     }

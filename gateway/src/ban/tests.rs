@@ -95,3 +95,15 @@ fn active_bans_are_carried_and_restored_within_the_cap() {
     b.restore([(k1, Duration::from_secs(1))]);
     assert!(b.active()[0].1 > Duration::from_secs(590));
 }
+
+#[test]
+fn the_time_a_ban_has_left_is_known() {
+    let a = access(1);
+    let b = Bans::new(100);
+    let k = ClientKey::V4(1);
+    assert_eq!(b.left(k), None);
+    assert!(b.violation(k, &a));
+    let left = b.left(k).expect("banned");
+    assert!(left <= Duration::from_secs(5) && left > Duration::from_millis(4900), "{left:?}");
+    assert_eq!(b.left(ClientKey::V4(2)), None);
+}

@@ -26,3 +26,27 @@ fn a_password_file_others_can_read_is_refused() {
     let err = read_password(&path).expect_err("empty refused").to_string();
     assert!(err.contains("first line is empty"), "{err}");
 }
+
+#[test]
+fn new_bans_are_noted_only_while_limits_are_shared_and_up_to_a_bound() {
+    let bans = NewBans::new(false);
+    bans.push(ClientKey::V4(1), Duration::from_secs(1));
+    assert!(bans.take().is_empty(), "not shared: nothing noted");
+    bans.enable(true);
+    for i in 0..(MAX_NEW_BANS as u32 + 5) {
+        bans.push(ClientKey::V4(i), Duration::from_secs(1));
+    }
+    let taken = bans.take();
+    assert_eq!(taken.len(), MAX_NEW_BANS);
+    assert_eq!(taken[0], (ClientKey::V4(0), Duration::from_secs(1)));
+    assert!(bans.take().is_empty(), "taken once");
+    bans.push(ClientKey::V4(1), Duration::from_secs(1));
+    bans.enable(false);
+    assert!(bans.take().is_empty(), "turning sharing off forgets what waits");
+}
+
+#[test]
+fn ban_keys_are_per_client_not_per_class() {
+    assert_eq!(ban_key_name("r:", &ClientKey::V4(0x7f00_0001)), "r:ban:4:7f000001");
+    assert_eq!(ban_key_name("r:", &ClientKey::V6(1)), "r:ban:6:0000000000000001");
+}

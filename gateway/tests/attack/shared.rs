@@ -2,7 +2,8 @@
 //! spreading its requests over both gets one limit, not two; with Redis stopped, each gateway
 //! goes on with its own limit, and sharing resumes when Redis is back; a client under its limit
 //! is never refused because of the sharing; a password is sent, and a wrong one leaves that
-//! gateway on its own limits.
+//! gateway on its own limits; a client banned by one gateway is banned by the other at its next
+//! exchange.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -93,6 +94,22 @@ async fn spread(gateways: [SocketAddr; 2], source: Ipv4Addr, window: Duration) -
         by_gateway[g] += n;
     }
     (by_gateway, start.elapsed().as_secs_f64())
+}
+
+type H2Send = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+/// One request on `send`; its status.
+async fn get(send: &mut H2Send) -> u16 {
+    let req = Request::post("https://localhost/v1/chain/get_block")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .expect("req");
+    send.ready().await.expect("ready");
+    send.send_request(req).await.expect("response").status().as_u16()
+}
+
+/// The gateway's bans recorded in the fleet (`sent`) or taken from it (`received`).
+async fn shared_bans(gw: &Gateway, direction: &str) -> f64 {
+    gw.metric(&format!("rempart_gateway_shared_bans_total{{direction=\"{direction}\"}}")).await
 }
 
 /// The gateway's shared-limit exchanges that ended with `result`.
@@ -251,4 +268,70 @@ async fn a_password_is_sent_and_a_wrong_one_leaves_the_gateway_on_its_own_limits
     // The gateway Redis refused still limits the client on its own.
     let alone = got[1] as f64;
     assert!(alone >= one_limit * 0.8 && alone <= one_limit * 1.05 + 2.0, "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_banned_by_one_gateway_is_banned_by_the_other_at_its_next_exchange() {
+    let Some(program) = tools::find("redis-server", "redis-server") else { return };
+    let _serial = tools::serial().await;
+    let port = free_port();
+    let _server = redis(&program, port).await;
+    let up = Upstream::start("a").await;
+    let text =
+        policy_with(up.addr, port, 5.0, 5.0, 50).replace("ban_after = 1000000", "ban_after = 10");
+    let (a, b) = (Gateway::start(&text).await, Gateway::start(&text).await);
+    let connect = async |source: Ipv4Addr, addr: SocketAddr| {
+        let Client::H2(send) = Client::connect_from(source, addr, true).await.expect("connects")
+        else {
+            unreachable!("asked for HTTP/2")
+        };
+        send
+    };
+    let (x, y) = (Ipv4Addr::new(127, 0, 3, 6), Ipv4Addr::new(127, 0, 3, 7));
+    let mut x_at_b = connect(x, b.tls).await;
+    assert_eq!(get(&mut x_at_b).await, 200, "x is served by b before any ban");
+
+    // x asks a for a forbidden path until a bans it (its rate-limit bucket stays unused, so
+    // only the ban can stop it at b).
+    let mut x_at_a = connect(x, a.tls).await;
+    for _ in 0..10 {
+        let req = Request::post("https://localhost/v1/producer/pause")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .expect("req");
+        x_at_a.ready().await.expect("ready");
+        let status = x_at_a.send_request(req).await.expect("response").status().as_u16();
+        assert_eq!(status, 403, "the producer API never passes");
+    }
+    assert_eq!(a.metric("rempart_gateway_banned_clients").await, 1.0, "a banned x");
+    assert_eq!(get(&mut x_at_a).await, 403, "a refuses x's allowed requests too");
+
+    // At b, x is let through until b's next exchange carries it, then refused.
+    let started = Instant::now();
+    let mut let_through = 0;
+    loop {
+        match get(&mut x_at_b).await {
+            200 => let_through += 1,
+            403 => break,
+            s => panic!(
+                "b answered x {s} before the ban reached it (after {let_through} let through)"
+            ),
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "b never banned x");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "b banned x {:.0} ms after a did, letting {let_through} requests through meanwhile",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    assert!(let_through <= 10, "{let_through} requests let through before the ban reached b");
+    assert_eq!(shared_bans(&a, "sent").await, 1.0);
+    assert_eq!(shared_bans(&b, "received").await, 1.0);
+    assert_eq!(b.metric("rempart_gateway_banned_clients").await, 1.0);
+    // b refuses x's new connections too, and serves everyone else.
+    assert!(
+        Client::connect_from(x, b.tls, true).await.is_err(),
+        "a banned client's new connection is closed"
+    );
+    let mut y_at_b = connect(y, b.tls).await;
+    assert_eq!(get(&mut y_at_b).await, 200, "another client is still served");
 }
