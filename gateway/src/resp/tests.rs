@@ -57,3 +57,36 @@ fn malformed_replies_are_errors() {
     let long = vec![b'+'; MAX_LINE + 2];
     assert_eq!(parse(&long), Err("line too long"));
 }
+
+#[test]
+fn mangled_replies_never_panic_and_never_read_past_the_buffer() {
+    let valid: &[&[u8]] = &[
+        b"*3\r\n:1\r\n$2\r\nhi\r\n*2\r\n:0\r\n$-1\r\n",
+        b"*2\r\n:123456\r\n:0\r\n",
+        b"+OK\r\n",
+        b"-ERR x\r\n",
+    ];
+    // A fixed generator, so a failure replays.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..200_000 {
+        let mut buf = valid[(next() % valid.len() as u64) as usize].to_vec();
+        for _ in 0..(next() % 4) {
+            let i = (next() % buf.len() as u64) as usize;
+            let byte = [b'*', b'$', b':', b'\r', b'\n', b'-', b'9', b'0'][(next() % 8) as usize];
+            match next() % 3 {
+                0 => buf[i] = byte,
+                1 => buf.insert(i, byte),
+                _ => buf.truncate(i.max(1)),
+            }
+        }
+        if let Ok(Some((_, used))) = parse(&buf) {
+            assert!(used <= buf.len(), "{buf:?}");
+        }
+    }
+}
