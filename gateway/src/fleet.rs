@@ -330,12 +330,22 @@ pub async fn share(shared: Arc<Shared>) {
             continue;
         }
         let result = async {
-            if link.as_ref().is_none_or(|l| l.config != config) {
+            let reused = link.as_ref().is_some_and(|l| l.config == config);
+            if !reused {
                 link = None;
                 link = Some(Link::open(&config).await?);
             }
-            let l = link.as_mut().expect("link just opened");
-            exchange(l, &new_bans, &batches, window, &shared.bans).await
+            let l = link.as_mut().expect("link open");
+            match exchange(l, &new_bans, &batches, window, &shared.bans).await {
+                // A connection left idle may have been closed by Redis (its `timeout`
+                // setting): once more on a fresh one before calling Redis unreachable.
+                Err(FleetError::Redis(RespError::Closed(_) | RespError::Io { .. })) if reused => {
+                    link = None;
+                    let l = link.insert(Link::open(&config).await?);
+                    exchange(l, &new_bans, &batches, window, &shared.bans).await
+                }
+                other => other,
+            }
         }
         .await;
         match result {

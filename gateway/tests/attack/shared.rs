@@ -335,3 +335,53 @@ async fn a_client_banned_by_one_gateway_is_banned_by_the_other_at_its_next_excha
     let mut y_at_b = connect(y, b.tls).await;
     assert_eq!(get(&mut y_at_b).await, 200, "another client is still served");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_redis_closed_for_idleness_is_replaced_without_a_failure() {
+    let Some(program) = tools::find("redis-server", "redis-server") else { return };
+    let _serial = tools::serial().await;
+    let port = free_port();
+    // Redis closes connections idle for a second.
+    let _server = tools::command(&program)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "no", "--timeout", "1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let addr = format!("127.0.0.1:{port}");
+    let mut admin = None;
+    wait_for("redis-server to answer", Duration::from_secs(10), async || {
+        admin = Connection::connect(&addr, None, Duration::from_secs(1)).await.ok();
+        admin.is_some()
+    })
+    .await;
+    let mut admin = admin.expect("connected");
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&policy(up.addr, port)).await;
+    let Client::H2(mut send) =
+        Client::connect_from(Ipv4Addr::new(127, 0, 3, 8), gw.tls, true).await.expect("connects")
+    else {
+        unreachable!("asked for HTTP/2")
+    };
+    assert_eq!(get(&mut send).await, 200);
+    wait_for("a first exchange", Duration::from_secs(5), async || {
+        exchanges(&gw, "ok").await >= 1.0
+    })
+    .await;
+    // Until Redis has closed the gateway's idle connection: only this test's own remains (it
+    // asks every 20 ms, so it never idles a second).
+    wait_for("Redis to close the idle gateway connection", Duration::from_secs(10), async || {
+        match admin.call(&[b"CLIENT", b"LIST"]).await {
+            Ok(Reply::Bulk(Some(list))) => String::from_utf8_lossy(&list).lines().count() == 1,
+            other => panic!("CLIENT LIST: {other:?}"),
+        }
+    })
+    .await;
+    assert_eq!(get(&mut send).await, 200);
+    wait_for("a second exchange", Duration::from_secs(5), async || {
+        exchanges(&gw, "ok").await >= 2.0
+    })
+    .await;
+    assert_eq!(exchanges(&gw, "failed").await, 0.0, "the closed connection was replaced");
+    gw.stop().await;
+}
