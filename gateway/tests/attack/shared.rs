@@ -23,21 +23,39 @@ const BURST: f64 = 10.0;
 
 /// redis-server on `port`, in memory only, until dropped.
 async fn redis(program: &Path, port: u16) -> tokio::process::Child {
+    redis_with(program, port, &[], None).await.0
+}
+
+/// redis-server on `port` with `args` added, once it answers PING (after AUTH with
+/// `password`), and the connection that asked.
+async fn redis_with(
+    program: &Path,
+    port: u16,
+    args: &[&str],
+    password: Option<&str>,
+) -> (tokio::process::Child, Connection) {
     let child = tools::command(program)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "no", "--protected-mode", "no"])
+        .args(["--appendonly", "no"])
+        .args(args)
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start redis-server");
     let addr = format!("127.0.0.1:{port}");
+    let mut answered = None;
     wait_for("redis-server to answer PING", Duration::from_secs(10), async || {
-        let Ok(mut c) = Connection::connect(&addr, None, Duration::from_secs(1)).await else {
+        let auth = password.map(|p| (None, p));
+        let Ok(mut c) = Connection::connect(&addr, auth, Duration::from_secs(1)).await else {
             return false;
         };
-        matches!(c.call(&[b"PING"]).await, Ok(Reply::Status(s)) if s == "PONG")
+        if !matches!(c.call(&[b"PING"]).await, Ok(Reply::Status(s)) if s == "PONG") {
+            return false;
+        }
+        answered = Some(c);
+        true
     })
     .await;
-    child
+    (child, answered.expect("answered"))
 }
 
 fn policy(up: SocketAddr, redis_port: u16) -> String {
@@ -227,18 +245,8 @@ async fn a_password_is_sent_and_a_wrong_one_leaves_the_gateway_on_its_own_limits
     let Some(program) = tools::find("redis-server", "redis-server") else { return };
     let _serial = tools::serial().await;
     let port = free_port();
-    let _server = tools::command(&program)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "no", "--requirepass", "right-horse-battery"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    let addr = format!("127.0.0.1:{port}");
-    wait_for("redis-server to accept the password", Duration::from_secs(10), async || {
-        let auth = Some((None, "right-horse-battery"));
-        Connection::connect(&addr, auth, Duration::from_secs(1)).await.is_ok()
-    })
-    .await;
+    let password = "right-horse-battery";
+    let _server = redis_with(&program, port, &["--requirepass", password], Some(password)).await;
     let up = Upstream::start("a").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut gateways = Vec::new();
@@ -342,20 +350,7 @@ async fn a_connection_redis_closed_for_idleness_is_replaced_without_a_failure() 
     let _serial = tools::serial().await;
     let port = free_port();
     // Redis closes connections idle for a second.
-    let _server = tools::command(&program)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "no", "--timeout", "1"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    let addr = format!("127.0.0.1:{port}");
-    let mut admin = None;
-    wait_for("redis-server to answer", Duration::from_secs(10), async || {
-        admin = Connection::connect(&addr, None, Duration::from_secs(1)).await.ok();
-        admin.is_some()
-    })
-    .await;
-    let mut admin = admin.expect("connected");
+    let (_server, mut admin) = redis_with(&program, port, &["--timeout", "1"], None).await;
     let up = Upstream::start("a").await;
     let gw = Gateway::start(&policy(up.addr, port)).await;
     let Client::H2(mut send) =
