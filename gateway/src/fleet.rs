@@ -250,7 +250,7 @@ async fn exchange(
     }
     let mut plan = Vec::new();
     for (b, batch) in batches.iter().enumerate() {
-        let step = format!("{:.3}", batch.step_micros());
+        let step = format!("{:.6}", batch.step_micros());
         for (c, chunk) in batch.counts.chunks(CHUNK).enumerate() {
             let keys: Vec<String> = chunk
                 .iter()

@@ -194,11 +194,11 @@ async fn a_client_under_its_limit_over_two_gateways_is_never_refused() {
     let port = free_port();
     let _server = redis(&program, port).await;
     let up = Upstream::start("a").await;
-    // A rate whose sync interval holds many requests and more than the burst (200/s, 20 per
-    // 100 ms, burst 5): counts handed over at once as if just made would put the client 100 ms
-    // over its 20 ms of tolerance at every exchange.
+    // A rate whose sync interval holds many requests and more than the burst (200/s, 40 per
+    // 200 ms, burst 5): counts handed over at once as if just made would put the client up to
+    // 160 ms over its 20 ms of tolerance at every exchange.
     let (rate, burst) = (200.0, 5.0);
-    let text = policy_with(up.addr, port, rate, burst, 100);
+    let text = policy_with(up.addr, port, rate, burst, 200);
     let (a, b) = (Gateway::start(&text).await, Gateway::start(&text).await);
     let source = Ipv4Addr::new(127, 0, 3, 4);
     // 80% of the rate, half to each gateway, evenly paced, for 2 s.
@@ -229,8 +229,9 @@ async fn a_client_under_its_limit_over_two_gateways_is_never_refused() {
         let statuses = t.await.expect("join");
         let took = started.elapsed();
         eprintln!("{} requests in {:.2} s", statuses.len(), took.as_secs_f64());
-        // At half the intended pace or more, each interval still holds more than the burst.
-        assert!(took < Duration::from_millis(3200), "the client did not keep its pace: {took:?}");
+        // At 40% of the intended pace or more (on a loaded machine), each interval still holds
+        // three times the burst.
+        assert!(took < Duration::from_secs(5), "the client did not keep its pace: {took:?}");
         let refused = statuses.iter().filter(|s| **s != 200).count();
         assert_eq!(refused, 0, "refused under the limit: {statuses:?}");
     }
@@ -285,8 +286,9 @@ async fn a_client_banned_by_one_gateway_is_banned_by_the_other_at_its_next_excha
     let port = free_port();
     let _server = redis(&program, port).await;
     let up = Upstream::start("a").await;
+    // A burst far above what x sends at b before the next exchange: only the ban may stop it.
     let text =
-        policy_with(up.addr, port, 5.0, 5.0, 50).replace("ban_after = 1000000", "ban_after = 10");
+        policy_with(up.addr, port, 5.0, 50.0, 50).replace("ban_after = 1000000", "ban_after = 10");
     let (a, b) = (Gateway::start(&text).await, Gateway::start(&text).await);
     let connect = async |source: Ipv4Addr, addr: SocketAddr| {
         let Client::H2(send) = Client::connect_from(source, addr, true).await.expect("connects")
@@ -331,7 +333,10 @@ async fn a_client_banned_by_one_gateway_is_banned_by_the_other_at_its_next_excha
         "b banned x {:.0} ms after a did, letting {let_through} requests through meanwhile",
         started.elapsed().as_secs_f64() * 1e3
     );
-    assert!(let_through <= 10, "{let_through} requests let through before the ban reached b");
+    // About one exchange interval of requests (every 10 ms or so, exchanges every 50 ms); the
+    // bound leaves room for a loaded machine and stays under the burst, so a 429 cannot hide
+    // a missing ban.
+    assert!(let_through < 40, "{let_through} requests let through before the ban reached b");
     assert_eq!(shared_bans(&a, "sent").await, 1.0);
     assert_eq!(shared_bans(&b, "received").await, 1.0);
     assert_eq!(b.metric("rempart_gateway_banned_clients").await, 1.0);
