@@ -141,6 +141,22 @@ pub enum AuditEvent {
         /// Who asked.
         peer: String,
     },
+    /// A bare digest was signed for the keosd-compatible endpoint (`crate::keosd`): no block,
+    /// so no guard.
+    DigestSignature {
+        /// Key.
+        key: String,
+        /// Digest signed.
+        digest: String,
+        /// Signature released.
+        signature: String,
+        /// The same digest asked again, answered with the signature already given.
+        replay: bool,
+        /// Backend calls it took (0 for a replay).
+        attempts: u32,
+        /// Who asked.
+        peer: String,
+    },
     /// A request was refused.
     Refusal {
         /// Stable reason label.

@@ -20,7 +20,7 @@ use crate::keyring::{Backend, Keyring, KeyringError};
 use crate::metrics::Metrics;
 use crate::policy::{BackendConfig, Policy, PolicyError};
 use crate::sandbox::{SandboxConfig, SandboxError, SandboxReport};
-use crate::server::{self, ConnectionLimits, PeerRules, ServerError, Signer};
+use crate::server::{self, ConnectionLimits, PeerRules, Protocol, ServerError, Signer};
 
 /// Why the daemon could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +107,8 @@ pub struct Daemon {
     tcp: Option<std::net::TcpListener>,
     metrics_listener: Option<std::net::TcpListener>,
     tunnel: Option<Tunnel>,
+    keosd_unix: Option<(std::os::unix::net::UnixListener, PathBuf)>,
+    keosd_tcp: Option<std::net::TcpListener>,
 }
 
 /// The WireGuard statistics reader opened before the sandbox, and what to compare it against.
@@ -224,12 +226,41 @@ impl Daemon {
             crate::wireguard::bind_to_interface(l, &wg.interface)?;
         }
         let metrics_listener = policy.metrics.listen.map(bind_tcp).transpose()?;
-        Ok(Daemon { signer: Arc::new(signer), unix, tcp, metrics_listener, tunnel })
+        let (mut keosd_unix, mut keosd_tcp) = (None, None);
+        if let Some(k) = &policy.keosd_compat {
+            tracing::warn!(
+                keys = ?k.keys.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "DANGEROUS: [keosd_compat] signs bare digests for these keys; the double-sign \
+                 guard cannot check them"
+            );
+            if let Some(p) = &k.unix_socket {
+                keosd_unix = Some((bind_unix(p)?, p.clone()));
+            }
+            keosd_tcp = k.tcp.map(bind_tcp).transpose()?;
+            #[cfg(feature = "wireguard")]
+            if let (Some(l), Some(wg)) = (&keosd_tcp, &policy.wireguard) {
+                crate::wireguard::bind_to_interface(l, &wg.interface)?;
+            }
+        }
+        Ok(Daemon {
+            signer: Arc::new(signer),
+            unix,
+            tcp,
+            metrics_listener,
+            tunnel,
+            keosd_unix,
+            keosd_tcp,
+        })
     }
 
     /// The TCP address actually bound (useful with port 0).
     pub fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
         self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The keosd-compatible TCP address actually bound.
+    pub fn keosd_tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.keosd_tcp.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The metrics address actually bound.
@@ -289,18 +320,31 @@ impl Daemon {
         if let Some((l, path)) = self.unix {
             let l = tokio::net::UnixListener::from_std(l)
                 .map_err(listen_err(path.display().to_string()))?;
-            tasks.spawn(server::serve_unix(
-                l,
-                signer.clone(),
-                rules.clone(),
-                slots.clone(),
-                limits,
-            ));
+            let frames = Protocol::Frames(signer.clone());
+            tasks.spawn(server::serve_unix(l, frames, rules.clone(), slots.clone(), limits));
             socket_path = Some(path);
         }
         if let Some(l) = self.tcp {
             let l = tokio::net::TcpListener::from_std(l).map_err(listen_err("tcp".into()))?;
-            tasks.spawn(server::serve_tcp(l, signer.clone(), rules.clone(), slots.clone(), limits));
+            let frames = Protocol::Frames(signer.clone());
+            tasks.spawn(server::serve_tcp(l, frames, rules.clone(), slots.clone(), limits));
+        }
+        let mut keosd_path = None;
+        if let Some(k) = &policy.keosd_compat {
+            let service = Arc::new(crate::keosd::Service::new(signer.clone(), k));
+            if let Some((l, path)) = self.keosd_unix {
+                let l = tokio::net::UnixListener::from_std(l)
+                    .map_err(listen_err(path.display().to_string()))?;
+                let keosd = Protocol::Keosd(service.clone());
+                tasks.spawn(server::serve_unix(l, keosd, rules.clone(), slots.clone(), limits));
+                keosd_path = Some(path);
+            }
+            if let Some(l) = self.keosd_tcp {
+                let l =
+                    tokio::net::TcpListener::from_std(l).map_err(listen_err("keosd tcp".into()))?;
+                let keosd = Protocol::Keosd(service);
+                tasks.spawn(server::serve_tcp(l, keosd, rules.clone(), slots.clone(), limits));
+            }
         }
         if let Some(l) = self.metrics_listener {
             let l = tokio::net::TcpListener::from_std(l).map_err(listen_err("metrics".into()))?;
@@ -339,7 +383,7 @@ impl Daemon {
         );
         let reason = shutdown.await;
         tasks.abort_all();
-        if let Some(p) = socket_path {
+        for p in [socket_path, keosd_path].into_iter().flatten() {
             let _ = std::fs::remove_file(p);
         }
         signer.audit(&AuditEvent::Stop { reason: reason.clone() }).map_err(ServerError::from)?;

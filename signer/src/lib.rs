@@ -14,6 +14,7 @@ pub mod audit;
 pub mod client;
 pub mod daemon;
 pub mod guard;
+pub mod keosd;
 pub mod keyring;
 pub mod metrics;
 pub mod policy;

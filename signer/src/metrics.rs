@@ -72,6 +72,8 @@ pub struct Metrics {
     pub signatures: AtomicU64,
     /// Repeated requests answered from the guard state.
     pub replays: AtomicU64,
+    /// Bare digests signed for the keosd-compatible endpoint (`[keosd_compat]`).
+    pub digest_signatures: AtomicU64,
     /// K1 signatures the HSM had to make again because fc would call them non-canonical.
     pub canonical_retries: AtomicU64,
     /// Connections accepted.
@@ -125,6 +127,12 @@ impl Metrics {
             "rempart_signer_replays_total",
             "Repeated requests answered from the guard state.",
             &self.replays,
+        );
+        counter(
+            &mut out,
+            "rempart_signer_digest_signatures_total",
+            "Bare digests signed for the keosd-compatible endpoint ([keosd_compat]), which the double-sign guard cannot check.",
+            &self.digest_signatures,
         );
         counter(
             &mut out,

@@ -97,6 +97,24 @@ pub struct Policy {
     pub wireguard: Option<WireGuardConfig>,
     /// Who may approve administrative commands (`[admin]`); none when absent.
     pub admin: Option<crate::admin::AdminPolicy>,
+    /// The keosd `sign_digest` endpoint for a stock nodeos (`[keosd_compat]`); none when
+    /// absent, which is the default.
+    pub keosd_compat: Option<KeosdCompat>,
+}
+
+/// The keosd-compatible `POST /v1/wallet/sign_digest` endpoint (`crate::keosd`). A bare digest
+/// cannot be checked against the double-sign guard, so this is off unless the policy says it
+/// knows (`dangerous_bare_digests = true`).
+#[derive(Debug, Clone)]
+pub struct KeosdCompat {
+    /// Its own Unix socket (mode 0600; peers as `[listen]` allows).
+    pub unix_socket: Option<PathBuf>,
+    /// Its own TCP address (the same rules as `[listen] tcp`; peers as `[listen]` allows).
+    pub tcp: Option<SocketAddr>,
+    /// The keys that sign bare digests; each is a `[[producers]]` key.
+    pub keys: BTreeSet<PublicKey>,
+    /// The least time between two different digests signed by one key.
+    pub min_interval: Duration,
 }
 
 /// Sandbox settings (see `crate::sandbox::SandboxConfig`).
@@ -246,6 +264,17 @@ struct RawPolicy {
     sandbox: RawSandbox,
     wireguard: Option<Spanned<WireGuardSection>>,
     admin: Option<Spanned<crate::admin::AdminSection>>,
+    keosd_compat: Option<Spanned<RawKeosdCompat>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeosdCompat {
+    dangerous_bare_digests: Spanned<bool>,
+    unix_socket: Option<Spanned<PathBuf>>,
+    tcp: Option<Spanned<SocketAddr>>,
+    keys: Spanned<Vec<Spanned<String>>>,
+    min_interval_ms: Spanned<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -615,7 +644,14 @@ impl Validator<'_> {
             dangerous_disabled: sb.dangerous_disabled,
         };
 
+        let keosd_compat = raw
+            .keosd_compat
+            .as_ref()
+            .map(|k| self.keosd_compat(k, &producers, &listen, wireguard.as_ref()))
+            .transpose()?;
+
         Ok(Policy {
+            keosd_compat,
             sandbox,
             chain_id: raw.chain.id,
             sha256: Checksum256::hash(self.text.as_bytes()),
@@ -791,6 +827,82 @@ impl Validator<'_> {
     }
 
     /// A private listener binds the tunnel address, or loopback when there is no tunnel.
+    fn keosd_compat(
+        &self,
+        k: &Spanned<RawKeosdCompat>,
+        producers: &[ProducerPolicy],
+        listen: &ListenConfig,
+        wireguard: Option<&WireGuardConfig>,
+    ) -> Result<KeosdCompat, PolicyError> {
+        let r = k.get_ref();
+        if !*r.dangerous_bare_digests.get_ref() {
+            return Err(self.err(
+                r.dangerous_bare_digests.span(),
+                "[keosd_compat] signs bare digests, which the double-sign guard cannot check: \
+                 set dangerous_bare_digests = true to say so, or remove the section",
+            ));
+        }
+        let unix_socket = match &r.unix_socket {
+            Some(p) => Some(self.absolute(p, "keosd_compat unix socket")?),
+            None => None,
+        };
+        if unix_socket.is_some() && unix_socket == listen.unix_socket {
+            return Err(self.err(
+                r.unix_socket.as_ref().map_or(0..0, |p| p.span()),
+                "keosd_compat.unix_socket is [listen]'s socket; give it a path of its own",
+            ));
+        }
+        let tcp = match &r.tcp {
+            Some(a) => {
+                if a.get_ref().ip().is_unspecified() || a.get_ref().ip().is_multicast() {
+                    return Err(self
+                        .err(a.span(), format!("keosd_compat.tcp {} is a wildcard", a.get_ref())));
+                }
+                check_private_listener("keosd_compat tcp", *a.get_ref(), wireguard)
+                    .map_err(|m| self.err(a.span(), m))?;
+                if listen.tcp_allowed_peers.is_empty() {
+                    return Err(self.err(
+                        a.span(),
+                        "keosd_compat.tcp needs [listen] tcp_allowed_peers (or [wireguard] \
+                         peers): nobody could connect",
+                    ));
+                }
+                Some(*a.get_ref())
+            }
+            None => None,
+        };
+        if unix_socket.is_none() && tcp.is_none() {
+            return Err(self.err(k.span(), "[keosd_compat] needs unix_socket or tcp (or both)"));
+        }
+        let mut keys = BTreeSet::new();
+        for key in r.keys.get_ref() {
+            let parsed: PublicKey = key.get_ref().parse().map_err(|e| {
+                self.err(key.span(), format!("{:?} is not a public key: {e}", key.get_ref()))
+            })?;
+            if !producers.iter().any(|p| p.key == parsed) {
+                return Err(self.err(
+                    key.span(),
+                    format!(
+                        "{parsed} is no [[producers]] key; keosd_compat signs only with a \
+                         producer's block-signing key"
+                    ),
+                ));
+            }
+            keys.insert(parsed);
+        }
+        if keys.is_empty() {
+            return Err(self.err(r.keys.span(), "keosd_compat.keys is empty"));
+        }
+        let ms = *r.min_interval_ms.get_ref();
+        if ms > 60_000 {
+            return Err(self.err(
+                r.min_interval_ms.span(),
+                "min_interval_ms must be 0..=60000 (a block slot is 500 ms)",
+            ));
+        }
+        Ok(KeosdCompat { unix_socket, tcp, keys, min_interval: Duration::from_millis(ms) })
+    }
+
     fn private_listener(
         &self,
         a: &Spanned<SocketAddr>,

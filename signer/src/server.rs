@@ -1100,15 +1100,52 @@ impl Listener for tokio::net::TcpListener {
     }
 }
 
+/// What a listener speaks.
+#[derive(Debug, Clone)]
+pub enum Protocol {
+    /// The framed signer protocol (`SignBlock`, `PublicKeys`, `Status`, `Admin`).
+    Frames(Arc<Signer>),
+    /// The keosd-compatible `sign_digest` endpoint (`crate::keosd`).
+    Keosd(Arc<crate::keosd::Service>),
+}
+
+impl Protocol {
+    fn signer(&self) -> &Arc<Signer> {
+        match self {
+            Protocol::Frames(s) => s,
+            Protocol::Keosd(k) => k.signer(),
+        }
+    }
+
+    /// Serves one admitted connection.
+    fn serve<S>(
+        &self,
+        stream: S,
+        peer: String,
+        limits: ConnectionLimits,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        match self {
+            Protocol::Frames(s) => Box::pin(serve_connection(stream, s.clone(), peer, limits)),
+            Protocol::Keosd(k) => {
+                Box::pin(crate::keosd::serve_connection(stream, k.clone(), peer, limits))
+            }
+        }
+    }
+}
+
 /// The accept loop of every listener. Returns only when the connection slots are closed; the
 /// daemon stops it by aborting its task at shutdown.
 async fn serve_listener<L: Listener>(
     listener: L,
-    signer: Arc<Signer>,
+    protocol: Protocol,
     rules: Arc<PeerRules>,
     slots: Arc<Semaphore>,
     limits: ConnectionLimits,
 ) {
+    let signer = protocol.signer().clone();
     let mut backoff = AcceptBackoff::new();
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
@@ -1141,9 +1178,9 @@ async fn serve_listener<L: Listener>(
             }
             Admission::Admit(stream, peer) => {
                 signer.metrics.connections.fetch_add(1, Ordering::Relaxed);
-                let s = signer.clone();
+                let served = protocol.serve(stream, peer, limits);
                 tokio::spawn(async move {
-                    serve_connection(stream, s, peer, limits).await;
+                    served.await;
                     drop(permit);
                 });
             }
@@ -1152,25 +1189,27 @@ async fn serve_listener<L: Listener>(
 }
 
 /// Accepts Unix connections from the allowed uids (SO_PEERCRED), at most as many at once as
-/// `slots` has permits. Runs until its task is aborted (`Daemon::serve` does at shutdown).
+/// `slots` has permits, and serves `protocol` on them. Runs until its task is aborted
+/// (`Daemon::serve` does at shutdown).
 pub async fn serve_unix(
     listener: tokio::net::UnixListener,
-    signer: Arc<Signer>,
+    protocol: Protocol,
     rules: Arc<PeerRules>,
     slots: Arc<Semaphore>,
     limits: ConnectionLimits,
 ) {
-    serve_listener(listener, signer, rules, slots, limits).await;
+    serve_listener(listener, protocol, rules, slots, limits).await;
 }
 
 /// Accepts TCP connections from the allowed peer addresses, at most as many at once as
-/// `slots` has permits. Runs until its task is aborted (`Daemon::serve` does at shutdown).
+/// `slots` has permits, and serves `protocol` on them. Runs until its task is aborted
+/// (`Daemon::serve` does at shutdown).
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
-    signer: Arc<Signer>,
+    protocol: Protocol,
     rules: Arc<PeerRules>,
     slots: Arc<Semaphore>,
     limits: ConnectionLimits,
 ) {
-    serve_listener(listener, signer, rules, slots, limits).await;
+    serve_listener(listener, protocol, rules, slots, limits).await;
 }

@@ -49,7 +49,8 @@ pub enum Stream {
 }
 
 impl Stream {
-    fn io(&mut self) -> &mut dyn ReadWrite {
+    /// The stream to read and write.
+    pub fn io(&mut self) -> &mut dyn ReadWrite {
         match self {
             Stream::Unix(s) => s,
             Stream::Tcp(s) => s,
@@ -57,7 +58,8 @@ impl Stream {
     }
 }
 
-trait ReadWrite: Read + Write {}
+/// A blocking byte stream.
+pub trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
 /// Sends one frame and reads the one response.

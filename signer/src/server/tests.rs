@@ -251,7 +251,7 @@ async fn a_failing_accept_backs_off_instead_of_spinning() {
     };
     let serve = serve_listener(
         FailingListener(calls.clone()),
-        f.signer.clone(),
+        Protocol::Frames(f.signer.clone()),
         Arc::new(PeerRules::default()),
         Arc::new(Semaphore::new(4)),
         limits,
