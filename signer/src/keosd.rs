@@ -59,15 +59,7 @@ impl Answer {
 
     /// keosd's error shape: `{"code", "message", "error": {"code", "name", "what", "details"}}`.
     fn error(status: u16, name: &str, what: &str, detail: &str) -> Answer {
-        let message = match status {
-            400 => "Bad Request",
-            403 => "Forbidden",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            411 => "Length Required",
-            413 => "Payload Too Large",
-            _ => "Internal Service Error",
-        };
+        let message = status_text(status);
         let body = serde_json::json!({
             "code": status,
             "message": message,
@@ -319,8 +311,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Answer> {
     }))
 }
 
-fn write_answer(out: &mut Vec<u8>, answer: &Answer, close: bool) {
-    let reason = match answer.status {
+/// The reason phrase of the statuses this endpoint answers.
+fn status_text(status: u16) -> &'static str {
+    match status {
         200 => "OK",
         400 => "Bad Request",
         403 => "Forbidden",
@@ -330,7 +323,11 @@ fn write_answer(out: &mut Vec<u8>, answer: &Answer, close: bool) {
         411 => "Length Required",
         413 => "Payload Too Large",
         _ => "Internal Server Error",
-    };
+    }
+}
+
+fn write_answer(out: &mut Vec<u8>, answer: &Answer, close: bool) {
+    let reason = status_text(answer.status);
     out.extend_from_slice(
         format!(
             "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
