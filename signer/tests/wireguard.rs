@@ -44,6 +44,8 @@ const CLIENT_VETH: &str = "10.99.0.2";
 const SIGNER_WG_PORT: u16 = 51820;
 const CLIENT_WG_PORT: u16 = 51821;
 const SIGNER_TCP_PORT: u16 = 7010;
+/// The keosd-compatible endpoint, on the tunnel address too.
+const KEOSD_PORT: u16 = 8900;
 
 /// The signer's and the client's namespaces joined by veth, with an interface name for each;
 /// everything goes with `net` on drop.
@@ -141,6 +143,11 @@ audit_log = "state/audit.jsonl"
 request_timeout_ms = 5000
 [metrics]
 file = "state/metrics.prom"
+[keosd_compat]
+dangerous_bare_digests = true
+tcp = "{SIGNER_TUNNEL}:{KEOSD_PORT}"
+keys = ["{DEV_PUB}"]
+min_interval_ms = 0
 [sandbox]
 seccomp_policy = "{seccomp}"
 memory_lock = "current"
@@ -375,8 +382,15 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
         // Idempotent: a second run changes nothing and fails nothing.
         Interface::up(&client).expect("re-applying the same configuration");
 
-        // 1. Through the tunnel: signed.
+        // 1. Through the tunnel: signed, and a bare digest signed by the keosd-compatible
+        //    endpoint on the tunnel address (as a stock nodeos on this peer would ask).
         sign_eventually(&d.key, base, 2, Duration::from_secs(30));
+        let digest = rempart_core::checksum::Checksum256::hash(b"through the tunnel");
+        let (status, body) = keosd_sign(&digest).expect("the keosd endpoint answers");
+        assert_eq!(status, 200, "{body}");
+        let text: String = serde_json::from_str(&body).unwrap();
+        let sig: rempart_core::key::Signature = text.parse().unwrap();
+        assert_eq!(sig.recover(&digest).unwrap(), d.key);
 
         // 2. The signer's veth address: nothing listens there.
         let veth: SocketAddr = format!("{SIGNER_VETH}:{SIGNER_TCP_PORT}").parse().unwrap();
@@ -413,6 +427,9 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
         assert_eq!(n, 0, "a non-peer gets nothing but a closed connection");
         let e = sign(&d.key, base, 5, Duration::from_millis(500)).unwrap_err();
         assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
+        // The keosd endpoint applies the same peer rules.
+        let digest = rempart_core::checksum::Checksum256::hash(b"from no peer");
+        assert!(keosd_sign(&digest).is_err(), "a non-peer gets no keosd answer");
     });
     wait_for("the refusal of the non-peer in the log", Duration::from_secs(10), || {
         d.log_text().contains("tcp peer not allowed")
@@ -422,10 +439,12 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
     let out =
         Command::new("ip").args(["netns", "exec", &net.signer_ns, "ss", "-ltnH"]).output().unwrap();
     let listeners = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        listeners.contains(&format!("{SIGNER_TUNNEL}%{}:{SIGNER_TCP_PORT}", net.signer_if)),
-        "{listeners}"
-    );
+    for port in [SIGNER_TCP_PORT, KEOSD_PORT] {
+        assert!(
+            listeners.contains(&format!("{SIGNER_TUNNEL}%{}:{port}", net.signer_if)),
+            "{listeners}"
+        );
+    }
 
     // 7. Health after the sandbox closed: the interface's counters for the peer, read through
     //    the UAPI connection opened before it.
@@ -485,6 +504,29 @@ fn a_block_is_signed_through_the_tunnel_and_only_through_it() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("10.98.0.5/24") && !text.contains(CLIENT_TUNNEL), "{text}");
+}
+
+/// One `POST /v1/wallet/sign_digest` to the keosd-compatible endpoint on the signer's tunnel
+/// address: (status, body), or the I/O error of a closed or refused connection.
+fn keosd_sign(digest: &rempart_core::checksum::Checksum256) -> std::io::Result<(u16, String)> {
+    use std::io::Write as _;
+    let addr: SocketAddr = format!("{SIGNER_TUNNEL}:{KEOSD_PORT}").parse().unwrap();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let body = format!("[\"{digest}\",\"{DEV_PUB}\"]");
+    let req = format!(
+        "POST /v1/wallet/sign_digest HTTP/1.1\r\nHost: {SIGNER_TUNNEL}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP answer: {answer:?}")))?;
+    let status = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, body.to_owned()))
 }
 
 /// Whether `boringtun-cli` is on `PATH`. Panics under `CI=true` when it is not (tests/run.sh
