@@ -41,7 +41,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::ban::Bans;
-use crate::limit::ClientKey;
+use crate::limit::{CarriedBucket, ClientKey};
+use crate::state::Shared;
 
 #[cfg(test)]
 mod tests;
@@ -58,6 +59,8 @@ const MAX_LINE: usize = 4096;
 const MAX_OFFER: u64 = 64 << 20;
 /// Most sockets one exchange carries: TLS, redirect and admin.
 const MAX_SOCKETS: usize = 3;
+/// Most rate-limit buckets an offer carries (about 70 bytes each in the offer).
+const MAX_BUCKETS: usize = 200_000;
 /// How long either side waits for the other's next line, except for `ready`.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the running gateway waits for its successor to start serving (certificates loaded,
@@ -117,7 +120,16 @@ struct Offer {
     /// The clients banned, and for how much longer.
     #[serde(default)]
     bans: Vec<CarriedBan>,
+    /// The rate-limit buckets that are not full again. Left out when there are none, so that
+    /// a gateway from before buckets were carried can still take over then (it refuses fields
+    /// it does not know).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    buckets: Vec<CarriedBucket>,
 }
+
+/// The running gateway's state, once it serves: where a handover takes the rate-limit buckets
+/// from. `run` fills it (`Config::serving`).
+pub type Serving = Arc<std::sync::OnceLock<std::sync::Weak<Shared>>>;
 
 /// A ban carried to the successor.
 #[derive(Debug, Serialize, Deserialize)]
@@ -201,7 +213,7 @@ impl HandoverSocket {
     /// Answers handover requests until a successor has taken `sockets` (and the bans of
     /// `bans`) and serves on them; then gives up the path and returns the successor's process
     /// id. A failed attempt is logged, and the gateway keeps serving and answering.
-    pub async fn serve(self, sockets: Sockets, bans: Arc<Bans>) -> u32 {
+    pub async fn serve(self, sockets: Sockets, bans: Arc<Bans>, serving: Serving) -> u32 {
         let mut backoff = rempart_core::backoff::AcceptBackoff::default();
         loop {
             let stream = match self.listener.accept().await {
@@ -219,7 +231,7 @@ impl HandoverSocket {
                     continue;
                 }
             };
-            match hand_over(stream, &sockets, &bans).await {
+            match hand_over(stream, &sockets, &bans, &serving).await {
                 Ok((mut stream, pid)) => {
                     // Stops listening and removes the socket file before saying so.
                     drop(self);
@@ -255,6 +267,7 @@ async fn hand_over(
     mut stream: UnixStream,
     sockets: &Sockets,
     bans: &Bans,
+    serving: &Serving,
 ) -> Result<(UnixStream, u32), String> {
     let cred = stream.peer_cred().map_err(|e| format!("no peer credentials: {e}"))?;
     let pid = cred.pid().map_or(0, |p| p.unsigned_abs());
@@ -281,8 +294,18 @@ async fn hand_over(
         })
         .collect();
     let carried = bans.len();
-    let offer =
-        Offer { pid: std::process::id(), sockets: sockets.0.iter().map(|s| s.0).collect(), bans };
+    let buckets = serving
+        .get()
+        .and_then(std::sync::Weak::upgrade)
+        .map(|shared| shared.runtime.load().limiters.export(MAX_BUCKETS))
+        .unwrap_or_default();
+    let carried_buckets = buckets.len();
+    let offer = Offer {
+        pid: std::process::id(),
+        sockets: sockets.0.iter().map(|s| s.0).collect(),
+        bans,
+        buckets,
+    };
     let mut line = serde_json::to_vec(&offer).map_err(|e| e.to_string())?;
     line.push(b'\n');
     let fds: Vec<BorrowedFd<'_>> = sockets.0.iter().map(|s| s.1.as_fd()).collect();
@@ -293,7 +316,8 @@ async fn hand_over(
     tracing::info!(
         successor = pid,
         bans = carried,
-        "listening sockets and bans sent; waiting for the successor to serve"
+        buckets = carried_buckets,
+        "listening sockets, bans and rate-limit buckets sent; waiting for the successor to serve"
     );
     let ready = read_line(&mut stream, READY_TIMEOUT).await?;
     if ready != READY {
@@ -358,6 +382,7 @@ pub struct Predecessor {
     pid: u32,
     path: PathBuf,
     bans: Vec<(ClientKey, Duration)>,
+    buckets: Vec<CarriedBucket>,
 }
 
 impl Predecessor {
@@ -369,6 +394,11 @@ impl Predecessor {
     /// The clients it had banned, with the time each ban has left.
     pub fn take_bans(&mut self) -> Vec<(ClientKey, Duration)> {
         std::mem::take(&mut self.bans)
+    }
+
+    /// Its clients' rate-limit buckets that were not full again.
+    pub fn take_buckets(&mut self) -> Vec<CarriedBucket> {
+        std::mem::take(&mut self.buckets)
     }
 
     /// Step 3's end and step 4: tells the predecessor that this gateway serves, waits until it
@@ -486,5 +516,6 @@ pub fn receive(path: &Path) -> Result<(Vec<Received>, Predecessor), HandoverErro
         received.push(Received { role, addr, listener });
     }
     let bans = offer.bans.into_iter().map(|b| (b.key, Duration::from_millis(b.ms))).collect();
-    Ok((received, Predecessor { stream, pid: offer.pid, path: path.to_owned(), bans }))
+    let buckets = offer.buckets;
+    Ok((received, Predecessor { stream, pid: offer.pid, path: path.to_owned(), bans, buckets }))
 }

@@ -210,20 +210,46 @@ impl SharedBatch {
     /// whose theoretical arrival time is `ahead` from now (the fleet counted requests this
     /// gateway did not see). A client forgotten meanwhile is tracked again if there is room.
     pub fn absorb(&self, key: ClientKey, ahead: Duration) {
-        if ahead.is_zero() {
-            return;
-        }
-        let store = &self.limiter.store;
-        let target = self.clock.now().duration_since(self.limiter.origin) + ahead;
-        let raise = |cur: Option<Nanos>| -> Result<((), Nanos), ()> {
-            Ok(((), cur.map_or(target, |c| c.max(target))))
-        };
-        if let Some(state) = store.map.get(&key) {
-            let _ = state.measure_and_replace(&NotKeyed::NonKey, raise);
-        } else if store.map.len() < store.cap {
-            let _ = store.map.entry(key).or_default().measure_and_replace(&NotKeyed::NonKey, raise);
-        }
+        raise(&self.clock, &self.limiter, key, ahead);
     }
+}
+
+/// Makes `key`'s bucket in `l` no emptier than one whose theoretical arrival time is `ahead`
+/// from now; a client not tracked is tracked if there is room. Returns whether the bucket is
+/// tracked.
+fn raise(clock: &DefaultClock, l: &ClassLimiter, key: ClientKey, ahead: Duration) -> bool {
+    if ahead.is_zero() {
+        return false;
+    }
+    let store = &l.store;
+    let target = clock.now().duration_since(l.origin) + ahead;
+    let up = |cur: Option<Nanos>| -> Result<((), Nanos), ()> {
+        Ok(((), cur.map_or(target, |c| c.max(target))))
+    };
+    if let Some(state) = store.map.get(&key) {
+        let _ = state.measure_and_replace(&NotKeyed::NonKey, up);
+        true
+    } else if store.map.len() < store.cap {
+        let _ = store.map.entry(key).or_default().measure_and_replace(&NotKeyed::NonKey, up);
+        true
+    } else {
+        false
+    }
+}
+
+/// A client's bucket carried to a successor over a handover: how far its theoretical arrival
+/// time is ahead of now (a bucket that is full again is not carried).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarriedBucket {
+    /// The route class.
+    pub class: String,
+    /// Whether it is the trusted clients' bucket.
+    pub trusted: bool,
+    /// The client.
+    pub key: ClientKey,
+    /// Microseconds its theoretical arrival time is ahead of now.
+    pub us: u64,
 }
 
 /// Which limit refused a request.
@@ -348,6 +374,50 @@ impl Limiters {
             }
         }
         Limiters { clock, global, classes, trusted }
+    }
+
+    /// The buckets of clients that are not full again, at most `max` of them, for a
+    /// successor to take over ([`Limiters::restore`]).
+    pub fn export(&self, max: usize) -> Vec<CarriedBucket> {
+        let mut out = Vec::new();
+        for (trusted, table) in [(false, &self.classes), (true, &self.trusted)] {
+            for (name, l) in table {
+                let now = self.clock.now().duration_since(l.origin);
+                for entry in l.store.map.iter() {
+                    if out.len() >= max {
+                        return out;
+                    }
+                    if let Some(tat) = peek(entry.value())
+                        && tat > now
+                    {
+                        let ahead = Duration::from(tat.saturating_sub(now));
+                        out.push(CarriedBucket {
+                            class: name.clone(),
+                            trusted,
+                            key: *entry.key(),
+                            us: u64::try_from(ahead.as_micros()).unwrap_or(u64::MAX),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Takes over buckets a predecessor carried ([`Limiters::export`]): each client's bucket
+    /// here is made no emptier than it was there. Buckets of classes this policy does not have
+    /// are dropped. Returns how many were taken.
+    pub fn restore(&self, buckets: &[CarriedBucket]) -> usize {
+        let mut taken = 0;
+        for b in buckets {
+            let table = if b.trusted { &self.trusted } else { &self.classes };
+            if let Some(l) = table.get(&b.class)
+                && raise(&self.clock, l, b.key, Duration::from_micros(b.us))
+            {
+                taken += 1;
+            }
+        }
+        taken
     }
 
     /// Takes, for every class, the requests let through per client since the last call, to

@@ -226,16 +226,22 @@ fn serve(
         // Shared with the handover socket, which carries the bans to a successor; a successor
         // starts with its predecessor's.
         let bans = Arc::new(Bans::new(policy.access().max_tracked_offenders));
+        let mut buckets = Vec::new();
         if let Some(p) = predecessor.as_mut() {
             let carried = p.take_bans();
             let offered = carried.len();
             let taken = bans.restore(carried);
             tracing::info!(predecessor = p.pid(), offered, taken, "bans carried over");
+            buckets = p.take_buckets();
         }
+        // Filled by `run` once it serves: the handover socket takes the buckets from it.
+        let serving = rempart_gateway::handover::Serving::default();
         let config = Config {
             policy_file: Some(file),
             workers,
             bans: Some(bans.clone()),
+            serving: Some(serving.clone()),
+            buckets,
             ..Config::default()
         };
         let reload = config.reload.clone();
@@ -268,7 +274,7 @@ fn serve(
             }
             let taken = async move {
                 match handover {
-                    Some((Some(socket), sockets)) => socket.serve(sockets, bans).await,
+                    Some((Some(socket), sockets)) => socket.serve(sockets, bans, serving).await,
                     _ => std::future::pending().await,
                 }
             };

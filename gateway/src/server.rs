@@ -185,6 +185,11 @@ pub struct Config {
     /// The offenders and bans to start with and share (with a handover socket, which carries
     /// them to a successor); `None` starts from none.
     pub bans: Option<Arc<Bans>>,
+    /// Filled with the gateway's state once it serves, for a handover to take the rate-limit
+    /// buckets from.
+    pub serving: Option<crate::handover::Serving>,
+    /// Rate-limit buckets a predecessor carried, taken over before serving.
+    pub buckets: Vec<crate::limit::CarriedBucket>,
 }
 
 impl Default for Config {
@@ -197,6 +202,8 @@ impl Default for Config {
             workers: 1,
             close_idle_after: Duration::from_secs(1),
             bans: None,
+            serving: None,
+            buckets: Vec::new(),
         }
     }
 }
@@ -222,6 +229,10 @@ pub async fn run(
     let documents = Loaded::load(policy.documents())?;
     let workers = config.workers.max(1);
     let runtime = Runtime::build(policy, documents, None, workers);
+    if !config.buckets.is_empty() {
+        let taken = runtime.limiters.restore(&config.buckets);
+        tracing::info!(offered = config.buckets.len(), taken, "rate-limit buckets carried over");
+    }
     let sharing = runtime.policy.limits().shared.is_some();
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(runtime),
@@ -237,6 +248,9 @@ pub async fn run(
         workers,
         close_idle_after: config.close_idle_after,
     });
+    if let Some(serving) = &config.serving {
+        let _ = serving.set(Arc::downgrade(&shared));
+    }
     let graceful = Arc::new(Graceful::new());
 
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -27,7 +27,8 @@ async fn a_successor_gets_every_listening_socket_then_the_path() {
     let bans = Arc::new(Bans::new(10));
     let banned = ClientKey::V4(0x7f00_0002);
     assert_eq!(bans.restore([(banned, Duration::from_secs(300))]), 1);
-    let offering = tokio::spawn(socket.serve(Sockets::of(&l).expect("dup"), bans));
+    let offering =
+        tokio::spawn(socket.serve(Sockets::of(&l).expect("dup"), bans, Serving::default()));
 
     let (received, mut predecessor) = receive_off_thread(&path).await.expect("receive");
     let carried = predecessor.take_bans();
@@ -66,7 +67,11 @@ async fn failed_attempts_leave_the_sockets_on_offer() {
     let path = dir.path().join("handover.sock");
     let l = listeners().await;
     let socket = HandoverSocket::bind(&path).expect("bind");
-    let offering = tokio::spawn(socket.serve(Sockets::of(&l).unwrap(), Arc::new(Bans::new(10))));
+    let offering = tokio::spawn(socket.serve(
+        Sockets::of(&l).unwrap(),
+        Arc::new(Bans::new(10)),
+        Serving::default(),
+    ));
 
     // Someone speaking another protocol.
     let mut stranger = UnixStream::connect(&path).await.expect("connect");
@@ -190,7 +195,7 @@ async fn a_long_offer_is_read_whole() {
     let many = (0..100_000u32).map(|i| (ClientKey::V4(i), Duration::from_secs(60)));
     assert_eq!(bans.restore(many), 100_000);
     let socket = HandoverSocket::bind(&path).expect("bind");
-    let offering = tokio::spawn(socket.serve(Sockets::of(&l).unwrap(), bans));
+    let offering = tokio::spawn(socket.serve(Sockets::of(&l).unwrap(), bans, Serving::default()));
     let (received, mut predecessor) = receive_off_thread(&path).await.expect("receive");
     assert_eq!(received.len(), 3);
     assert_eq!(predecessor.take_bans().len(), 100_000);

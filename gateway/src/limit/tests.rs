@@ -177,3 +177,35 @@ fn the_fleets_view_holds_a_client_back_here() {
     let Decision::Limited { wait, .. } = l.check("read", b, false) else { panic!("b is over") };
     assert!(wait > Duration::from_millis(50), "{wait:?}");
 }
+
+#[test]
+fn buckets_are_carried_to_a_successor_and_full_ones_are_not() {
+    let p = policy(100, 1, 3);
+    let old = Limiters::new(&p);
+    let (busy, quiet) = (ClientKey::V4(1), ClientKey::V4(2));
+    for _ in 0..3 {
+        assert_eq!(old.check("read", busy, false), Decision::Allowed);
+    }
+    let Decision::Limited { wait: before, .. } = old.check("read", busy, false) else {
+        panic!("busy is over its burst")
+    };
+    // Only buckets not full again are carried: `quiet` sent nothing.
+    let carried = old.export(10);
+    assert_eq!(carried.len(), 1, "{carried:?}");
+    assert_eq!(
+        (carried[0].class.as_str(), carried[0].trusted, carried[0].key),
+        ("read", false, busy)
+    );
+    assert!(old.export(0).is_empty(), "the bound holds");
+
+    let new = Limiters::new(&p);
+    assert_eq!(new.restore(&carried), 1);
+    let Decision::Limited { wait: after, .. } = new.check("read", busy, false) else {
+        panic!("busy is still over its burst after the handover")
+    };
+    assert!(after <= before && after + Duration::from_millis(50) > before, "{before:?} {after:?}");
+    assert_eq!(new.check("read", quiet, false), Decision::Allowed);
+    // A class the successor's policy does not have is dropped.
+    let stray = CarriedBucket { class: "gone".into(), trusted: false, key: quiet, us: 1_000_000 };
+    assert_eq!(new.restore(&[stray]), 0);
+}

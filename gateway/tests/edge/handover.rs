@@ -283,3 +283,48 @@ async fn a_successor_that_fails_leaves_its_predecessor_serving() {
     assert_eq!(one_request(old.tls, false).await, Ok(200));
     assert!(successor.try_wait().expect("wait").is_none());
 }
+
+/// A client over its rate limit is still over it at the successor: an upgrade gives nobody a
+/// fresh burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_outlive_a_handover() {
+    let up = Upstream::start("a").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("handover.sock");
+    let handover = [OsStr::new("--handover"), path.as_os_str()];
+    let take_over = [OsStr::new("--handover"), path.as_os_str(), OsStr::new("--take-over")];
+    // One request a second with a burst of 2 in the read class (the slowest a policy allows).
+    let slow = [("per_second = 100000\nburst = 100000", "per_second = 1\nburst = 2")];
+    let mut old = ServedBinary::start_args(&[up.addr], &slow, &handover).await;
+    assert!(old.text.contains("per_second = 1\nburst = 2"), "the read class is the first");
+    let tls = old.tls;
+    let client = Ipv4Addr::new(127, 0, 0, 4);
+    let mut c = Client::connect_from(client, tls, false).await.expect("tls");
+    let statuses = [
+        c.post("/v1/chain/get_info", "{}").await.status,
+        c.post("/v1/chain/get_info", "{}").await.status,
+        c.post("/v1/chain/get_info", "{}").await.status,
+    ];
+    let refused_at = std::time::Instant::now();
+    assert_eq!(statuses, [200, 200, 429], "the burst is used up");
+    drop(c);
+
+    let mut successor = old.successor(&take_over);
+    exits_cleanly(&mut old.child, "the first gateway").await;
+    // The successor tracks the client before it sends anything: its bucket came over.
+    let tracked = crate::support::plain_get(old.admin, "/metrics").await.1;
+    assert!(
+        tracked.lines().any(|l| l == "rempart_gateway_limiter_tracked_clients 1"),
+        "the client's bucket was carried:\n{tracked}"
+    );
+    let mut c = Client::connect_from(client, tls, false).await.expect("tls");
+    let answer = c.post("/v1/chain/get_info", "{}").await;
+    // The bucket refills in one second; within it the client is still refused.
+    if refused_at.elapsed() < Duration::from_millis(900) {
+        assert_eq!(answer.status, 429, "the used burst outlived the handover");
+    }
+    let mut other =
+        Client::connect_from(Ipv4Addr::new(127, 0, 0, 5), tls, false).await.expect("tls");
+    assert_eq!(other.post("/v1/chain/get_info", "{}").await.status, 200);
+    assert!(successor.try_wait().expect("wait").is_none(), "the successor serves");
+}
