@@ -46,6 +46,7 @@ DEBIAN_PACKAGES=(
     "testssl.sh:testssl"                                 # gateway: TLS audit test
     "pebble:pebble"                                      # gateway: ACME test CA (certificates over HTTP-01)
     "redis-server:redis-server"                          # gateway: limits shared between gateways
+    "etcd-server:etcd"                                   # signer: the guard shared by standby signers
     "python3-h2:/usr/lib/python3/dist-packages/h2/__init__.py" # gateway: rapid-reset, CONTINUATION flood
     "python3-venv:/usr/lib/python3.11/ensurepip/__init__.py" # node: pyntelope's own virtualenv
 )

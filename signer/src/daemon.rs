@@ -52,6 +52,10 @@ pub enum DaemonError {
     /// The WireGuard interface could not be set up.
     #[error(transparent)]
     WireGuard(#[from] crate::wireguard::WireGuardError),
+    /// The guard shared with standby signers (etcd) cannot be reached, or its connection was
+    /// lost: the supervisor should start the signer again (exit code 75).
+    #[error(transparent)]
+    SharedGuard(#[from] crate::shared_guard::ClaimError),
 }
 
 impl DaemonError {
@@ -65,6 +69,7 @@ impl DaemonError {
             DaemonError::Server(_) => 65,
             DaemonError::Listen { .. } => 71,
             DaemonError::Sandbox(_) => 70,
+            DaemonError::SharedGuard(_) => 75,
             DaemonError::WireGuard(e) => match e {
                 crate::wireguard::WireGuardError::Configure { .. }
                 | crate::wireguard::WireGuardError::Ip { .. }
@@ -202,6 +207,12 @@ impl Daemon {
         let keyring = Keyring::new(backend, policy.limits.max_sign_attempts, metrics.clone())?;
         let chain_id = policy.chain_id;
         let signer = Signer::with_lock(policy, keyring, metrics, state_lock)?;
+        // Before the sandbox, which forbids new sockets: the connection is kept for good.
+        if let Some(config) = &signer.policy().shared_guard {
+            let shared = crate::shared_guard::SharedGuard::connect(config)?;
+            tracing::info!(etcd = %config.etcd, name = %config.name, "shared double-sign guard: etcd answers");
+            signer.set_shared_guard(Arc::new(shared));
+        }
         signer
             .audit(&AuditEvent::PolicyLoad {
                 path: policy_path.display().to_string(),
@@ -381,13 +392,48 @@ impl Daemon {
             "rempart-signer serving chain {}",
             policy.chain_id
         );
-        let reason = shutdown.await;
+        let shared = signer.shared_guard().cloned();
+        if let Some(g) = shared.clone() {
+            tasks.spawn(async move {
+                loop {
+                    tokio::time::sleep(crate::shared_guard::PING_EVERY).await;
+                    let g = g.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || g.ping()).await {
+                        tracing::error!(error = %e, "shared guard ping failed");
+                    }
+                }
+            });
+        }
+        let lost = async {
+            match &shared {
+                Some(g) => g.lost().await,
+                None => std::future::pending().await,
+            }
+        };
+        let (reason, lost) = tokio::select! {
+            reason = shutdown => (reason, false),
+            () = lost => ("the shared guard's connection to etcd was lost".to_string(), true),
+        };
         tasks.abort_all();
+        if lost {
+            // The request that found the connection lost is answered (refused) before the
+            // process goes: connections still open get a second to finish what they are doing.
+            let all = u32::try_from(policy.limits.max_connections).unwrap_or(u32::MAX);
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(1), slots.acquire_many(all))
+                    .await;
+        }
         for p in [socket_path, keosd_path].into_iter().flatten() {
             let _ = std::fs::remove_file(p);
         }
         signer.audit(&AuditEvent::Stop { reason: reason.clone() }).map_err(ServerError::from)?;
         tracing::info!("rempart-signer stopped: {reason}");
+        if lost && let Some(g) = &shared {
+            return Err(DaemonError::SharedGuard(crate::shared_guard::ClaimError::Unavailable {
+                etcd: g.etcd(),
+                why: "the connection was lost".into(),
+            }));
+        }
         Ok(())
     }
 }

@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod policy;
 pub mod sandbox;
 pub mod server;
+pub mod shared_guard;
 pub mod wireguard;
 pub mod worker;

@@ -88,6 +88,9 @@ pub struct Metrics {
     pub audit_latency: Histogram,
     /// Whole SignBlock request latency inside the signer.
     pub request_latency: Histogram,
+    /// Claims in the guard shared with standby signers (`[shared_guard]`), etcd round trip
+    /// included.
+    pub shared_guard_latency: Histogram,
     /// WireGuard peer health (handshake age, transfer counters), when a tunnel is configured.
     pub wireguard: std::sync::Arc<crate::wireguard::health::TunnelHealth>,
     /// The audit log's live size and seals, once it is open.
@@ -180,6 +183,13 @@ impl Metrics {
             "rempart_signer_request_seconds",
             "Latency of a SignBlock request inside the signer.",
         );
+        if self.shared_guard_latency.count.load(Ordering::Relaxed) > 0 {
+            self.shared_guard_latency.render(
+                &mut out,
+                "rempart_signer_shared_guard_seconds",
+                "Claims in the guard shared with standby signers ([shared_guard]), etcd included.",
+            );
+        }
         if let Some(a) = self.audit.get() {
             let _ = writeln!(
                 out,

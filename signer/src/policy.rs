@@ -100,6 +100,8 @@ pub struct Policy {
     /// The keosd `sign_digest` endpoint for a stock nodeos (`[keosd_compat]`); none when
     /// absent, which is the default.
     pub keosd_compat: Option<KeosdCompat>,
+    /// The double-sign guard shared with standby signers through etcd (`[shared_guard]`).
+    pub shared_guard: Option<crate::shared_guard::SharedGuardConfig>,
 }
 
 /// The keosd-compatible `POST /v1/wallet/sign_digest` endpoint (`crate::keosd`). A bare digest
@@ -265,6 +267,16 @@ struct RawPolicy {
     wireguard: Option<Spanned<WireGuardSection>>,
     admin: Option<Spanned<crate::admin::AdminSection>>,
     keosd_compat: Option<Spanned<RawKeosdCompat>>,
+    shared_guard: Option<Spanned<RawSharedGuard>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSharedGuard {
+    etcd: Spanned<SocketAddr>,
+    prefix: Spanned<String>,
+    name: Spanned<String>,
+    timeout_ms: Spanned<u64>,
 }
 
 #[derive(Deserialize)]
@@ -650,7 +662,13 @@ impl Validator<'_> {
             .map(|k| self.keosd_compat(k, &producers, &listen, wireguard.as_ref()))
             .transpose()?;
 
+        let shared_guard = match &raw.shared_guard {
+            Some(g) => Some(self.shared_guard(g.get_ref())?),
+            None => None,
+        };
+
         Ok(Policy {
+            shared_guard,
             keosd_compat,
             sandbox,
             chain_id: raw.chain.id,
@@ -827,6 +845,43 @@ impl Validator<'_> {
     }
 
     /// A private listener binds the tunnel address, or loopback when there is no tunnel.
+    fn shared_guard(
+        &self,
+        g: &RawSharedGuard,
+    ) -> Result<crate::shared_guard::SharedGuardConfig, PolicyError> {
+        let etcd = *g.etcd.get_ref();
+        if etcd.ip().is_unspecified() || etcd.port() == 0 {
+            return Err(
+                self.err(g.etcd.span(), "shared_guard.etcd must be etcd's address and port")
+            );
+        }
+        let prefix = g.prefix.get_ref();
+        if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 2 {
+            return Err(self.err(
+                g.prefix.span(),
+                "shared_guard.prefix must start and end with / (like \"/rempart/guard/\"), and be \
+                 the same on every signer of the producer",
+            ));
+        }
+        let name = g.name.get_ref();
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_whitespace) {
+            return Err(self.err(
+                g.name.span(),
+                "shared_guard.name must be 1 to 64 characters without spaces",
+            ));
+        }
+        let ms = *g.timeout_ms.get_ref();
+        if !(1..=10_000).contains(&ms) {
+            return Err(self.err(g.timeout_ms.span(), "shared_guard.timeout_ms must be 1..=10000"));
+        }
+        Ok(crate::shared_guard::SharedGuardConfig {
+            etcd,
+            prefix: prefix.clone(),
+            name: name.clone(),
+            timeout: Duration::from_millis(ms),
+        })
+    }
+
     fn keosd_compat(
         &self,
         k: &Spanned<RawKeosdCompat>,

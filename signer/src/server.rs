@@ -128,6 +128,8 @@ pub struct Signer {
     refusals: AtomicU64,
     paused: AtomicBool,
     admin: Option<crate::admin::Admin>,
+    /// The guard shared with standby signers, when `[shared_guard]` is set.
+    shared_guard: std::sync::OnceLock<Arc<crate::shared_guard::SharedGuard>>,
     /// One signing process per state directory; declared last, so released only after the
     /// workers above have finished what they were given.
     _state_lock: StateLock,
@@ -377,8 +379,20 @@ impl Signer {
             refusals: 0.into(),
             paused: paused.into(),
             admin,
+            shared_guard: std::sync::OnceLock::new(),
             _state_lock: state_lock,
         })
+    }
+
+    /// Makes every new signature claim its block in the guard shared with standby signers
+    /// (`crate::shared_guard`) first. Set once, before serving.
+    pub fn set_shared_guard(&self, guard: Arc<crate::shared_guard::SharedGuard>) {
+        let _ = self.shared_guard.set(guard);
+    }
+
+    /// The guard shared with standby signers, if any.
+    pub fn shared_guard(&self) -> Option<&Arc<crate::shared_guard::SharedGuard>> {
+        self.shared_guard.get()
     }
 
     /// The policy in force.
@@ -696,6 +710,23 @@ impl Signer {
                      {max} ms); check NTP on the producer and the signer"
                 ),
             ));
+        }
+
+        // Standby signers: the block is claimed in the shared guard before anything is written
+        // or signed here, so a refusal leaves this signer's state as it was. (A replay has
+        // returned above; an intent already on disk claims its own block again, which is
+        // granted.)
+        if let Some(shared) = self.shared_guard.get() {
+            let started = Instant::now();
+            let claimed = shared.claim(&policy.chain_id, producer, key, block_num, slot, &digest);
+            self.metrics.shared_guard_latency.observe(started.elapsed());
+            if let Err(e) = claimed {
+                let code = match e {
+                    crate::shared_guard::ClaimError::DoubleSign { .. } => ErrorCode::DoubleSign,
+                    crate::shared_guard::ClaimError::Unavailable { .. } => ErrorCode::Internal,
+                };
+                return Err(Refusal::new(code, e.reason(), e.to_string()));
+            }
         }
 
         // The intent goes to the guard worker, then this thread asks the HSM: the guard's

@@ -403,3 +403,67 @@ pub fn pkcs11_backend(token: &str, label: &str, module: &str) -> String {
          pin_env = \"HSM_PIN\"\nkeys = [{{ label = \"{label}\" }}]"
     )
 }
+
+/// etcd (Debian package etcd-server) on free loopback ports with its data under `dir`, once it
+/// accepts connections; killed and reaped when dropped.
+pub struct Etcd {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Etcd {
+    pub fn start(program: &Path, dir: &Path) -> Etcd {
+        let (port, peer) = (free_port(), free_port());
+        let client = format!("http://127.0.0.1:{port}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new(program)
+            .args(["--name", "t", "--data-dir"])
+            .arg(dir.join("etcd"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("t={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let e = Etcd { child, port };
+        wait_for("etcd to accept connections", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        e
+    }
+
+    /// Kills it now (the test goes on without it).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// For each `(from, to, want)`: `rempart-signer check` refuses `policy` with `from` replaced by
+/// `to`, says `want`, and names the line of `to`'s last line (searched from the line `section`,
+/// a table header, when given).
+pub fn assert_check_refuses(policy: &Path, section: Option<&str>, cases: &[(&str, &str, &str)]) {
+    let text = std::fs::read_to_string(policy).unwrap();
+    for (from, to, want) in cases {
+        let edited = text.replacen(from, to, 1);
+        assert_ne!(edited, text, "{from}");
+        std::fs::write(policy, &edited).unwrap();
+        let out = Command::new(BIN).arg("check").arg(policy).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{to}: accepted");
+        assert!(err.contains(want), "{to}: {err}");
+        let start = section.map_or(0, |h| edited.lines().position(|l| l == h).unwrap());
+        let last = to.lines().last().unwrap();
+        let line = start + edited.lines().skip(start).position(|l| l.contains(last)).unwrap() + 1;
+        assert!(err.contains(&format!("signer.toml:{line}:")), "{to}: not at line {line}: {err}");
+    }
+    std::fs::write(policy, text).unwrap();
+}
