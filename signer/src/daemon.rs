@@ -326,35 +326,30 @@ impl Daemon {
         });
         let slots = Arc::new(Semaphore::new(policy.limits.max_connections));
         let mut tasks = tokio::task::JoinSet::new();
-        let mut socket_path = None;
         let listen_err = |what: String| move |source| DaemonError::Listen { what, source };
-        if let Some((l, path)) = self.unix {
-            let l = tokio::net::UnixListener::from_std(l)
-                .map_err(listen_err(path.display().to_string()))?;
-            let frames = Protocol::Frames(signer.clone());
-            tasks.spawn(server::serve_unix(l, frames, rules.clone(), slots.clone(), limits));
-            socket_path = Some(path);
-        }
-        if let Some(l) = self.tcp {
-            let l = tokio::net::TcpListener::from_std(l).map_err(listen_err("tcp".into()))?;
-            let frames = Protocol::Frames(signer.clone());
-            tasks.spawn(server::serve_tcp(l, frames, rules.clone(), slots.clone(), limits));
-        }
-        let mut keosd_path = None;
+        // The framed protocol's listeners, then the keosd endpoint's: the same accept loop.
+        let mut listeners = vec![(self.unix, self.tcp, Protocol::Frames(signer.clone()))];
         if let Some(k) = &policy.keosd_compat {
             let service = Arc::new(crate::keosd::Service::new(signer.clone(), k));
-            if let Some((l, path)) = self.keosd_unix {
+            listeners.push((self.keosd_unix, self.keosd_tcp, Protocol::Keosd(service)));
+        }
+        let mut socket_paths = Vec::new();
+        for (unix, tcp, protocol) in listeners {
+            if let Some((l, path)) = unix {
                 let l = tokio::net::UnixListener::from_std(l)
                     .map_err(listen_err(path.display().to_string()))?;
-                let keosd = Protocol::Keosd(service.clone());
-                tasks.spawn(server::serve_unix(l, keosd, rules.clone(), slots.clone(), limits));
-                keosd_path = Some(path);
+                let p = protocol.clone();
+                tasks.spawn(server::serve_unix(l, p, rules.clone(), slots.clone(), limits));
+                socket_paths.push(path);
             }
-            if let Some(l) = self.keosd_tcp {
-                let l =
-                    tokio::net::TcpListener::from_std(l).map_err(listen_err("keosd tcp".into()))?;
-                let keosd = Protocol::Keosd(service);
-                tasks.spawn(server::serve_tcp(l, keosd, rules.clone(), slots.clone(), limits));
+            if let Some(l) = tcp {
+                // Named from the protocol, not the socket: the sandbox allows no getsockname.
+                let what = match protocol {
+                    Protocol::Frames(_) => "tcp",
+                    Protocol::Keosd(_) => "keosd tcp",
+                };
+                let l = tokio::net::TcpListener::from_std(l).map_err(listen_err(what.into()))?;
+                tasks.spawn(server::serve_tcp(l, protocol, rules.clone(), slots.clone(), limits));
             }
         }
         if let Some(l) = self.metrics_listener {
@@ -388,7 +383,7 @@ impl Daemon {
         signer.audit(&start).map_err(ServerError::from)?;
         tracing::info!(
             keys = ?start_keys(&signer),
-            unix = ?socket_path,
+            unix = ?socket_paths,
             "rempart-signer serving chain {}",
             policy.chain_id
         );
@@ -423,7 +418,7 @@ impl Daemon {
                 tokio::time::timeout(std::time::Duration::from_secs(1), slots.acquire_many(all))
                     .await;
         }
-        for p in [socket_path, keosd_path].into_iter().flatten() {
+        for p in &socket_paths {
             let _ = std::fs::remove_file(p);
         }
         signer.audit(&AuditEvent::Stop { reason: reason.clone() }).map_err(ServerError::from)?;

@@ -34,6 +34,9 @@ use rempart_core::key::PublicKey;
 use rempart_core::{BlockTimestamp, Name};
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+mod tests;
+
 /// How often an idle connection is used, so that neither etcd nor a middlebox closes it.
 pub const PING_EVERY: Duration = Duration::from_secs(30);
 /// Largest answer read from etcd.
@@ -314,7 +317,10 @@ impl SharedGuard {
             return Err(self.unavailable("the connection was lost earlier".into()));
         };
         match exchange(c, &self.config.etcd, path, body) {
-            Ok(text) => Ok(text),
+            Ok((200, text)) => Ok(text),
+            // etcd answered (an error of its own, such as no leader): the connection still
+            // works, so only this request is refused.
+            Ok((status, text)) => Err(self.unavailable(format!("etcd answered {status}: {text}"))),
             Err(why) => {
                 *conn = None;
                 self.lost.store(true, Ordering::SeqCst);
@@ -325,13 +331,14 @@ impl SharedGuard {
     }
 }
 
-/// Writes one request and reads its answer (status 200, a `Content-Length` body).
+/// Writes one request and reads its answer: the status and the `Content-Length` body. An
+/// `Err` means the connection can no longer be trusted.
 fn exchange(
     c: &mut Connection,
     etcd: &SocketAddr,
     path: &str,
     body: &str,
-) -> Result<String, String> {
+) -> Result<(u16, String), String> {
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {etcd}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
@@ -360,10 +367,7 @@ fn exchange(
                 if c.buf.len() >= head + length {
                     let text = String::from_utf8_lossy(&c.buf[head..head + length]).into_owned();
                     c.buf.drain(..head + length);
-                    if status != 200 {
-                        return Err(format!("etcd answered {status}: {text}"));
-                    }
-                    return Ok(text);
+                    return Ok((status, text));
                 }
             }
             Ok(httparse::Status::Partial) if c.buf.len() > MAX_ANSWER => {
