@@ -117,6 +117,9 @@ pub struct Signer {
     /// Prepares the next guard temporary files between signatures (a thread of its own, so
     /// that an intent never queues behind a preparation).
     prepare_worker: Worker,
+    /// Claims blocks in the shared guard (`[shared_guard]`) while the intent is written and
+    /// the HSM signs.
+    claim_worker: Worker,
     /// What happened to each key's last two intents, when known: the newest first (its write
     /// may have failed, leaving the one before on disk).
     known: Mutex<HashMap<(Name, PublicKey), LastTwo>>,
@@ -185,6 +188,11 @@ pub struct RequestTiming {
     /// From the HSM's answer until the audit line and the guard intent are both durable (zero
     /// when the request did not reach them).
     pub durable: Duration,
+    /// The claim in the guard shared with standby signers (on the claim worker's thread, while
+    /// the intent is written and the HSM signs); zero without `[shared_guard]`.
+    pub claim: Duration,
+    /// From the HSM's answer until the claim's answer (zero when the claim came first).
+    pub claim_wait: Duration,
 }
 
 impl std::fmt::Debug for Signer {
@@ -371,6 +379,7 @@ impl Signer {
             guard,
             guard_worker: Worker::new("guard-writer"),
             prepare_worker: Worker::new("guard-prepare"),
+            claim_worker: Worker::new("shared-claim"),
             known: Mutex::new(known),
             preparing: Mutex::default(),
             audit: AuditWriter::new(audit),
@@ -712,22 +721,23 @@ impl Signer {
             ));
         }
 
-        // Standby signers: the block is claimed in the shared guard before anything is written
-        // or signed here, so a refusal leaves this signer's state as it was. (A replay has
-        // returned above; an intent already on disk claims its own block again, which is
-        // granted.)
-        if let Some(shared) = self.shared_guard.get() {
-            let started = Instant::now();
-            let claimed = shared.claim(&policy.chain_id, producer, key, block_num, slot, &digest);
-            self.metrics.shared_guard_latency.observe(started.elapsed());
-            if let Err(e) = claimed {
-                let code = match e {
-                    crate::shared_guard::ClaimError::DoubleSign { .. } => ErrorCode::DoubleSign,
-                    crate::shared_guard::ClaimError::Unavailable { .. } => ErrorCode::Internal,
-                };
-                return Err(Refusal::new(code, e.reason(), e.to_string()));
-            }
-        }
+        // Standby signers: the block is claimed in the shared guard on the claim worker while
+        // the intent is written and the HSM signs. Nothing is released (no audit line, no
+        // answer) before the claim is granted; a refused claim leaves at most an intent that
+        // is known never released, which stops no other block (see `Outcome::NotReleased`).
+        // (A replay has returned above; an intent already on disk claims its own block again,
+        // which is granted unless another signer has signed another block there since.)
+        let claiming = self.shared_guard.get().map(|shared| {
+            let (shared, metrics, chain_id, key) =
+                (shared.clone(), self.metrics.clone(), policy.chain_id, *key);
+            self.claim_worker.run(move || {
+                let started = Instant::now();
+                let claimed = shared.claim(&chain_id, producer, &key, block_num, slot, &digest);
+                let took = started.elapsed();
+                metrics.shared_guard_latency.observe(took);
+                (claimed, took)
+            })
+        });
 
         // The intent goes to the guard worker, then this thread asks the HSM: the guard's
         // fsyncs run while the HSM signs, and nothing leaves until the intent is durable.
@@ -754,23 +764,60 @@ impl Signer {
         // never released, whether or not it reached the disk (what is known applies only to a
         // state that holds this very intent).
         timing.before_backend = started.elapsed();
-        let signed = match self.keyring.sign(key, &digest) {
-            Ok(signed) => signed,
-            Err(e) => {
-                // A write the worker had not started never happens: the state on disk, and what
-                // is known of the intent it holds, stay as they were. Recording this intent
-                // would push that knowledge out of `known` after two such failures in a row,
-                // and the intent on disk would then count as possibly released. A write already
-                // started is finished before going on, and this intent may be the one on disk.
+        // Every refusal from here to the claim's answer releases nothing. A write the worker
+        // had not started never happens: the state on disk, and what is known of the intent
+        // it holds, stay as they were. Recording this intent would push that knowledge out of
+        // `known` after two such failures in a row, and the intent on disk would then count as
+        // possibly released. A write already started is finished before going on, and this
+        // intent may be the one on disk.
+        let not_released =
+            |writing: Option<Ticket<_>>, refusal: Refusal| -> Result<SignBlockResponse, Refusal> {
                 let may_be_on_disk = writing.is_none_or(|ticket| ticket.withdraw().is_some());
                 if may_be_on_disk {
                     self.set_known(id, &intent, Outcome::NotReleased);
                 }
-                return Err(Refusal::new(ErrorCode::Backend, e.reason(), e.to_string()));
+                Err(refusal)
+            };
+        let signed = match self.keyring.sign(key, &digest) {
+            Ok(signed) => signed,
+            Err(e) => {
+                // A claim in flight finishes on its thread; granted or not, it signs nothing.
+                if let Some(ticket) = claiming {
+                    ticket.abandon();
+                }
+                let refusal = Refusal::new(ErrorCode::Backend, e.reason(), e.to_string());
+                return not_released(writing, refusal);
             }
         };
         timing.backend = signed.backend_time;
         timing.backend_calls = signed.attempts;
+        if let Some(ticket) = claiming {
+            let waiting = Instant::now();
+            let answer = ticket.wait();
+            timing.claim_wait = waiting.elapsed();
+            let refusal = match answer {
+                Ok((Ok(()), took)) => {
+                    timing.claim = took;
+                    None
+                }
+                Ok((Err(e), took)) => {
+                    timing.claim = took;
+                    let code = match e {
+                        crate::shared_guard::ClaimError::DoubleSign { .. } => ErrorCode::DoubleSign,
+                        crate::shared_guard::ClaimError::Unavailable { .. } => ErrorCode::Internal,
+                    };
+                    Some(Refusal::new(code, e.reason(), e.to_string()))
+                }
+                Err(gone) => Some(Refusal::new(
+                    ErrorCode::Internal,
+                    "shared_guard_unavailable",
+                    gone.to_string(),
+                )),
+            };
+            if let Some(refusal) = refusal {
+                return not_released(writing, refusal);
+            }
+        }
 
         let started = Instant::now();
         let event = signature_event(req, &digest, &signed.signature, signed.attempts, peer);
@@ -947,6 +994,8 @@ pub async fn serve_connection<S>(
                         guard_commit_us = micros(t.guard_commit),
                         audit_us = micros(t.audit),
                         durable_us = micros(t.durable),
+                        claim_us = micros(t.claim),
+                        claim_wait_us = micros(t.claim_wait),
                         "sign_block timing"
                     );
                 }
@@ -1021,6 +1070,10 @@ pub async fn serve_connection<S>(
 }
 
 /// How the handler of one request ended.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a handler's result, moved once from the handler to its connection and never stored"
+)]
 enum Handled {
     /// Its answer, and where its time went.
     Answered(Response, RequestTiming),

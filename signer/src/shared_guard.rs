@@ -11,9 +11,12 @@
 //!   or the standby finishing what the other signer started);
 //! - anything else is refused, whoever asks: one height, one block.
 //!
-//! Claims come after the signer's own guard allows the block and before its intent is written,
-//! so a refused claim leaves the local state untouched. A claim that lost a race reads the
-//! record that won and decides again.
+//! A claim is made once the signer's own guard allows the block, on a thread of its own while
+//! the intent is written and the HSM signs, so that its round trip costs no time of its own
+//! unless it is the slowest of the three. Nothing is released before it is granted: no audit
+//! line, no answer. A refused claim thus leaves at most an intent known never released, which
+//! stops no other block, here or after a restart (the audit log has no signature for it). A
+//! claim that lost a race reads the record that won and decides again.
 //!
 //! The connection to etcd (its JSON gateway, HTTP/1.1) is opened before the sandbox, which
 //! forbids new sockets, and kept alive by a ping every `PING_EVERY`. When it breaks, signing

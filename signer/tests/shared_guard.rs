@@ -72,7 +72,7 @@ async fn standby_signers_never_sign_two_blocks_at_one_height() {
     assert_eq!(status, 200, "etcd's JSON gateway answers");
     let (a, b) = (signer(etcd.port, "signer-a"), signer(etcd.port, "signer-b"));
     let mut da = a.spawn(&[]);
-    let _db = b.spawn(&[]);
+    let mut db = b.spawn(&[]);
     let mut ca = Client::new(Endpoint::Unix(a.socket.clone()));
     let mut cb = Client::new(Endpoint::Unix(b.socket.clone()));
     let base = now_slot();
@@ -83,9 +83,23 @@ async fn standby_signers_never_sign_two_blocks_at_one_height() {
     let sig = ca.sign_block(block10.clone(), deadline()).await.expect("a signs block 10");
     assert!(sig.signature.verify(&block10.digest(), &a.key));
     let fork10 = request(&a.key, 10, at(10), 2);
-    let (code, message) = refused(cb.sign_block(fork10, deadline()).await);
+    let (code, message) = refused(cb.sign_block(fork10.clone(), deadline()).await);
     assert_eq!(code, ErrorCode::DoubleSign);
     assert!(message.contains("claimed by signer \"signer-a\""), "{message}");
+    // b claimed while its intent was written and its key signed: nothing of the fork left b,
+    // not even an audit line with its signature, and after a kill -9 its intent on disk stops
+    // nothing (the audit log says it was never released).
+    let fork_digest = fork10.digest().to_string();
+    let signed_fork = |log: &str| {
+        log.lines().any(|l| l.contains("\"event\":\"signature\"") && l.contains(&fork_digest))
+    };
+    assert!(!signed_fork(&std::fs::read_to_string(b.audit_log()).unwrap()));
+    drop(db);
+    db = b.spawn(&[]);
+    cb = Client::new(Endpoint::Unix(b.socket.clone()));
+    let (code, message) = refused(cb.sign_block(fork10, deadline()).await);
+    assert_eq!(code, ErrorCode::DoubleSign, "the fork is refused after the restart too");
+    assert!(message.contains("claimed by signer \"signer-a\""), "by etcd's record: {message}");
     let again = cb.sign_block(block10.clone(), deadline()).await.expect("the same block");
     assert!(again.signature.verify(&block10.digest(), &b.key));
     // Nor another block at a lower height or the same slot.
@@ -118,6 +132,8 @@ async fn standby_signers_never_sign_two_blocks_at_one_height() {
     // Refusals are audited with their reason.
     let log = std::fs::read_to_string(b.audit_log()).unwrap();
     assert!(log.contains("\"reason\":\"shared_double_sign\""), "{log}");
+    assert!(!signed_fork(&log), "no signature of the refused fork was audited");
+    drop(db);
 
     // etcd gone: a refuses (fails closed), then stops with 75 for its supervisor to restart it.
     etcd.kill();
