@@ -82,6 +82,9 @@ struct RawConfig {
     wireguard: Option<Spanned<WireGuardSection>>,
 }
 
+/// Standby signers a producer may list.
+pub const MAX_STANDBY_SIGNERS: usize = 4;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProducer {
@@ -90,6 +93,8 @@ struct RawProducer {
     private_listen: Spanned<SocketAddr>,
     #[serde(default)]
     signer: Option<String>,
+    #[serde(default)]
+    standby_signers: Vec<String>,
     #[serde(default = "default_sign_timeout_ms")]
     sign_timeout_ms: u64,
     #[serde(default)]
@@ -169,6 +174,9 @@ pub struct ProducerConfig {
     /// The `rempart-signer` that signs blocks: `unix:/path` or `IP:port`. Blocks are always
     /// signed there; the node never holds a block-signing key.
     pub signer: String,
+    /// Signers asked in turn when the one in use does not answer or cannot sign (its key
+    /// backend or its shared guard failed): the same key in other HSMs, sharing its guard.
+    pub standby_signers: Vec<String>,
     /// How long to wait for a signature before the slot counts as missed.
     pub sign_timeout: std::time::Duration,
     /// Prometheus text file rewritten after every block, when set.
@@ -227,19 +235,14 @@ impl Config {
             field,
             reason,
         };
-        let signer = match raw.producer.signer {
-            Some(addr) if addr.strip_prefix("unix:").is_some_and(|p| !p.is_empty()) => {
-                // A relative socket path is relative to this file, like every other path.
-                let p = &addr["unix:".len()..];
-                format!("unix:{}", base.join(p).display())
-            }
-            Some(addr) if addr.parse::<SocketAddr>().is_ok() => addr,
-            Some(addr) => {
-                return Err(invalid(
-                    "producer.signer",
-                    format!("{addr:?} is neither unix:/path/to.sock nor IP:port"),
-                ));
-            }
+        // A relative socket path is relative to this file, like every other path.
+        let endpoint = |field: &'static str, addr: &str| match addr.strip_prefix("unix:") {
+            Some(p) if !p.is_empty() => Ok(format!("unix:{}", base.join(p).display())),
+            _ if addr.parse::<SocketAddr>().is_ok() => Ok(addr.to_owned()),
+            _ => Err(invalid(field, format!("{addr:?} is neither unix:/path/to.sock nor IP:port"))),
+        };
+        let signer = match &raw.producer.signer {
+            Some(addr) => endpoint("producer.signer", addr)?,
             None => {
                 return Err(invalid(
                     "producer.signer",
@@ -247,6 +250,23 @@ impl Config {
                 ));
             }
         };
+        if raw.producer.standby_signers.len() > MAX_STANDBY_SIGNERS {
+            return Err(invalid(
+                "producer.standby_signers",
+                format!("at most {MAX_STANDBY_SIGNERS} standby signers"),
+            ));
+        }
+        let mut standby_signers = Vec::new();
+        for addr in &raw.producer.standby_signers {
+            let e = endpoint("producer.standby_signers", addr)?;
+            if e == signer || standby_signers.contains(&e) {
+                return Err(invalid(
+                    "producer.standby_signers",
+                    format!("{addr:?} is listed twice (producer.signer counts)"),
+                ));
+            }
+            standby_signers.push(e);
+        }
         if !(10..=450).contains(&raw.producer.sign_timeout_ms) {
             return Err(invalid(
                 "producer.sign_timeout_ms",
@@ -328,12 +348,17 @@ impl Config {
             )
             .map_err(|m| at(listen.span(), m))?;
         }
-        if let (Some(wg), Ok(addr)) = (&wireguard, signer.parse::<SocketAddr>()) {
+        let signers = std::iter::once(("producer.signer", &signer))
+            .chain(standby_signers.iter().map(|s| ("producer.standby_signers", s)));
+        for (field, signer) in signers {
+            let (Some(wg), Ok(addr)) = (&wireguard, signer.parse::<SocketAddr>()) else {
+                continue;
+            };
             // Blocks are signed through the tunnel (or on this host), never around it.
             let ip = addr.ip();
             if !ip.is_loopback() && !wg.peer_addresses().any(|p| p == ip) {
                 return Err(invalid(
-                    "producer.signer",
+                    field,
                     format!(
                         "{addr} is neither loopback nor a [wireguard] peer's tunnel address; \
                          list the signer in [[wireguard.peers]] and use its tunnel address"
@@ -362,6 +387,7 @@ impl Config {
                 name: raw.producer.name,
                 private_listen: raw.producer.private_listen.into_inner(),
                 signer,
+                standby_signers,
                 sign_timeout: std::time::Duration::from_millis(raw.producer.sign_timeout_ms),
                 metrics_file: raw.producer.metrics_file.map(|p| base.join(p)),
             },

@@ -33,6 +33,12 @@ pub struct Metrics {
     pub blocks: AtomicU64,
     /// Slots this producer should have filled and did not.
     pub missed_slots: AtomicU64,
+    /// Times the producer moved to the next of its signers (the one in use did not answer or
+    /// could not sign).
+    pub signer_failovers: AtomicU64,
+    /// Which signer the producer asks: 0 for `producer.signer`, then the standby signers in
+    /// their order.
+    pub signer_in_use: AtomicU64,
     /// Transactions in the blocks produced or applied.
     pub transactions: AtomicU64,
     /// Transactions in the last block.
@@ -87,7 +93,7 @@ impl Metrics {
     /// [`Metrics::render`] with the transactions-per-second window ending at `now`.
     fn render_at(&self, now: Instant, role: &str) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 9] = [
+        let rows: [(&str, &str, &str, u64); 11] = [
             ("rempart_node_head_block_num", "gauge", "Head block number.", g(&self.head)),
             (
                 "rempart_node_lib_block_num",
@@ -107,6 +113,20 @@ impl Metrics {
                 "Slots this producer did not fill (signer late, refusing or unreachable through \
                  the tunnel, node behind).",
                 g(&self.missed_slots),
+            ),
+            (
+                "rempart_node_signer_failovers_total",
+                "counter",
+                "Times the producer moved on to its next signer because the one in use did not \
+                 answer or could not sign.",
+                g(&self.signer_failovers),
+            ),
+            (
+                "rempart_node_signer_in_use",
+                "gauge",
+                "The signer the producer asks: 0 is producer.signer, 1 and up the \
+                 standby_signers in their order.",
+                g(&self.signer_in_use),
             ),
             (
                 "rempart_node_transactions_total",

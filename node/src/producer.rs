@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use rempart_core::protocol::ErrorCode;
 use rempart_core::{BlockTimestamp, Name};
 use rempart_signer::client::{Client, ClientError, Endpoint};
 
@@ -46,6 +47,8 @@ pub struct ProducerOptions {
     pub name: Name,
     /// Where `rempart-signer` listens (`unix:/path` or `IP:port`).
     pub signer: String,
+    /// Signers asked in turn after it (see [`fails_over`]).
+    pub standby_signers: Vec<String>,
     /// How long a signature may take before the slot counts as missed.
     pub sign_timeout: Duration,
 }
@@ -70,12 +73,15 @@ pub async fn run(
     on_block: impl Fn(Option<&BlockSummary>) + Send + Sync + 'static,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProducerError> {
-    let endpoint: Endpoint =
-        opts.signer.parse().map_err(|e| ProducerError::Signer(format!("{e}")))?;
+    let mut signers = Vec::new();
+    for s in std::iter::once(&opts.signer).chain(&opts.standby_signers) {
+        let endpoint: Endpoint = s.parse().map_err(|e| ProducerError::Signer(format!("{e}")))?;
+        signers.push(Some(Client::new(endpoint)));
+    }
     if !chain.info().schedule.producers.iter().any(|p| p.producer_name == opts.name) {
         return Err(ProducerError::NotScheduled(opts.name));
     }
-    let mut client = Some(Client::new(endpoint));
+    let mut active = 0;
     let handle = tokio::runtime::Handle::current();
     let on_block = Arc::new(on_block);
     tokio::pin!(shutdown);
@@ -133,22 +139,26 @@ pub async fn run(
         }
         let started = clock::instant();
         let deadline = tokio::time::Instant::from_std(started + opts.sign_timeout);
-        let mut c = client.take().ok_or(ProducerError::Chain(BlockError::Aborted))?;
+        let mut c = signers[active].take().ok_or(ProducerError::Chain(BlockError::Aborted))?;
         let chain2 = chain.clone();
         let h = handle.clone();
         let joined = tokio::task::spawn_blocking(move || {
+            let mut move_on = false;
             let r = chain2.finish_block(|req| {
                 h.block_on(c.sign_block(req.clone(), deadline)).map(|resp| resp.signature).map_err(
-                    |e| match e {
-                        ClientError::Refused { .. } => SignFailure::Refused(e.to_string()),
-                        _ => SignFailure::NoAnswer(e.to_string()),
+                    |e| {
+                        move_on = fails_over(&e);
+                        match e {
+                            ClientError::Refused { .. } => SignFailure::Refused(e.to_string()),
+                            _ => SignFailure::NoAnswer(e.to_string()),
+                        }
                     },
                 )
             });
-            (r, c)
+            (r, c, move_on)
         })
         .await;
-        let (result, c) = match joined {
+        let (result, c, move_on) = match joined {
             Ok(x) => x,
             Err(e) => {
                 return Err(ProducerError::Chain(BlockError::Signer {
@@ -157,7 +167,21 @@ pub async fn run(
                 }));
             }
         };
-        client = Some(c);
+        let failed = c.endpoint().to_string();
+        signers[active] = Some(c);
+        if move_on && result.is_err() && signers.len() > 1 {
+            // The next block (the same one again when this one may have been signed: the
+            // chain re-sends it identical) goes to the next signer in the list.
+            active = (active + 1) % signers.len();
+            metrics.signer_failovers.fetch_add(1, Ordering::Relaxed);
+            metrics.signer_in_use.store(active as u64, Ordering::Relaxed);
+            let next = signers[active].as_ref().map(|c| c.endpoint().to_string());
+            tracing::warn!(
+                signer = %failed,
+                next = next.as_deref().unwrap_or("?"),
+                "the signer did not answer or could not sign: the next block goes to the next signer"
+            );
+        }
         match result {
             Ok(summary) => {
                 let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -180,6 +204,19 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Whether a signing failure moves the producer on to its next signer: no answer, or a signer
+/// that cannot sign (its key backend, its shared guard, its capacity, its configuration). Never
+/// a refusal about the block (a double sign: every signer sharing the guard says the same, and
+/// the chain sends the same block again when it may have been signed) nor an administrators'
+/// pause, which asking another signer must not get around.
+pub fn fails_over(e: &ClientError) -> bool {
+    !matches!(
+        e,
+        ClientError::Refused { code: ErrorCode::DoubleSign | ErrorCode::Paused, .. }
+            | ClientError::Protocol(_)
+    )
 }
 
 /// Drops the pending block off the async workers.

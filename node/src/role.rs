@@ -187,10 +187,13 @@ pub async fn run_producer(
         stopped(shutdown.clone()),
     )
     .await?;
-    // A missed slot names the tunnel when the signer sits behind a stale handshake.
-    let signer_tunnel = tunnel.as_ref().and_then(|t| {
-        let ip = p.signer.parse::<SocketAddr>().ok()?.ip();
-        Some((t.health(), t.name().to_string(), ip))
+    // A missed slot names the tunnel when a signer sits behind a stale handshake.
+    let signer_tunnel = tunnel.as_ref().map(|t| {
+        let ips: Vec<_> = std::iter::once(&p.signer)
+            .chain(&p.standby_signers)
+            .filter_map(|s| Some(s.parse::<SocketAddr>().ok()?.ip()))
+            .collect();
+        (t.health(), t.name().to_string(), ips)
     });
     let relaxed = std::sync::atomic::Ordering::Relaxed;
     metrics.head.store(u64::from(info.head_block_num), relaxed);
@@ -200,17 +203,26 @@ pub async fn run_producer(
     let on_block = move |b: Option<&crate::chain::BlockSummary>| {
         if let Some(b) = b {
             heads.notify(b.block_num);
-        } else if let Some((health, iface, ip)) = &signer_tunnel
-            && let Some(reason) = tunnel::stale_reason(health, iface, *ip)
-        {
-            tracing::error!(signer = %ip, "slot missed, the signer is behind the tunnel: {reason}");
+        } else if let Some((health, iface, ips)) = &signer_tunnel {
+            for ip in ips {
+                if let Some(reason) = tunnel::stale_reason(health, iface, *ip) {
+                    tracing::error!(
+                        signer = %ip,
+                        "slot missed, the signer is behind the tunnel: {reason}"
+                    );
+                }
+            }
         }
         if let Some(f) = &metrics_file {
             m.write_file(f, "producer");
         }
     };
-    let opts =
-        ProducerOptions { name: p.name, signer: p.signer.clone(), sign_timeout: p.sign_timeout };
+    let opts = ProducerOptions {
+        name: p.name,
+        signer: p.signer.clone(),
+        standby_signers: p.standby_signers.clone(),
+        sign_timeout: p.sign_timeout,
+    };
     let result = producer::run(chain, opts, metrics, on_block, stopped(shutdown)).await;
     server.abort();
     tasks.iter().for_each(tokio::task::JoinHandle::abort);

@@ -271,6 +271,86 @@ fn without_its_signer_the_producer_counts_missed_slots_then_resumes() {
     assert!(slots.windows(2).all(|w| w[0] < w[1]), "slots go forward: {slots:?}");
 }
 
+/// Per block number, the digests a signer's audit log says it released a signature for.
+fn signed_digests(audit: &Path) -> std::collections::BTreeMap<u64, Vec<String>> {
+    let mut out = std::collections::BTreeMap::<u64, Vec<String>>::new();
+    for line in std::fs::read_to_string(audit).expect("audit log").lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("an audit line is JSON");
+        if v["event"] == "signature" {
+            let n = v["block_num"].as_u64().expect("block_num");
+            out.entry(n).or_default().push(v["digest"].as_str().expect("digest").to_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_producer_moves_to_its_standby_signer_and_back_without_two_blocks_at_one_height() {
+    let bin = signer_bin();
+    let d = deploy();
+    let text = std::fs::read_to_string(&d.config).expect("node.toml");
+    let text = text.replace(
+        "signer = \"unix:signer.sock\"",
+        "signer = \"unix:signer.sock\"\nstandby_signers = [\"unix:standby/signer.sock\"]",
+    );
+    std::fs::write(&d.config, text).expect("node.toml");
+    let standby = d.dir.path().join("standby");
+    std::fs::create_dir(&standby).expect("standby dir");
+    write_dev_signer(&standby, &d.genesis.chain_id());
+    let primary = start_dev_signer(d.dir.path(), &bin);
+    let second = start_dev_signer(&standby, &bin);
+    let producer = start_producer(&d);
+    let advance = |what: &str, by: u32| {
+        let target = metrics_head(&d.metrics) + by;
+        wait_for(what, Duration::from_secs(60), || metrics_head(&d.metrics) >= target);
+    };
+    advance("blocks from the first signer", 4);
+    assert_eq!(metric(&d, "rempart_node_signer_failovers_total"), 0);
+
+    // The first signer dies: after a missed slot or two the standby signs.
+    drop(primary);
+    advance("blocks from the standby signer", 4);
+    assert_eq!(metric(&d, "rempart_node_signer_in_use"), 1);
+    assert!(metric(&d, "rempart_node_signer_failovers_total") >= 1);
+
+    // The first signer is back and the standby dies: the producer goes back to the first.
+    let _primary = restart_dev_signer(d.dir.path(), &bin);
+    drop(second);
+    advance("blocks from the first signer again", 4);
+    assert_eq!(metric(&d, "rempart_node_signer_in_use"), 0);
+    assert!(metric(&d, "rempart_node_signer_failovers_total") >= 2);
+    let log = producer_log(&d);
+    assert!(log.contains("the next block goes to the next signer"), "{log}");
+
+    // Both signers signed blocks, and never two different blocks at one height between them.
+    let (a, b) = (
+        signed_digests(&d.dir.path().join("signer-state/audit.jsonl")),
+        signed_digests(&standby.join("signer-state/audit.jsonl")),
+    );
+    assert!(!a.is_empty() && !b.is_empty(), "each signer signed: {a:?} {b:?}");
+    let mut all = a.clone();
+    for (n, digests) in b {
+        all.entry(n).or_default().extend(digests);
+    }
+    for (n, mut digests) in all {
+        digests.sort();
+        digests.dedup();
+        assert_eq!(digests.len(), 1, "block {n} was signed with two digests: {digests:?}");
+    }
+    // And the chain holds one block per height, each linking to the one before.
+    drop(producer);
+    let store = Store::open(&d.dir.path().join("producer/state.redb")).expect("open store");
+    let snap = store.read().expect("snapshot");
+    let head = snap.head().expect("head").expect("a head");
+    let mut previous = snap.block_id(1).expect("read").expect("block 1");
+    for n in 2..=head.block_num {
+        let b: SignedBlock =
+            from_bytes(&snap.block(n).expect("read").expect("block")).expect("block decodes");
+        assert_eq!(b.signed_header.header.previous, previous, "block {n} does not link");
+        previous = b.id();
+    }
+}
+
 /// POSTs `{}` to `path` on `addr` and returns the JSON answer (HTTP/1.1, connection closed).
 fn http_post(addr: std::net::SocketAddr, path: &str) -> Option<serde_json::Value> {
     http_request(addr, path, "{}").map(|(_, v)| v)

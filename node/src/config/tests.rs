@@ -221,6 +221,37 @@ fn a_tcp_signer_is_reached_through_the_tunnel_or_on_this_host() {
     assert!(msg.contains("producer.signer") && msg.contains("peer's tunnel address"), "{msg}");
 }
 
+#[test]
+fn standby_signers_are_endpoints_listed_once_and_reached_through_the_tunnel() {
+    let standby = |list: &str| {
+        minimal("unix:s.sock").replace(
+            "signer = \"unix:s.sock\"",
+            &format!("signer = \"unix:s.sock\"\nstandby_signers = [{list}]"),
+        )
+    };
+    let parse = |t: &str| Config::parse(t, Path::new("n.toml"), Path::new("/etc/r"));
+    let c = parse(&standby("\"unix:b.sock\", \"10.8.0.2:7010\"")).expect("two standbys");
+    assert_eq!(c.producer.standby_signers, ["unix:/etc/r/b.sock", "10.8.0.2:7010"]);
+    assert!(parse(&minimal("unix:s.sock")).expect("none").producer.standby_signers.is_empty());
+    for (list, why) in [
+        ("\"unix:s.sock\"", "listed twice"),
+        ("\"10.8.0.2:7010\", \"10.8.0.2:7010\"", "listed twice"),
+        ("\"signer.example\"", "neither"),
+        ("\"unix:1\", \"unix:2\", \"unix:3\", \"unix:4\", \"unix:5\"", "at most 4"),
+    ] {
+        let msg = parse(&standby(list)).expect_err(list).to_string();
+        assert!(msg.contains("producer.standby_signers") && msg.contains(why), "{list}: {msg}");
+    }
+    let wg = with_wireguard("10.98.0.2:9876", WG)
+        .replace("producer = \"10.98.0.2:9876\"", "producer = \"10.98.0.1:9876\"");
+    let outside = wg.replace(
+        "signer = \"10.98.0.1:7010\"",
+        "signer = \"10.98.0.1:7010\"\nstandby_signers = [\"192.0.2.9:7010\"]",
+    );
+    let msg = parse(&outside).expect_err("outside the tunnel").to_string();
+    assert!(msg.contains("producer.standby_signers") && msg.contains("tunnel"), "{msg}");
+}
+
 /// A minimal valid file with these `[limits]` lines.
 fn with_limits(limits: &str) -> String {
     format!("{}[limits]\n{limits}\n", minimal("unix:s.sock"))

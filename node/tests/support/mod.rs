@@ -96,6 +96,13 @@ pub(crate) fn start_dev_signer(dir: &Path, bin: &Path) -> Proc {
     let out = Command::new(bin).args(["guard", "init", "--policy"]).arg(&policy).output();
     let out = out.expect("guard init");
     assert!(out.status.success(), "guard init: {}", String::from_utf8_lossy(&out.stderr));
+    restart_dev_signer(dir, bin)
+}
+
+/// Starts again the signer [`start_dev_signer`] started in `dir` (its guard initialised
+/// already); returns once its socket accepts.
+pub(crate) fn restart_dev_signer(dir: &Path, bin: &Path) -> Proc {
+    let policy = dir.join("signer.toml");
     let mut run = Command::new(bin);
     run.args(["run", "--policy"]).arg(&policy).stdout(Stdio::null()).stderr(Stdio::null());
     let p = Proc(run.spawn().expect("spawn signer"));
