@@ -99,6 +99,9 @@ pub struct PendingBlock {
     pub timestamp: BlockTimestamp,
     /// The producer scheduled for the slot and the key that must sign.
     pub producer: ProducerKey,
+    /// The block was sent for signing before and goes again, identical: its signature may
+    /// have been given (an answer lost, or a restart since).
+    pub resent: bool,
 }
 
 /// A block that was committed.

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rempart_core::protocol::ErrorCode;
-use rempart_core::{BlockTimestamp, Name};
+use rempart_core::{BlockTimestamp, Checksum256, Name};
 use rempart_signer::client::{Client, ClientError, Endpoint};
 
 use crate::chain::{BlockError, BlockSummary, Chain, SignFailure, scheduled_producer};
@@ -82,6 +82,9 @@ pub async fn run(
         return Err(ProducerError::NotScheduled(opts.name));
     }
     let mut active = 0;
+    let mut unanswered = Unanswered::default();
+    let names: Arc<Vec<String>> =
+        Arc::new(signers.iter().flatten().map(|c: &Client| c.endpoint().to_string()).collect());
     let handle = tokio::runtime::Handle::current();
     let on_block = Arc::new(on_block);
     tokio::pin!(shutdown);
@@ -142,23 +145,48 @@ pub async fn run(
         let mut c = signers[active].take().ok_or(ProducerError::Chain(BlockError::Aborted))?;
         let chain2 = chain.clone();
         let h = handle.clone();
+        let (resent, count, at, names) = (pending.resent, signers.len(), active, names.clone());
+        let mut tracker = std::mem::take(&mut unanswered);
         let joined = tokio::task::spawn_blocking(move || {
             let mut move_on = false;
             let r = chain2.finish_block(|req| {
-                h.block_on(c.sign_block(req.clone(), deadline)).map(|resp| resp.signature).map_err(
-                    |e| {
-                        move_on = fails_over(&e);
-                        match e {
-                            ClientError::Refused { .. } => SignFailure::Refused(e.to_string()),
-                            _ => SignFailure::NoAnswer(e.to_string()),
+                let digest = req.digest();
+                if resent && !tracker.tracks(&digest) {
+                    // Sent before this process started: any signer may have signed it.
+                    tracker.start(digest, 0..count);
+                }
+                let answer = h.block_on(c.sign_block(req.clone(), deadline));
+                match answer {
+                    Ok(resp) => {
+                        tracker.record(digest, at, Asked::Signed);
+                        Ok(resp.signature)
+                    }
+                    Err(e @ ClientError::Refused { .. }) => {
+                        let elsewhere = tracker.record(digest, at, Asked::Refused);
+                        if let Some(other) = elsewhere {
+                            // Only the signer that refused is known not to have signed it:
+                            // the block goes again, to the next signer, unless paused.
+                            move_on = e.code() != Some(ErrorCode::Paused);
+                            return Err(SignFailure::NoAnswer(format!(
+                                "{e}; the signer at {} may have signed this block (it did not \
+                                 answer), so it is sent again",
+                                names[other]
+                            )));
                         }
-                    },
-                )
+                        move_on = fails_over(&e);
+                        Err(SignFailure::Refused(e.to_string()))
+                    }
+                    Err(e) => {
+                        tracker.record(digest, at, Asked::NoAnswer);
+                        move_on = fails_over(&e);
+                        Err(SignFailure::NoAnswer(e.to_string()))
+                    }
+                }
             });
-            (r, c, move_on)
+            (r, c, move_on, tracker)
         })
         .await;
-        let (result, c, move_on) = match joined {
+        let (result, c, move_on, tracker) = match joined {
             Ok(x) => x,
             Err(e) => {
                 return Err(ProducerError::Chain(BlockError::Signer {
@@ -167,6 +195,7 @@ pub async fn run(
                 }));
             }
         };
+        unanswered = tracker;
         let failed = c.endpoint().to_string();
         signers[active] = Some(c);
         if move_on && result.is_err() && signers.len() > 1 {
@@ -202,6 +231,61 @@ pub async fn run(
                 tracing::error!(slot = %slot, error = %e, "slot missed: the block was not signed");
                 on_block(None);
             }
+        }
+    }
+}
+
+/// What came of asking one signer for a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// It signed.
+    Signed,
+    /// It refused: it has not given a signature for this block (a signer gives back one it
+    /// gave before any other check).
+    Refused,
+    /// No answer: it may have signed.
+    NoAnswer,
+}
+
+/// The signers that may hold a signature of the block being sent: asked and silent. The chain
+/// sends a block again, identical, until a signer signs it or refuses it; with several signers
+/// a refusal proves only that the signer refusing has not signed it, so the block is given up
+/// only once every signer that may have signed it has refused it. Giving it up earlier would
+/// make the next block at that height one that a signer holding the first one, and every
+/// signer sharing its guard, refuses for ever.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Unanswered {
+    digest: Option<Checksum256>,
+    signers: Vec<usize>,
+}
+
+impl Unanswered {
+    /// Whether it is about the block of `digest`.
+    pub fn tracks(&self, digest: &Checksum256) -> bool {
+        self.digest.as_ref() == Some(digest)
+    }
+
+    /// Starts over for the block of `digest`, with `signers` possibly holding its signature.
+    pub fn start(&mut self, digest: Checksum256, signers: impl IntoIterator<Item = usize>) {
+        self.digest = Some(digest);
+        self.signers = signers.into_iter().collect();
+    }
+
+    /// Records what signer `at` did with the block of `digest`. For a refusal, returns a signer
+    /// that may still have signed it, if any.
+    pub fn record(&mut self, digest: Checksum256, at: usize, asked: Asked) -> Option<usize> {
+        if !self.tracks(&digest) {
+            self.start(digest, []);
+        }
+        match asked {
+            Asked::Signed => self.signers.clear(),
+            Asked::NoAnswer if !self.signers.contains(&at) => self.signers.push(at),
+            Asked::NoAnswer => {}
+            Asked::Refused => self.signers.retain(|s| *s != at),
+        }
+        match asked {
+            Asked::Refused => self.signers.first().copied(),
+            _ => None,
         }
     }
 }

@@ -389,6 +389,7 @@ impl Worker {
                     block_num: pending.block_num,
                     timestamp,
                     producer: pending.producer.clone(),
+                    resent: recovering.is_some(),
                 }));
             }
             let result = self.fill_and_seal(w, rx, &mut pending, &mut done, recovering.as_ref());
