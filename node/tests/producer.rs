@@ -271,6 +271,12 @@ fn without_its_signer_the_producer_counts_missed_slots_then_resumes() {
     assert!(slots.windows(2).all(|w| w[0] < w[1]), "slots go forward: {slots:?}");
 }
 
+/// Waits until the producer's head is `by` blocks above where it is now.
+fn advance(d: &Deployment, what: &str, by: u32) {
+    let target = metrics_head(&d.metrics) + by;
+    wait_for(what, Duration::from_secs(60), || metrics_head(&d.metrics) >= target);
+}
+
 /// Per block number, the digests a signer's audit log says it released a signature for.
 fn signed_digests(audit: &Path) -> std::collections::BTreeMap<u64, Vec<String>> {
     let mut out = std::collections::BTreeMap::<u64, Vec<String>>::new();
@@ -300,23 +306,19 @@ fn the_producer_moves_to_its_standby_signer_and_back_without_two_blocks_at_one_h
     let primary = start_dev_signer(d.dir.path(), &bin);
     let second = start_dev_signer(&standby, &bin);
     let producer = start_producer(&d);
-    let advance = |what: &str, by: u32| {
-        let target = metrics_head(&d.metrics) + by;
-        wait_for(what, Duration::from_secs(60), || metrics_head(&d.metrics) >= target);
-    };
-    advance("blocks from the first signer", 4);
+    advance(&d, "blocks from the first signer", 4);
     assert_eq!(metric(&d, "rempart_node_signer_failovers_total"), 0);
 
     // The first signer dies: after a missed slot or two the standby signs.
     drop(primary);
-    advance("blocks from the standby signer", 4);
+    advance(&d, "blocks from the standby signer", 4);
     assert_eq!(metric(&d, "rempart_node_signer_in_use"), 1);
     assert!(metric(&d, "rempart_node_signer_failovers_total") >= 1);
 
     // The first signer is back and the standby dies: the producer goes back to the first.
     let _primary = restart_dev_signer(d.dir.path(), &bin);
     drop(second);
-    advance("blocks from the first signer again", 4);
+    advance(&d, "blocks from the first signer again", 4);
     assert_eq!(metric(&d, "rempart_node_signer_in_use"), 0);
     assert!(metric(&d, "rempart_node_signer_failovers_total") >= 2);
     let log = producer_log(&d);
@@ -349,6 +351,89 @@ fn the_producer_moves_to_its_standby_signer_and_back_without_two_blocks_at_one_h
         assert_eq!(b.signed_header.header.previous, previous, "block {n} does not link");
         previous = b.id();
     }
+}
+
+/// A TCP relay to a signer's Unix socket that, while `mute` is set, passes requests on and
+/// throws the answers away: the signer signs, the node hears nothing.
+fn muting_relay(socket: PathBuf, mute: Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut down) = conn else { continue };
+            let Ok(mut up) = std::os::unix::net::UnixStream::connect(&socket) else { continue };
+            let (mut down2, mut up2) =
+                (down.try_clone().expect("clone"), up.try_clone().expect("clone"));
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut down2, &mut up2);
+                let _ = up2.shutdown(std::net::Shutdown::Both);
+            });
+            let mute = mute.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = up.read(&mut buf) {
+                    if n == 0
+                        || (!mute.load(std::sync::atomic::Ordering::SeqCst)
+                            && down.write_all(&buf[..n]).is_err())
+                    {
+                        break;
+                    }
+                }
+                let _ = down.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_block_the_silent_signer_signed_is_not_given_up_when_the_standby_refuses_it() {
+    let bin = signer_bin();
+    let d = deploy();
+    // The producer reaches its first signer through a relay that can lose the answers; the
+    // standby serves another chain, so it refuses every block (and the producer moves on).
+    let mute = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = muting_relay(d.dir.path().join("signer.sock"), mute.clone());
+    let text = std::fs::read_to_string(&d.config).expect("node.toml");
+    let text = text.replace(
+        "signer = \"unix:signer.sock\"",
+        &format!("signer = \"127.0.0.1:{port}\"\nstandby_signers = [\"unix:standby/signer.sock\"]"),
+    );
+    std::fs::write(&d.config, text).expect("node.toml");
+    let standby = d.dir.path().join("standby");
+    std::fs::create_dir(&standby).expect("standby dir");
+    write_dev_signer(&standby, &Checksum256([7; 32]));
+    let _primary = start_dev_signer(d.dir.path(), &bin);
+    let _standby = start_dev_signer(&standby, &bin);
+    let _producer = start_producer(&d);
+    advance(&d, "blocks from the first signer", 3);
+
+    // The first signer signs the next block, and its answer is lost: the producer moves on to
+    // the standby, which refuses that block. The first signer may hold it (it does), so the
+    // block goes back to it, which gives its signature again, and the chain goes on.
+    let head = metrics_head(&d.metrics);
+    mute.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for("the move to the standby", Duration::from_secs(30), || {
+        metric(&d, "rempart_node_signer_failovers_total") >= 1
+    });
+    mute.store(false, std::sync::atomic::Ordering::SeqCst);
+    advance(&d, "blocks after the lost answer", 3);
+    assert!(metric(&d, "rempart_node_signer_failovers_total") >= 2, "back to the first signer");
+    let log = producer_log(&d);
+    assert!(log.contains("may have signed this block"), "{log}");
+    // The block whose answer was lost is the one in the chain at that height: one digest per
+    // height in the signer's log, and no refused block at the next height.
+    let signed = signed_digests(&d.dir.path().join("signer-state/audit.jsonl"));
+    for (n, digests) in &signed {
+        let mut digests = digests.clone();
+        digests.sort();
+        digests.dedup();
+        assert_eq!(digests.len(), 1, "block {n}: {digests:?}");
+    }
+    assert!(signed.contains_key(&u64::from(head + 1)), "block {} was signed", head + 1);
+    let audit = std::fs::read_to_string(d.dir.path().join("signer-state/audit.jsonl")).unwrap();
+    assert!(!audit.contains("double_sign"), "the first signer never refused a block: {audit}");
 }
 
 /// POSTs `{}` to `path` on `addr` and returns the JSON answer (HTTP/1.1, connection closed).
