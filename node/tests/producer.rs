@@ -14,6 +14,8 @@
 //! polls with a deadline. The signer binary is built with `cargo build -p rempart-signer` (a
 //! no-op when fresh) next to this test's own binary.
 
+#[path = "../../tests/support/etcd.rs"]
+mod etcd;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -277,11 +279,17 @@ fn advance(d: &Deployment, what: &str, by: u32) {
     wait_for(what, Duration::from_secs(60), || metrics_head(&d.metrics) >= target);
 }
 
-/// Per block number, the digests a signer's audit log says it released a signature for.
+/// Per block number, the digests a signer's audit log says it released a signature for. (A
+/// line a kill -9 cut short is not JSON, and names no released signature.)
 fn signed_digests(audit: &Path) -> std::collections::BTreeMap<u64, Vec<String>> {
     let mut out = std::collections::BTreeMap::<u64, Vec<String>>::new();
-    for line in std::fs::read_to_string(audit).expect("audit log").lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("an audit line is JSON");
+    let text = std::fs::read_to_string(audit).expect("audit log");
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            assert_eq!(i + 1, lines.len(), "only a last line may be cut: {line}");
+            continue;
+        };
         if v["event"] == "signature" {
             let n = v["block_num"].as_u64().expect("block_num");
             out.entry(n).or_default().push(v["digest"].as_str().expect("digest").to_owned());
@@ -294,14 +302,7 @@ fn signed_digests(audit: &Path) -> std::collections::BTreeMap<u64, Vec<String>> 
 fn the_producer_moves_to_its_standby_signer_and_back_without_two_blocks_at_one_height() {
     let bin = signer_bin();
     let d = deploy();
-    let text = std::fs::read_to_string(&d.config).expect("node.toml");
-    let text = text.replace(
-        "signer = \"unix:signer.sock\"",
-        "signer = \"unix:signer.sock\"\nstandby_signers = [\"unix:standby/signer.sock\"]",
-    );
-    std::fs::write(&d.config, text).expect("node.toml");
-    let standby = d.dir.path().join("standby");
-    std::fs::create_dir(&standby).expect("standby dir");
+    let standby = with_standby(&d);
     write_dev_signer(&standby, &d.genesis.chain_id());
     let primary = start_dev_signer(d.dir.path(), &bin);
     let second = start_dev_signer(&standby, &bin);
@@ -325,22 +326,31 @@ fn the_producer_moves_to_its_standby_signer_and_back_without_two_blocks_at_one_h
     assert!(log.contains("the next block goes to the next signer"), "{log}");
 
     // Both signers signed blocks, and never two different blocks at one height between them.
-    let (a, b) = (
-        signed_digests(&d.dir.path().join("signer-state/audit.jsonl")),
-        signed_digests(&standby.join("signer-state/audit.jsonl")),
-    );
-    assert!(!a.is_empty() && !b.is_empty(), "each signer signed: {a:?} {b:?}");
-    let mut all = a.clone();
-    for (n, digests) in b {
-        all.entry(n).or_default().extend(digests);
-    }
-    for (n, mut digests) in all {
-        digests.sort();
-        digests.dedup();
-        assert_eq!(digests.len(), 1, "block {n} was signed with two digests: {digests:?}");
-    }
+    let logs =
+        [d.dir.path().join("signer-state/audit.jsonl"), standby.join("signer-state/audit.jsonl")];
+    assert!(logs.iter().all(|l| !signed_digests(l).is_empty()), "each signer signed");
+    assert_one_block_per_height(&logs);
     // And the chain holds one block per height, each linking to the one before.
     drop(producer);
+    assert_chain_links(&d);
+}
+
+/// Lists a standby signer, at `standby/signer.sock`, in the producer's configuration; returns
+/// the directory to write it into.
+fn with_standby(d: &Deployment) -> PathBuf {
+    let text = std::fs::read_to_string(&d.config).expect("node.toml");
+    let text = text.replace(
+        "signer = \"unix:signer.sock\"",
+        "signer = \"unix:signer.sock\"\nstandby_signers = [\"unix:standby/signer.sock\"]",
+    );
+    std::fs::write(&d.config, text).expect("node.toml");
+    let standby = d.dir.path().join("standby");
+    std::fs::create_dir(&standby).expect("standby dir");
+    standby
+}
+
+/// The producer's chain: every block links to the one before.
+fn assert_chain_links(d: &Deployment) {
     let store = Store::open(&d.dir.path().join("producer/state.redb")).expect("open store");
     let snap = store.read().expect("snapshot");
     let head = snap.head().expect("head").expect("a head");
@@ -351,6 +361,78 @@ fn the_producer_moves_to_its_standby_signer_and_back_without_two_blocks_at_one_h
         assert_eq!(b.signed_header.header.previous, previous, "block {n} does not link");
         previous = b.id();
     }
+}
+
+/// Every height signed by the signers whose audit logs are `logs`, with one digest each.
+fn assert_one_block_per_height(logs: &[PathBuf]) -> usize {
+    let mut all = std::collections::BTreeMap::<u64, Vec<String>>::new();
+    for log in logs {
+        for (n, digests) in signed_digests(log) {
+            all.entry(n).or_default().extend(digests);
+        }
+    }
+    for (n, digests) in &all {
+        let mut digests = digests.clone();
+        digests.sort();
+        digests.dedup();
+        assert_eq!(digests.len(), 1, "block {n} was signed with two digests: {digests:?}");
+    }
+    all.len()
+}
+
+#[test]
+fn standby_signers_sharing_their_guard_survive_kill_9_of_the_one_in_use() {
+    let cycles: u32 = std::env::var("REMPART_FAILOVER_KILL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let Some(program) = etcd::Etcd::program() else { return };
+    let bin = signer_bin();
+    let d = deploy();
+    let etcd = etcd::Etcd::start(&program, d.dir.path());
+    let standby = with_standby(&d);
+    let dirs = [d.dir.path().to_path_buf(), standby];
+    for (dir, name) in dirs.iter().zip(["a", "b"]) {
+        let shared = format!(
+            "[shared_guard]\netcd = \"127.0.0.1:{}\"\nprefix = \"/rempart/guard/\"\n\
+             name = \"signer-{name}\"\ntimeout_ms = 1000\n",
+            etcd.port
+        );
+        if dir != d.dir.path() {
+            write_dev_signer_with(dir, &d.genesis.chain_id(), &shared);
+        } else {
+            // deploy() wrote the first one; give it the shared guard too.
+            let policy = dir.join("signer.toml");
+            let text = std::fs::read_to_string(&policy).expect("signer.toml") + &shared;
+            std::fs::write(&policy, text).expect("signer.toml");
+        }
+    }
+    let mut signers =
+        [Some(start_dev_signer(&dirs[0], &bin)), Some(start_dev_signer(&dirs[1], &bin))];
+    let producer = start_producer(&d);
+    advance(&d, "blocks from the first signer", 2);
+
+    // Each cycle kills the signer in use at a random moment of a slot, waits for two blocks from
+    // the other one, and starts the killed one again.
+    let random = std::collections::hash_map::RandomState::new();
+    for cycle in 0..cycles {
+        let in_use = usize::try_from(metric(&d, "rempart_node_signer_in_use")).expect("index");
+        let delay = std::hash::BuildHasher::hash_one(&random, cycle) % 500;
+        std::thread::sleep(Duration::from_millis(delay));
+        drop(signers[in_use].take()); // SIGKILL
+        advance(&d, &format!("cycle {cycle}: blocks from the other signer"), 2);
+        signers[in_use] = Some(restart_dev_signer(&dirs[in_use], &bin));
+    }
+    let failovers = metric(&d, "rempart_node_signer_failovers_total");
+    assert!(failovers >= u64::from(cycles), "{failovers} failovers in {cycles} cycles");
+    let heights = assert_one_block_per_height(&[
+        dirs[0].join("signer-state/audit.jsonl"),
+        dirs[1].join("signer-state/audit.jsonl"),
+    ]);
+    let missed = metric(&d, "rempart_node_missed_slots_total");
+    eprintln!("{cycles} kills, {failovers} failovers, {missed} missed slots, {heights} heights");
+    drop(producer);
+    assert_chain_links(&d);
 }
 
 /// A TCP relay to a signer's Unix socket that, while `mute` is set, passes requests on and
@@ -424,13 +506,9 @@ fn a_block_the_silent_signer_signed_is_not_given_up_when_the_standby_refuses_it(
     assert!(log.contains("may have signed this block"), "{log}");
     // The block whose answer was lost is the one in the chain at that height: one digest per
     // height in the signer's log, and no refused block at the next height.
-    let signed = signed_digests(&d.dir.path().join("signer-state/audit.jsonl"));
-    for (n, digests) in &signed {
-        let mut digests = digests.clone();
-        digests.sort();
-        digests.dedup();
-        assert_eq!(digests.len(), 1, "block {n}: {digests:?}");
-    }
+    let log = d.dir.path().join("signer-state/audit.jsonl");
+    assert_one_block_per_height(std::slice::from_ref(&log));
+    let signed = signed_digests(&log);
     assert!(signed.contains_key(&u64::from(head + 1)), "block {} was signed", head + 1);
     let audit = std::fs::read_to_string(d.dir.path().join("signer-state/audit.jsonl")).unwrap();
     assert!(!audit.contains("double_sign"), "the first signer never refused a block: {audit}");

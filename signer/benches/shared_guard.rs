@@ -91,7 +91,7 @@ async fn main() {
         .unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_owned());
     eprintln!("etcd's data under {parent}");
     let dir = tempfile::tempdir_in(parent).unwrap();
-    let mut etcd = common::Etcd::start(Path::new("etcd"), dir.path());
+    let mut etcd = common::etcd::Etcd::start(Path::new("etcd"), dir.path());
     let port = etcd.port;
     let (mut without, mut with) = (Round::default(), Round::default());
     for i in 0..rounds {

@@ -5,10 +5,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::etcd::Etcd;
 use common::*;
 use rempart_core::BlockTimestamp;
 use rempart_core::protocol::ErrorCode;
@@ -34,16 +34,6 @@ fn etcd_post(port: u16, path: &str, body: &str) -> std::io::Result<(u16, String)
     Ok((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
 }
 
-fn find_etcd() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("etcd")).find(|p| p.is_file()));
-    if found.is_none() {
-        assert!(!ci(), "CI=true but etcd is missing: apt-get install etcd-server");
-        eprintln!("SKIPPED: etcd is not installed (Debian package etcd-server)");
-    }
-    found
-}
-
 fn signer(port: u16, name: &str) -> Setup {
     let extra = format!(
         "[shared_guard]\netcd = \"127.0.0.1:{port}\"\nprefix = \"/rempart/guard/\"\n\
@@ -65,7 +55,7 @@ fn refused(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_signers_never_sign_two_blocks_at_one_height() {
-    let Some(program) = find_etcd() else { return };
+    let Some(program) = Etcd::program() else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut etcd = Etcd::start(&program, dir.path());
     let (status, _) = etcd_post(etcd.port, "/v3/maintenance/status", "{}").unwrap();

@@ -75,6 +75,11 @@ pub(crate) fn signer_bin() -> PathBuf {
 /// directory `signer-state` and `signer.toml` (soft backend, socket `signer.sock`, sandbox off:
 /// a test harness, not production).
 pub(crate) fn write_dev_signer(dir: &Path, chain_id: &Checksum256) {
+    write_dev_signer_with(dir, chain_id, "");
+}
+
+/// [`write_dev_signer`] with `extra` appended to its policy (a `[shared_guard]` section, say).
+pub(crate) fn write_dev_signer_with(dir: &Path, chain_id: &Checksum256, extra: &str) {
     std::fs::write(dir.join("dev.key"), format!("{DEV_WIF}\n")).expect("key");
     std::fs::set_permissions(dir.join("dev.key"), std::fs::Permissions::from_mode(0o600))
         .expect("chmod");
@@ -84,7 +89,7 @@ pub(crate) fn write_dev_signer(dir: &Path, chain_id: &Checksum256) {
          [[producers]]\naccount = \"eosio\"\nkey = \"{DEV_PUB}\"\n[backend]\nkind = \"soft\"\n\
          [backend.soft]\nkey_files = [\"dev.key\"]\n[listen]\nunix_socket = \"signer.sock\"\n\
          allow_own_uid = true\n[state]\ndir = \"signer-state\"\n\
-         audit_log = \"signer-state/audit.jsonl\"\n[sandbox]\ndangerous_disabled = true\n"
+         audit_log = \"signer-state/audit.jsonl\"\n[sandbox]\ndangerous_disabled = true\n{extra}"
     );
     std::fs::write(dir.join("signer.toml"), policy).expect("signer.toml");
 }

@@ -404,48 +404,9 @@ pub fn pkcs11_backend(token: &str, label: &str, module: &str) -> String {
     )
 }
 
-/// etcd (Debian package etcd-server) on free loopback ports with its data under `dir`, once it
-/// accepts connections; killed and reaped when dropped.
-pub struct Etcd {
-    pub child: Child,
-    pub port: u16,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Etcd {
-    pub fn start(program: &Path, dir: &Path) -> Etcd {
-        let (port, peer) = (free_port(), free_port());
-        let client = format!("http://127.0.0.1:{port}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new(program)
-            .args(["--name", "t", "--data-dir"])
-            .arg(dir.join("etcd"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("t={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd");
-        let e = Etcd { child, port };
-        wait_for("etcd to accept connections", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        e
-    }
-
-    /// Kills it now (the test goes on without it).
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// etcd for the shared guard's tests (`tests/support/etcd.rs`).
+#[path = "../../../tests/support/etcd.rs"]
+pub mod etcd;
 
 /// For each `(from, to, want)`: `rempart-signer check` refuses `policy` with `from` replaced by
 /// `to`, says `want`, and names the line of `to`'s last line (searched from the line `section`,
