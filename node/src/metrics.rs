@@ -47,10 +47,21 @@ pub struct Metrics {
     pub last_block_us: AtomicU64,
     /// Total time spent on blocks, µs (rate() over it gives the apply load).
     pub block_us_total: AtomicU64,
+    /// Each signer's readiness as last probed (the producer role; set once at start).
+    pub signers: OnceLock<Vec<SignerProbe>>,
     /// The private network's health, when `[wireguard]` is configured (set once at start).
     pub tunnel: OnceLock<Arc<TunnelHealth>>,
     /// When each block of the last [`TPS_WINDOW`] was counted, and its transactions.
     recent: Mutex<VecDeque<(Instant, u64)>>,
+}
+
+/// What the producer last learnt of one of its signers (see `crate::producer::probe`).
+#[derive(Debug)]
+pub struct SignerProbe {
+    /// Its address, as configured.
+    pub endpoint: String,
+    /// Answered, not paused, and holding the producer's signing key: `1`; else `0`.
+    pub ready: AtomicU64,
 }
 
 /// How far back the transactions-per-second gauge looks.
@@ -173,6 +184,21 @@ impl Metrics {
             TPS_WINDOW.as_secs(),
             self.transactions_per_second_at(now)
         ));
+        if let Some(signers) = self.signers.get() {
+            let name = "rempart_node_signer_ready";
+            out.push_str(&format!(
+                "# HELP {name} Whether the signer answered the last probe, is not paused and \
+                 holds the producer's signing key (signer 0 is producer.signer, then the \
+                 standby_signers).\n# TYPE {name} gauge\n"
+            ));
+            for (i, s) in signers.iter().enumerate() {
+                let endpoint = s.endpoint.replace('\\', "\\\\").replace('"', "\\\"");
+                out.push_str(&format!(
+                    "{name}{{role=\"{role}\",signer=\"{i}\",endpoint=\"{endpoint}\"}} {}\n",
+                    g(&s.ready)
+                ));
+            }
+        }
         if let Some(t) = self.tunnel.get() {
             t.render(&mut out);
         }

@@ -13,7 +13,7 @@ pub mod clock;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rempart_core::protocol::ErrorCode;
@@ -21,7 +21,7 @@ use rempart_core::{BlockTimestamp, Checksum256, Name};
 use rempart_signer::client::{Client, ClientError, Endpoint};
 
 use crate::chain::{BlockError, BlockSummary, Chain, SignFailure, scheduled_producer};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SignerProbe};
 
 /// Why the slot loop stopped.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,14 @@ pub async fn run(
     if !chain.info().schedule.producers.iter().any(|p| p.producer_name == opts.name) {
         return Err(ProducerError::NotScheduled(opts.name));
     }
+    let probes = signers.iter().flatten().map(|c: &Client| SignerProbe {
+        endpoint: c.endpoint().to_string(),
+        ready: AtomicU64::new(0),
+    });
+    let _ = metrics.signers.set(probes.collect());
+    let endpoints = signers.iter().flatten().map(|c: &Client| c.endpoint().clone()).collect();
+    let _probing =
+        AbortOnDrop(tokio::spawn(probe(chain.clone(), opts.name, endpoints, metrics.clone())));
     let mut active = 0;
     let mut unanswered = Unanswered::default();
     let names: Arc<Vec<String>> =
@@ -232,6 +240,76 @@ pub async fn run(
                 on_block(None);
             }
         }
+    }
+}
+
+/// How often every signer is asked whether it could sign.
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// How long one probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A task aborted when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Asks every signer, on a connection of its own every [`PROBE_EVERY`], whether it could sign
+/// this producer's next block: it answers, is not paused, and holds the key the active schedule
+/// names. The answer goes to `rempart_node_signer_ready`; a change is logged. So a standby that
+/// went down, was paused or lacks the key is known before it is needed.
+async fn probe(chain: Arc<Chain>, producer: Name, endpoints: Vec<Endpoint>, metrics: Arc<Metrics>) {
+    let mut clients: Vec<Client> = endpoints.into_iter().map(Client::new).collect();
+    let mut last: Vec<Option<bool>> = vec![None; clients.len()];
+    loop {
+        let key = chain
+            .info()
+            .schedule
+            .producers
+            .iter()
+            .find(|p| p.producer_name == producer)
+            .map(|p| p.block_signing_key);
+        for (i, client) in clients.iter_mut().enumerate() {
+            let deadline = tokio::time::Instant::from_std(clock::instant() + PROBE_TIMEOUT);
+            let verdict = match client.status(deadline).await {
+                Err(e) => Err(e.to_string()),
+                Ok(s) if s.paused => Err("signing is paused by its administrators".to_string()),
+                Ok(_) => match (client.public_keys(deadline).await, key) {
+                    (Err(e), _) => Err(e.to_string()),
+                    (Ok(_), None) => Err(format!("{producer} is not in the active schedule")),
+                    (Ok(keys), Some(key)) => {
+                        if keys
+                            .iter()
+                            .any(|k| k.producer_name == producer && k.block_signing_key == key)
+                        {
+                            Ok(())
+                        } else {
+                            Err(format!("it does not hold {producer}'s signing key {key}"))
+                        }
+                    }
+                },
+            };
+            let ready = verdict.is_ok();
+            if let Some(p) = metrics.signers.get().and_then(|s| s.get(i)) {
+                p.ready.store(u64::from(ready), Ordering::Relaxed);
+            }
+            if last[i] != Some(ready) {
+                let endpoint = client.endpoint().to_string();
+                match verdict {
+                    Ok(()) => tracing::info!(signer = %endpoint, index = i, "signer ready"),
+                    Err(why) => tracing::warn!(
+                        signer = %endpoint,
+                        index = i,
+                        "signer not ready: {why}"
+                    ),
+                }
+                last[i] = Some(ready);
+            }
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
     }
 }
 

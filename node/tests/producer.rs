@@ -309,10 +309,19 @@ fn the_producer_moves_to_its_standby_signer_and_back_without_two_blocks_at_one_h
     let producer = start_producer(&d);
     advance(&d, "blocks from the first signer", 4);
     assert_eq!(metric(&d, "rempart_node_signer_failovers_total"), 0);
+    wait_for("both signers probed ready", Duration::from_secs(30), || {
+        signer_ready(&d, 0) == Some(1) && signer_ready(&d, 1) == Some(1)
+    });
 
-    // The first signer dies: after a missed slot or two the standby signs.
+    // The first signer dies: after a missed slot or two the standby signs, and the probe
+    // says the first one is not ready.
     drop(primary);
     advance(&d, "blocks from the standby signer", 4);
+    wait_for("the first signer probed not ready", Duration::from_secs(30), || {
+        signer_ready(&d, 0) == Some(0)
+    });
+    assert_eq!(signer_ready(&d, 1), Some(1));
+    assert!(producer_log(&d).contains("signer not ready"));
     assert_eq!(metric(&d, "rempart_node_signer_in_use"), 1);
     assert!(metric(&d, "rempart_node_signer_failovers_total") >= 1);
 
@@ -333,6 +342,15 @@ fn the_producer_moves_to_its_standby_signer_and_back_without_two_blocks_at_one_h
     // And the chain holds one block per height, each linking to the one before.
     drop(producer);
     assert_chain_links(&d);
+}
+
+/// `rempart_node_signer_ready` of signer `index` in the producer's metrics file.
+fn signer_ready(d: &Deployment, index: usize) -> Option<u64> {
+    let text = std::fs::read_to_string(&d.metrics).unwrap_or_default();
+    let label = format!("signer=\"{index}\"");
+    text.lines()
+        .find(|l| l.starts_with("rempart_node_signer_ready{") && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// Lists a standby signer, at `standby/signer.sock`, in the producer's configuration; returns

@@ -47,3 +47,25 @@ fn transactions_per_second_covers_the_last_ten_seconds_of_blocks() {
     let text = m.render_at(at(61), "api");
     assert!(text.contains("rempart_node_transactions_per_second{role=\"api\"} 2.5\n"), "{text}");
 }
+
+#[test]
+fn each_signer_has_its_readiness_and_failovers_are_counted() {
+    let m = Metrics::default();
+    assert!(!m.render("producer").contains("rempart_node_signer_ready"), "none before a probe");
+    let probe = |endpoint: &str, ready| SignerProbe {
+        endpoint: endpoint.into(),
+        ready: AtomicU64::new(ready),
+    };
+    let _ = m.signers.set(vec![probe("unix:/run/a \"b\".sock", 0), probe("10.98.0.3:7010", 1)]);
+    m.signer_failovers.fetch_add(2, Ordering::Relaxed);
+    m.signer_in_use.store(1, Ordering::Relaxed);
+    let text = m.render("producer");
+    for line in [
+        "rempart_node_signer_ready{role=\"producer\",signer=\"0\",endpoint=\"unix:/run/a \\\"b\\\".sock\"} 0\n",
+        "rempart_node_signer_ready{role=\"producer\",signer=\"1\",endpoint=\"10.98.0.3:7010\"} 1\n",
+        "rempart_node_signer_failovers_total{role=\"producer\"} 2\n",
+        "rempart_node_signer_in_use{role=\"producer\"} 1\n",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+}
