@@ -2,7 +2,8 @@
 //! signature: `cargo bench -p rempart-signer --bench shared_guard`.
 //!
 //! It starts Debian's etcd (etcd-server) on free loopback ports with its data under
-//! `target/tmp` (or under `REMPART_BENCH_ETCD_DIR`), then the release daemon (soft K1 key, sandboxed, state on disk) without and
+//! `target/tmp` (or under `REMPART_BENCH_ETCD_DIR`), then the release daemon (soft K1 key, or
+//! a SoftHSM2 K1 key with `REMPART_BENCH_BACKEND=k1`; sandboxed, state on disk) without and
 //! with `[shared_guard]`, alternating, `REMPART_BENCH_ROUNDS` rounds (default 3) of 200
 //! increasing-height `SignBlock` requests each over the Unix socket, and prints p50/p99 of what
 //! the client saw, as Markdown for BENCHMARKS.md, with the claim's own round trip and how long
@@ -34,9 +35,33 @@ struct Round {
     claim_wait: Vec<Duration>,
 }
 
+/// The key signing: the development key, or (`REMPART_BENCH_BACKEND=k1`) a K1 key in a
+/// SoftHSM2 token.
+struct Key {
+    name: &'static str,
+    backend: Option<String>,
+    public: String,
+    hsm: Option<common::Hsm>,
+}
+
+fn key() -> Key {
+    match std::env::var("REMPART_BENCH_BACKEND").as_deref() {
+        Err(_) | Ok("soft") => {
+            Key { name: "soft K1", backend: None, public: common::DEV_PUB.into(), hsm: None }
+        }
+        Ok("k1") => {
+            let hsm = common::softhsm().expect("SoftHSM2 (apt-get install softhsm2)");
+            let public = hsm.new_key("k1", "bench-k1");
+            let backend = common::pkcs11_backend("T", "bench-k1", common::SOFTHSM_MODULE);
+            Key { name: "SoftHSM2 K1", backend: Some(backend), public, hsm: Some(hsm) }
+        }
+        Ok(other) => panic!("REMPART_BENCH_BACKEND={other}: expected soft or k1"),
+    }
+}
+
 /// One daemon's round; with `port`, sharing the guard under a prefix of the round's own (a
 /// record left by the round before names higher blocks, which the guard would refuse).
-async fn round(port: Option<u16>, index: usize, out: &mut Round) {
+async fn round(port: Option<u16>, index: usize, key: &Key, out: &mut Round) {
     let parent = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let extra = port.map_or(String::new(), |p| {
         format!(
@@ -45,13 +70,16 @@ async fn round(port: Option<u16>, index: usize, out: &mut Round) {
             std::process::id()
         )
     });
-    let s =
-        common::setup_in(Some(parent), None, common::DEV_PUB, &common::sandbox_toml(&[]), &extra);
+    let read_only: Vec<&Path> =
+        key.hsm.iter().flat_map(|h| [h.tokens.as_path(), h.conf.as_path()]).collect();
+    let sandbox = common::sandbox_toml(&read_only);
+    let s = common::setup_in(Some(parent), key.backend.as_deref(), &key.public, &sandbox, &extra);
     s.guard_init();
-    let mut d = s.spawn_with(
-        &[("REMPART_LOG", "warn,rempart_signer::timing=debug")],
-        &["--log-format", "json"],
-    );
+    let mut env = vec![("REMPART_LOG", "warn,rempart_signer::timing=debug")];
+    if let Some(h) = &key.hsm {
+        env.extend(h.env());
+    }
+    let mut d = s.spawn_with(&env, &["--log-format", "json"]);
     let mut c = Client::new(Endpoint::Unix(s.socket.clone()));
     let base = common::now_slot();
     for n in 0..REQUESTS {
@@ -94,9 +122,10 @@ async fn main() {
     let mut etcd = common::etcd::Etcd::start(Path::new("etcd"), dir.path());
     let port = etcd.port;
     let (mut without, mut with) = (Round::default(), Round::default());
+    let key = key();
     for i in 0..rounds {
-        round(None, i, &mut without).await;
-        round(Some(port), i, &mut with).await;
+        round(None, i, &key, &mut without).await;
+        round(Some(port), i, &key, &mut with).await;
     }
     etcd.kill();
     let ms = |v: &mut [Duration], q: f64| {
@@ -107,8 +136,9 @@ async fn main() {
         }
     };
     println!(
-        "| soft K1, Unix socket | requests | p50 ms | p99 ms | claim p50 / p99 ms | waited for \
-         the claim after signing, p50 / p99 ms |"
+        "| {}, Unix socket | requests | p50 ms | p99 ms | claim p50 / p99 ms | waited for \
+         the claim after signing, p50 / p99 ms |",
+        key.name
     );
     println!("|---|---:|---:|---:|---:|---:|");
     println!(
