@@ -279,6 +279,32 @@ impl SharedGuard {
         )))
     }
 
+    /// Whether the record of `producer` on `chain_id` names exactly this block (read from
+    /// etcd, so that another signer's claim counts). Nothing is claimed.
+    pub fn names(
+        &self,
+        chain_id: &Checksum256,
+        producer: Name,
+        block_num: u32,
+        slot: BlockTimestamp,
+        digest: &Checksum256,
+    ) -> Result<bool, ClaimError> {
+        let record_key = format!("{}{chain_id}/{producer}", self.config.prefix);
+        let k = B64.encode(&record_key);
+        // A transaction with no comparison always succeeds: its range is the record now.
+        let body = serde_json::json!({ "success": [{ "request_range": { "key": k } }] });
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let text = self.post("/v3/kv/txn", &body.to_string())?;
+        let answer: TxnAnswer = serde_json::from_str(&text)
+            .map_err(|e| self.unavailable(format!("etcd's answer is not a txn answer: {e}")))?;
+        let current = self.record_of(&answer)?;
+        let named = current.as_ref().is_some_and(|(_, r)| {
+            r.block_num == block_num && r.slot == slot.0 && r.digest == digest.to_string()
+        });
+        known.insert(record_key, current);
+        Ok(named)
+    }
+
     /// The record a failed transaction read back (`None`: there is none).
     fn record_of(&self, answer: &TxnAnswer) -> Result<Option<(i64, Record)>, ClaimError> {
         let kvs = answer

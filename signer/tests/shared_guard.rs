@@ -136,6 +136,41 @@ async fn standby_signers_never_sign_two_blocks_at_one_height() {
     assert!(log.contains("shared guard's connection to etcd was lost"), "the stop is audited");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_claimed_in_time_may_be_signed_again_late_and_no_other_may() {
+    let Some(program) = Etcd::program() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(&program, dir.path());
+    // a allows 60 s of clock skew; b only 1 s, so every block below is too old for b's clock.
+    let (a, b) = (signer(etcd.port, "signer-a"), signer(etcd.port, "signer-b"));
+    let policy = std::fs::read_to_string(&b.policy).unwrap();
+    assert!(policy.contains("max_clock_skew_ms = 60000"), "{policy}");
+    std::fs::write(
+        &b.policy,
+        policy.replace("max_clock_skew_ms = 60000", "max_clock_skew_ms = 1000"),
+    )
+    .unwrap();
+    let (_da, _db) = (a.spawn(&[]), b.spawn(&[]));
+    let mut ca = Client::new(Endpoint::Unix(a.socket.clone()));
+    let mut cb = Client::new(Endpoint::Unix(b.socket.clone()));
+    let ten_s_ago = |n: u32| BlockTimestamp(now_slot().0 - 20 + n);
+
+    // a signed block 10 and went silent; the producer sends it to b, ten seconds late.
+    let block10 = request(&a.key, 10, ten_s_ago(0), 1);
+    ca.sign_block(block10.clone(), deadline()).await.expect("a signs block 10 in time");
+    let late = cb.sign_block(block10.clone(), deadline()).await.expect("b signs it late");
+    assert!(late.signature.verify(&block10.digest(), &b.key));
+
+    // Nothing else: not another block at that height (b's own guard now holds it), and no other
+    // block that old (the record does not name it: the clock limit holds).
+    let fork = request(&a.key, 10, block10.header.timestamp, 2);
+    let (code, message) = refused(cb.sign_block(fork, deadline()).await);
+    assert_eq!(code, ErrorCode::DoubleSign, "{message}");
+    let (code, message) =
+        refused(cb.sign_block(request(&a.key, 11, ten_s_ago(1), 1), deadline()).await);
+    assert_eq!(code, ErrorCode::ClockSkew, "{message}");
+}
+
 #[test]
 fn a_signer_whose_etcd_does_not_answer_does_not_start() {
     let port = free_port();
