@@ -719,7 +719,14 @@ impl Signer {
             && self.shared_guard.get().is_some_and(|shared| {
                 shared.names(&policy.chain_id, producer, block_num, slot, &digest).unwrap_or(false)
             });
-        if skew > max && !claimed_late {
+        if claimed_late {
+            tracing::warn!(
+                %producer,
+                block_num,
+                skew_ms = skew,
+                "signing late a block the shared guard's record names (a failover retry)"
+            );
+        } else if skew > max {
             return Err(Refusal::new(
                 ErrorCode::ClockSkew,
                 "clock_skew",
