@@ -73,26 +73,23 @@ pub async fn run(
     on_block: impl Fn(Option<&BlockSummary>) + Send + Sync + 'static,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProducerError> {
-    let mut signers = Vec::new();
+    let mut endpoints: Vec<Endpoint> = Vec::new();
     for s in std::iter::once(&opts.signer).chain(&opts.standby_signers) {
-        let endpoint: Endpoint = s.parse().map_err(|e| ProducerError::Signer(format!("{e}")))?;
-        signers.push(Some(Client::new(endpoint)));
+        endpoints.push(s.parse().map_err(|e| ProducerError::Signer(format!("{e}")))?);
     }
     if !chain.info().schedule.producers.iter().any(|p| p.producer_name == opts.name) {
         return Err(ProducerError::NotScheduled(opts.name));
     }
-    let probes = signers.iter().flatten().map(|c: &Client| SignerProbe {
-        endpoint: c.endpoint().to_string(),
-        ready: AtomicU64::new(0),
-    });
+    let names: Arc<Vec<String>> = Arc::new(endpoints.iter().map(ToString::to_string).collect());
+    let probes =
+        names.iter().map(|e| SignerProbe { endpoint: e.clone(), ready: AtomicU64::new(0) });
     let _ = metrics.signers.set(probes.collect());
-    let endpoints = signers.iter().flatten().map(|c: &Client| c.endpoint().clone()).collect();
+    let mut signers: Vec<Option<Client>> =
+        endpoints.iter().cloned().map(|e| Some(Client::new(e))).collect();
     let _probing =
         AbortOnDrop(tokio::spawn(probe(chain.clone(), opts.name, endpoints, metrics.clone())));
     let mut active = 0;
     let mut unanswered = Unanswered::default();
-    let names: Arc<Vec<String>> =
-        Arc::new(signers.iter().flatten().map(|c: &Client| c.endpoint().to_string()).collect());
     let handle = tokio::runtime::Handle::current();
     let on_block = Arc::new(on_block);
     tokio::pin!(shutdown);
@@ -153,7 +150,7 @@ pub async fn run(
         let mut c = signers[active].take().ok_or(ProducerError::Chain(BlockError::Aborted))?;
         let chain2 = chain.clone();
         let h = handle.clone();
-        let (resent, count, at, names) = (pending.resent, signers.len(), active, names.clone());
+        let (resent, count, at, all) = (pending.resent, signers.len(), active, names.clone());
         let mut tracker = std::mem::take(&mut unanswered);
         let joined = tokio::task::spawn_blocking(move || {
             let mut move_on = false;
@@ -178,7 +175,7 @@ pub async fn run(
                             return Err(SignFailure::NoAnswer(format!(
                                 "{e}; the signer at {} may have signed this block (it did not \
                                  answer), so it is sent again",
-                                names[other]
+                                all[other]
                             )));
                         }
                         move_on = fails_over(&e);
@@ -204,18 +201,17 @@ pub async fn run(
             }
         };
         unanswered = tracker;
-        let failed = c.endpoint().to_string();
         signers[active] = Some(c);
         if move_on && result.is_err() && signers.len() > 1 {
             // The next block (the same one again when this one may have been signed: the
             // chain re-sends it identical) goes to the next signer in the list.
+            let at_failure = active;
             active = (active + 1) % signers.len();
             metrics.signer_failovers.fetch_add(1, Ordering::Relaxed);
             metrics.signer_in_use.store(active as u64, Ordering::Relaxed);
-            let next = signers[active].as_ref().map(|c| c.endpoint().to_string());
             tracing::warn!(
-                signer = %failed,
-                next = next.as_deref().unwrap_or("?"),
+                signer = %names[at_failure],
+                next = %names[active],
                 "the signer did not answer or could not sign: the next block goes to the next signer"
             );
         }

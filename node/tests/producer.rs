@@ -34,6 +34,11 @@ use rempart_node::producer::clock;
 use rempart_node::store::Store;
 use support::*;
 
+/// Kill cycles of a test: `var` when set, else `default`.
+fn cycles(var: &str, default: u32) -> u32 {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 struct Deployment {
     dir: tempfile::TempDir,
     genesis: Genesis,
@@ -120,10 +125,7 @@ fn account_name(i: u32) -> Name {
 
 #[test]
 fn producer_signs_through_the_signer_and_survives_kill_9_under_load() {
-    let cycles: u32 = std::env::var("REMPART_PRODUCER_KILL_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+    let cycles = cycles("REMPART_PRODUCER_KILL_CYCLES", 50);
     let bin = signer_bin();
     let d = deploy();
     let _signer = start_dev_signer(d.dir.path(), &bin);
@@ -400,10 +402,7 @@ fn assert_one_block_per_height(logs: &[PathBuf]) -> usize {
 
 #[test]
 fn standby_signers_sharing_their_guard_survive_kill_9_of_the_one_in_use() {
-    let cycles: u32 = std::env::var("REMPART_FAILOVER_KILL_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let cycles = cycles("REMPART_FAILOVER_KILL_CYCLES", 20);
     let Some(program) = etcd::Etcd::program() else { return };
     let bin = signer_bin();
     let d = deploy();

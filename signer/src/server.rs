@@ -708,14 +708,15 @@ impl Signer {
         }
 
         let block_ms = slot.to_time_point().millis();
-        let skew = (block_ms - now_ms()).unsigned_abs();
+        let now = now_ms();
+        let skew = (block_ms - now).unsigned_abs();
         let max = u64::try_from(policy.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
         // A past block that the shared guard's record names exactly was claimed, inside its
         // signer's clock limit, and signed by a standby that then went silent: the producer
         // sends it here again, and it may be signed late. It exists signed already, and no
         // other block may take its height, so refusing it would only stall the producer.
         let claimed_late = skew > max
-            && block_ms < now_ms()
+            && block_ms < now
             && self.shared_guard.get().is_some_and(|shared| {
                 shared.names(&policy.chain_id, producer, block_num, slot, &digest).unwrap_or(false)
             });
