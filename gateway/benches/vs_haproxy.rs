@@ -41,7 +41,9 @@
 //! one-core handshake client, default 32), `BENCH_ONLY_HANDSHAKES=1` (only the one-core handshake
 //! phases, to profile them; the other rows are then NaN), `BENCH_ONLY=h1`, `h2` or `http` (only
 //! the wrk phase, only the h2load phase, or both, skipping every handshake phase; the rows not
-//! measured are NaN).
+//! measured are NaN), `BENCH_PIN=1` (the two-thread proxies with each thread pinned to a core
+//! of its own: the gateway with `--pin-workers`, HAProxy with `cpu-map auto:1/1-2 0-1`; the
+//! one-core instances are pinned either way).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -97,6 +99,7 @@ fn main() {
     let hs_conns = env_u64("BENCH_HANDSHAKE_CONNECTIONS", 32) as usize;
     let only_handshakes = env_u64("BENCH_ONLY_HANDSHAKES", 0) == 1;
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let pin = env_u64("BENCH_PIN", 0) == 1;
     let (skip_h1, skip_h2, skip_handshakes) = match only.as_str() {
         "" => (only_handshakes, only_handshakes, false),
         "h1" => (false, true, true),
@@ -126,12 +129,14 @@ fn main() {
     combined.extend(std::fs::read(&key).expect("read key"));
     std::fs::write(&pem, combined).expect("write haproxy pem");
     let ha_cfg_path = dir.path().join("haproxy.cfg");
-    std::fs::write(&ha_cfg_path, haproxy_config(&pem, ha_port, upstream, 2)).expect("haproxy.cfg");
+    std::fs::write(&ha_cfg_path, haproxy_config(&pem, ha_port, upstream, 2, pin))
+        .expect("haproxy.cfg");
 
     let gateway = Proxy::start(
         "rempart-gateway",
         Command::new(env!("CARGO_BIN_EXE_rempart-gateway"))
             .arg("serve")
+            .args(if pin { &["--pin-workers"][..] } else { &[] })
             .arg("--policy")
             .arg(&gw_policy_path)
             .env("RUST_LOG", "warn"),
@@ -162,7 +167,7 @@ fn main() {
     );
     let ha1_port = free_port();
     let ha1_cfg_path = dir.path().join("haproxy-1core.cfg");
-    std::fs::write(&ha1_cfg_path, haproxy_config(&pem, ha1_port, upstream, 1)).expect("cfg");
+    std::fs::write(&ha1_cfg_path, haproxy_config(&pem, ha1_port, upstream, 1, false)).expect("cfg");
     let haproxy1 = Proxy::start(
         "haproxy (1 core)",
         Command::new("taskset")
@@ -301,7 +306,8 @@ fn main() {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{conns} connections, {seconds} s per measurement, median of {rounds} alternating rounds"
+        "{conns} connections, {seconds} s per measurement, median of {rounds} alternating rounds{}",
+        if pin { ", two-thread proxies pinned (BENCH_PIN=1)" } else { "" }
     );
     let _ = writeln!(out, "\n| measure | rempart-gateway | HAProxy 2.6 | gateway / HAProxy |");
     let _ = writeln!(out, "|---|---:|---:|---:|");
@@ -517,10 +523,15 @@ fn gateway_policy(
 /// HAProxy doing the same job: TLS termination with the same certificate, ALPN h2 and
 /// http/1.1, keep-alive to the upstream, X-Forwarded-For, a per-IP request-rate stick table
 /// whose limit never triggers, and the gateway's timeouts.
-fn haproxy_config(pem: &Path, port: u16, upstream: SocketAddr, threads: u32) -> String {
+fn haproxy_config(pem: &Path, port: u16, upstream: SocketAddr, threads: u32, pin: bool) -> String {
+    let cpu_map = if pin {
+        format!("\n    cpu-map auto:1/1-{threads} 0-{}", threads - 1)
+    } else {
+        String::new()
+    };
     format!(
         "global
-    nbthread {threads}
+    nbthread {threads}{cpu_map}
     maxconn 8000
     ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
     ssl-default-bind-ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305

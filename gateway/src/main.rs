@@ -50,6 +50,13 @@ enum Command {
         /// CPU core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Pin each worker to a CPU of its own: the first CPUs this process may run on (set
+        /// them with `taskset` or systemd's `CPUAffinity=`). For a machine, or CPUs, the
+        /// gateway has to itself: pinned workers keep a core each under load instead of
+        /// sometimes taking turns on one (which doubled the HTTP/1.1 p99 latency in
+        /// BENCHMARKS.md).
+        #[arg(long)]
+        pin_workers: bool,
         /// Unix socket (created mode 0600) on which a successor started with `--take-over` may
         /// take the listening sockets, for an upgrade or a restart that refuses no connection.
         #[arg(long, value_name = "PATH")]
@@ -81,9 +88,9 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Serve { policy, exit_with_stdin, workers, handover, take_over } => {
+        Command::Serve { policy, exit_with_stdin, workers, pin_workers, handover, take_over } => {
             let handover = handover.map(|path| Handover { path, take_over });
-            serve(policy, exit_with_stdin, workers, handover)
+            serve(policy, exit_with_stdin, workers, pin_workers, handover)
         }
         Command::DevCert { out } => match rempart_gateway::dev_cert::write_dev_certs(&out) {
             Ok(files) => {
@@ -180,6 +187,7 @@ fn serve(
     file: PathBuf,
     exit_with_stdin: bool,
     workers: Option<usize>,
+    pin_workers: bool,
     handover: Option<Handover>,
 ) -> ExitCode {
     // Its own thread writes the log: a stalled reader of stdout costs log lines, counted in the
@@ -205,9 +213,31 @@ fn serve(
         .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
         .unwrap_or(1)
         .max(1);
+    let cpus = if pin_workers {
+        match rempart_gateway::server::worker_cpus(workers) {
+            Ok(cpus) => cpus,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    } else {
+        Vec::new()
+    };
     // This thread is worker 0 and also runs the admin listener, health checks and reloads;
     // `run` starts the other workers, each on its own single-thread runtime.
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all();
+    if !cpus.is_empty()
+        && let Ok(allowed) = rustix::thread::sched_getaffinity(None)
+    {
+        // The runtime's blocking threads (file reads of a reload) start from worker 0, pinned
+        // by then: they go back to every CPU the process may use.
+        builder.on_thread_start(move || {
+            let _ = rustix::thread::sched_setaffinity(None, &allowed);
+        });
+    }
+    let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -239,6 +269,7 @@ fn serve(
         let config = Config {
             policy_file: Some(file),
             workers,
+            cpus,
             bans: Some(bans.clone()),
             serving: Some(serving.clone()),
             buckets,

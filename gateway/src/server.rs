@@ -8,6 +8,7 @@
 //! holding more open connections than the least busy one plus one stops accepting until that
 //! changes, so a burst of new connections is spread evenly (as HAProxy gives each new
 //! connection to its least loaded thread) instead of going to whichever worker wakes first.
+//! With `Config::cpus` each worker is pinned to a CPU of its own (`--pin-workers`).
 //!
 //! Connections over a cap are closed before the handshake; HTTP/1 connections pass through the
 //! framing scanner; reloads validate completely before anything is swapped, and a failed
@@ -84,6 +85,9 @@ pub enum GatewayError {
         /// The I/O error.
         source: io::Error,
     },
+    /// The workers cannot each have a CPU of their own (`--pin-workers`).
+    #[error("--pin-workers: {0}")]
+    Affinity(String),
 }
 
 /// The bound sockets the gateway serves.
@@ -177,6 +181,9 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Threads serving the TLS listener, the calling runtime's thread included (at least 1).
     pub workers: usize,
+    /// The CPU each worker is pinned to: worker `i` (the calling thread is worker 0) to
+    /// `cpus[i]`. Empty: none is pinned and the kernel places them. See [`worker_cpus`].
+    pub cpus: Vec<usize>,
     /// At a stop, how long a used HTTP/1 connection keeps waiting for one more request (its
     /// answer then closes it) before it is closed when idle. Closing an idle keep-alive
     /// connection races with a request its client may be sending; after this long unused, the
@@ -200,6 +207,7 @@ impl Default for Config {
             watch_interval: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
             workers: 1,
+            cpus: Vec::new(),
             close_idle_after: Duration::from_secs(1),
             bans: None,
             serving: None,
@@ -253,6 +261,10 @@ pub async fn run(
     }
     let graceful = Arc::new(Graceful::new());
 
+    if let Some(&cpu) = config.cpus.first() {
+        // Threads started from here on inherit this CPU; each other worker moves to its own.
+        pin_thread(cpu).map_err(|e| GatewayError::Affinity(format!("CPU {cpu}: {e}")))?;
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let balance = Arc::new(Balance::new(workers));
     let mut others = Vec::new();
@@ -325,10 +337,18 @@ fn spawn_worker(
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(worker_err)?;
     let drain_timeout = config.drain_timeout;
+    let cpu = config.cpus.get(index).copied();
     let (done, finished) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name(format!("gateway-worker-{index}"))
         .spawn(move || {
+            if let Some(cpu) = cpu
+                && let Err(e) = pin_thread(cpu)
+            {
+                // `worker_cpus` checked the CPU was allowed: only a change of the process's
+                // affinity since then gets here. The worker serves unpinned rather than not.
+                tracing::error!(worker = index, cpu, error = %e, "worker not pinned to its CPU");
+            }
             crate::upstream::set_worker(index);
             rt.block_on(async move {
                 let graceful = Arc::new(Graceful::new());
@@ -352,6 +372,35 @@ fn spawn_worker(
         })
         .map_err(worker_err)?;
     Ok(finished)
+}
+
+/// The CPUs `--pin-workers` gives the workers: the first `workers` CPUs this process may run
+/// on (its affinity mask, as `taskset` or systemd's `CPUAffinity=` set it), one per worker.
+///
+/// Pinned, the workers keep a core each under load. Unpinned, the kernel sometimes runs two
+/// of them on one core, where they take turns in slices of a few milliseconds and every
+/// connection of the one waiting stalls that long (BENCHMARKS.md, stop 26). Pin only where the
+/// gateway has these CPUs to itself: a pinned worker cannot move away from a core another
+/// busy process holds.
+pub fn worker_cpus(workers: usize) -> Result<Vec<usize>, GatewayError> {
+    let allowed = rustix::thread::sched_getaffinity(None)
+        .map_err(|e| GatewayError::Affinity(format!("cannot read this process's CPUs: {e}")))?;
+    let cpus: Vec<usize> =
+        (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| allowed.is_set(c)).take(workers).collect();
+    if cpus.len() < workers {
+        return Err(GatewayError::Affinity(format!(
+            "{workers} workers need a CPU each, and this process may run on {} (lower --workers)",
+            cpus.len()
+        )));
+    }
+    Ok(cpus)
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_thread(cpu: usize) -> io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).map_err(io::Error::from)
 }
 
 fn client_key(shared: &Shared, peer: SocketAddr) -> ClientKey {

@@ -13,3 +13,4 @@ mod slow_read;
 mod smuggling;
 mod support;
 mod tls;
+mod workers;
