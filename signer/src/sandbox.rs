@@ -305,6 +305,7 @@ pub fn apply(cfg: &SandboxConfig) -> Result<SandboxReport, SandboxError> {
     let landlock = restrict_filesystem(rules, cfg.dangerous_allow_no_landlock)?;
     let bounding_set_cleared = drop_capabilities()?;
     verify()?;
+    quiet_panics();
     let seccomp_filters = policy.install()?;
 
     Ok(SandboxReport {
@@ -313,6 +314,18 @@ pub fn apply(cfg: &SandboxConfig) -> Result<SandboxReport, SandboxError> {
         bounding_set_cleared,
         seccomp_filters,
     })
+}
+
+/// From here a panic prints its thread, place and message, never a backtrace. Printing one
+/// reads the working directory (`getcwd`) and the executable, which the seccomp filter and
+/// landlock forbid: with `RUST_BACKTRACE` set, the default hook would turn a panic that tokio
+/// contains in one task into the end of the whole signer (SIGSYS). Under landlock the frames
+/// could not be named anyway.
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        eprintln!("thread '{}' {info}", thread.name().unwrap_or("<unnamed>"));
+    }));
 }
 
 fn step(name: &'static str) -> impl FnOnce(rustix::io::Errno) -> SandboxError {

@@ -395,7 +395,7 @@ fn a_signer_starts_again_after_a_crash_cut_its_last_audit_line() {
     let mut d = s.spawn(&[]);
     let log = d.wait_line("serving chain", Duration::from_secs(20)).join("\n");
     assert!(log.contains("cut short by a crash"), "{log}");
-    assert_eq!(d.terminate().code(), Some(0));
+    d.terminate_cleanly();
     let out = verify().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let after = std::fs::read_to_string(s.audit_log()).unwrap();
@@ -444,7 +444,7 @@ async fn a_failed_audit_write_releases_nothing_and_leaves_the_chain_whole() {
     prlimit("unlimited".into());
     let r = c.sign_block(request(&s.key, 4, BlockTimestamp(slot.0 + 2), 1), deadline()).await;
     assert_eq!(r.unwrap().block_num, 4);
-    assert_eq!(d.terminate().code(), Some(0));
+    d.terminate_cleanly();
     let out = Command::new(BIN).args(["audit", "verify"]).arg(s.audit_log()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(s.audit_log()).unwrap();
@@ -499,7 +499,7 @@ async fn a_stalled_log_reader_never_holds_up_signing() {
         dropped > 0
     });
     assert!(dropped < BAD_FRAMES as u64, "{dropped} lines dropped");
-    assert_eq!(d.terminate().code(), Some(0));
+    d.terminate_cleanly();
     let out = Command::new(BIN).args(["audit", "verify"]).arg(s.audit_log()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -566,7 +566,7 @@ async fn the_audit_log_is_sealed_at_its_size_and_the_chain_carries_on() {
     let req = request(&s.key, n, slot(n), 1);
     c.sign_block(req, deadline()).await.unwrap();
     n += 1;
-    assert_eq!(d.terminate().code(), Some(0));
+    d.terminate_cleanly();
 
     // A crash after the live log was renamed sealed, before the new one took over.
     let live = verify_all();
@@ -583,7 +583,7 @@ async fn the_audit_log_is_sealed_at_its_size_and_the_chain_carries_on() {
     assert!(log.contains("carries on from the newest sealed log"), "{log}");
     let req = request(&s.key, n, slot(n), 1);
     c.sign_block(req, deadline()).await.unwrap();
-    assert_eq!(d.terminate().code(), Some(0));
+    d.terminate_cleanly();
     assert_eq!(sealed().len(), 2);
     let out = verify_all();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

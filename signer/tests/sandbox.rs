@@ -157,6 +157,28 @@ fn threads_can_still_start() {
     assert!(text(&out.stdout).contains("a thread ran and returned 42"), "{}", describe(&out));
 }
 
+/// A panic is contained as before the sandbox, with backtraces asked for: printing one needs
+/// `getcwd`, which the filter kills (a CI run lost a signer that way at a SIGTERM).
+#[test]
+fn a_panicking_thread_does_not_end_the_process_even_with_backtraces_on() {
+    let d = dirs();
+    for backtrace in ["0", "1", "full"] {
+        let mut cmd = probe_command(&d, "panic", &[]);
+        let out = cmd.env("RUST_BACKTRACE", backtrace).output().unwrap();
+        assert_sandboxed(&out);
+        assert_eq!(out.status.code(), Some(0), "RUST_BACKTRACE={backtrace}: {}", describe(&out));
+        assert!(text(&out.stdout).contains("panic: ok"), "{}", describe(&out));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("thread 'probe-panic'")
+                && err.contains("panicked at")
+                && err.contains("the probe panics on purpose"),
+            "{}",
+            describe(&out)
+        );
+    }
+}
+
 #[test]
 fn execve_kills_the_process_with_sigsys() {
     let d = dirs();

@@ -6,7 +6,8 @@
 //! [--memory-lock all|current|dangerous_off] [--read-only P]… [--read-write P]…
 //! [--dangerous-allow-no-landlock] [--start-thread-first]`.
 //!
-//! Actions: `none`, `write-state`, `thread`, `echo` (what the signer must still do);
+//! Actions: `none`, `write-state`, `thread`, `echo`, `panic` (a thread panics and the process
+//! lives on, backtraces asked for or not: what the signer must still do);
 //! `open-outside` (read `--target`), `write-outside` (append to it), `execve`, `ptrace`,
 //! `socket` (TCP), `syslog` (a Unix datagram socket, refused with EACCES rather than killed),
 //! `fork` (what it must not). Outcomes: exit 0 when the action worked;
@@ -56,6 +57,7 @@ enum Action {
     WriteState,
     Thread,
     Echo,
+    Panic,
     OpenOutside,
     WriteOutside,
     Execve,
@@ -66,11 +68,12 @@ enum Action {
 }
 
 impl Action {
-    const ALL: [(&'static str, Action); 11] = [
+    const ALL: [(&'static str, Action); 12] = [
         ("none", Action::None),
         ("write-state", Action::WriteState),
         ("thread", Action::Thread),
         ("echo", Action::Echo),
+        ("panic", Action::Panic),
         ("open-outside", Action::OpenOutside),
         ("write-outside", Action::WriteOutside),
         ("execve", Action::Execve),
@@ -216,6 +219,15 @@ fn attempt(action: Action, state_dir: &Path, target: &Path) -> Result<String, Pr
             .join()
             .map(|n| format!("a thread ran and returned {n}"))
             .map_err(|_| ProbeError::Usage("the probe thread panicked".to_owned())),
+        Action::Panic => match std::thread::Builder::new()
+            .name("probe-panic".to_owned())
+            .spawn(|| panic!("the probe panics on purpose"))
+            .map_err(err)?
+            .join()
+        {
+            Err(_) => Ok("a thread panicked and the process lives on".to_owned()),
+            Ok(()) => Err(ProbeError::Usage("the probe thread did not panic".to_owned())),
+        },
         Action::OpenOutside => {
             let mut buf = Vec::new();
             File::open(target).and_then(|mut f| f.read_to_end(&mut buf)).map_err(err)?;

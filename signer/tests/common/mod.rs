@@ -37,6 +37,15 @@ impl Daemon {
         self.wait(Duration::from_secs(20))
     }
 
+    /// SIGTERM, then asserts a clean exit (0) and no panic among the lines not yet read;
+    /// otherwise shows how it ended and those lines.
+    pub fn terminate_cleanly(&mut self) {
+        let status = self.terminate();
+        let lines = self.lines().join("\n");
+        assert_eq!(status.code(), Some(0), "{status:?}; its log:\n{lines}");
+        assert!(!lines.contains("panicked at"), "a thread of the signer panicked:\n{lines}");
+    }
+
     /// Waits for the process to end, with a deadline.
     pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let mut status = None;
