@@ -23,6 +23,7 @@
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -148,10 +149,16 @@ where
     // accepting, in a handover). The GOAWAY below lets that stream finish. The idle timeout,
     // and the drain's, bound a client that sends nothing.
     let mut conn = builder.handshake::<T, Bytes>(io).await?;
+    // At a stop the GOAWAY waits for the client's next stream, or `close_idle_after` without
+    // one, as an HTTP/1.1 connection waits for one more request. Sent at once, it can reach a
+    // client before the request it is about to send, and a client that does not retry (hyper
+    // does not) fails that request unsent: a connection accepted as the gateway hands over,
+    // whose client sends its request after the server's preface, loses it that way. The
+    // GOAWAY still lets every accepted stream finish.
+    let grace = downstream.shared.close_idle_after;
     let mut stopping = *stop.borrow();
-    if stopping {
-        conn.graceful_shutdown();
-    }
+    let mut goaway: Option<Pin<Box<tokio::time::Sleep>>> =
+        stopping.then(|| Box::pin(tokio::time::sleep(grace)));
     // One wait for the stop signal for the whole connection (not one per stream accepted).
     // It borrows the receiver: the drain waits until every receiver is dropped, so this one
     // must live as long as the connection, not end with the wait.
@@ -159,15 +166,29 @@ where
     let sending = Sending { account: downstream.ctx.holds.clone(), timeout: limits.send_timeout };
     let sending = &sending;
     let mut streams = FuturesUnordered::new();
+    // Set by each stream accepted (an atomic: the connection's future must be `Send`).
+    let accepted = AtomicBool::new(false);
     let accept = |(req, respond): Accepted| {
+        accepted.store(true, Ordering::Relaxed);
         serve_stream(downstream.clone(), req, respond, awaiting.start(), sending)
     };
     let ended = poll_fn(|cx| {
         if !stopping && stop_signal.as_mut().poll(cx).is_ready() {
             stopping = true;
-            conn.graceful_shutdown();
+            accepted.store(false, Ordering::Relaxed);
+            goaway = Some(Box::pin(tokio::time::sleep(grace)));
         }
-        poll_connection(cx, &mut conn, &mut streams, &accept)
+        let polled = poll_connection(cx, &mut conn, &mut streams, &accept);
+        if let Some(timer) = goaway.as_mut()
+            && (accepted.load(Ordering::Relaxed) || timer.as_mut().poll(cx).is_ready())
+        {
+            goaway = None;
+            conn.graceful_shutdown();
+            // The GOAWAY is written, and a connection with nothing left to do ends, by the
+            // connection's next poll.
+            cx.waker().wake_by_ref();
+        }
+        polled
     })
     .await;
     ended.map_err(Http2Error::from)

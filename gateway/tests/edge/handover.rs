@@ -328,3 +328,42 @@ async fn rate_limits_outlive_a_handover() {
     assert_eq!(other.post("/v1/chain/get_info", "{}").await.status, 200);
     assert!(successor.try_wait().expect("wait").is_none(), "the successor serves");
 }
+
+/// At a stop, an open HTTP/2 connection gets its GOAWAY with its next request (or after a
+/// second without one), not at once: sent at once, it reaches a client that is about to send
+/// a request first, and hyper fails that request unsent. A handover lost a connection's only
+/// request that way in CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_gateway_answers_the_next_http2_request_before_its_goaway() {
+    let up = Upstream::start("a").await;
+    let gw = ServedBinary::start(&[up.addr], &[]).await;
+    let tls = tls_connect(gw.tls, client_config(&[b"h2"])).await.expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .expect("handshake");
+    let driver = tokio::spawn(conn);
+    let get = || {
+        Request::post("https://localhost/v1/chain/get_info")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .expect("req")
+    };
+    assert_eq!(send.send_request(get()).await.expect("first request").status(), 200);
+
+    rustix::process::kill_process(gw.pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    // Stopped: the listener is closed. A GOAWAY sent at the stop has reached the client by now.
+    wait_for("the gateway to stop accepting", Duration::from_secs(10), async || {
+        tokio::net::TcpStream::connect(gw.tls).await.is_err()
+    })
+    .await;
+    let resp = send.send_request(get()).await.expect("the request after the stop is answered");
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.expect("body");
+    // Then the GOAWAY: the connection ends, and no new request is taken on it.
+    tokio::time::timeout(Duration::from_secs(10), driver)
+        .await
+        .expect("the connection ends after its GOAWAY")
+        .expect("join")
+        .expect("a clean end");
+    assert!(send.send_request(get()).await.is_err());
+}

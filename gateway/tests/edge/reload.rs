@@ -95,8 +95,8 @@ async fn at_shutdown_requests_on_open_connections_are_still_answered() {
     let n = used.read(&mut buf).await.expect("read");
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
     let mut fresh = tls_connect(tls, cfg).await.expect("tls");
-    // An idle HTTP/2 connection: it is closed with a GOAWAY as soon as the stop reaches the
-    // connections, which tells the test that the HTTP/1 ones have it too.
+    // An idle HTTP/2 connection: like a used HTTP/1 one, it is left `close_idle_after` to
+    // bring a request, then gets its GOAWAY and closes.
     let h2 = tls_connect(tls, client_config(&[b"h2"])).await.expect("tls");
     let (_send, h2_conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
         hyper_util::rt::TokioExecutor::new(),
@@ -107,9 +107,11 @@ async fn at_shutdown_requests_on_open_connections_are_still_answered() {
     let h2_closed = tokio::spawn(h2_conn);
 
     let stopping = tokio::spawn(gw.stop());
-    let _ = tokio::time::timeout(Duration::from_secs(5), h2_closed)
-        .await
-        .expect("the idle HTTP/2 connection is closed at the stop");
+    // The stop is sent to the connections before the listener closes.
+    wait_for("the listener to close at the stop", Duration::from_secs(5), async || {
+        tokio::net::TcpStream::connect(tls).await.is_err()
+    })
+    .await;
     // Well within the 200 ms left to used HTTP/1 connections.
     for (name, conn) in [("used", &mut used), ("fresh", &mut fresh)] {
         conn.write_all(request).await.expect("write");
@@ -123,6 +125,9 @@ async fn at_shutdown_requests_on_open_connections_are_still_answered() {
             assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
         }
     }
+    let _ = tokio::time::timeout(Duration::from_secs(5), h2_closed)
+        .await
+        .expect("the idle HTTP/2 connection is closed after the stop");
     tokio::time::timeout(Duration::from_secs(5), stopping)
         .await
         .expect("the drain ends with the connections")
