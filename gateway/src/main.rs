@@ -231,8 +231,8 @@ fn serve(
     if !cpus.is_empty()
         && let Ok(allowed) = rustix::thread::sched_getaffinity(None)
     {
-        // The runtime's blocking threads (file reads of a reload) start from worker 0, pinned
-        // by then: they go back to every CPU the process may use.
+        // The runtime's blocking threads (the ACME client's name lookups, say) start from
+        // worker 0, pinned by then: they go back to every CPU the process may use.
         builder.on_thread_start(move || {
             let _ = rustix::thread::sched_setaffinity(None, &allowed);
         });

@@ -84,6 +84,15 @@ async fn workers_are_not_pinned_by_default() {
     let up = Upstream::start("a").await;
     let args = [OsStr::new("--workers"), OsStr::new("2")];
     let gw = ServedBinary::start_args(&[up.addr], &[], &args).await;
+    // Answered, so worker 0 is past the point where it would pin itself; and worker 1 exists.
+    let mut client = Client::connect(gw.tls, false).await;
+    let req =
+        Request::get("https://localhost/v1/chain/get_info").body(Full::default()).expect("request");
+    assert_eq!(client.send(req).await.status, 200);
+    wait_for("worker 1's thread", Duration::from_secs(10), async || {
+        threads(gw.pid).iter().any(|(n, _)| n == "gateway-worker-")
+    })
+    .await;
     for (name, cpus) in threads(gw.pid) {
         assert_eq!(cpus, allowed, "thread {name}");
     }
