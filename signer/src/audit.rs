@@ -70,6 +70,10 @@ pub enum AuditError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The stop line was the log's last: the signer is stopping, and what would be audited
+    /// after it (a signature, so its release) is refused.
+    #[error("the audit log is closed: the signer is stopping")]
+    Closed,
     /// The log the daemon was about to append to does not verify.
     #[error(
         "audit log {path} does not verify at line {line} ({reason}); the signer will not append \
@@ -514,29 +518,50 @@ pub type Appended = (Result<(), AuditError>, Duration);
 /// hash chain stays one sequence.
 #[derive(Debug)]
 pub struct AuditWriter {
-    log: Mutex<AuditLog>,
+    log: Mutex<Writing>,
 }
 
-fn lock(log: &Mutex<AuditLog>) -> MutexGuard<'_, AuditLog> {
+/// The log, and whether [`AuditWriter::close`] wrote its last line.
+#[derive(Debug)]
+struct Writing {
+    log: AuditLog,
+    closed: bool,
+}
+
+fn lock(log: &Mutex<Writing>) -> MutexGuard<'_, Writing> {
     log.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl AuditWriter {
     /// Shares `log`.
     pub fn new(log: AuditLog) -> AuditWriter {
-        AuditWriter { log: Mutex::new(log) }
+        AuditWriter { log: Mutex::new(Writing { log, closed: false }) }
     }
 
-    /// Appends `event` on this thread and fsyncs it.
+    /// Appends `event` on this thread and fsyncs it; [`AuditError::Closed`] after
+    /// [`AuditWriter::close`].
     pub fn append(&self, event: &AuditEvent) -> Appended {
         let started = Instant::now();
-        let r = lock(&self.log).append(event);
+        let mut w = lock(&self.log);
+        let r = if w.closed { Err(AuditError::Closed) } else { w.log.append(event) };
+        drop(w);
         (r, started.elapsed())
+    }
+
+    /// Appends `event` as the log's last line: every later append is refused with
+    /// [`AuditError::Closed`], even when this one failed (the log then ends without it).
+    pub fn close(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let mut w = lock(&self.log);
+        if w.closed {
+            return Err(AuditError::Closed);
+        }
+        w.closed = true;
+        w.log.append(event)
     }
 
     /// See [`AuditLog::position`].
     pub fn position(&self) -> (u64, String) {
-        lock(&self.log).position()
+        lock(&self.log).log.position()
     }
 }
 

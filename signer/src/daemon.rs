@@ -410,18 +410,26 @@ impl Daemon {
             () = lost => ("the shared guard's connection to etcd was lost".to_string(), true),
         };
         tasks.abort_all();
-        if lost {
-            // The request that found the connection lost is answered (refused) before the
-            // process goes: connections still open get a second to finish what they are doing.
-            let all = u32::try_from(policy.limits.max_connections).unwrap_or(u32::MAX);
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(1), slots.acquire_many(all))
-                    .await;
-        }
         for p in &socket_paths {
             let _ = std::fs::remove_file(p);
         }
-        signer.audit(&AuditEvent::Stop { reason: reason.clone() }).map_err(ServerError::from)?;
+        // Requests being answered finish first (within the request timeout), then the stop
+        // line closes the audit log: nothing is signed after it. Connections waiting for a
+        // request close at once; one in the middle of a request finishes it (refused as
+        // stopping if it would sign) and closes.
+        let stopped = signer.stop(&reason, policy.limits.request_timeout).await;
+        // Every connection's task ends before the runtime does: a task that was answering on
+        // its own thread (`block_in_place`) would otherwise go on after the runtime's timers
+        // were shut down, and tokio panics there.
+        let all = u32::try_from(policy.limits.max_connections).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(policy.limits.request_timeout, slots.acquire_many(all));
+        if drained.await.is_err() {
+            tracing::warn!(
+                "connections still open {:?} after the stop; the process ends anyway",
+                policy.limits.request_timeout
+            );
+        }
+        stopped.map_err(ServerError::from)?;
         tracing::info!("rempart-signer stopped: {reason}");
         if lost && let Some(g) = &shared {
             return Err(DaemonError::SharedGuard(crate::shared_guard::ClaimError::Unavailable {

@@ -27,9 +27,13 @@ use rempart_core::checksum::Checksum256;
 use rempart_core::key::{PublicKey, Signature};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditError, AuditEvent};
 use crate::policy::KeosdCompat;
 use crate::server::{ConnectionLimits, Signer};
+
+/// Why a digest is refused while the signer stops.
+const STOPPING: &str = "the signer is stopping; the digest was not signed. Send it to another \
+                        signer, or again once this one has restarted";
 
 #[cfg(test)]
 mod tests;
@@ -138,6 +142,10 @@ impl Service {
             let detail = "signing is paused by an administrator; ask them to resume it";
             return self.refuse(403, "paused", detail, peer, Some(&digest));
         }
+        // Counted until answered, so that a stop waits for this signature's audit line.
+        let Some(_flight) = self.signer.enter() else {
+            return self.refuse(503, "stopping", STOPPING, peer, Some(&digest));
+        };
         // One digest at a time per endpoint: the interval check and the record of what was
         // signed must see each other's effects. A producer signs one block at a time anyway.
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -147,7 +155,7 @@ impl Service {
             drop(recent);
             return match self.audit_signature(&key, &digest, &sig, 0, peer) {
                 Ok(()) => Answer::signature(&sig),
-                Err(detail) => self.refuse(500, "audit", &detail, peer, Some(&digest)),
+                Err(e) => self.refuse_unaudited(&e, peer, &digest),
             };
         }
         if let Some(last) = mine.last_new
@@ -170,11 +178,11 @@ impl Service {
             }
         };
         // Audited before it leaves: an audit failure releases nothing.
-        if let Err(detail) =
+        if let Err(e) =
             self.audit_signature(&key, &digest, &signed.signature, signed.attempts, peer)
         {
             drop(recent);
-            return self.refuse(500, "audit", &detail, peer, Some(&digest));
+            return self.refuse_unaudited(&e, peer, &digest);
         }
         mine.last_new = Some(Instant::now());
         if mine.signed.len() == REMEMBERED {
@@ -195,17 +203,23 @@ impl Service {
         sig: &Signature,
         attempts: u32,
         peer: &str,
-    ) -> Result<(), String> {
-        self.signer
-            .audit(&AuditEvent::DigestSignature {
-                key: key.to_string(),
-                digest: digest.to_string(),
-                signature: sig.to_string(),
-                replay: attempts == 0,
-                attempts,
-                peer: peer.to_owned(),
-            })
-            .map_err(|e| e.to_string())
+    ) -> Result<(), AuditError> {
+        self.signer.audit(&AuditEvent::DigestSignature {
+            key: key.to_string(),
+            digest: digest.to_string(),
+            signature: sig.to_string(),
+            replay: attempts == 0,
+            attempts,
+            peer: peer.to_owned(),
+        })
+    }
+
+    /// The refusal of a signature whose audit line failed: it is not released.
+    fn refuse_unaudited(&self, e: &AuditError, peer: &str, digest: &Checksum256) -> Answer {
+        match e {
+            AuditError::Closed => self.refuse(503, "stopping", STOPPING, peer, Some(digest)),
+            e => self.refuse(500, "audit", &e.to_string(), peer, Some(digest)),
+        }
     }
 
     fn refuse(
@@ -226,8 +240,10 @@ impl Service {
             block_num: None,
             digest: digest.map(ToString::to_string),
         };
-        if let Err(e) = self.signer.audit(&event) {
-            tracing::error!(error = %e, "cannot audit a refusal");
+        match self.signer.audit(&event) {
+            Ok(()) => {}
+            Err(AuditError::Closed) => tracing::info!("refusal not audited: the log is closed"),
+            Err(e) => tracing::error!(error = %e, "cannot audit a refusal"),
         }
         Answer::error(status, reason, "refused", detail)
     }
@@ -366,7 +382,12 @@ pub async fn serve_connection<S>(
             let wait = deadline.map_or(limits.idle_timeout, |d| {
                 d.saturating_duration_since(tokio::time::Instant::now())
             });
-            match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
+            let read = tokio::time::timeout(wait, stream.read(&mut chunk));
+            let between_requests = buf.is_empty();
+            match tokio::select! {
+                r = read => r,
+                () = service.signer.stopped(), if between_requests => return,
+            } {
                 Ok(Ok(0)) | Ok(Err(_)) => return,
                 Ok(Ok(n)) => {
                     buf.extend_from_slice(&chunk[..n]);

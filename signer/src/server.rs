@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -107,6 +107,37 @@ impl Refusal {
     }
 }
 
+/// The refusal of a request that came while the signer stops; `what` says what did not happen.
+fn stopping(what: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::Busy,
+        "stopping",
+        format!(
+            "the signer is stopping; {what}. Send it to another signer, or again once this one \
+             has restarted"
+        ),
+    )
+}
+
+/// The refusal of a signature whose audit line could not be written: nothing is released.
+fn audit_refusal(e: AuditError) -> Refusal {
+    match e {
+        AuditError::Closed => stopping("the signature was not released"),
+        e => Refusal::new(ErrorCode::Internal, "audit", e.to_string()),
+    }
+}
+
+/// A request counted by [`Signer::enter`] until it is answered.
+pub(crate) struct Flight<'a>(&'a Signer);
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 /// The deciding and signing part of the daemon, shared by every connection.
 pub struct Signer {
     policy: Policy,
@@ -130,6 +161,14 @@ pub struct Signer {
     producer_locks: BTreeMap<Name, Mutex<()>>,
     refusals: AtomicU64,
     paused: AtomicBool,
+    /// Set by [`Signer::stop`]: requests that would sign or audit are refused from then on.
+    stopping: AtomicBool,
+    /// Requests that may sign or audit, being answered (see [`Signer::enter`]).
+    in_flight: AtomicUsize,
+    /// Told when `in_flight` falls to zero.
+    idle: tokio::sync::Notify,
+    /// Turns true at the stop: connections waiting for a request close.
+    stop_signal: tokio::sync::watch::Sender<bool>,
     admin: Option<crate::admin::Admin>,
     /// The guard shared with standby signers, when `[shared_guard]` is set.
     shared_guard: std::sync::OnceLock<Arc<crate::shared_guard::SharedGuard>>,
@@ -387,6 +426,10 @@ impl Signer {
             producer_locks,
             refusals: 0.into(),
             paused: paused.into(),
+            stopping: false.into(),
+            in_flight: 0.into(),
+            idle: tokio::sync::Notify::new(),
+            stop_signal: tokio::sync::watch::Sender::new(false),
             admin,
             shared_guard: std::sync::OnceLock::new(),
             _state_lock: state_lock,
@@ -458,6 +501,57 @@ impl Signer {
         }
     }
 
+    /// Counts a request that may sign or audit until the returned guard is dropped; `None`
+    /// once the signer is stopping (the caller refuses the request). The count goes up before
+    /// the flag is read and [`Signer::stop`] sets the flag before it reads the count, so a
+    /// request either sees the stop or is waited for by it.
+    pub(crate) fn enter(&self) -> Option<Flight<'_>> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let flight = Flight(self);
+        (!self.stopping.load(Ordering::SeqCst)).then_some(flight)
+    }
+
+    /// Stops signing for good: requests that would sign or audit are refused from now on
+    /// (`Busy`, reason `stopping`), those being answered get up to `drain` to finish, then the
+    /// stop line closes the audit log. Nothing is audited after it, and so nothing signed is
+    /// released after it: a request that outlives `drain` fails its audit line and is refused.
+    pub async fn stop(&self, reason: &str, drain: Duration) -> Result<(), AuditError> {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.stop_signal.send_replace(true);
+        let drained = tokio::time::timeout(drain, async {
+            loop {
+                let idle = self.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.in_flight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                in_flight = self.in_flight.load(Ordering::SeqCst),
+                "requests still running {drain:?} after the stop: what they would sign is \
+                 refused (the audit log is closed) and never released"
+            );
+        }
+        self.audit.close(&AuditEvent::Stop { reason: reason.to_string() })
+    }
+
+    /// Whether [`Signer::stop`] has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once [`Signer::stop`] has begun: a connection waiting for its next request
+    /// closes then, one in the middle of a request finishes it first.
+    pub(crate) async fn stopped(&self) {
+        let mut signal = self.stop_signal.subscribe();
+        let _ = signal.wait_for(|stopping| *stopping).await;
+    }
+
     /// Appends an event to the audit log.
     pub fn audit(&self, event: &AuditEvent) -> Result<(), AuditError> {
         self.audit_timed(event).0
@@ -481,11 +575,18 @@ impl Signer {
         let response = match request {
             Request::SignBlock(req) => {
                 let started = Instant::now();
-                let r = self.sign_block(&req, peer, started, &mut timing);
+                let flight = self.enter();
+                let r = match flight {
+                    Some(_) => self.sign_block(&req, peer, started, &mut timing),
+                    None => {
+                        Err(stopping(&format!("block {} was not signed", req.header.block_num())))
+                    }
+                };
                 let resp = match r {
                     Ok(resp) => Response::Signature(resp),
                     Err(refusal) => self.refuse(id, refusal, peer, Some(&req), &mut timing),
                 };
+                drop(flight);
                 timing.total = started.elapsed();
                 self.metrics.request_latency.observe(timing.total);
                 resp
@@ -504,9 +605,16 @@ impl Signer {
                     .collect(),
             },
             Request::Status { request_id } => Response::Status(self.status(request_id)),
-            Request::Admin(req) => match &self.admin {
-                Some(admin) => admin.handle(self, &req, peer),
-                None => self.refuse(
+            Request::Admin(req) => match (&self.admin, self.enter()) {
+                (Some(_), None) => self.refuse(
+                    id,
+                    stopping("the admin command was not run"),
+                    peer,
+                    None,
+                    &mut timing,
+                ),
+                (Some(admin), Some(_flight)) => admin.handle(self, &req, peer),
+                (None, _) => self.refuse(
                     id,
                     Refusal::new(
                         ErrorCode::Unauthorized,
@@ -576,8 +684,11 @@ impl Signer {
         };
         let (audited, took) = self.audit_timed(&event);
         timing.audit += took;
-        if let Err(e) = audited {
-            tracing::error!(error = %e, "cannot audit a refusal");
+        match audited {
+            Ok(()) => {}
+            // After the stop line: refusals of late requests are in the daemon's log only.
+            Err(AuditError::Closed) => tracing::info!("refusal not audited: the log is closed"),
+            Err(e) => tracing::error!(error = %e, "cannot audit a refusal"),
         }
         Response::Error(ErrorResponse { request_id, code: refusal.code, message: refusal.message })
     }
@@ -661,7 +772,7 @@ impl Signer {
             let event = signature_event(req, &digest, &signature, 0, peer);
             let (audited, took) = self.audit_timed(&event);
             timing.audit += took;
-            audited.map_err(|e| Refusal::new(ErrorCode::Internal, "audit", e.to_string()))?;
+            audited.map_err(audit_refusal)?;
             self.metrics.replays.fetch_add(1, Ordering::Relaxed);
             return Ok(SignBlockResponse {
                 request_id: req.request_id,
@@ -870,7 +981,7 @@ impl Signer {
         }
         if let Err(e) = audited {
             self.set_known(id, &intent, Outcome::NotReleased);
-            return Err(Refusal::new(ErrorCode::Internal, "audit", e.to_string()));
+            return Err(audit_refusal(e));
         }
         self.set_known(id, &intent, Outcome::Released(signed.signature));
         self.metrics.signatures.fetch_add(1, Ordering::Relaxed);
@@ -1063,7 +1174,11 @@ pub async fn serve_connection<S>(
                 d
             }
         };
-        let n = match tokio::time::timeout_at(wait_until, stream.read(&mut buf)).await {
+        let read = tokio::time::timeout_at(wait_until, stream.read(&mut buf));
+        let n = match tokio::select! {
+            r = read => r,
+            () = signer.stopped(), if decoder.is_idle() => return,
+        } {
             Ok(Ok(0)) | Ok(Err(_)) => return,
             Ok(Ok(n)) => n,
             Err(_) => {

@@ -305,10 +305,17 @@ fn a_failed_guard_commit_releases_nothing_and_says_so_after_its_audit_line() {
     assert_eq!(crate::audit::verify(&policy.audit_log).unwrap().lines, n as u64 + 1);
 }
 
-/// A soft backend whose HSM calls fail while `fail` is set.
+/// A soft backend whose HSM calls fail while `fail` is set, and, with a gate, say they
+/// started and then wait for the test's go.
 struct Flaky {
     inner: SoftBackend,
     fail: Arc<AtomicBool>,
+    gate: Option<Gate>,
+}
+
+struct Gate {
+    started: Mutex<std::sync::mpsc::Sender<()>>,
+    go: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 impl crate::keyring::Backend for Flaky {
@@ -323,6 +330,10 @@ impl crate::keyring::Backend for Flaky {
         key: &PublicKey,
         digest: &[u8; 32],
     ) -> Result<[u8; 64], crate::keyring::KeyringError> {
+        if let Some(gate) = &self.gate {
+            let _ = gate.started.lock().unwrap().send(());
+            let _ = gate.go.lock().unwrap().recv();
+        }
         if self.fail.load(Ordering::SeqCst) {
             return Err(crate::keyring::KeyringError::Module {
                 path: "flaky".into(),
@@ -335,10 +346,18 @@ impl crate::keyring::Backend for Flaky {
 
 /// A signer over `dir` (guard initialised by the caller) whose backend fails on demand.
 fn start_flaky(dir: &Path, private: &PrivateKey, fail: &Arc<AtomicBool>) -> Fixture {
+    start_on(dir, private, fail.clone(), None)
+}
+
+fn start_on(
+    dir: &Path,
+    private: &PrivateKey,
+    fail: Arc<AtomicBool>,
+    gate: Option<Gate>,
+) -> Fixture {
     let key = private.public_key();
     let metrics = Arc::new(Metrics::default());
-    let backend =
-        Flaky { inner: SoftBackend::from_keys(vec![private.clone()]), fail: fail.clone() };
+    let backend = Flaky { inner: SoftBackend::from_keys(vec![private.clone()]), fail, gate };
     let ring = Keyring::new(Box::new(backend), 8, metrics.clone()).unwrap();
     let signer = Signer::new(policy(dir, &key), ring, metrics).unwrap();
     Fixture { signer: Arc::new(signer), _dir: tempfile::tempdir().unwrap(), key }
@@ -361,8 +380,12 @@ struct FlakySetup {
 }
 
 fn flaky_setup() -> FlakySetup {
+    setup_with(KeyType::K1)
+}
+
+fn setup_with(key_type: KeyType) -> FlakySetup {
     let dir = tempfile::tempdir().unwrap();
-    let private = PrivateKey::generate(KeyType::K1);
+    let private = PrivateKey::generate(key_type);
     let key = private.public_key();
     let gkey = GuardKey {
         chain_id: policy(dir.path(), &key).chain_id,
@@ -557,4 +580,111 @@ async fn a_current_thread_runtime_answers_through_the_blocking_pool() {
     assert_eq!(resps.len(), 2, "{resps:?}");
     assert!(matches!(&resps[0], Response::Status(s) if s.request_id == 1), "{resps:?}");
     assert!(matches!(&resps[1], Response::Signature(s) if s.block_num == 10), "{resps:?}");
+}
+
+/// A signer over `dir` (guard initialised by the caller, for an R1 key: one backend call per
+/// signature) whose backend calls wait at a gate: the receiver hears of each call, the sender
+/// lets one go.
+fn start_gated(
+    dir: &Path,
+    private: &PrivateKey,
+) -> (Fixture, std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    let gate = Gate { started: Mutex::new(started_tx), go: Mutex::new(go_rx) };
+    (start_on(dir, private, Arc::default(), Some(gate)), started, go)
+}
+
+/// Every line of `f`'s audit log, parsed.
+fn audit_lines(f: &Fixture) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(&f.signer.policy().audit_log).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// A gated signer that signed block 10 (so its audit log has a line before the next intent,
+/// as the daemon's start line makes sure in service) and is signing block 11, which waits at
+/// the HSM for `go`.
+struct AtTheHsm {
+    dir: tempfile::TempDir,
+    private: PrivateKey,
+    f: Arc<Fixture>,
+    go: std::sync::mpsc::Sender<()>,
+    slot: BlockTimestamp,
+    block_11: std::thread::JoinHandle<Result<SignBlockResponse, ErrorResponse>>,
+}
+
+fn block_11_at_the_hsm() -> AtTheHsm {
+    let FlakySetup { dir, private, .. } = setup_with(KeyType::R1);
+    let (f, started, go) = start_gated(dir.path(), &private);
+    let f = Arc::new(f);
+    let slot = now_slot();
+    go.send(()).unwrap();
+    sign(&f, &request(&f, 10, slot, 1)).unwrap();
+    started.recv().unwrap();
+    let block_11 = {
+        let f = f.clone();
+        std::thread::spawn(move || sign(&f, &request(&f, 11, slot.next(), 1)))
+    };
+    started.recv().unwrap();
+    AtTheHsm { dir, private, f, go, slot, block_11 }
+}
+
+/// A stop waits for the signature being made, refuses what comes meanwhile and after, and its
+/// line is the audit log's last: no signature is recorded, or released, after "stop".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_waits_for_the_signature_in_flight_and_is_the_audit_logs_last_line() {
+    // Block 11 is at the HSM when the stop comes.
+    let AtTheHsm { f, go, slot, block_11: in_flight, dir: _dir, .. } = block_11_at_the_hsm();
+    let signer = f.signer.clone();
+    let stop = tokio::spawn(async move { signer.stop("test", Duration::from_secs(60)).await });
+    while !f.signer.is_stopping() {
+        tokio::task::yield_now().await;
+    }
+
+    // Meanwhile a new block is refused before it reaches the HSM, and says why.
+    let e = sign(&f, &request(&f, 12, BlockTimestamp(slot.0 + 2), 1)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Busy, "{}", e.message);
+    assert!(e.message.contains("the signer is stopping"), "{}", e.message);
+
+    go.send(()).unwrap();
+    let signed = in_flight.join().unwrap().expect("the signature in flight is made and released");
+    assert_eq!(signed.block_num, 11);
+    tokio::time::timeout(Duration::from_secs(60), stop).await.unwrap().unwrap().unwrap();
+
+    let lines = audit_lines(&f);
+    let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(events.last(), Some(&"stop"), "{events:?}");
+    let eleven = lines.iter().position(|l| l["event"] == "signature" && l["block_num"] == 11);
+    assert!(eleven.is_some_and(|i| i < lines.len() - 1), "{events:?}");
+
+    // After the stop: refused, and the log is left as it is.
+    let e = sign(&f, &request(&f, 13, BlockTimestamp(slot.0 + 3), 1)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Busy, "{}", e.message);
+    assert_eq!(audit_lines(&f).len(), lines.len(), "nothing is audited after the stop line");
+    crate::audit::verify(&f.signer.policy().audit_log).unwrap();
+    assert!(f.signer.stop("again", Duration::ZERO).await.is_err(), "one stop line only");
+}
+
+/// A signature still at the HSM when the stop's drain ends is refused when it comes back (its
+/// audit line cannot follow the stop line), so it is never released; after a restart its
+/// height is free to sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_that_outlives_the_drain_is_not_released() {
+    let AtTheHsm { dir, private, f, go, slot, block_11: late } = block_11_at_the_hsm();
+    f.signer.stop("test", Duration::from_millis(50)).await.unwrap();
+    go.send(()).unwrap();
+    let e = late.join().unwrap().unwrap_err();
+    assert_eq!(e.code, ErrorCode::Busy, "{}", e.message);
+    assert!(e.message.contains("the signature was not released"), "{}", e.message);
+    let lines = audit_lines(&f);
+    assert_eq!(lines.last().unwrap()["event"], "stop");
+    assert!(!lines.iter().any(|l| l["event"] == "signature" && l["block_num"] == 11), "{lines:?}");
+    drop(f);
+
+    let (f, started, go) = start_gated(dir.path(), &private);
+    go.send(()).unwrap();
+    let again = request(&f, 11, slot.next(), 2);
+    let signed = sign(&f, &again).expect("block 11 never left, so its height may be signed");
+    started.recv().unwrap();
+    assert!(signed.signature.verify(&again.digest(), &f.key));
 }
