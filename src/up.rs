@@ -411,9 +411,20 @@ Ctrl-C stops everything; `rempart up --data {data}` again resumes this chain.
     let _ = out.flush();
 }
 
+/// Set (to anything but empty or `0`) when the programs next to `rempart` are built and must
+/// be used as they are: the test suite sets it once its workspace build made them.
+pub const NO_BUILD_ENV: &str = "REMPART_UP_NO_BUILD";
+
+/// Whether [`NO_BUILD_ENV`] asks `up` (and the test helpers that start the programs) not to
+/// build them.
+pub fn no_build() -> bool {
+    std::env::var_os(NO_BUILD_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
 /// Finds the programs next to this binary. When this binary lives in the target directory of
 /// the checkout it was built from, `cargo build` (a no-op when fresh) builds them first with the
-/// same profile, so that `cargo run --release -- up` works from a fresh checkout.
+/// same profile, so that `cargo run --release -- up` works from a fresh checkout, unless
+/// [`NO_BUILD_ENV`] is set.
 fn programs(out: &mut dyn Write) -> Result<Programs, UpError> {
     let exe = std::env::current_exe().map_err(|e| UpError::io(Path::new("rempart"), e))?;
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -421,7 +432,7 @@ fn programs(out: &mut dyn Write) -> Result<Programs, UpError> {
     let target = dir.parent().and_then(|t| t.canonicalize().ok());
     let ours = manifest.join("target").canonicalize().ok();
     let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    if target.is_some() && target == ours && matches!(profile, "debug" | "release") {
+    if !no_build() && target.is_some() && target == ours && matches!(profile, "debug" | "release") {
         say(out, "building rempart-signer, rempart-node and rempart-gateway (cargo build)");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);

@@ -147,7 +147,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 if cargo nextest --version >/dev/null 2>&1; then
     step "cargo nextest run --workspace --locked"
-    cargo nextest run --workspace --locked --no-fail-fast 2>&1 | tee "$LOG_DIR/nextest.log"
+    # The workspace build makes every program the tests start; REMPART_UP_NO_BUILD stops `rempart
+    # up` and the test helpers from building them again with one package's features, which
+    # relinked the binaries under tests running them (a signer's /proc/PID/exe went "(deleted)").
+    REMPART_UP_NO_BUILD=1 cargo nextest run --workspace --locked --no-fail-fast 2>&1 |
+        tee "$LOG_DIR/nextest.log"
     # "Summary [ 1.2s] 57 tests run: 57 passed, 0 skipped" (failures add "N failed").
     summary="$(grep -E '^ *Summary \[' "$LOG_DIR/nextest.log" | tail -n 1 || true)"
     passed="$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$summary")"
@@ -160,7 +164,8 @@ if cargo nextest --version >/dev/null 2>&1; then
     cargo test --workspace --doc --locked 2>&1 | tee "$LOG_DIR/doctest.log"
 else
     step "cargo test --workspace --locked (cargo-nextest not installed)"
-    cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$LOG_DIR/doctest.log"
+    REMPART_UP_NO_BUILD=1 cargo test --workspace --locked --no-fail-fast 2>&1 |
+        tee "$LOG_DIR/doctest.log"
 fi
 # "test result: ok. 4 passed; 0 failed; ..." once per test binary.
 while read -r passed failed; do

@@ -41,8 +41,13 @@ fn rempart() -> &'static str {
     env!("CARGO_BIN_EXE_rempart")
 }
 
-/// The three programs `up` starts, built next to `rempart` (a no-op when fresh).
+/// The three programs `up` starts, built next to `rempart` (a no-op when fresh), unless the
+/// suite's workspace build made them (`REMPART_UP_NO_BUILD`, set by tests/run.sh): a build here
+/// would relink them with this package's features while other tests run them.
 fn build_programs() {
+    if rempart::up::no_build() {
+        return;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build").current_dir(env!("CARGO_MANIFEST_DIR"));

@@ -43,10 +43,20 @@ pub(crate) struct Programs {
 }
 
 impl Programs {
-    /// Builds them (a no-op when fresh) with this test binary's profile.
+    /// Builds them (a no-op when fresh) with this test binary's profile, unless the suite's
+    /// workspace build made them (`REMPART_UP_NO_BUILD`, set by tests/run.sh): a build here
+    /// would relink them with other features while other tests run them.
     pub(crate) fn build() -> Programs {
         let exe = std::env::current_exe().expect("test binary path");
         let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+        let programs = Programs {
+            signer: dir.join("rempart-signer"),
+            node: dir.join("rempart-node"),
+            gateway: dir.join("rempart-gateway"),
+        };
+        if rempart::up::no_build() {
+            return programs;
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.arg("build").current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -58,11 +68,7 @@ impl Programs {
         }
         let out = cmd.output().expect("run cargo");
         assert!(out.status.success(), "cargo build: {}", String::from_utf8_lossy(&out.stderr));
-        Programs {
-            signer: dir.join("rempart-signer"),
-            node: dir.join("rempart-node"),
-            gateway: dir.join("rempart-gateway"),
-        }
+        programs
     }
 }
 

@@ -51,19 +51,24 @@ pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-/// The signer binary, built (a no-op when fresh) next to this test binary.
+/// The signer binary, built (a no-op when fresh) next to this test binary, unless the suite's
+/// workspace build made it (`REMPART_UP_NO_BUILD`, set by tests/run.sh): a build here would
+/// relink it with the signer's own features while other tests run it.
 pub(crate) fn signer_bin() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "-p", "rempart-signer", "--bin", "rempart-signer"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "cargo build -p rempart-signer failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let built = std::env::var_os("REMPART_UP_NO_BUILD").is_some_and(|v| !v.is_empty() && v != "0");
+    if !built {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "-p", "rempart-signer", "--bin", "rempart-signer"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run cargo");
+        assert!(
+            out.status.success(),
+            "cargo build -p rempart-signer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
     let bin = dir.join("rempart-signer");
