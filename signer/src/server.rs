@@ -540,11 +540,6 @@ impl Signer {
         self.audit.close(&AuditEvent::Stop { reason: reason.to_string() })
     }
 
-    /// Whether [`Signer::stop`] has begun.
-    pub fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
-    }
-
     /// Resolves once [`Signer::stop`] has begun: a connection waiting for its next request
     /// closes then, one in the middle of a request finishes it first.
     pub(crate) async fn stopped(&self) {

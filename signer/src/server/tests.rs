@@ -637,7 +637,7 @@ async fn a_stop_waits_for_the_signature_in_flight_and_is_the_audit_logs_last_lin
     let AtTheHsm { f, go, slot, block_11: in_flight, dir: _dir, .. } = block_11_at_the_hsm();
     let signer = f.signer.clone();
     let stop = tokio::spawn(async move { signer.stop("test", Duration::from_secs(60)).await });
-    while !f.signer.is_stopping() {
+    while !f.signer.stopping.load(Ordering::SeqCst) {
         tokio::task::yield_now().await;
     }
 
