@@ -215,7 +215,7 @@ fn a_two_of_three_rotation_end_to_end_with_every_refusal_audited() {
     approve(&lab, &resume, 1);
     // Over TCP this time (`host:port`, as over the WireGuard tunnel): a wrong port is
     // unreachable (exit 69) and changes nothing; the signer's port executes it.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], rempart_core::testing::free_port()));
     let (code, out, err) = submit_to(&resume, &closed.to_string());
     assert_eq!(code, Some(69), "{out}\n{err}");
     assert!(err.contains("cannot connect"), "{err}");

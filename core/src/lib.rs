@@ -7,7 +7,8 @@
 //! arithmetic every program's accept loops share: the pause after a failed `accept`
 //! ([`backoff`]).
 //!
-//! This crate does no I/O and has no async code. Every decoder here sees hostile bytes: it is
+//! This crate does no I/O (its test helpers aside: `testing`, behind the `test-support`
+//! feature) and has no async code. Every decoder here sees hostile bytes: it is
 //! bounded by its input, never panics, and reports what it rejected and where.
 
 pub mod abi;
@@ -22,6 +23,8 @@ pub mod key;
 pub mod log;
 pub mod name;
 pub mod protocol;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod time;
 pub mod transaction;
 

@@ -14,6 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use rempart_core::testing::free_port;
+
 /// The vpcd driver shipped by Debian's `vsmartcard-vpcd`.
 const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
 /// The PIN of a fresh virtual card.
@@ -76,11 +78,11 @@ fn vcard() -> Result<PathBuf, String> {
         .clone()
 }
 
-/// Two consecutive free TCP ports on loopback (vpcd listens on PORT and PORT+1).
+/// Two consecutive free TCP ports on loopback (vpcd listens on PORT and PORT+1), below the
+/// ephemeral range like [`free_port`]'s.
 fn free_port_pair() -> u16 {
     for _ in 0..50 {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = a.local_addr().expect("addr").port();
+        let port = free_port();
         if port < u16::MAX && std::net::TcpListener::bind(("0.0.0.0", port + 1)).is_ok() {
             return port;
         }
@@ -414,9 +416,7 @@ impl HsmSigner {
         let state = lab.path("state");
         std::fs::create_dir(&state).expect("state dir");
         let socket = state.join("signer.sock");
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port");
+        let tcp = free_addr();
         let policy = lab.path("signer.toml");
         let admins: Vec<String> = admins.iter().map(|k| format!("\"{k}\"")).collect();
         std::fs::write(
@@ -498,9 +498,9 @@ pub(crate) const DEV_WIF: &str = "5KQwrPbwdL6PhXujxW37FSSQZ1JiwsST4cqQzDeyXtP79z
 /// Its public key.
 pub(crate) const DEV_PUB: &str = "EOS6MRyAjQq8ud7hVNYcfnVPJqcVpscN5So8BhtHuGYqET5GDW5CV";
 
-/// A free loopback address.
+/// A free loopback address (see [`free_port`]).
 pub(crate) fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 /// Waits for `cond` with a deadline, polling.

@@ -21,9 +21,7 @@ impl Drop for Etcd {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+use rempart_core::testing::free_port;
 
 impl Etcd {
     /// `etcd` on `PATH`; `None` (the test skips, saying why) when it is missing, a failure under

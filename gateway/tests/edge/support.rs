@@ -330,11 +330,7 @@ impl Drop for Gateway {
     }
 }
 
-/// A free port on 127.0.0.1 for the binary to bind (the test cannot hand it a socket).
-pub(crate) fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
+pub(crate) use rempart_core::testing::free_port;
 
 /// `rempart-gateway serve` in its own process (killed when dropped), on free loopback ports,
 /// with the test policy for `nodes` plus `edit`, once its admin listener answers.

@@ -46,10 +46,9 @@ pub(crate) fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> 
     }
 }
 
-/// A TCP port nothing listens on right now.
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+// Not every test binary that includes this module binds a port.
+#[allow(unused_imports)]
+pub(crate) use rempart_core::testing::free_port;
 
 /// The signer binary, built (a no-op when fresh) next to this test binary, unless the suite's
 /// workspace build made it (`REMPART_UP_NO_BUILD`, set by tests/run.sh): a build here would

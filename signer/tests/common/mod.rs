@@ -115,27 +115,7 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range. The daemon tests restart
-/// a signer on its port many times (the kill -9 loops a hundred), and a port from that range
-/// can be taken between two starts as the local port of any process's outgoing connection;
-/// the signer then cannot listen (EADDRINUSE). Below the range only an explicit bind takes it.
-pub fn free_port() -> u16 {
-    use rand_core::RngCore;
-    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10_000u16, ephemeral_from.max(10_001));
-    for _ in 0..1_000 {
-        let port = low
-            + u16::try_from(rand_core::OsRng.next_u32() % u32::from(high - low))
-                .expect("below the range's start");
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port between {low} and {high} on 127.0.0.1 after 1 000 tries");
-}
+pub use rempart_core::testing::free_port;
 
 /// A deployment in a temp dir.
 pub struct Setup {
