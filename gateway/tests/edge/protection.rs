@@ -114,11 +114,13 @@ async fn slow_head_and_slow_body_are_cut_while_others_are_served() {
     ))
     .await;
     let cfg = client_config(&[b"http/1.1"]);
+    // Taken before the connection: the gateway's header timer starts after this, so the time
+    // until the cut is at least the gateway's.
+    let t = Instant::now();
     let mut slow = tls_connect(gw.tls, cfg.clone()).await.expect("tls");
     slow.write_all(b"POST /v1/chain/get_block HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .expect("write");
-    let t = Instant::now();
     let mut c = Client::connect(gw.tls, false).await;
     assert_eq!(c.post("/v1/chain/get_block", "{}").await.status, 200);
     let mut buf = Vec::new();
