@@ -104,18 +104,26 @@ fn a_yubikey_block_key_signs_blocks_an_api_node_accepts() {
     // The right key and PIN: blocks are signed by the card.
     let good = policy(&lab, &chain, &key, &good_pin);
     let socket = lab.path("state/signer.sock");
-    let _daemon = Proc(
+    let log = lab.path("signer.log");
+    let mut daemon = Proc(
         Command::new(&signer)
             .args(["run", "--policy"])
             .arg(&good)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("signer log"))
             .spawn()
             .unwrap(),
     );
+    // Polled, and given up with the signer's own words if it ends or never listens.
     let deadline = Instant::now() + Duration::from_secs(30);
     while UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "the signer never listened");
+        let ended = daemon.0.try_wait().expect("wait");
+        assert!(
+            ended.is_none() && Instant::now() < deadline,
+            "the signer never listened ({ended:?}): {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 
     // The producer signs through the card; the api node follows and accepts its blocks.
