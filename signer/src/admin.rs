@@ -164,7 +164,11 @@ pub struct Admin {
     chain_id: Checksum256,
     path: PathBuf,
     dir: PathBuf,
+    /// The state in force. Held only to read it or to swap in a persisted successor, never
+    /// across a disk write: the signing path reads it (`paused`, `is_retired`) for every block.
     state: Mutex<State>,
+    /// Serialises [`Admin::update`]s, disk writes included.
+    writing: Mutex<()>,
     hsm: Option<Hsm>,
 }
 
@@ -224,6 +228,7 @@ impl Admin {
             path,
             dir: policy.state_dir.clone(),
             state: Mutex::new(state),
+            writing: Mutex::new(()),
             hsm,
         }))
     }
@@ -273,13 +278,16 @@ impl Admin {
     }
 
     /// Applies `change` to a copy of the state, persists it, then keeps it: memory never gets
-    /// ahead of the disk.
+    /// ahead of the disk. Updates run one at a time (each `change` sees the last one's result),
+    /// and while one is on its way to disk, readers get the state in force: a block signed
+    /// meanwhile never waits for an admin command's fsyncs, which a slow disk can stretch past
+    /// the producer's deadline.
     fn update(&self, change: impl FnOnce(&mut State)) -> Result<(), AdminStateError> {
-        let mut guard = self.lock();
-        let mut next = guard.clone();
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.lock().clone();
         change(&mut next);
         self.persist(&next)?;
-        *guard = next;
+        *self.lock() = next;
         Ok(())
     }
 

@@ -454,3 +454,44 @@ fn a_key_created_by_rotate_signs_for_its_producer_and_the_old_one_never_at_its_h
     assert!(matches!(sign_at(&signer, new.public_key(), 13, now + 3), Response::Signature(_)));
     assert_eq!(signer.producer_keys(eosio), vec![new.public_key()]);
 }
+
+#[test]
+fn reads_on_the_signing_path_do_not_wait_for_an_update_on_its_way_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let producer = PrivateKey::from_bytes(KeyType::K1, &[7; 32]).unwrap();
+    let admins: Vec<PrivateKey> = (0..3).map(|_| PrivateKey::generate(KeyType::R1)).collect();
+    let text = policy_text(dir.path(), &producer.public_key(), &admin_section(&admins, 2));
+    let policy = Policy::from_toml(Path::new("/t/signer.toml"), &text).unwrap();
+    let admin = Arc::new(Admin::open(&policy).unwrap().expect("an [admin] section"));
+
+    // An update held half-way, as a slow disk holds one.
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let writer = {
+        let admin = admin.clone();
+        std::thread::spawn(move || {
+            admin.update(|s| {
+                entered_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                s.paused = true;
+            })
+        })
+    };
+    entered_rx.recv().unwrap();
+    let (read_tx, read_rx) = std::sync::mpsc::channel();
+    {
+        let admin = admin.clone();
+        let key = producer.public_key();
+        std::thread::spawn(move || {
+            let _ = read_tx.send((admin.paused(), admin.is_retired(&key)));
+        });
+    }
+    // The bound only ends a failing run; a passing one answers at once.
+    let read = read_rx.recv_timeout(std::time::Duration::from_secs(10));
+    release_tx.send(()).unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(read, Ok((false, false)), "the state in force, answered during the update");
+    assert!(admin.paused(), "and the update's result once it is on disk");
+    let on_disk = std::fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+    assert!(on_disk.contains("\"paused\": true"), "{on_disk}");
+}
