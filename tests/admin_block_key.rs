@@ -9,14 +9,13 @@
 
 mod admin_support;
 
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use admin_support::{
     Lab, Nodes, PIN, Proc, api_block, api_head, audited_signatures, binary, is_root, reader,
-    rempart_ok, signer_binary, wait_for, write_genesis,
+    rempart_ok, signer_binary, wait_for, wait_listening, write_genesis,
 };
 use rempart_core::Checksum256;
 use rempart_core::key::{KeyType, PublicKey, Signature};
@@ -114,17 +113,7 @@ fn a_yubikey_block_key_signs_blocks_an_api_node_accepts() {
             .spawn()
             .unwrap(),
     );
-    // Polled, and given up with the signer's own words if it ends or never listens.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while UnixStream::connect(&socket).is_err() {
-        let ended = daemon.0.try_wait().expect("wait");
-        assert!(
-            ended.is_none() && Instant::now() < deadline,
-            "the signer never listened ({ended:?}): {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(&mut daemon, &socket, &log);
 
     // The producer signs through the card; the api node follows and accepts its blocks.
     let nodes = Nodes::start(&lab, &node, &socket);

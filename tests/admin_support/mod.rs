@@ -469,7 +469,7 @@ threshold = 2
         let out = Command::new(signer).args(["guard", "init", "--policy"]).arg(&policy).output();
         assert!(out.as_ref().is_ok_and(|o| o.status.success()), "{out:?}");
         let log = lab.path("signer.log");
-        let daemon = Proc(
+        let mut daemon = Proc(
             Command::new(signer)
                 .env("SOFTHSM2_CONF", &hsm.conf)
                 .args(["run", "--policy"])
@@ -479,17 +479,24 @@ threshold = 2
                 .spawn()
                 .expect("start the signer"),
         );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the signer never listened on {}: {}",
-                socket.display(),
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(&mut daemon, &socket, &log);
         HsmSigner { state, socket, tcp, log, _daemon: daemon }
+    }
+}
+
+/// Waits until the signer `daemon` accepts connections on `socket`, polling; fails at once
+/// with its exit status and `log` (its stderr) if it ends, or after 30 s.
+pub(crate) fn wait_listening(daemon: &mut Proc, socket: &Path, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        let ended = daemon.0.try_wait().expect("wait");
+        assert!(
+            ended.is_none() && Instant::now() < deadline,
+            "the signer never listened on {} ({ended:?}): {}",
+            socket.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

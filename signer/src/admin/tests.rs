@@ -32,14 +32,19 @@ fn admin_section(admins: &[PrivateKey], threshold: usize) -> String {
     )
 }
 
+/// The test policy for `producer`'s key in `dir`, with `admin` appended.
+fn test_policy(dir: &Path, producer: &PrivateKey, admin: &str) -> Policy {
+    let text = policy_text(dir, &producer.public_key(), admin);
+    Policy::from_toml(Path::new("/t/signer.toml"), &text).unwrap()
+}
+
 fn start(
     dir: &Path,
     producer: &PrivateKey,
     admin: &str,
 ) -> Result<Signer, crate::server::ServerError> {
     let key = producer.public_key();
-    let policy =
-        Policy::from_toml(Path::new("/t/signer.toml"), &policy_text(dir, &key, admin)).unwrap();
+    let policy = test_policy(dir, producer, admin);
     let gkey = GuardKey { chain_id: policy.chain_id, producer: Name::from_const("eosio"), key };
     let guard = Guard::new(dir);
     if guard.load(&gkey).is_err() {
@@ -460,8 +465,7 @@ fn reads_on_the_signing_path_do_not_wait_for_an_update_on_its_way_to_disk() {
     let dir = tempfile::tempdir().unwrap();
     let producer = PrivateKey::from_bytes(KeyType::K1, &[7; 32]).unwrap();
     let admins: Vec<PrivateKey> = (0..3).map(|_| PrivateKey::generate(KeyType::R1)).collect();
-    let text = policy_text(dir.path(), &producer.public_key(), &admin_section(&admins, 2));
-    let policy = Policy::from_toml(Path::new("/t/signer.toml"), &text).unwrap();
+    let policy = test_policy(dir.path(), &producer, &admin_section(&admins, 2));
     let admin = Arc::new(Admin::open(&policy).unwrap().expect("an [admin] section"));
 
     // An update held half-way, as a slow disk holds one.
