@@ -37,11 +37,15 @@ impl Etcd {
         found
     }
 
-    /// Starts `program` with its data under `dir`; returns once it accepts connections.
+    /// Starts `program` with its data under `dir`; returns once it is healthy (it has a leader
+    /// and serves reads), not merely once its port accepts: a fresh member accepts at once but
+    /// holds requests until it has elected itself, which on a slow disk can outlast a signer's
+    /// etcd timeout, and a signer that cannot reach its shared guard at start stops (exit 75).
     pub fn start(program: &Path, dir: &Path) -> Etcd {
         let (port, peer) = (free_port(), free_port());
         let client = format!("http://127.0.0.1:{port}");
         let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log");
         let child = Command::new(program)
             .args(["--name", "t", "--data-dir"])
             .arg(dir.join("etcd"))
@@ -49,19 +53,38 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("t={peer_url}")])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start etcd");
-        let e = Etcd { child, port };
-        // Polled every 20 ms for up to 20 s (a count, not a clock: the node's tests forbid
-        // reading one outside the producer's).
+        let mut e = Etcd { child, port };
+        // Polled every 20 ms, up to 1000 times (a count, not a clock: the node's tests forbid
+        // reading one outside the producer's); each poll waits at most 1 s for its answer.
+        let mut last = String::from("no connection");
         for _ in 0..1000 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return e;
+            if let Ok(Some(status)) = e.child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
+                panic!("etcd exited ({status}) before it was healthy; its log:\n{log}");
+            }
+            match e.health() {
+                Ok(body) if body.contains("\"health\":\"true\"") => return e,
+                Ok(body) => last = body,
+                Err(err) => last = err.to_string(),
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("etcd did not accept connections within 20 s");
+        let log = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
+        panic!("etcd was not healthy after 1000 polls (last: {last}); its log:\n{log}");
+    }
+
+    /// etcd's answer to `GET /health` (head and body).
+    fn health(&self) -> std::io::Result<String> {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(answer)
     }
 
     /// Kills it now (the test goes on without it).

@@ -109,14 +109,23 @@ pub(crate) fn start_dev_signer(dir: &Path, bin: &Path) -> Proc {
 }
 
 /// Starts again the signer [`start_dev_signer`] started in `dir` (its guard initialised
-/// already); returns once its socket accepts.
+/// already); returns once its socket accepts. Its stderr goes to `dir/signer.log` (appended
+/// across restarts); a signer that exits before it listens fails the test with its status and
+/// that log.
 pub(crate) fn restart_dev_signer(dir: &Path, bin: &Path) -> Proc {
     let policy = dir.join("signer.toml");
+    let log_path = dir.join("signer.log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path);
     let mut run = Command::new(bin);
-    run.args(["run", "--policy"]).arg(&policy).stdout(Stdio::null()).stderr(Stdio::null());
-    let p = Proc(run.spawn().expect("spawn signer"));
+    run.args(["run", "--policy"]).arg(&policy).stdout(Stdio::null());
+    run.stderr(log.expect("signer log"));
+    let mut p = Proc(run.spawn().expect("spawn signer"));
     let socket = dir.join("signer.sock");
     wait_for("the signer socket", Duration::from_secs(30), || {
+        if let Ok(Some(status)) = p.0.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("the signer in {} exited ({status}) before it listened:\n{log}", dir.display());
+        }
         std::os::unix::net::UnixStream::connect(&socket).is_ok()
     });
     p
