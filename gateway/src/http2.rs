@@ -238,7 +238,9 @@ async fn serve_stream(
         return;
     }
     let req = req.map(RecvBody::new);
-    let mut handling = pin!(proxy::handle(downstream.clone(), req));
+    // Boxed: the request path's future is most of a stream's, and this one is moved whole
+    // into the connection's set of streams when it is accepted.
+    let mut handling = Box::pin(proxy::handle(downstream.clone(), req));
     let answered = poll_fn(|cx| {
         if let Poll::Ready(r) = handling.as_mut().poll(cx) {
             return Poll::Ready(Some(r));

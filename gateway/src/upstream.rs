@@ -211,14 +211,16 @@ impl Pool {
 
     /// Sends `req` (origin-form target, `Host` set) to node `i` over a keep-alive connection
     /// of the worker running on this thread.
-    pub async fn request(
+    /// (Not an `async fn`: that would be one more layer holding `req` beside the future it
+    /// is moved into.)
+    pub fn request(
         &self,
         i: usize,
         req: Request<UpBody>,
-    ) -> Result<Response<UpResponseBody>, KeepaliveError> {
+    ) -> impl Future<Output = Result<Response<UpResponseBody>, KeepaliveError>> + '_ {
         let worker = worker();
         let addr = self.nodes[i].addr;
-        self.keepalive.request(worker, i, addr, req).await
+        self.keepalive.request(worker, i, addr, req)
     }
 
     /// Whether node `i` may take requests now.
