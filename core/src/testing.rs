@@ -2,7 +2,11 @@
 
 use std::collections::HashSet;
 use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Child;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 
@@ -43,6 +47,24 @@ pub fn free_port() -> u16 {
     panic!("no free TCP port between {low} and {high} on 127.0.0.1 after 1 000 tries");
 }
 
+/// Waits until the program `daemon` accepts connections on the Unix socket `socket`, polling.
+/// Panics at once with its exit status and `log` (where its stderr goes) if it exits first,
+/// and after `timeout` if it never listens.
+pub fn wait_unix_listening(daemon: &mut Child, socket: &Path, log: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while UnixStream::connect(socket).is_err() {
+        let ended = daemon.try_wait().expect("wait for the daemon");
+        assert!(
+            ended.is_none() && Instant::now() < deadline,
+            "the program never listened on {} ({}): {}",
+            socket.display(),
+            ended.map_or_else(|| format!("still running after {timeout:?}"), |s| s.to_string()),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +85,38 @@ mod tests {
             assert!((LOWEST..ephemeral_from.max(LOWEST + 1)).contains(&port), "port {port}");
             TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
         }
+    }
+
+    /// A per-test directory under the system's temporary one (core has no tempfile crate).
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("rempart-core-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        dir
+    }
+
+    #[test]
+    fn a_listening_program_is_waited_for_no_longer() {
+        let dir = scratch("listening");
+        let socket = dir.join("s.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+        let started = Instant::now();
+        wait_unix_listening(&mut child, &socket, &dir.join("log"), Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    #[should_panic(expected = "exit status: 3): it said why")]
+    fn a_program_that_exits_first_fails_the_wait_with_its_status_and_log() {
+        let dir = scratch("exits");
+        let log = dir.join("log");
+        std::fs::write(&log, "it said why").expect("log");
+        let mut child =
+            std::process::Command::new("sh").args(["-c", "exit 3"]).spawn().expect("sh");
+        wait_unix_listening(&mut child, &dir.join("s.sock"), &log, Duration::from_secs(30));
     }
 }

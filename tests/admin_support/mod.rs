@@ -484,20 +484,10 @@ threshold = 2
     }
 }
 
-/// Waits until the signer `daemon` accepts connections on `socket`, polling; fails at once
-/// with its exit status and `log` (its stderr) if it ends, or after 30 s.
+/// Waits until the signer `daemon` accepts connections on `socket`; fails at once with its
+/// exit status and `log` (its stderr) if it ends, or after 30 s.
 pub(crate) fn wait_listening(daemon: &mut Proc, socket: &Path, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::os::unix::net::UnixStream::connect(socket).is_err() {
-        let ended = daemon.0.try_wait().expect("wait");
-        assert!(
-            ended.is_none() && Instant::now() < deadline,
-            "the signer never listened on {} ({ended:?}): {}",
-            socket.display(),
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    rempart_core::testing::wait_unix_listening(&mut daemon.0, socket, log, Duration::from_secs(30));
 }
 
 /// The development key: `eosio`'s owner and active authority in this test's genesis.

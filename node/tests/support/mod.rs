@@ -121,13 +121,12 @@ pub(crate) fn restart_dev_signer(dir: &Path, bin: &Path) -> Proc {
     run.stderr(log.expect("signer log"));
     let mut p = Proc(run.spawn().expect("spawn signer"));
     let socket = dir.join("signer.sock");
-    wait_for("the signer socket", Duration::from_secs(30), || {
-        if let Ok(Some(status)) = p.0.try_wait() {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            panic!("the signer in {} exited ({status}) before it listened:\n{log}", dir.display());
-        }
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
+    rempart_core::testing::wait_unix_listening(
+        &mut p.0,
+        &socket,
+        &log_path,
+        Duration::from_secs(30),
+    );
     p
 }
 
