@@ -360,3 +360,20 @@ fn every_reason_is_listed_and_answers_nodeos_codes() {
     assert_eq!(Rejection::Expired { expiration: NOW, now: NOW }.nodeos_code(), 3_040_005);
     assert!(all.iter().all(|r| (3_040_000..3_070_000).contains(&r.nodeos_code())));
 }
+
+/// A query is forwarded re-serialised (one value per key, so the node cannot read a duplicate
+/// key the filter did not check). A number in it must come out as the same number: serde_json
+/// parses floats exactly only with `float_roundtrip` (found by the `gateway_filter` fuzz
+/// target, whose input this is).
+#[test]
+fn a_forwarded_query_keeps_its_numbers_exactly_and_passes_again_unchanged() {
+    let digits = format!("-{}00", "5".repeat(120)).replacen('5', "2", 1);
+    let body = format!(r#"{{"affset": {digits}, "account_name": "alice"}}"#);
+    let f = policy();
+    let passed = f.inspect("/v1/history/get_actions", Bytes::from(body), NOW).expect("passes");
+    let sent: Value = serde_json::from_slice(&passed.body).expect("json");
+    let exact: f64 = digits.parse().expect("a float");
+    assert_eq!(sent["affset"].as_f64(), Some(exact), "{}", String::from_utf8_lossy(&passed.body));
+    let again = f.inspect("/v1/history/get_actions", passed.body.clone(), NOW).expect("passes");
+    assert_eq!(again.body, passed.body);
+}
