@@ -87,17 +87,30 @@ mod tests {
         }
     }
 
-    /// A per-test directory under the system's temporary one (core has no tempfile crate).
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("rempart-core-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        dir
+    /// A per-test directory under the system's temporary one (core has no tempfile crate),
+    /// removed when dropped, also while a test unwinds.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir =
+                std::env::temp_dir().join(format!("rempart-core-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("scratch directory");
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
     fn a_listening_program_is_waited_for_no_longer() {
-        let dir = scratch("listening");
+        let scratch = Scratch::new("listening");
+        let dir = &scratch.0;
         let socket = dir.join("s.sock");
         let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
         let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
@@ -106,13 +119,13 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         child.kill().expect("kill");
         child.wait().expect("reap");
-        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]
     #[should_panic(expected = "exit status: 3): it said why")]
     fn a_program_that_exits_first_fails_the_wait_with_its_status_and_log() {
-        let dir = scratch("exits");
+        let scratch = Scratch::new("exits");
+        let dir = &scratch.0;
         let log = dir.join("log");
         std::fs::write(&log, "it said why").expect("log");
         let mut child =

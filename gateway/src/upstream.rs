@@ -211,6 +211,7 @@ impl Pool {
 
     /// Sends `req` (origin-form target, `Host` set) to node `i` over a keep-alive connection
     /// of the worker running on this thread.
+    ///
     /// (Not an `async fn`: that would be one more layer holding `req` beside the future it
     /// is moved into.)
     pub fn request(
